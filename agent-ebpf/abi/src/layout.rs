@@ -1,0 +1,36 @@
+//! Kernel struct offsets and enum values, resolved from BTF by the agent and written into the
+//! eBPF object's read-only data before load (`EbpfLoader::override_global`).
+
+/// Byte offsets (and a few enum values) the programs need to walk kernel memory.
+///
+/// A family whose fields cannot all be resolved on the running kernel is not loaded, so a
+/// zero here is never dereferenced on a guess.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `struct mmu_notifier_range`: `mm`, `start`, `end`, `flags`, `event`.
+    pub range_mm: u32,
+    pub range_start: u32,
+    pub range_end: u32,
+    pub range_flags: u32,
+    pub range_event: u32,
+    /// `struct mm_struct.owner` (exists with `CONFIG_MEMCG`).
+    pub mm_owner: u32,
+    /// `struct task_struct.cgroups` (`struct css_set *`).
+    pub task_cgroups: u32,
+    /// `struct css_set.subsys[0]` and `.dfl_cgrp`.
+    pub css_set_subsys: u32,
+    pub css_set_dfl_cgrp: u32,
+    /// `struct cgroup_subsys_state.cgroup`.
+    pub css_cgroup: u32,
+    /// `struct cgroup.kn` and `struct kernfs_node.id` (u64 since 5.5).
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    /// `enum cgroup_subsys_id::memory_cgrp_id`, or `u32::MAX` without a memory controller
+    /// (then the default hierarchy's cgroup is used).
+    pub memory_cgrp_id: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelLayout {}

@@ -1,0 +1,28 @@
+//! The binary interface between mmuscope's eBPF programs and its user-space agent.
+//!
+//! Everything here is `#[repr(C)]` and `no_std`: the same definitions are compiled into the
+//! eBPF object (`bpfel-unknown-none`) and into the agent, so map keys, map values and the
+//! load-time configuration cannot drift apart. With the `user` feature the types implement
+//! [`aya::Pod`] so the agent can read them out of maps and write them as globals.
+//!
+//! Kernel struct offsets are never written here: they are resolved from the running kernel's
+//! BTF by the agent and handed to the programs in [`KernelLayout`].
+#![no_std]
+
+mod histogram;
+mod layout;
+mod maps;
+
+pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
+pub use layout::KernelLayout;
+pub use maps::{BracketKey, BracketStats, CgroupKey, Counter, InflightBracket, key_flags};
+
+/// Names of the maps and globals, shared so that a rename cannot break the agent silently.
+pub mod names {
+    pub const LAYOUT: &str = "LAYOUT";
+    pub const INFLIGHT: &str = "INFLIGHT";
+    pub const BRACKET_STATS: &str = "BRACKET_STATS";
+    pub const KVM_UNMAP_COUNTS: &str = "KVM_UNMAP_COUNTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const KPROBE_STASH: &str = "KPROBE_STASH";
+}

@@ -1,0 +1,88 @@
+//! Map keys and values.
+
+use crate::histogram::HIST_BUCKETS;
+
+/// Bits of [`BracketKey::flags`] and [`CgroupKey::flags`].
+pub mod key_flags {
+    /// `MMU_NOTIFIER_RANGE_BLOCKABLE` was set on the range. (A `#define`, so not in BTF; it
+    /// has been bit 0 since the flag was introduced in 5.2.)
+    pub const BLOCKABLE: u32 = 1 << 0;
+    /// The cgroup id is from the default (v2) hierarchy because the task had no memory css.
+    pub const DEFAULT_HIERARCHY: u32 = 1 << 1;
+    /// The owner of the mm could not be read (exiting mm): the cgroup id is 0.
+    pub const NO_OWNER: u32 = 1 << 2;
+}
+
+/// Aggregation key of completed invalidation brackets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BracketKey {
+    /// Cgroup id (kernfs node id) of the memory cgroup of the mm's owner.
+    pub cgroup_id: u64,
+    /// Raw `enum mmu_notifier_event` value; user space names it from BTF.
+    pub event: u32,
+    pub flags: u32,
+}
+
+/// Per-CPU statistics of completed brackets for one [`BracketKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BracketStats {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub buckets: [u64; HIST_BUCKETS],
+}
+
+impl Default for BracketStats {
+    fn default() -> Self {
+        Self { count: 0, sum_ns: 0, buckets: [0; HIST_BUCKETS] }
+    }
+}
+
+/// An invalidation bracket between `invalidate_range_start` and the return of `_end`,
+/// keyed by the address of its `struct mmu_notifier_range` (a stack object, unique while live).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InflightBracket {
+    pub t_start_ns: u64,
+    pub key: BracketKey,
+}
+
+/// Aggregation key of plain per-cgroup counters (tracepoint mode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupKey {
+    pub cgroup_id: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Indexes of the per-CPU `COUNTERS` array: the programs' own error and drop accounting.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A bracket ended whose start was not seen (attached mid-bracket, or an LRU eviction).
+    EndWithoutStart = 0,
+    /// `invalidate_range_start` returned non-zero: no `_end` follows (non-blocking callers).
+    StartFailed = 1,
+    /// An aggregation map was full and a new key could not be inserted.
+    MapFull = 2,
+    /// A kernel read failed while walking mm → owner → cgroup.
+    ReadFault = 3,
+    /// The in-flight bracket table was full.
+    InflightFull = 4,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 5;
+    pub const ALL: [Counter; Counter::COUNT as usize] =
+        [Counter::EndWithoutStart, Counter::StartFailed, Counter::MapFull, Counter::ReadFault, Counter::InflightFull];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::BracketKey {}
+    unsafe impl aya::Pod for super::BracketStats {}
+    unsafe impl aya::Pod for super::InflightBracket {}
+    unsafe impl aya::Pod for super::CgroupKey {}
+}

@@ -1,0 +1,136 @@
+//! Invalidation brackets: `__mmu_notifier_invalidate_range_start(range)` to the return of
+//! `__mmu_notifier_invalidate_range_end(range[, only_end])`, counted and timed per
+//! (owner memory cgroup, event, blockable).
+//!
+//! Two hook sets share the logic: fentry/fexit (preferred) and kprobe/kretprobe. kretprobes
+//! see no arguments, so the kprobe half stashes the range pointer per thread.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use mmuscope_abi::{BracketKey, BracketStats, Counter, InflightBracket, key_flags, log2_bucket};
+
+use crate::{
+    cgroup::{mm_owner_memcg, read},
+    maps::{BRACKET_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, bump, per_cpu_entry},
+};
+
+/// Records a bracket opening at `range`.
+#[inline(always)]
+fn open(range: u64) {
+    let layout = LAYOUT.load();
+    let Ok(mm) = (unsafe { read::<u64>(range, layout.range_mm) }) else { return };
+    let Ok(event) = (unsafe { read::<u32>(range, layout.range_event) }) else { return };
+    let Ok(rflags) = (unsafe { read::<u32>(range, layout.range_flags) }) else { return };
+    let (cgroup_id, mut flags) = mm_owner_memcg(&layout, mm);
+    if rflags & 1 != 0 {
+        flags |= key_flags::BLOCKABLE;
+    }
+    let inflight =
+        InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key: BracketKey { cgroup_id, event, flags } };
+    if INFLIGHT.insert(range, inflight, 0).is_err() {
+        bump(Counter::InflightFull);
+    }
+}
+
+/// `invalidate_range_start` returned `ret`: non-zero means no `_end` will follow.
+#[inline(always)]
+fn start_returned(range: u64, ret: i32) {
+    if ret != 0 {
+        let _ = INFLIGHT.remove(range);
+        bump(Counter::StartFailed);
+    }
+}
+
+/// Closes the bracket at `range` when `_end` returns.
+#[inline(always)]
+fn close(range: u64) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(inflight) = (unsafe { INFLIGHT.get(range) }).copied() else {
+        bump(Counter::EndWithoutStart);
+        return;
+    };
+    let _ = INFLIGHT.remove(range);
+    let dt = now.saturating_sub(inflight.t_start_ns);
+    let zero = BracketStats::default();
+    let Some(stats) = per_cpu_entry(&BRACKET_STATS, &inflight.key, &zero) else { return };
+    let bucket = log2_bucket(dt) as usize;
+    // SAFETY: per-CPU value owned by this CPU while the program runs.
+    unsafe {
+        (*stats).count += 1;
+        (*stats).sum_ns += dt;
+        if let Some(b) = (*stats).buckets.get_mut(bucket) {
+            *b += 1;
+        }
+    }
+}
+
+#[fentry]
+pub fn bracket_start_fentry(ctx: FEntryContext) -> i32 {
+    open(ctx.arg::<u64>(0));
+    0
+}
+
+#[fexit]
+pub fn bracket_start_fexit(ctx: FExitContext) -> i32 {
+    // fexit sees the return value after the arguments: start(range) has one argument.
+    start_returned(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as i32);
+    0
+}
+
+#[fexit]
+pub fn bracket_end_fexit(ctx: FExitContext) -> i32 {
+    close(ctx.arg::<u64>(0));
+    0
+}
+
+/// Stash slots: which call the stashed range pointer belongs to.
+const STASH_START: u64 = 0;
+const STASH_END: u64 = 1 << 32;
+
+#[inline(always)]
+fn stash_key(which: u64) -> u64 {
+    (bpf_get_current_pid_tgid() & 0xffff_ffff) | which
+}
+
+#[inline(always)]
+fn stash_take(which: u64) -> Option<u64> {
+    let key = stash_key(which);
+    let range = unsafe { KPROBE_STASH.get(key) }.copied();
+    let _ = KPROBE_STASH.remove(key);
+    range
+}
+
+#[kprobe]
+pub fn bracket_start_kprobe(ctx: ProbeContext) -> u32 {
+    let Some(range) = ctx.arg::<u64>(0) else { return 0 };
+    open(range);
+    let _ = KPROBE_STASH.insert(stash_key(STASH_START), range, 0);
+    0
+}
+
+#[kretprobe]
+pub fn bracket_start_kretprobe(ctx: RetProbeContext) -> u32 {
+    if let Some(range) = stash_take(STASH_START) {
+        start_returned(range, ctx.ret::<u64>() as i32);
+    }
+    0
+}
+
+#[kprobe]
+pub fn bracket_end_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(range) = ctx.arg::<u64>(0) {
+        let _ = KPROBE_STASH.insert(stash_key(STASH_END), range, 0);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn bracket_end_kretprobe(_ctx: RetProbeContext) -> u32 {
+    if let Some(range) = stash_take(STASH_END) {
+        close(range);
+    }
+    0
+}

@@ -1,0 +1,71 @@
+//! Memory-cgroup attribution: task → css_set → memory css → cgroup → kernfs id.
+//!
+//! The memory controller's cgroup is the one the kernel charges; on hybrid v1/v2 hosts it
+//! lives in the v1 memory hierarchy while `bpf_get_current_cgroup_id()` would return the
+//! v2 root. Without a memory css the default hierarchy's cgroup is used and flagged.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use mmuscope_abi::{Counter, KernelLayout, key_flags};
+
+use crate::maps::bump;
+
+/// Reads a `T` at `base + off` from kernel memory.
+#[inline(always)]
+pub unsafe fn read<T>(base: u64, off: u32) -> Result<T, ()> {
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.map_err(|_| {
+        bump(Counter::ReadFault);
+    })
+}
+
+/// Cgroup id and [`key_flags`] of `task`'s memory cgroup.
+#[inline(always)]
+pub fn task_memcg(layout: &KernelLayout, task: u64) -> (u64, u32) {
+    match unsafe { task_memcg_inner(layout, task) } {
+        Ok(v) => v,
+        Err(()) => (0, key_flags::NO_OWNER),
+    }
+}
+
+#[inline(always)]
+unsafe fn task_memcg_inner(layout: &KernelLayout, task: u64) -> Result<(u64, u32), ()> {
+    if task == 0 {
+        return Err(());
+    }
+    let cset: u64 = unsafe { read(task, layout.task_cgroups)? };
+    if cset == 0 {
+        return Err(());
+    }
+    let mut flags = 0;
+    let mut cgrp = 0u64;
+    if layout.memory_cgrp_id != u32::MAX {
+        let css: u64 = unsafe { read(cset, layout.css_set_subsys + layout.memory_cgrp_id * 8)? };
+        if css != 0 {
+            cgrp = unsafe { read(css, layout.css_cgroup)? };
+        }
+    }
+    if cgrp == 0 {
+        flags |= key_flags::DEFAULT_HIERARCHY;
+        cgrp = unsafe { read(cset, layout.css_set_dfl_cgrp)? };
+    }
+    if cgrp == 0 {
+        return Err(());
+    }
+    let kn: u64 = unsafe { read(cgrp, layout.cgroup_kn)? };
+    if kn == 0 {
+        return Err(());
+    }
+    let id: u64 = unsafe { read(kn, layout.kn_id)? };
+    Ok((id, flags))
+}
+
+/// Memory cgroup of the owner of `mm` (`mm->owner`), the task the memory is charged to.
+#[inline(always)]
+pub fn mm_owner_memcg(layout: &KernelLayout, mm: u64) -> (u64, u32) {
+    if mm == 0 {
+        return (0, key_flags::NO_OWNER);
+    }
+    match unsafe { read::<u64>(mm, layout.mm_owner) } {
+        Ok(owner) if owner != 0 => task_memcg(layout, owner),
+        _ => (0, key_flags::NO_OWNER),
+    }
+}

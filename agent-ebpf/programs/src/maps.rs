@@ -1,0 +1,80 @@
+//! Maps and the load-time layout global, plus small helpers to bump counters.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+};
+use aya_log_ebpf::warn;
+use mmuscope_abi::{BracketKey, BracketStats, CgroupKey, Counter, InflightBracket, KernelLayout};
+
+#[unsafe(no_mangle)]
+pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
+    range_mm: 0,
+    range_start: 0,
+    range_end: 0,
+    range_flags: 0,
+    range_event: 0,
+    mm_owner: 0,
+    task_cgroups: 0,
+    css_set_subsys: 0,
+    css_set_dfl_cgrp: 0,
+    css_cgroup: 0,
+    cgroup_kn: 0,
+    kn_id: 0,
+    memory_cgrp_id: 0,
+    _pad: 0,
+});
+
+/// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
+/// end (kretprobe overflow, detach mid-bracket) cannot fill it for good.
+#[map]
+pub static INFLIGHT: LruHashMap<u64, InflightBracket> = LruHashMap::with_max_entries(16384, 0);
+
+/// Completed brackets per (owner cgroup, event, flags). Size set by the agent.
+#[map]
+pub static BRACKET_STATS: PerCpuHashMap<BracketKey, BracketStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// `kvm:kvm_unmap_hva_range` events per current-task memory cgroup (tracepoint mode).
+#[map]
+pub static KVM_UNMAP_COUNTS: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// kprobe mode: the `mmu_notifier_range *` of the call in progress on this thread, so that the
+/// matching kretprobe (which has no arguments) can find its bracket. Key = tid | which << 32.
+#[map]
+pub static KPROBE_STASH: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// The programs' own error accounting, indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Adds one to `counter` on this CPU and returns the new per-CPU value.
+#[inline(always)]
+pub fn bump(counter: Counter) -> u64 {
+    match COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other writer, no atomics needed (the BPF target has no CAS).
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
+    }
+}
+
+/// Returns the per-CPU value for `key`, inserting a zeroed one first if needed.
+#[inline(always)]
+pub fn per_cpu_entry<K, V: Copy>(map: &PerCpuHashMap<K, V>, key: &K, zero: &V) -> Option<*mut V> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some(p);
+    }
+    // BPF_NOEXIST: a racing insert from another CPU is fine, the lookup below finds it.
+    if map.insert(key, zero, 1).is_err() && map.get_ptr_mut(key).is_none() {
+        let dropped = bump(Counter::MapFull);
+        // Log at powers of two only: a full map would otherwise flood the log ring.
+        if dropped.is_power_of_two() {
+            warn!(&(), "aggregation map full: {} updates dropped on this CPU so far", dropped);
+        }
+        return None;
+    }
+    map.get_ptr_mut(key)
+}

@@ -1,0 +1,67 @@
+//! `mmuscope check`: the probe plan for this kernel as a table or JSON. It really loads and
+//! attaches (then detaches on exit), so "attached" means it worked here, not that it should.
+
+use std::io::Write;
+
+use crate::{
+    cli::CheckArgs,
+    kernel::KernelInfo,
+    probes::{self, PlanReport, Probes},
+};
+
+/// Exit code of `--strict` when a required family is missing or a family runs on a fallback.
+pub const EXIT_STRICT: i32 = 3;
+
+pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
+    let kernel = KernelInfo::probe(&args.kernel.btf)?;
+    let options = probes::Options { mode: args.kernel.mode, stats_map_entries: args.kernel.stats_map_entries };
+    let probes = Probes::load(&kernel, &options)?;
+    let report = &probes.report;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, report)?;
+        writeln!(out)?;
+    } else {
+        write_table(&mut out, report)?;
+    }
+    let missing = report.missing_required();
+    let degraded = report.degraded();
+    if args.strict && !(missing.is_empty() && degraded.is_empty()) {
+        if !missing.is_empty() {
+            eprintln!("mmuscope check --strict: required probe families not attached: {}", missing.join(", "));
+        }
+        if !degraded.is_empty() {
+            eprintln!("mmuscope check --strict: probe families running on a fallback: {}", degraded.join(", "));
+        }
+        return Ok(EXIT_STRICT);
+    }
+    Ok(0)
+}
+
+fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
+    let cap = |c: &Result<(), String>| match c {
+        Ok(()) => "available".to_string(),
+        Err(why) => format!("unavailable: {why}"),
+    };
+    writeln!(out, "kernel      {} (BTF {})", r.kernel_release, r.btf_path)?;
+    writeln!(out, "generation  {}", r.generation_description)?;
+    writeln!(out, "fentry      {}", cap(&r.capabilities.trampolines))?;
+    writeln!(out, "kprobe      {}", cap(&r.capabilities.kprobes))?;
+    writeln!(out)?;
+    writeln!(out, "{:<10} {:<11} {:<12} DETAIL", "FAMILY", "MODE", "STATUS")?;
+    for f in &r.families {
+        for (i, a) in f.alternatives.iter().enumerate() {
+            let family = if i == 0 { f.name } else { "" };
+            let detail = match a.status {
+                probes::Status::Attached if a.degraded.is_empty() => a.targets.join(", "),
+                probes::Status::Attached => format!("{} (degraded: {})", a.targets.join(", "), a.degraded),
+                _ => a.reason.clone(),
+            };
+            writeln!(out, "{family:<10} {:<11} {:<12} {detail}", a.name, a.status.as_str())?;
+        }
+        if f.attached().is_none() {
+            writeln!(out, "{:<10} {:<11} {:<12} no alternative attached", "", "-", "MISSING")?;
+        }
+    }
+    Ok(())
+}

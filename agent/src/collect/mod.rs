@@ -1,0 +1,65 @@
+//! Scrape-time collection: reads the aggregation maps and sums the per-CPU values into a
+//! [`Snapshot`]. Nothing is accumulated in user space, so a restart loses nothing that the
+//! kernel maps still hold and a scrape never sees half-updated totals of one CPU.
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use mmuscope_abi::{BracketKey, BracketStats, CgroupKey, Counter, HIST_BUCKETS, names};
+
+use crate::probes::Probes;
+
+/// The maps the collector reads.
+pub struct Maps {
+    brackets: PerCpuHashMap<MapData, BracketKey, BracketStats>,
+    kvm_unmaps: PerCpuHashMap<MapData, CgroupKey, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    /// `max_entries` of the aggregation maps, for `map_capacity`.
+    pub stats_capacity: u32,
+}
+
+/// Everything one scrape reports, summed over CPUs.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub brackets: Vec<(BracketKey, BracketStats)>,
+    pub kvm_unmaps: Vec<(CgroupKey, u64)>,
+    pub counters: [u64; Counter::COUNT as usize],
+}
+
+impl Maps {
+    pub fn take(probes: &mut Probes, stats_capacity: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            brackets: probes.take_map(names::BRACKET_STATS)?.try_into()?,
+            kvm_unmaps: probes.take_map(names::KVM_UNMAP_COUNTS)?.try_into()?,
+            counters: probes.take_map(names::COUNTERS)?.try_into()?,
+            stats_capacity,
+        })
+    }
+
+    pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        for entry in self.brackets.iter() {
+            let (key, per_cpu) = entry?;
+            snap.brackets.push((key, sum_stats(&per_cpu)));
+        }
+        for entry in self.kvm_unmaps.iter() {
+            let (key, per_cpu) = entry?;
+            snap.kvm_unmaps.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
+        }
+        for c in Counter::ALL {
+            let per_cpu = self.counters.get(&(c as u32), 0)?;
+            snap.counters[c as usize] = per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v));
+        }
+        Ok(snap)
+    }
+}
+
+fn sum_stats(per_cpu: &PerCpuValues<BracketStats>) -> BracketStats {
+    let mut total = BracketStats::default();
+    for s in per_cpu.iter() {
+        total.count = total.count.saturating_add(s.count);
+        total.sum_ns = total.sum_ns.saturating_add(s.sum_ns);
+        for k in 0..HIST_BUCKETS {
+            total.buckets[k] = total.buckets[k].saturating_add(s.buckets[k]);
+        }
+    }
+    total
+}

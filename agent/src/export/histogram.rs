@@ -1,0 +1,62 @@
+//! Converts the kernel's log2 nanosecond buckets into cumulative Prometheus buckets in seconds.
+
+use mmuscope_abi::{BracketStats, HIST_BUCKETS};
+
+/// Exported bucket range: `le = 2^FIRST ns` (256 ns, which also holds everything faster)
+/// to `le = 2^LAST ns` (~69 s); slower brackets appear in `+Inf` only. Every bound is an exact
+/// power of two, so edge-correctness of the kernel buckets carries over.
+pub const FIRST: usize = 8;
+pub const LAST: usize = 36;
+const _: () = assert!(LAST < HIST_BUCKETS - 1);
+
+/// Cumulative `(le seconds, count)` for `FIRST..=LAST`.
+pub fn cumulative_seconds(stats: &BracketStats) -> Vec<(f64, u64)> {
+    let mut acc = 0u64;
+    let mut out = Vec::with_capacity(LAST - FIRST + 1);
+    for (k, n) in stats.buckets.iter().enumerate().take(LAST + 1) {
+        acc += n;
+        if k >= FIRST {
+            out.push(((1u64 << k) as f64 / 1e9, acc));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmuscope_abi::log2_bucket;
+
+    fn stats_of(values: &[u64]) -> BracketStats {
+        let mut s = BracketStats::default();
+        for v in values {
+            s.count += 1;
+            s.sum_ns += v;
+            s.buckets[log2_bucket(*v) as usize] += 1;
+        }
+        s
+    }
+
+    #[test]
+    fn exact_powers_land_in_their_own_bucket() {
+        // 1024 ns = 2^10 must be counted in le=1.024e-6 but not in le=5.12e-7.
+        let b = cumulative_seconds(&stats_of(&[1024]));
+        let le = |k: usize| b[k - FIRST];
+        assert_eq!(le(9), (512e-9, 0));
+        assert_eq!(le(10), (1024e-9, 1));
+        let b = cumulative_seconds(&stats_of(&[1025]));
+        assert_eq!(b[10 - FIRST].1, 0);
+        assert_eq!(b[11 - FIRST].1, 1);
+    }
+
+    #[test]
+    fn fast_values_fold_into_first_bucket_and_slow_ones_into_inf() {
+        let s = stats_of(&[0, 1, 200, 256, 257, 1 << 40]);
+        let b = cumulative_seconds(&s);
+        assert_eq!(b[0], (256e-9, 4));
+        assert_eq!(b[1].1, 5);
+        assert_eq!(b.last().unwrap().1, 5, "2^40 ns is beyond the last finite bucket");
+        assert_eq!(s.count, 6);
+        assert!(b.windows(2).all(|w| w[0].1 <= w[1].1 && w[0].0 < w[1].0));
+    }
+}

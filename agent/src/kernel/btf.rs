@@ -1,0 +1,189 @@
+//! Queries against the running kernel's BTF (`/sys/kernel/btf/vmlinux` or `--btf PATH`):
+//! struct member offsets (through anonymous members), enum values and function prototypes.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, BtfType, Type};
+
+/// Errors of BTF look-ups. A missing item is an ordinary answer (`Ok(None)`), not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read BTF from {path}: {source}")]
+    Open { path: PathBuf, source: btf_rs::Error },
+    #[error("malformed BTF while resolving {what}: {source}")]
+    Malformed { what: String, source: btf_rs::Error },
+}
+
+/// A member found in a struct: byte offset from the struct's start and its size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// A function prototype: parameter names (empty for unnamed) in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prototype {
+    pub params: Vec<String>,
+}
+
+/// The kernel's type information.
+pub struct KernelBtf {
+    btf: Btf,
+    path: PathBuf,
+}
+
+impl KernelBtf {
+    pub const DEFAULT_PATH: &'static str = "/sys/kernel/btf/vmlinux";
+
+    pub fn open(path: &Path) -> Result<Self, BtfError> {
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Open { path: path.into(), source })?;
+        Ok(Self { btf, path: path.into() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn malformed(what: &str) -> impl FnOnce(btf_rs::Error) -> BtfError + '_ {
+        move |source| BtfError::Malformed { what: what.to_string(), source }
+    }
+
+    /// All types with `name` (a name can be shared, e.g. a struct and a function).
+    fn types(&self, name: &str) -> Vec<Type> {
+        self.btf.resolve_types_by_name(name).unwrap_or_default()
+    }
+
+    /// The struct named `name`, if BTF has a complete definition of it.
+    fn find_struct(&self, name: &str) -> Option<btf_rs::Struct> {
+        self.types(name).into_iter().find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() || s.size() > 0 => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Byte offset and size of `member` in `struct name`; `member` may be a dotted path
+    /// (`"flags.__mm_flags"`). Anonymous struct/union members are searched transparently, as C
+    /// does. `Ok(None)` when the struct or a member does not exist.
+    pub fn member(&self, name: &str, member: &str) -> Result<Option<Field>, BtfError> {
+        let Some(mut current) = self.find_struct(name) else { return Ok(None) };
+        let mut base = 0u32;
+        let mut parts = member.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let Some((offset_bits, type_id)) = self.find_member(&current, part)? else {
+                return Ok(None);
+            };
+            if offset_bits % 8 != 0 {
+                return Ok(None); // bitfields are not addressable; callers need whole bytes
+            }
+            base += offset_bits / 8;
+            let resolved = self.strip(type_id, name)?;
+            if parts.peek().is_none() {
+                let size = self.size_of(&resolved, name)?;
+                return Ok(Some(Field { offset: base, size }));
+            }
+            current = match resolved {
+                Type::Struct(s) | Type::Union(s) => s,
+                _ => return Ok(None),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Finds `name` among `s`'s members, descending into anonymous members; returns the bit
+    /// offset from `s`'s start and the member's type id.
+    fn find_member(&self, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
+        for m in &s.members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let type_id = m.get_type_id().unwrap_or(0);
+            if mname == name {
+                return Ok(Some((m.bit_offset(), type_id)));
+            }
+            if mname.is_empty()
+                && let Type::Struct(inner) | Type::Union(inner) = self.strip(type_id, name)?
+                && let Some((off, id)) = self.find_member(&inner, name)?
+            {
+                return Ok(Some((m.bit_offset() + off, id)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolves typedefs and qualifiers down to the underlying type.
+    fn strip(&self, mut id: u32, what: &str) -> Result<Type, BtfError> {
+        loop {
+            let t = self.btf.resolve_type_by_id(id).map_err(Self::malformed(what))?;
+            match &t {
+                Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                    id = t.as_btf_type().and_then(|b| b.get_type_id()).unwrap_or(0);
+                }
+                _ => return Ok(t),
+            }
+        }
+    }
+
+    fn size_of(&self, t: &Type, what: &str) -> Result<u32, BtfError> {
+        Ok(match t {
+            Type::Int(i) => i.size() as u32,
+            Type::Ptr(_) => 8,
+            Type::Enum(e) => e.size() as u32,
+            Type::Enum64(e) => e.size() as u32,
+            Type::Struct(s) | Type::Union(s) => s.size() as u32,
+            Type::Float(f) => f.size() as u32,
+            Type::Array(a) => {
+                let elem = self.strip(a.get_type_id().unwrap_or(0), what)?;
+                self.size_of(&elem, what)? * a.len() as u32
+            }
+            _ => 0,
+        })
+    }
+
+    /// Value of enumerator `name` of `enum enum_name` (also searches anonymous enums when
+    /// `enum_name` is empty). `Ok(None)` when absent.
+    pub fn enum_value(&self, enum_name: &str, name: &str) -> Result<Option<u64>, BtfError> {
+        Ok(self.enum_values(enum_name)?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v))
+    }
+
+    /// All enumerators of `enum enum_name` in declaration order.
+    pub fn enum_values(&self, enum_name: &str) -> Result<Vec<(String, u64)>, BtfError> {
+        for t in self.types(enum_name) {
+            match t {
+                Type::Enum(e) => {
+                    return e
+                        .members
+                        .iter()
+                        .map(|m| Ok((self.btf.resolve_name(m).map_err(Self::malformed(enum_name))?, m.val() as u64)))
+                        .collect();
+                }
+                Type::Enum64(e) => {
+                    return e
+                        .members
+                        .iter()
+                        .map(|m| Ok((self.btf.resolve_name(m).map_err(Self::malformed(enum_name))?, m.val())))
+                        .collect();
+                }
+                _ => {}
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Prototype of the kernel function `name`, `None` if BTF has no such FUNC.
+    pub fn function(&self, name: &str) -> Result<Option<Prototype>, BtfError> {
+        for t in self.types(name) {
+            if let Type::Func(f) = t {
+                let proto = self.btf.resolve_chained_type(&f).map_err(Self::malformed(name))?;
+                let Type::FuncProto(p) = proto else { continue };
+                let params =
+                    p.parameters.iter().map(|param| self.btf.resolve_name(param).unwrap_or_default()).collect();
+                return Ok(Some(Prototype { params }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether BTF has a type (of any kind) named `name`, e.g. `btf_trace_kvm_unmap_hva_range`.
+    pub fn has_type(&self, name: &str) -> bool {
+        !self.types(name).is_empty()
+    }
+}

@@ -1,0 +1,83 @@
+//! Resolves [`KernelLayout`] from BTF, group by group, so that a missing field disables only
+//! the probe families that need it and the reason names the field.
+
+use mmuscope_abi::KernelLayout;
+
+use super::btf::{BtfError, KernelBtf};
+
+/// A set of fields one kind of program needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldGroup {
+    /// `struct mmu_notifier_range` members read at bracket start.
+    NotifierRange,
+    /// task → css_set → memory css (or default cgroup) → cgroup → kernfs id.
+    TaskCgroup,
+    /// `mm_struct.owner` (needs `CONFIG_MEMCG`).
+    MmOwner,
+}
+
+/// The layout plus, per group, what could not be resolved.
+#[derive(Debug, Default)]
+pub struct ResolvedLayout {
+    pub layout: KernelLayout,
+    missing: Vec<(FieldGroup, String)>,
+}
+
+impl ResolvedLayout {
+    /// `Ok` when every field of `group` was found, else the missing fields, comma-separated.
+    pub fn group(&self, group: FieldGroup) -> Result<(), String> {
+        let missing: Vec<&str> = self.missing.iter().filter(|(g, _)| *g == group).map(|(_, f)| f.as_str()).collect();
+        if missing.is_empty() { Ok(()) } else { Err(format!("BTF lacks {}", missing.join(", "))) }
+    }
+
+    /// Resolves every field; never fails for a missing field, only for unreadable BTF.
+    pub fn resolve(btf: &KernelBtf) -> Result<Self, BtfError> {
+        let mut r = Resolver { btf, missing: Vec::new() };
+        use FieldGroup::*;
+        let layout = KernelLayout {
+            range_mm: r.offset(NotifierRange, "mmu_notifier_range", "mm", Some(8))?,
+            range_start: r.offset(NotifierRange, "mmu_notifier_range", "start", Some(8))?,
+            range_end: r.offset(NotifierRange, "mmu_notifier_range", "end", Some(8))?,
+            range_flags: r.offset(NotifierRange, "mmu_notifier_range", "flags", Some(4))?,
+            range_event: r.offset(NotifierRange, "mmu_notifier_range", "event", Some(4))?,
+            mm_owner: r.offset(MmOwner, "mm_struct", "owner", Some(8))?,
+            task_cgroups: r.offset(TaskCgroup, "task_struct", "cgroups", Some(8))?,
+            css_set_subsys: r.offset(TaskCgroup, "css_set", "subsys", None)?,
+            css_set_dfl_cgrp: r.offset(TaskCgroup, "css_set", "dfl_cgrp", Some(8))?,
+            css_cgroup: r.offset(TaskCgroup, "cgroup_subsys_state", "cgroup", Some(8))?,
+            cgroup_kn: r.offset(TaskCgroup, "cgroup", "kn", Some(8))?,
+            kn_id: r.offset(TaskCgroup, "kernfs_node", "id", Some(8))?,
+            // No memory controller is not an error: the default hierarchy is used instead.
+            memory_cgrp_id: btf
+                .enum_value("cgroup_subsys_id", "memory_cgrp_id")?
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(u32::MAX),
+            _pad: 0,
+        };
+        Ok(Self { layout, missing: r.missing })
+    }
+}
+
+struct Resolver<'a> {
+    btf: &'a KernelBtf,
+    missing: Vec<(FieldGroup, String)>,
+}
+
+impl Resolver<'_> {
+    /// Offset of `strukt.member`, checking its size where the programs read a fixed width.
+    fn offset(&mut self, group: FieldGroup, strukt: &str, member: &str, size: Option<u32>) -> Result<u32, BtfError> {
+        match self.btf.member(strukt, member)? {
+            Some(f) if size.is_none_or(|s| s == f.size) => Ok(f.offset),
+            Some(f) => {
+                self.missing
+                    .push((group, format!("{strukt}.{member} of {} bytes (found {})", size.unwrap_or(0), f.size)));
+                Ok(0)
+            }
+            None => {
+                self.missing.push((group, format!("{strukt}.{member}")));
+                Ok(0)
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! What the running kernel is and offers: BTF types, kallsyms, attach capabilities, the
+//! mmu_notifier generation and the struct layout handed to the eBPF programs.
+//!
+//! Everything is derived from the kernel itself (BTF, /proc, sysfs), never from its version.
+
+pub mod btf;
+pub mod caps;
+pub mod generation;
+pub mod kallsyms;
+pub mod layout;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+pub use btf::KernelBtf;
+pub use generation::Generation;
+pub use kallsyms::Kallsyms;
+pub use layout::{FieldGroup, ResolvedLayout};
+
+/// Everything the probe planner needs to know about the kernel.
+pub struct KernelInfo {
+    pub release: String,
+    pub btf: KernelBtf,
+    pub kallsyms: Kallsyms,
+    pub layout: ResolvedLayout,
+    pub generation: Generation,
+    pub events: EventNames,
+    pub kprobes: caps::Capability,
+}
+
+impl KernelInfo {
+    pub fn probe(btf_path: &Path) -> anyhow::Result<Self> {
+        let btf = KernelBtf::open(btf_path).with_context(|| {
+            format!(
+                "kernel BTF is required (CONFIG_DEBUG_INFO_BTF); pass --btf PATH if it is not at {}",
+                KernelBtf::DEFAULT_PATH
+            )
+        })?;
+        let kallsyms = Kallsyms::load(Path::new(Kallsyms::PATH)).unwrap_or_default();
+        let layout = ResolvedLayout::resolve(&btf)?;
+        let generation = Generation::detect(&btf)?;
+        let events = EventNames(
+            btf.enum_values("mmu_notifier_event")?
+                .into_iter()
+                .map(|(name, v)| (v, name.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase()))
+                .collect(),
+        );
+        Ok(Self { release: release(), btf, kallsyms, layout, generation, events, kprobes: caps::kprobes() })
+    }
+}
+
+/// `enum mmu_notifier_event` value → lower-case name without the `MMU_NOTIFY_` prefix, from BTF
+/// (values and members differ between kernels, e.g. `EXCLUSIVE` appeared in 5.14).
+#[derive(Clone, Debug, Default)]
+pub struct EventNames(Vec<(u64, String)>);
+
+impl EventNames {
+    /// Name of `value`, `"unknown"` if BTF does not list it.
+    pub fn name(&self, value: u64) -> &str {
+        self.0.iter().find(|(v, _)| *v == value).map_or("unknown", |(_, n)| n.as_str())
+    }
+}
+
+/// `uname -r`.
+pub fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

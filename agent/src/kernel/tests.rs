@@ -1,0 +1,141 @@
+//! Tests against this machine's real BTF, cross-checked with `bpftool`'s own BTF dump.
+
+use std::{collections::HashMap, path::Path, process::Command};
+
+use super::*;
+
+fn host_btf() -> KernelBtf {
+    KernelBtf::open(Path::new(KernelBtf::DEFAULT_PATH)).expect("this machine's /sys/kernel/btf/vmlinux")
+}
+
+/// Direct members of `strukt` as bpftool prints them: name → byte offset.
+fn bpftool_members(dump: &str, strukt: &str) -> HashMap<String, u32> {
+    let header = format!("STRUCT '{strukt}' size=");
+    let mut lines = dump.lines().skip_while(|l| !l.contains(&header));
+    lines.next();
+    lines
+        .take_while(|l| l.starts_with('\t'))
+        .filter_map(|l| {
+            let name = l.trim().strip_prefix('\'')?.split('\'').next()?.to_string();
+            let bits: u32 = l.split("bits_offset=").nth(1)?.split_whitespace().next()?.parse().ok()?;
+            Some((name, bits / 8))
+        })
+        .collect()
+}
+
+#[test]
+fn mmu_notifier_range_layout_on_this_kernel() {
+    let btf = host_btf();
+    let field = |m: &str| btf.member("mmu_notifier_range", m).unwrap().map(|f| (f.offset, f.size));
+    let layout: Vec<_> =
+        ["vma", "mm", "start", "end", "flags", "event", "owner"].iter().map(|m| (*m, field(m))).collect();
+    println!("struct mmu_notifier_range on {}: {layout:?}", release());
+    if field("vma").is_none() {
+        // Since 6.3 (`vma` removed): the layout this project's development kernel has.
+        assert_eq!(field("mm"), Some((0, 8)));
+        assert_eq!(field("start"), Some((8, 8)));
+        assert_eq!(field("end"), Some((16, 8)));
+        assert_eq!(field("flags"), Some((24, 4)));
+        assert_eq!(field("event"), Some((28, 4)));
+    } else {
+        assert_eq!(field("vma"), Some((0, 8)));
+        assert_eq!(field("mm"), Some((8, 8)));
+        assert_eq!(field("event"), Some((36, 4)));
+    }
+}
+
+#[test]
+fn mmu_notifier_event_values() {
+    let btf = host_btf();
+    let values = btf.enum_values("mmu_notifier_event").unwrap();
+    println!("enum mmu_notifier_event: {values:?}");
+    let expected = ["UNMAP", "CLEAR", "PROTECTION_VMA", "PROTECTION_PAGE", "SOFT_DIRTY", "RELEASE", "MIGRATE"];
+    for (i, name) in expected.iter().enumerate() {
+        assert_eq!(btf.enum_value("mmu_notifier_event", &format!("MMU_NOTIFY_{name}")).unwrap(), Some(i as u64));
+    }
+    let info = KernelInfo::probe(Path::new(KernelBtf::DEFAULT_PATH)).unwrap();
+    assert_eq!(info.events.name(1), "clear");
+    assert_eq!(info.events.name(0), "unmap");
+    assert_eq!(info.events.name(999), "unknown");
+}
+
+#[test]
+fn layout_matches_bpftool() {
+    let out = Command::new("bpftool")
+        .args(["btf", "dump", "file", KernelBtf::DEFAULT_PATH, "format", "raw"])
+        .output()
+        .expect("bpftool is needed for this test (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool failed: {}", String::from_utf8_lossy(&out.stderr));
+    let dump = String::from_utf8_lossy(&out.stdout);
+    let btf = host_btf();
+    let mut checked = 0;
+    for (strukt, member) in [
+        ("mmu_notifier_range", "mm"),
+        ("mmu_notifier_range", "event"),
+        ("mmu_notifier_range", "flags"),
+        ("mm_struct", "owner"),
+        ("task_struct", "cgroups"),
+        ("css_set", "subsys"),
+        ("css_set", "dfl_cgrp"),
+        ("cgroup_subsys_state", "cgroup"),
+        ("cgroup", "kn"),
+        ("kernfs_node", "id"),
+    ] {
+        let ours = btf.member(strukt, member).unwrap().unwrap_or_else(|| panic!("{strukt}.{member} missing"));
+        // bpftool shows direct members only; members inside anonymous structs are skipped.
+        if let Some(theirs) = bpftool_members(&dump, strukt).get(member) {
+            assert_eq!(ours.offset, *theirs, "{strukt}.{member}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "only {checked} fields were directly comparable");
+}
+
+#[test]
+fn resolved_layout_is_complete_here() {
+    let btf = host_btf();
+    let r = ResolvedLayout::resolve(&btf).unwrap();
+    for g in [FieldGroup::NotifierRange, FieldGroup::TaskCgroup, FieldGroup::MmOwner] {
+        assert_eq!(r.group(g), Ok(()), "{g:?}");
+    }
+    assert_ne!(r.layout.memory_cgrp_id, u32::MAX, "this kernel has a memory controller");
+    assert_eq!(Some(r.layout.memory_cgrp_id as u64), btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").unwrap());
+}
+
+#[test]
+fn missing_members_are_reported_not_guessed() {
+    let btf = host_btf();
+    assert_eq!(btf.member("mmu_notifier_range", "no_such_field").unwrap(), None);
+    assert_eq!(btf.member("no_such_struct", "mm").unwrap(), None);
+    assert_eq!(btf.function("no_such_function_xyz").unwrap(), None);
+    // Dotted paths descend into nested structs.
+    let wq = btf.member("mmu_notifier_subscriptions", "wq").unwrap().unwrap();
+    let head = btf.member("mmu_notifier_subscriptions", "wq.head").unwrap().unwrap();
+    assert!(head.offset >= wq.offset && head.offset < wq.offset + wq.size);
+}
+
+#[test]
+fn generation_and_prototypes() {
+    let btf = host_btf();
+    let start = btf.function("__mmu_notifier_invalidate_range_start").unwrap().expect("in BTF");
+    assert_eq!(start.params, vec!["range".to_string()]);
+    let generation = Generation::detect(&btf).unwrap();
+    let has_arch = btf.function("__mmu_notifier_arch_invalidate_secondary_tlbs").unwrap().is_some();
+    let has_old = btf.function("__mmu_notifier_invalidate_range").unwrap().is_some();
+    println!("generation: {generation:?} (arch_invalidate_secondary_tlbs={has_arch}, invalidate_range={has_old})");
+    assert_eq!(generation == Generation::ArchInvalidateSecondaryTlbs, has_arch);
+    assert_eq!(generation == Generation::InvalidateRange, has_old && !has_arch);
+}
+
+#[test]
+fn bad_btf_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("mmuscope-btf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bogus = dir.join("not-btf");
+    std::fs::write(&bogus, b"this is not BTF").unwrap();
+    let err = KernelInfo::probe(&bogus).err().expect("must fail").to_string();
+    assert!(err.contains("BTF"), "{err}");
+    let err = format!("{:#}", KernelInfo::probe(&dir.join("absent")).err().unwrap());
+    assert!(err.contains("absent"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,191 @@
+//! Loads the eBPF object and attaches, per family, the first alternative whose needs are met
+//! and which actually loads ("loose attachment": a failure disables that alternative only).
+
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
+};
+
+use super::{
+    needs::{self, Probed},
+    report::{AlternativeReport, FamilyReport, Status},
+    table::{self, Alternative, Hook, Mode, ProgramSpec},
+};
+use crate::kernel::KernelInfo;
+
+/// Loads the trivial fentry program against the first available target, then unloads it.
+pub fn probe_trampolines(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -> Result<(), String> {
+    let target = table::FENTRY_PROBE_TARGETS
+        .iter()
+        .find(|f| kernel.btf.function(f).ok().flatten().is_some())
+        .ok_or("none of the fentry probe targets is in BTF")?;
+    let prog: &mut FEntry = program(ebpf, table::FENTRY_PROBE_PROGRAM)?.try_into().map_err(|e| format!("{e}"))?;
+    let result = prog.load(target, btf).map_err(|e| {
+        let msg = error_chain(&e);
+        if msg.contains("Operation not permitted") {
+            format!("this kernel refuses fentry/fexit programs (EPERM loading a trivial one on {target}): {msg}")
+        } else {
+            format!("loading a trivial fentry program on {target} failed: {msg}")
+        }
+    });
+    let _ = prog.unload();
+    result
+}
+
+/// Attaches every family per the table, honouring a forced `mode`.
+pub fn attach_families(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    kernel: &KernelInfo,
+    probed: &Probed,
+    forced: Option<Mode>,
+) -> Vec<FamilyReport> {
+    table::FAMILIES
+        .iter()
+        .map(|family| {
+            let mut attached = false;
+            let alternatives = family
+                .alternatives
+                .iter()
+                .map(|alt| {
+                    let (status, reason) = if attached {
+                        (Status::NotTried, "a preferred alternative is attached".to_string())
+                    } else if forced.is_some_and(|m| m != alt.mode) {
+                        (Status::Excluded, format!("--mode {}", forced.unwrap().as_str()))
+                    } else if let Err(why) = unmet(alt, kernel, probed) {
+                        (Status::Unavailable, why)
+                    } else {
+                        match attach_alternative(ebpf, btf, alt) {
+                            Ok(()) => {
+                                attached = true;
+                                (Status::Attached, String::new())
+                            }
+                            Err(why) => (Status::Failed, why),
+                        }
+                    };
+                    match status {
+                        Status::Attached => tracing::debug!(family = family.name, alternative = alt.name, "attached"),
+                        Status::Failed | Status::Unavailable => {
+                            tracing::debug!(family = family.name, alternative = alt.name, %reason, "{}", status.as_str())
+                        }
+                        _ => {}
+                    }
+                    AlternativeReport {
+                        name: alt.name,
+                        mode: alt.mode,
+                        status,
+                        reason,
+                        targets: targets(alt),
+                        degraded: alt.degraded,
+                    }
+                })
+                .collect();
+            FamilyReport { name: family.name, description: family.description, required: family.required, alternatives }
+        })
+        .collect()
+}
+
+/// Distinct attach targets of `alt` (entry and return hooks share one).
+fn targets(alt: &Alternative) -> Vec<&'static str> {
+    let mut t: Vec<&'static str> = Vec::new();
+    for p in alt.programs {
+        if !t.contains(&p.target) {
+            t.push(p.target);
+        }
+    }
+    t
+}
+
+/// All unmet needs of `alt`, joined; `Ok` when none.
+fn unmet(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Result<(), String> {
+    let mut reasons: Vec<String> = Vec::new();
+    for need in alt.needs {
+        if let Err(why) = needs::check(need, kernel, probed)
+            && !reasons.contains(&why)
+        {
+            reasons.push(why);
+        }
+    }
+    if reasons.is_empty() { Ok(()) } else { Err(reasons.join("; ")) }
+}
+
+/// Loads and attaches every program of `alt`; on failure unloads what it loaded.
+fn attach_alternative(ebpf: &mut Ebpf, btf: &Btf, alt: &Alternative) -> Result<(), String> {
+    for (i, spec) in alt.programs.iter().enumerate() {
+        if let Err(e) = attach_program(ebpf, btf, spec) {
+            for done in &alt.programs[..=i] {
+                unload(ebpf, done);
+            }
+            return Err(format!("{} on {}: {e}", spec.program, spec.target));
+        }
+    }
+    Ok(())
+}
+
+fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> Result<(), String> {
+    let prog = program(ebpf, spec.program)?;
+    let e = |e: aya::programs::ProgramError| error_chain(&e);
+    match spec.hook {
+        Hook::FEntry => {
+            let p: &mut FEntry = prog.try_into().map_err(e)?;
+            p.load(spec.target, btf).map_err(e)?;
+            p.attach().map_err(e)?;
+        }
+        Hook::FExit => {
+            let p: &mut FExit = prog.try_into().map_err(e)?;
+            p.load(spec.target, btf).map_err(e)?;
+            p.attach().map_err(e)?;
+        }
+        Hook::KProbe | Hook::KRetProbe => {
+            let p: &mut KProbe = prog.try_into().map_err(e)?;
+            p.load().map_err(e)?;
+            p.attach(spec.target, 0).map_err(e)?;
+        }
+        Hook::TpBtf => {
+            let p: &mut BtfTracePoint = prog.try_into().map_err(e)?;
+            p.load(spec.target, btf).map_err(e)?;
+            p.attach().map_err(e)?;
+        }
+        Hook::Tracepoint => {
+            let (group, name) = spec.target.split_once(':').ok_or("tracepoint target must be group:name")?;
+            let p: &mut TracePoint = prog.try_into().map_err(e)?;
+            p.load().map_err(e)?;
+            p.attach(group, name).map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+fn unload(ebpf: &mut Ebpf, spec: &ProgramSpec) {
+    use aya::programs::Program;
+    // Unloading also detaches the program's links.
+    let _ = match ebpf.program_mut(spec.program) {
+        Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::FExit(p)) => p.unload(),
+        Some(Program::KProbe(p)) => p.unload(),
+        Some(Program::BtfTracePoint(p)) => p.unload(),
+        Some(Program::TracePoint(p)) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program, String> {
+    ebpf.program_mut(name).ok_or_else(|| format!("program {name} is missing from the eBPF object"))
+}
+
+/// An error and its sources on one line, e.g. `load failed: Operation not permitted (os error 1)`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        source = s.source();
+    }
+    // aya appends the verifier log, which is empty for EPERM and long otherwise.
+    let first = msg.lines().next().unwrap_or_default();
+    first.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string()
+}

@@ -1,0 +1,48 @@
+//! Evaluates a [`Need`] against the running kernel: `Ok` or the reason it is not met.
+
+use super::table::Need;
+use crate::kernel::{KernelInfo, caps};
+
+/// Facts gathered by trying things, which the kernel description alone cannot tell.
+pub struct Probed {
+    /// Whether a trivial fentry program loaded.
+    pub trampolines: Result<(), String>,
+}
+
+pub fn check(need: &Need, kernel: &KernelInfo, probed: &Probed) -> Result<(), String> {
+    match *need {
+        Need::Function(name) => function(kernel, name),
+        Need::Arity(name, n) => match kernel.btf.function(name).map_err(|e| e.to_string())? {
+            Some(p) if p.params.len() == n => Ok(()),
+            Some(p) => Err(format!("{name} takes {} arguments in BTF, expected {n}", p.params.len())),
+            None => Err(format!("{name} is not in BTF")),
+        },
+        Need::Fields(group) => kernel.layout.group(group),
+        Need::Trampolines => probed.trampolines.clone(),
+        Need::Kprobes => kernel.kprobes.clone(),
+        Need::BtfTracepoint(name) => {
+            if kernel.btf.has_type(&format!("btf_trace_{name}")) {
+                Ok(())
+            } else {
+                Err(format!("no btf_trace_{name} in vmlinux BTF (tracepoint in a module or absent)"))
+            }
+        }
+        Need::TracefsEvent(group, name) => caps::tracepoint(group, name),
+    }
+}
+
+/// fentry and kprobes attach by name: the function must be in BTF and be exactly one plain
+/// text symbol (not inlined, not only `.isra`/`.constprop` clones, not a static duplicate).
+fn function(kernel: &KernelInfo, name: &str) -> Result<(), String> {
+    if kernel.btf.function(name).map_err(|e| e.to_string())?.is_none() {
+        return Err(format!("{name} is not a function in BTF"));
+    }
+    if kernel.kallsyms.is_empty() {
+        return Ok(()); // kallsyms unreadable: the attach attempt will tell
+    }
+    match kernel.kallsyms.text_count(name) {
+        1 => Ok(()),
+        0 => Err(format!("{name} has no plain text symbol in kallsyms (inlined or only compiler clones)")),
+        n => Err(format!("{n} text symbols are named {name}: ambiguous")),
+    }
+}

@@ -1,0 +1,105 @@
+//! The attach plan as it turned out: per family, every alternative with its status and reason.
+//! Shown by `mmuscope check`, exported as `probe_attached`, served by the API.
+
+use super::table::Mode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Attached,
+    /// A need is not met on this kernel.
+    Unavailable,
+    /// Needs were met but loading or attaching failed.
+    Failed,
+    /// A preferred alternative attached, so this one was not tried.
+    NotTried,
+    /// Excluded by `--mode`.
+    Excluded,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Attached => "attached",
+            Status::Unavailable => "unavailable",
+            Status::Failed => "failed",
+            Status::NotTried => "not tried",
+            Status::Excluded => "excluded",
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AlternativeReport {
+    pub name: &'static str,
+    pub mode: Mode,
+    pub status: Status,
+    /// Why it is not attached (empty when attached).
+    pub reason: String,
+    /// What it attaches (or would attach) to.
+    pub targets: Vec<&'static str>,
+    pub degraded: &'static str,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FamilyReport {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub required: bool,
+    pub alternatives: Vec<AlternativeReport>,
+}
+
+impl FamilyReport {
+    pub fn attached(&self) -> Option<&AlternativeReport> {
+        self.alternatives.iter().find(|a| a.status == Status::Attached)
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Capabilities {
+    #[serde(serialize_with = "capability")]
+    pub trampolines: Result<(), String>,
+    #[serde(serialize_with = "capability")]
+    pub kprobes: Result<(), String>,
+}
+
+/// `{"available": true}` or `{"available": false, "reason": "..."}`.
+fn capability<S: serde::Serializer>(c: &Result<(), String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    m.serialize_entry("available", &c.is_ok())?;
+    if let Err(why) = c {
+        m.serialize_entry("reason", why)?;
+    }
+    m.end()
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanReport {
+    pub kernel_release: String,
+    pub btf_path: String,
+    pub generation: crate::kernel::Generation,
+    pub generation_description: &'static str,
+    pub capabilities: Capabilities,
+    pub families: Vec<FamilyReport>,
+}
+
+impl PlanReport {
+    /// Required families with nothing attached.
+    pub fn missing_required(&self) -> Vec<&'static str> {
+        self.families.iter().filter(|f| f.required && f.attached().is_none()).map(|f| f.name).collect()
+    }
+
+    /// Families attached with a fallback although a preferred alternative (not excluded by
+    /// `--mode`) exists: they report less than the kernel could.
+    pub fn degraded(&self) -> Vec<&'static str> {
+        self.families
+            .iter()
+            .filter(|f| {
+                let best = f.alternatives.iter().find(|a| a.status != Status::Excluded);
+                f.attached().is_some() && best.is_some_and(|b| b.status != Status::Attached)
+            })
+            .map(|f| f.name)
+            .collect()
+    }
+}

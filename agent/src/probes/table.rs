@@ -1,0 +1,185 @@
+//! The declarative probe table: each family lists its attach alternatives in order of
+//! preference (fentry/fexit → kprobe/kretprobe → tracepoint) and what each needs from the
+//! kernel. Adding a family or an alternative is a matter of adding rows here.
+
+use crate::kernel::FieldGroup;
+
+/// How an alternative attaches, as shown in `check` and in `probe_attached{mode}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Fentry,
+    Kprobe,
+    /// BTF-typed (`tp_btf`) or classic tracepoints.
+    Tracepoint,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fentry => "fentry",
+            Mode::Kprobe => "kprobe",
+            Mode::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// The program type of one hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    FEntry,
+    FExit,
+    KProbe,
+    KRetProbe,
+    /// `tp_btf/<name>`; target is the tracepoint name.
+    TpBtf,
+    /// classic tracepoint; target is `group:name`.
+    Tracepoint,
+}
+
+/// One program of an alternative and what it attaches to.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ProgramSpec {
+    /// Program (function) name in the eBPF object.
+    pub program: &'static str,
+    pub hook: Hook,
+    pub target: &'static str,
+}
+
+/// A kernel feature an alternative depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "what")]
+pub enum Need {
+    /// A BTF FUNC with exactly one plain-named text symbol in kallsyms.
+    Function(&'static str),
+    /// A function whose BTF prototype has this many parameters.
+    Arity(&'static str, usize),
+    /// Struct fields resolved from BTF.
+    Fields(FieldGroup),
+    /// The kernel accepts fentry/fexit programs (probed by loading one).
+    Trampolines,
+    /// kprobes are available.
+    Kprobes,
+    /// `btf_trace_<name>` in vmlinux BTF (a built-in tracepoint with BTF args).
+    BtfTracepoint(&'static str),
+    /// tracefs has `events/<group>/<name>`.
+    TracefsEvent(&'static str, &'static str),
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Alternative {
+    /// Short label, e.g. `fentry`, `kprobe`, `tp_btf`, `tracepoint`.
+    pub name: &'static str,
+    pub mode: Mode,
+    pub needs: &'static [Need],
+    pub programs: &'static [ProgramSpec],
+    /// What this alternative cannot report compared with the best one.
+    pub degraded: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Family {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// `check --strict` fails when a required family attaches nothing.
+    pub required: bool,
+    pub alternatives: &'static [Alternative],
+}
+
+const START: &str = "__mmu_notifier_invalidate_range_start";
+const END: &str = "__mmu_notifier_invalidate_range_end";
+
+/// Every probe family, in attach order.
+pub static FAMILIES: &[Family] = &[Family {
+    name: "brackets",
+    description: "invalidate_range_start → _end brackets per owner memory cgroup and event, with latency",
+    required: true,
+    alternatives: &[
+        Alternative {
+            name: "fentry",
+            mode: Mode::Fentry,
+            needs: &[
+                Need::Trampolines,
+                Need::Function(START),
+                Need::Function(END),
+                Need::Arity(START, 1),
+                Need::Fields(FieldGroup::NotifierRange),
+                Need::Fields(FieldGroup::MmOwner),
+                Need::Fields(FieldGroup::TaskCgroup),
+            ],
+            programs: &[
+                ProgramSpec { program: "bracket_start_fentry", hook: Hook::FEntry, target: START },
+                ProgramSpec { program: "bracket_start_fexit", hook: Hook::FExit, target: START },
+                ProgramSpec { program: "bracket_end_fexit", hook: Hook::FExit, target: END },
+            ],
+            degraded: "",
+        },
+        Alternative {
+            name: "kprobe",
+            mode: Mode::Kprobe,
+            needs: &[
+                Need::Kprobes,
+                Need::Function(START),
+                Need::Function(END),
+                Need::Fields(FieldGroup::NotifierRange),
+                Need::Fields(FieldGroup::MmOwner),
+                Need::Fields(FieldGroup::TaskCgroup),
+            ],
+            programs: &[
+                ProgramSpec { program: "bracket_start_kprobe", hook: Hook::KProbe, target: START },
+                ProgramSpec { program: "bracket_start_kretprobe", hook: Hook::KRetProbe, target: START },
+                ProgramSpec { program: "bracket_end_kprobe", hook: Hook::KProbe, target: END },
+                ProgramSpec { program: "bracket_end_kretprobe", hook: Hook::KRetProbe, target: END },
+            ],
+            degraded: "higher per-event cost",
+        },
+        Alternative {
+            name: "tp_btf",
+            mode: Mode::Tracepoint,
+            needs: &[Need::BtfTracepoint("kvm_unmap_hva_range"), Need::Fields(FieldGroup::TaskCgroup)],
+            programs: &[ProgramSpec { program: "kvm_unmap_tp_btf", hook: Hook::TpBtf, target: "kvm_unmap_hva_range" }],
+            degraded: "KVM subscribers only, one count per VM per bracket, current task's cgroup, no event type, no latency",
+        },
+        Alternative {
+            name: "tracepoint",
+            mode: Mode::Tracepoint,
+            needs: &[Need::TracefsEvent("kvm", "kvm_unmap_hva_range"), Need::Fields(FieldGroup::TaskCgroup)],
+            programs: &[ProgramSpec {
+                program: "kvm_unmap_tracepoint",
+                hook: Hook::Tracepoint,
+                target: "kvm:kvm_unmap_hva_range",
+            }],
+            degraded: "KVM subscribers only, one count per VM per bracket, current task's cgroup, no event type, no latency",
+        },
+    ],
+}];
+
+/// The do-nothing fentry program used to probe for trampoline support, and the functions
+/// it is loaded against (the first one present in BTF).
+pub const FENTRY_PROBE_PROGRAM: &str = "probe_fentry";
+pub const FENTRY_PROBE_TARGETS: &[&str] = &[START, "do_nanosleep", "vfs_read"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternatives_are_ordered_by_preference_and_programs_are_unique() {
+        let rank = |m: Mode| match m {
+            Mode::Fentry => 0,
+            Mode::Kprobe => 1,
+            Mode::Tracepoint => 2,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for f in FAMILIES {
+            assert!(f.alternatives.windows(2).all(|w| rank(w[0].mode) <= rank(w[1].mode)), "{}", f.name);
+            for a in f.alternatives {
+                assert!(!a.programs.is_empty());
+                for p in a.programs {
+                    assert!(seen.insert(p.program), "program {} used twice", p.program);
+                }
+            }
+        }
+    }
+}
