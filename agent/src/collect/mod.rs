@@ -24,6 +24,14 @@ pub struct Snapshot {
     pub counters: [u64; Counter::COUNT as usize],
 }
 
+impl Snapshot {
+    /// `(key flags, cgroup id)` of every aggregated key, for label resolution.
+    pub fn cgroup_ids(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let brackets = self.brackets.iter().map(|(k, _)| (k.flags, k.cgroup_id));
+        brackets.chain(self.kvm_unmaps.iter().map(|(k, _)| (k.flags, k.cgroup_id)))
+    }
+}
+
 impl Maps {
     pub fn take(probes: &mut Probes, stats_capacity: u32) -> anyhow::Result<Self> {
         Ok(Self {

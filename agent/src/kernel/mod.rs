@@ -40,7 +40,7 @@ impl KernelInfo {
         let kallsyms = Kallsyms::load(Path::new(Kallsyms::PATH)).unwrap_or_default();
         let layout = ResolvedLayout::resolve(&btf)?;
         let generation = Generation::detect(&btf)?;
-        let events = EventNames(
+        let events = EventNames::from_pairs(
             btf.enum_values("mmu_notifier_event")?
                 .into_iter()
                 .map(|(name, v)| (v, name.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase()))
@@ -56,6 +56,10 @@ impl KernelInfo {
 pub struct EventNames(Vec<(u64, String)>);
 
 impl EventNames {
+    pub fn from_pairs(pairs: Vec<(u64, String)>) -> Self {
+        Self(pairs)
+    }
+
     /// Name of `value`, `"unknown"` if BTF does not list it.
     pub fn name(&self, value: u64) -> &str {
         self.0.iter().find(|(v, _)| *v == value).map_or("unknown", |(_, n)| n.as_str())
