@@ -1,0 +1,141 @@
+//! Creating, entering and removing a cgroup in every relevant hierarchy.
+//!
+//! Nothing here deletes on drop: the workload must leave its cgroups behind (the harness scrapes the agent after the
+//! workload exited, then calls [`remove`]).
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::{CgroupError, CgroupPath, CgroupPlacement, CgroupRef, Hierarchies, HierarchyKind};
+
+/// Creates `rel` (and missing ancestors) in every hierarchy of `h`, moves the calling process into each, checks
+/// `/proc/self/cgroup` agrees, and returns the placement. Fails if the leaf already exists: a scenario's cgroup must
+/// be fresh so that nothing else was ever counted there.
+pub fn create_and_enter(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupPlacement, CgroupError> {
+    if rel.is_root() {
+        return Err(CgroupError::InvalidPath {
+            path: rel.to_string(),
+            reason: "a scenario cannot run in the hierarchy root".to_owned(),
+        });
+    }
+    let pid = std::process::id();
+    let mut default = None;
+    let mut memory_v1 = None;
+    for (kind, mount) in h.iter() {
+        // On pure cgroup2 hosts the memory controller must be enabled down to the leaf, or the leaf would share its
+        // nearest enabled ancestor's memcg and the agent would attribute there.
+        let delegate_memory = kind == HierarchyKind::Default && h.attribution == HierarchyKind::Default;
+        let dir = rel.under(&mount.mount_point);
+        for ancestor in rel.ancestors() {
+            mkdir(&ancestor.under(&mount.mount_point), true)?;
+        }
+        if delegate_memory {
+            enable_memory_down_to(&mount.mount_point, rel)?;
+        }
+        mkdir(&dir, false)?;
+        write_file(&dir.join("cgroup.procs"), &format!("{pid}\n"))?;
+        let id = fs::metadata(&dir).map_err(|e| CgroupError::io("stat", &dir, e))?.ino();
+        let cg = CgroupRef { path: rel.below(&mount.root), id, dir };
+        match kind {
+            HierarchyKind::Default => default = Some(cg),
+            HierarchyKind::MemoryV1 => memory_v1 = Some(cg),
+        }
+    }
+    let placement = CgroupPlacement {
+        default: default.expect("Hierarchies::iter always yields the default hierarchy"),
+        memory_v1,
+        attribution: h.attribution,
+    };
+    verify_membership(&placement)?;
+    Ok(placement)
+}
+
+/// Removes `rel` from every hierarchy (already absent is fine), then, with `prune_parents`, its ancestors that are
+/// now empty. An ancestor still in use (other runs' cgroups) stops the pruning quietly.
+pub fn remove(h: &Hierarchies, rel: &CgroupPath, prune_parents: bool) -> Result<(), CgroupError> {
+    if rel.is_root() {
+        return Err(CgroupError::InvalidPath {
+            path: rel.to_string(),
+            reason: "refusing to remove the hierarchy root".to_owned(),
+        });
+    }
+    let mut first_err = None;
+    for (_, mount) in h.iter() {
+        let dir = rel.under(&mount.mount_point);
+        match fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                first_err.get_or_insert(CgroupError::Busy(dir));
+                continue;
+            }
+            Err(e) => {
+                first_err.get_or_insert(CgroupError::io("rmdir", &dir, e));
+                continue;
+            }
+        }
+        if prune_parents {
+            for ancestor in rel.ancestors().iter().rev() {
+                if fs::remove_dir(ancestor.under(&mount.mount_point)).is_err() {
+                    break; // busy (siblings) or gone: either way not ours to remove
+                }
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn mkdir(dir: &Path, exist_ok: bool) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && exist_ok => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(CgroupError::AlreadyExists(dir.to_path_buf())),
+        Err(e) => Err(CgroupError::io("mkdir", dir, e)),
+    }
+}
+
+fn write_file(path: &Path, content: &str) -> Result<(), CgroupError> {
+    fs::write(path, content).map_err(|e| CgroupError::io("write", path, e))
+}
+
+/// Writes `+memory` into `cgroup.subtree_control` of the root and of every ancestor of `rel` where it is missing.
+fn enable_memory_down_to(mount_point: &Path, rel: &CgroupPath) -> Result<(), CgroupError> {
+    let parents = std::iter::once(CgroupPath::root()).chain(rel.ancestors());
+    for p in parents {
+        let control = p.under(mount_point).join("cgroup.subtree_control");
+        let enabled = fs::read_to_string(&control).map_err(|e| CgroupError::io("read", &control, e))?;
+        if !enabled.split_whitespace().any(|c| c == "memory") {
+            write_file(&control, "+memory")?;
+        }
+    }
+    Ok(())
+}
+
+/// Confirms through `/proc/self/cgroup` that the kernel now has this process where the placement says.
+fn verify_membership(p: &CgroupPlacement) -> Result<(), CgroupError> {
+    let text = fs::read_to_string("/proc/self/cgroup").map_err(|e| CgroupError::io("read", "/proc/self/cgroup", e))?;
+    let find = |pred: &dyn Fn(&str, &str) -> bool| -> String {
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                Some((f.next()?, f.next()?, f.next()?))
+            })
+            .find(|(id, ctrls, _)| pred(id, ctrls))
+            .map(|(_, _, path)| path.to_owned())
+            .unwrap_or_default()
+    };
+    let check = |hierarchy, expected: &CgroupRef, actual: String| {
+        if actual == expected.path.as_str() {
+            Ok(())
+        } else {
+            Err(CgroupError::NotEntered { hierarchy, expected: expected.path.to_string(), actual })
+        }
+    };
+    check("default", &p.default, find(&|id, ctrls| id == "0" && ctrls.is_empty()))?;
+    if let Some(m) = &p.memory_v1 {
+        check("memory_v1", m, find(&|_, ctrls| ctrls.split(',').any(|c| c == "memory")))?;
+    }
+    Ok(())
+}

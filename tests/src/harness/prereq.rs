@@ -1,0 +1,69 @@
+//! Prerequisites of host tests, and the CI rule: in CI (`CI=true`) a missing prerequisite fails the test with its
+//! name; elsewhere the test prints a loud `SKIPPED: reason` and returns.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::Hierarchies;
+
+use super::bins;
+
+/// Everything a host test needs, once checked.
+#[derive(Debug)]
+pub struct HostEnv {
+    pub agent_bin: PathBuf,
+    pub workload_bin: PathBuf,
+    pub hierarchies: Hierarchies,
+}
+
+impl HostEnv {
+    /// Checks all prerequisites. `None` means "skip" (already reported); in CI a missing one panics instead.
+    pub fn require(workload_default: &str) -> Option<Self> {
+        match Self::probe(workload_default) {
+            Ok(env) => Some(env),
+            Err(missing) if in_ci() => {
+                panic!("host test prerequisite(s) missing in CI: {}", missing.join("; "))
+            }
+            Err(missing) => {
+                let bar = "=".repeat(78);
+                eprintln!("\n{bar}\nSKIPPED: {}\n{bar}\n", missing.join("; "));
+                None
+            }
+        }
+    }
+
+    /// Checks everything and lists every missing prerequisite, not just the first.
+    pub fn probe(workload_default: &str) -> Result<Self, Vec<String>> {
+        let mut missing = Vec::new();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            missing.push("root (needed to create cgroups and load eBPF programs)".to_owned());
+        }
+        if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+            missing.push(format!("/dev/kvm ({e})"));
+        }
+        let hierarchies = Hierarchies::discover().map_err(|e| missing.push(format!("cgroup hierarchies ({e})")));
+        let agent_bin = bins::agent_bin();
+        check_executable(&agent_bin, "agent binary", bins::AGENT_BIN_ENV, &mut missing);
+        let workload_bin = bins::workload_bin(workload_default);
+        check_executable(&workload_bin, "workload binary", bins::WORKLOAD_BIN_ENV, &mut missing);
+        match hierarchies {
+            Ok(hierarchies) if missing.is_empty() => Ok(Self { agent_bin, workload_bin, hierarchies }),
+            _ => Err(missing),
+        }
+    }
+}
+
+/// `CI=true` (or `1`), as set by the project's CI runner.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+fn check_executable(path: &Path, what: &str, env: &str, missing: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(_) => missing.push(format!("{what} {} is not an executable file", path.display())),
+        Err(e) => missing.push(format!("{what} {} ({e}; build it, or point {env} at it)", path.display())),
+    }
+}

@@ -1,0 +1,12 @@
+//! mmuscope's test support: the ground-truth model shared with the `mmuscope-workload` generator, the cgroup
+//! fixture, a Prometheus text parser, and the harness that drives the agent in host integration tests.
+//!
+//! * [`truth`]: the JSON the workload prints and the tests read.
+//! * [`cgroup`]: find hierarchies, create/enter/remove a cgroup (hybrid v1 `memory` + cgroup2 aware).
+//! * [`promtext`]: parse `/metrics`.
+//! * [`harness`]: prerequisites, agent process, scraping, running the workload, cleanup guards.
+
+pub mod cgroup;
+pub mod harness;
+pub mod promtext;
+pub mod truth;
