@@ -48,7 +48,7 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
     writeln!(out, "fentry      {}", cap(&r.capabilities.trampolines))?;
     writeln!(out, "kprobe      {}", cap(&r.capabilities.kprobes))?;
     writeln!(out)?;
-    writeln!(out, "{:<10} {:<11} {:<12} DETAIL", "FAMILY", "MODE", "STATUS")?;
+    writeln!(out, "{:<12} {:<11} {:<12} DETAIL", "FAMILY", "MODE", "STATUS")?;
     for f in &r.families {
         for (i, a) in f.alternatives.iter().enumerate() {
             let family = if i == 0 { f.name } else { "" };
@@ -57,10 +57,10 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
                 probes::Status::Attached => format!("{} (degraded: {})", a.targets.join(", "), a.degraded),
                 _ => a.reason.clone(),
             };
-            writeln!(out, "{family:<10} {:<11} {:<12} {detail}", a.name, a.status.as_str())?;
+            writeln!(out, "{family:<12} {:<11} {:<12} {detail}", a.name, a.status.as_str())?;
         }
         if f.attached().is_none() {
-            writeln!(out, "{:<10} {:<11} {:<12} no alternative attached", "", "-", "MISSING")?;
+            writeln!(out, "{:<12} {:<11} {:<12} no alternative attached", "", "-", "MISSING")?;
         }
     }
     Ok(())

@@ -30,6 +30,9 @@ pub struct KernelLayout {
     /// (then the default hierarchy's cgroup is used).
     pub memory_cgrp_id: u32,
     pub _pad: u32,
+    /// `GFP_HIGHUSER_MOVABLE` from the kernel's `___GFP_*_BIT` enum: the gfp mask of the page
+    /// fork allocates for each eager copy (tracepoint mode counts those allocations).
+    pub gfp_highuser_movable: u64,
 }
 
 #[cfg(feature = "user")]

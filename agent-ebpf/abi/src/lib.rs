@@ -15,7 +15,7 @@ mod maps;
 
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use layout::KernelLayout;
-pub use maps::{BracketKey, BracketStats, CgroupKey, Counter, InflightBracket, key_flags};
+pub use maps::{BracketKey, BracketStats, CgroupKey, Counter, ForkStats, ForkWindow, InflightBracket, key_flags};
 
 /// Names of the maps and globals, shared so that a rename cannot break the agent silently.
 pub mod names {
@@ -25,4 +25,6 @@ pub mod names {
     pub const KVM_UNMAP_COUNTS: &str = "KVM_UNMAP_COUNTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const KPROBE_STASH: &str = "KPROBE_STASH";
+    pub const FORK_WINDOWS: &str = "FORK_WINDOWS";
+    pub const FORK_STATS: &str = "FORK_STATS";
 }

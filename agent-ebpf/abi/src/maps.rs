@@ -86,3 +86,34 @@ mod pod {
     unsafe impl aya::Pod for super::InflightBracket {}
     unsafe impl aya::Pod for super::CgroupKey {}
 }
+
+/// A fork in progress on one thread: from `dup_mmap` entry (or clone syscall entry in
+/// tracepoint mode) to its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkWindow {
+    /// Memory cgroup of the parent mm's owner (tracepoint mode: of the forking task).
+    pub key: CgroupKey,
+    /// Pages copied eagerly because they may be DMA-pinned (`copy_present_page`).
+    pub copies: u64,
+    /// PMD-mapped THPs split because they may be pinned (`copy_huge_pmd` → `__split_huge_pmd`).
+    pub thp_splits: u64,
+}
+
+/// Per-CPU fork statistics of one cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkStats {
+    /// Forks (address-space copies) observed.
+    pub forks: u64,
+    /// Forks that copied at least one page eagerly.
+    pub forks_with_copies: u64,
+    pub copies: u64,
+    pub thp_splits: u64,
+}
+
+#[cfg(feature = "user")]
+mod fork_pod {
+    unsafe impl aya::Pod for super::ForkWindow {}
+    unsafe impl aya::Pod for super::ForkStats {}
+}

@@ -10,6 +10,7 @@
 mod brackets;
 mod capability;
 mod cgroup;
+mod fork;
 mod kvm;
 mod maps;
 

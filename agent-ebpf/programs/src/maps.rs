@@ -6,7 +6,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use aya_log_ebpf::warn;
-use mmuscope_abi::{BracketKey, BracketStats, CgroupKey, Counter, InflightBracket, KernelLayout};
+use mmuscope_abi::{
+    BracketKey, BracketStats, CgroupKey, Counter, ForkStats, ForkWindow, InflightBracket, KernelLayout,
+};
 
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
@@ -24,6 +26,7 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     kn_id: 0,
     memory_cgrp_id: 0,
     _pad: 0,
+    gfp_highuser_movable: 0,
 });
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
@@ -43,6 +46,14 @@ pub static KVM_UNMAP_COUNTS: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with
 /// matching kretprobe (which has no arguments) can find its bracket. Key = tid | which << 32.
 #[map]
 pub static KPROBE_STASH: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Forks in progress, per thread id.
+#[map]
+pub static FORK_WINDOWS: HashMap<u32, ForkWindow> = HashMap::with_max_entries(8192, 0);
+
+/// Fork statistics per parent memory cgroup. Size set by the agent.
+#[map]
+pub static FORK_STATS: PerCpuHashMap<CgroupKey, ForkStats> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// The programs' own error accounting, indexed by [`Counter`].
 #[map]

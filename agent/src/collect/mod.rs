@@ -3,7 +3,7 @@
 //! kernel maps still hold and a scrape never sees half-updated totals of one CPU.
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
-use mmuscope_abi::{BracketKey, BracketStats, CgroupKey, Counter, HIST_BUCKETS, names};
+use mmuscope_abi::{BracketKey, BracketStats, CgroupKey, Counter, ForkStats, HIST_BUCKETS, names};
 
 use crate::probes::Probes;
 
@@ -11,6 +11,7 @@ use crate::probes::Probes;
 pub struct Maps {
     brackets: PerCpuHashMap<MapData, BracketKey, BracketStats>,
     kvm_unmaps: PerCpuHashMap<MapData, CgroupKey, u64>,
+    forks: PerCpuHashMap<MapData, CgroupKey, ForkStats>,
     counters: PerCpuArray<MapData, u64>,
     /// `max_entries` of the aggregation maps, for `map_capacity`.
     pub stats_capacity: u32,
@@ -21,6 +22,7 @@ pub struct Maps {
 pub struct Snapshot {
     pub brackets: Vec<(BracketKey, BracketStats)>,
     pub kvm_unmaps: Vec<(CgroupKey, u64)>,
+    pub forks: Vec<(CgroupKey, ForkStats)>,
     pub counters: [u64; Counter::COUNT as usize],
 }
 
@@ -28,7 +30,16 @@ impl Snapshot {
     /// `(key flags, cgroup id)` of every aggregated key, for label resolution.
     pub fn cgroup_ids(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         let brackets = self.brackets.iter().map(|(k, _)| (k.flags, k.cgroup_id));
-        brackets.chain(self.kvm_unmaps.iter().map(|(k, _)| (k.flags, k.cgroup_id)))
+        let cgroup_keys = self.kvm_unmaps.iter().map(|(k, _)| k).chain(self.forks.iter().map(|(k, _)| k));
+        brackets.chain(cgroup_keys.map(|k| (k.flags, k.cgroup_id)))
+    }
+
+    /// Keeps only the keys whose `(flags, cgroup id)` passes `keep` (drops deleted cgroups after their TTL). Every
+    /// per-cgroup field must be filtered here, as in [`cgroup_ids`](Self::cgroup_ids).
+    pub fn retain_cgroups(&mut self, keep: impl Fn(u32, u64) -> bool) {
+        self.brackets.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.kvm_unmaps.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.forks.retain(|(k, _)| keep(k.flags, k.cgroup_id));
     }
 }
 
@@ -37,6 +48,7 @@ impl Maps {
         Ok(Self {
             brackets: probes.take_map(names::BRACKET_STATS)?.try_into()?,
             kvm_unmaps: probes.take_map(names::KVM_UNMAP_COUNTS)?.try_into()?,
+            forks: probes.take_map(names::FORK_STATS)?.try_into()?,
             counters: probes.take_map(names::COUNTERS)?.try_into()?,
             stats_capacity,
         })
@@ -51,6 +63,17 @@ impl Maps {
         for entry in self.kvm_unmaps.iter() {
             let (key, per_cpu) = entry?;
             snap.kvm_unmaps.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
+        }
+        for entry in self.forks.iter() {
+            let (key, per_cpu) = entry?;
+            let mut total = ForkStats::default();
+            for s in per_cpu.iter() {
+                total.forks += s.forks;
+                total.forks_with_copies += s.forks_with_copies;
+                total.copies += s.copies;
+                total.thp_splits += s.thp_splits;
+            }
+            snap.forks.push((key, total));
         }
         for c in Counter::ALL {
             let per_cpu = self.counters.get(&(c as u32), 0)?;

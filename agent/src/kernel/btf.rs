@@ -138,8 +138,36 @@ impl KernelBtf {
         })
     }
 
-    /// Value of enumerator `name` of `enum enum_name` (also searches anonymous enums when
-    /// `enum_name` is empty). `Ok(None)` when absent.
+    /// Values of the named enumerators, wherever they are declared (many kernel constants live
+    /// in anonymous enums, e.g. `___GFP_*_BIT`). One pass over all types; absent names are
+    /// missing from the result.
+    pub fn enumerators(&self, names: &[&str]) -> std::collections::HashMap<String, u64> {
+        let mut found = std::collections::HashMap::new();
+        let mut types = self.btf.type_iter();
+        // A malformed type ends the scan; what was found so far is still valid.
+        while let Ok(Some(t)) = fallible_iterator::FallibleIterator::next(&mut types) {
+            let members: Vec<(String, u64)> = match &t {
+                Type::Enum(e) => {
+                    e.members.iter().map(|m| (self.btf.resolve_name(m).unwrap_or_default(), m.val() as u64)).collect()
+                }
+                Type::Enum64(e) => {
+                    e.members.iter().map(|m| (self.btf.resolve_name(m).unwrap_or_default(), m.val())).collect()
+                }
+                _ => continue,
+            };
+            for (n, v) in members {
+                if names.contains(&n.as_str()) {
+                    found.insert(n, v);
+                }
+            }
+            if found.len() == names.len() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Value of enumerator `name` of `enum enum_name`. `Ok(None)` when absent.
     pub fn enum_value(&self, enum_name: &str, name: &str) -> Result<Option<u64>, BtfError> {
         Ok(self.enum_values(enum_name)?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v))
     }

@@ -15,6 +15,8 @@ pub enum FieldGroup {
     TaskCgroup,
     /// `mm_struct.owner` (needs `CONFIG_MEMCG`).
     MmOwner,
+    /// `GFP_HIGHUSER_MOVABLE` composed from the `___GFP_*_BIT` enum (6.x BTF).
+    GfpMask,
 }
 
 /// The layout plus, per group, what could not be resolved.
@@ -54,6 +56,7 @@ impl ResolvedLayout {
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(u32::MAX),
             _pad: 0,
+            gfp_highuser_movable: r.gfp_highuser_movable()?,
         };
         Ok(Self { layout, missing: r.missing })
     }
@@ -65,6 +68,33 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// `GFP_HIGHUSER_MOVABLE` = `__GFP_RECLAIM | __GFP_IO | __GFP_FS | __GFP_HARDWALL |
+    /// __GFP_HIGHMEM | __GFP_MOVABLE` (its composition is stable; the bit numbers are not, so
+    /// they come from BTF). 0 and a missing-field note when the enum is absent (before 6.x).
+    fn gfp_highuser_movable(&mut self) -> Result<u64, BtfError> {
+        const BITS: [&str; 7] = [
+            "___GFP_DIRECT_RECLAIM_BIT",
+            "___GFP_KSWAPD_RECLAIM_BIT",
+            "___GFP_IO_BIT",
+            "___GFP_FS_BIT",
+            "___GFP_HARDWALL_BIT",
+            "___GFP_HIGHMEM_BIT",
+            "___GFP_MOVABLE_BIT",
+        ];
+        let found = self.btf.enumerators(&BITS);
+        let mut mask = 0u64;
+        for name in BITS {
+            match found.get(name) {
+                Some(&bit) if bit < 64 => mask |= 1 << bit,
+                _ => {
+                    self.missing.push((FieldGroup::GfpMask, format!("enumerator {name}")));
+                    return Ok(0);
+                }
+            }
+        }
+        Ok(mask)
+    }
+
     /// Offset of `strukt.member`, checking its size where the programs read a fixed width.
     fn offset(&mut self, group: FieldGroup, strukt: &str, member: &str, size: Option<u32>) -> Result<u32, BtfError> {
         match self.btf.member(strukt, member)? {

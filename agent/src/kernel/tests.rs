@@ -95,10 +95,18 @@ fn layout_matches_bpftool() {
 fn resolved_layout_is_complete_here() {
     let btf = host_btf();
     let r = ResolvedLayout::resolve(&btf).unwrap();
-    for g in [FieldGroup::NotifierRange, FieldGroup::TaskCgroup, FieldGroup::MmOwner] {
+    for g in [FieldGroup::NotifierRange, FieldGroup::TaskCgroup, FieldGroup::MmOwner, FieldGroup::GfpMask] {
         assert_eq!(r.group(g), Ok(()), "{g:?}");
     }
     assert_ne!(r.layout.memory_cgrp_id, u32::MAX, "this kernel has a memory controller");
+    // Fork's eager copies allocate with gfp 0x140cca on this kernel (kernel.md §2.1), which
+    // contains GFP_HIGHUSER_MOVABLE; page tables (0x440dc0) must not match.
+    let mask = r.layout.gfp_highuser_movable;
+    println!("GFP_HIGHUSER_MOVABLE from BTF = {mask:#x}");
+    if r.group(FieldGroup::GfpMask).is_ok() {
+        assert_eq!(0x140cca & mask, mask);
+        assert_ne!(0x440dc0 & mask, mask);
+    }
     assert_eq!(Some(r.layout.memory_cgrp_id as u64), btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").unwrap());
 }
 

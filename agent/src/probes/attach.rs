@@ -55,7 +55,7 @@ pub fn attach_families(
                     } else if let Err(why) = unmet(alt, kernel, probed) {
                         (Status::Unavailable, why)
                     } else {
-                        match attach_alternative(ebpf, btf, alt) {
+                        match attach_alternative(ebpf, btf, kernel, alt) {
                             Ok(()) => {
                                 attached = true;
                                 (Status::Attached, String::new())
@@ -75,7 +75,7 @@ pub fn attach_families(
                         mode: alt.mode,
                         status,
                         reason,
-                        targets: targets(alt),
+                        targets: targets(alt, kernel),
                         degraded: alt.degraded,
                     }
                 })
@@ -85,15 +85,26 @@ pub fn attach_families(
         .collect()
 }
 
-/// Distinct attach targets of `alt` (entry and return hooks share one).
-fn targets(alt: &Alternative) -> Vec<&'static str> {
+/// Distinct attach targets of `alt` (entry and return hooks share one), `a|b` resolved.
+fn targets(alt: &Alternative, kernel: &KernelInfo) -> Vec<&'static str> {
     let mut t: Vec<&'static str> = Vec::new();
     for p in alt.programs {
-        if !t.contains(&p.target) {
-            t.push(p.target);
+        let target = resolve(kernel, p);
+        if !t.contains(&target) {
+            t.push(target);
         }
     }
     t
+}
+
+/// The concrete target of `spec` on this kernel (the first available of `a|b`).
+fn resolve(kernel: &KernelInfo, spec: &ProgramSpec) -> &'static str {
+    match spec.hook {
+        Hook::FEntry | Hook::FExit | Hook::KProbe | Hook::KRetProbe if spec.target.contains('|') => {
+            needs::resolve_function(kernel, spec.target).unwrap_or(spec.target)
+        }
+        _ => spec.target,
+    }
 }
 
 /// All unmet needs of `alt`, joined; `Ok` when none.
@@ -110,46 +121,50 @@ fn unmet(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Result<(), 
 }
 
 /// Loads and attaches every program of `alt`; on failure unloads what it loaded.
-fn attach_alternative(ebpf: &mut Ebpf, btf: &Btf, alt: &Alternative) -> Result<(), String> {
+fn attach_alternative(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo, alt: &Alternative) -> Result<(), String> {
     for (i, spec) in alt.programs.iter().enumerate() {
-        if let Err(e) = attach_program(ebpf, btf, spec) {
+        let target = resolve(kernel, spec);
+        if let Err(e) = attach_program(ebpf, btf, spec, target) {
             for done in &alt.programs[..=i] {
                 unload(ebpf, done);
             }
-            return Err(format!("{} on {}: {e}", spec.program, spec.target));
+            return Err(format!("{} on {target}: {e}", spec.program));
         }
     }
     Ok(())
 }
 
-fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> Result<(), String> {
+fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec, target: &str) -> Result<(), String> {
     let prog = program(ebpf, spec.program)?;
     let e = |e: aya::programs::ProgramError| error_chain(&e);
     match spec.hook {
         Hook::FEntry => {
             let p: &mut FEntry = prog.try_into().map_err(e)?;
-            p.load(spec.target, btf).map_err(e)?;
+            p.load(target, btf).map_err(e)?;
             p.attach().map_err(e)?;
         }
         Hook::FExit => {
             let p: &mut FExit = prog.try_into().map_err(e)?;
-            p.load(spec.target, btf).map_err(e)?;
+            p.load(target, btf).map_err(e)?;
             p.attach().map_err(e)?;
         }
         Hook::KProbe | Hook::KRetProbe => {
             let p: &mut KProbe = prog.try_into().map_err(e)?;
             p.load().map_err(e)?;
-            p.attach(spec.target, 0).map_err(e)?;
+            p.attach(target, 0).map_err(e)?;
         }
         Hook::TpBtf => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(e)?;
-            p.load(spec.target, btf).map_err(e)?;
+            p.load(target, btf).map_err(e)?;
             p.attach().map_err(e)?;
         }
         Hook::Tracepoint => {
-            let (group, name) = spec.target.split_once(':').ok_or("tracepoint target must be group:name")?;
+            let (group, name) = target.split_once(':').ok_or("tracepoint target must be group:name")?;
             let p: &mut TracePoint = prog.try_into().map_err(e)?;
-            p.load().map_err(e)?;
+            // One program may serve several tracepoints (e.g. every clone flavour).
+            if p.fd().is_err() {
+                p.load().map_err(e)?;
+            }
             p.attach(group, name).map_err(e)?;
         }
     }

@@ -53,6 +53,7 @@ impl Probes {
             .override_global(names::LAYOUT, &layout, true)
             .map_max_entries(names::BRACKET_STATS, options.stats_map_entries)
             .map_max_entries(names::KVM_UNMAP_COUNTS, options.stats_map_entries)
+            .map_max_entries(names::FORK_STATS, options.stats_map_entries)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;
         let wants_trampolines = options.mode.is_none_or(|m| m == Mode::Fentry);

@@ -11,7 +11,7 @@ pub struct Probed {
 
 pub fn check(need: &Need, kernel: &KernelInfo, probed: &Probed) -> Result<(), String> {
     match *need {
-        Need::Function(name) => function(kernel, name),
+        Need::Function(name) => resolve_function(kernel, name).map(|_| ()),
         Need::Arity(name, n) => match kernel.btf.function(name).map_err(|e| e.to_string())? {
             Some(p) if p.params.len() == n => Ok(()),
             Some(p) => Err(format!("{name} takes {} arguments in BTF, expected {n}", p.params.len())),
@@ -29,6 +29,18 @@ pub fn check(need: &Need, kernel: &KernelInfo, probed: &Probed) -> Result<(), St
         }
         Need::TracefsEvent(group, name) => caps::tracepoint(group, name),
     }
+}
+
+/// The first of `a|b|…` that [`function`] accepts; all reasons when none does.
+pub fn resolve_function(kernel: &KernelInfo, names: &'static str) -> Result<&'static str, String> {
+    let mut reasons = Vec::new();
+    for name in names.split('|') {
+        match function(kernel, name) {
+            Ok(()) => return Ok(name),
+            Err(why) => reasons.push(why),
+        }
+    }
+    Err(reasons.join("; "))
 }
 
 /// fentry and kprobes attach by name: the function must be in BTF and be exactly one plain

@@ -44,6 +44,7 @@ pub struct ProgramSpec {
     /// Program (function) name in the eBPF object.
     pub program: &'static str,
     pub hook: Hook,
+    /// Function, tracepoint name, or `group:name`; `a|b` means the first of them the kernel has.
     pub target: &'static str,
 }
 
@@ -91,7 +92,9 @@ const START: &str = "__mmu_notifier_invalidate_range_start";
 const END: &str = "__mmu_notifier_invalidate_range_end";
 
 /// Every probe family, in attach order.
-pub static FAMILIES: &[Family] = &[Family {
+pub static FAMILIES: &[&Family] = &[&BRACKETS, &FORK_COPIES];
+
+static BRACKETS: Family = Family {
     name: "brackets",
     description: "invalidate_range_start → _end brackets per owner memory cgroup and event, with latency",
     required: true,
@@ -153,7 +156,88 @@ pub static FAMILIES: &[Family] = &[Family {
             degraded: "KVM subscribers only, one count per VM per bracket, current task's cgroup, no event type, no latency",
         },
     ],
-}];
+};
+
+const DUP_MMAP: &str = "dup_mmap";
+/// The anon-rmap call of each eager fork copy: folio API from 6.3, page API before.
+const COPY_MARKER: &str = "folio_add_new_anon_rmap|page_add_new_anon_rmap";
+const SPLIT: &str = "__split_huge_pmd";
+const FORK_SYSCALLS_ENTER: [&str; 4] =
+    ["syscalls:sys_enter_clone", "syscalls:sys_enter_clone3", "syscalls:sys_enter_fork", "syscalls:sys_enter_vfork"];
+const FORK_SYSCALLS_EXIT: [&str; 4] =
+    ["syscalls:sys_exit_clone", "syscalls:sys_exit_clone3", "syscalls:sys_exit_fork", "syscalls:sys_exit_vfork"];
+
+const fn tp(program: &'static str, target: &'static str) -> ProgramSpec {
+    ProgramSpec { program, hook: Hook::Tracepoint, target }
+}
+
+static FORK_COPIES: Family = Family {
+    name: "fork_copies",
+    description: "pages copied eagerly at fork() because they may be DMA-pinned, and THPs split for it, per parent cgroup",
+    required: true,
+    alternatives: &[
+        Alternative {
+            name: "fentry",
+            mode: Mode::Fentry,
+            needs: &[
+                Need::Trampolines,
+                Need::Function(DUP_MMAP),
+                Need::Function(COPY_MARKER),
+                Need::Function(SPLIT),
+                Need::Fields(FieldGroup::MmOwner),
+                Need::Fields(FieldGroup::TaskCgroup),
+            ],
+            programs: &[
+                ProgramSpec { program: "fork_window_fentry", hook: Hook::FEntry, target: DUP_MMAP },
+                ProgramSpec { program: "fork_window_fexit", hook: Hook::FExit, target: DUP_MMAP },
+                ProgramSpec { program: "fork_copy_fentry", hook: Hook::FEntry, target: COPY_MARKER },
+                ProgramSpec { program: "fork_split_fentry", hook: Hook::FEntry, target: SPLIT },
+            ],
+            degraded: "",
+        },
+        Alternative {
+            name: "kprobe",
+            mode: Mode::Kprobe,
+            needs: &[
+                Need::Kprobes,
+                Need::Function(DUP_MMAP),
+                Need::Function(COPY_MARKER),
+                Need::Function(SPLIT),
+                Need::Fields(FieldGroup::MmOwner),
+                Need::Fields(FieldGroup::TaskCgroup),
+            ],
+            programs: &[
+                ProgramSpec { program: "fork_window_kprobe", hook: Hook::KProbe, target: DUP_MMAP },
+                ProgramSpec { program: "fork_window_kretprobe", hook: Hook::KRetProbe, target: DUP_MMAP },
+                ProgramSpec { program: "fork_copy_kprobe", hook: Hook::KProbe, target: COPY_MARKER },
+                ProgramSpec { program: "fork_split_kprobe", hook: Hook::KProbe, target: SPLIT },
+            ],
+            degraded: "higher per-event cost",
+        },
+        Alternative {
+            name: "tracepoint",
+            mode: Mode::Tracepoint,
+            needs: &[
+                Need::TracefsEvent("syscalls", "sys_enter_clone"),
+                Need::BtfTracepoint("mm_page_alloc"),
+                Need::Fields(FieldGroup::TaskCgroup),
+                Need::Fields(FieldGroup::GfpMask),
+            ],
+            programs: &[
+                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[0]),
+                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[1]),
+                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[2]),
+                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[3]),
+                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[0]),
+                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[1]),
+                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[2]),
+                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[3]),
+                ProgramSpec { program: "fork_page_alloc", hook: Hook::TpBtf, target: "mm_page_alloc" },
+            ],
+            degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation in the clone syscall; forking task's cgroup",
+        },
+    ],
+};
 
 /// The do-nothing fentry program used to probe for trampoline support, and the functions
 /// it is loaded against (the first one present in BTF).
@@ -176,8 +260,10 @@ mod tests {
             assert!(f.alternatives.windows(2).all(|w| rank(w[0].mode) <= rank(w[1].mode)), "{}", f.name);
             for a in f.alternatives {
                 assert!(!a.programs.is_empty());
-                for p in a.programs {
-                    assert!(seen.insert(p.program), "program {} used twice", p.program);
+                // A program may attach to several targets within one alternative, never in two.
+                let mine: std::collections::HashSet<_> = a.programs.iter().map(|p| p.program).collect();
+                for p in mine {
+                    assert!(seen.insert(p), "program {p} used by two alternatives");
                 }
             }
         }
