@@ -1,0 +1,72 @@
+//! The command line of `cargo xtask` (clap derive). Only flags live here; the commands are in
+//! `commands/`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{setup::Group, tiers};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "mmuscope's set-up, build, run and test tasks",
+    after_help = "`run` and `test` install what they need first; `setup` alone is rarely needed."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Install the toolchain: Debian packages (apt) and bpf-linker (into .tools/). Idempotent.
+    Setup(SetupArgs),
+    /// Build the workspace (agent with its embedded eBPF programs, workload generator).
+    Build(BuildArgs),
+    /// Build the agent in release mode and start it (`mmuscope run`); needs root.
+    Run(RunArgs),
+    /// Run the test tiers and print a summary.
+    Test(TestArgs),
+    /// Stock Debian kernels under QEMU: fetch, run a command in a guest, the tested-kernels table.
+    Vm(crate::vm::cli::VmArgs),
+}
+
+#[derive(Args)]
+pub struct SetupArgs {
+    /// Only report what is present and what is missing; exit non-zero if anything is missing.
+    #[arg(long)]
+    pub check: bool,
+    /// Set up only these package groups (repeatable; default: all).
+    #[arg(long = "group", value_enum, value_name = "GROUP")]
+    pub groups: Vec<Group>,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Build with the release profile.
+    #[arg(long)]
+    pub release: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Build with the release profile (the default; accepted for symmetry with `build`).
+    #[arg(long, conflicts_with = "debug")]
+    pub release: bool,
+    /// Build and run the debug profile instead.
+    #[arg(long)]
+    pub debug: bool,
+    /// Arguments for `mmuscope run` (after `--`).
+    #[arg(last = true, value_name = "AGENT_ARGS")]
+    pub agent_args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Tier to run (repeatable or comma-separated; default: all). Tiers run in their fixed order.
+    #[arg(long = "tier", value_name = "TIER", value_delimiter = ',', value_parser = tiers::name_parser())]
+    pub tiers: Vec<String>,
+    /// Stop after the first failed tier (default: run every selected tier).
+    #[arg(long)]
+    pub fail_fast: bool,
+}

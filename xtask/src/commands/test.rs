@@ -1,0 +1,88 @@
+//! `cargo xtask test [--tier T ...] [--fail-fast]`: set up what the selected tiers need, build
+//! once if a tier needs the built binaries, run the tiers in order (`==> tier NAME` headers with
+//! wall time), then print the summary ending in `N passed, N failed`. Exits non-zero if a tier
+//! failed.
+
+use std::{
+    env,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+use crate::{
+    cli::TestArgs,
+    commands::build,
+    progress,
+    setup::{self, Group, Mode},
+    tiers::{
+        self, Context, Outcome,
+        summary::{self, Row, Verdict},
+    },
+    workspace::Workspace,
+};
+
+pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
+    let selected = tiers::select(&args.tiers);
+    let groups: Vec<Group> = selected.iter().flat_map(|t| t.groups).copied().collect();
+    setup::setup(ws, &groups, Mode::Install)?;
+
+    let build_ok = !selected.iter().any(|t| t.needs_build) || build(ws);
+    let ctx = Context { ws, ci: in_ci() };
+    let mut rows = Vec::new();
+    let mut stopped = false;
+    for tier in selected {
+        if stopped {
+            rows.push(Row { tier: tier.name, verdict: Verdict::NotRun, elapsed: Duration::ZERO });
+            continue;
+        }
+        println!("==> tier {}", tier.name);
+        let start = Instant::now();
+        let verdict = if tier.needs_build && !build_ok {
+            Verdict::Failed("not run: the build failed".into())
+        } else {
+            match (tier.run)(&ctx) {
+                Ok(Outcome::Passed) => Verdict::Passed,
+                Ok(Outcome::Skipped(reason)) => Verdict::Skipped(reason),
+                Err(err) => Verdict::Failed(format!("{err:#}")),
+            }
+        };
+        let elapsed = start.elapsed();
+        let detail = match &verdict {
+            Verdict::Failed(why) | Verdict::Skipped(why) => format!(": {why}"),
+            _ => String::new(),
+        };
+        let seconds = progress::seconds(elapsed);
+        println!("==> tier {} {} in {seconds} s{detail}", tier.name, verdict.word());
+        stopped = args.fail_fast && verdict.is_failure();
+        rows.push(Row { tier: tier.name, verdict, elapsed });
+    }
+
+    print!("{}", summary::render(&rows));
+    let failed = rows.iter().any(|r| r.verdict.is_failure());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `cargo build --workspace` (debug) for the tiers that use the built binaries.
+fn build(ws: &Workspace) -> bool {
+    progress::say("test", "building the workspace (debug) for the tiers that run its binaries");
+    let start = Instant::now();
+    let result = build::build_workspace(ws, false);
+    let seconds = progress::seconds(start.elapsed());
+    match result {
+        Ok(()) => {
+            progress::say("test", format!("build passed in {seconds} s"));
+            true
+        }
+        Err(err) => {
+            progress::say("test", format!("build FAILED in {seconds} s: {err:#}"));
+            false
+        }
+    }
+}
+
+/// `CI` set to anything but empty, `false` or `0`.
+fn in_ci() -> bool {
+    env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "false" | "0"))
+}

@@ -1,0 +1,88 @@
+//! THE table of Debian packages mmuscope needs, each with the reason, grouped by what needs it.
+//!
+//! Commands ask for groups, so `run` installs only what running needs and `test` what its tiers
+//! need (see `tiers::TIERS`). A new need is one row here (plus a group if nothing fits).
+
+use clap::ValueEnum;
+
+/// What a set of packages is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Group {
+    /// Build the eBPF programs (Debian's rustc-web and LLVM 22; bpf-linker is built from these).
+    EbpfBuild,
+    /// Lint the eBPF crate for its own target.
+    EbpfLint,
+    /// Tools the test tiers call.
+    TestTools,
+    /// The QEMU kernel matrix (`cargo xtask vm`, the `vm` tier).
+    Vm,
+}
+
+impl Group {
+    pub const ALL: &[Group] = &[Group::EbpfBuild, Group::EbpfLint, Group::TestTools, Group::Vm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::EbpfBuild => "ebpf-build",
+            Group::EbpfLint => "ebpf-lint",
+            Group::TestTools => "test-tools",
+            Group::Vm => "vm",
+        }
+    }
+}
+
+pub struct Package {
+    pub name: &'static str,
+    pub group: Group,
+    pub why: &'static str,
+}
+
+const fn pkg(name: &'static str, group: Group, why: &'static str) -> Package {
+    Package { name, group, why }
+}
+
+#[rustfmt::skip]
+pub const PACKAGES: &[Package] = &[
+    // ebpf-build: agent/build.rs compiles agent-ebpf/programs for bpfel-unknown-none.
+    pkg("rustc-web", Group::EbpfBuild, "Debian's rustc 1.96 (LLVM 22) compiles the eBPF crate"),
+    pkg("cargo-web", Group::EbpfBuild, "Debian's cargo drives that build and builds bpf-linker"),
+    pkg("libstd-rust-web-dev", Group::EbpfBuild, "rustc-web's host std (the eBPF crate's build scripts and macros)"),
+    pkg("libstd-rust-web-dev-bpf", Group::EbpfBuild, "prebuilt core for bpfel-unknown-none: no -Z build-std, no rust-src"),
+    pkg("llvm-22-dev", Group::EbpfBuild, "bpf-linker links against it; its LLVM must match rustc-web's (22)"),
+    pkg("bpftool", Group::EbpfBuild, "inspects the eBPF object, the kernel's BTF and the loaded programs"),
+    // ebpf-lint: the lint tier's clippy run for the eBPF crate's own target.
+    pkg("rust-web-clippy", Group::EbpfLint, "clippy for rustc-web, to lint the eBPF crate for bpfel-unknown-none"),
+    // test-tools: called by the test tiers.
+    pkg("prometheus", Group::TestTools, "promtool checks the agent's /metrics exposition"),
+    pkg("jq", Group::TestTools, "reads the agent's JSON API and the workload's ground truth"),
+    // vm: `cargo xtask vm` and the vm tier (stock Debian kernels under QEMU TCG).
+    pkg("qemu-system-x86", Group::Vm, "qemu-system-x86_64 boots the Debian kernels (TCG, -cpu max: nested KVM in the guest)"),
+    pkg("busybox-static", Group::Vm, "the guest's /init shell and tools (static: no libraries in the initramfs)"),
+    pkg("cpio", Group::Vm, "packs the guest initramfs (newc)"),
+    pkg("kmod", Group::Vm, "depmod/modprobe -D resolve the KVM modules' dependencies in the extracted kernel"),
+    pkg("xz-utils", Group::Vm, "decompresses .ko.xz modules (6.12+) for the guest's insmod"),
+    pkg("binutils", Group::Vm, "objcopy --strip-debug shrinks the debug binaries copied into the guest"),
+];
+
+/// The packages of `groups`, in table order.
+pub fn for_groups(groups: &[Group]) -> impl Iterator<Item = &'static Package> {
+    PACKAGES.iter().filter(|p| groups.contains(&p.group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_has_packages_and_names_are_unique() {
+        for group in Group::ALL {
+            assert!(for_groups(&[*group]).next().is_some(), "{group:?} is empty");
+            let value = group.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), group.name());
+        }
+        let mut names: Vec<_> = PACKAGES.iter().map(|p| p.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), PACKAGES.len());
+    }
+}

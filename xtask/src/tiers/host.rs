@@ -1,0 +1,51 @@
+//! Tier `host`: the agent and the workload generator on this machine's kernel
+//! (`mmuscope-tests`' `host` test target). Needs root, `/dev/kvm` and kernel BTF; without them
+//! the tier is skipped with the reason, except in CI, where that is a failure.
+
+use std::{fs::OpenOptions, path::Path};
+
+use anyhow::{Result, bail};
+
+use super::{Context, Outcome};
+use crate::{privilege::Privilege, process, toolchain, workspace::Profile};
+
+/// The binaries the test drives, and the variables that tell it where they are.
+const BINARIES: &[(&str, &str)] = &[("MMUSCOPE_AGENT_BIN", "mmuscope"), ("MMUSCOPE_WORKLOAD_BIN", "mmuscope-workload")];
+
+pub fn run(ctx: &Context) -> Result<Outcome> {
+    let missing = missing_prerequisites();
+    if !missing.is_empty() {
+        let reason = missing.join("; ");
+        if ctx.ci {
+            bail!("prerequisite missing in CI: {reason}");
+        }
+        return Ok(Outcome::Skipped(reason));
+    }
+
+    let mut cmd = toolchain::host_cargo(ctx.ws);
+    cmd.args(["test", "-p", "mmuscope-tests", "--test", "host"]).args(["--", "--test-threads=1", "--nocapture"]);
+    for (var, name) in BINARIES {
+        let path = ctx.ws.binary(Profile::Debug, name);
+        if !path.is_file() {
+            bail!("{} was not built by `cargo build --workspace`", path.display());
+        }
+        cmd.env(var, path);
+    }
+    process::run(&mut cmd)?;
+    Ok(Outcome::Passed)
+}
+
+fn missing_prerequisites() -> Vec<String> {
+    let mut missing = Vec::new();
+    let privilege = Privilege::current();
+    if !privilege.is_root() {
+        missing.push(format!("not root (euid {}); run `sudo -E cargo xtask test --tier host`", privilege.euid));
+    }
+    if let Err(err) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        missing.push(format!("cannot open /dev/kvm ({err})"));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        missing.push("no kernel BTF at /sys/kernel/btf/vmlinux".into());
+    }
+    missing
+}
