@@ -33,6 +33,16 @@ pub struct KernelLayout {
     /// `GFP_HIGHUSER_MOVABLE` from the kernel's `___GFP_*_BIT` enum: the gfp mask of the page
     /// fork allocates for each eager copy (tracepoint mode counts those allocations).
     pub gfp_highuser_movable: u64,
+    /// `mm_struct.notifier_subscriptions`, `mmu_notifier_subscriptions.list` (hlist head),
+    /// `mmu_notifier.hlist` and `.ops`, and the `mmu_notifier_ops` slot of the secondary-TLB
+    /// callback (`invalidate_range` before 6.6, `arch_invalidate_secondary_tlbs` after).
+    pub mm_notifier_subscriptions: u32,
+    pub subscriptions_list: u32,
+    pub notifier_hlist: u32,
+    pub notifier_ops: u32,
+    pub ops_secondary_tlb: u32,
+    /// `hlist_node.next`.
+    pub hlist_next: u32,
 }
 
 #[cfg(feature = "user")]

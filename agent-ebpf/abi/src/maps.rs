@@ -9,8 +9,10 @@ pub mod key_flags {
     pub const BLOCKABLE: u32 = 1 << 0;
     /// The cgroup id is from the default (v2) hierarchy because the task had no memory css.
     pub const DEFAULT_HIERARCHY: u32 = 1 << 1;
-    /// The owner of the mm could not be read (exiting mm): the cgroup id is 0.
+    /// The owner of the mm could not be read: the cgroup id is 0.
     pub const NO_OWNER: u32 = 1 << 2;
+    /// `mm->owner` was NULL (its last user is exiting): attributed to the current task.
+    pub const OWNER_FROM_CURRENT: u32 = 1 << 3;
 }
 
 /// Aggregation key of completed invalidation brackets.

@@ -10,11 +10,12 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use mmuscope_abi::{BracketKey, BracketStats, Counter, InflightBracket, key_flags, log2_bucket};
+use mmuscope_abi::{BracketKey, BracketStats, Counter, Frame, InflightBracket, key_flags, log2_bucket};
 
 use crate::{
     cgroup::{mm_owner_memcg, read},
-    maps::{BRACKET_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, bump, per_cpu_entry},
+    maps::{BRACKET_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
+    threads,
 };
 
 /// Records a bracket opening at `range`.
@@ -27,6 +28,13 @@ fn open(range: u64) {
     let (cgroup_id, mut flags) = mm_owner_memcg(&layout, mm);
     if rflags & 1 != 0 {
         flags |= key_flags::BLOCKABLE;
+    }
+    if let (Ok(start), Ok(end)) =
+        (unsafe { read::<u64>(range, layout.range_start) }, unsafe { read::<u64>(range, layout.range_end) })
+        && let Some(ts) = threads::current()
+    {
+        let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
+        threads::push(ts, &frame);
     }
     let inflight =
         InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key: BracketKey { cgroup_id, event, flags } };
@@ -41,6 +49,15 @@ fn start_returned(range: u64, ret: i32) {
     if ret != 0 {
         let _ = INFLIGHT.remove(range);
         bump(Counter::StartFailed);
+        pop_frame(range);
+    }
+}
+
+#[inline(always)]
+fn pop_frame(range: u64) {
+    if let Some(ts) = THREADS.get_ptr_mut(threads::tid()) {
+        threads::pop(ts, range);
+        threads::release_if_idle(ts);
     }
 }
 
@@ -48,6 +65,7 @@ fn start_returned(range: u64, ret: i32) {
 #[inline(always)]
 fn close(range: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
+    pop_frame(range);
     let Some(inflight) = (unsafe { INFLIGHT.get(range) }).copied() else {
         bump(Counter::EndWithoutStart);
         return;

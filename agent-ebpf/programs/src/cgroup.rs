@@ -4,7 +4,7 @@
 //! lives in the v1 memory hierarchy while `bpf_get_current_cgroup_id()` would return the
 //! v2 root. Without a memory css the default hierarchy's cgroup is used and flagged.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use mmuscope_abi::{Counter, KernelLayout, key_flags};
 
 use crate::maps::bump;
@@ -59,6 +59,9 @@ unsafe fn task_memcg_inner(layout: &KernelLayout, task: u64) -> Result<(u64, u32
 }
 
 /// Memory cgroup of the owner of `mm` (`mm->owner`), the task the memory is charged to.
+///
+/// The owner is cleared while the last user exits (`mm_update_next_owner`); the teardown
+/// (`exit_mmap`) then runs in that exiting task, so the current task stands in for it.
 #[inline(always)]
 pub fn mm_owner_memcg(layout: &KernelLayout, mm: u64) -> (u64, u32) {
     if mm == 0 {
@@ -66,6 +69,10 @@ pub fn mm_owner_memcg(layout: &KernelLayout, mm: u64) -> (u64, u32) {
     }
     match unsafe { read::<u64>(mm, layout.mm_owner) } {
         Ok(owner) if owner != 0 => task_memcg(layout, owner),
-        _ => (0, key_flags::NO_OWNER),
+        Ok(_) => {
+            let (id, flags) = task_memcg(layout, unsafe { bpf_get_current_task() });
+            (id, flags | key_flags::OWNER_FROM_CURRENT)
+        }
+        Err(()) => (0, key_flags::NO_OWNER),
     }
 }

@@ -1,5 +1,5 @@
-//! Fork copies of pinned pages: while a thread copies an address space (`dup_mmap`, or a
-//! clone syscall in tracepoint mode), count the pages the kernel copies eagerly because they
+//! Fork copies of pinned pages: while a thread copies an address space (`dup_mmap` or
+//! `copy_process`, or a clone syscall in tracepoint mode), count the pages the kernel copies eagerly because they
 //! may be DMA-pinned (`copy_present_page`, marked by its anon-rmap call or, in tracepoint mode,
 //! by its order-0 `GFP_HIGHUSER_MOVABLE` allocation) and the pinned THPs it splits.
 
@@ -11,7 +11,7 @@ use aya_ebpf::{
 use mmuscope_abi::{CgroupKey, ForkStats, ForkWindow};
 
 use crate::{
-    cgroup::{mm_owner_memcg, task_memcg},
+    cgroup::task_memcg,
     maps::{FORK_STATS, FORK_WINDOWS, LAYOUT, per_cpu_entry},
 };
 
@@ -58,10 +58,16 @@ fn mark_split() {
     }
 }
 
-/// `dup_mmap(mm, oldmm)`: the parent's mm is the second argument.
+/// The window opens at `dup_mmap` or, where that is inlined (Debian's 6.12), `copy_process`.
+/// Both run in the forking task, whose memory cgroup is that of the mm being copied.
+#[inline(always)]
+fn open_for_current() {
+    open(task_memcg(&LAYOUT.load(), unsafe { bpf_get_current_task() }));
+}
+
 #[fentry]
-pub fn fork_window_fentry(ctx: FEntryContext) -> i32 {
-    open(mm_owner_memcg(&LAYOUT.load(), ctx.arg::<u64>(1)));
+pub fn fork_window_fentry(_ctx: FEntryContext) -> i32 {
+    open_for_current();
     0
 }
 
@@ -86,10 +92,8 @@ pub fn fork_split_fentry(_ctx: FEntryContext) -> i32 {
 }
 
 #[kprobe]
-pub fn fork_window_kprobe(ctx: ProbeContext) -> u32 {
-    if let Some(oldmm) = ctx.arg::<u64>(1) {
-        open(mm_owner_memcg(&LAYOUT.load(), oldmm));
-    }
+pub fn fork_window_kprobe(_ctx: ProbeContext) -> u32 {
+    open_for_current();
     0
 }
 
@@ -115,7 +119,7 @@ pub fn fork_split_kprobe(_ctx: ProbeContext) -> u32 {
 /// forking task's memory cgroup; the matching `sys_exit_*` close it.
 #[tracepoint]
 pub fn fork_syscall_enter(_ctx: TracePointContext) -> u32 {
-    open(task_memcg(&LAYOUT.load(), unsafe { bpf_get_current_task() }));
+    open_for_current();
     0
 }
 

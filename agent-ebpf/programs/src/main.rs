@@ -13,6 +13,8 @@ mod cgroup;
 mod fork;
 mod kvm;
 mod maps;
+mod secondary;
+mod threads;
 
 #[cfg(not(test))]
 #[panic_handler]

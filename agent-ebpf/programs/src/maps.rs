@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, Counter, ForkStats, ForkWindow, InflightBracket, KernelLayout,
+    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, DoubleKey, ForkStats, ForkWindow, InflightBracket,
+    KernelLayout, SecondaryKey, ThreadState,
 };
 
 #[unsafe(no_mangle)]
@@ -27,6 +28,12 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     memory_cgrp_id: 0,
     _pad: 0,
     gfp_highuser_movable: 0,
+    mm_notifier_subscriptions: 0,
+    subscriptions_list: 0,
+    notifier_hlist: 0,
+    notifier_ops: 0,
+    ops_secondary_tlb: 0,
+    hlist_next: 0,
 });
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
@@ -54,6 +61,23 @@ pub static FORK_WINDOWS: HashMap<u32, ForkWindow> = HashMap::with_max_entries(81
 /// Fork statistics per parent memory cgroup. Size set by the agent.
 #[map]
 pub static FORK_STATS: PerCpuHashMap<CgroupKey, ForkStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Per-thread bracket stack and TLB-gather window (secondary-TLB context and doubles). LRU:
+/// a thread that dies inside a window must not hold its entry for good.
+#[map]
+pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(16384, 0);
+
+/// A zeroed [`ThreadState`], the source for inserts (too large for the BPF stack). Never written.
+#[map]
+pub static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Secondary-TLB invalidations per (owner cgroup, scope, context). Size set by the agent.
+#[map]
+pub static SECONDARY_STATS: PerCpuHashMap<SecondaryKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Double notifications per (owner cgroup, kind), with redundant bytes. Size set by the agent.
+#[map]
+pub static DOUBLE_STATS: PerCpuHashMap<DoubleKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// The programs' own error accounting, indexed by [`Counter`].
 #[map]

@@ -3,7 +3,9 @@
 //! kernel maps still hold and a scrape never sees half-updated totals of one CPU.
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
-use mmuscope_abi::{BracketKey, BracketStats, CgroupKey, Counter, ForkStats, HIST_BUCKETS, names};
+use mmuscope_abi::{
+    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, DoubleKey, ForkStats, HIST_BUCKETS, SecondaryKey, names,
+};
 
 use crate::probes::Probes;
 
@@ -12,6 +14,8 @@ pub struct Maps {
     brackets: PerCpuHashMap<MapData, BracketKey, BracketStats>,
     kvm_unmaps: PerCpuHashMap<MapData, CgroupKey, u64>,
     forks: PerCpuHashMap<MapData, CgroupKey, ForkStats>,
+    secondary: PerCpuHashMap<MapData, SecondaryKey, CountBytes>,
+    doubles: PerCpuHashMap<MapData, DoubleKey, CountBytes>,
     counters: PerCpuArray<MapData, u64>,
     /// `max_entries` of the aggregation maps, for `map_capacity`.
     pub stats_capacity: u32,
@@ -23,6 +27,8 @@ pub struct Snapshot {
     pub brackets: Vec<(BracketKey, BracketStats)>,
     pub kvm_unmaps: Vec<(CgroupKey, u64)>,
     pub forks: Vec<(CgroupKey, ForkStats)>,
+    pub secondary: Vec<(SecondaryKey, CountBytes)>,
+    pub doubles: Vec<(DoubleKey, CountBytes)>,
     pub counters: [u64; Counter::COUNT as usize],
 }
 
@@ -31,7 +37,9 @@ impl Snapshot {
     pub fn cgroup_ids(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         let brackets = self.brackets.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let cgroup_keys = self.kvm_unmaps.iter().map(|(k, _)| k).chain(self.forks.iter().map(|(k, _)| k));
-        brackets.chain(cgroup_keys.map(|k| (k.flags, k.cgroup_id)))
+        let secondary = self.secondary.iter().map(|(k, _)| (k.flags, k.cgroup_id));
+        let doubles = self.doubles.iter().map(|(k, _)| (k.flags, k.cgroup_id));
+        brackets.chain(cgroup_keys.map(|k| (k.flags, k.cgroup_id))).chain(secondary).chain(doubles)
     }
 
     /// Keeps only the keys whose `(flags, cgroup id)` passes `keep` (drops deleted cgroups after their TTL). Every
@@ -40,6 +48,8 @@ impl Snapshot {
         self.brackets.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.kvm_unmaps.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.forks.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.secondary.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.doubles.retain(|(k, _)| keep(k.flags, k.cgroup_id));
     }
 }
 
@@ -49,6 +59,8 @@ impl Maps {
             brackets: probes.take_map(names::BRACKET_STATS)?.try_into()?,
             kvm_unmaps: probes.take_map(names::KVM_UNMAP_COUNTS)?.try_into()?,
             forks: probes.take_map(names::FORK_STATS)?.try_into()?,
+            secondary: probes.take_map(names::SECONDARY_STATS)?.try_into()?,
+            doubles: probes.take_map(names::DOUBLE_STATS)?.try_into()?,
             counters: probes.take_map(names::COUNTERS)?.try_into()?,
             stats_capacity,
         })
@@ -75,12 +87,27 @@ impl Maps {
             }
             snap.forks.push((key, total));
         }
+        snap.secondary = sum_count_bytes(&self.secondary)?;
+        snap.doubles = sum_count_bytes(&self.doubles)?;
         for c in Counter::ALL {
             let per_cpu = self.counters.get(&(c as u32), 0)?;
             snap.counters[c as usize] = per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v));
         }
         Ok(snap)
     }
+}
+
+fn sum_count_bytes<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, CountBytes>) -> anyhow::Result<Vec<(K, CountBytes)>> {
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        let (key, per_cpu) = entry?;
+        let total = per_cpu.iter().fold(CountBytes::default(), |a, v| CountBytes {
+            count: a.count.saturating_add(v.count),
+            bytes: a.bytes.saturating_add(v.bytes),
+        });
+        out.push((key, total));
+    }
+    Ok(out)
 }
 
 fn sum_stats(per_cpu: &PerCpuValues<BracketStats>) -> BracketStats {

@@ -17,6 +17,8 @@ pub enum FieldGroup {
     MmOwner,
     /// `GFP_HIGHUSER_MOVABLE` composed from the `___GFP_*_BIT` enum (6.x BTF).
     GfpMask,
+    /// mm → notifier subscriptions → `mmu_notifier` → ops → secondary-TLB callback slot.
+    NotifierOps,
 }
 
 /// The layout plus, per group, what could not be resolved.
@@ -57,6 +59,12 @@ impl ResolvedLayout {
                 .unwrap_or(u32::MAX),
             _pad: 0,
             gfp_highuser_movable: r.gfp_highuser_movable()?,
+            mm_notifier_subscriptions: r.offset(NotifierOps, "mm_struct", "notifier_subscriptions", Some(8))?,
+            subscriptions_list: r.offset(NotifierOps, "mmu_notifier_subscriptions", "list", Some(8))?,
+            notifier_hlist: r.offset(NotifierOps, "mmu_notifier", "hlist", None)?,
+            notifier_ops: r.offset(NotifierOps, "mmu_notifier", "ops", Some(8))?,
+            ops_secondary_tlb: r.secondary_tlb_slot()?,
+            hlist_next: r.offset(NotifierOps, "hlist_node", "next", Some(8))?,
         };
         Ok(Self { layout, missing: r.missing })
     }
@@ -68,6 +76,21 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The ops slot of the secondary-TLB callback: `arch_invalidate_secondary_tlbs` (6.6+)
+    /// or `invalidate_range` (before 6.6).
+    fn secondary_tlb_slot(&mut self) -> Result<u32, BtfError> {
+        for name in ["arch_invalidate_secondary_tlbs", "invalidate_range"] {
+            if let Some(f) = self.btf.member("mmu_notifier_ops", name)? {
+                return Ok(f.offset);
+            }
+        }
+        self.missing.push((
+            FieldGroup::NotifierOps,
+            "mmu_notifier_ops.{arch_invalidate_secondary_tlbs,invalidate_range}".into(),
+        ));
+        Ok(0)
+    }
+
     /// `GFP_HIGHUSER_MOVABLE` = `__GFP_RECLAIM | __GFP_IO | __GFP_FS | __GFP_HARDWALL |
     /// __GFP_HIGHMEM | __GFP_MOVABLE` (its composition is stable; the bit numbers are not, so
     /// they come from BTF). 0 and a missing-field note when the enum is absent (before 6.x).

@@ -95,7 +95,13 @@ fn layout_matches_bpftool() {
 fn resolved_layout_is_complete_here() {
     let btf = host_btf();
     let r = ResolvedLayout::resolve(&btf).unwrap();
-    for g in [FieldGroup::NotifierRange, FieldGroup::TaskCgroup, FieldGroup::MmOwner, FieldGroup::GfpMask] {
+    for g in [
+        FieldGroup::NotifierRange,
+        FieldGroup::TaskCgroup,
+        FieldGroup::MmOwner,
+        FieldGroup::GfpMask,
+        FieldGroup::NotifierOps,
+    ] {
         assert_eq!(r.group(g), Ok(()), "{g:?}");
     }
     assert_ne!(r.layout.memory_cgrp_id, u32::MAX, "this kernel has a memory controller");

@@ -37,7 +37,7 @@ pub fn attach_families(
     ebpf: &mut Ebpf,
     btf: &Btf,
     kernel: &KernelInfo,
-    probed: &Probed,
+    probed: &mut Probed,
     forced: Option<Mode>,
 ) -> Vec<FamilyReport> {
     table::FAMILIES
@@ -55,9 +55,10 @@ pub fn attach_families(
                     } else if let Err(why) = unmet(alt, kernel, probed) {
                         (Status::Unavailable, why)
                     } else {
-                        match attach_alternative(ebpf, btf, kernel, alt) {
+                        match attach_alternative(ebpf, btf, kernel, probed, alt) {
                             Ok(()) => {
                                 attached = true;
+                                probed.attached.push((family.name, alt.mode));
                                 (Status::Attached, String::new())
                             }
                             Err(why) => (Status::Failed, why),
@@ -75,7 +76,7 @@ pub fn attach_families(
                         mode: alt.mode,
                         status,
                         reason,
-                        targets: targets(alt, kernel),
+                        targets: targets(alt, kernel, probed),
                         degraded: alt.degraded,
                     }
                 })
@@ -86,9 +87,12 @@ pub fn attach_families(
 }
 
 /// Distinct attach targets of `alt` (entry and return hooks share one), `a|b` resolved.
-fn targets(alt: &Alternative, kernel: &KernelInfo) -> Vec<&'static str> {
+fn targets(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<&'static str> {
     let mut t: Vec<&'static str> = Vec::new();
     for p in alt.programs {
+        if p.when.as_ref().is_some_and(|w| needs::check(w, alt.mode, kernel, probed).is_err()) {
+            continue;
+        }
         let target = resolve(kernel, p);
         if !t.contains(&target) {
             t.push(target);
@@ -111,7 +115,7 @@ fn resolve(kernel: &KernelInfo, spec: &ProgramSpec) -> &'static str {
 fn unmet(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Result<(), String> {
     let mut reasons: Vec<String> = Vec::new();
     for need in alt.needs {
-        if let Err(why) = needs::check(need, kernel, probed)
+        if let Err(why) = needs::check(need, alt.mode, kernel, probed)
             && !reasons.contains(&why)
         {
             reasons.push(why);
@@ -121,8 +125,19 @@ fn unmet(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Result<(), 
 }
 
 /// Loads and attaches every program of `alt`; on failure unloads what it loaded.
-fn attach_alternative(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo, alt: &Alternative) -> Result<(), String> {
+fn attach_alternative(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    kernel: &KernelInfo,
+    probed: &Probed,
+    alt: &Alternative,
+) -> Result<(), String> {
     for (i, spec) in alt.programs.iter().enumerate() {
+        if let Some(when) = &spec.when
+            && needs::check(when, alt.mode, kernel, probed).is_err()
+        {
+            continue; // a hook of another kernel generation
+        }
         let target = resolve(kernel, spec);
         if let Err(e) = attach_program(ebpf, btf, spec, target) {
             for done in &alt.programs[..=i] {

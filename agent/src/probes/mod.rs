@@ -54,6 +54,8 @@ impl Probes {
             .map_max_entries(names::BRACKET_STATS, options.stats_map_entries)
             .map_max_entries(names::KVM_UNMAP_COUNTS, options.stats_map_entries)
             .map_max_entries(names::FORK_STATS, options.stats_map_entries)
+            .map_max_entries(names::SECONDARY_STATS, options.stats_map_entries)
+            .map_max_entries(names::DOUBLE_STATS, options.stats_map_entries)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;
         let wants_trampolines = options.mode.is_none_or(|m| m == Mode::Fentry);
@@ -62,8 +64,8 @@ impl Probes {
         } else {
             Err("not probed (--mode excludes fentry)".to_string())
         };
-        let probed = needs::Probed { trampolines: trampolines.clone() };
-        let families = attach::attach_families(&mut ebpf, &btf, kernel, &probed, options.mode);
+        let mut probed = needs::Probed { trampolines: trampolines.clone(), attached: Vec::new() };
+        let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode);
         let report = PlanReport {
             kernel_release: kernel.release.clone(),
             btf_path: kernel.btf.path().display().to_string(),

@@ -1,16 +1,24 @@
 //! Evaluates a [`Need`] against the running kernel: `Ok` or the reason it is not met.
 
-use super::table::Need;
+use super::table::{Mode, Need};
 use crate::kernel::{KernelInfo, caps};
 
 /// Facts gathered by trying things, which the kernel description alone cannot tell.
 pub struct Probed {
     /// Whether a trivial fentry program loaded.
     pub trampolines: Result<(), String>,
+    /// Families attached so far, with their mode.
+    pub attached: Vec<(&'static str, Mode)>,
 }
 
-pub fn check(need: &Need, kernel: &KernelInfo, probed: &Probed) -> Result<(), String> {
+/// Checks `need` for an alternative of `mode`.
+pub fn check(need: &Need, mode: Mode, kernel: &KernelInfo, probed: &Probed) -> Result<(), String> {
     match *need {
+        Need::SameModeAs(family) => match probed.attached.iter().find(|(f, _)| *f == family) {
+            Some((_, m)) if *m == mode => Ok(()),
+            Some((_, m)) => Err(format!("{family} is attached in {} mode, not {}", m.as_str(), mode.as_str())),
+            None => Err(format!("{family} is not attached")),
+        },
         Need::Function(name) => resolve_function(kernel, name).map(|_| ()),
         Need::Arity(name, n) => match kernel.btf.function(name).map_err(|e| e.to_string())? {
             Some(p) if p.params.len() == n => Ok(()),

@@ -85,6 +85,11 @@ pub struct PlanReport {
 }
 
 impl PlanReport {
+    /// Whether family `name` attached with any alternative.
+    pub fn attached(&self, name: &str) -> bool {
+        self.families.iter().any(|f| f.name == name && f.attached().is_some())
+    }
+
     /// Required families with nothing attached.
     pub fn missing_required(&self) -> Vec<&'static str> {
         self.families.iter().filter(|f| f.required && f.attached().is_none()).map(|f| f.name).collect()

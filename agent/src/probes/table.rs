@@ -46,6 +46,8 @@ pub struct ProgramSpec {
     pub hook: Hook,
     /// Function, tracepoint name, or `group:name`; `a|b` means the first of them the kernel has.
     pub target: &'static str,
+    /// Attach only where this holds (a hook that exists on one kernel generation only).
+    pub when: Option<Need>,
 }
 
 /// A kernel feature an alternative depends on.
@@ -66,6 +68,9 @@ pub enum Need {
     BtfTracepoint(&'static str),
     /// tracefs has `events/<group>/<name>`.
     TracefsEvent(&'static str, &'static str),
+    /// The named family (attached earlier) runs in this alternative's mode: its programs keep
+    /// the per-thread state this one reads.
+    SameModeAs(&'static str),
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -92,7 +97,7 @@ const START: &str = "__mmu_notifier_invalidate_range_start";
 const END: &str = "__mmu_notifier_invalidate_range_end";
 
 /// Every probe family, in attach order.
-pub static FAMILIES: &[&Family] = &[&BRACKETS, &FORK_COPIES];
+pub static FAMILIES: &[&Family] = &[&BRACKETS, &SECONDARY_TLB, &FORK_COPIES];
 
 static BRACKETS: Family = Family {
     name: "brackets",
@@ -112,9 +117,9 @@ static BRACKETS: Family = Family {
                 Need::Fields(FieldGroup::TaskCgroup),
             ],
             programs: &[
-                ProgramSpec { program: "bracket_start_fentry", hook: Hook::FEntry, target: START },
-                ProgramSpec { program: "bracket_start_fexit", hook: Hook::FExit, target: START },
-                ProgramSpec { program: "bracket_end_fexit", hook: Hook::FExit, target: END },
+                ProgramSpec { program: "bracket_start_fentry", hook: Hook::FEntry, target: START, when: None },
+                ProgramSpec { program: "bracket_start_fexit", hook: Hook::FExit, target: START, when: None },
+                ProgramSpec { program: "bracket_end_fexit", hook: Hook::FExit, target: END, when: None },
             ],
             degraded: "",
         },
@@ -130,10 +135,10 @@ static BRACKETS: Family = Family {
                 Need::Fields(FieldGroup::TaskCgroup),
             ],
             programs: &[
-                ProgramSpec { program: "bracket_start_kprobe", hook: Hook::KProbe, target: START },
-                ProgramSpec { program: "bracket_start_kretprobe", hook: Hook::KRetProbe, target: START },
-                ProgramSpec { program: "bracket_end_kprobe", hook: Hook::KProbe, target: END },
-                ProgramSpec { program: "bracket_end_kretprobe", hook: Hook::KRetProbe, target: END },
+                ProgramSpec { program: "bracket_start_kprobe", hook: Hook::KProbe, target: START, when: None },
+                ProgramSpec { program: "bracket_start_kretprobe", hook: Hook::KRetProbe, target: START, when: None },
+                ProgramSpec { program: "bracket_end_kprobe", hook: Hook::KProbe, target: END, when: None },
+                ProgramSpec { program: "bracket_end_kretprobe", hook: Hook::KRetProbe, target: END, when: None },
             ],
             degraded: "higher per-event cost",
         },
@@ -141,24 +146,88 @@ static BRACKETS: Family = Family {
             name: "tp_btf",
             mode: Mode::Tracepoint,
             needs: &[Need::BtfTracepoint("kvm_unmap_hva_range"), Need::Fields(FieldGroup::TaskCgroup)],
-            programs: &[ProgramSpec { program: "kvm_unmap_tp_btf", hook: Hook::TpBtf, target: "kvm_unmap_hva_range" }],
+            programs: &[ProgramSpec {
+                program: "kvm_unmap_tp_btf",
+                hook: Hook::TpBtf,
+                target: "kvm_unmap_hva_range",
+                when: None,
+            }],
             degraded: "KVM subscribers only, one count per VM per bracket, current task's cgroup, no event type, no latency",
         },
         Alternative {
             name: "tracepoint",
             mode: Mode::Tracepoint,
             needs: &[Need::TracefsEvent("kvm", "kvm_unmap_hva_range"), Need::Fields(FieldGroup::TaskCgroup)],
-            programs: &[ProgramSpec {
-                program: "kvm_unmap_tracepoint",
-                hook: Hook::Tracepoint,
-                target: "kvm:kvm_unmap_hva_range",
-            }],
+            programs: &[tp("kvm_unmap_tracepoint", "kvm:kvm_unmap_hva_range")],
             degraded: "KVM subscribers only, one count per VM per bracket, current task's cgroup, no event type, no latency",
         },
     ],
 };
 
-const DUP_MMAP: &str = "dup_mmap";
+/// The secondary-TLB entry point: 6.6+ name first, the pre-6.6 one otherwise (same arguments).
+const SECONDARY: &str = "__mmu_notifier_arch_invalidate_secondary_tlbs|__mmu_notifier_invalidate_range";
+const GATHER: &str = "tlb_gather_mmu";
+const GATHER_END: &str = "tlb_finish_mmu";
+/// Pre-6.6 only: `_end(range, only_end)` tells whether `_end` repeats `->invalidate_range`.
+const ONLY_END: Option<Need> = Some(Need::Arity(END, 2));
+
+static SECONDARY_TLB: Family = Family {
+    name: "secondary_tlb",
+    description: "secondary-TLB invalidations by scope and context, and double notifications",
+    required: false,
+    alternatives: &[
+        Alternative {
+            name: "fentry",
+            mode: Mode::Fentry,
+            needs: &[
+                Need::Trampolines,
+                Need::SameModeAs("brackets"),
+                Need::Function(SECONDARY),
+                Need::Function(GATHER),
+                Need::Function(GATHER_END),
+                Need::Fields(FieldGroup::NotifierOps),
+                Need::Fields(FieldGroup::MmOwner),
+                Need::Fields(FieldGroup::TaskCgroup),
+            ],
+            programs: &[
+                ProgramSpec { program: "secondary_fentry", hook: Hook::FEntry, target: SECONDARY, when: None },
+                ProgramSpec { program: "secondary_end_fentry", hook: Hook::FEntry, target: END, when: ONLY_END },
+                ProgramSpec { program: "gather_open_fentry", hook: Hook::FEntry, target: GATHER, when: None },
+                ProgramSpec { program: "gather_close_fexit", hook: Hook::FExit, target: GATHER_END, when: None },
+            ],
+            degraded: "",
+        },
+        Alternative {
+            name: "kprobe",
+            mode: Mode::Kprobe,
+            needs: &[
+                Need::Kprobes,
+                Need::SameModeAs("brackets"),
+                Need::Function(SECONDARY),
+                Need::Function(GATHER),
+                Need::Function(GATHER_END),
+                Need::Fields(FieldGroup::NotifierOps),
+                Need::Fields(FieldGroup::MmOwner),
+                Need::Fields(FieldGroup::TaskCgroup),
+            ],
+            programs: &[
+                ProgramSpec { program: "secondary_kprobe", hook: Hook::KProbe, target: SECONDARY, when: None },
+                ProgramSpec { program: "secondary_end_kprobe", hook: Hook::KProbe, target: END, when: ONLY_END },
+                ProgramSpec { program: "gather_open_kprobe", hook: Hook::KProbe, target: GATHER, when: None },
+                ProgramSpec {
+                    program: "gather_close_kretprobe",
+                    hook: Hook::KRetProbe,
+                    target: GATHER_END,
+                    when: None,
+                },
+            ],
+            degraded: "higher per-event cost",
+        },
+    ],
+};
+
+/// The fork window: `dup_mmap` (out of line on most builds), else its caller `copy_process`.
+const DUP_MMAP: &str = "dup_mmap|copy_process";
 /// The anon-rmap call of each eager fork copy: folio API from 6.3, page API before.
 const COPY_MARKER: &str = "folio_add_new_anon_rmap|page_add_new_anon_rmap";
 const SPLIT: &str = "__split_huge_pmd";
@@ -168,7 +237,7 @@ const FORK_SYSCALLS_EXIT: [&str; 4] =
     ["syscalls:sys_exit_clone", "syscalls:sys_exit_clone3", "syscalls:sys_exit_fork", "syscalls:sys_exit_vfork"];
 
 const fn tp(program: &'static str, target: &'static str) -> ProgramSpec {
-    ProgramSpec { program, hook: Hook::Tracepoint, target }
+    ProgramSpec { program, hook: Hook::Tracepoint, target, when: None }
 }
 
 static FORK_COPIES: Family = Family {
@@ -184,14 +253,13 @@ static FORK_COPIES: Family = Family {
                 Need::Function(DUP_MMAP),
                 Need::Function(COPY_MARKER),
                 Need::Function(SPLIT),
-                Need::Fields(FieldGroup::MmOwner),
                 Need::Fields(FieldGroup::TaskCgroup),
             ],
             programs: &[
-                ProgramSpec { program: "fork_window_fentry", hook: Hook::FEntry, target: DUP_MMAP },
-                ProgramSpec { program: "fork_window_fexit", hook: Hook::FExit, target: DUP_MMAP },
-                ProgramSpec { program: "fork_copy_fentry", hook: Hook::FEntry, target: COPY_MARKER },
-                ProgramSpec { program: "fork_split_fentry", hook: Hook::FEntry, target: SPLIT },
+                ProgramSpec { program: "fork_window_fentry", hook: Hook::FEntry, target: DUP_MMAP, when: None },
+                ProgramSpec { program: "fork_window_fexit", hook: Hook::FExit, target: DUP_MMAP, when: None },
+                ProgramSpec { program: "fork_copy_fentry", hook: Hook::FEntry, target: COPY_MARKER, when: None },
+                ProgramSpec { program: "fork_split_fentry", hook: Hook::FEntry, target: SPLIT, when: None },
             ],
             degraded: "",
         },
@@ -203,14 +271,13 @@ static FORK_COPIES: Family = Family {
                 Need::Function(DUP_MMAP),
                 Need::Function(COPY_MARKER),
                 Need::Function(SPLIT),
-                Need::Fields(FieldGroup::MmOwner),
                 Need::Fields(FieldGroup::TaskCgroup),
             ],
             programs: &[
-                ProgramSpec { program: "fork_window_kprobe", hook: Hook::KProbe, target: DUP_MMAP },
-                ProgramSpec { program: "fork_window_kretprobe", hook: Hook::KRetProbe, target: DUP_MMAP },
-                ProgramSpec { program: "fork_copy_kprobe", hook: Hook::KProbe, target: COPY_MARKER },
-                ProgramSpec { program: "fork_split_kprobe", hook: Hook::KProbe, target: SPLIT },
+                ProgramSpec { program: "fork_window_kprobe", hook: Hook::KProbe, target: DUP_MMAP, when: None },
+                ProgramSpec { program: "fork_window_kretprobe", hook: Hook::KRetProbe, target: DUP_MMAP, when: None },
+                ProgramSpec { program: "fork_copy_kprobe", hook: Hook::KProbe, target: COPY_MARKER, when: None },
+                ProgramSpec { program: "fork_split_kprobe", hook: Hook::KProbe, target: SPLIT, when: None },
             ],
             degraded: "higher per-event cost",
         },
@@ -232,7 +299,7 @@ static FORK_COPIES: Family = Family {
                 tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[1]),
                 tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[2]),
                 tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[3]),
-                ProgramSpec { program: "fork_page_alloc", hook: Hook::TpBtf, target: "mm_page_alloc" },
+                ProgramSpec { program: "fork_page_alloc", hook: Hook::TpBtf, target: "mm_page_alloc", when: None },
             ],
             degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation in the clone syscall; forking task's cgroup",
         },

@@ -1,0 +1,209 @@
+//! Secondary-TLB invalidations (`__mmu_notifier_arch_invalidate_secondary_tlbs` on 6.6+,
+//! `__mmu_notifier_invalidate_range` before) classified by scope and context, and double
+//! notifications: the same secondary range invalidated again within one bracket or gather
+//! window, or by `_end` after an in-lock call (pre-6.6). A double is only counted when a
+//! subscriber of the mm implements the secondary-TLB callback; otherwise the call reaches no one.
+
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Scope, SecondaryKey};
+
+use crate::{
+    cgroup::{mm_owner_memcg, read},
+    maps::{DOUBLE_STATS, LAYOUT, SECONDARY_STATS, THREADS, per_cpu_entry},
+    threads::{self, overlap_and_record, top},
+};
+
+/// Most subscribers walked on one mm (KVM registers one per VM).
+const MAX_SUBSCRIBERS: u32 = 8;
+
+/// Whether any subscriber of `mm` implements the secondary-TLB callback.
+#[inline(always)]
+fn has_secondary_implementer(l: &KernelLayout, mm: u64) -> bool {
+    let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return false };
+    if subs == 0 {
+        return false;
+    }
+    let Ok(mut node) = (unsafe { read::<u64>(subs, l.subscriptions_list) }) else { return false };
+    for _ in 0..MAX_SUBSCRIBERS {
+        if node == 0 {
+            return false;
+        }
+        let notifier = node - l.notifier_hlist as u64;
+        if let Ok(ops) = unsafe { read::<u64>(notifier, l.notifier_ops) }
+            && ops != 0
+            && unsafe { read::<u64>(ops, l.ops_secondary_tlb) }.is_ok_and(|f| f != 0)
+        {
+            return true;
+        }
+        node = match unsafe { read::<u64>(node, l.hlist_next) } {
+            Ok(n) => n,
+            Err(()) => return false,
+        };
+    }
+    false
+}
+
+#[inline(always)]
+fn add(map_key: SecondaryKey, bytes: u64) {
+    if let Some(v) = per_cpu_entry(&SECONDARY_STATS, &map_key, &CountBytes::default()) {
+        unsafe {
+            (*v).count += 1;
+            (*v).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+fn add_double(cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
+    let key = DoubleKey { cgroup_id, flags, kind: kind as u32 };
+    if let Some(v) = per_cpu_entry(&DOUBLE_STATS, &key, &CountBytes::default()) {
+        unsafe {
+            (*v).count += 1;
+            (*v).bytes += bytes;
+        }
+    }
+}
+
+/// One secondary-TLB invalidation of `[start, end)` on `mm`.
+#[inline(always)]
+fn secondary_call(mm: u64, start: u64, end: u64) {
+    let l = LAYOUT.load();
+    let scope = if start == 0 && end == u64::MAX { Scope::FullMm } else { Scope::Range };
+    let bytes = if scope == Scope::FullMm { 0 } else { end.saturating_sub(start) };
+    let ts = THREADS.get_ptr_mut(threads::tid());
+    let mut context = Context::Outside;
+    let mut overlap = (0u64, false);
+    let (mut cgroup_id, mut flags) = (0u64, 0u32);
+    if let Some(ts) = ts {
+        if let Some(f) = top(ts)
+            && unsafe { (*f).mm } == mm
+        {
+            context = Context::Bracket;
+            unsafe {
+                (*f).sec_calls += 1;
+                (*f).sec_bytes += bytes;
+                cgroup_id = (*f).cgroup_id;
+                flags = (*f).flags;
+                overlap = overlap_and_record(&mut (*f).seen, start, end, false);
+            }
+        } else if unsafe { (*ts).gather_mm } == mm {
+            context = Context::Gather;
+            overlap = overlap_and_record(unsafe { &mut (*ts).gather_seen }, start, end, false);
+        }
+    }
+    if context != Context::Bracket {
+        (cgroup_id, flags) = mm_owner_memcg(&l, mm);
+    }
+    add(SecondaryKey { cgroup_id, flags, scope: scope as u8, context: context as u8, _pad: 0 }, bytes);
+    if overlap.0 > 0 && has_secondary_implementer(&l, mm) {
+        let kind = if overlap.1 { DoubleKind::EndThenGather } else { DoubleKind::OverlappingSecondaryTlb };
+        add_double(cgroup_id, flags, kind, overlap.0);
+    }
+}
+
+/// Pre-6.6 `__mmu_notifier_invalidate_range_end(range, only_end)` entry: unless `only_end`,
+/// the end calls `->invalidate_range(start, end)` itself for implementers.
+#[inline(always)]
+fn end_entry(range: u64, only_end: bool) {
+    let Some(ts) = THREADS.get_ptr_mut(threads::tid()) else { return };
+    let Some(f) = top(ts) else { return };
+    if unsafe { (*f).range } != range {
+        return;
+    }
+    let (mm, start, end, cgroup_id, flags) = unsafe { ((*f).mm, (*f).start, (*f).end, (*f).cgroup_id, (*f).flags) };
+    if only_end {
+        add_double(cgroup_id, flags, DoubleKind::Avoided, 0);
+        return;
+    }
+    let l = LAYOUT.load();
+    if !has_secondary_implementer(&l, mm) {
+        return;
+    }
+    add(
+        SecondaryKey { cgroup_id, flags, scope: Scope::Range as u8, context: Context::Bracket as u8, _pad: 0 },
+        end.saturating_sub(start),
+    );
+    let (in_lock, _) = overlap_and_record(unsafe { &mut (*f).seen }, start, end, true);
+    if in_lock > 0 {
+        add_double(cgroup_id, flags, DoubleKind::EndAfterInLock, in_lock);
+    }
+    // A gather flush of this mm after the end would repeat the range.
+    if unsafe { (*ts).gather_mm } == mm {
+        let _ = overlap_and_record(unsafe { &mut (*ts).gather_seen }, start, end, true);
+    }
+}
+
+#[inline(always)]
+fn gather_open(mm: u64) {
+    if let Some(ts) = threads::current() {
+        unsafe {
+            (*ts).gather_mm = mm;
+            (*ts).gather_seen.len = 0;
+        }
+    }
+}
+
+#[inline(always)]
+fn gather_close() {
+    if let Some(ts) = THREADS.get_ptr_mut(threads::tid()) {
+        unsafe { (*ts).gather_mm = 0 };
+        threads::release_if_idle(ts);
+    }
+}
+
+#[fentry]
+pub fn secondary_fentry(ctx: FEntryContext) -> i32 {
+    secondary_call(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[fentry]
+pub fn secondary_end_fentry(ctx: FEntryContext) -> i32 {
+    end_entry(ctx.arg(0), ctx.arg::<u64>(1) & 0xff != 0);
+    0
+}
+
+#[fentry]
+pub fn gather_open_fentry(ctx: FEntryContext) -> i32 {
+    gather_open(ctx.arg(1));
+    0
+}
+
+#[fexit]
+pub fn gather_close_fexit(_ctx: FExitContext) -> i32 {
+    gather_close();
+    0
+}
+
+#[kprobe]
+pub fn secondary_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(mm), Some(s), Some(e)) = (ctx.arg(0), ctx.arg(1), ctx.arg(2)) {
+        secondary_call(mm, s, e);
+    }
+    0
+}
+
+#[kprobe]
+pub fn secondary_end_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(range), Some(only_end)) = (ctx.arg(0), ctx.arg::<u64>(1)) {
+        end_entry(range, only_end & 0xff != 0);
+    }
+    0
+}
+
+#[kprobe]
+pub fn gather_open_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(mm) = ctx.arg(1) {
+        gather_open(mm);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn gather_close_kretprobe(_ctx: RetProbeContext) -> u32 {
+    gather_close();
+    0
+}
