@@ -28,6 +28,14 @@ pub enum Command {
     Run(RunArgs),
     /// Show the probe plan for this kernel: what attaches, in which mode, and why not.
     Check(CheckArgs),
+    /// Live terminal view of the busiest cgroups, read from an agent's HTTP API (local or remote).
+    Top(crate::client::TopArgs),
+    /// Print an agent's API view once: status and cgroups (table, or JSON with --json).
+    Snapshot(crate::client::SnapshotArgs),
+    /// Print the metrics reference (Markdown) made from the metric families; `cargo xtask docs` writes it to
+    /// docs/metrics.md.
+    #[command(hide = true)]
+    MetricsReference,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -53,6 +61,40 @@ pub struct RunArgs {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = telemetry_path)]
     pub telemetry_path: String,
+    /// Web configuration in the Prometheus exporter-toolkit format (TLS, client CA, basic auth with bcrypt hashes);
+    /// re-read when it or the files it names change.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub cgroups: CgroupArgs,
+    /// TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`);
+    /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
+    #[arg(long = "config.file", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+}
+
+/// Cgroup labels and cardinality.
+#[derive(Args, Debug, Clone)]
+pub struct CgroupArgs {
+    /// Cgroups with their own series; the rest are aggregated into cgroup="other" (0: no limit).
+    #[arg(long = "max-cgroups", value_name = "N", default_value_t = crate::cgroups::DEFAULT_MAX_CGROUPS)]
+    pub max_cgroups: usize,
+    /// How long the series of a deleted cgroup stay after the deletion is noticed (e.g. 30s, 5m).
+    #[arg(long = "cgroups.deleted-ttl", value_name = "DURATION", default_value = "5m", value_parser = crate::cgroups::parse_duration)]
+    pub deleted_ttl: std::time::Duration,
+    /// Where the node's filesystem is, to read pod and container names from /var/log/pods, /var/log/containers and
+    /// /var/lib/kubelet/pods (e.g. /host in a DaemonSet).
+    #[arg(long = "kubernetes.host-root", value_name = "PATH", default_value = "/")]
+    pub kubernetes_host_root: PathBuf,
+}
+
+impl CgroupArgs {
+    pub fn policy(&self) -> crate::cgroups::Policy {
+        crate::cgroups::Policy {
+            max_cgroups: (self.max_cgroups > 0).then_some(self.max_cgroups),
+            deleted_ttl: self.deleted_ttl,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

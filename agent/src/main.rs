@@ -2,26 +2,41 @@
 //!
 //! The kernel side (crate `mmuscope-ebpf`) counts and times `mmu_notifier` invalidations; this
 //! binary decides per kernel which probes attach ([`probes`]), reads the maps at scrape time
-//! ([`collect`], [`export`]) and serves them over HTTP ([`web`]).
+//! ([`collect`], [`export`]) and serves them over HTTP ([`web`]): the text exposition and a JSON API
+//! ([`api`], built on the per-cgroup view in [`model`]), with TLS and basic auth from an exporter-toolkit web
+//! config ([`webconfig`]). Cgroup ids become labels in [`cgroups`]. `mmuscope top` ([`top`]) and `snapshot`
+//! ([`client`]) read that API from a local or remote agent.
 
+mod api;
+mod bpfstats;
 mod cgroups;
 mod check;
 mod cli;
+mod client;
 mod collect;
+mod config;
 mod export;
 mod kernel;
+mod model;
+mod privileges;
 mod probes;
 mod service;
+mod top;
 mod web;
-
-use clap::Parser;
+mod webconfig;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = config::parse_cli();
     init_tracing();
     let result = match cli.command {
         Some(cli::Command::Check(args)) => check::run(&args),
         Some(cli::Command::Run(args)) => run(args),
+        Some(cli::Command::Top(args)) => top::run(&args),
+        Some(cli::Command::Snapshot(args)) => client::snapshot(&args),
+        Some(cli::Command::MetricsReference) => {
+            print!("{}", export::metrics_reference());
+            Ok(0)
+        }
         None => run(cli.run),
     };
     match result {

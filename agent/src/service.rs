@@ -7,16 +7,21 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::{
+    api::ApiState,
+    bpfstats::ProgramStats,
     cgroups::{CgroupNames, Hierarchies},
     cli::RunArgs,
     collect::Maps,
-    export::{BuildInfo, Exporter},
+    export::{self, BuildInfo, Exporter, ProgramStatsCollector},
     kernel::KernelInfo,
     probes::{self, Probes},
     web::{self, AppState},
+    webconfig::WebConfigSource,
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // A bad web config must stop the agent before it attaches anything.
+    let web_config = Arc::new(WebConfigSource::new(args.web_config.clone())?);
     let kernel = KernelInfo::probe(&args.kernel.btf)?;
     tracing::info!(release = %kernel.release, generation = kernel.generation.describe(), "kernel");
     let options = probes::Options { mode: args.kernel.mode, stats_map_entries: args.kernel.stats_map_entries };
@@ -32,9 +37,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let hierarchies = Hierarchies::discover();
     tracing::info!("cgroups: {}", hierarchies.describe());
     let registry = Registry::new();
+    let program_stats = ProgramStats::enable(probes.ebpf_mut());
+    let cgroup_names =
+        CgroupNames::with_host_root(hierarchies, args.cgroups.policy(), &args.cgroups.kubernetes_host_root);
     let exporter = Exporter::new(
         Maps::take(&mut probes, options.stats_map_entries)?,
-        CgroupNames::new(hierarchies),
+        cgroup_names,
         kernel.events.clone(),
         probes.report.clone(),
         BuildInfo {
@@ -43,13 +51,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             generation: generation_label(&kernel),
         },
     );
-    registry.register(Box::new(exporter)).context("registering the collector")?;
+    let exporter = Arc::new(exporter);
+    registry.register(Box::new(export::Shared(exporter.clone()))).context("registering the collector")?;
+    registry.register(Box::new(ProgramStatsCollector::new(program_stats))).context("registering BPF program stats")?;
     registry
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .context("registering the process collector")?;
+    // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
+    crate::privileges::drop_after_attach(probes.ebpf_mut())?;
+    crate::privileges::ready(&probes.report);
 
-    let state =
-        Arc::new(AppState { registry, report: probes.report.clone(), telemetry_path: args.telemetry_path.clone() });
+    let api = Arc::new(ApiState::new(exporter));
+    let state = Arc::new(AppState {
+        registry,
+        report: probes.report.clone(),
+        telemetry_path: args.telemetry_path.clone(),
+        api,
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         match wait_for_signal().await {
@@ -58,7 +76,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    let served = web::serve(&args.listen, state, stop_rx).await;
+    let served = web::serve(&args.listen, web::router(state), web_config, stop_rx).await;
     if let Some(t) = log_task {
         t.abort();
     }

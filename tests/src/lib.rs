@@ -5,8 +5,11 @@
 //! * [`cgroup`]: find hierarchies, create/enter/remove a cgroup (hybrid v1 `memory` + cgroup2 aware).
 //! * [`promtext`]: parse `/metrics`.
 //! * [`harness`]: prerequisites, agent process, scraping, running the workload, cleanup guards.
+//! * [`eco`]: the ecosystem tier's tools (Prometheus, promtool, schemathesis, curl, openssl, tmux) and a root-only
+//!   helper that writes per-cgroup counts into the agent's map.
 
 pub mod cgroup;
+pub mod eco;
 pub mod harness;
 pub mod promtext;
 pub mod truth;

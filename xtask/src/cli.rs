@@ -27,8 +27,17 @@ pub enum Command {
     Run(RunArgs),
     /// Run the test tiers and print a summary.
     Test(TestArgs),
+    /// Regenerate the generated docs (docs/metrics.md from the agent's metric families).
+    Docs(DocsArgs),
     /// Stock Debian kernels under QEMU: fetch, run a command in a guest, the tested-kernels table.
     Vm(crate::vm::cli::VmArgs),
+}
+
+#[derive(Args)]
+pub struct DocsArgs {
+    /// Only check that the generated files are up to date; exit non-zero if not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args)]

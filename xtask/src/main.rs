@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         cli::Command::Build(args) => commands::build::run(&ws, &args),
         cli::Command::Run(args) => commands::run::run(&ws, &args),
         cli::Command::Test(args) => commands::test::run(&ws, &args),
+        cli::Command::Docs(args) => commands::docs::run(&ws, &args),
         cli::Command::Vm(args) => vm::run(&ws, &args),
     };
     match result {

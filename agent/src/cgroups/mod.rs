@@ -1,24 +1,41 @@
-//! Cgroup id → path: the `cgroup` label is the path below the hierarchy's root, as the
-//! kernel's cgroup namespace of the mount sees it (`/system.slice/libvirtd.service`).
+//! Cgroup id → labels. The `cgroup` label is the path below the hierarchy's root, as the kernel's cgroup namespace
+//! of the mount sees it (`/system.slice/libvirtd.service`); Kubernetes layouts add `namespace`, `pod` and
+//! `container` ([`kubernetes`], names from [`kubelet`]).
 //!
-//! Ids are kernfs node ids = directory inode numbers, unique per hierarchy. Attribution uses
-//! the memory controller's hierarchy (v1 `memory` on hybrid hosts, else the unified one) and
-//! falls back to the default hierarchy when a task had no memory css. Unknown ids trigger one
-//! re-walk of the hierarchy per scrape; resolved names are kept so that a cgroup deleted after
-//! its first scrape keeps its label.
+//! Every cgroup-keyed family carries the same four labels, with empty `namespace`/`pod`/`container` outside
+//! Kubernetes (as cAdvisor does; Prometheus treats an empty label as absent, so this costs nothing in storage and
+//! keeps each family's label set fixed). Call [`CgroupNames::labels`] for them.
+//!
+//! Ids are kernfs node ids = directory inode numbers, unique per hierarchy. Attribution uses the memory controller's
+//! hierarchy (v1 `memory` on hybrid hosts, else the unified one) and falls back to the default hierarchy when a task
+//! had no memory css. The index is refreshed by walking a hierarchy on a miss and every
+//! [`Policy::rescan_interval`]; a known cgroup missing from a walk is deleted, and its series disappear
+//! `--cgroups.deleted-ttl` later. `--max-cgroups` caps the cgroups with their own series ([`admission`]).
 
+mod admission;
+pub mod kubelet;
+pub mod kubernetes;
 mod mounts;
+mod policy;
+mod walk;
 
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
+    time::{Duration, Instant},
 };
 
+pub use admission::OTHER;
+pub use kubernetes::Qos;
 pub use mounts::{Hierarchies, Hierarchy};
+pub use policy::{DEFAULT_MAX_CGROUPS, Policy, parse_duration};
+
+use admission::Admission;
+use kubelet::KubeletNames;
 
 /// Which hierarchy an id belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Which {
     Memory,
     Default,
@@ -27,36 +44,208 @@ pub enum Which {
 /// Label for ids that cannot be resolved (no mm owner, or a cgroup gone before we saw it).
 pub const UNKNOWN: &str = "unknown";
 
+/// Kubernetes identity of a cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub namespace: String,
+    /// Pod name, or the pod UID while the name is not readable.
+    pub pod: String,
+    /// Container name, the short container id while the name is not readable, empty for pod-level cgroups.
+    pub container: String,
+    pub pod_uid: String,
+    pub container_id: Option<String>,
+    pub qos: Qos,
+    pub runtime: &'static str,
+    /// Names came from the kubelet's files (not UID / id fallbacks).
+    pub named: bool,
+}
+
+/// One known cgroup.
+#[derive(Clone, Debug)]
+pub struct CgroupInfo {
+    pub path: String,
+    pub kubernetes: Option<PodIdentity>,
+    /// When a walk first missed it.
+    pub deleted_at: Option<Instant>,
+    /// Seen in a map snapshot: keep it (as deleted) when it disappears, instead of forgetting it.
+    used: bool,
+}
+
+impl CgroupInfo {
+    /// Deleted longer than `ttl` ago: its series are no longer exported.
+    pub fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        self.deleted_at.is_some_and(|d| now.saturating_duration_since(d) >= ttl)
+    }
+}
+
+/// The four cgroup labels of a series.
+pub type CgroupLabels = Vec<(&'static str, String)>;
+
 pub struct CgroupNames {
     hierarchies: Hierarchies,
-    names: HashMap<(Which, u64), String>,
+    policy: Policy,
+    kubelet: KubeletNames,
+    index: HashMap<(Which, u64), CgroupInfo>,
+    /// Ids a walk did not find (gone before we saw them), with when; retried after a rescan interval.
+    unresolved: HashMap<(Which, u64), Instant>,
+    last_walk: HashMap<Which, Instant>,
+    admission: Admission,
 }
 
 impl CgroupNames {
-    pub fn new(hierarchies: Hierarchies) -> Self {
-        Self { hierarchies, names: HashMap::new() }
+    /// Kubelet files are looked up below `/` (see [`with_host_root`](Self::with_host_root)).
+    pub fn new(hierarchies: Hierarchies, policy: Policy) -> Self {
+        Self::with_host_root(hierarchies, policy, "/")
     }
 
-    /// Resolves a batch of ids, walking each hierarchy at most once for all misses.
+    pub fn with_host_root(hierarchies: Hierarchies, policy: Policy, host_root: impl Into<PathBuf>) -> Self {
+        Self {
+            hierarchies,
+            policy,
+            kubelet: KubeletNames::new(host_root),
+            index: HashMap::new(),
+            unresolved: HashMap::new(),
+            last_walk: HashMap::new(),
+            admission: Admission::default(),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Resolves the ids of one snapshot (walking each hierarchy at most once), notices deletions, and decides which
+    /// cgroups have their own series. Call it with *all* ids of a snapshot before [`labels`](Self::labels).
     pub fn resolve_all(&mut self, ids: impl IntoIterator<Item = (Which, u64)>) {
-        let mut walked: Vec<Which> = Vec::new();
-        for (which, id) in ids {
-            if id == 0 || self.names.contains_key(&(which, id)) || walked.contains(&which) {
+        self.resolve_at(ids, Instant::now());
+    }
+
+    fn resolve_at(&mut self, ids: impl IntoIterator<Item = (Which, u64)>, now: Instant) {
+        let mut ids: Vec<(Which, u64)> = ids.into_iter().filter(|(_, id)| *id != 0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let rescan = self.policy.rescan_interval();
+        for which in [Which::Memory, Which::Default] {
+            let stale = self.last_walk.get(&which).is_none_or(|t| now.saturating_duration_since(*t) >= rescan);
+            let miss = ids.iter().any(|k| {
+                k.0 == which
+                    && !self.index.contains_key(k)
+                    && self.unresolved.get(k).is_none_or(|t| now.saturating_duration_since(*t) >= rescan)
+            });
+            if stale || miss {
+                self.walk(which, now);
+            }
+        }
+        for k in &ids {
+            match self.index.get_mut(k) {
+                Some(info) => info.used = true,
+                None => {
+                    self.unresolved.entry(*k).or_insert(now);
+                }
+            }
+        }
+        self.retry_kubelet_names(&ids);
+        let ttl = self.policy.deleted_ttl;
+        // Oldest cgroups (smallest ids) first, so the cap keeps long-lived cgroups rather than newcomers.
+        let live =
+            ids.iter().filter_map(|k| self.index.get(k)).filter(|i| !i.expired(now, ttl)).map(|i| i.path.as_str());
+        self.admission.update(self.policy.max_cgroups, live);
+    }
+
+    /// Walks one hierarchy: adds new cgroups, marks used ones that vanished as deleted, forgets unused ones.
+    fn walk(&mut self, which: Which, now: Instant) {
+        self.last_walk.insert(which, now);
+        let Some(h) = self.hierarchy(which).cloned() else { return };
+        let mut seen: HashMap<u64, String> = HashMap::new();
+        walk::walk(&h.mount, &h.mount, &h.root, &mut |ino, path| {
+            seen.insert(ino, path);
+        });
+        self.index.retain(|(w, id), info| {
+            if *w != which || seen.contains_key(id) {
+                return true;
+            }
+            if info.used {
+                info.deleted_at.get_or_insert(now);
+            }
+            info.used
+        });
+        let mut kubelet_refreshed = false;
+        for (id, path) in seen {
+            if let Some(info) = self.index.get_mut(&(which, id)) {
+                if info.deleted_at.is_none() {
+                    info.path = path; // kernfs allows renames
+                }
                 continue;
             }
-            walked.push(which);
-            if let Some(h) = self.hierarchy(which) {
-                let (mount, root) = (h.mount.clone(), h.root.clone());
-                walk(&mount, &mount, &root, &mut |ino, path| {
-                    self.names.insert((which, ino), path);
-                });
+            self.unresolved.remove(&(which, id));
+            let kubernetes = identity(&path, &mut self.kubelet, &mut kubelet_refreshed);
+            self.index.insert((which, id), CgroupInfo { path, kubernetes, deleted_at: None, used: false });
+        }
+        self.unresolved.retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(3600));
+    }
+
+    /// Pods whose names were not readable when first seen (the kubelet writes its files as the pod starts).
+    fn retry_kubelet_names(&mut self, ids: &[(Which, u64)]) {
+        let mut refreshed = false;
+        for k in ids {
+            let Some(info) = self.index.get_mut(k) else { continue };
+            if info.kubernetes.as_ref().is_some_and(|p| !p.named)
+                && let Some(id) = identity(&info.path, &mut self.kubelet, &mut refreshed)
+            {
+                info.kubernetes = Some(id);
             }
         }
     }
 
-    /// The label for an id (call [`resolve_all`](Self::resolve_all) first).
+    /// The `cgroup`, `namespace`, `pod`, `container` labels of an id (after [`resolve_all`](Self::resolve_all)).
+    pub fn labels(&self, which: Which, id: u64) -> CgroupLabels {
+        let (cgroup, pod) = match self.index.get(&(which, id)) {
+            Some(i) if !self.admission.is_admitted(&i.path) => (OTHER.to_string(), None),
+            Some(i) => (i.path.clone(), i.kubernetes.as_ref()),
+            None => (UNKNOWN.to_string(), None),
+        };
+        let field = |f: fn(&PodIdentity) -> &String| pod.map(|p| f(p).clone()).unwrap_or_default();
+        vec![
+            ("cgroup", cgroup),
+            ("namespace", field(|p| &p.namespace)),
+            ("pod", field(|p| &p.pod)),
+            ("container", field(|p| &p.container)),
+        ]
+    }
+
+    /// The `cgroup` label alone.
+    #[cfg(test)]
     pub fn name(&self, which: Which, id: u64) -> &str {
-        self.names.get(&(which, id)).map_or(UNKNOWN, String::as_str)
+        match self.index.get(&(which, id)) {
+            Some(i) if !self.admission.is_admitted(&i.path) => OTHER,
+            Some(i) => &i.path,
+            None => UNKNOWN,
+        }
+    }
+
+    /// Whether an id's series are still exported (unknown ids are; deleted ones until their TTL has passed).
+    pub fn is_live(&self, which: Which, id: u64) -> bool {
+        self.index.get(&(which, id)).is_none_or(|i| !i.expired(Instant::now(), self.policy.deleted_ttl))
+    }
+
+    /// What is known about an id.
+    pub fn info(&self, which: Which, id: u64) -> Option<&CgroupInfo> {
+        self.index.get(&(which, id))
+    }
+
+    /// Whether an id's series are aggregated into `cgroup="other"`.
+    pub fn is_aggregated(&self, which: Which, id: u64) -> bool {
+        self.index.get(&(which, id)).is_some_and(|i| !self.admission.is_admitted(&i.path))
+    }
+
+    /// Cgroups with their own series now (`mmuscope_cgroups_tracked`).
+    pub fn tracked(&self) -> usize {
+        self.admission.tracked()
+    }
+
+    /// Distinct cgroups ever folded into `other` (`mmuscope_cgroups_overflow_total`).
+    pub fn overflow_total(&self) -> u64 {
+        self.admission.overflow_total()
     }
 
     fn hierarchy(&self, which: Which) -> Option<&Hierarchy> {
@@ -67,51 +256,34 @@ impl CgroupNames {
     }
 }
 
-/// Visits every cgroup directory below `dir` with its inode and label path.
-fn walk(mount: &Path, dir: &Path, root: &str, visit: &mut dyn FnMut(u64, String)) {
-    let Ok(meta) = std::fs::metadata(dir) else { return };
-    visit(meta.ino(), label_path(root, dir.strip_prefix(mount).unwrap_or(Path::new(""))));
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        // Cgroup directories are real directories; never follow symlinks out of the mount.
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            walk(mount, &entry.path(), root, visit);
-        }
+/// The Kubernetes identity of a path, with names when the kubelet's files have them (refreshing its index at most
+/// once per call site batch).
+fn identity(path: &str, kubelet: &mut KubeletNames, refreshed: &mut bool) -> Option<PodIdentity> {
+    let pod = kubernetes::parse(path)?;
+    if !*refreshed && !kubelet.knows(&pod.pod_uid, pod.container_id.as_deref()) {
+        kubelet.refresh();
+        *refreshed = true;
     }
-}
-
-/// `root` (the mount's root within the hierarchy, from mountinfo) joined with `rel`.
-pub fn label_path(root: &str, rel: &Path) -> String {
-    let mut p = PathBuf::from(if root.is_empty() { "/" } else { root });
-    p.push(rel);
-    let s = p.to_string_lossy().into_owned();
-    if s.len() > 1 { s.trim_end_matches('/').to_string() } else { s }
+    let names = kubelet.pod(&pod.pod_uid);
+    let container_name = pod.container_id.as_deref().and_then(|id| kubelet.container(id)).map(str::to_string);
+    let named = names.is_some() && (pod.container_id.is_none() || container_name.is_some());
+    let container = match (&container_name, &pod.container_id) {
+        (Some(n), _) => n.clone(),
+        (None, Some(id)) => kubernetes::short_id(id).to_string(),
+        (None, None) => String::new(),
+    };
+    let (namespace, name) = names.map_or((String::new(), pod.pod_uid.clone()), |n| (n.namespace, n.name));
+    Some(PodIdentity {
+        namespace,
+        pod: name,
+        container,
+        pod_uid: pod.pod_uid,
+        container_id: pod.container_id,
+        qos: pod.qos,
+        runtime: pod.runtime,
+        named,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_paths() {
-        assert_eq!(label_path("/", Path::new("")), "/");
-        assert_eq!(label_path("/", Path::new("system.slice/a.service")), "/system.slice/a.service");
-        assert_eq!(label_path("/kubepods", Path::new("pod1")), "/kubepods/pod1");
-        assert_eq!(label_path("", Path::new("x")), "/x");
-    }
-
-    #[test]
-    fn walks_a_real_directory_tree() {
-        let base = std::env::temp_dir().join(format!("mmuscope-walk-{}", std::process::id()));
-        std::fs::create_dir_all(base.join("a/b")).unwrap();
-        std::fs::create_dir_all(base.join("c")).unwrap();
-        let mut seen = HashMap::new();
-        walk(&base, &base, "/", &mut |ino, p| {
-            seen.insert(p, ino);
-        });
-        let ino_b = std::fs::metadata(base.join("a/b")).unwrap().ino();
-        assert_eq!(seen.get("/a/b"), Some(&ino_b));
-        assert_eq!(seen.len(), 4, "{seen:?}");
-        std::fs::remove_dir_all(&base).unwrap();
-    }
-}
+mod tests;

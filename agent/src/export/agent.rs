@@ -10,7 +10,7 @@ use super::{
     help::help,
 };
 use crate::{
-    collect::{Maps, Snapshot},
+    collect::Snapshot,
     probes::{PlanReport, Status},
 };
 
@@ -23,14 +23,16 @@ pub struct BuildInfo {
 
 pub fn families(
     snap: &Snapshot,
-    maps: &Maps,
+    stats_capacity: u32,
     report: &PlanReport,
     build: &BuildInfo,
     started: Instant,
 ) -> Vec<MetricFamily> {
     let c = |counter: Counter| snap.counters[counter as usize] as f64;
     let one = |name: &'static str, v: f64| counter(name, help(name), [(vec![], v)]);
-    let by_map = |rows: [(&str, f64); 2]| rows.map(|(m, v)| (vec![("map", m.to_string())], v));
+    let by_map =
+        |rows: &[(&str, f64)]| rows.iter().map(|(m, v)| (vec![("map", m.to_string())], *v)).collect::<Vec<_>>();
+    let cap = stats_capacity as f64;
     vec![
         one("mmuscope_invalidation_start_failures_total", c(Counter::StartFailed)),
         one("mmuscope_unmatched_bracket_ends_total", c(Counter::EndWithoutStart)),
@@ -38,17 +40,21 @@ pub fn families(
         counter(
             "mmuscope_map_update_errors_total",
             help("mmuscope_map_update_errors_total"),
-            by_map([("stats", c(Counter::MapFull)), ("inflight", c(Counter::InflightFull))]),
+            by_map(&[("stats", c(Counter::MapFull)), ("inflight", c(Counter::InflightFull))]),
         ),
         gauge(
             "mmuscope_map_capacity",
             help("mmuscope_map_capacity"),
-            by_map([("bracket_stats", maps.stats_capacity as f64), ("kvm_unmap_counts", maps.stats_capacity as f64)]),
+            by_map(&[("bracket_stats", cap), ("kvm_unmap_counts", cap), ("fork_stats", cap)]),
         ),
         gauge(
             "mmuscope_map_entries",
             help("mmuscope_map_entries"),
-            by_map([("bracket_stats", snap.brackets.len() as f64), ("kvm_unmap_counts", snap.kvm_unmaps.len() as f64)]),
+            by_map(&[
+                ("bracket_stats", snap.brackets.len() as f64),
+                ("kvm_unmap_counts", snap.kvm_unmaps.len() as f64),
+                ("fork_stats", snap.forks.len() as f64),
+            ]),
         ),
         probe_attached(report),
         gauge(
@@ -67,6 +73,19 @@ pub fn families(
             "mmuscope_scrape_duration_seconds",
             help("mmuscope_scrape_duration_seconds"),
             [(vec![], started.elapsed().as_secs_f64())],
+        ),
+    ]
+}
+
+/// `cgroups_tracked` (cgroups with their own series) and `cgroups_overflow_total` (cgroups folded into
+/// `cgroup="other"` by `--max-cgroups`).
+pub fn cgroup_families(names: &crate::cgroups::CgroupNames) -> Vec<MetricFamily> {
+    vec![
+        gauge("mmuscope_cgroups_tracked", help("mmuscope_cgroups_tracked"), [(vec![], names.tracked() as f64)]),
+        counter(
+            "mmuscope_cgroups_overflow_total",
+            help("mmuscope_cgroups_overflow_total"),
+            [(vec![], names.overflow_total() as f64)],
         ),
     ]
 }

@@ -12,6 +12,35 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "Time from __mmu_notifier_invalidate_range_start entry to __mmu_notifier_invalidate_range_end return, by owner memory cgroup and event type (fentry and kprobe modes).",
     ),
     (
+        "mmuscope_secondary_tlb_invalidations_total",
+        "Secondary-TLB invalidations (__mmu_notifier_arch_invalidate_secondary_tlbs on 6.6+, __mmu_notifier_invalidate_range and the ->invalidate_range repeat inside invalidate_range_end before 6.6), by owner memory cgroup, scope (range or full_mm) and context (bracket, gather, outside).",
+    ),
+    (
+        "mmuscope_double_notifications_total",
+        "Secondary-TLB ranges invalidated again within one operation, by mechanism: end_after_in_lock (pre-6.6 in-lock call then invalidate_range_end), end_then_gather (pre-6.6 invalidate_range_end then the TLB-gather flush), overlapping_secondary_tlb (overlapping calls in one bracket or gather window). Counted only when a subscriber implements the callback.",
+    ),
+    (
+        "mmuscope_redundant_invalidation_bytes_total",
+        "Bytes invalidated more than once, by mechanism (see double_notifications_total).",
+    ),
+    (
+        "mmuscope_double_notifications_avoided_total",
+        "invalidate_range_end calls with only_end set (pre-6.6), which skip the repeated ->invalidate_range.",
+    ),
+    (
+        "mmuscope_fork_pinned_page_copies_total",
+        "Pages copied eagerly at fork() because the parent's page may be DMA-pinned (MMF_HAS_PINNED and folio_maybe_dma_pinned), by the parent mm owner's memory cgroup.",
+    ),
+    ("mmuscope_fork_pinned_copy_bytes_total", "Bytes of those eager fork copies."),
+    (
+        "mmuscope_fork_pinned_thp_splits_total",
+        "PMD-mapped THPs split at fork() because they may be pinned (fentry and kprobe modes).",
+    ),
+    (
+        "mmuscope_forks_with_pinned_pages_total",
+        "Address-space copies (fork) that copied at least one maybe-pinned page eagerly.",
+    ),
+    (
         "mmuscope_invalidation_start_failures_total",
         "invalidate_range_start calls that returned an error (non-blocking callers such as the OOM reaper); no end follows.",
     ),
@@ -28,6 +57,19 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "1 if the probe family is attached with this alternative, 0 if the alternative is not in use.",
     ),
     ("mmuscope_build_info", "Build and kernel facts; value 1."),
+    (
+        "mmuscope_cgroups_tracked",
+        "Cgroups that have their own series now (at most --max-cgroups; the rest are aggregated into cgroup=\"other\").",
+    ),
+    (
+        "mmuscope_cgroups_overflow_total",
+        "Distinct cgroups aggregated into cgroup=\"other\" because --max-cgroups was reached.",
+    ),
+    (
+        "mmuscope_bpf_program_run_seconds_total",
+        "Time the kernel spent running each of the agent's eBPF programs (BPF_ENABLE_STATS, held for the agent's lifetime; needs CAP_SYS_ADMIN).",
+    ),
+    ("mmuscope_bpf_program_runs_total", "Runs of each of the agent's eBPF programs (BPF_ENABLE_STATS)."),
     ("mmuscope_scrape_duration_seconds", "Time spent reading the kernel maps and building this scrape."),
 ];
 /// Help text of `name` ("" for an unknown name, which a unit test rules out).

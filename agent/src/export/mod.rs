@@ -7,10 +7,17 @@
 mod agent;
 mod brackets;
 mod families;
+mod fork;
 mod help;
 mod histogram;
+mod programs;
+mod reference;
+mod secondary;
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use mmuscope_abi::key_flags;
 use prometheus::{
@@ -20,6 +27,8 @@ use prometheus::{
 
 pub use agent::BuildInfo;
 pub use help::FAMILIES;
+pub use programs::ProgramStatsCollector;
+pub use reference::metrics_reference;
 
 use crate::{
     cgroups::{CgroupNames, Which},
@@ -38,6 +47,9 @@ pub struct Exporter {
     report: PlanReport,
     build: BuildInfo,
     descs: Vec<Desc>,
+    page_size: u64,
+    /// The fork family attached with an alternative that sees THP splits.
+    fork_splits_observable: bool,
 }
 
 /// Which hierarchy a key's cgroup id belongs to, from its flags.
@@ -49,9 +61,18 @@ impl Exporter {
     pub fn new(maps: Maps, cgroups: CgroupNames, events: EventNames, report: PlanReport, build: BuildInfo) -> Self {
         let descs = FAMILIES
             .iter()
+            .filter(|(name, _)| !programs::FAMILY_NAMES.contains(name)) // described by ProgramStatsCollector
             .filter_map(|(name, help)| Desc::new(name.to_string(), help.to_string(), vec![], Default::default()).ok())
             .collect();
-        Self { maps, cgroups: Mutex::new(cgroups), events, report, build, descs }
+        // SAFETY: sysconf has no preconditions.
+        let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let fork_splits_observable = report
+            .families
+            .iter()
+            .find(|f| f.name == "fork_copies")
+            .and_then(|f| f.attached())
+            .is_some_and(|a| a.mode != crate::probes::Mode::Tracepoint);
+        Self { maps, cgroups: Mutex::new(cgroups), events, report, build, descs, page_size, fork_splits_observable }
     }
 }
 
@@ -70,13 +91,60 @@ impl Collector for Exporter {
                 return vec![agent::probe_attached(&self.report)];
             }
         };
+        let mut snap = snap;
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
-        let cgroup =
-            |flags: u32, id: u64| -> Labels { vec![("cgroup", names.name(hierarchy_of(flags), id).to_string())] };
+        snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
+        // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed family
+        // takes its labels from here.
+        let cgroup = |flags: u32, id: u64| -> Labels { names.labels(hierarchy_of(flags), id) };
         let mut out = brackets::families(&snap, &cgroup, &self.events);
+        out.extend(fork::families(&snap, &cgroup, self.page_size, self.fork_splits_observable));
+        out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
+        out.extend(agent::cgroup_families(&names));
         drop(names);
-        out.extend(agent::families(&snap, &self.maps, &self.report, &self.build, started));
+        out.extend(agent::families(&snap, self.maps.stats_capacity, &self.report, &self.build, started));
         out
+    }
+}
+
+/// Lets the registry own one handle while the JSON API keeps another.
+pub struct Shared(pub Arc<Exporter>);
+
+impl Collector for Shared {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+impl Exporter {
+    /// Runs `f` on a fresh snapshot with the cgroup index resolved for it (the same state `/metrics` uses), for the
+    /// JSON API. Expired cgroups are already filtered out.
+    pub fn with_reading<R>(
+        &self,
+        f: impl FnOnce(&crate::collect::Snapshot, &CgroupNames, &EventNames) -> R,
+    ) -> anyhow::Result<R> {
+        let mut snap = self.maps.snapshot()?;
+        let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
+        snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
+        Ok(f(&snap, &names, &self.events))
+    }
+
+    /// Figures of the cgroup index without a new snapshot (`tracked`, `overflow_total`, policy).
+    pub fn with_cgroups<R>(&self, f: impl FnOnce(&CgroupNames) -> R) -> R {
+        f(&self.cgroups.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn report(&self) -> &PlanReport {
+        &self.report
+    }
+
+    pub fn build(&self) -> &BuildInfo {
+        &self.build
     }
 }

@@ -1,25 +1,34 @@
-//! The HTTP surface: `/metrics` (text exposition), `/healthz`, `/readyz`, and a small landing
-//! page. Read-only; bad paths get a JSON 404.
+//! The HTTP surface: `/metrics` (text exposition), `/healthz`, `/readyz`, the JSON API (`/api/v1/...`, see
+//! [`crate::api`]) and a small landing page. Read-only; every error is JSON. TLS and basic auth come from
+//! `--web.config.file` ([`crate::webconfig`]); [`serve`] accepts connections, [`auth`] checks requests.
 
-use std::{net::SocketAddr, sync::Arc};
+mod auth;
+mod serve;
 
-use anyhow::Context;
+use std::sync::Arc;
+
 use axum::{
     Json, Router,
     extract::State,
     http::{StatusCode, header},
+    middleware,
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use prometheus::{Encoder, Registry, TextEncoder};
-use tokio::sync::watch;
 
-use crate::probes::PlanReport;
+pub use serve::serve;
+
+use crate::{
+    api::{self, ApiState, json_error},
+    probes::PlanReport,
+};
 
 pub struct AppState {
     pub registry: Registry,
     pub report: PlanReport,
     pub telemetry_path: String,
+    pub api: Arc<ApiState>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -29,34 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        .with_state(state)
-}
-
-/// Binds every address first (so a bad one fails start-up before anything is served), then
-/// serves until `shutdown` flips to true.
-pub async fn serve(addrs: &[SocketAddr], state: Arc<AppState>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let mut listeners = Vec::new();
-    for addr in addrs {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!("listening on http://{}", l.local_addr()?);
-        listeners.push(l);
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for l in listeners {
-        let app = router(state.clone());
-        let mut rx = shutdown.clone();
-        tasks.spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
-    }
-    while let Some(res) = tasks.join_next().await {
-        res.context("HTTP server task panicked")?.context("HTTP server failed")?;
-    }
-    Ok(())
+        .with_state(state.clone())
+        .merge(api::router().with_state(state.api.clone()))
+        .layer(middleware::from_fn(auth::json_errors))
+        .layer(middleware::from_fn(auth::basic_auth))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -68,17 +53,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     .await;
     match result {
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding metrics failed: {e}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("collector failed: {e}")),
+        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}")),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("collector failed: {e}")),
     }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let missing: Vec<&str> = state.report.families.iter().filter(|f| f.attached().is_none()).map(|f| f.name).collect();
+    // Ready when every required family attached; optional ones (e.g. secondary_tlb, which needs
+    // fentry or kprobes) show up in /api/v1/probes and `check` instead.
+    let missing = state.report.missing_required();
     if missing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        let body = serde_json::json!({ "ready": false, "families_not_attached": missing });
+        let body = serde_json::json!({ "ready": false, "required_families_not_attached": missing });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
@@ -87,19 +74,16 @@ async fn landing(State(state): State<Arc<AppState>>) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><title>mmuscope</title></head><body>\
          <h1>mmuscope</h1><p>Secondary-MMU invalidation metrics for this host (kernel {}).</p>\
-         <ul><li><a href=\"{}\">metrics</a></li><li><a href=\"/healthz\">healthz</a></li>\
-         <li><a href=\"/readyz\">readyz</a></li></ul></body></html>",
+         <ul><li><a href=\"{}\">metrics</a></li><li><a href=\"/api/v1/status\">API status</a></li>\
+         <li><a href=\"/api/v1/cgroups\">cgroups</a></li><li><a href=\"/api/v1/openapi.json\">OpenAPI document</a></li>\
+         <li><a href=\"/healthz\">healthz</a></li><li><a href=\"/readyz\">readyz</a></li></ul></body></html>",
         html_escape(&state.report.kernel_release),
         html_escape(&state.telemetry_path)
     ))
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    error(StatusCode::NOT_FOUND, &format!("no such endpoint: {}", uri.path()))
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
 }
 
 fn html_escape(s: &str) -> String {

@@ -16,10 +16,12 @@ pub enum Group {
     TestTools,
     /// The QEMU kernel matrix (`cargo xtask vm`, the `vm` tier).
     Vm,
+    /// The `eco` tier's real clients: curl, openssl, tmux, and python3-venv for schemathesis.
+    Eco,
 }
 
 impl Group {
-    pub const ALL: &[Group] = &[Group::EbpfBuild, Group::EbpfLint, Group::TestTools, Group::Vm];
+    pub const ALL: &[Group] = &[Group::EbpfBuild, Group::EbpfLint, Group::TestTools, Group::Vm, Group::Eco];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -27,6 +29,7 @@ impl Group {
             Group::EbpfLint => "ebpf-lint",
             Group::TestTools => "test-tools",
             Group::Vm => "vm",
+            Group::Eco => "eco",
         }
     }
 }
@@ -62,6 +65,11 @@ pub const PACKAGES: &[Package] = &[
     pkg("kmod", Group::Vm, "depmod/modprobe -D resolve the KVM modules' dependencies in the extracted kernel"),
     pkg("xz-utils", Group::Vm, "decompresses .ko.xz modules (6.12+) for the guest's insmod"),
     pkg("binutils", Group::Vm, "objcopy --strip-debug shrinks the debug binaries copied into the guest"),
+    // eco: the ecosystem tier (Prometheus and promtool come from test-tools' `prometheus`).
+    pkg("curl", Group::Eco, "the real HTTP client of the TLS and basic-auth checks"),
+    pkg("openssl", Group::Eco, "generates the test CA, server and client certificates"),
+    pkg("tmux", Group::Eco, "runs `mmuscope top` (send-keys, capture-pane)"),
+    pkg("python3-venv", Group::Eco, "a project-local venv (target/eco/venv) for schemathesis from PyPI"),
 ];
 
 /// The packages of `groups`, in table order.

@@ -35,7 +35,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-fn missing_prerequisites() -> Vec<String> {
+pub(super) fn missing_prerequisites() -> Vec<String> {
     let mut missing = Vec::new();
     let privilege = Privilege::current();
     if !privilege.is_root() {

@@ -2,6 +2,7 @@
 //! kernel matrix, the ecosystem checks) is a module with a `run` function plus one row in
 //! `TIERS`; its package groups are set up before any tier runs.
 
+mod eco;
 mod host;
 mod lint;
 pub mod summary;
@@ -46,6 +47,13 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::TestTools],
         needs_build: true,
         run: host::run,
+    },
+    Tier {
+        name: "eco",
+        about: "real Prometheus, promtool, schemathesis, curl (TLS + basic auth), 10k cgroups, `top` in tmux",
+        groups: &[Group::EbpfBuild, Group::TestTools, Group::Eco],
+        needs_build: true,
+        run: eco::run,
     },
     Tier {
         name: "vm",

@@ -1,0 +1,143 @@
+//! The index against real directory trees standing in for cgroupfs and the kubelet's files.
+
+use std::{os::unix::fs::MetadataExt, path::Path};
+
+use super::*;
+
+struct Fixture {
+    base: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let base = std::env::temp_dir().join(format!("mmuscope-cg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("cgroup")).unwrap();
+        Self { base }
+    }
+    fn cgroups(&self) -> PathBuf {
+        self.base.join("cgroup")
+    }
+    fn mkdir(&self, rel: &str) -> u64 {
+        let p = self.cgroups().join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::metadata(&p).unwrap().ino()
+    }
+    fn names(&self, policy: Policy) -> CgroupNames {
+        let h = Hierarchies { default: None, memory: Some(Hierarchy { mount: self.cgroups(), root: "/".into() }) };
+        CgroupNames::with_host_root(h, policy, &self.base)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn get<'a>(l: &'a CgroupLabels, name: &str) -> &'a str {
+    l.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap()
+}
+
+const UNLIMITED: Policy = Policy { max_cgroups: None, deleted_ttl: Duration::from_secs(300) };
+
+#[test]
+fn plain_paths_have_empty_kubernetes_labels() {
+    let f = Fixture::new("plain");
+    let a = f.mkdir("system.slice/libvirtd.service");
+    let mut n = f.names(UNLIMITED);
+    n.resolve_all([(Which::Memory, a), (Which::Memory, 999_999_999)]);
+    let l = n.labels(Which::Memory, a);
+    let names: Vec<&str> = l.iter().map(|(k, _)| *k).collect();
+    assert_eq!(names, ["cgroup", "namespace", "pod", "container"]);
+    assert_eq!(get(&l, "cgroup"), "/system.slice/libvirtd.service");
+    assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("", "", ""));
+    assert_eq!(get(&n.labels(Which::Memory, 999_999_999), "cgroup"), UNKNOWN);
+    assert_eq!(get(&n.labels(Which::Memory, 0), "cgroup"), UNKNOWN);
+    // The default hierarchy is not mounted in this fixture: its ids stay unknown.
+    n.resolve_all([(Which::Default, a)]);
+    assert_eq!(n.name(Which::Default, a), UNKNOWN);
+}
+
+#[test]
+fn kubernetes_names_from_the_kubelet_files_and_fallbacks() {
+    let f = Fixture::new("k8s");
+    let uid = "8f3a2b1c-4d5e-6f70-8192-a3b4c5d6e7f8";
+    let cid = "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e";
+    let pod_slice =
+        format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice", uid.replace('-', "_"));
+    let container = f.mkdir(&format!("{pod_slice}/cri-containerd-{cid}.scope"));
+    let pod = f.mkdir(&pod_slice);
+    let mut n = f.names(UNLIMITED);
+    // Before the kubelet wrote its files: UID and short id.
+    n.resolve_all([(Which::Memory, container), (Which::Memory, pod)]);
+    let l = n.labels(Which::Memory, container);
+    assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("", uid, "3f4e5d6c7b8a"));
+    // The kubelet's log files appear: names on the next resolution.
+    std::fs::create_dir_all(f.base.join(format!("var/log/pods/shop_cart-6d9f_{uid}"))).unwrap();
+    std::fs::create_dir_all(f.base.join("var/log/containers")).unwrap();
+    std::fs::write(f.base.join(format!("var/log/containers/cart-6d9f_shop_cart-{cid}.log")), "").unwrap();
+    n.resolve_all([(Which::Memory, container), (Which::Memory, pod)]);
+    let l = n.labels(Which::Memory, container);
+    assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("shop", "cart-6d9f", "cart"));
+    let l = n.labels(Which::Memory, pod);
+    assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("shop", "cart-6d9f", ""));
+    assert_eq!(n.info(Which::Memory, pod).unwrap().kubernetes.as_ref().unwrap().qos, Qos::Burstable);
+}
+
+#[test]
+fn max_cgroups_aggregates_into_other() {
+    let f = Fixture::new("cap");
+    let ids: Vec<u64> = (0..5).map(|i| f.mkdir(&format!("c{i}"))).collect();
+    let mut n = f.names(Policy { max_cgroups: Some(3), ..UNLIMITED });
+    n.resolve_all(ids.iter().map(|id| (Which::Memory, *id)));
+    let others = ids.iter().filter(|id| n.name(Which::Memory, **id) == OTHER).count();
+    assert_eq!((others, n.tracked(), n.overflow_total()), (2, 3, 2));
+    let other = ids.iter().find(|id| n.is_aggregated(Which::Memory, **id)).unwrap();
+    let l = n.labels(Which::Memory, *other);
+    assert_eq!(
+        l,
+        vec![("cgroup", "other".into()), ("namespace", "".into()), ("pod", "".into()), ("container", "".into())]
+    );
+    n.resolve_all(ids.iter().map(|id| (Which::Memory, *id)));
+    assert_eq!(n.overflow_total(), 2, "the same cgroups are not counted twice");
+}
+
+#[test]
+fn deleted_cgroups_expire_after_the_ttl() {
+    let f = Fixture::new("ttl");
+    let a = f.mkdir("a");
+    let b = f.mkdir("b");
+    let policy = Policy { max_cgroups: Some(1), deleted_ttl: Duration::from_secs(10) };
+    let mut n = f.names(policy);
+    let t0 = Instant::now();
+    n.resolve_at([(Which::Memory, a), (Which::Memory, b)], t0);
+    assert_eq!(n.name(Which::Memory, b), OTHER);
+    std::fs::remove_dir(f.cgroups().join("a")).unwrap();
+    // Noticed at the next rescan; the label stays until the TTL has passed.
+    let t1 = t0 + policy.rescan_interval();
+    n.resolve_at([(Which::Memory, a), (Which::Memory, b)], t1);
+    let info = n.info(Which::Memory, a).unwrap();
+    assert_eq!((info.path.as_str(), info.deleted_at), ("/a", Some(t1)));
+    assert!(!info.expired(t1, policy.deleted_ttl) && info.expired(t1 + policy.deleted_ttl, policy.deleted_ttl));
+    assert_eq!(n.name(Which::Memory, a), "/a");
+    // After the TTL /a no longer holds its slot; /b stays in other (sticky), nothing new overflows.
+    n.resolve_at([(Which::Memory, a), (Which::Memory, b)], t1 + policy.deleted_ttl);
+    assert_eq!((n.tracked(), n.overflow_total()), (0, 1));
+    assert_eq!(n.name(Which::Memory, b), OTHER);
+    assert!(Path::new(&f.cgroups()).join("b").exists());
+}
+
+#[test]
+fn unused_cgroups_are_forgotten_when_deleted() {
+    let f = Fixture::new("forget");
+    let a = f.mkdir("a");
+    let b = f.mkdir("b");
+    let mut n = f.names(UNLIMITED);
+    let t0 = Instant::now();
+    n.resolve_at([(Which::Memory, a)], t0);
+    std::fs::remove_dir(f.cgroups().join("b")).unwrap();
+    n.resolve_at([(Which::Memory, a)], t0 + Duration::from_secs(3600));
+    assert!(n.info(Which::Memory, b).is_none());
+    assert!(n.info(Which::Memory, a).is_some_and(|i| i.deleted_at.is_none()));
+}

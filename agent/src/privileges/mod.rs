@@ -1,0 +1,77 @@
+//! What the agent does once everything that needs privileges is done (probes attached, map and program fds and the
+//! BPF_ENABLE_STATS fd held): drop every capability on every thread, then tell systemd it is ready.
+//!
+//! After attaching, the agent only uses bpf(2) on file descriptors it already holds (map lookups, program info)
+//! and reads cgroupfs and procfs. Since Linux 6.5 those bpf(2) commands need no capability; before, with
+//! `kernel.unprivileged_bpf_disabled` set (the default on most distributions), every bpf(2) command needs
+//! CAP_BPF (CAP_SYS_ADMIN before 5.8). Which case applies is found out by trying, never from the version: the
+//! same kind of call is made once with an empty effective set, and CAP_BPF is kept only if that fails.
+
+mod caps;
+mod notify;
+mod threads;
+
+use std::{io, os::fd::AsFd};
+
+use anyhow::{Context, Result};
+use aya::Ebpf;
+
+use crate::probes::PlanReport;
+use caps::{CAP_BPF, CAP_SYS_ADMIN, Caps, bit};
+
+pub use notify::ready;
+
+/// Drops every capability the agent no longer needs from every thread; returns the mask it had to keep.
+pub fn drop_after_attach(ebpf: &Ebpf) -> Result<u64> {
+    let before = caps::current_thread().context("capget")?;
+    let keep = needed_for_reading(ebpf, before)? & before.permitted;
+    threads::apply_to_every_thread(Caps::only(keep)).context("dropping capabilities")?;
+    if let Err(e) = read_probe(ebpf) {
+        anyhow::bail!("bpf(2) on our own fds fails after dropping capabilities (kept {keep:#x}): {e}");
+    }
+    match keep {
+        0 => tracing::info!(before = format!("{:#x}", before.effective), "dropped every capability"),
+        _ => tracing::info!(
+            kept = format!("{keep:#x}"),
+            "dropped every capability but the one this kernel requires for bpf(2) on our own fds \
+             (kernel.unprivileged_bpf_disabled before Linux 6.5)"
+        ),
+    }
+    Ok(keep)
+}
+
+/// The capabilities reading maps and program infos needs on this kernel: none, or CAP_BPF (CAP_SYS_ADMIN on
+/// kernels without CAP_BPF). Tried on the calling thread with an empty effective set, which is then restored.
+fn needed_for_reading(ebpf: &Ebpf, current: Caps) -> Result<u64> {
+    caps::set_current_thread(Caps { effective: 0, ..current }).context("emptying the effective set")?;
+    let unprivileged = read_probe(ebpf);
+    caps::set_current_thread(current).context("restoring the effective set")?;
+    Ok(match unprivileged {
+        Ok(()) => 0,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            if caps::last_cap() >= CAP_BPF {
+                bit(CAP_BPF)
+            } else {
+                bit(CAP_SYS_ADMIN)
+            }
+        }
+        // Anything else is not about privileges; keep nothing and let the check after the drop report it.
+        Err(_) => 0,
+    })
+}
+
+/// BPF_OBJ_GET_INFO_BY_FD on one of our programs: goes through the same privilege gate as the map lookups and
+/// program-info reads the agent makes at scrape time.
+fn read_probe(ebpf: &Ebpf) -> io::Result<()> {
+    let Some(fd) = ebpf.programs().find_map(|(_, p)| p.fd().ok().map(|fd| fd.as_fd())) else {
+        return Err(io::Error::other("no program loaded to probe bpf(2) with"));
+    };
+    crate::bpfstats::run_stats(fd).map(drop)
+}
+
+/// One line for logs and systemd's STATUS=: the mode each family attached with.
+fn describe(report: &PlanReport) -> String {
+    let families: Vec<String> =
+        report.families.iter().map(|f| format!("{}={}", f.name, f.attached().map_or("none", |a| a.name))).collect();
+    format!("probes attached: {}", families.join(" "))
+}
