@@ -43,6 +43,9 @@ pub struct KernelLayout {
     pub ops_secondary_tlb: u32,
     /// `hlist_node.next`.
     pub hlist_next: u32,
+    /// `task_struct.mm` (NULL for kernel threads).
+    pub task_mm: u32,
+    pub _pad3: u32,
 }
 
 #[cfg(feature = "user")]

@@ -17,7 +17,7 @@ mod secondary;
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use layout::KernelLayout;
 pub use secondary::{Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Scope, SecondaryKey, ThreadState};
-pub use maps::{BracketKey, BracketStats, CgroupKey, Counter, ForkStats, ForkWindow, InflightBracket, key_flags};
+pub use maps::{CrossKey, Initiator, BracketKey, BracketStats, CgroupKey, Counter, ForkStats, ForkWindow, InflightBracket, key_flags};
 
 /// Names of the maps and globals, shared so that a rename cannot break the agent silently.
 pub mod names {
@@ -30,6 +30,7 @@ pub mod names {
     pub const FORK_WINDOWS: &str = "FORK_WINDOWS";
     pub const FORK_STATS: &str = "FORK_STATS";
     pub const THREADS: &str = "THREADS";
+    pub const CROSS_STATS: &str = "CROSS_STATS";
     pub const SECONDARY_STATS: &str = "SECONDARY_STATS";
     pub const DOUBLE_STATS: &str = "DOUBLE_STATS";
 }

@@ -50,6 +50,26 @@ pub struct InflightBracket {
     pub key: BracketKey,
 }
 
+/// Who started an invalidation of memory owned by another cgroup.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Initiator {
+    /// A kernel thread (no mm of its own): kswapd, kcompactd, khugepaged, kworkers.
+    Kthread = 0,
+    /// A task of another memory cgroup (direct reclaim, process_madvise, /proc/pid/clear_refs).
+    OtherCgroup = 1,
+}
+
+/// Aggregation key of cross-cgroup brackets: the owner's cgroup and the initiator kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CrossKey {
+    pub cgroup_id: u64,
+    pub flags: u32,
+    /// [`Initiator`] as u32.
+    pub initiator: u32,
+}
+
 /// Aggregation key of plain per-cgroup counters (tracepoint mode).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -87,6 +107,7 @@ mod pod {
     unsafe impl aya::Pod for super::BracketStats {}
     unsafe impl aya::Pod for super::InflightBracket {}
     unsafe impl aya::Pod for super::CgroupKey {}
+    unsafe impl aya::Pod for super::CrossKey {}
 }
 
 /// A fork in progress on one thread: from `dup_mmap` entry (or clone syscall entry in

@@ -6,15 +6,18 @@
 //! see no arguments, so the kprobe half stashes the range pointer per thread.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use mmuscope_abi::{BracketKey, BracketStats, Counter, Frame, InflightBracket, key_flags, log2_bucket};
+use mmuscope_abi::{
+    BracketKey, BracketStats, Counter, CrossKey, Frame, InflightBracket, Initiator, KernelLayout, key_flags,
+    log2_bucket,
+};
 
 use crate::{
-    cgroup::{mm_owner_memcg, read},
-    maps::{BRACKET_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
+    cgroup::{mm_owner_memcg, read, task_memcg},
+    maps::{BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
     threads,
 };
 
@@ -29,6 +32,7 @@ fn open(range: u64) {
     if rflags & 1 != 0 {
         flags |= key_flags::BLOCKABLE;
     }
+    count_cross_cgroup(&layout, mm, cgroup_id, flags);
     if let (Ok(start), Ok(end)) =
         (unsafe { read::<u64>(range, layout.range_start) }, unsafe { read::<u64>(range, layout.range_end) })
         && let Some(ts) = threads::current()
@@ -40,6 +44,29 @@ fn open(range: u64) {
         InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key: BracketKey { cgroup_id, event, flags } };
     if INFLIGHT.insert(range, inflight, 0).is_err() {
         bump(Counter::InflightFull);
+    }
+}
+
+/// Counts the bracket if its initiator is a kernel thread or a task of another memory cgroup
+/// (reclaim, compaction, khugepaged, process_madvise …). A task running on `mm` itself belongs to
+/// the owning process, so the common case costs one read.
+#[inline(always)]
+fn count_cross_cgroup(layout: &KernelLayout, mm: u64, owner_cgroup: u64, flags: u32) {
+    let current = unsafe { bpf_get_current_task() };
+    let Ok(current_mm) = (unsafe { read::<u64>(current, layout.task_mm) }) else { return };
+    if current_mm == mm {
+        return;
+    }
+    let initiator = if current_mm == 0 {
+        Initiator::Kthread
+    } else if task_memcg(layout, current).0 != owner_cgroup {
+        Initiator::OtherCgroup
+    } else {
+        return;
+    };
+    let key = CrossKey { cgroup_id: owner_cgroup, flags, initiator: initiator as u32 };
+    if let Some(n) = per_cpu_entry(&CROSS_STATS, &key, &0) {
+        unsafe { *n += 1 };
     }
 }
 

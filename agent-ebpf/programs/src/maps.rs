@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, DoubleKey, ForkStats, ForkWindow, InflightBracket,
-    KernelLayout, SecondaryKey, ThreadState,
+    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, ForkWindow,
+    InflightBracket, KernelLayout, SecondaryKey, ThreadState,
 };
 
 #[unsafe(no_mangle)]
@@ -34,6 +34,8 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     notifier_ops: 0,
     ops_secondary_tlb: 0,
     hlist_next: 0,
+    task_mm: 0,
+    _pad3: 0,
 });
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
@@ -53,6 +55,10 @@ pub static KVM_UNMAP_COUNTS: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with
 /// matching kretprobe (which has no arguments) can find its bracket. Key = tid | which << 32.
 #[map]
 pub static KPROBE_STASH: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Brackets whose initiator is not a task of the owning cgroup, per (owner cgroup, initiator).
+#[map]
+pub static CROSS_STATS: PerCpuHashMap<CrossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// Forks in progress, per thread id.
 #[map]

@@ -86,7 +86,8 @@ pub fn overlap_and_record(seen: &mut Intervals, s: u64, e: u64, from_end: bool) 
     }
     // Keep the newest N ranges.
     let slot = (seen.len as usize) % Intervals::N;
-    if let (Some(a), Some(b), Some(c)) = (seen.start.get_mut(slot), seen.end.get_mut(slot), seen.from_end.get_mut(slot)) {
+    if let (Some(a), Some(b), Some(c)) = (seen.start.get_mut(slot), seen.end.get_mut(slot), seen.from_end.get_mut(slot))
+    {
         *a = s;
         *b = e;
         *c = from_end as u8;

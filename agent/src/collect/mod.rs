@@ -4,7 +4,8 @@
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, DoubleKey, ForkStats, HIST_BUCKETS, SecondaryKey, names,
+    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, HIST_BUCKETS,
+    SecondaryKey, names,
 };
 
 use crate::probes::Probes;
@@ -16,6 +17,7 @@ pub struct Maps {
     forks: PerCpuHashMap<MapData, CgroupKey, ForkStats>,
     secondary: PerCpuHashMap<MapData, SecondaryKey, CountBytes>,
     doubles: PerCpuHashMap<MapData, DoubleKey, CountBytes>,
+    cross: PerCpuHashMap<MapData, CrossKey, u64>,
     counters: PerCpuArray<MapData, u64>,
     /// `max_entries` of the aggregation maps, for `map_capacity`.
     pub stats_capacity: u32,
@@ -29,6 +31,7 @@ pub struct Snapshot {
     pub forks: Vec<(CgroupKey, ForkStats)>,
     pub secondary: Vec<(SecondaryKey, CountBytes)>,
     pub doubles: Vec<(DoubleKey, CountBytes)>,
+    pub cross: Vec<(CrossKey, u64)>,
     pub counters: [u64; Counter::COUNT as usize],
 }
 
@@ -39,6 +42,7 @@ impl Snapshot {
         let cgroup_keys = self.kvm_unmaps.iter().map(|(k, _)| k).chain(self.forks.iter().map(|(k, _)| k));
         let secondary = self.secondary.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let doubles = self.doubles.iter().map(|(k, _)| (k.flags, k.cgroup_id));
+        let doubles = doubles.chain(self.cross.iter().map(|(k, _)| (k.flags, k.cgroup_id)));
         brackets.chain(cgroup_keys.map(|k| (k.flags, k.cgroup_id))).chain(secondary).chain(doubles)
     }
 
@@ -50,6 +54,7 @@ impl Snapshot {
         self.forks.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.secondary.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.doubles.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.cross.retain(|(k, _)| keep(k.flags, k.cgroup_id));
     }
 }
 
@@ -61,6 +66,7 @@ impl Maps {
             forks: probes.take_map(names::FORK_STATS)?.try_into()?,
             secondary: probes.take_map(names::SECONDARY_STATS)?.try_into()?,
             doubles: probes.take_map(names::DOUBLE_STATS)?.try_into()?,
+            cross: probes.take_map(names::CROSS_STATS)?.try_into()?,
             counters: probes.take_map(names::COUNTERS)?.try_into()?,
             stats_capacity,
         })
@@ -89,6 +95,10 @@ impl Maps {
         }
         snap.secondary = sum_count_bytes(&self.secondary)?;
         snap.doubles = sum_count_bytes(&self.doubles)?;
+        for entry in self.cross.iter() {
+            let (key, per_cpu) = entry?;
+            snap.cross.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
+        }
         for c in Counter::ALL {
             let per_cpu = self.counters.get(&(c as u32), 0)?;
             snap.counters[c as usize] = per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v));

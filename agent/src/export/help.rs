@@ -28,6 +28,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "invalidate_range_end calls with only_end set (pre-6.6), which skip the repeated ->invalidate_range.",
     ),
     (
+        "mmuscope_cross_cgroup_invalidations_total",
+        "Invalidation brackets on memory owned by this cgroup but started by a kernel thread (initiator=kthread: kswapd, kcompactd, khugepaged, kworkers) or by a task of another memory cgroup (initiator=other_cgroup: direct reclaim, process_madvise, clear_refs). fentry and kprobe modes.",
+    ),
+    (
         "mmuscope_fork_pinned_page_copies_total",
         "Pages copied eagerly at fork() because the parent's page may be DMA-pinned (MMF_HAS_PINNED and folio_maybe_dma_pinned), by the parent mm owner's memory cgroup.",
     ),

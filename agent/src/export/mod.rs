@@ -6,6 +6,7 @@
 
 mod agent;
 mod brackets;
+mod cross;
 mod families;
 mod fork;
 mod help;
@@ -34,7 +35,7 @@ use crate::{
     cgroups::{CgroupNames, Which},
     collect::Maps,
     kernel::EventNames,
-    probes::PlanReport,
+    probes::{Mode, PlanReport},
 };
 
 /// Label pairs of one series.
@@ -71,7 +72,7 @@ impl Exporter {
             .iter()
             .find(|f| f.name == "fork_copies")
             .and_then(|f| f.attached())
-            .is_some_and(|a| a.mode != crate::probes::Mode::Tracepoint);
+            .is_some_and(|a| a.mode != Mode::Tracepoint);
         Self { maps, cgroups: Mutex::new(cgroups), events, report, build, descs, page_size, fork_splits_observable }
     }
 }
@@ -101,6 +102,7 @@ impl Collector for Exporter {
         let mut out = brackets::families(&snap, &cgroup, &self.events);
         out.extend(fork::families(&snap, &cgroup, self.page_size, self.fork_splits_observable));
         out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
+        out.extend(cross::families(&snap, &cgroup, self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe])));
         out.extend(agent::cgroup_families(&names));
         drop(names);
         out.extend(agent::families(&snap, self.maps.stats_capacity, &self.report, &self.build, started));

@@ -7,10 +7,13 @@
 
 use std::{fmt::Write, time::Instant};
 
-use mmuscope_abi::{BracketKey, BracketStats, CgroupKey, CountBytes, DoubleKey, DoubleKind, ForkStats, SecondaryKey};
+use mmuscope_abi::{
+    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, Initiator,
+    SecondaryKey,
+};
 use prometheus::{core::Collector, proto::MetricFamily};
 
-use super::{FAMILIES, Labels, agent, brackets, fork, programs, secondary};
+use super::{FAMILIES, Labels, agent, brackets, cross, fork, programs, secondary};
 use crate::{
     bpfstats::ProgramRun,
     collect::Snapshot,
@@ -33,6 +36,7 @@ fn sample_snapshot() -> Snapshot {
         doubles: [DoubleKind::EndAfterInLock, DoubleKind::Avoided]
             .map(|k| (DoubleKey { cgroup_id: 1, flags: 0, kind: k as u32 }, CountBytes { count: 1, bytes: 4096 }))
             .to_vec(),
+        cross: vec![(CrossKey { cgroup_id: 1, flags: 0, initiator: Initiator::Kthread as u32 }, 1)],
         ..Default::default()
     }
 }
@@ -72,6 +76,7 @@ fn all_families() -> Vec<MetricFamily> {
     let mut out = brackets::families(&snap, &cgroup, &events);
     out.extend(fork::families(&snap, &cgroup, 4096, true));
     out.extend(secondary::families(&snap, &cgroup, true));
+    out.extend(cross::families(&snap, &cgroup, true));
     out.extend(agent::families(&snap, 16, &sample_report(), &build, Instant::now()));
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     out.extend(agent::cgroup_families(&names));

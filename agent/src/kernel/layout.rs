@@ -65,6 +65,8 @@ impl ResolvedLayout {
             notifier_ops: r.offset(NotifierOps, "mmu_notifier", "ops", Some(8))?,
             ops_secondary_tlb: r.secondary_tlb_slot()?,
             hlist_next: r.offset(NotifierOps, "hlist_node", "next", Some(8))?,
+            task_mm: r.offset(TaskCgroup, "task_struct", "mm", Some(8))?,
+            _pad3: 0,
         };
         Ok(Self { layout, missing: r.missing })
     }

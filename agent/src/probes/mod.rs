@@ -56,6 +56,7 @@ impl Probes {
             .map_max_entries(names::FORK_STATS, options.stats_map_entries)
             .map_max_entries(names::SECONDARY_STATS, options.stats_map_entries)
             .map_max_entries(names::DOUBLE_STATS, options.stats_map_entries)
+            .map_max_entries(names::CROSS_STATS, options.stats_map_entries)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;
         let wants_trampolines = options.mode.is_none_or(|m| m == Mode::Fentry);

@@ -90,6 +90,11 @@ impl PlanReport {
         self.families.iter().any(|f| f.name == name && f.attached().is_some())
     }
 
+    /// Whether family `name` attached in one of `modes`.
+    pub fn attached_in(&self, name: &str, modes: &[Mode]) -> bool {
+        self.families.iter().any(|f| f.name == name && f.attached().is_some_and(|a| modes.contains(&a.mode)))
+    }
+
     /// Required families with nothing attached.
     pub fn missing_required(&self) -> Vec<&'static str> {
         self.families.iter().filter(|f| f.required && f.attached().is_none()).map(|f| f.name).collect()
