@@ -16,8 +16,11 @@ mod secondary;
 
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use layout::KernelLayout;
+pub use maps::{
+    BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket, Initiator,
+    key_flags,
+};
 pub use secondary::{Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Scope, SecondaryKey, ThreadState};
-pub use maps::{CrossKey, Initiator, BracketKey, BracketStats, CgroupKey, Counter, ForkStats, ForkWindow, InflightBracket, key_flags};
 
 /// Names of the maps and globals, shared so that a rename cannot break the agent silently.
 pub mod names {

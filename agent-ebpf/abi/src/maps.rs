@@ -41,6 +41,36 @@ impl Default for BracketStats {
     }
 }
 
+impl BracketStats {
+    /// Counts one bracket of `ns` nanoseconds (the eBPF side does this per event).
+    #[inline(always)]
+    pub fn record(&mut self, ns: u64) {
+        self.count += 1;
+        self.sum_ns += ns;
+        if let Some(b) = self.buckets.get_mut(crate::log2_bucket(ns) as usize) {
+            *b += 1;
+        }
+    }
+
+    /// Adds `other` (another CPU's or another key's statistics) into `self`.
+    pub fn merge(&mut self, other: &Self) {
+        self.count = self.count.saturating_add(other.count);
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a = a.saturating_add(*b);
+        }
+    }
+
+    /// Statistics of the given bracket durations (tests and samples).
+    pub fn of(values: &[u64]) -> Self {
+        let mut s = Self::default();
+        for v in values {
+            s.record(*v);
+        }
+        s
+    }
+}
+
 /// An invalidation bracket between `invalidate_range_start` and the return of `_end`,
 /// keyed by the address of its `struct mmu_notifier_range` (a stack object, unique while live).
 #[repr(C)]

@@ -101,15 +101,8 @@ fn close(range: u64) {
     let dt = now.saturating_sub(inflight.t_start_ns);
     let zero = BracketStats::default();
     let Some(stats) = per_cpu_entry(&BRACKET_STATS, &inflight.key, &zero) else { return };
-    let bucket = log2_bucket(dt) as usize;
     // SAFETY: per-CPU value owned by this CPU while the program runs.
-    unsafe {
-        (*stats).count += 1;
-        (*stats).sum_ns += dt;
-        if let Some(b) = (*stats).buckets.get_mut(bucket) {
-            *b += 1;
-        }
-    }
+    unsafe { (*stats).record(dt) };
 }
 
 #[fentry]

@@ -4,8 +4,7 @@
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, HIST_BUCKETS,
-    SecondaryKey, names,
+    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, SecondaryKey, names,
 };
 
 use crate::probes::Probes;
@@ -123,11 +122,7 @@ fn sum_count_bytes<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, CountBytes>) -> 
 fn sum_stats(per_cpu: &PerCpuValues<BracketStats>) -> BracketStats {
     let mut total = BracketStats::default();
     for s in per_cpu.iter() {
-        total.count = total.count.saturating_add(s.count);
-        total.sum_ns = total.sum_ns.saturating_add(s.sum_ns);
-        for k in 0..HIST_BUCKETS {
-            total.buckets[k] = total.buckets[k].saturating_add(s.buckets[k]);
-        }
+        total.merge(s);
     }
     total
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mmuscope_abi::{BracketStats, HIST_BUCKETS, key_flags};
+use mmuscope_abi::{BracketStats, key_flags};
 use prometheus::proto::MetricFamily;
 
 use super::{
@@ -22,12 +22,7 @@ pub fn families(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> Labels, events: &E
         let blockable = ("blockable", (k.flags & key_flags::BLOCKABLE != 0).to_string());
         let mut l = cgroup(k.flags, k.cgroup_id);
         l.push(event);
-        let h = hists.entry(l.clone()).or_default();
-        h.count += s.count;
-        h.sum_ns += s.sum_ns;
-        for i in 0..HIST_BUCKETS {
-            h.buckets[i] += s.buckets[i];
-        }
+        hists.entry(l.clone()).or_default().merge(s);
         l.push(blockable);
         *counts.entry(l).or_default() += s.count;
     }
@@ -58,19 +53,9 @@ pub fn families(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> Labels, events: &E
 
 #[cfg(test)]
 mod tests {
-    use mmuscope_abi::{BracketKey, CgroupKey, log2_bucket};
+    use mmuscope_abi::{BracketKey, CgroupKey};
 
     use super::*;
-
-    fn stats(values: &[u64]) -> BracketStats {
-        let mut s = BracketStats::default();
-        for v in values {
-            s.count += 1;
-            s.sum_ns += v;
-            s.buckets[log2_bucket(*v) as usize] += 1;
-        }
-        s
-    }
 
     /// The series of `f` with exactly these labels.
     fn series<'a>(f: &'a MetricFamily, want: &[(&str, &str)]) -> Option<&'a prometheus::proto::Metric> {
@@ -85,9 +70,9 @@ mod tests {
         let key = |cgroup_id, event, flags| BracketKey { cgroup_id, event, flags };
         let snap = Snapshot {
             brackets: vec![
-                (key(10, 1, key_flags::BLOCKABLE), stats(&[100, 3000])),
-                (key(11, 1, key_flags::BLOCKABLE), stats(&[5000])), // same label as 10
-                (key(10, 0, 0), stats(&[70])),
+                (key(10, 1, key_flags::BLOCKABLE), BracketStats::of(&[100, 3000])),
+                (key(11, 1, key_flags::BLOCKABLE), BracketStats::of(&[5000])), // same label as 10
+                (key(10, 0, 0), BracketStats::of(&[70])),
             ],
             kvm_unmaps: vec![(CgroupKey { cgroup_id: 12, flags: 0, _pad: 0 }, 7)],
             ..Default::default()

@@ -25,33 +25,22 @@ pub fn cumulative_seconds(stats: &BracketStats) -> Vec<(f64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mmuscope_abi::log2_bucket;
-
-    fn stats_of(values: &[u64]) -> BracketStats {
-        let mut s = BracketStats::default();
-        for v in values {
-            s.count += 1;
-            s.sum_ns += v;
-            s.buckets[log2_bucket(*v) as usize] += 1;
-        }
-        s
-    }
 
     #[test]
     fn exact_powers_land_in_their_own_bucket() {
         // 1024 ns = 2^10 must be counted in le=1.024e-6 but not in le=5.12e-7.
-        let b = cumulative_seconds(&stats_of(&[1024]));
+        let b = cumulative_seconds(&BracketStats::of(&[1024]));
         let le = |k: usize| b[k - FIRST];
         assert_eq!(le(9), (512e-9, 0));
         assert_eq!(le(10), (1024e-9, 1));
-        let b = cumulative_seconds(&stats_of(&[1025]));
+        let b = cumulative_seconds(&BracketStats::of(&[1025]));
         assert_eq!(b[10 - FIRST].1, 0);
         assert_eq!(b[11 - FIRST].1, 1);
     }
 
     #[test]
     fn fast_values_fold_into_first_bucket_and_slow_ones_into_inf() {
-        let s = stats_of(&[0, 1, 200, 256, 257, 1 << 40]);
+        let s = BracketStats::of(&[0, 1, 200, 256, 257, 1 << 40]);
         let b = cumulative_seconds(&s);
         assert_eq!(b[0], (256e-9, 4));
         assert_eq!(b[1].1, 5);

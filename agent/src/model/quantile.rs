@@ -27,27 +27,16 @@ pub fn quantile_seconds(stats: &BracketStats, q: f64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use mmuscope_abi::log2_bucket;
 
     use super::*;
-
-    fn stats(values: &[u64]) -> BracketStats {
-        let mut s = BracketStats::default();
-        for v in values {
-            s.count += 1;
-            s.sum_ns += v;
-            s.buckets[log2_bucket(*v) as usize] += 1;
-        }
-        s
-    }
 
     #[test]
     fn interpolates_inside_the_bucket() {
         // 100 values in (512, 1024] ns: p50 is the middle of that bucket, p100 its upper edge.
-        let s = stats(&[1000; 100]);
+        let s = BracketStats::of(&[1000; 100]);
         assert_eq!(quantile_seconds(&s, 0.5), Some(768e-9));
         assert_eq!(quantile_seconds(&s, 1.0), Some(1024e-9));
-        let s = stats(&[100, 100, 100, 100, 100, 100, 100, 100, 100, 5_000_000]);
+        let s = BracketStats::of(&[100, 100, 100, 100, 100, 100, 100, 100, 100, 5_000_000]);
         assert!(quantile_seconds(&s, 0.5).unwrap() <= 128e-9);
         assert!(quantile_seconds(&s, 0.99).unwrap() > 4e-3);
     }
@@ -55,6 +44,6 @@ mod tests {
     #[test]
     fn empty_and_out_of_range() {
         assert_eq!(quantile_seconds(&BracketStats::default(), 0.5), None);
-        assert_eq!(quantile_seconds(&stats(&[1]), 1.5), None);
+        assert_eq!(quantile_seconds(&BracketStats::of(&[1]), 1.5), None);
     }
 }
