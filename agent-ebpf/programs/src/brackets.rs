@@ -12,7 +12,6 @@ use aya_ebpf::{
 };
 use mmuscope_abi::{
     BracketKey, BracketStats, Counter, CrossKey, Frame, InflightBracket, Initiator, KernelLayout, key_flags,
-    log2_bucket,
 };
 
 use crate::{
