@@ -74,8 +74,9 @@ fn flags_from_file(file: &Path, run: &clap::Command, given: &ArgMatches) -> Resu
             let detail = detail.lines().next().unwrap_or_default().trim_start_matches("error: ");
             bail!("{}: key `{key}`: {why}: {detail}", at(entry.value_span));
         }
-        if given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
-            tracing::debug!("config key `{key}` overridden by the command line");
+        // The command line (and the environment, for a flag that reads one) wins over the file.
+        let source = given.value_source(arg.get_id().as_str());
+        if matches!(source, Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
             continue;
         }
         out.extend(flags);

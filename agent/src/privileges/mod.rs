@@ -2,7 +2,7 @@
 //! BPF_ENABLE_STATS fd held): drop every capability on every thread, then tell systemd it is ready.
 //!
 //! After attaching, the agent only uses bpf(2) on file descriptors it already holds (map lookups, program info)
-//! and reads cgroupfs and procfs. Since Linux 6.5 those bpf(2) commands need no capability; before, with
+//! and reads cgroupfs and procfs. Since Linux 5.19 those bpf(2) commands need no capability; before, with
 //! `kernel.unprivileged_bpf_disabled` set (the default on most distributions), every bpf(2) command needs
 //! CAP_BPF (CAP_SYS_ADMIN before 5.8). Which case applies is found out by trying, never from the version: the
 //! same kind of call is made once with an empty effective set, and CAP_BPF is kept only if that fails.
@@ -24,7 +24,7 @@ pub use notify::ready;
 /// Drops every capability the agent no longer needs from every thread; returns the mask it had to keep.
 pub fn drop_after_attach(ebpf: &Ebpf) -> Result<u64> {
     let before = caps::current_thread().context("capget")?;
-    let keep = needed_for_reading(ebpf, before)? & before.permitted;
+    let keep = needed_for_reading(ebpf, before)?;
     threads::apply_to_every_thread(Caps::only(keep)).context("dropping capabilities")?;
     if let Err(e) = read_probe(ebpf) {
         anyhow::bail!("bpf(2) on our own fds fails after dropping capabilities (kept {keep:#x}): {e}");
@@ -34,27 +34,28 @@ pub fn drop_after_attach(ebpf: &Ebpf) -> Result<u64> {
         _ => tracing::info!(
             kept = format!("{keep:#x}"),
             "dropped every capability but the one this kernel requires for bpf(2) on our own fds \
-             (kernel.unprivileged_bpf_disabled before Linux 6.5)"
+             (kernel.unprivileged_bpf_disabled before Linux 5.19)"
         ),
     }
     Ok(keep)
 }
 
 /// The capabilities reading maps and program infos needs on this kernel: none, or CAP_BPF (CAP_SYS_ADMIN on
-/// kernels without CAP_BPF). Tried on the calling thread with an empty effective set, which is then restored.
+/// kernels without CAP_BPF, or if that is all we hold). Tried on the calling thread with an empty effective set,
+/// which is then restored.
 fn needed_for_reading(ebpf: &Ebpf, current: Caps) -> Result<u64> {
     caps::set_current_thread(Caps { effective: 0, ..current }).context("emptying the effective set")?;
     let unprivileged = read_probe(ebpf);
     caps::set_current_thread(current).context("restoring the effective set")?;
     Ok(match unprivileged {
         Ok(()) => 0,
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            if caps::last_cap() >= CAP_BPF {
-                bit(CAP_BPF)
-            } else {
-                bit(CAP_SYS_ADMIN)
-            }
-        }
+        // bpf_capable() is CAP_BPF or CAP_SYS_ADMIN (the only one before 5.8): keep the narrower one we hold.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => [CAP_BPF, CAP_SYS_ADMIN]
+            .into_iter()
+            .filter(|cap| *cap <= caps::last_cap())
+            .map(bit)
+            .find(|mask| current.permitted & mask != 0)
+            .unwrap_or(0),
         // Anything else is not about privileges; keep nothing and let the check after the drop report it.
         Err(_) => 0,
     })

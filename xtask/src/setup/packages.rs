@@ -18,10 +18,13 @@ pub enum Group {
     Vm,
     /// The `eco` tier's real clients: curl, openssl, tmux, and python3-venv for schemathesis.
     Eco,
+    /// The `ship` tier's real tools: systemd-analyze, strace, headless chromium, Node.js.
+    Ship,
 }
 
 impl Group {
-    pub const ALL: &[Group] = &[Group::EbpfBuild, Group::EbpfLint, Group::TestTools, Group::Vm, Group::Eco];
+    pub const ALL: &[Group] =
+        &[Group::EbpfBuild, Group::EbpfLint, Group::TestTools, Group::Vm, Group::Eco, Group::Ship];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +33,7 @@ impl Group {
             Group::TestTools => "test-tools",
             Group::Vm => "vm",
             Group::Eco => "eco",
+            Group::Ship => "ship",
         }
     }
 }
@@ -65,11 +69,17 @@ pub const PACKAGES: &[Package] = &[
     pkg("kmod", Group::Vm, "depmod/modprobe -D resolve the KVM modules' dependencies in the extracted kernel"),
     pkg("xz-utils", Group::Vm, "decompresses .ko.xz modules (6.12+) for the guest's insmod"),
     pkg("binutils", Group::Vm, "objcopy --strip-debug shrinks the debug binaries copied into the guest"),
+    pkg("zstd", Group::Vm, "decompresses zstd kernel images (6.12+) for `cargo xtask vm btf`"),
     // eco: the ecosystem tier (Prometheus and promtool come from test-tools' `prometheus`).
     pkg("curl", Group::Eco, "the real HTTP client of the TLS and basic-auth checks"),
     pkg("openssl", Group::Eco, "generates the test CA, server and client certificates"),
     pkg("tmux", Group::Eco, "runs `mmuscope top` (send-keys, capture-pane)"),
     pkg("python3-venv", Group::Eco, "a project-local venv (target/eco/venv) for schemathesis from PyPI"),
+    // ship: the ship tier (it also uses eco's curl and python3-venv, test-tools' prometheus and the vm group).
+    pkg("systemd", Group::Ship, "systemd-analyze verify/security on the unit (systemd need not be PID 1)"),
+    pkg("chromium", Group::Ship, "renders the dashboards to PNG, headless"),
+    pkg("strace", Group::Ship, "lists the agent's system calls, checked against the unit's SystemCallFilter="),
+    pkg("nodejs", Group::Ship, "runs ts-json-schema-generator on @grafana/schema and the CR validation (npm with it)"),
 ];
 
 /// The packages of `groups`, in table order.

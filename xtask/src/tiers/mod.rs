@@ -5,6 +5,7 @@
 mod eco;
 mod host;
 mod lint;
+mod ship;
 pub mod summary;
 mod unit;
 mod vm;
@@ -61,6 +62,13 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::Vm],
         needs_build: true,
         run: vm::run,
+    },
+    Tier {
+        name: "ship",
+        about: "systemd unit, .deb, Kubernetes, Prometheus rules, dashboards: each checked by the real tool",
+        groups: &[Group::EbpfBuild, Group::TestTools, Group::Eco, Group::Vm, Group::Ship],
+        needs_build: true,
+        run: ship::run,
     },
 ];
 

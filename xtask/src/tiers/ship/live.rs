@@ -1,0 +1,271 @@
+//! Every dashboard query against a real Prometheus that scraped a real agent while workloads ran.
+//!
+//! The release agent runs as root on this machine (tracepoint mode here) with the shipped config file and is
+//! scraped every second while `mmuscope-workload` scenarios run in fixed cgroups for [`HOST_SECONDS`]. At the same
+//! time a 6.1 guest produces the fentry-only families ([`super::guest`]); its samples are backfilled into the same
+//! Prometheus afterwards. Then every panel query and every variable of the three dashboards runs over that window:
+//! it must parse and return data. Each query is also run restricted to this host's instance, to report which ones
+//! only the guest could answer.
+
+use std::{
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::{daemon, daemon::Daemon, dashboards, guest, http, prometheus::Prometheus, say};
+use crate::{process, workspace::Workspace};
+
+const HOST_SECONDS: u64 = 45;
+/// What Grafana would use for `$__rate_interval` at a 1 s scrape interval and these ranges.
+const RATE_INTERVAL: &str = "10s";
+const CGROUP_PARENT: &str = "/mmuscope-ship";
+/// `(cgroup name, scenario and arguments; {n} is the round's size)`: one of each per round.
+const SCENARIOS: &[(&str, &str)] = &[
+    ("vm-madvise", "kvm-madvise --iterations {n}"),
+    ("vm-munmap", "kvm-munmap --iterations {n4}"),
+    ("vm-mprotect", "kvm-mprotect --iterations {n20}"),
+    ("vm-multi", "multi-vm --vms 3 --iterations {n4}"),
+    ("forker", "fork-pinned --pages {n4}"),
+];
+
+/// One panel's queries and what Prometheus returned for each (`data` of the API answer).
+pub struct PanelData {
+    pub panel: Value,
+    pub data: Vec<Value>,
+}
+
+pub struct DashboardData {
+    pub file: &'static str,
+    pub title: String,
+    pub panels: Vec<PanelData>,
+}
+
+pub struct Results {
+    pub start: f64,
+    pub end: f64,
+    pub dashboards: Vec<DashboardData>,
+}
+
+pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<Results> {
+    let dir = ws.target_dir().join("ship/live");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let (guest, host) = thread::scope(|s| {
+        let guest = s.spawn(|| guest::run(ws, agent, workload));
+        let host = host_phase(ws, &dir, agent, workload);
+        (guest.join().expect("guest thread"), host)
+    });
+    let (mut prometheus, host) = host?;
+    let guest = guest.context("guest (6.1, fentry) samples")?;
+    say(format!(
+        "guest {}: {} dumps over {:.0} s; backfilling them with promtool; its agent: {}",
+        guest.instance,
+        guest.dumps,
+        guest.last - guest.first,
+        guest.privileges
+    ));
+    let openmetrics = dir.join("guest.om");
+    std::fs::write(&openmetrics, &guest.openmetrics)?;
+    prometheus.restart_with(|data| {
+        process::run(
+            Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&openmetrics).arg(data),
+        )
+    })?;
+
+    let start = host.start.min(guest.first) - 2.0;
+    let end = host.end.max(guest.last);
+    // "Now" for instant queries: a moment both sources have data for, rate window included.
+    let now = host.end.min(guest.last);
+    if now - host.start.max(guest.first) < 15.0 {
+        bail!("the host's and the guest's workloads overlapped by less than 15 s; rerun (machine too busy?)");
+    }
+    let mut results = Results { start, end, dashboards: Vec::new() };
+    let (mut total, mut guest_only, mut empty) = (0, Vec::new(), Vec::new());
+    for file in dashboards::FILES {
+        let dash = dashboards::load(ws, file)?;
+        check_variables(&prometheus, &dash, start, end).with_context(|| format!("{file}: variables"))?;
+        let mut panels = Vec::new();
+        for panel in dash["panels"].as_array().into_iter().flatten().filter(|p| p["type"] != "row") {
+            let title = panel["title"].as_str().unwrap_or_default();
+            let mut data = Vec::new();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                total += 1;
+                let expr = target["expr"].as_str().unwrap_or_default();
+                let instant = target["instant"] == true;
+                let run = |instance: &str| -> Result<Value> {
+                    let e = substitute(expr, instance);
+                    let d =
+                        if instant { prometheus.query(&e, now) } else { prometheus.query_range(&e, start, end, 1.0) };
+                    d.with_context(|| format!("{file}: {title:?}: {e}"))
+                };
+                let all = run(".*")?;
+                let what = format!("{file}: {title:?} {}", target["refId"].as_str().unwrap_or_default());
+                if !has_data(&all) {
+                    empty.push(what);
+                } else if !has_data(&run(&host.instance)?) {
+                    guest_only.push(what);
+                }
+                data.push(all);
+            }
+            panels.push(PanelData { panel: panel.clone(), data });
+        }
+        let title = dash["title"].as_str().unwrap_or(file).to_string();
+        results.dashboards.push(DashboardData { file, title, panels });
+    }
+    say(format!(
+        "{} of {total} dashboard queries parsed and returned data over {:.0} s ({} of them only from the 6.1 guest's \
+         fentry samples: {})",
+        total - empty.len(),
+        end - start,
+        guest_only.len(),
+        guest_only.join("; ")
+    ));
+    rules_on_live_data(&prometheus, now)?;
+    if !empty.is_empty() {
+        bail!("{} queries returned no data: {}", empty.len(), empty.join("; "));
+    }
+    Ok(results)
+}
+
+/// What the host phase leaves: Prometheus (still running), this host's instance label and the workload window.
+struct HostPhase {
+    instance: String,
+    start: f64,
+    end: f64,
+}
+
+fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Result<(Prometheus, HostPhase)> {
+    let addr = daemon::free_port()?;
+    let config = ws.root.join("deploy/systemd/mmuscope.toml");
+    let mut cmd = Command::new(agent);
+    cmd.arg("run").arg(format!("--config.file={}", config.display())).arg(format!("--web.listen-address={addr}"));
+    let mut agent = Daemon::spawn("agent", &mut cmd, &dir.join("agent.log"))?;
+    daemon::wait_for("agent /readyz", Duration::from_secs(60), || {
+        agent.alive()?;
+        Ok(http::get(&format!("http://{addr}/readyz"), &[]).ok().filter(|(c, _)| *c == 200))
+    })?;
+    let threads = daemon::require_no_capabilities(agent.pid())?;
+    say(format!("agent started as root: after attaching, no capability on any of its {threads} threads"));
+
+    let instance = hostname();
+    let rules = ws.root.join("deploy/prometheus/mmuscope.rules.yml");
+    let prometheus = Prometheus::start(&dir.join("prometheus"), addr, &instance, &rules)?;
+    daemon::wait_for("first scrape", Duration::from_secs(30), || {
+        Ok(prometheus.query("up{job=\"mmuscope\"} == 1", unix_now()).ok().filter(has_data))
+    })?;
+
+    let available = scenarios(workload)?;
+    let start = unix_now();
+    let started = Instant::now();
+    let mut round = 0u32;
+    while started.elapsed() < Duration::from_secs(HOST_SECONDS) {
+        round += 1;
+        let n = 2000 * (round % 4 + 1);
+        for (name, args) in &available {
+            let args = args.replace("{n}", &n.to_string()).replace("{n4}", &(n / 4).to_string());
+            let args = args.replace("{n20}", &(n / 20).to_string());
+            let mut cmd = Command::new(workload);
+            cmd.args(args.split_whitespace()).args(["--cgroup-parent", CGROUP_PARENT, "--cgroup-name", name]);
+            let out = process::capture(&mut cmd)?;
+            if !out.status.success() {
+                bail!("{}: {}", process::describe(&cmd), String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        // The agent names a cgroup when a scrape sees it alive; removed first, it would be "unknown".
+        thread::sleep(Duration::from_millis(1500));
+        for (name, _) in &available {
+            let path = format!("{CGROUP_PARENT}/{name}");
+            process::capture(Command::new(workload).args(["cleanup-cgroup", "--path", &path, "--prune-parents"]))?;
+        }
+        agent.alive()?;
+    }
+    thread::sleep(Duration::from_secs(2));
+    let end = unix_now();
+    say(format!("host: {round} rounds of {} workload scenarios in {:.0} s", available.len(), end - start));
+    agent.stop()?;
+    Ok((prometheus, HostPhase { instance, start, end }))
+}
+
+/// The scenarios this workload binary offers (kvm-madvise is required; others are being added over time).
+fn scenarios(workload: &Path) -> Result<Vec<(&'static str, &'static str)>> {
+    let help = process::capture(Command::new(workload).arg("--help"))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    let offered = |args: &str| help.lines().any(|l| l.trim_start().starts_with(args.split(' ').next().unwrap_or("")));
+    let (have, missing): (Vec<_>, Vec<_>) = SCENARIOS.iter().partition(|(_, args)| offered(args));
+    if !missing.is_empty() {
+        say(format!("workload scenarios not offered by this build, left out: {missing:?}"));
+    }
+    if !have.iter().any(|(name, _)| *name == "vm-madvise") {
+        bail!("mmuscope-workload has no kvm-madvise scenario");
+    }
+    Ok(have)
+}
+
+/// Grafana's variables as a user who opens the dashboard sees them: job mmuscope, all instances and cgroups.
+fn substitute(expr: &str, instance: &str) -> String {
+    expr.replace("$__rate_interval", RATE_INTERVAL)
+        .replace("$job", "mmuscope")
+        .replace("$instance", instance)
+        .replace("$cgroup", ".*")
+}
+
+/// Every `label_values(selector, label)` variable offers at least one value.
+fn check_variables(prometheus: &Prometheus, dash: &Value, start: f64, end: f64) -> Result<()> {
+    for var in dash["templating"]["list"].as_array().into_iter().flatten().filter(|v| v["type"] == "query") {
+        let query = var["query"]["query"].as_str().unwrap_or_default();
+        let inner = query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).context("label_values")?;
+        let (selector, label) = inner.rsplit_once(',').context("label_values(selector, label)")?;
+        let values = prometheus.label_values(&substitute(selector.trim(), ".*"), label.trim(), start, end)?;
+        if values.is_empty() {
+            bail!("variable {} ({query}) offers no value", var["name"]);
+        }
+    }
+    Ok(())
+}
+
+/// The recording rules produce series from the live agent, and the alert rules are evaluated (shown, not judged:
+/// which alert is pending depends on the machine's kernel).
+fn rules_on_live_data(prometheus: &Prometheus, now: f64) -> Result<()> {
+    for record in ["instance:mmuscope_invalidations:rate5m", "instance_cgroup:mmuscope_invalidations:rate5m"] {
+        if !has_data(&prometheus.query(record, now)?) {
+            bail!("recording rule {record} has no series although the agent was scraped");
+        }
+    }
+    let alerts = prometheus.query("ALERTS", now)?;
+    let names: Vec<String> = alerts["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| format!("{}{{{}}} {}", a["metric"]["alertname"], a["metric"]["probe"], a["metric"]["alertstate"]))
+        .collect();
+    say(format!("recording rules have series; alerts evaluated on the live data: {}", names.join(", ")));
+    Ok(())
+}
+
+fn has_data(data: &Value) -> bool {
+    data["result"].as_array().is_some_and(|r| !r.is_empty())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_are_replaced_like_grafana_with_all_selected() {
+        let e = r#"sum(rate(x_total{job=~"$job", instance=~"$instance", cgroup=~"$cgroup"}[$__rate_interval]))"#;
+        assert_eq!(substitute(e, "h1"), r#"sum(rate(x_total{job=~"mmuscope", instance=~"h1", cgroup=~".*"}[10s]))"#);
+    }
+}

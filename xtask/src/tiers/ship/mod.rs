@@ -1,0 +1,117 @@
+//! Tier `ship`: what ships beside the agent, each checked by the real tool (issue "Ship it").
+//!
+//! * `deploy/systemd`: `systemd-analyze verify` prints nothing, `security --offline=true` rates ≤ 2.5 and every
+//!   remaining ✗ is explained in the unit ([`systemd`]); the agent started the way the unit starts it
+//!   (unprivileged, ambient capabilities, `NOTIFY_SOCKET`) sends READY=1 and then holds no capability on any
+//!   thread, and every system call it makes passes the unit's `SystemCallFilter=` ([`seccomp`]).
+//! * `deploy/prometheus`: `promtool check rules`, `promtool test rules`, `promtool check config` ([`rules`]).
+//! * `deploy/kubernetes`: `kubectl kustomize`, `kubernetes-validate --strict` for 1.30 and the newest schemas, the
+//!   operator's CRs against their API types, copies in sync ([`kube`]).
+//! * `dashboards/`: generated JSON up to date, the dashboard-linter checklist ([`dashlint`]), the JSON Schema from
+//!   `@grafana/schema` ([`dashboards`]); then every panel query against a real Prometheus scraping a real agent
+//!   while workloads run, plus a 6.1 guest's fentry-mode samples for the families this kernel cannot produce
+//!   ([`live`], [`guest`]), and the dashboards rendered to PNG with headless chromium ([`render`]).
+//! * The Debian package: built from the release build, installed, `mmuscope check`, purged without a trace
+//!   ([`deb`]).
+//!
+//! Needs root (dpkg, the agent), `/dev/kvm` (the workloads) and kernel BTF, like `host`, plus kubectl and the `vm`
+//! tier's QEMU and kernel cache. Tools from registries go to `.tools/ship/` ([`tools`]). Every step runs even when
+//! an earlier one failed, so one run shows all problems.
+
+mod daemon;
+mod dashboards;
+mod dashlint;
+mod deb;
+mod guest;
+mod http;
+mod kube;
+mod live;
+mod prometheus;
+mod render;
+mod rules;
+mod seccomp;
+mod systemd;
+mod tools;
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use super::{Context, Outcome, host};
+use crate::{process, progress, toolchain, workspace::Profile};
+
+pub fn run(ctx: &Context) -> Result<Outcome> {
+    let missing = host::missing_prerequisites();
+    if !missing.is_empty() {
+        let reason = missing.join("; ");
+        if ctx.ci {
+            bail!("prerequisite missing in CI: {reason}");
+        }
+        return Ok(Outcome::Skipped(reason));
+    }
+    let ws = ctx.ws;
+    let tools = tools::ensure(ws)?;
+    let mut steps = Steps::default();
+    steps.run("prometheus rules (promtool)", || rules::check(ws));
+    steps.run("kubernetes manifests (kustomize, kubernetes-validate)", || kube::check(ws, &tools));
+    steps.run("dashboards (generated, linted, JSON Schema)", || dashboards::check(ws, &tools));
+
+    // The release build is what the package ships; the live checks run it too.
+    let built = steps.run("release build of the agent", || {
+        let mut cmd = toolchain::host_cargo(ws);
+        cmd.args(["build", "--release", "-p", "mmuscope"]);
+        process::run(&mut cmd)
+    });
+    if built {
+        let agent = ws.binary(Profile::Release, "mmuscope");
+        let workload = ws.binary(Profile::Debug, "mmuscope-workload");
+        steps.run("systemd unit (systemd-analyze verify, security)", || systemd::analyze(ws, &agent));
+        steps.run("agent under the unit's privileges (READY=1, capabilities, system call filter)", || {
+            systemd::runtime(ws, &agent)
+        });
+        steps.run("dashboards against a live agent and Prometheus, rendered", || {
+            let results = live::run(ws, &agent, &workload)?;
+            render::all(ws, &tools, &results)
+        });
+        steps.run("debian package (cargo-deb, dpkg -i, mmuscope check, dpkg --purge)", || deb::check(ws, &tools));
+    }
+    steps.finish()
+}
+
+/// Runs the tier's steps, each announced and timed; remembers the failures.
+#[derive(Default)]
+struct Steps {
+    failed: Vec<String>,
+}
+
+impl Steps {
+    fn run(&mut self, name: &str, step: impl FnOnce() -> Result<()>) -> bool {
+        say(format!("{name} ..."));
+        let start = Instant::now();
+        let result = step();
+        let seconds = progress::seconds(start.elapsed());
+        match result {
+            Ok(()) => {
+                say(format!("{name}: ok ({seconds} s)"));
+                true
+            }
+            Err(err) => {
+                say(format!("{name}: FAILED ({seconds} s): {err:#}"));
+                self.failed.push(format!("{name}: {err:#}"));
+                false
+            }
+        }
+    }
+
+    fn finish(self) -> Result<Outcome> {
+        match self.failed.as_slice() {
+            [] => Ok(Outcome::Passed),
+            [one] => bail!("{one}"),
+            many => bail!("{} steps failed: {}", many.len(), many.join("; ")),
+        }
+    }
+}
+
+fn say(message: impl std::fmt::Display) {
+    progress::say("ship", message);
+}

@@ -1,0 +1,61 @@
+#!/bin/sh
+# Runs inside the QEMU guest of the ship tier (stock Debian kernel, fentry mode available): the agent, workloads
+# for DURATION seconds, and a dump of the agent's mmuscope_* series every INTERVAL seconds on stdout, each headed
+# by the guest's uptime so the host can put the samples on its own clock. The host turns the dumps into
+# OpenMetrics and backfills them into the tier's Prometheus (see live.rs).
+# Usage: guest.sh DURATION INTERVAL
+set -u
+duration=$1
+interval=$2
+uptime() { cut -d' ' -f1 /proc/uptime; }
+mmuscope run --mode fentry --web.listen-address 127.0.0.1:9476 >/tmp/agent.log 2>&1 &
+agent=$!
+tries=0
+until wget -q -O /dev/null http://127.0.0.1:9476/readyz; do
+    tries=$((tries + 1))
+    if [ $tries -gt 600 ] || ! kill -0 $agent 2>/dev/null; then
+        echo "agent not ready"; cat /tmp/agent.log; exit 1
+    fi
+    sleep 0.2
+done
+echo "MMUSCOPE-SHIP-READY $(uptime)"
+dump() {
+    echo "MMUSCOPE-SHIP-DUMP $(uptime)"
+    wget -q -O - http://127.0.0.1:9476/metrics | grep '^mmuscope_'
+    echo "MMUSCOPE-SHIP-END"
+}
+( while :; do dump; sleep "$interval"; done ) &
+dumper=$!
+# Workloads in fixed cgroups, removed and made again every round so the series continue under the same paths. The
+# agent names a cgroup when it sees it alive at a scrape; one that is gone first is reported as "unknown".
+run() {
+    name=$1; shift
+    mmuscope-workload "$@" --cgroup-parent /ship --cgroup-name "$name" >/dev/null 2>>/tmp/workload.log ||
+        echo "workload $name ($*) failed" >>/tmp/failed
+}
+end=$(( $(cut -d. -f1 /proc/uptime) + duration ))
+round=0
+while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
+    round=$((round + 1))
+    n=$(( (round % 3 + 1) * 150 ))
+    run vm-madvise kvm-madvise --iterations $n
+    run vm-munmap kvm-munmap --iterations $n
+    run vm-mprotect kvm-mprotect --iterations $((n / 5))
+    run vm-thp thp-partial-munmap --iterations 2
+    run forker fork-pinned --pages $((n * 2))
+    run thp-forker fork-pinned-thp
+    run vm-cross cross-cgroup --regions 2
+    sleep $((interval + 1))
+    for c in vm-madvise vm-munmap vm-mprotect vm-thp forker thp-forker vm-cross vm-cross-initiator; do
+        mmuscope-workload cleanup-cgroup --path "/ship/$c" >/dev/null 2>&1
+    done
+done
+kill $dumper
+wait $dumper 2>/dev/null
+dump
+kill $agent
+wait $agent
+# What the agent did with its capabilities on this kernel (shown by the host).
+grep -m1 'mmuscope::privileges' /tmp/agent.log | sed 's/^/MMUSCOPE-SHIP-AGENT /'
+echo "MMUSCOPE-SHIP-DONE $(uptime) rounds=$round"
+if [ -s /tmp/failed ]; then cat /tmp/failed; tail -20 /tmp/workload.log; exit 1; fi

@@ -1,0 +1,173 @@
+//! The systemd unit: what `systemd-analyze` says about it, and the agent run the way the unit runs it.
+//!
+//! There is no systemd as PID 1 on the test machines, so the runtime check reproduces the unit's execution
+//! environment with util-linux `setpriv`: an unprivileged uid, exactly the unit's `AmbientCapabilities=` (also as
+//! the bounding set), `NoNewPrivileges=`, and a `NOTIFY_SOCKET` we listen on like systemd does for `Type=notify`.
+
+use std::{
+    fs,
+    os::unix::{fs::PermissionsExt, net::UnixDatagram},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{daemon, daemon::Daemon, http, say, seccomp};
+use crate::{process, workspace::Workspace};
+
+const UNIT: &str = "deploy/systemd/mmuscope.service";
+const CONFIG: &str = "deploy/systemd/mmuscope.toml";
+/// The issue's limit for `systemd-analyze security` (lower is better).
+const MAX_EXPOSURE: f64 = 2.5;
+/// `nobody`: any uid without privileges will do, like the unit's DynamicUser.
+const UNPRIVILEGED_UID: &str = "65534";
+
+/// `systemd-analyze verify` (with ExecStart pointed at the built binary, which is not installed yet) and
+/// `security --offline=true`: exposure ≤ 2.5 and every ✗ explained by a `flagged: "<item>"` comment.
+pub fn analyze(ws: &Workspace, agent: &Path) -> Result<()> {
+    let unit = ws.root.join(UNIT);
+    let text = fs::read_to_string(&unit)?;
+    let dir = ws.target_dir().join("ship/unit");
+    fs::create_dir_all(&dir)?;
+    let copy = dir.join("mmuscope.service");
+    fs::write(&copy, text.replace("/usr/bin/mmuscope", &agent.display().to_string()))?;
+    let verify = process::capture(Command::new("systemd-analyze").arg("verify").arg(&copy))?;
+    let said = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
+    if !verify.status.success() || !said.trim().is_empty() {
+        bail!("systemd-analyze verify {UNIT} ({}): {}", verify.status, said.trim());
+    }
+    say(format!("systemd-analyze verify {UNIT}: no findings"));
+
+    let out = process::capture(Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&unit))?;
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let (score, flagged) = parse_security(&report).with_context(|| format!("no exposure line in:\n{report}"))?;
+    say(format!("systemd-analyze security --offline=true {UNIT}: overall exposure {score:.1} (limit {MAX_EXPOSURE})"));
+    let unexplained: Vec<&String> =
+        flagged.iter().filter(|item| !text.contains(&format!("flagged: \"{item}\""))).collect();
+    say(format!("{} ✗ item(s), each explained in the unit: {}", flagged.len(), flagged.join(", ")));
+    if score > MAX_EXPOSURE {
+        bail!("exposure {score} is above {MAX_EXPOSURE}:\n{report}");
+    }
+    if !unexplained.is_empty() {
+        bail!("✗ items without a `flagged: \"<item>\"` comment in {UNIT}: {unexplained:?}");
+    }
+    Ok(())
+}
+
+/// The overall exposure and the names of the ✗ items of a `systemd-analyze security` report.
+fn parse_security(report: &str) -> Option<(f64, Vec<String>)> {
+    let score = report.lines().find_map(|l| l.split_once("Overall exposure level for ")?.1.split(": ").nth(1))?;
+    let score = score.split_whitespace().next()?.parse().ok()?;
+    let flagged = report
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("✗ "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    Some((score, flagged))
+}
+
+/// The capabilities of the unit's `AmbientCapabilities=` as setpriv wants them: `+bpf,+perfmon,…`.
+fn ambient_caps(unit: &str) -> Result<String> {
+    let line = unit.lines().find_map(|l| l.strip_prefix("AmbientCapabilities=")).context("no AmbientCapabilities=")?;
+    let caps: Vec<String> =
+        line.split_whitespace().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase())).collect();
+    Ok(caps.join(","))
+}
+
+/// Starts the agent as the unit would, waits for READY=1, then requires every thread to hold no capability and
+/// the agent to serve; stops it with SIGTERM (exit 0). Then checks the unit's system call filter ([`seccomp`]).
+pub fn runtime(ws: &Workspace, agent: &Path) -> Result<()> {
+    let unit = fs::read_to_string(ws.root.join(UNIT))?;
+    let caps = ambient_caps(&unit)?;
+    let dir = ws.target_dir().join("ship/notify");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    // The agent runs as another uid and must be able to send to our socket.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).context("binding the notify socket")?;
+    fs::set_permissions(&socket_path, fs::Permissions::from_mode(0o666))?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+
+    let addr = daemon::free_port()?;
+    let config = ws.root.join(CONFIG);
+    let mut cmd = unit_like(agent, &caps, &config, addr);
+    cmd.env("NOTIFY_SOCKET", &socket_path);
+    let mut running = Daemon::spawn("agent (unit privileges)", &mut cmd, &dir.join("agent.log"))?;
+
+    let start = Instant::now();
+    let mut messages = String::new();
+    let mut buf = [0u8; 4096];
+    while !messages.lines().any(|l| l == "READY=1") {
+        running.alive()?;
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("no READY=1 within 60 s (got {messages:?}); agent log:\n{}", running.tail());
+        }
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.push_str(&String::from_utf8_lossy(&buf[..n]));
+            messages.push('\n');
+        }
+    }
+    let status = messages.lines().find_map(|l| l.strip_prefix("STATUS=")).unwrap_or("(none)");
+    say(format!(
+        "READY=1 after {:.1} s as uid {UNPRIVILEGED_UID} with {caps}; STATUS={status}",
+        start.elapsed().as_secs_f64()
+    ));
+    let threads = daemon::require_no_capabilities(running.pid())?;
+    say(format!("after READY=1: CapInh, CapPrm, CapEff and CapAmb are 0 on all {threads} threads of the agent"));
+    http::get_ok(&format!("http://{addr}/readyz"))?;
+    let metrics = http::get_ok(&format!("http://{addr}/metrics"))?;
+    let attached = metrics.lines().filter(|l| l.starts_with("mmuscope_probe_attached{") && l.ends_with(" 1")).count();
+    if attached == 0 {
+        bail!("no probe attached under the unit's privileges; agent log:\n{}", running.tail());
+    }
+    say(format!("without capabilities it still serves: /readyz 200, /metrics with {attached} attached probe(s)"));
+    running.stop()?;
+
+    let addr = daemon::free_port()?;
+    seccomp::check(&unit, unit_like(agent, &caps, &config, addr), addr, agent, &dir)
+}
+
+/// The agent as the unit starts it: `setpriv` gives it an unprivileged uid, exactly the unit's ambient
+/// capabilities (also as the bounding set) and no_new_privs, like DynamicUser=, AmbientCapabilities=,
+/// CapabilityBoundingSet= and NoNewPrivileges= do.
+fn unit_like(agent: &Path, caps: &str, config: &Path, addr: std::net::SocketAddr) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", UNPRIVILEGED_UID, "--regid", UNPRIVILEGED_UID, "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg("--no-new-privs")
+        .arg("--")
+        .arg(agent)
+        .arg("run")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address={addr}"));
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_score_and_flagged_items() {
+        let report = "  NAME   DESCRIPTION   EXPOSURE\n\
+                      ✗ RootDirectory=/RootImage=   Service runs within the host's root directory   0.1\n\
+                      ✓ User=/DynamicUser=   Service runs under a transient non-root user identity\n\
+                      ✗ CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)   Service may override   0.2\n\
+                      \n→ Overall exposure level for mmuscope.service: 1.8 OK 🙂\n";
+        let (score, flagged) = parse_security(report).unwrap();
+        assert_eq!(score, 1.8);
+        assert_eq!(flagged, ["RootDirectory=/RootImage=", "CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)"]);
+    }
+
+    #[test]
+    fn ambient_capabilities_become_setpriv_arguments() {
+        let unit = "[Service]\nAmbientCapabilities=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH\n";
+        assert_eq!(ambient_caps(unit).unwrap(), "+bpf,+perfmon,+dac_read_search");
+    }
+}
