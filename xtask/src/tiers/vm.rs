@@ -11,7 +11,12 @@
 //! The binaries are the debug builds `cargo xtask test` just made; `MMUSCOPE_AGENT_BIN`,
 //! `MMUSCOPE_WORKLOAD_BIN` and `MMUSCOPE_GUEST_CHECK_BIN` override them. For development:
 //! `MMUSCOPE_VM_KERNELS=6.1,sid` (every kernel named there is required), `MMUSCOPE_VM_MODES=kprobe`,
-//! `MMUSCOPE_VM_SCENARIOS='kvm-madvise --iterations 10;…'`.
+//! `MMUSCOPE_VM_SCENARIOS='kvm-madvise --iterations 10;…'`. To show that the tier catches a wrong
+//! struct layout, hand the agent another kernel's BTF: `MMUSCOPE_VM_FILES=<btf>:/vm/btf` (extra
+//! `HOST:GUEST` files, comma-separated) and `MMUSCOPE_VM_AGENT_ARGS='--btf /vm/btf'` (extra
+//! arguments of `mmuscope check` and `mmuscope run` in the guest). A run with any of these
+//! `MMUSCOPE_VM_*` overrides writes `target/vm/results-custom.json` instead, so the README table
+//! only ever shows the full matrix.
 
 use std::{
     env,
@@ -29,6 +34,7 @@ use crate::{
         self, GuestOptions,
         initramfs::GuestFile,
         kernels::CachedKernel,
+        qemu::BootHung,
         resolve::{Request, Series},
         results::{GuestRecord, KernelInfo, Results, RunResult, Unavailable},
         table,
@@ -39,8 +45,7 @@ use crate::{
 /// The matrix: kernel request and whether it must be there (sid is best effort).
 const KERNELS: &[(&str, bool)] = &[("6.1", true), ("6.12", true), ("sid", false)];
 const MODES: &[&str] = &["fentry", "kprobe"];
-/// Workload command lines; a scenario the workload binary does not offer yet is left out (and
-/// said so). `kvm-munmap` and `kvm-mprotect` are being added to the workload generator.
+/// Workload command lines; a scenario the workload binary does not offer is left out (and said so).
 const SCENARIOS: &[&str] =
     &["kvm-madvise --iterations 1000", "kvm-munmap --iterations 1000", "kvm-mprotect --iterations 1000"];
 /// The first generation whose secondary-TLB hook is `arch_invalidate_secondary_tlbs`.
@@ -49,6 +54,15 @@ const SECONDARY_TLBS_SINCE: Series = Series { major: 6, minor: 6 };
 const BOOT_LIMIT: Duration = Duration::from_secs(420);
 const GUEST_MEMORY_MIB: u32 = 2048;
 const GUEST_CPUS: u32 = 2;
+
+/// Variables that change what the tier runs (see the module docs).
+const OVERRIDES: &[&str] = &[
+    "MMUSCOPE_VM_KERNELS",
+    "MMUSCOPE_VM_MODES",
+    "MMUSCOPE_VM_SCENARIOS",
+    "MMUSCOPE_VM_FILES",
+    "MMUSCOPE_VM_AGENT_ARGS",
+];
 
 /// Guest paths of the binaries, and where they come from on the host.
 const BINARIES: &[(&str, &str, &str)] = &[
@@ -60,13 +74,22 @@ const BINARIES: &[(&str, &str, &str)] = &[
 pub fn run(ctx: &Context) -> Result<Outcome> {
     let ws = ctx.ws;
     let started = Instant::now();
-    let files = binaries(ws)?;
+    let mut files = binaries(ws)?;
     let scenarios = scenarios(&files[1].host)?;
+    for extra in list_from_env("MMUSCOPE_VM_FILES", ',').unwrap_or_default() {
+        files.push(extra.parse().context("MMUSCOPE_VM_FILES")?);
+    }
+    let agent_args: Vec<String> = env::var("MMUSCOPE_VM_AGENT_ARGS")
+        .map(|v| v.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    if !agent_args.is_empty() {
+        say(format!("extra agent arguments (MMUSCOPE_VM_AGENT_ARGS): {}", agent_args.join(" ")));
+    }
     let kernels = list_from_env("MMUSCOPE_VM_KERNELS", ',')
         .map(|names| names.into_iter().map(|n| (n, true)).collect::<Vec<_>>())
         .unwrap_or_else(|| KERNELS.iter().map(|(k, required)| (k.to_string(), *required)).collect());
-    let modes = list_from_env("MMUSCOPE_VM_MODES", ',')
-        .unwrap_or_else(|| MODES.iter().map(|m| m.to_string()).collect());
+    let modes =
+        list_from_env("MMUSCOPE_VM_MODES", ',').unwrap_or_else(|| MODES.iter().map(|m| m.to_string()).collect());
 
     let mut results = Results { schema_version: vm::results::SCHEMA_VERSION, ..Results::default() };
     let mut failures = Vec::new();
@@ -86,7 +109,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             }
         };
         for mode in &modes {
-            let run = run_one(ws, &kernel, mode, &files, &scenarios);
+            let run = run_one(ws, &kernel, mode, &files, &scenarios, &agent_args);
             failures.extend(run.failures());
             results.runs.push(run);
         }
@@ -95,7 +118,9 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
 
     results.wall_seconds = started.elapsed().as_secs_f64();
     results.finished_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let path = results.write(ws)?;
+    let custom = OVERRIDES.iter().any(|var| env::var_os(var).is_some());
+    let path = if custom { vm::results::custom_path(ws) } else { vm::results::path(ws) };
+    results.write(&path)?;
     println!("\n{}", table::render(&results));
     say(format!(
         "wall time per kernel: {}; total {:.1} s; results in {}",
@@ -110,7 +135,14 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
 }
 
 /// One boot: `kernel` with the agent forced into `mode`.
-fn run_one(ws: &Workspace, kernel: &CachedKernel, mode: &str, files: &[GuestFile], scenarios: &[String]) -> RunResult {
+fn run_one(
+    ws: &Workspace,
+    kernel: &CachedKernel,
+    mode: &str,
+    files: &[GuestFile],
+    scenarios: &[String],
+    agent_args: &[String],
+) -> RunResult {
     let expected_generation = generation_for(kernel);
     say(format!("{} × {mode}: expecting generation {expected_generation}", kernel.meta.release));
     let mut command: Vec<String> =
@@ -118,6 +150,7 @@ fn run_one(ws: &Workspace, kernel: &CachedKernel, mode: &str, files: &[GuestFile
     for s in scenarios {
         command.extend(["--scenario".to_string(), s.clone()]);
     }
+    command.extend(agent_args.iter().map(|a| format!("--agent-arg={a}")));
     let opts = GuestOptions {
         label: mode.to_string(),
         memory_mib: GUEST_MEMORY_MIB,
@@ -133,8 +166,16 @@ fn run_one(ws: &Workspace, kernel: &CachedKernel, mode: &str, files: &[GuestFile
         check: None,
         scenarios: Vec::new(),
         errors: Vec::new(),
+        notes: Vec::new(),
     };
-    match vm::run_in_guest(ws, kernel, files, &command, &opts) {
+    let mut attempt = vm::run_in_guest(ws, kernel, files, &command, &opts);
+    if let Some(hung) = attempt.as_ref().err().and_then(|e| e.downcast_ref::<BootHung>()) {
+        // A boot that never reached /init tests nothing of ours: one retry, said out loud.
+        say(format!("{hung}\n==> retrying the boot once"));
+        run.notes.push(format!("boot hung once (no /init after {:.0} s); retried", hung.waited.as_secs_f64()));
+        attempt = vm::run_in_guest(ws, kernel, files, &command, &opts);
+    }
+    match attempt {
         Ok(done) => match vm::results::parse_records(&done.output) {
             Ok(records) => {
                 collect(&mut run, records, expected_generation);
@@ -199,7 +240,7 @@ fn binaries(ws: &Workspace) -> Result<Vec<GuestFile>> {
 fn scenarios(workload: &std::path::Path) -> Result<Vec<String>> {
     let wanted = list_from_env("MMUSCOPE_VM_SCENARIOS", ';')
         .unwrap_or_else(|| SCENARIOS.iter().map(|s| s.to_string()).collect());
-    let help = Command::new(workload).arg("--help").output().with_context(|| format!("{} --help", workload.display()))?;
+    let help = vm::exec::output(Command::new(workload).arg("--help"), Duration::from_secs(60))?;
     let offered = subcommands(&String::from_utf8_lossy(&help.stdout));
     let (available, missing): (Vec<String>, Vec<String>) = wanted
         .into_iter()

@@ -111,9 +111,10 @@ impl PrivateApt {
         let out = exec::output_any_status(self.apt("apt-cache").args(["madison", package]), QUERY_LIMIT)?;
         let found = parse_madison(&String::from_utf8_lossy(&out.stdout));
         if found.is_empty() {
+            let suites: Vec<_> = SUITES.iter().map(|s| s.name).collect();
             let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            let said = if said.is_empty() { "no version listed".to_string() } else { said };
-            bail!("package {package} not found in the private suites; `apt-cache madison {package}` said: {said}");
+            let said = if said.is_empty() { "listed no version".to_string() } else { format!("said: {said}") };
+            bail!("package {package} not found in {}: `apt-cache madison {package}` {said}", suites.join(", "));
         }
         Ok(found)
     }
@@ -141,13 +142,13 @@ impl PrivateApt {
         cmd.args(["download", &spec]).current_dir(dir);
         exec::run_shown(&mut cmd, DOWNLOAD_LIMIT).with_context(|| format!("downloading {spec}"))?;
         let prefix = format!("{package}_");
-        let deb = fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.starts_with(&prefix) && name.ends_with(".deb")
-            });
-        deb.with_context(|| format!("`apt-get download {spec}` succeeded but left no {prefix}*.deb in {}", dir.display()))
+        let deb = fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with(&prefix) && name.ends_with(".deb")
+        });
+        deb.with_context(|| {
+            format!("`apt-get download {spec}` succeeded but left no {prefix}*.deb in {}", dir.display())
+        })
     }
 
     fn apt(&self, program: &str) -> Command {

@@ -150,9 +150,7 @@ fn parse_one_line(text: &str) -> Vec<Entry> {
 fn parse_deb822(text: &str) -> Vec<Entry> {
     let mut out = Vec::new();
     for stanza in stanzas(text) {
-        let field = |name: &str| {
-            stanza.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-        };
+        let field = |name: &str| stanza.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
         let types = field("Types").unwrap_or("");
         let enabled = !field("Enabled").is_some_and(|v| v.trim().eq_ignore_ascii_case("no"));
         if !enabled || !types.split_whitespace().any(|t| t == "deb") {

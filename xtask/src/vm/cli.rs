@@ -21,6 +21,9 @@ pub enum VmCommand {
     Run(RunArgs),
     /// List the cached kernels.
     List,
+    /// Extract a cached kernel's BTF (its /sys/kernel/btf/vmlinux) from its vmlinuz, e.g. to hand
+    /// it to the agent in another kernel's guest and watch the vm tier catch the wrong layout.
+    Btf(BtfArgs),
     /// Print the tested-kernels table (Markdown) from target/vm/results.json.
     Table(TableArgs),
 }
@@ -66,4 +69,14 @@ pub struct TableArgs {
     /// The README to rewrite (default: README.md in the workspace root).
     #[arg(long, value_name = "PATH", requires = "update_readme")]
     pub readme: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BtfArgs {
+    /// Kernel, as for `fetch` (fetched if not cached).
+    #[arg(long, value_name = "KERNEL")]
+    pub kernel: String,
+    /// Output file [default: target/vm/btf/<release>.btf].
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }

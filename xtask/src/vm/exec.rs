@@ -24,7 +24,7 @@ pub fn run_shown(cmd: &mut Command, limit: Duration) -> Result<()> {
     let mut child = cmd.spawn().with_context(|| format!("could not start `{line}`"))?;
     let stderr = reader(child.stderr.take());
     let status = wait_within(&mut child, limit, &line)?;
-    let stderr = stderr.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
     eprint!("{stderr}");
     if !status.success() {
         bail!("`{line}` failed ({status}){}", quoted(&stderr));
@@ -52,11 +52,7 @@ pub fn output_any_status(cmd: &mut Command, limit: Duration) -> Result<Output> {
     let stdout = reader(child.stdout.take());
     let stderr = reader(child.stderr.take());
     let status = wait_within(&mut child, limit, &line)?;
-    Ok(Output {
-        status,
-        stdout: stdout.join().unwrap_or_default().into_bytes(),
-        stderr: stderr.join().unwrap_or_default().into_bytes(),
-    })
+    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
 }
 
 /// Waits for `child`; kills it (and says so) when `limit` passes first.
@@ -81,14 +77,15 @@ fn quoted(text: &str) -> String {
     if text.is_empty() { String::new() } else { format!(": {text}") }
 }
 
-/// Reads a pipe to its end on a thread (so a chatty child never blocks on a full pipe).
-fn reader(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
+/// Reads a pipe to its end on a thread (so a chatty child never blocks on a full pipe); the
+/// bytes as they are (stdout may be binary, e.g. `xz -dc`).
+fn reader(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
     thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut pipe) = pipe {
             let _ = pipe.read_to_end(&mut buf);
         }
-        String::from_utf8_lossy(&buf).into_owned()
+        buf
     })
 }
 
@@ -113,5 +110,12 @@ mod tests {
         assert!(text.contains("exit status: 3") && text.ends_with(": oops"), "{text}");
         let out = output_any_status(&mut cmd, Duration::from_secs(10)).unwrap();
         assert_eq!(out.status.code(), Some(3));
+    }
+
+    #[test]
+    fn binary_output_is_kept_byte_for_byte() {
+        let mut cmd = Command::new("printf");
+        cmd.arg(r"\377\000\177ELF");
+        assert_eq!(output(&mut cmd, Duration::from_secs(10)).unwrap().stdout, b"\xff\x00\x7fELF");
     }
 }

@@ -13,6 +13,8 @@ use std::fmt::Write;
 pub const MODULES_DIR: &str = "/lib/modules/vm";
 /// The command script in the guest.
 pub const COMMAND_SCRIPT: &str = "/vm/cmd.sh";
+/// What `/init` prints on the console once the guest is set up (the boot watchdog waits for it).
+pub const READY_LINE: &str = "mmuscope-vm: guest ready";
 /// `PATH` of the guest command.
 pub const GUEST_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
 
@@ -100,7 +102,7 @@ while read -r module; do
     insmod {MODULES_DIR}/"$module" || fail "insmod $module"
 done <{MODULES_DIR}/order
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading the KVM modules"
-echo "mmuscope-vm: guest ready: $(uname -r), $(nproc) CPUs, $(grep MemTotal /proc/meminfo)"
+echo "{READY_LINE}: $(uname -r), $(nproc) CPUs, $(grep MemTotal /proc/meminfo)"
 cd /root
 sh {COMMAND_SCRIPT} </dev/null >/dev/ttyS1 2>&1
 status=$?
@@ -123,8 +125,7 @@ pub fn command_script(command: &[String]) -> String {
 
 /// Single-quotes `word` for sh unless it is plainly safe.
 fn quote(word: &str) -> String {
-    let plain =
-        !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c));
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c));
     if plain { word.to_string() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 

@@ -158,9 +158,8 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
     let partial = dir.with_file_name(format!(".{}.partial", r.release));
     remove_dir(&partial)?;
     fs::create_dir_all(partial.join("modules"))?;
-    let vmlinuz = find_file(&root, &r.release, "vmlinuz").with_context(|| {
-        format!("{} {} (and the packages it depends on) has no vmlinuz", r.package, r.version)
-    })?;
+    let vmlinuz = find_file(&root, &r.release, "vmlinuz")
+        .with_context(|| format!("{} {} (and the packages it depends on) has no vmlinuz", r.package, r.version))?;
     fs::copy(&vmlinuz, partial.join("vmlinuz")).with_context(|| format!("copying {}", vmlinuz.display()))?;
     if let Some(config) = find_file(&root, &r.release, "config") {
         fs::copy(&config, partial.join("config"))?;

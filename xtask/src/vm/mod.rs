@@ -7,16 +7,18 @@
 //! * `run --kernel K [--file HOST:GUEST]... -- CMD...`: build an initramfs (`initramfs`,
 //!   `guest_init`), boot it (`qemu`) and return the command's output and exit status.
 //! * `list`: the cached kernels. `table [--update-readme]`: the tested-kernels table from the VM
-//!   tier's `target/vm/results.json` (`results`, `table`).
+//!   tier's `target/vm/results.json` (`results`, `table`). `btf --kernel K`: a cached kernel's
+//!   BTF (`btf`), to feed the agent a foreign struct layout on purpose.
 //!
 //! The test tier (`tiers/vm.rs`) uses the same pieces through [`run_in_guest`].
-//! Everything lives under `target/vm/`: `apt/`, `kernels/<release>/`, `runs/<release>-<label>/`
-//! (initramfs and the console, output and QEMU logs of the last run with that label).
+//! Everything lives under `target/vm/`: `apt/`, `kernels/<release>/`,
+//! `runs/<release>-<label>-<pid>/` (console, output and QEMU logs of one run; kept for a day).
 
 mod apt;
 mod apt_sources;
+mod btf;
 pub mod cli;
-mod exec;
+pub mod exec;
 mod guest_init;
 pub mod initramfs;
 pub mod kernels;
@@ -34,15 +36,18 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{progress, workspace::Workspace};
-use cli::{FetchArgs, RunArgs, TableArgs, VmArgs, VmCommand};
+use cli::{BtfArgs, FetchArgs, RunArgs, TableArgs, VmArgs, VmCommand};
 use guest_init::Marker;
 use initramfs::GuestFile;
 use kernels::CachedKernel;
 use resolve::Request;
 
+/// How long the logs of a guest run are kept.
+const RUNS_KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+
 /// How one guest is run.
 pub struct GuestOptions {
-    /// Names the run directory, `target/vm/runs/<release>-<label>/`.
+    /// Names the run directory, `target/vm/runs/<release>-<label>-<pid>/`.
     pub label: String,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -56,6 +61,7 @@ pub fn run(ws: &Workspace, args: &VmArgs) -> Result<ExitCode> {
         VmCommand::Fetch(a) => fetch(ws, a),
         VmCommand::Run(a) => run_command(ws, a),
         VmCommand::List => list(ws),
+        VmCommand::Btf(a) => btf_command(ws, a),
         VmCommand::Table(a) => table_command(ws, a),
     }
 }
@@ -79,7 +85,10 @@ pub fn run_in_guest(
     command: &[String],
     opts: &GuestOptions,
 ) -> Result<qemu::Finished> {
-    let dir = ws.target_dir().join("vm/runs").join(format!("{}-{}", kernel.meta.release, opts.label));
+    // One directory per run (several people or tiers may boot guests at the same time).
+    let runs = ws.target_dir().join("vm/runs");
+    prune(&runs);
+    let dir = runs.join(format!("{}-{}-{}", kernel.meta.release, opts.label, std::process::id()));
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let marker = Marker::new(format!("{:x}-{nanos:x}", std::process::id()));
@@ -95,7 +104,7 @@ pub fn run_in_guest(
         size as f64 / 1e6,
         ws.display(&dir)
     ));
-    qemu::boot(&qemu::Boot {
+    let result = qemu::boot(&qemu::Boot {
         kernel,
         initrd: &initrd,
         dir: &dir,
@@ -104,7 +113,26 @@ pub fn run_in_guest(
         cpus: opts.cpus,
         timeout: opts.timeout,
         echo: opts.echo,
-    })
+    });
+    // The logs stay for a post-mortem; the initramfs is large and rebuilt every time.
+    let _ = fs::remove_file(&initrd);
+    result
+}
+
+/// Removes run directories older than [`RUNS_KEPT_FOR`].
+fn prune(runs: &std::path::Path) {
+    let Ok(entries) = fs::read_dir(runs) else { return };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > RUNS_KEPT_FOR);
+        if old {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn fetch(ws: &Workspace, args: &FetchArgs) -> Result<ExitCode> {
@@ -158,6 +186,18 @@ fn list(ws: &Workspace) -> Result<ExitCode> {
             k.meta.modules.join(" ")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn btf_command(ws: &Workspace, args: &BtfArgs) -> Result<ExitCode> {
+    let kernel = kernel(ws, &args.kernel.parse()?)?;
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| ws.target_dir().join("vm/btf").join(format!("{}.btf", kernel.meta.release)));
+    let path = btf::extract(&kernel, &out)?;
+    let size = fs::metadata(&path).map_or(0, |m| m.len());
+    say(format!("BTF of {} ({:.1} MB) in {}", kernel.meta.release, size as f64 / 1e6, ws.display(&path)));
     Ok(ExitCode::SUCCESS)
 }
 

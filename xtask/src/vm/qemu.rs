@@ -2,11 +2,13 @@
 //! SVM + NPT, hence nested KVM through kvm-amd; `-accel kvm` cannot run stock kernels on these
 //! hosts), kernel console on `ttyS0` → `console.log`, the command's output on `ttyS1` →
 //! `output.log`, QEMU's own messages → `qemu.log`. The guest's output is echoed live as
-//! `guest| …` lines; QEMU is killed when the hard time limit passes.
+//! `guest| …` lines (except the `MMUSCOPE-…` marker and result lines meant for the harness); QEMU
+//! is killed when the hard time limit passes.
 
 use std::{
     fs,
     io::{Read, Seek, SeekFrom},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
@@ -16,12 +18,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::{
-    guest_init::{Marker, Report},
+    guest_init::{Marker, READY_LINE, Report},
     kernels::CachedKernel,
 };
 use crate::process;
 
 pub const QEMU: &str = "qemu-system-x86_64";
+/// How long the kernel may take to reach `/init` and set the guest up (normally 3–6 s; generous
+/// for a loaded host). A guest that is not ready by then has hung in boot.
+const BOOT_READY_LIMIT: Duration = Duration::from_secs(150);
 /// Console lines quoted in errors.
 const TAIL_LINES: usize = 40;
 const POLL: Duration = Duration::from_millis(200);
@@ -64,6 +69,16 @@ pub fn boot(b: &Boot) -> Result<Finished> {
     let line = process::describe(&cmd);
     println!("$ {line}");
     let log = fs::File::create(&qemu_log)?;
+    // QEMU must not outlive us (Ctrl-C, a killed tier): the kernel kills it when we die.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -73,15 +88,18 @@ pub fn boot(b: &Boot) -> Result<Finished> {
 
     let start = Instant::now();
     let mut echo = Echo { offset: 0, pending: String::new(), on: b.echo };
+    let mut ready = false;
     let exit = loop {
         echo.poll(&output_log);
         if let Some(status) = child.try_wait()? {
-            break Some(status);
+            break Ok(status);
         }
-        if start.elapsed() >= b.timeout {
+        ready = ready || fs::read_to_string(&console_log).is_ok_and(|c| c.contains(READY_LINE));
+        let hung = !ready && start.elapsed() >= BOOT_READY_LIMIT && BOOT_READY_LIMIT < b.timeout;
+        if hung || start.elapsed() >= b.timeout {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            break Err(hung);
         }
         thread::sleep(POLL);
     };
@@ -98,15 +116,14 @@ pub fn boot(b: &Boot) -> Result<Finished> {
             Ok(Finished { status, output: b.marker.strip(&output), elapsed, console_log })
         }
         (Some(Report::InitFailed(why)), _) => bail!("guest {release}: /init failed: {why}{}", context()),
-        (None, None) => bail!(
-            "guest {release}: timeout: no exit marker after {} s, QEMU killed{}",
-            b.timeout.as_secs(),
-            context()
-        ),
-        (None, Some(_)) if console.contains("Kernel panic") => {
+        (None, Err(true)) => Err(BootHung { release: release.clone(), waited: elapsed, context: context() }.into()),
+        (None, Err(false)) => {
+            bail!("guest {release}: timeout: no exit marker after {} s, QEMU killed{}", b.timeout.as_secs(), context())
+        }
+        (None, Ok(_)) if console.contains("Kernel panic") => {
             bail!("guest {release}: kernel panic after {:.1} s{}", elapsed.as_secs_f64(), context())
         }
-        (None, Some(status)) => bail!(
+        (None, Ok(status)) => bail!(
             "guest {release}: boot failed: QEMU exited ({status}) after {:.1} s without the command's exit \
              marker{}",
             elapsed.as_secs_f64(),
@@ -114,6 +131,29 @@ pub fn boot(b: &Boot) -> Result<Finished> {
         ),
     }
 }
+
+/// The guest never got to `/init`'s ready line: the kernel hung while booting (seen once under
+/// TCG on a heavily loaded host). A caller may retry such a boot.
+#[derive(Debug)]
+pub struct BootHung {
+    pub release: String,
+    pub waited: Duration,
+    context: String,
+}
+
+impl std::fmt::Display for BootHung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "guest {}: boot hung: /init did not report ready within {:.0} s, QEMU killed{}",
+            self.release,
+            self.waited.as_secs_f64(),
+            self.context
+        )
+    }
+}
+
+impl std::error::Error for BootHung {}
 
 fn command(b: &Boot, console_log: &Path, output_log: &Path) -> Command {
     let mut cmd = Command::new(QEMU);
@@ -125,7 +165,7 @@ fn command(b: &Boot, console_log: &Path, output_log: &Path) -> Command {
         .arg("-initrd")
         .arg(b.initrd)
         // panic=-1: reboot at once on a panic, which -no-reboot turns into QEMU exiting.
-        .args(["-append", "console=ttyS0 rdinit=/init panic=-1 loglevel=4 random.trust_cpu=on"])
+        .args(["-append", "console=ttyS0 rdinit=/init panic=-1 random.trust_cpu=on"])
         .arg("-serial")
         .arg(format!("file:{}", console_log.display()))
         .arg("-serial")
@@ -210,7 +250,8 @@ impl Echo {
     }
 
     fn show(&self, line: &str) {
-        if self.on && !line.starts_with("MMUSCOPE-VM-") {
+        // Marker and result lines are for the harness (all of them are in output.log).
+        if self.on && !line.starts_with("MMUSCOPE-") {
             println!("guest| {}", line.trim_end_matches(['\r', '\n']));
         }
     }

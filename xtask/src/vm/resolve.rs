@@ -64,7 +64,9 @@ impl FromStr for Request {
         if s.starts_with(|c: char| c.is_ascii_digit()) && s.contains('-') {
             return Ok(Request::Package(format!("{IMAGE_PREFIX}{s}")));
         }
-        bail!("unknown kernel {s:?}: give a series (6.1, 6.12), `sid`, a release (6.1.0-56-amd64) or a linux-image-… package")
+        bail!(
+            "unknown kernel {s:?}: give a series (6.1, 6.12), `sid`, a release (6.1.0-56-amd64) or a linux-image-… package"
+        )
     }
 }
 
@@ -159,7 +161,9 @@ fn image_of(apt: &PrivateApt, meta: &Candidate) -> Result<Resolved> {
         .iter()
         .find(|c| c.version == meta.version && c.suite == meta.suite)
         .or_else(|| rows.iter().find(|c| c.version == meta.version))
-        .with_context(|| format!("{image} {} (from {} {}) is not in apt's lists", meta.version, meta.package, meta.suite))?;
+        .with_context(|| {
+            format!("{image} {} (from {} {}) is not in apt's lists", meta.version, meta.package, meta.suite)
+        })?;
     resolved(row)
 }
 

@@ -2,7 +2,11 @@
 //! {json}` lines from `tests/src/bin/mmuscope-guest-check/record.rs`, mirrored here field for
 //! field) and `target/vm/results.json`, which the VM tier writes and `cargo xtask vm table` reads.
 
-use std::{collections::BTreeMap, fs, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -32,6 +36,9 @@ pub struct CheckRecord {
     pub generation: Option<String>,
     pub expected_generation: String,
     pub attached_mode: Option<String>,
+    /// Other families with nothing attached in this mode (informational).
+    #[serde(default)]
+    pub families_not_attached: Vec<String>,
     pub pass: bool,
     pub problems: Vec<String>,
 }
@@ -91,6 +98,9 @@ pub struct RunResult {
     pub scenarios: Vec<ScenarioRecord>,
     /// What went wrong outside the comparisons (boot, agent start, checker exit status).
     pub errors: Vec<String>,
+    /// What happened without failing the run (e.g. a retried boot).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl RunResult {
@@ -148,17 +158,21 @@ pub struct Unavailable {
     pub reason: String,
 }
 
+/// The full matrix's results, which the tested-kernels table is made from.
 pub fn path(ws: &Workspace) -> PathBuf {
     ws.target_dir().join("vm/results.json")
 }
 
+/// Results of a run with `MMUSCOPE_VM_*` overrides (a subset, or a deliberate mistake).
+pub fn custom_path(ws: &Workspace) -> PathBuf {
+    ws.target_dir().join("vm/results-custom.json")
+}
+
 impl Results {
-    pub fn write(&self, ws: &Workspace) -> Result<PathBuf> {
-        let path = path(ws);
-        fs::create_dir_all(path.parent().expect("results.json has a parent"))?;
-        fs::write(&path, serde_json::to_string_pretty(self)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+    pub fn write(&self, path: &Path) -> Result<()> {
+        fs::create_dir_all(path.parent().context("results path without a directory")?)?;
+        fs::write(path, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     pub fn read(ws: &Workspace) -> Result<Self> {

@@ -121,6 +121,7 @@ mod tests {
             generation: Some("invalidate_range".into()),
             expected_generation: "invalidate_range".into(),
             attached_mode: Some("fentry".into()),
+            families_not_attached: vec![],
             pass: true,
             problems: vec![],
         };
@@ -149,6 +150,7 @@ mod tests {
                 check: Some(check),
                 scenarios: vec![scenario],
                 errors: vec![],
+                notes: vec![],
             }],
             unavailable: vec![Unavailable { kernel: "sid".into(), reason: "E: x | y".into() }],
         }

@@ -1,0 +1,97 @@
+//! Step 1: `mmuscope check --json --mode M` must attach the `brackets` family in mode M and report the expected
+//! mmu_notifier generation.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::record::Record;
+
+/// The family every mode must attach.
+const FAMILY: &str = "brackets";
+
+pub fn check(agent: &Path, extra: &[String], mode: &str, expected_generation: &str, kernel: &str) -> Record {
+    let mut problems = Vec::new();
+    let report = run_check(agent, extra, mode).unwrap_or_else(|e| {
+        problems.push(e);
+        Value::Null
+    });
+    let generation = report["generation"].as_str().map(str::to_owned);
+    let family = report["families"].as_array().and_then(|f| f.iter().find(|f| f["name"] == FAMILY));
+    let attached = family
+        .and_then(|f| f["alternatives"].as_array())
+        .and_then(|alts| alts.iter().find(|a| a["status"] == "attached"));
+    let attached_mode = attached.and_then(|a| a["mode"].as_str()).map(str::to_owned);
+    let families_not_attached = unattached_families(&report);
+
+    if !report.is_null() {
+        match &generation {
+            Some(g) if g == expected_generation => {}
+            other => problems.push(format!("generation {other:?}, expected {expected_generation:?}")),
+        }
+        if attached_mode.as_deref() != Some(mode) {
+            problems.push(format!("{FAMILY} attached in mode {attached_mode:?}, expected {mode:?}{}", why_not(family)));
+        }
+    }
+    Record::Check {
+        kernel_release: kernel.to_owned(),
+        mode: mode.to_owned(),
+        generation,
+        expected_generation: expected_generation.to_owned(),
+        attached_mode,
+        families_not_attached,
+        pass: problems.is_empty(),
+        problems,
+    }
+}
+
+fn run_check(agent: &Path, extra: &[String], mode: &str) -> Result<Value, String> {
+    let mut cmd = Command::new(agent);
+    cmd.args(["check", "--json", "--mode", mode]).args(extra);
+    let shown = format!("{} check --json --mode {mode} {}", agent.display(), extra.join(" "));
+    let out = cmd.output().map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).map_err(|e| {
+        format!(
+            "`{shown}` ({}) printed no JSON report ({e}); stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+/// Families other than [`FAMILY`] with no attached alternative, as `name (required): alt status: reason; …`.
+fn unattached_families(report: &Value) -> Vec<String> {
+    let Some(families) = report["families"].as_array() else { return Vec::new() };
+    families
+        .iter()
+        .filter(|f| f["name"] != FAMILY)
+        .filter(|f| !f["alternatives"].as_array().is_some_and(|a| a.iter().any(|a| a["status"] == "attached")))
+        .map(|f| {
+            let required = if f["required"] == true { " (required)" } else { "" };
+            format!("{}{required}{}", f["name"].as_str().unwrap_or("?"), why_not(Some(f)))
+        })
+        .collect()
+}
+
+/// ` (fentry failed: <reason>; …)` for the alternatives that did not attach.
+fn why_not(family: Option<&Value>) -> String {
+    let Some(alts) = family.and_then(|f| f["alternatives"].as_array()) else {
+        return " (no such family in the report)".to_owned();
+    };
+    let reasons: Vec<String> = alts
+        .iter()
+        .filter(|a| a["status"] != "attached")
+        .map(|a| {
+            let (name, status, reason) = (&a["name"], &a["status"], &a["reason"]);
+            format!(
+                "{} {}: {}",
+                name.as_str().unwrap_or("?"),
+                status.as_str().unwrap_or("?"),
+                reason.as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    format!(" ({})", reasons.join("; "))
+}

@@ -1,0 +1,94 @@
+//! The result lines the xtask tier reads: `MMUSCOPE-GUEST-RESULT {json}`, one JSON object per line with a `kind`
+//! of `check`, `scenario` or `error`. The xtask side (`xtask/src/vm/results.rs`) mirrors these fields; add fields,
+//! never rename them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Prefix of every result line.
+pub const PREFIX: &str = "MMUSCOPE-GUEST-RESULT ";
+
+/// Counts per `event` label value.
+pub type EventCounts = BTreeMap<String, u64>;
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// `mmuscope check --json --mode M`.
+    Check {
+        kernel_release: String,
+        mode: String,
+        /// What `check` reported (None if it did not run or said nothing).
+        generation: Option<String>,
+        expected_generation: String,
+        /// Mode of the `brackets` alternative that attached.
+        attached_mode: Option<String>,
+        /// Other families with nothing attached in this mode (`name (required): reason`); informational.
+        families_not_attached: Vec<String>,
+        pass: bool,
+        problems: Vec<String>,
+    },
+    /// One workload run compared with the agent's counters.
+    Scenario {
+        kernel_release: String,
+        mode: String,
+        scenario: String,
+        args: Vec<String>,
+        /// The attribution cgroup's path (the `cgroup` label).
+        cgroup: String,
+        /// Ground truth: brackets per event.
+        expected: EventCounts,
+        /// `mmuscope_invalidations_total` increase for the cgroup, per event (summed over the other labels).
+        observed: EventCounts,
+        /// `mmuscope_invalidation_duration_seconds_count` increase for the cgroup, per event.
+        hist_count: EventCounts,
+        /// Increases of other cgroups during the run (diagnostics, not asserted).
+        other_cgroups: BTreeMap<String, EventCounts>,
+        pass: bool,
+        problems: Vec<String>,
+    },
+    /// A step that failed before anything could be compared.
+    Error { kernel_release: String, mode: String, stage: String, message: String },
+}
+
+impl Record {
+    pub fn error(kernel: &str, mode: &str, stage: &str, message: String) -> Self {
+        Record::Error { kernel_release: kernel.to_owned(), mode: mode.to_owned(), stage: stage.to_owned(), message }
+    }
+
+    pub fn passed(&self) -> bool {
+        match self {
+            Record::Check { pass, .. } | Record::Scenario { pass, .. } => *pass,
+            Record::Error { .. } => false,
+        }
+    }
+
+    /// Prints the human summary and the machine line.
+    pub fn print(&self) {
+        match self {
+            Record::Check { mode, generation, attached_mode, families_not_attached, problems, .. } => {
+                println!(
+                    "check --mode {mode}: generation {}, brackets attached in {} mode{}",
+                    generation.as_deref().unwrap_or("?"),
+                    attached_mode.as_deref().unwrap_or("no"),
+                    verdict(problems)
+                );
+                for f in families_not_attached {
+                    println!("  note: not attached in {mode} mode: {f}");
+                }
+            }
+            Record::Scenario { mode, scenario, cgroup, expected, observed, hist_count, problems, .. } => println!(
+                "{mode} {scenario}: cgroup {cgroup}: expected {expected:?}, observed {observed:?}, histogram counts \
+                 {hist_count:?}{}",
+                verdict(problems)
+            ),
+            Record::Error { mode, stage, message, .. } => println!("{mode}: {stage} FAILED: {message}"),
+        }
+        println!("{PREFIX}{}", serde_json::to_string(self).expect("records serialise"));
+    }
+}
+
+fn verdict(problems: &[String]) -> String {
+    if problems.is_empty() { ": pass".to_owned() } else { format!(": FAIL: {}", problems.join("; ")) }
+}
