@@ -174,6 +174,13 @@ fn run_one(
         say(format!("{hung}\n==> retrying the boot once"));
         run.notes.push(format!("boot hung once (no /init after {:.0} s); retried", hung.waited.as_secs_f64()));
         attempt = vm::run_in_guest(ws, kernel, files, &command, &opts);
+    } else if let Some(why) = attempt.as_ref().err().map(|e| format!("{e:#}")).filter(|m| unrelated_panic(m)) {
+        // TCG occasionally trips over a text-patching site (seen once in ~70 boots: an int3
+        // Oops in __schedule of a kworker on 7.2 with kprobes armed). A crash whose trace has no
+        // BPF program frame is retried once and recorded; one inside our programs never is.
+        say(format!("{why}\n==> guest kernel crashed outside any BPF program; retrying the boot once"));
+        run.notes.push("guest kernel panic outside BPF programs once; retried".to_string());
+        attempt = vm::run_in_guest(ws, kernel, files, &command, &opts);
     }
     match attempt {
         Ok(done) => match vm::results::parse_records(&done.output) {
@@ -191,6 +198,11 @@ fn run_one(
     let verdict = if run.passed() { "passed" } else { "FAILED" };
     say(format!("{} × {mode}: {verdict} in {:.1} s", kernel.meta.release, run.wall_seconds));
     run
+}
+
+/// A guest kernel panic whose console tail shows no BPF program frame (`bpf_prog_…`).
+fn unrelated_panic(message: &str) -> bool {
+    message.contains("kernel panic") && !message.contains("bpf_prog_") && !message.contains("bpf_trampoline")
 }
 
 /// Files the records into `run`, re-checking what the guest judged.
@@ -305,5 +317,20 @@ mod tests {
         assert_eq!(generation_for(&k("6.6")), "arch_invalidate_secondary_tlbs");
         assert_eq!(generation_for(&k("6.12")), "arch_invalidate_secondary_tlbs");
         assert_eq!(generation_for(&k("7.2")), "arch_invalidate_secondary_tlbs");
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::unrelated_panic;
+
+    #[test]
+    fn only_panics_outside_bpf_programs_are_retried() {
+        let ours =
+            "guest 7.2: kernel panic after 30.1 s\n Call Trace:\n bpf_prog_6deef7357e7b4530_bracket_start_k+0x2a\n";
+        let theirs = "guest 7.2: kernel panic after 30.1 s\n Oops: int3\n RIP: __schedule+0x38f\n worker_thread\n";
+        assert!(!unrelated_panic(ours));
+        assert!(unrelated_panic(theirs));
+        assert!(!unrelated_panic("guest 6.1: command timed out"));
     }
 }
