@@ -45,7 +45,8 @@ pub struct KernelLayout {
     pub hlist_next: u32,
     /// `task_struct.mm` (NULL for kernel threads).
     pub task_mm: u32,
-    pub _pad3: u32,
+    /// `mmu_notifier_subscriptions.has_itree` (interval notifiers registered).
+    pub subscriptions_has_itree: u32,
 }
 
 #[cfg(feature = "user")]

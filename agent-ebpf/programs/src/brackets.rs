@@ -17,6 +17,7 @@ use mmuscope_abi::{
 use crate::{
     cgroup::{mm_owner_memcg, read, task_memcg},
     maps::{BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
+    secondary::has_subscribers,
     threads,
 };
 
@@ -25,6 +26,9 @@ use crate::{
 fn open(range: u64) {
     let layout = LAYOUT.load();
     let Ok(mm) = (unsafe { read::<u64>(range, layout.range_mm) }) else { return };
+    if !has_subscribers(&layout, mm) {
+        return; // no one to invalidate: the close finds no in-flight entry and stays silent
+    }
     let Ok(event) = (unsafe { read::<u32>(range, layout.range_event) }) else { return };
     let Ok(rflags) = (unsafe { read::<u32>(range, layout.range_flags) }) else { return };
     let (cgroup_id, mut flags) = mm_owner_memcg(&layout, mm);
@@ -93,7 +97,12 @@ fn close(range: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     pop_frame(range);
     let Some(inflight) = (unsafe { INFLIGHT.get(range) }).copied() else {
-        bump(Counter::EndWithoutStart);
+        // Brackets skipped at start because the mm had no subscriber end here too: only a
+        // bracket on an mm that has one is an unmatched end.
+        let layout = LAYOUT.load();
+        if unsafe { read::<u64>(range, layout.range_mm) }.is_ok_and(|mm| has_subscribers(&layout, mm)) {
+            bump(Counter::EndWithoutStart);
+        }
         return;
     };
     let _ = INFLIGHT.remove(range);

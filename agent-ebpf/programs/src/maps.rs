@@ -35,7 +35,7 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     ops_secondary_tlb: 0,
     hlist_next: 0,
     task_mm: 0,
-    _pad3: 0,
+    subscriptions_has_itree: 0,
 });
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed

@@ -19,6 +19,22 @@ use crate::{
 /// Most subscribers walked on one mm (KVM registers one per VM).
 const MAX_SUBSCRIBERS: u32 = 8;
 
+/// Whether `mm` has any subscriber: a notifier on its list or an interval notifier. The
+/// subscriptions struct outlives its subscribers (it is freed with the mm), so after e.g. a VM
+/// is destroyed the hooks still run for every later invalidation, reaching no one; those are
+/// not invalidations of any secondary MMU and are not counted.
+#[inline(always)]
+pub fn has_subscribers(l: &KernelLayout, mm: u64) -> bool {
+    let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return false };
+    if subs == 0 {
+        return false;
+    }
+    if unsafe { read::<u64>(subs, l.subscriptions_list) }.is_ok_and(|first| first != 0) {
+        return true;
+    }
+    unsafe { read::<u8>(subs, l.subscriptions_has_itree) }.is_ok_and(|itree| itree != 0)
+}
+
 /// Whether any subscriber of `mm` implements the secondary-TLB callback.
 #[inline(always)]
 fn has_secondary_implementer(l: &KernelLayout, mm: u64) -> bool {
@@ -71,6 +87,9 @@ fn add_double(cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
 #[inline(always)]
 fn secondary_call(mm: u64, start: u64, end: u64) {
     let l = LAYOUT.load();
+    if !has_subscribers(&l, mm) {
+        return;
+    }
     let scope = if start == 0 && end == u64::MAX { Scope::FullMm } else { Scope::Range };
     let bytes = if scope == Scope::FullMm { 0 } else { end.saturating_sub(start) };
     let ts = THREADS.get_ptr_mut(threads::tid());

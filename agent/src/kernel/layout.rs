@@ -66,7 +66,7 @@ impl ResolvedLayout {
             ops_secondary_tlb: r.secondary_tlb_slot()?,
             hlist_next: r.offset(NotifierOps, "hlist_node", "next", Some(8))?,
             task_mm: r.offset(TaskCgroup, "task_struct", "mm", Some(8))?,
-            _pad3: 0,
+            subscriptions_has_itree: r.offset(NotifierOps, "mmu_notifier_subscriptions", "has_itree", Some(1))?,
         };
         Ok(Self { layout, missing: r.missing })
     }
