@@ -18,6 +18,25 @@
 //! Extending: a new scenario adds a [`ScenarioParams`] variant; a new kind of truth (pinned-page copies at fork, THP
 //! splits, …) adds an `Option<…>` field to [`GroundTruth`] with `#[serde(default, skip_serializing_if =
 //! "Option::is_none")]`, so older outputs still parse. Bump [`SCHEMA_VERSION`] only for incompatible changes.
+//!
+//! Optional parts (absent unless the scenario produces them): `kernel_api` (the secondary-TLB API the workload found
+//! in BTF), `double_notifications` and `secondary_tlb` (expectations per kernel API, see [`notifications`]), `fork`,
+//! `thp`, `swap` and `cross_cgroup` (measured page outcomes, see [`outcomes`]). A source whose bracket was started by
+//! another process names it in `initiator_pid`.
+
+mod notifications;
+mod outcomes;
+mod params;
+
+pub use notifications::{
+    DoubleKind, DoubleNotificationTruth, DoubleSource, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
+    SecondaryTlbTruth, TlbContext, TlbScope,
+};
+pub use outcomes::{CrossCgroupTruth, ForkTruth, SwapTruth, ThpTruth};
+pub use params::{
+    CrossCgroupParams, ForkParams, KvmMprotectParams, KvmMunmapParams, MultiVmParams, SwapOutParams,
+    ThpPartialMunmapParams,
+};
 
 use std::collections::BTreeMap;
 
@@ -40,6 +59,21 @@ pub struct GroundTruth {
     /// KVM VMs (mmu_notifier subscriptions) the scenario created on its mm.
     pub vms: u32,
     pub invalidations: InvalidationTruth,
+    /// The secondary-TLB API of the kernel the run happened on, from its BTF (scenarios with per-API parts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_api: Option<SecondaryTlbApi>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub double_notifications: Option<DoubleNotificationTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_tlb: Option<SecondaryTlbTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<ForkTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp: Option<ThpTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_cgroup: Option<CrossCgroupTruth>,
 }
 
 /// The scenario and its parameters, one variant per scenario (names as on the command line).
@@ -47,12 +81,30 @@ pub struct GroundTruth {
 #[serde(tag = "scenario", content = "params", rename_all = "kebab-case")]
 pub enum ScenarioParams {
     KvmMadvise(KvmMadviseParams),
+    KvmMunmap(KvmMunmapParams),
+    KvmMprotect(KvmMprotectParams),
+    ThpPartialMunmap(ThpPartialMunmapParams),
+    ForkPinned(ForkParams),
+    ForkPinnedThp(ForkParams),
+    ForkUnpinned(ForkParams),
+    CrossCgroup(CrossCgroupParams),
+    MultiVm(MultiVmParams),
+    SwapOut(SwapOutParams),
 }
 
 impl ScenarioParams {
     pub fn name(&self) -> &'static str {
         match self {
             Self::KvmMadvise(_) => "kvm-madvise",
+            Self::KvmMunmap(_) => "kvm-munmap",
+            Self::KvmMprotect(_) => "kvm-mprotect",
+            Self::ThpPartialMunmap(_) => "thp-partial-munmap",
+            Self::ForkPinned(_) => "fork-pinned",
+            Self::ForkPinnedThp(_) => "fork-pinned-thp",
+            Self::ForkUnpinned(_) => "fork-unpinned",
+            Self::CrossCgroup(_) => "cross-cgroup",
+            Self::MultiVm(_) => "multi-vm",
+            Self::SwapOut(_) => "swap-out",
         }
     }
 }
@@ -79,8 +131,12 @@ pub enum NotifyEvent {
     Exclusive,
 }
 
-/// Invalidations of this process's mm, counted only while at least one KVM notifier was registered on it (outside
-/// that window no subscriber sees them, so no probe does either).
+/// Invalidations of this process's mm while at least one KVM notifier is registered on it: the brackets some
+/// subscriber sees. Outside that window no subscriber sees them — but `__mmu_notifier_invalidate_range_start`
+/// still runs for every later bracket of the mm (munmaps after the VM is gone, `exit_mmap`), because
+/// `mm->notifier_subscriptions` stays allocated until the mm is freed (`mm_has_notifiers` tests the pointer, not
+/// the list). Those brackets notify nobody, are not part of any truth, and a probe on the function must skip
+/// brackets whose mm has an empty subscriber list (no `list` entry and no interval notifier).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvalidationTruth {
     /// Brackets (`__mmu_notifier_invalidate_range_start` … `_end`) by event type.
@@ -102,6 +158,22 @@ pub struct BracketSource {
     pub cause: String,
     /// The kernel path that opens the bracket.
     pub kernel_path: String,
+    /// The process that started these brackets when it is not the run's own process (`pid`): its
+    /// `kvm:kvm_unmap_hva_range` events carry this pid, while the owner of the memory stays `cgroups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_pid: Option<u32>,
+}
+
+impl BracketSource {
+    /// A source of brackets started by the run's own process.
+    pub fn new(event: NotifyEvent, count: u64, vms: u32, cause: &str, kernel_path: &str) -> Self {
+        Self { event, count, vms, cause: cause.to_owned(), kernel_path: kernel_path.to_owned(), initiator_pid: None }
+    }
+
+    /// The same brackets, started by process `pid` instead.
+    pub fn initiated_by(self, pid: u32) -> Self {
+        Self { initiator_pid: Some(pid), ..self }
+    }
 }
 
 impl InvalidationTruth {
@@ -119,6 +191,15 @@ impl InvalidationTruth {
     pub fn brackets_total(&self) -> u64 {
         self.brackets.values().sum()
     }
+
+    /// Expected `kvm:kvm_unmap_hva_range` events per emitting pid (`owner_pid` for sources without an initiator).
+    pub fn kvm_unmap_hva_range_by_pid(&self, owner_pid: u32) -> BTreeMap<u32, u64> {
+        let mut out = BTreeMap::new();
+        for s in &self.sources {
+            *out.entry(s.initiator_pid.unwrap_or(owner_pid)).or_insert(0) += s.count * u64::from(s.vms);
+        }
+        out
+    }
 }
 
 /// Why a truth document was refused.
@@ -133,6 +214,25 @@ pub enum TruthError {
 }
 
 impl GroundTruth {
+    /// The truth of a run of this process (`pid` = this process) with no optional parts.
+    pub fn new(scenario: ScenarioParams, cgroups: CgroupPlacement, vms: u32, invalidations: InvalidationTruth) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            scenario,
+            pid: std::process::id(),
+            cgroups,
+            vms,
+            invalidations,
+            kernel_api: None,
+            double_notifications: None,
+            secondary_tlb: None,
+            fork: None,
+            thp: None,
+            swap: None,
+            cross_cgroup: None,
+        }
+    }
+
     /// Parses and checks a workload's stdout.
     pub fn from_json(text: &str) -> Result<Self, TruthError> {
         let t: Self = serde_json::from_str(text)?;
@@ -162,7 +262,56 @@ impl GroundTruth {
         if let Some(s) = self.invalidations.sources.iter().find(|s| s.vms > self.vms) {
             return Err(TruthError::Inconsistent(format!("source {:?} has more VMs than the run", s.cause)));
         }
+        if let Some(f) = &self.fork {
+            check_fork(f)?;
+        }
+        if let Some(c) = &self.cross_cgroup {
+            let initiated: u64 = self
+                .invalidations
+                .sources
+                .iter()
+                .filter(|s| s.initiator_pid == Some(c.initiator_pid))
+                .map(|s| s.count)
+                .sum();
+            if initiated != c.invalidations {
+                return Err(TruthError::Inconsistent(format!(
+                    "cross_cgroup.invalidations {} but sources started by pid {} add up to {initiated}",
+                    c.invalidations, c.initiator_pid
+                )));
+            }
+        }
+        if let Some(s) = &self.swap
+            && s.swapped_pages > s.advised_pages
+        {
+            return Err(TruthError::Inconsistent(format!(
+                "swap: {} pages swapped out of {} advised",
+                s.swapped_pages, s.advised_pages
+            )));
+        }
         Ok(())
+    }
+
+    /// Expected `kvm:kvm_unmap_hva_range` events per emitting pid (see [`BracketSource::initiator_pid`]).
+    pub fn expected_tracepoint_by_pid(&self) -> BTreeMap<u32, u64> {
+        self.invalidations.kvm_unmap_hva_range_by_pid(self.pid)
+    }
+
+    /// What a tracepoint-mode agent must count per cgroup path: it attributes `kvm:kvm_unmap_hva_range` to the
+    /// emitting task's cgroup, so brackets started from another cgroup (`cross_cgroup`) land there, not with the
+    /// owner. Fails if a source names an initiator the truth does not place in a cgroup.
+    pub fn expected_tracepoint_by_cgroup(&self) -> Result<BTreeMap<String, u64>, TruthError> {
+        let mut out = BTreeMap::new();
+        for s in &self.invalidations.sources {
+            let path = match (s.initiator_pid, &self.cross_cgroup) {
+                (None, _) => self.cgroups.attributed().path.as_str(),
+                (Some(pid), Some(c)) if c.initiator_pid == pid => c.initiator_cgroups.attributed().path.as_str(),
+                (Some(pid), _) => {
+                    return Err(TruthError::Inconsistent(format!("initiator pid {pid} has no cgroup in the truth")));
+                }
+            };
+            *out.entry(path.to_owned()).or_insert(0) += s.count * u64::from(s.vms);
+        }
+        Ok(out)
     }
 
     /// What a tracepoint-mode agent must count for this run's cgroup: it sees KVM callbacks
@@ -170,6 +319,26 @@ impl GroundTruth {
     pub fn expected_tracepoint_total(&self) -> u64 {
         self.invalidations.kvm_unmap_hva_range
     }
+}
+
+fn check_fork(f: &ForkTruth) -> Result<(), TruthError> {
+    let bad = |what: String| Err(TruthError::Inconsistent(format!("fork: {what}")));
+    if f.copied_pages > f.pages {
+        return bad(format!("{} pages copied out of {}", f.copied_pages, f.pages));
+    }
+    if f.copied_pages > 0 && !f.copied_bytes.is_multiple_of(f.copied_pages) {
+        return bad(format!("{} bytes is not a whole number of {} pages", f.copied_bytes, f.copied_pages));
+    }
+    if (f.copied_pages == 0) != (f.copied_bytes == 0) {
+        return bad(format!("{} pages but {} bytes copied", f.copied_pages, f.copied_bytes));
+    }
+    if f.forks_with_pinned_pages != u64::from(f.copied_pages > 0) {
+        return bad(format!(
+            "forks_with_pinned_pages {} does not match {} copied pages",
+            f.forks_with_pinned_pages, f.copied_pages
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -185,36 +354,34 @@ mod tests {
             id,
             dir: PathBuf::from(root).join("mmuscope-test/kvm-madvise-42"),
         };
-        GroundTruth {
-            schema_version: SCHEMA_VERSION,
-            scenario: ScenarioParams::KvmMadvise(KvmMadviseParams {
-                iterations: 3,
-                region_bytes: 2 << 20,
-                page_bytes: 4096,
-            }),
-            pid: 42,
-            cgroups: CgroupPlacement {
+        let mut t = GroundTruth::new(
+            ScenarioParams::KvmMadvise(KvmMadviseParams { iterations: 3, region_bytes: 2 << 20, page_bytes: 4096 }),
+            CgroupPlacement {
                 default: cg(100, "/sys/fs/cgroup/unified"),
                 memory_v1: Some(cg(200, "/sys/fs/cgroup/memory")),
                 attribution: HierarchyKind::MemoryV1,
             },
-            vms: 2,
-            invalidations: InvalidationTruth::from_sources(vec![
-                BracketSource {
-                    event: NotifyEvent::Clear,
-                    count: 3,
-                    vms: 2,
-                    cause: "madvise".into(),
-                    kernel_path: "zap".into(),
-                },
-                BracketSource {
-                    event: NotifyEvent::Unmap,
-                    count: 1,
-                    vms: 1,
-                    cause: "munmap".into(),
-                    kernel_path: "unmap_vmas".into(),
-                },
+            2,
+            InvalidationTruth::from_sources(vec![
+                BracketSource::new(NotifyEvent::Clear, 3, 2, "madvise", "zap"),
+                BracketSource::new(NotifyEvent::Unmap, 1, 1, "munmap", "unmap_vmas"),
             ]),
+        );
+        t.pid = 42;
+        t
+    }
+
+    fn fork_truth(copied: u64) -> ForkTruth {
+        ForkTruth {
+            forks: 1,
+            child_pid: 43,
+            pages: 64,
+            pinned_pages: 64,
+            copied_pages: copied,
+            copied_bytes: copied * 4096,
+            forks_with_pinned_pages: u64::from(copied > 0),
+            thp_splits: 0,
+            kernel_path: "copy_present_page".into(),
         }
     }
 
@@ -255,6 +422,124 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
         v["fork_pinned"] = serde_json::json!({ "copies": 5 });
         assert_eq!(GroundTruth::from_json(&v.to_string()).unwrap(), sample());
+    }
+
+    #[test]
+    fn schema_1_documents_without_optional_parts_still_parse() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        for s in v["invalidations"]["sources"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("initiator_pid");
+        }
+        assert!(v.get("fork").is_none() && v.get("kernel_api").is_none(), "optional parts are omitted when absent");
+        assert_eq!(GroundTruth::from_json(&v.to_string()).unwrap(), sample());
+    }
+
+    #[test]
+    fn new_scenarios_use_their_command_names() {
+        let fork = ForkParams { pages: 512, page_bytes: 4096, thp: true, pinned: true };
+        let t = GroundTruth { scenario: ScenarioParams::ForkPinnedThp(fork), ..sample() };
+        let v: serde_json::Value = serde_json::from_str(&t.to_json()).unwrap();
+        assert_eq!(v["scenario"], "fork-pinned-thp");
+        assert_eq!(v["params"]["pages"], 512);
+        assert_eq!(t.scenario.name(), "fork-pinned-thp");
+        assert_eq!(GroundTruth::from_json(&t.to_json()).unwrap(), t);
+    }
+
+    #[test]
+    fn initiated_brackets_are_expected_from_the_initiator_pid() {
+        let mut t = sample();
+        t.invalidations = InvalidationTruth::from_sources(vec![
+            BracketSource::new(NotifyEvent::Clear, 3, 2, "madvise", "zap"),
+            BracketSource::new(NotifyEvent::Clear, 5, 1, "process_madvise", "collapse_huge_page").initiated_by(77),
+        ]);
+        assert_eq!(t.expected_tracepoint_by_pid(), BTreeMap::from([(42, 6), (77, 5)]));
+        assert_eq!(t.expected_tracepoint_total(), 11);
+        assert!(t.expected_tracepoint_by_cgroup().is_err(), "pid 77 is not placed yet");
+        let mut placement = t.cgroups.clone();
+        placement.memory_v1.as_mut().unwrap().path = CgroupPath::parse("/mmuscope-test/initiator").unwrap();
+        t.cross_cgroup = Some(CrossCgroupTruth {
+            initiator_pid: 77,
+            initiator_cgroups: placement,
+            invalidations: 5,
+            initiator_kind: "other_cgroup".into(),
+        });
+        assert_eq!(
+            t.expected_tracepoint_by_cgroup().unwrap(),
+            BTreeMap::from([
+                ("/mmuscope-test/initiator".to_owned(), 5),
+                ("/mmuscope-test/kvm-madvise-42".to_owned(), 6)
+            ])
+        );
+        assert_eq!(GroundTruth::from_json(&t.to_json()).unwrap(), t);
+        t.cross_cgroup.as_mut().unwrap().invalidations = 4;
+        assert!(matches!(t.check(), Err(TruthError::Inconsistent(m)) if m.contains("pid 77")));
+    }
+
+    #[test]
+    fn fork_arithmetic_is_checked() {
+        let mut t = sample();
+        for copied in [0, 1, 64] {
+            t.fork = Some(fork_truth(copied));
+            t.check().unwrap();
+        }
+        let mut f = fork_truth(64);
+        f.copied_bytes = 64 * 4096 + 1;
+        t.fork = Some(f);
+        assert!(t.check().is_err(), "bytes must be whole pages");
+        let mut f = fork_truth(3);
+        f.forks_with_pinned_pages = 0;
+        t.fork = Some(f);
+        assert!(t.check().is_err(), "a fork that copied is a fork with pinned pages");
+        let mut f = fork_truth(0);
+        f.forks_with_pinned_pages = 1;
+        t.fork = Some(f);
+        assert!(t.check().is_err(), "a fork that copied nothing is not");
+        t.fork = Some(ForkTruth { pages: 10, ..fork_truth(64) });
+        assert!(t.check().is_err(), "cannot copy more pages than compared");
+    }
+
+    #[test]
+    fn per_api_expectations_add_up() {
+        let src = |kind, count, bytes, api| DoubleSource {
+            kind,
+            count,
+            redundant_bytes: bytes,
+            api,
+            cause: String::new(),
+            kernel_path: String::new(),
+        };
+        let d = DoubleNotificationTruth {
+            sources: vec![
+                src(DoubleKind::OverlappingBrackets, 2, 2 << 20, None),
+                src(DoubleKind::AvoidedOnlyEnd, 2, 0, Some(SecondaryTlbApi::InvalidateRange)),
+                src(DoubleKind::EndAfterInLock, 0, 0, Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs)),
+                src(DoubleKind::OverlappingBrackets, 1, 4096, None),
+            ],
+        };
+        let old = d.expected(SecondaryTlbApi::InvalidateRange);
+        assert_eq!(old.len(), 2);
+        assert_eq!(old[&DoubleKind::OverlappingBrackets], KindTotal { count: 3, bytes: (2 << 20) + 4096 });
+        assert_eq!(old[&DoubleKind::AvoidedOnlyEnd], KindTotal { count: 2, bytes: 0 });
+        let new = d.expected(SecondaryTlbApi::ArchInvalidateSecondaryTlbs);
+        assert_eq!(new[&DoubleKind::EndAfterInLock], KindTotal::default(), "listed with zero: specified as none");
+        assert!(!new.contains_key(&DoubleKind::AvoidedOnlyEnd), "not listed: unspecified");
+
+        let tlb = SecondaryTlbTruth {
+            sources: vec![SecondaryTlbSource {
+                api: SecondaryTlbApi::InvalidateRange,
+                context: TlbContext::Bracket,
+                scope: Some(TlbScope::Range),
+                count: 7,
+                bytes: Some(7 * 4096),
+                cause: String::new(),
+                kernel_path: String::new(),
+            }],
+        };
+        assert_eq!(tlb.expected(SecondaryTlbApi::InvalidateRange), BTreeMap::from([(TlbContext::Bracket, 7)]));
+        assert!(tlb.expected(SecondaryTlbApi::ArchInvalidateSecondaryTlbs).is_empty());
+        let v = serde_json::to_value(&tlb).unwrap();
+        assert_eq!(v["sources"][0]["api"], "invalidate_range");
+        assert_eq!(v["sources"][0]["scope"], "range");
     }
 
     #[test]

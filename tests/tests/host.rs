@@ -1,6 +1,8 @@
 //! Host integration test (root, /dev/kvm, this machine's kernel): the agent in tracepoint mode plus the workload in
 //! fresh cgroups; `mmuscope_invalidations_total` for the workload's cgroup must equal its ground truth exactly, and
-//! no other cgroup's counter may move meanwhile.
+//! no other cgroup's counter may move meanwhile. The second test runs every other scenario this host can (not
+//! `swap-out`: no swap) against one agent: invalidations per cgroup (tracepoint mode attributes a KVM callback to
+//! the emitting task's cgroup, so `cross-cgroup` counts at the initiator's) and the fork-copy families.
 //!
 //! Run: `cargo test -p mmuscope-tests --test host -- --test-threads=1 --nocapture` (the agent binary must be built;
 //! `MMUSCOPE_AGENT_BIN` / `MMUSCOPE_WORKLOAD_BIN` override the paths). Outside CI a missing prerequisite skips the
@@ -14,7 +16,8 @@ use anyhow::{Context, Result, ensure};
 use mmuscope_tests::cgroup::CgroupPath;
 use mmuscope_tests::harness::scrape::INVALIDATIONS;
 use mmuscope_tests::harness::{Agent, CgroupGuard, HostEnv, Scraper, changed_cgroups, counter_by_cgroup, run_workload};
-use mmuscope_tests::truth::NotifyEvent;
+use mmuscope_tests::promtext::Exposition;
+use mmuscope_tests::truth::{GroundTruth, NotifyEvent};
 
 /// Loading and attaching the eBPF programs may take a while on a cold machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -105,4 +108,129 @@ fn settle(scraper: &Scraper, label: &str, target: f64) -> Result<BTreeMap<String
 
 fn report(failures: &[String]) -> String {
     failures.iter().map(|f| format!("\n  FAILED {f}")).collect()
+}
+
+/// Scenarios of the second test, with small sizes (each also runs in the VM tier with the same truth).
+const SCENARIOS: &[&[&str]] = &[
+    &["kvm-munmap", "--iterations", "500"],
+    &["kvm-munmap", "--iterations", "200", "--untouched"],
+    &["kvm-mprotect", "--iterations", "500"],
+    &["thp-partial-munmap", "--iterations", "4"],
+    &["multi-vm", "--iterations", "300", "--vms", "3"],
+    &["cross-cgroup", "--regions", "2"],
+    &["fork-pinned", "--pages", "64"],
+    &["fork-pinned-thp"],
+    &["fork-unpinned", "--pages", "64"],
+];
+const FORK_COPIES: &str = "mmuscope_fork_pinned_page_copies_total";
+const FORK_BYTES: &str = "mmuscope_fork_pinned_copy_bytes_total";
+const FORKS_WITH_PINNED: &str = "mmuscope_forks_with_pinned_pages_total";
+
+#[test]
+fn scenarios_count_exactly_in_tracepoint_mode() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else {
+        return;
+    };
+    let agent = Agent::start(&env.agent_bin, READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+    println!("agent pid {} ready at {}", agent.pid(), agent.base_url());
+    let scraper = agent.scraper();
+    let failures: Vec<String> = SCENARIOS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, args)| {
+            scenario_case(&env, &scraper, i, args).err().map(|e| format!("{}: {e:#}", args.join(" ")))
+        })
+        .collect();
+    let tail = agent.output_tail();
+    if let Err(e) = agent.stop() {
+        panic!("{e:#}{}", report(&failures));
+    }
+    assert!(failures.is_empty(), "{}\n--- agent output tail ---\n{tail}", report(&failures));
+}
+
+/// One expected value: `family{cgroup=…}` must grow by exactly `delta`.
+#[derive(Debug)]
+struct Expect {
+    family: &'static str,
+    cgroup: String,
+    delta: f64,
+}
+
+fn scenario_case(env: &HostEnv, scraper: &Scraper, index: usize, args: &[&str]) -> Result<()> {
+    let name = format!("{}-h{}-{index}", args[0], std::process::id());
+    let parent = CgroupPath::parse(CGROUP_PARENT)?;
+    // Removed however we leave; the initiator's cgroup exists only for cross-cgroup (absent is fine).
+    let _guard = CgroupGuard::new(env.hierarchies.clone(), parent.join(&name)?);
+    let _initiator = CgroupGuard::new(env.hierarchies.clone(), parent.join(&format!("{name}-initiator"))?);
+
+    let before = scraper.metrics()?;
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name]);
+    let truth = run_workload(&env.workload_bin, &full)?;
+    let expects = expectations(&truth)?;
+    let after = settle_all(scraper, &before, &expects)?;
+
+    let mut problems = Vec::new();
+    for e in &expects {
+        let observed = delta(&before, &after, e.family, &e.cgroup);
+        println!("{} {}{{cgroup={:?}}}: expected {}, observed {observed}", args.join(" "), e.family, e.cgroup, e.delta);
+        if observed != e.delta {
+            problems.push(format!(
+                "{}{{cgroup={:?}}} grew by {observed}, ground truth says {}",
+                e.family, e.cgroup, e.delta
+            ));
+        }
+    }
+    let ours: Vec<&str> = expects.iter().map(|e| e.cgroup.as_str()).collect();
+    let mut others =
+        changed_cgroups(&counter_by_cgroup(&before, INVALIDATIONS), &counter_by_cgroup(&after, INVALIDATIONS));
+    others.retain(|(c, _, _)| !ours.contains(&c.as_str()));
+    for (c, b, a) in &others {
+        problems.push(format!("other cgroup {c:?} changed meanwhile: {b} -> {a} (something else using KVM?)"));
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(())
+}
+
+/// What tracepoint mode must show for this truth: invalidations per cgroup, and the fork families of the owner.
+fn expectations(truth: &GroundTruth) -> Result<Vec<Expect>> {
+    let mut out: Vec<Expect> = truth
+        .expected_tracepoint_by_cgroup()?
+        .into_iter()
+        .map(|(cgroup, n)| Expect { family: INVALIDATIONS, cgroup, delta: n as f64 })
+        .collect();
+    let owner = truth.cgroups.attributed().path.as_str().to_owned();
+    if out.is_empty() {
+        out.push(Expect { family: INVALIDATIONS, cgroup: owner.clone(), delta: 0.0 });
+    }
+    if let Some(f) = &truth.fork {
+        for (family, v) in [
+            (FORK_COPIES, f.copied_pages),
+            (FORK_BYTES, f.copied_bytes),
+            (FORKS_WITH_PINNED, f.forks_with_pinned_pages),
+        ] {
+            out.push(Expect { family, cgroup: owner.clone(), delta: v as f64 });
+        }
+    }
+    Ok(out)
+}
+
+fn delta(before: &Exposition, after: &Exposition, family: &str, cgroup: &str) -> f64 {
+    let get = |e: &Exposition| e.sum_by(family, "cgroup").get(cgroup).copied().unwrap_or(0.0);
+    get(after) - get(before)
+}
+
+/// Scrapes until every expectation is reached (or the timeout), then once more after a quiet period.
+fn settle_all(scraper: &Scraper, before: &Exposition, expects: &[Expect]) -> Result<Exposition> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let now = scraper.metrics()?;
+        let reached = expects.iter().all(|e| delta(before, &now, e.family, &e.cgroup) >= e.delta);
+        if reached || Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    thread::sleep(QUIET_PERIOD);
+    scraper.metrics().context("final scrape")
 }

@@ -17,6 +17,27 @@ pub struct Cli {
 pub enum Command {
     /// One KVM VM with a 2 MiB memslot; N × (madvise(MADV_DONTNEED) one page, touch it again).
     KvmMadvise(KvmMadviseArgs),
+    /// One KVM VM; N × (mmap 16 KiB in a reserved hole, write it, munmap it): one UNMAP bracket each.
+    KvmMunmap(KvmMunmapArgs),
+    /// One KVM VM; N × (mprotect its 2 MiB memory read-only, then read-write, write a page): two PROTECTION_VMA.
+    KvmMprotect(KvmMprotectArgs),
+    /// One KVM VM; N PMD-mapped THPs, each loses its upper half to munmap: a split (CLEAR) and an UNMAP bracket.
+    ThpPartialMunmap(ThpPartialMunmapArgs),
+    /// Private pages pinned with IORING_REGISTER_BUFFERS, then fork(): every pinned page is copied for the child.
+    ForkPinned(ForkPagesArgs),
+    /// A pinned 2 MiB PMD-mapped THP, then fork(): the PMD is split and all 512 pages are copied.
+    ForkPinnedThp(ForkThpArgs),
+    /// fork-pinned without the pin: nothing is copied.
+    ForkUnpinned(ForkPagesArgs),
+    /// A process in another fresh cgroup collapses this process's KVM-registered memory with process_madvise.
+    CrossCgroup(CrossCgroupArgs),
+    /// Several KVM VMs on one mm; N × (MADV_DONTNEED one page, touch it): one bracket, one KVM call per VM.
+    MultiVm(MultiVmArgs),
+    /// MADV_PAGEOUT of KVM-registered memory to swap (needs an active swap area, or --zram-mib).
+    SwapOut(SwapOutArgs),
+    /// Internal: the other-cgroup side of `cross-cgroup` (started by it; talks over stdin/stdout).
+    #[command(hide = true)]
+    CrossCgroupInitiator(InitiatorArgs),
     /// Remove a scenario's cgroup from every hierarchy (the scenario leaves it behind for the scrape).
     CleanupCgroup(CleanupArgs),
 }
@@ -39,6 +60,124 @@ pub struct KvmMadviseArgs {
     pub iterations: u64,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KvmMunmapArgs {
+    /// mmap+munmap rounds, each one UNMAP bracket.
+    #[arg(long, value_name = "N", value_parser = parse_iterations)]
+    pub iterations: u64,
+    /// Do not write the pages before unmapping them (the bracket count is the same).
+    #[arg(long)]
+    pub untouched: bool,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KvmMprotectArgs {
+    /// Read-only/read-write rounds, each two PROTECTION_VMA brackets.
+    #[arg(long, value_name = "N", value_parser = parse_iterations)]
+    pub iterations: u64,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ThpPartialMunmapArgs {
+    /// THPs to build (before the VM) and half-unmap (with the VM), 2 MiB of memory each.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub iterations: u64,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ForkPagesArgs {
+    /// Private anonymous 4 KiB pages in the region.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub pages: u64,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ForkThpArgs {
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CrossCgroupArgs {
+    /// 2 MiB regions for the other process to collapse (one MMU_NOTIFY_CLEAR bracket each).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub regions: u64,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MultiVmArgs {
+    /// madvise(MADV_DONTNEED)+touch rounds, each one bracket.
+    #[arg(long, value_name = "N", value_parser = parse_iterations)]
+    pub iterations: u64,
+    /// VMs registered on the mm.
+    #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub vms: u32,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SwapOutArgs {
+    /// 4 KiB pages to page out.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub pages: u64,
+    /// If no swap is active, create a temporary zram swap device of this many MiB (needs the zram module) and
+    /// remove it afterwards.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=4096))]
+    pub zram_mib: Option<u64>,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InitiatorArgs {
+    /// The process whose memory to advise.
+    #[arg(long, value_name = "PID")]
+    pub target_pid: u32,
+    /// `ADDR:LEN` ranges (hex address, decimal length), comma-separated.
+    #[arg(long, value_name = "RANGES", value_parser = parse_ranges)]
+    pub ranges: Ranges,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+/// Address ranges of another process, as `(address, length)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranges(pub Vec<(u64, u64)>);
+
+impl Ranges {
+    /// The command-line form `parse_ranges` reads back.
+    pub fn to_arg(&self) -> String {
+        self.0.iter().map(|(a, l)| format!("{a:#x}:{l}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+fn parse_ranges(s: &str) -> Result<Ranges, String> {
+    let ranges = s
+        .split(',')
+        .map(|r| {
+            let (a, l) = r.split_once(':').ok_or_else(|| format!("{r:?} is not ADDR:LEN"))?;
+            let a = u64::from_str_radix(a.trim_start_matches("0x"), 16).map_err(|e| format!("address {a:?}: {e}"))?;
+            let l: u64 = l.parse().map_err(|e| format!("length {l:?}: {e}"))?;
+            if l == 0 {
+                return Err(format!("empty range at {a:#x}"));
+            }
+            Ok((a, l))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Ranges(ranges))
 }
 
 fn parse_iterations(s: &str) -> Result<u64, String> {
@@ -78,5 +217,37 @@ mod tests {
         assert!(a.cgroup.cgroup_name.is_none());
         assert!(Cli::try_parse_from(["w", "kvm-madvise", "--iterations", "0"]).is_err());
         assert!(Cli::try_parse_from(["w", "kvm-madvise"]).is_err());
+    }
+
+    #[test]
+    fn scenario_defaults_and_bounds() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("w").chain(args.iter().copied()));
+        let Command::ForkPinned(a) = parse(&["fork-pinned"]).unwrap().command else { panic!("fork-pinned") };
+        assert_eq!(a.pages, 64);
+        assert!(parse(&["fork-unpinned", "--pages", "0"]).is_err());
+        let Command::MultiVm(a) = parse(&["multi-vm", "--iterations", "3"]).unwrap().command else {
+            panic!("multi-vm")
+        };
+        assert_eq!((a.iterations, a.vms), (3, 2));
+        assert!(parse(&["multi-vm", "--iterations", "3", "--vms", "0"]).is_err());
+        let Command::ThpPartialMunmap(a) = parse(&["thp-partial-munmap"]).unwrap().command else { panic!("thp") };
+        assert_eq!(a.iterations, 1);
+        assert!(parse(&["thp-partial-munmap", "--iterations", "65"]).is_err());
+        let Command::SwapOut(a) = parse(&["swap-out", "--zram-mib", "64"]).unwrap().command else { panic!("swap") };
+        assert_eq!((a.pages, a.zram_mib), (64, Some(64)));
+        let Command::KvmMunmap(a) = parse(&["kvm-munmap", "--iterations", "2", "--untouched"]).unwrap().command else {
+            panic!("kvm-munmap")
+        };
+        assert!(a.untouched);
+        assert!(parse(&["kvm-mprotect"]).is_err(), "--iterations is required");
+    }
+
+    #[test]
+    fn ranges_round_trip() {
+        let r = Ranges(vec![(0x7f00_0020_0000, 2 << 20), (0x1000, 4096)]);
+        assert_eq!(parse_ranges(&r.to_arg()).unwrap(), r);
+        assert!(parse_ranges("0x1000").is_err());
+        assert!(parse_ranges("zz:4096").is_err());
+        assert!(parse_ranges("0x1000:0").is_err());
     }
 }

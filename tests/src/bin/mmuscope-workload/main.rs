@@ -1,14 +1,25 @@
-//! `mmuscope-workload`: drives real kernel paths that fire mmu_notifier invalidations and prints exactly what it
-//! caused as one JSON object on stdout (schema: `mmuscope_tests::truth`). Progress goes to stderr.
+//! `mmuscope-workload`: drives real kernel paths that fire mmu_notifier invalidations (and fork copies of pinned
+//! pages) and prints exactly what it caused as one JSON object on stdout (schema: `mmuscope_tests::truth`).
+//! Progress goes to stderr.
 //!
-//! Layout: `cli` (arguments), `scenarios/` (one file per scenario), `cgroups` (the fresh-cgroup step and
-//! `cleanup-cgroup`), `vm` (the KVM VM fixture), `region` (the anonymous guest-memory mapping). The ground-truth
-//! model and the cgroup fixture live in the library (`mmuscope_tests`), shared with the integration tests.
+//! Layout: `cli` (arguments), `scenarios/` (one file per scenario), and the fixtures they share: `cgroups` (the
+//! fresh-cgroup step and `cleanup-cgroup`), `vm` (KVM VMs), `region` (anonymous mappings and address-space holes),
+//! `thp` (PMD-mapped THPs via `AnonHugePages`), `pagemap` (`/proc/self/pagemap`), `pin` (io_uring long-term pins),
+//! `forkreport` (fork with a PFN report from the child), `swap` (swap areas, temporary zram), `kernel_api` (the
+//! secondary-TLB API from BTF), `sys` (small syscall helpers). The ground-truth model and the cgroup fixture live in
+//! the library (`mmuscope_tests`), shared with the integration tests.
 
 mod cgroups;
 mod cli;
+mod forkreport;
+mod kernel_api;
+mod pagemap;
+mod pin;
 mod region;
 mod scenarios;
+mod swap;
+mod sys;
+mod thp;
 mod vm;
 
 use std::io::Write;
@@ -18,6 +29,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command};
+use scenarios as s;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,15 +43,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::KvmMadvise(args) => {
-            let truth = scenarios::kvm_madvise::run(&args)?;
-            // Only after the scenario finished (VM destroyed): buffering and printing may allocate and free.
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", truth.to_json()).context("writing ground truth to stdout")?;
-            out.flush().context("writing ground truth to stdout")?;
-        }
-        Command::CleanupCgroup(args) => cgroups::cleanup(&args)?,
-    }
-    Ok(())
+    let truth = match cli.command {
+        Command::KvmMadvise(a) => s::kvm_madvise::run(&a)?,
+        Command::KvmMunmap(a) => s::kvm_munmap::run(&a)?,
+        Command::KvmMprotect(a) => s::kvm_mprotect::run(&a)?,
+        Command::ThpPartialMunmap(a) => s::thp_partial_munmap::run(&a)?,
+        Command::ForkPinned(a) => s::fork_pinned::run(&a)?,
+        Command::ForkPinnedThp(a) => s::fork_pinned_thp::run(&a)?,
+        Command::ForkUnpinned(a) => s::fork_unpinned::run(&a)?,
+        Command::CrossCgroup(a) => s::cross_cgroup::run(&a)?,
+        Command::MultiVm(a) => s::multi_vm::run(&a)?,
+        Command::SwapOut(a) => s::swap_out::run(&a)?,
+        Command::CrossCgroupInitiator(a) => return s::cross_cgroup::initiator(&a),
+        Command::CleanupCgroup(a) => return cgroups::cleanup(&a),
+    };
+    // Only after the scenario finished (VMs destroyed): buffering and printing may allocate and free.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", truth.to_json()).context("writing ground truth to stdout")?;
+    out.flush().context("writing ground truth to stdout")
 }

@@ -17,7 +17,7 @@
 
 use anyhow::{Context, Result};
 use mmuscope_tests::truth::{
-    BracketSource, GroundTruth, InvalidationTruth, KvmMadviseParams, NotifyEvent, SCHEMA_VERSION, ScenarioParams,
+    BracketSource, GroundTruth, InvalidationTruth, KvmMadviseParams, NotifyEvent, ScenarioParams,
 };
 
 use crate::cgroups;
@@ -42,27 +42,16 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     teardown?;
     eprintln!("mmuscope-workload: {NAME}: {} DONTNEED rounds done, VM destroyed", args.iterations);
 
-    let invalidations = InvalidationTruth::from_sources(vec![BracketSource {
-        event: NotifyEvent::Clear,
-        count: args.iterations,
-        vms: 1,
-        cause: "madvise(MADV_DONTNEED) of one present page".to_owned(),
-        kernel_path: "madvise_dontneed_single_vma → zap_page_range_single_batched → \
-                      mmu_notifier_invalidate_range_start(MMU_NOTIFY_CLEAR)"
-            .to_owned(),
-    }]);
-    Ok(GroundTruth {
-        schema_version: SCHEMA_VERSION,
-        scenario: ScenarioParams::KvmMadvise(KvmMadviseParams {
-            iterations: args.iterations,
-            region_bytes,
-            page_bytes,
-        }),
-        pid: std::process::id(),
-        cgroups,
-        vms: 1,
-        invalidations,
-    })
+    let invalidations = InvalidationTruth::from_sources(vec![BracketSource::new(
+        NotifyEvent::Clear,
+        args.iterations,
+        1,
+        "madvise(MADV_DONTNEED) of one present page",
+        "madvise_dontneed_single_vma → zap_page_range_single_batched → \
+         mmu_notifier_invalidate_range_start(MMU_NOTIFY_CLEAR)",
+    )]);
+    let params = KvmMadviseParams { iterations: args.iterations, region_bytes, page_bytes };
+    Ok(GroundTruth::new(ScenarioParams::KvmMadvise(params), cgroups, 1, invalidations))
 }
 
 /// Touches every page once (write faults, no brackets), then N × (DONTNEED one page: one CLEAR bracket; touch it

@@ -1,7 +1,33 @@
 //! One module per scenario. Each `run` enters a fresh cgroup first (see `crate::cgroups`), drives the kernel, tears
 //! its VMs down deliberately and returns the ground truth; `main` prints it.
 //!
-//! Rule for exactness: between `KVM_CREATE_VM` and the VM's destruction a scenario allocates, frees, prints and maps
-//! nothing beyond the invalidations it counts. Every allocation happens before, every print after.
+//! Rule for exactness: between `KVM_CREATE_VM` and the VM's destruction a scenario allocates, frees, prints and
+//! maps nothing beyond the invalidations it counts. Every allocation happens before, every print after. Regions are
+//! laid out so that no VMA split or merge happens at an address that is not 2 MiB aligned (see `crate::region`).
+//! The truth is what subscribers see: brackets after the last VM is destroyed reach nobody and are not counted
+//! (see `crate::vm`). Nothing else may invalidate the mm meanwhile: regions that must stay small-paged are
+//! `MADV_NOHUGEPAGE` (Debian's THP default is `always`, so khugepaged would otherwise collapse them), THP regions are
+//! fully PMD-mapped before the VM exists, and the fork scenarios register no VM at all (`fork_common`).
+//!
+//! | scenario | truth |
+//! |---|---|
+//! | `kvm_madvise` | N CLEAR |
+//! | `kvm_munmap` | N UNMAP |
+//! | `kvm_mprotect` | 2N PROTECTION_VMA |
+//! | `thp_partial_munmap` | N CLEAR (split) + N UNMAP, N overlapping-bracket doubles |
+//! | `fork_pinned`, `fork_pinned_thp`, `fork_unpinned` (`fork_common`) | pages copied at fork, THP splits |
+//! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
+//! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
+//! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
 
+pub mod cross_cgroup;
+mod fork_common;
+pub mod fork_pinned;
+pub mod fork_pinned_thp;
+pub mod fork_unpinned;
 pub mod kvm_madvise;
+pub mod kvm_mprotect;
+pub mod kvm_munmap;
+pub mod multi_vm;
+pub mod swap_out;
+pub mod thp_partial_munmap;

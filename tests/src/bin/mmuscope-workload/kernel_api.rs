@@ -1,0 +1,135 @@
+//! Which secondary-TLB notification API the running kernel has, from its BTF (never from `uname`):
+//! `__mmu_notifier_arch_invalidate_secondary_tlbs` → 6.6+, `__mmu_notifier_invalidate_range` → before 6.6.
+//! Scenarios whose truth differs between the two generations record the answer in the truth (and give the
+//! expectations for both generations anyway, keyed by API).
+//!
+//! The names are looked up in the BTF string table: both are function names only (the ops member is called
+//! `arch_invalidate_secondary_tlbs` / `invalidate_range`, without the prefix), the match is on whole NUL-terminated
+//! strings, and it takes milliseconds where parsing every BTF type takes seconds under TCG.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use mmuscope_tests::truth::SecondaryTlbApi;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+const BTF_MAGIC: u16 = 0xeb9f;
+/// `struct btf_header` up to and including `str_len`.
+const HEADER_LEN: usize = 24;
+
+/// The API, or `None` when BTF has neither name (or is unreadable: then a warning explains why).
+pub fn detect() -> Option<SecondaryTlbApi> {
+    match detect_from(Path::new(VMLINUX_BTF)) {
+        Ok(api) => {
+            if api.is_none() {
+                eprintln!("mmuscope-workload: warning: {VMLINUX_BTF} names no mmu_notifier secondary-TLB function");
+            }
+            api
+        }
+        Err(e) => {
+            eprintln!("mmuscope-workload: warning: kernel API unknown: {e:#}");
+            None
+        }
+    }
+}
+
+pub fn detect_from(path: &Path) -> Result<Option<SecondaryTlbApi>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let strings = string_section(&data).with_context(|| format!("parsing {}", path.display()))?;
+    let has = |name: &str| contains_string(strings, name);
+    Ok(if has("__mmu_notifier_arch_invalidate_secondary_tlbs") {
+        Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs)
+    } else if has("__mmu_notifier_invalidate_range") {
+        Some(SecondaryTlbApi::InvalidateRange)
+    } else {
+        None
+    })
+}
+
+/// Whether the NUL-separated string table holds exactly `name`. The table starts with the empty string, so every
+/// entry is preceded by a NUL. `memmem` (libc's, optimised even in debug builds) scans the ~2 MB in a millisecond.
+fn contains_string(strings: &[u8], name: &str) -> bool {
+    let mut needle = Vec::with_capacity(name.len() + 2);
+    needle.push(0);
+    needle.extend_from_slice(name.as_bytes());
+    needle.push(0);
+    // SAFETY: both pointers and lengths describe live slices; memmem only reads them.
+    let hit = unsafe { libc::memmem(strings.as_ptr().cast(), strings.len(), needle.as_ptr().cast(), needle.len()) };
+    !hit.is_null()
+}
+
+/// The string section of a (native-endian) BTF blob.
+fn string_section(data: &[u8]) -> Result<&[u8]> {
+    if data.len() < HEADER_LEN {
+        bail!("{} bytes is too short for a BTF header", data.len());
+    }
+    let u32_at = |off: usize| u32::from_ne_bytes(data[off..off + 4].try_into().expect("4 bytes")) as usize;
+    let magic = u16::from_ne_bytes([data[0], data[1]]);
+    if magic != BTF_MAGIC {
+        bail!("not BTF (magic {magic:#06x})");
+    }
+    let (hdr_len, str_off, str_len) = (u32_at(4), u32_at(16), u32_at(20));
+    let start = hdr_len.checked_add(str_off).context("string section offset overflows")?;
+    let end = start.checked_add(str_len).context("string section length overflows")?;
+    data.get(start..end).with_context(|| format!("string section {start}..{end} is outside the {} bytes", data.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal BTF blob: header, 4 bytes of "types", then `strings`.
+    fn blob(strings: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&BTF_MAGIC.to_ne_bytes());
+        b.extend_from_slice(&[1, 0]); // version, flags
+        for v in [HEADER_LEN as u32, 0, 4, 4, strings.len() as u32] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(strings);
+        b
+    }
+
+    fn detect_in(strings: &[u8]) -> Result<Option<SecondaryTlbApi>> {
+        let dir = std::env::temp_dir().join(format!("mmuscope-btf-test-{}-{}", std::process::id(), strings.len()));
+        std::fs::write(&dir, blob(strings)).unwrap();
+        let r = detect_from(&dir);
+        let _ = std::fs::remove_file(&dir);
+        r
+    }
+
+    #[test]
+    fn whole_names_decide() {
+        let old = b"\0int\0__mmu_notifier_invalidate_range\0__mmu_notifier_invalidate_range_start\0";
+        assert_eq!(detect_in(old).unwrap(), Some(SecondaryTlbApi::InvalidateRange));
+        let new = b"\0__mmu_notifier_invalidate_range_start\0__mmu_notifier_arch_invalidate_secondary_tlbs\0";
+        assert_eq!(detect_in(new).unwrap(), Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs));
+        let prefix_only = b"\0__mmu_notifier_invalidate_range_end\0invalidate_range\0";
+        assert_eq!(detect_in(prefix_only).unwrap(), None, "a longer name is not the function");
+    }
+
+    #[test]
+    fn malformed_btf_is_an_error_not_a_guess() {
+        assert!(string_section(&[0; 8]).is_err());
+        let mut b = blob(b"\0x\0");
+        b[0] = 0;
+        assert!(string_section(&b).unwrap_err().to_string().contains("magic"));
+        let mut b = blob(b"\0x\0");
+        b[20..24].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(string_section(&b).is_err());
+        assert!(detect_from(Path::new("/nonexistent/vmlinux")).is_err());
+    }
+
+    /// This host's kernel has one of the two (any kernel with mmu notifiers does).
+    #[test]
+    fn detects_the_running_kernel() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            return;
+        }
+        let api = detect_from(path).unwrap();
+        println!("{api:?}");
+        assert!(api.is_some());
+    }
+}

@@ -1,0 +1,130 @@
+//! The fork scenarios' shared run: a private anonymous region (small pages or one PMD-mapped THP), all pages
+//! written, optionally pinned through io_uring, then one fork(). The child reports its PFNs of the region
+//! (`forkreport`), the parent compares them with its own: a page whose PFN differs was copied eagerly by fork.
+//!
+//! Kernel path of the copy (the pinned page stays with the parent, the child gets a copy):
+//! * 6.1: `dup_mmap → copy_page_range → copy_pte_range → copy_present_pte`: `page_try_dup_anon_rmap` fails for a
+//!   `PageAnonExclusive` page that `page_needs_cow_for_dma` (MMF_HAS_PINNED && `page_maybe_dma_pinned`) →
+//!   `copy_present_page` copies it. A PMD-mapped THP first goes through `copy_huge_pmd`, which fails the same test,
+//!   calls `__split_huge_pmd` on the parent and returns -EAGAIN, so the PTE path copies all 512 pages.
+//! * 6.12: the same through `copy_present_ptes → folio_try_dup_anon_rmap_ptes` (-EBUSY for a maybe-pinned folio;
+//!   then one page at a time) `→ copy_present_page`; THP: `copy_huge_pmd → __split_huge_pmd`, -EAGAIN.
+//!
+//! Unpinned pages are shared copy-on-write: same PFN in both.
+//!
+//! No VM is registered: fork's own brackets (one `PROTECTION_PAGE` per copied COW VMA that has an anon_vma, on the
+//! parent's whole address space) depend on which of the Rust process's VMAs have an anon_vma, which user space
+//! cannot observe exactly (an anon_vma outlives the pages that created it). Fork copies are counted by the agent
+//! without any subscriber, so the truth here is the copies alone; `invalidations` is empty.
+
+use anyhow::{Context, Result, bail};
+use mmuscope_tests::truth::{ForkParams, ForkTruth, GroundTruth, InvalidationTruth, ScenarioParams};
+
+use crate::cgroups;
+use crate::cli::CgroupArgs;
+use crate::forkreport::fork_and_report_pfns;
+use crate::pagemap::Pagemap;
+use crate::pin::IoUring;
+use crate::region::{AnonRegion, Thp, page_size};
+use crate::thp::{self, PMD_BYTES};
+
+/// What a fork scenario sets up.
+pub struct ForkSpec {
+    pub name: &'static str,
+    /// Small pages in the region (ignored with `thp`: one 2 MiB THP).
+    pub pages: u64,
+    pub thp: bool,
+    pub pinned: bool,
+    /// The scenario's `ScenarioParams` variant.
+    pub params: fn(ForkParams) -> ScenarioParams,
+}
+
+pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs) -> Result<GroundTruth> {
+    let cgroups = cgroups::enter_fresh(spec.name, cgroup)?;
+    let page = page_size()?;
+    let region = if spec.thp {
+        thp::pmd_mapped_region()?
+    } else {
+        let bytes = usize::try_from(spec.pages).ok().and_then(|p| p.checked_mul(page)).context("--pages too large")?;
+        AnonRegion::map_isolated(bytes, PMD_BYTES, Thp::Never).context("mapping the region")?
+    };
+    region.touch_all();
+    let pages = region.pages();
+    let ring = if spec.pinned {
+        let ring = IoUring::setup()?;
+        ring.register_region(&region)?;
+        Some(ring)
+    } else {
+        None
+    };
+    let pinned_pages = if spec.pinned { pages as u64 } else { 0 };
+    let pagemap = Pagemap::open_self(page)?;
+    let parent_before = pagemap.pfns(region.addr(), pages).context("parent PFNs before fork")?;
+    let thps_before = thp::pmd_mapped_kib(region.addr())? / (PMD_BYTES as u64 / 1024);
+
+    let child = fork_and_report_pfns(region.addr(), pages, page)?;
+
+    let parent_after = pagemap.pfns(region.addr(), pages).context("parent PFNs after fork")?;
+    let thps_after = thp::pmd_mapped_kib(region.addr())? / (PMD_BYTES as u64 / 1024);
+    drop(ring); // unpins (asynchronously, when the ring is freed)
+    if parent_after != parent_before {
+        let moved = parent_before.iter().zip(&parent_after).filter(|(a, b)| a != b).count();
+        bail!("{moved} of the parent's pages changed PFN across fork; the parent must keep its (pinned) pages");
+    }
+    let copied = child.pfns.iter().zip(&parent_after).filter(|(c, p)| c != p).count() as u64;
+    let thp_splits = thps_before.saturating_sub(thps_after);
+    eprintln!(
+        "mmuscope-workload: {}: child {} has {copied} of {pages} pages at other PFNs; PMD-mapped THPs {thps_before} \
+         → {thps_after}",
+        spec.name, child.pid
+    );
+    check_premise(spec, pages as u64, copied, thp_splits)?;
+
+    let fork = ForkTruth {
+        forks: 1,
+        child_pid: child.pid,
+        pages: pages as u64,
+        pinned_pages,
+        copied_pages: copied,
+        copied_bytes: copied * page as u64,
+        forks_with_pinned_pages: u64::from(copied > 0),
+        thp_splits,
+        kernel_path: kernel_path(spec).to_owned(),
+    };
+    let params = ForkParams { pages: pages as u64, page_bytes: page as u64, thp: spec.thp, pinned: spec.pinned };
+    let mut truth = GroundTruth::new((spec.params)(params), cgroups, 0, InvalidationTruth::from_sources(vec![]));
+    truth.fork = Some(fork);
+    Ok(truth)
+}
+
+/// The measured outcome must be what the kernel source says, or the scenario did not test what it claims.
+fn check_premise(spec: &ForkSpec, pages: u64, copied: u64, splits: u64) -> Result<()> {
+    let (want_copies, want_splits) = match (spec.pinned, spec.thp) {
+        (true, true) => (pages, 1),
+        (true, false) => (pages, 0),
+        (false, _) => (0, 0),
+    };
+    if (copied, splits) != (want_copies, want_splits) {
+        bail!(
+            "{}: fork copied {copied} pages and split {splits} THPs; the kernel source says {want_copies} and \
+             {want_splits} ({}); no truth printed",
+            spec.name,
+            kernel_path(spec)
+        );
+    }
+    Ok(())
+}
+
+fn kernel_path(spec: &ForkSpec) -> &'static str {
+    match (spec.pinned, spec.thp) {
+        (true, false) => {
+            "copy_page_range → copy_present_pte(s): page_try_dup_anon_rmap (6.1) / folio_try_dup_anon_rmap_ptes \
+             (6.12) fails for a maybe-pinned exclusive page of an MMF_HAS_PINNED mm → copy_present_page"
+        }
+        (true, true) => {
+            "copy_page_range → copy_huge_pmd: the maybe-pinned THP fails the dup → __split_huge_pmd on the parent, \
+             -EAGAIN → copy_pte_range → copy_present_page for each of the 512 pages"
+        }
+        (false, _) => "copy_page_range → copy_present_pte(s): dup of the anon rmap succeeds; pages shared COW",
+    }
+}

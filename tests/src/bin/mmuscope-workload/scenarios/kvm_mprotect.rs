@@ -1,0 +1,113 @@
+//! `kvm-mprotect`: one VM over 2 MiB of guest memory (one whole, 2 MiB-aligned, isolated VMA, every page written);
+//! N × (mprotect all of it read-only, mprotect it read-write, write one page).
+//!
+//! Each mprotect is exactly one `MMU_NOTIFY_PROTECTION_VMA` bracket: `mprotect_fixup → change_protection →
+//! change_protection_range`, which opens the bracket lazily, once, at the first populated entry:
+//! * 6.1: in `change_pmd_range`, once per PUD-sized range that has a populated PMD (mm/mprotect.c:381-385, closed
+//!   at :425);
+//! * 6.12: moved up to `change_pud_range`, once per P4D-sized range that has a populated PUD (mm/mprotect.c:454-458).
+//!
+//! The region lies inside one PMD (so inside one PUD and one P4D range) and its pages are present, so both
+//! generations open exactly one bracket per call; the protection really changes every time (`newflags ==
+//! oldflags` would return early without a bracket: 6.1 :560, 6.12 :617). The whole VMA changes, so it is never
+//! split or merged (an unaligned split would add a `__split_huge_pmd` CLEAR bracket, see `region.rs`; mprotect of
+//! one interior page costs 3 brackets per round on 6.18 for that reason).
+//!
+//! Double notifications (pre-6.6 only; KVM x86 implements `->invalidate_range`, virt/kvm/kvm_main.c:918): every
+//! mprotect is one `end_then_gather` of 2 MiB — the bracket's plain `_end` (6.1 mm/mprotect.c:426) calls
+//! `->invalidate_range [A, A+2M)` (mm/mmu_notifier.c:575), then `do_mprotect_pkey`'s `tlb_finish_mmu` flushes the
+//! range again: every one of the 512 present PTEs was gathered (`tlb_flush_pte_range`, :201-202), because x86
+//! `pte_needs_flush` is true whenever `_PAGE_RW` changes, in either direction (`flush_on_change`,
+//! arch/x86/include/asm/tlbflush.h:278). On 6.6+: none.
+//!
+//! The write after the read-write mprotect adds nothing on either generation: mprotect already makes the dirty,
+//! exclusive anonymous PTEs writable again (`MM_CP_TRY_CHANGE_WRITABLE` → `can_change_pte_writable`, 6.1 :197,
+//! 6.12 :192), and if it did not, `do_wp_page` reuses a `PageAnonExclusive` page in place (6.1 mm/memory.c:3461,
+//! 6.12 :3725 → `wp_page_reuse`), which opens no bracket — only `wp_page_copy` does.
+
+use anyhow::{Context, Result};
+use mmuscope_tests::truth::{
+    BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth,
+    KvmMprotectParams, NotifyEvent, ScenarioParams, SecondaryTlbApi,
+};
+
+use crate::cgroups;
+use crate::cli::KvmMprotectArgs;
+use crate::kernel_api;
+use crate::region::{AnonRegion, Thp};
+use crate::thp::PMD_BYTES;
+use crate::vm::{GuestVm, Kvm};
+
+pub const NAME: &str = "kvm-mprotect";
+
+pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
+    let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
+    let kernel_api = kernel_api::detect();
+    let kvm = Kvm::open()?;
+    let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
+    memory.touch_all();
+    let (region_bytes, page_bytes) = (memory.len() as u64, memory.page_size() as u64);
+    let guest = GuestVm::over(&kvm, memory, 1)?;
+    // --- KVM notifier registered: no allocation, free, print or mapping change until teardown ---
+    let exercised = exercise(&guest.memory, args.iterations);
+    let teardown = guest.teardown();
+    // --- notifier gone ---
+    exercised.context("mprotect")?;
+    teardown?;
+    eprintln!("mmuscope-workload: {NAME}: {} read-only/read-write rounds done, VM destroyed", args.iterations);
+
+    let invalidations = InvalidationTruth::from_sources(vec![BracketSource::new(
+        NotifyEvent::ProtectionVma,
+        2 * args.iterations,
+        1,
+        "mprotect of a whole present 2 MiB VMA, alternately PROT_READ and PROT_READ|PROT_WRITE",
+        "mprotect_fixup → change_protection → 6.1: change_pmd_range, lazily once per PUD range with a populated \
+         PMD (mm/mprotect.c:381-385); 6.12: change_pud_range, once per P4D range with a populated PUD \
+         (mm/mprotect.c:454-458); the write after PROT_WRITE reuses the exclusive page (no wp_page_copy)",
+    )]);
+    let params = KvmMprotectParams { iterations: args.iterations, region_bytes, page_bytes };
+    let mut truth = GroundTruth::new(ScenarioParams::KvmMprotect(params), cgroups, 1, invalidations);
+    truth.kernel_api = kernel_api;
+    truth.double_notifications = Some(doubles(2 * args.iterations, region_bytes));
+    Ok(truth)
+}
+
+fn doubles(calls: u64, bytes: u64) -> DoubleNotificationTruth {
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    let src = DoubleSource::new;
+    DoubleNotificationTruth {
+        sources: vec![
+            src(
+                DoubleKind::EndThenGather,
+                calls,
+                calls * bytes,
+                Some(Old),
+                "PROTECTION_VMA bracket's _end invalidates the 2 MiB, then mprotect's gather flush does it again",
+                "6.1 change_pmd_range plain _end (mm/mprotect.c:426, mm/mmu_notifier.c:575) then tlb_finish_mmu → \
+                 tlb_flush_mmu_tlbonly (include/asm-generic/tlb.h:447) over all 512 changed PTEs",
+            ),
+            src(DoubleKind::EndAfterInLock, 0, 0, None, "no in-lock call", "change_pte_range defers to the gather"),
+            src(DoubleKind::EndThenGather, 0, 0, Some(New), "no _end callback on 6.6+", "mn_hlist_invalidate_end"),
+            src(
+                DoubleKind::OverlappingSecondaryTlb,
+                0,
+                0,
+                Some(New),
+                "no subscriber implements arch_invalidate_secondary_tlbs",
+                "KVM's mmu_notifier_ops (6.12 virt/kvm/kvm_main.c:917)",
+            ),
+            src(DoubleKind::OverlappingBrackets, 0, 0, None, "one bracket per mprotect", "change_protection"),
+        ],
+    }
+}
+
+/// N × (read-only, read-write, write page i): two brackets per round, round-robin over the pages.
+fn exercise(memory: &AnonRegion, iterations: u64) -> std::io::Result<()> {
+    let pages = memory.pages() as u64;
+    for i in 0..iterations {
+        memory.protect(libc::PROT_READ)?;
+        memory.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+        memory.touch((i % pages) as usize);
+    }
+    Ok(())
+}

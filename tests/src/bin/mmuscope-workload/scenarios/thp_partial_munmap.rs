@@ -1,0 +1,176 @@
+//! `thp-partial-munmap`: N PMD-mapped THPs (2 MiB-aligned, isolated, `MADV_HUGEPAGE`, one write fault each,
+//! verified through `AnonHugePages`) are built before the VM; with the VM registered, each loses its upper 1 MiB to
+//! one munmap. Every munmap opens two brackets on the same mm, the first covering the second:
+//!
+//! 1. `MMU_NOTIFY_CLEAR [A, A+2M)`: the munmap starts inside the VMA, so it splits it at A+1M first, and the split
+//!    splits the huge PMD straddling the new boundary. 6.1: `do_mas_align_munmap` (`start > vma->vm_start`,
+//!    mm/mmap.c:2474) `→ __split_vma → vma_adjust(vma, vma->vm_start, addr)` (:2400) `→ __vma_adjust →
+//!    vma_adjust_trans_huge` (:735) `→ split_huge_pmd_if_needed(vma, A+1M)` (mm/huge_memory.c:2372) `→
+//!    split_huge_pmd_address → __split_huge_pmd` (:2312), closed with `mmu_notifier_invalidate_range_only_end`
+//!    (:2358). 6.12: `vms_gather_munmap_vmas` (mm/vma.c:1210) `→ __split_vma → vma_adjust_trans_huge(vma,
+//!    vma->vm_start, addr, 0)` (:427) `→ split_huge_pmd_if_needed` (mm/huge_memory.c:2991) `→ __split_huge_pmd`
+//!    (:2964), closed with a plain `mmu_notifier_invalidate_range_end` (:2977).
+//! 2. `MMU_NOTIFY_UNMAP [A+1M, A+2M)` from `unmap_vmas`, as in `kvm-munmap`; the PMD is a page table by then.
+//!
+//! Double notifications (kernel.md §3.3): the UNMAP range lies inside the CLEAR range of the same operation, so
+//! each munmap is one `overlapping_brackets` double with 1 MiB redundant, on both generations. On pre-6.6 kernels
+//! (KVM x86 implements `->invalidate_range` there, virt/kvm/kvm_main.c:918):
+//! * the split's `_only_end` is one `avoided_only_end` (6.6 removed `_only_end`: none there);
+//! * no `end_after_in_lock`: neither bracket calls `->invalidate_range` under the lock (the anonymous split uses
+//!   `pmdp_invalidate`, the zap defers its flush to the mmu_gather);
+//! * one `end_then_gather` of 1 MiB: `unmap_region`'s plain `_end` calls `->invalidate_range [A+1M, A+2M)`, then
+//!   `tlb_finish_mmu → tlb_flush_mmu_tlbonly` (include/asm-generic/tlb.h) invalidates the gathered range again —
+//!   exactly the zapped PTEs, since the page table stays (the lower half still uses it).
+//!
+//! `kvm:kvm_unmap_hva_range` fires twice per munmap: once per bracket for the one VM.
+
+use anyhow::{Context, Result, bail};
+use mmuscope_tests::truth::{
+    BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, NotifyEvent,
+    ScenarioParams, SecondaryTlbApi, ThpPartialMunmapParams, ThpTruth,
+};
+
+use crate::cgroups;
+use crate::cli::ThpPartialMunmapArgs;
+use crate::kernel_api;
+use crate::region::{AnonRegion, Thp};
+use crate::thp::{self, PMD_BYTES};
+use crate::vm::{GuestVm, Kvm};
+
+pub const NAME: &str = "thp-partial-munmap";
+const HALF: usize = PMD_BYTES / 2;
+
+pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
+    let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
+    let kernel_api = kernel_api::detect();
+    let n = args.iterations;
+    // Declared before the guest, so on an early return the VM goes first (locals drop in reverse order).
+    let mut thps = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        thps.push(thp::pmd_mapped_region().with_context(|| format!("THP {i}"))?);
+    }
+    let kvm = Kvm::open()?;
+    let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
+    let guest = GuestVm::over(&kvm, memory, 1)?;
+    // --- KVM notifier registered: no allocation, free, print or other mapping change until teardown ---
+    let exercised = exercise(&mut thps);
+    let teardown = guest.teardown();
+    // --- notifier gone ---
+    exercised.context("munmap of a THP's upper half")?;
+    teardown?;
+    let mut splits = 0;
+    for t in &thps {
+        let kib = thp::pmd_mapped_kib(t.addr())?;
+        if kib != 0 {
+            bail!("the THP at {:#x} is still PMD-mapped ({kib} kB) after munmap of its upper half", t.addr());
+        }
+        splits += 1;
+    }
+    drop(thps);
+    eprintln!("mmuscope-workload: {NAME}: {n} THPs half-unmapped and split, VM destroyed (kernel API {kernel_api:?})");
+
+    let invalidations = InvalidationTruth::from_sources(vec![
+        BracketSource::new(
+            NotifyEvent::Clear,
+            n,
+            1,
+            "THP split [A, A+2M) when munmap splits the VMA at A+1M",
+            "6.1: do_mas_align_munmap → __split_vma → __vma_adjust → vma_adjust_trans_huge (mm/mmap.c:735) → \
+             split_huge_pmd_if_needed → __split_huge_pmd (mm/huge_memory.c:2312-2322, MMU_NOTIFY_CLEAR); 6.12: \
+             vms_gather_munmap_vmas → __split_vma → vma_adjust_trans_huge (mm/vma.c:427) → __split_huge_pmd \
+             (mm/huge_memory.c:2964-2973)",
+        ),
+        BracketSource::new(
+            NotifyEvent::Unmap,
+            n,
+            1,
+            "munmap of the upper half [A+1M, A+2M) of a THP",
+            "6.1: unmap_region → unmap_vmas (mm/memory.c:1724); 6.12: vms_clear_ptes → unmap_vmas \
+             (mm/memory.c:1891); the PMD was already split, so no nested split",
+        ),
+    ]);
+    let mut truth = GroundTruth::new(
+        ScenarioParams::ThpPartialMunmap(ThpPartialMunmapParams {
+            iterations: n,
+            thp_bytes: PMD_BYTES as u64,
+            unmapped_bytes: HALF as u64,
+        }),
+        cgroups,
+        1,
+        invalidations,
+    );
+    truth.kernel_api = kernel_api;
+    truth.double_notifications = Some(doubles(n));
+    truth.thp = Some(ThpTruth {
+        pmd_mapped: n,
+        pmd_splits: splits,
+        kernel_path: "__split_huge_pmd from vma_adjust_trans_huge at the munmap boundary (AnonHugePages 2048 kB \
+                      before, 0 kB after)"
+            .to_owned(),
+    });
+    Ok(truth)
+}
+
+fn exercise(thps: &mut [AnonRegion]) -> std::io::Result<()> {
+    for t in thps {
+        t.unmap_tail(HALF)?;
+    }
+    Ok(())
+}
+
+fn doubles(n: u64) -> DoubleNotificationTruth {
+    let src = DoubleSource::new;
+    DoubleNotificationTruth {
+        sources: vec![
+            src(
+                DoubleKind::OverlappingBrackets,
+                n,
+                n * HALF as u64,
+                None,
+                "UNMAP [A+1M, A+2M) inside the split's CLEAR [A, A+2M), same munmap",
+                "split bracket (__split_huge_pmd) then unmap_vmas bracket in one munmap syscall",
+            ),
+            src(
+                DoubleKind::EndAfterInLock,
+                0,
+                0,
+                None,
+                "no ->invalidate_range under the page-table lock in either bracket",
+                "6.1 __split_huge_pmd_locked: pmdp_invalidate for anonymous THPs; zap_pte_range defers to the gather",
+            ),
+            src(
+                DoubleKind::EndThenGather,
+                n,
+                n * HALF as u64,
+                Some(SecondaryTlbApi::InvalidateRange),
+                "unmap bracket's _end invalidates [A+1M, A+2M), then the gather flush does it again",
+                "6.1 unmap_region: unmap_vmas' plain _end (mm/mmu_notifier.c:575 !only_end → ->invalidate_range), then \
+                 tlb_finish_mmu → tlb_flush_mmu_tlbonly → mmu_notifier_invalidate_range (include/asm-generic/tlb.h:447)",
+            ),
+            src(
+                DoubleKind::EndThenGather,
+                0,
+                0,
+                Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs),
+                "_end calls no secondary-TLB callback on 6.6+",
+                "6.12 mn_hlist_invalidate_end calls only invalidate_range_end",
+            ),
+            src(
+                DoubleKind::AvoidedOnlyEnd,
+                n,
+                0,
+                Some(SecondaryTlbApi::InvalidateRange),
+                "the split bracket ends with mmu_notifier_invalidate_range_only_end",
+                "6.1 mm/huge_memory.c:2358 (__split_huge_pmd)",
+            ),
+            src(
+                DoubleKind::AvoidedOnlyEnd,
+                0,
+                0,
+                Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs),
+                "no _only_end on 6.6+",
+                "6.12 mm/huge_memory.c:2977: plain mmu_notifier_invalidate_range_end",
+            ),
+        ],
+    }
+}

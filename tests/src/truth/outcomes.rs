@@ -1,0 +1,59 @@
+//! Truth about what happened to pages rather than to notifier brackets: fork copies of pinned pages, THP splits,
+//! swap-out, and invalidations initiated from another cgroup. Measured by the workload itself (PFNs from
+//! `/proc/self/pagemap`, `AnonHugePages` from `/proc/self/smaps`), not predicted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::CgroupPlacement;
+
+/// One fork() of a process whose region may have been pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkTruth {
+    pub forks: u64,
+    pub child_pid: u32,
+    /// Pages of the region compared between parent and child.
+    pub pages: u64,
+    /// Pages registered with `IORING_REGISTER_BUFFERS` (long-term pin) at fork time.
+    pub pinned_pages: u64,
+    /// Pages whose PFN in the child differs from the parent's: copied eagerly by fork.
+    pub copied_pages: u64,
+    pub copied_bytes: u64,
+    /// 1 if this fork copied at least one page eagerly, else 0 (`forks_with_pinned_pages_total`).
+    pub forks_with_pinned_pages: u64,
+    /// PMD-mapped THPs of the parent's region that fork split (parent `AnonHugePages` before − after, in THPs).
+    pub thp_splits: u64,
+    pub kernel_path: String,
+}
+
+/// PMD-mapped THPs a scenario built and split (outside fork).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThpTruth {
+    /// THPs verified PMD-mapped (`AnonHugePages`) before the operation.
+    pub pmd_mapped: u64,
+    /// PMD mappings split by the operation.
+    pub pmd_splits: u64,
+    pub kernel_path: String,
+}
+
+/// Pages moved to swap by the scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapTruth {
+    /// Pages advised with `MADV_PAGEOUT`.
+    pub advised_pages: u64,
+    /// Pages whose `/proc/self/pagemap` entry showed a swap entry (bit 62) right after the advice.
+    pub swapped_pages: u64,
+    /// The swap area used (`/proc/swaps` file name).
+    pub swap_device: String,
+}
+
+/// Invalidations of this process's mm started by a task in another cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossCgroupTruth {
+    /// The initiating process (its brackets carry `initiator_pid` in the sources).
+    pub initiator_pid: u32,
+    pub initiator_cgroups: CgroupPlacement,
+    /// `cross_cgroup_invalidations_total{initiator="other_cgroup"}` for the owner cgroup (`GroundTruth::cgroups`).
+    pub invalidations: u64,
+    /// The `initiator` label value.
+    pub initiator_kind: String,
+}

@@ -1,0 +1,71 @@
+//! Parameters of the scenarios added after `kvm-madvise` (one struct per scenario, or per family of scenarios).
+//! Every size is in bytes and every count is what the scenario actually used, so a reader never recomputes them.
+
+use serde::{Deserialize, Serialize};
+
+/// `kvm-munmap`: N × (mmap a small anonymous mapping in a reserved hole, touch it, munmap it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvmMunmapParams {
+    pub iterations: u64,
+    /// Size of each short-lived mapping.
+    pub mapping_bytes: u64,
+    pub page_bytes: u64,
+    /// Whether the pages were written before the munmap (the bracket count does not depend on it).
+    pub touched: bool,
+}
+
+/// `kvm-mprotect`: N × (mprotect the whole guest memory read-only, then read-write, then write one page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvmMprotectParams {
+    pub iterations: u64,
+    pub region_bytes: u64,
+    pub page_bytes: u64,
+}
+
+/// `thp-partial-munmap`: N PMD-mapped THPs; each loses its upper half to one munmap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThpPartialMunmapParams {
+    pub iterations: u64,
+    pub thp_bytes: u64,
+    /// Bytes unmapped from each THP (its upper half).
+    pub unmapped_bytes: u64,
+}
+
+/// `fork-pinned`, `fork-pinned-thp`, `fork-unpinned`: one private anonymous region, optionally pinned with
+/// `IORING_REGISTER_BUFFERS`, then one fork().
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkParams {
+    /// Pages of the region (4 KiB each on x86-64).
+    pub pages: u64,
+    pub page_bytes: u64,
+    /// The region was backed by one PMD-mapped THP before the fork.
+    pub thp: bool,
+    /// The region was registered as an io_uring fixed buffer (long-term FOLL_PIN) before the fork.
+    pub pinned: bool,
+}
+
+/// `cross-cgroup`: another process in another cgroup advises this process's memory with `process_madvise`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossCgroupParams {
+    /// 2 MiB regions advised (one iovec each, one `process_madvise` call).
+    pub regions: u64,
+    pub region_bytes: u64,
+    /// The advice, by its `MADV_*` name in lower case without the prefix (`collapse`).
+    pub advice: String,
+}
+
+/// `multi-vm`: several VMs on one mm; N × (MADV_DONTNEED one page, touch it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiVmParams {
+    pub iterations: u64,
+    pub vms: u32,
+    pub region_bytes: u64,
+    pub page_bytes: u64,
+}
+
+/// `swap-out`: `MADV_PAGEOUT` of KVM-registered memory with swap available.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapOutParams {
+    pub pages: u64,
+    pub page_bytes: u64,
+}
