@@ -57,6 +57,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     registry
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .context("registering the process collector")?;
+    // The parsed kernel BTF is by far the largest allocation and is not needed once attached.
+    drop(kernel);
     // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
     crate::privileges::drop_after_attach(probes.ebpf_mut())?;
     crate::privileges::ready(&probes.report);
