@@ -35,28 +35,13 @@ pub struct Agent {
 impl Agent {
     /// Starts `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint` and waits until `/readyz` answers 200.
     pub fn start(bin: &Path, ready_timeout: Duration) -> Result<Self> {
-        let addr = free_loopback_port()?;
-        let mut child = Command::new(bin)
-            .args(["run", "--web.listen-address", &addr.to_string(), "--mode", "tracepoint"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning agent {}", bin.display()))?;
-        let tail: Tail = Arc::default();
-        let readers = vec![
-            collect_lines(child.stdout.take(), "stdout", tail.clone()),
-            collect_lines(child.stderr.take(), "stderr", tail.clone()),
-        ];
-        let mut agent = Self { child, addr, tail, readers };
+        let mut agent = Self::spawn(bin, &[])?;
         agent.wait_ready(ready_timeout)?;
         Ok(agent)
     }
 
-    /// Starts `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint <extra>` and waits until the port
-    /// accepts connections (the agent listens only after attaching; works for TLS too, where `/readyz` over plain
-    /// HTTP cannot be asked).
-    pub fn start_with(bin: &Path, extra: &[&str], ready_timeout: Duration) -> Result<Self> {
+    /// Spawns `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint <extra>` with its output collected.
+    fn spawn(bin: &Path, extra: &[&str]) -> Result<Self> {
         let addr = free_loopback_port()?;
         let mut child = Command::new(bin)
             .args(["run", "--web.listen-address", &addr.to_string(), "--mode", "tracepoint"])
@@ -71,14 +56,21 @@ impl Agent {
             collect_lines(child.stdout.take(), "stdout", tail.clone()),
             collect_lines(child.stderr.take(), "stderr", tail.clone()),
         ];
-        let mut agent = Self { child, addr, tail, readers };
+        Ok(Self { child, addr, tail, readers })
+    }
+
+    /// Starts `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint <extra>` and waits until the port
+    /// accepts connections (the agent listens only after attaching; works for TLS too, where `/readyz` over plain
+    /// HTTP cannot be asked).
+    pub fn start_with(bin: &Path, extra: &[&str], ready_timeout: Duration) -> Result<Self> {
+        let mut agent = Self::spawn(bin, extra)?;
         let deadline = Instant::now() + ready_timeout;
         loop {
             if let Some(status) = agent.child.try_wait()? {
                 agent.join_readers();
                 bail!("agent exited with {status} before listening; output tail:\n{}", agent.output_tail());
             }
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if std::net::TcpStream::connect_timeout(&agent.addr, Duration::from_millis(200)).is_ok() {
                 return Ok(agent);
             }
             if Instant::now() >= deadline {

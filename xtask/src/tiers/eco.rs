@@ -17,13 +17,8 @@ use crate::{process, progress, toolchain, workspace::Profile};
 const SCHEMATHESIS: &str = "4.32.5";
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
-    let missing = host::missing_prerequisites();
-    if !missing.is_empty() {
-        let reason = missing.join("; ");
-        if ctx.ci {
-            bail!("prerequisite missing in CI: {reason}");
-        }
-        return Ok(Outcome::Skipped(reason));
+    if let Some(skipped) = host::unmet_prerequisites(ctx)? {
+        return Ok(skipped);
     }
     let venv = ctx.ws.target_dir().join("eco/venv");
     let schemathesis = ensure_schemathesis(&venv)?;

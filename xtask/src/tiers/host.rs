@@ -13,13 +13,8 @@ use crate::{privilege::Privilege, process, toolchain, workspace::Profile};
 const BINARIES: &[(&str, &str)] = &[("MMUSCOPE_AGENT_BIN", "mmuscope"), ("MMUSCOPE_WORKLOAD_BIN", "mmuscope-workload")];
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
-    let missing = missing_prerequisites();
-    if !missing.is_empty() {
-        let reason = missing.join("; ");
-        if ctx.ci {
-            bail!("prerequisite missing in CI: {reason}");
-        }
-        return Ok(Outcome::Skipped(reason));
+    if let Some(skipped) = unmet_prerequisites(ctx)? {
+        return Ok(skipped);
     }
 
     let mut cmd = toolchain::host_cargo(ctx.ws);
@@ -35,7 +30,21 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-pub(super) fn missing_prerequisites() -> Vec<String> {
+/// `Some(Skipped)` when root or /dev/kvm is missing outside CI; an error in CI, where a missing
+/// prerequisite must never pass as a skip; `None` when everything is there.
+pub(super) fn unmet_prerequisites(ctx: &Context) -> Result<Option<Outcome>> {
+    let missing = missing_prerequisites();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let reason = missing.join("; ");
+    if ctx.ci {
+        bail!("prerequisite missing in CI: {reason}");
+    }
+    Ok(Some(Outcome::Skipped(reason)))
+}
+
+fn missing_prerequisites() -> Vec<String> {
     let mut missing = Vec::new();
     let privilege = Privilege::current();
     if !privilege.is_root() {

@@ -41,13 +41,8 @@ use super::{Context, Outcome, host};
 use crate::{process, progress, toolchain, workspace::Profile};
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
-    let missing = host::missing_prerequisites();
-    if !missing.is_empty() {
-        let reason = missing.join("; ");
-        if ctx.ci {
-            bail!("prerequisite missing in CI: {reason}");
-        }
-        return Ok(Outcome::Skipped(reason));
+    if let Some(skipped) = host::unmet_prerequisites(ctx)? {
+        return Ok(skipped);
     }
     let ws = ctx.ws;
     let tools = tools::ensure(ws)?;
