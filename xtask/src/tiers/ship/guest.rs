@@ -55,7 +55,8 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<GuestSamples
     let opts = GuestOptions {
         label: "ship".into(),
         memory_mib: 2048,
-        cpus: 2,
+        // One vCPU, as in the vm tier: two occasionally soft-lock under multi-threaded TCG.
+        cpus: 1,
         timeout: Duration::from_secs(300),
         echo: false,
     };
