@@ -40,6 +40,7 @@ pub use params::{
 
 use std::collections::BTreeMap;
 
+use mmuscope_abi::Cause;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupPlacement;
@@ -162,12 +163,34 @@ pub struct BracketSource {
     /// `kvm:kvm_unmap_hva_range` events carry this pid, while the owner of the memory stays `cgroups`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator_pid: Option<u32>,
+    /// The `cause` label these brackets get from the initiating task's context (its system call,
+    /// a fault, a kernel thread), which every probe mode sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_cause: Option<String>,
+    /// The more precise `cause` a caller hook gives where it is attached (fentry and kprobe modes), e.g.
+    /// `thp_split` for a split inside munmap; `None` when no caller hook applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_cause: Option<String>,
 }
 
 impl BracketSource {
     /// A source of brackets started by the run's own process.
     pub fn new(event: NotifyEvent, count: u64, vms: u32, cause: &str, kernel_path: &str) -> Self {
-        Self { event, count, vms, cause: cause.to_owned(), kernel_path: kernel_path.to_owned(), initiator_pid: None }
+        Self {
+            event,
+            count,
+            vms,
+            cause: cause.to_owned(),
+            kernel_path: kernel_path.to_owned(),
+            initiator_pid: None,
+            context_cause: None,
+            hook_cause: None,
+        }
+    }
+
+    /// The `cause` labels of these brackets: from the task's context, and from a caller hook where one applies.
+    pub fn with_causes(self, context: Cause, hook: Option<Cause>) -> Self {
+        Self { context_cause: Some(context.label().to_owned()), hook_cause: hook.map(|c| c.label().to_owned()), ..self }
     }
 
     /// The same brackets, started by process `pid` instead.
@@ -186,6 +209,27 @@ impl InvalidationTruth {
             kvm_unmap_hva_range += s.count * u64::from(s.vms);
         }
         Self { brackets, kvm_unmap_hva_range, sources }
+    }
+
+    /// Expected brackets by `cause` label (`hooks`: the caller hooks are attached), or `None` when a source does
+    /// not say its cause. In tracepoint mode use [`Self::kvm_unmaps_by_cause`]: one event per VM per bracket.
+    pub fn brackets_by_cause(&self, hooks: bool) -> Option<BTreeMap<String, u64>> {
+        self.by_cause(hooks, |s| s.count)
+    }
+
+    /// Expected `kvm:kvm_unmap_hva_range` events by `cause` label as the context gives it (no caller hooks).
+    pub fn kvm_unmaps_by_cause(&self) -> Option<BTreeMap<String, u64>> {
+        self.by_cause(false, |s| s.count * u64::from(s.vms))
+    }
+
+    fn by_cause(&self, hooks: bool, n: impl Fn(&BracketSource) -> u64) -> Option<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for s in &self.sources {
+            let cause =
+                if hooks { s.hook_cause.as_ref().or(s.context_cause.as_ref()) } else { s.context_cause.as_ref() };
+            *out.entry(cause?.clone()).or_insert(0) += n(s);
+        }
+        Some(out)
     }
 
     pub fn brackets_total(&self) -> u64 {

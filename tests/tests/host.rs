@@ -148,12 +148,27 @@ fn scenarios_count_exactly_in_tracepoint_mode() {
     assert!(failures.is_empty(), "{}\n--- agent output tail ---\n{tail}", report(&failures));
 }
 
-/// One expected value: `family{cgroup=…}` must grow by exactly `delta`.
+/// One expected value: `family{cgroup=…[, cause=…]}` must grow by exactly `delta`.
 #[derive(Debug)]
 struct Expect {
     family: &'static str,
     cgroup: String,
+    /// Only the series with this `cause` label.
+    cause: Option<String>,
     delta: f64,
+}
+
+impl Expect {
+    fn new(family: &'static str, cgroup: &str, delta: u64) -> Self {
+        Self { family, cgroup: cgroup.to_owned(), cause: None, delta: delta as f64 }
+    }
+
+    fn describe(&self) -> String {
+        match &self.cause {
+            Some(c) => format!("{}{{cgroup={:?}, cause={c:?}}}", self.family, self.cgroup),
+            None => format!("{}{{cgroup={:?}}}", self.family, self.cgroup),
+        }
+    }
 }
 
 fn scenario_case(env: &HostEnv, scraper: &Scraper, index: usize, args: &[&str]) -> Result<()> {
@@ -172,13 +187,10 @@ fn scenario_case(env: &HostEnv, scraper: &Scraper, index: usize, args: &[&str]) 
 
     let mut problems = Vec::new();
     for e in &expects {
-        let observed = delta(&before, &after, e.family, &e.cgroup);
-        println!("{} {}{{cgroup={:?}}}: expected {}, observed {observed}", args.join(" "), e.family, e.cgroup, e.delta);
+        let observed = delta(&before, &after, e);
+        println!("{} {}: expected {}, observed {observed}", args.join(" "), e.describe(), e.delta);
         if observed != e.delta {
-            problems.push(format!(
-                "{}{{cgroup={:?}}} grew by {observed}, ground truth says {}",
-                e.family, e.cgroup, e.delta
-            ));
+            problems.push(format!("{} grew by {observed}, ground truth says {}", e.describe(), e.delta));
         }
     }
     let ours: Vec<&str> = expects.iter().map(|e| e.cgroup.as_str()).collect();
@@ -192,16 +204,21 @@ fn scenario_case(env: &HostEnv, scraper: &Scraper, index: usize, args: &[&str]) 
     Ok(())
 }
 
-/// What tracepoint mode must show for this truth: invalidations per cgroup, and the fork families of the owner.
+/// What tracepoint mode must show for this truth: invalidations per cgroup (and per cause where the events all
+/// land in one cgroup), and the fork families of the owner.
 fn expectations(truth: &GroundTruth) -> Result<Vec<Expect>> {
-    let mut out: Vec<Expect> = truth
-        .expected_tracepoint_by_cgroup()?
-        .into_iter()
-        .map(|(cgroup, n)| Expect { family: INVALIDATIONS, cgroup, delta: n as f64 })
-        .collect();
+    let by_cgroup = truth.expected_tracepoint_by_cgroup()?;
+    let mut out: Vec<Expect> = by_cgroup.iter().map(|(cgroup, n)| Expect::new(INVALIDATIONS, cgroup, *n)).collect();
     let owner = truth.cgroups.attributed().path.as_str().to_owned();
     if out.is_empty() {
-        out.push(Expect { family: INVALIDATIONS, cgroup: owner.clone(), delta: 0.0 });
+        out.push(Expect::new(INVALIDATIONS, &owner, 0));
+    }
+    if let ([(cgroup, _)], Some(causes)) =
+        (&by_cgroup.iter().collect::<Vec<_>>()[..], truth.invalidations.kvm_unmaps_by_cause())
+    {
+        for (cause, n) in causes {
+            out.push(Expect { cause: Some(cause), ..Expect::new(INVALIDATIONS, cgroup, n) });
+        }
     }
     if let Some(f) = &truth.fork {
         for (family, v) in [
@@ -209,14 +226,20 @@ fn expectations(truth: &GroundTruth) -> Result<Vec<Expect>> {
             (FORK_BYTES, f.copied_bytes),
             (FORKS_WITH_PINNED, f.forks_with_pinned_pages),
         ] {
-            out.push(Expect { family, cgroup: owner.clone(), delta: v as f64 });
+            out.push(Expect::new(family, &owner, v));
         }
     }
     Ok(out)
 }
 
-fn delta(before: &Exposition, after: &Exposition, family: &str, cgroup: &str) -> f64 {
-    let get = |e: &Exposition| e.sum_by(family, "cgroup").get(cgroup).copied().unwrap_or(0.0);
+fn delta(before: &Exposition, after: &Exposition, e: &Expect) -> f64 {
+    let get = |x: &Exposition| -> f64 {
+        x.samples_named(e.family)
+            .filter(|s| s.labels.get("cgroup").is_some_and(|c| *c == e.cgroup))
+            .filter(|s| e.cause.as_ref().is_none_or(|c| s.labels.get("cause") == Some(c)))
+            .map(|s| s.value)
+            .sum()
+    };
     get(after) - get(before)
 }
 
@@ -225,7 +248,7 @@ fn settle_all(scraper: &Scraper, before: &Exposition, expects: &[Expect]) -> Res
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
         let now = scraper.metrics()?;
-        let reached = expects.iter().all(|e| delta(before, &now, e.family, &e.cgroup) >= e.delta);
+        let reached = expects.iter().all(|e| delta(before, &now, e) >= e.delta);
         if reached || Instant::now() >= deadline {
             break;
         }

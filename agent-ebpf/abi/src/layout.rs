@@ -47,6 +47,14 @@ pub struct KernelLayout {
     pub task_mm: u32,
     /// `mmu_notifier_subscriptions.has_itree` (interval notifiers registered).
     pub subscriptions_has_itree: u32,
+    /// `struct pt_regs.orig_ax` (x86-64: the system call number, -1 outside a system call) and
+    /// `task_struct.reclaim_state` (set during kswapd and direct reclaim): the context half of
+    /// the cause tag. `cause_context` is 1 when both resolved; otherwise causes come from the
+    /// caller hooks only.
+    pub pt_regs_orig_ax: u32,
+    pub task_reclaim_state: u32,
+    pub cause_context: u32,
+    pub _pad2: u32,
 }
 
 #[cfg(feature = "user")]

@@ -9,16 +9,18 @@
 //! BTF by the agent and handed to the programs in [`KernelLayout`].
 #![no_std]
 
+mod cause;
 mod histogram;
 mod layout;
 mod maps;
 mod secondary;
 
+pub use cause::{Cause, caller_stack};
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use layout::KernelLayout;
 pub use maps::{
     BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket, Initiator,
-    key_flags,
+    KvmUnmapKey, key_flags,
 };
 pub use secondary::{Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Scope, SecondaryKey, ThreadState};
 
@@ -36,4 +38,6 @@ pub mod names {
     pub const CROSS_STATS: &str = "CROSS_STATS";
     pub const SECONDARY_STATS: &str = "SECONDARY_STATS";
     pub const DOUBLE_STATS: &str = "DOUBLE_STATS";
+    pub const CALLER_CAUSES: &str = "CALLER_CAUSES";
+    pub const SYSCALL_CAUSES: &str = "SYSCALL_CAUSES";
 }

@@ -24,6 +24,9 @@ pub struct BracketKey {
     /// Raw `enum mmu_notifier_event` value; user space names it from BTF.
     pub event: u32,
     pub flags: u32,
+    /// [`crate::Cause`] as u32.
+    pub cause: u32,
+    pub _pad: u32,
 }
 
 /// Per-CPU statistics of completed brackets for one [`BracketKey`].
@@ -109,6 +112,17 @@ pub struct CgroupKey {
     pub _pad: u32,
 }
 
+/// Aggregation key of `kvm:kvm_unmap_hva_range` events (tracepoint mode): the current task's
+/// memory cgroup and the cause of the invalidation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KvmUnmapKey {
+    pub cgroup_id: u64,
+    pub flags: u32,
+    /// [`crate::Cause`] as u32.
+    pub cause: u32,
+}
+
 /// Indexes of the per-CPU `COUNTERS` array: the programs' own error and drop accounting.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +151,7 @@ mod pod {
     unsafe impl aya::Pod for super::BracketStats {}
     unsafe impl aya::Pod for super::InflightBracket {}
     unsafe impl aya::Pod for super::CgroupKey {}
+    unsafe impl aya::Pod for super::KvmUnmapKey {}
     unsafe impl aya::Pod for super::CrossKey {}
 }
 

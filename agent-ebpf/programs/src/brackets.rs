@@ -15,6 +15,7 @@ use mmuscope_abi::{
 };
 
 use crate::{
+    cause,
     cgroup::{mm_owner_memcg, read, task_memcg},
     maps::{BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
     secondary::has_subscribers,
@@ -43,8 +44,8 @@ fn open(range: u64) {
         let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
         threads::push(ts, &frame);
     }
-    let inflight =
-        InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key: BracketKey { cgroup_id, event, flags } };
+    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout), _pad: 0 };
+    let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };
     if INFLIGHT.insert(range, inflight, 0).is_err() {
         bump(Counter::InflightFull);
     }

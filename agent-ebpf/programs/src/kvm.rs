@@ -1,15 +1,17 @@
 //! Tracepoint fallback for the bracket family: `kvm:kvm_unmap_hva_range`, emitted at the top
 //! of KVM's `invalidate_range_start` callback, once per VM per bracket. No end, no mm and no
-//! event type, so it counts per *current* task's memory cgroup only.
+//! event type, so it counts per *current* task's memory cgroup only, with the cause the
+//! task's context gives (system call, fault, kernel thread, reclaim).
 
 use aya_ebpf::{
     helpers::bpf_get_current_task,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use mmuscope_abi::CgroupKey;
+use mmuscope_abi::KvmUnmapKey;
 
 use crate::{
+    cause,
     cgroup::task_memcg,
     maps::{KVM_UNMAP_COUNTS, LAYOUT, per_cpu_entry},
 };
@@ -18,7 +20,7 @@ use crate::{
 fn count_current() {
     let layout = LAYOUT.load();
     let (cgroup_id, flags) = task_memcg(&layout, unsafe { bpf_get_current_task() });
-    let key = CgroupKey { cgroup_id, flags, _pad: 0 };
+    let key = KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout) };
     if let Some(p) = per_cpu_entry(&KVM_UNMAP_COUNTS, &key, &0) {
         unsafe { *p += 1 };
     }

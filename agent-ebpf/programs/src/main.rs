@@ -9,6 +9,7 @@
 
 mod brackets;
 mod capability;
+mod cause;
 mod cgroup;
 mod fork;
 mod kvm;

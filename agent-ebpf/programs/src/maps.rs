@@ -3,12 +3,12 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use aya_log_ebpf::warn;
 use mmuscope_abi::{
     BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, ForkWindow,
-    InflightBracket, KernelLayout, SecondaryKey, ThreadState,
+    InflightBracket, KernelLayout, KvmUnmapKey, SecondaryKey, ThreadState,
 };
 
 #[unsafe(no_mangle)]
@@ -36,6 +36,10 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     hlist_next: 0,
     task_mm: 0,
     subscriptions_has_itree: 0,
+    pt_regs_orig_ax: 0,
+    task_reclaim_state: 0,
+    cause_context: 0,
+    _pad2: 0,
 });
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
@@ -49,7 +53,7 @@ pub static BRACKET_STATS: PerCpuHashMap<BracketKey, BracketStats> = PerCpuHashMa
 
 /// `kvm:kvm_unmap_hva_range` events per current-task memory cgroup (tracepoint mode).
 #[map]
-pub static KVM_UNMAP_COUNTS: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+pub static KVM_UNMAP_COUNTS: PerCpuHashMap<KvmUnmapKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// kprobe mode: the `mmu_notifier_range *` of the call in progress on this thread, so that the
 /// matching kretprobe (which has no arguments) can find its bracket. Key = tid | which << 32.
@@ -84,6 +88,18 @@ pub static SECONDARY_STATS: PerCpuHashMap<SecondaryKey, CountBytes> = PerCpuHash
 /// Double notifications per (owner cgroup, kind), with redundant bytes. Size set by the agent.
 #[map]
 pub static DOUBLE_STATS: PerCpuHashMap<DoubleKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Open caller windows of the cause hooks per thread id (see `cause`). LRU: a window whose
+/// return was missed (kretprobe overflow) must not pin its entry.
+#[map]
+pub static CALLER_CAUSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// `Cause` per system call number, filled by the agent (0 = another system call).
+#[map]
+pub static SYSCALL_CAUSES: Array<u32> = Array::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// System call numbers the cause table covers (x86-64 has about 460).
+pub const SYSCALL_SLOTS: u32 = 512;
 
 /// The programs' own error accounting, indexed by [`Counter`].
 #[map]

@@ -4,7 +4,8 @@
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, SecondaryKey, names,
+    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, KvmUnmapKey,
+    SecondaryKey, names,
 };
 
 use crate::probes::Probes;
@@ -12,7 +13,7 @@ use crate::probes::Probes;
 /// The maps the collector reads.
 pub struct Maps {
     brackets: PerCpuHashMap<MapData, BracketKey, BracketStats>,
-    kvm_unmaps: PerCpuHashMap<MapData, CgroupKey, u64>,
+    kvm_unmaps: PerCpuHashMap<MapData, KvmUnmapKey, u64>,
     forks: PerCpuHashMap<MapData, CgroupKey, ForkStats>,
     secondary: PerCpuHashMap<MapData, SecondaryKey, CountBytes>,
     doubles: PerCpuHashMap<MapData, DoubleKey, CountBytes>,
@@ -26,7 +27,7 @@ pub struct Maps {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub brackets: Vec<(BracketKey, BracketStats)>,
-    pub kvm_unmaps: Vec<(CgroupKey, u64)>,
+    pub kvm_unmaps: Vec<(KvmUnmapKey, u64)>,
     pub forks: Vec<(CgroupKey, ForkStats)>,
     pub secondary: Vec<(SecondaryKey, CountBytes)>,
     pub doubles: Vec<(DoubleKey, CountBytes)>,
@@ -38,11 +39,12 @@ impl Snapshot {
     /// `(key flags, cgroup id)` of every aggregated key, for label resolution.
     pub fn cgroup_ids(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         let brackets = self.brackets.iter().map(|(k, _)| (k.flags, k.cgroup_id));
-        let cgroup_keys = self.kvm_unmaps.iter().map(|(k, _)| k).chain(self.forks.iter().map(|(k, _)| k));
+        let kvm = self.kvm_unmaps.iter().map(|(k, _)| (k.flags, k.cgroup_id));
+        let forks = self.forks.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let secondary = self.secondary.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let doubles = self.doubles.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let doubles = doubles.chain(self.cross.iter().map(|(k, _)| (k.flags, k.cgroup_id)));
-        brackets.chain(cgroup_keys.map(|k| (k.flags, k.cgroup_id))).chain(secondary).chain(doubles)
+        brackets.chain(kvm).chain(forks).chain(secondary).chain(doubles)
     }
 
     /// Keeps only the keys whose `(flags, cgroup id)` passes `keep` (drops deleted cgroups after their TTL). Every

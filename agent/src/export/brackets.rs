@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mmuscope_abi::{BracketStats, key_flags};
+use mmuscope_abi::{BracketStats, Cause, key_flags};
 use prometheus::proto::MetricFamily;
 
 use super::{
@@ -23,13 +23,13 @@ pub fn families(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> Labels, events: &E
         let mut l = cgroup(k.flags, k.cgroup_id);
         l.push(event);
         hists.entry(l.clone()).or_default().merge(s);
-        l.push(blockable);
+        l.extend([cause(k.cause), blockable]);
         *counts.entry(l).or_default() += s.count;
     }
     // Tracepoint mode: KVM callback counts, no event type.
     for (k, n) in &snap.kvm_unmaps {
         let mut l = cgroup(k.flags, k.cgroup_id);
-        l.extend([("event", "unknown".to_string()), ("blockable", "unknown".to_string())]);
+        l.extend([("event", "unknown".to_string()), cause(k.cause), ("blockable", "unknown".to_string())]);
         *counts.entry(l).or_default() += n;
     }
     vec![
@@ -51,9 +51,13 @@ pub fn families(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> Labels, events: &E
     ]
 }
 
+fn cause(raw: u32) -> (&'static str, String) {
+    ("cause", Cause::from_raw(raw).label().to_string())
+}
+
 #[cfg(test)]
 mod tests {
-    use mmuscope_abi::{BracketKey, CgroupKey};
+    use mmuscope_abi::{BracketKey, KvmUnmapKey};
 
     use super::*;
 
@@ -67,14 +71,21 @@ mod tests {
 
     #[test]
     fn ids_sharing_a_label_are_summed_and_events_named_from_btf() {
-        let key = |cgroup_id, event, flags| BracketKey { cgroup_id, event, flags };
+        let key = |cgroup_id, event, flags, cause: Cause| BracketKey {
+            cgroup_id,
+            event,
+            flags,
+            cause: cause as u32,
+            _pad: 0,
+        };
         let snap = Snapshot {
             brackets: vec![
-                (key(10, 1, key_flags::BLOCKABLE), BracketStats::of(&[100, 3000])),
-                (key(11, 1, key_flags::BLOCKABLE), BracketStats::of(&[5000])), // same label as 10
-                (key(10, 0, 0), BracketStats::of(&[70])),
+                (key(10, 1, key_flags::BLOCKABLE, Cause::Madvise), BracketStats::of(&[100, 3000])),
+                (key(11, 1, key_flags::BLOCKABLE, Cause::Madvise), BracketStats::of(&[5000])), // same label as 10
+                (key(10, 1, key_flags::BLOCKABLE, Cause::ThpSplit), BracketStats::of(&[400])),
+                (key(10, 0, 0, Cause::Munmap), BracketStats::of(&[70])),
             ],
-            kvm_unmaps: vec![(CgroupKey { cgroup_id: 12, flags: 0, _pad: 0 }, 7)],
+            kvm_unmaps: vec![(KvmUnmapKey { cgroup_id: 12, flags: 0, cause: Cause::PageFault as u32 }, 7)],
             ..Default::default()
         };
         let events = EventNames::from_pairs(vec![(0, "unmap".into()), (1, "clear".into())]);
@@ -86,13 +97,22 @@ mod tests {
             assert!(super::super::FAMILIES.iter().any(|(n, _)| *n == f.name()), "{} has no help entry", f.name());
         }
         let count = |labels: &[(&str, &str)]| series(&fams[0], labels).map(|m| m.get_counter().get_value());
-        assert_eq!(count(&[("cgroup", "/a"), ("event", "clear"), ("blockable", "true")]), Some(3.0));
-        assert_eq!(count(&[("cgroup", "/a"), ("event", "unmap"), ("blockable", "false")]), Some(1.0));
-        assert_eq!(count(&[("cgroup", "/kvm"), ("event", "unknown"), ("blockable", "unknown")]), Some(7.0));
-        assert_eq!(fams[0].get_metric().len(), 3);
-        let h = series(&fams[1], &[("cgroup", "/a"), ("event", "clear")]).unwrap().get_histogram();
-        assert_eq!(h.get_sample_count(), 3);
-        assert_eq!(h.get_sample_sum(), 8100e-9);
-        assert_eq!(h.get_bucket().last().unwrap().cumulative_count(), 3);
+        let clear = [("cgroup", "/a"), ("event", "clear")];
+        assert_eq!(count(&[clear[0], clear[1], ("cause", "madvise"), ("blockable", "true")]), Some(3.0));
+        assert_eq!(count(&[clear[0], clear[1], ("cause", "thp_split"), ("blockable", "true")]), Some(1.0));
+        assert_eq!(
+            count(&[("cgroup", "/a"), ("event", "unmap"), ("cause", "munmap"), ("blockable", "false")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            count(&[("cgroup", "/kvm"), ("event", "unknown"), ("cause", "page_fault"), ("blockable", "unknown")]),
+            Some(7.0)
+        );
+        assert_eq!(fams[0].get_metric().len(), 4);
+        // The histogram has no cause label: both causes of the clear brackets are in one series.
+        let h = series(&fams[1], &clear).unwrap().get_histogram();
+        assert_eq!(h.get_sample_count(), 4);
+        assert_eq!(h.get_sample_sum(), 8500e-9);
+        assert_eq!(h.get_bucket().last().unwrap().cumulative_count(), 4);
     }
 }

@@ -5,7 +5,7 @@
 pub const FAMILIES: &[(&str, &str)] = &[
     (
         "mmuscope_invalidations_total",
-        "Completed mmu_notifier invalidation brackets, by owner memory cgroup, event type and whether the range was blockable. In tracepoint mode: kvm_unmap_hva_range events (one per VM per bracket), event and blockable unknown.",
+        "Completed mmu_notifier invalidation brackets, by owner memory cgroup, event type, cause and whether the range was blockable. cause comes from caller hooks (thp_split, reclaim, migration, numa, soft_dirty, userfaultfd, exit; fentry and kprobe modes), else from the task's context: the system call (madvise, munmap, mremap, mprotect, fork, exit, migration, other_syscall), page_fault, reclaim (direct reclaim), or a kernel thread by name (reclaim for kswapd, migration for kcompactd, khugepaged, ksm for ksmd, else kthread). In tracepoint mode: kvm_unmap_hva_range events (one per VM per bracket), event and blockable unknown, cause from the context only.",
     ),
     (
         "mmuscope_invalidation_duration_seconds",

@@ -9,7 +9,7 @@ use std::{fmt::Write, time::Instant};
 
 use mmuscope_abi::{
     BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, Initiator,
-    SecondaryKey,
+    KvmUnmapKey, SecondaryKey,
 };
 use prometheus::{core::Collector, proto::MetricFamily};
 
@@ -29,8 +29,8 @@ fn sample_snapshot() -> Snapshot {
     let mut stats = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
     stats.buckets[10] = 1;
     Snapshot {
-        brackets: vec![(BracketKey { cgroup_id: 1, event: 0, flags: 0 }, stats)],
-        kvm_unmaps: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, 1)],
+        brackets: vec![(BracketKey { cgroup_id: 1, event: 0, flags: 0, cause: 1, _pad: 0 }, stats)],
+        kvm_unmaps: vec![(KvmUnmapKey { cgroup_id: 1, flags: 0, cause: 1 }, 1)],
         forks: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, ForkStats { forks: 1, ..Default::default() })],
         secondary: vec![(SecondaryKey { cgroup_id: 1, ..Default::default() }, CountBytes { count: 1, bytes: 4096 })],
         doubles: [DoubleKind::EndAfterInLock, DoubleKind::Avoided]

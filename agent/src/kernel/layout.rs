@@ -19,6 +19,9 @@ pub enum FieldGroup {
     GfpMask,
     /// mm → notifier subscriptions → `mmu_notifier` → ops → secondary-TLB callback slot.
     NotifierOps,
+    /// `pt_regs.orig_ax` and `task_struct.reclaim_state`: the system call or reclaim context of
+    /// a cause tag (x86-64). Without them causes come from the caller hooks only.
+    CauseContext,
 }
 
 /// The layout plus, per group, what could not be resolved.
@@ -67,8 +70,14 @@ impl ResolvedLayout {
             hlist_next: r.offset(NotifierOps, "hlist_node", "next", Some(8))?,
             task_mm: r.offset(TaskCgroup, "task_struct", "mm", Some(8))?,
             subscriptions_has_itree: r.offset(NotifierOps, "mmu_notifier_subscriptions", "has_itree", Some(1))?,
+            pt_regs_orig_ax: r.offset(CauseContext, "pt_regs", "orig_ax", Some(8))?,
+            task_reclaim_state: r.offset(CauseContext, "task_struct", "reclaim_state", Some(8))?,
+            cause_context: 0,
+            _pad2: 0,
         };
-        Ok(Self { layout, missing: r.missing })
+        let mut resolved = Self { layout, missing: r.missing };
+        resolved.layout.cause_context = u32::from(resolved.group(CauseContext).is_ok());
+        Ok(resolved)
     }
 }
 

@@ -6,8 +6,10 @@
 //! alive until dropped (dropping detaches and unloads).
 
 mod attach;
+mod causes;
 mod needs;
 pub mod report;
+mod syscalls;
 pub mod table;
 
 use anyhow::Context;
@@ -59,13 +61,18 @@ impl Probes {
             .map_max_entries(names::CROSS_STATS, options.stats_map_entries)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;
+        syscalls::fill(&mut ebpf).context("filling the system-call cause table")?;
         let wants_trampolines = options.mode.is_none_or(|m| m == Mode::Fentry);
         let trampolines = if wants_trampolines {
             attach::probe_trampolines(&mut ebpf, &btf, kernel)
         } else {
             Err("not probed (--mode excludes fentry)".to_string())
         };
-        let mut probed = needs::Probed { trampolines: trampolines.clone(), attached: Vec::new() };
+        let wide_trampolines = match &trampolines {
+            Ok(()) => attach::probe_wide_trampolines(&mut ebpf, &btf, kernel),
+            Err(_) => Err("no trampolines".to_string()),
+        };
+        let mut probed = needs::Probed { trampolines: trampolines.clone(), wide_trampolines, attached: Vec::new() };
         let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode);
         let report = PlanReport {
             kernel_release: kernel.release.clone(),

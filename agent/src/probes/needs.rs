@@ -7,6 +7,8 @@ use crate::kernel::{KernelInfo, caps};
 pub struct Probed {
     /// Whether a trivial fentry program loaded.
     pub trampolines: Result<(), String>,
+    /// Whether it also loaded on a function with more than six arguments.
+    pub wide_trampolines: Result<(), String>,
     /// Families attached so far, with their mode.
     pub attached: Vec<(&'static str, Mode)>,
 }
@@ -25,6 +27,16 @@ pub fn check(need: &Need, mode: Mode, kernel: &KernelInfo, probed: &Probed) -> R
             Some(p) => Err(format!("{name} takes {} arguments in BTF, expected {n}", p.params.len())),
             None => Err(format!("{name} is not in BTF")),
         },
+        Need::TrampolineArgs(names) => {
+            let name = resolve_function(kernel, names)?;
+            match kernel.btf.function(name).map_err(|e| e.to_string())? {
+                Some(p) if p.params.len() <= 6 => Ok(()),
+                Some(p) => probed.wide_trampolines.clone().map_err(|why| {
+                    format!("{name} takes {} arguments and this kernel's trampolines take six: {why}", p.params.len())
+                }),
+                None => Err(format!("{name} is not in BTF")),
+            }
+        }
         Need::Fields(group) => kernel.layout.group(group),
         Need::Trampolines => probed.trampolines.clone(),
         Need::Kprobes => kernel.kprobes.clone(),

@@ -2,6 +2,7 @@
 //! preference (fentry/fexit → kprobe/kretprobe → tracepoint) and what each needs from the
 //! kernel. Adding a family or an alternative is a matter of adding rows here.
 
+use super::causes;
 use crate::kernel::FieldGroup;
 
 /// How an alternative attaches, as shown in `check` and in `probe_attached{mode}`.
@@ -68,6 +69,9 @@ pub enum Need {
     BtfTracepoint(&'static str),
     /// tracefs has `events/<group>/<name>`.
     TracefsEvent(&'static str, &'static str),
+    /// The function can carry a trampoline: at most six arguments, or more where the kernel
+    /// accepted a trampoline on a wider function (probed at start-up).
+    TrampolineArgs(&'static str),
     /// The named family (attached earlier) runs in this alternative's mode: its programs keep
     /// the per-thread state this one reads.
     SameModeAs(&'static str),
@@ -97,7 +101,7 @@ const START: &str = "__mmu_notifier_invalidate_range_start";
 const END: &str = "__mmu_notifier_invalidate_range_end";
 
 /// Every probe family, in attach order.
-pub static FAMILIES: &[&Family] = &[&BRACKETS, &SECONDARY_TLB, &FORK_COPIES];
+pub static FAMILIES: &[&Family] = &[&BRACKETS, &SECONDARY_TLB, &FORK_COPIES, &causes::CAUSES];
 
 static BRACKETS: Family = Family {
     name: "brackets",
@@ -312,6 +316,8 @@ static FORK_COPIES: Family = Family {
 /// it is loaded against (the first one present in BTF).
 pub const FENTRY_PROBE_PROGRAM: &str = "probe_fentry";
 pub const FENTRY_PROBE_TARGETS: &[&str] = &[START, "do_nanosleep", "vfs_read"];
+/// Functions with more than six arguments on common kernels, to probe for wide trampolines.
+pub const WIDE_PROBE_TARGETS: &[&str] = &["migrate_pages", "copy_huge_pmd", "copy_huge_pud"];
 
 #[cfg(test)]
 mod tests {

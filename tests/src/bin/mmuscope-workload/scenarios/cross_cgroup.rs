@@ -30,6 +30,7 @@
 //! pidfd for A and reports ready; A then creates the VM and sends `go`; B reports the bytes advised; A destroys the
 //! VM. Y stays behind like X, for the scrape; `cross_cgroup.initiator_cgroups` names it for clean-up.
 
+use mmuscope_abi::Cause;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -113,6 +114,7 @@ pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
             "madvise_collapse → hpage_collapse_scan_pmd → collapse_huge_page: MMU_NOTIFY_CLEAR [A, A+2M) around \
              pmdp_collapse_flush (6.1 mm/khugepaged.c:1049-1067, 6.12 :1168-1183)",
         )
+        .with_causes(Cause::Madvise, None)
         .initiated_by(ready.pid),
     ]);
     let params = CrossCgroupParams { regions: n, region_bytes: PMD_BYTES as u64, advice: "collapse".to_owned() };

@@ -16,6 +16,7 @@
 //! pid = N exactly, all from `madvise`.
 
 use anyhow::{Context, Result};
+use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, GroundTruth, InvalidationTruth, KvmMadviseParams, NotifyEvent, ScenarioParams,
 };
@@ -42,14 +43,17 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     teardown?;
     eprintln!("mmuscope-workload: {NAME}: {} DONTNEED rounds done, VM destroyed", args.iterations);
 
-    let invalidations = InvalidationTruth::from_sources(vec![BracketSource::new(
-        NotifyEvent::Clear,
-        args.iterations,
-        1,
-        "madvise(MADV_DONTNEED) of one present page",
-        "madvise_dontneed_single_vma → zap_page_range_single_batched → \
+    let invalidations = InvalidationTruth::from_sources(vec![
+        BracketSource::new(
+            NotifyEvent::Clear,
+            args.iterations,
+            1,
+            "madvise(MADV_DONTNEED) of one present page",
+            "madvise_dontneed_single_vma → zap_page_range_single_batched → \
          mmu_notifier_invalidate_range_start(MMU_NOTIFY_CLEAR)",
-    )]);
+        )
+        .with_causes(Cause::Madvise, None),
+    ]);
     let params = KvmMadviseParams { iterations: args.iterations, region_bytes, page_bytes };
     Ok(GroundTruth::new(ScenarioParams::KvmMadvise(params), cgroups, 1, invalidations))
 }

@@ -26,6 +26,7 @@
 //! 6.12 :3725 → `wp_page_reuse`), which opens no bracket — only `wp_page_copy` does.
 
 use anyhow::{Context, Result};
+use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth,
     KvmMprotectParams, NotifyEvent, ScenarioParams, SecondaryTlbApi,
@@ -56,7 +57,8 @@ pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
     teardown?;
     eprintln!("mmuscope-workload: {NAME}: {} read-only/read-write rounds done, VM destroyed", args.iterations);
 
-    let invalidations = InvalidationTruth::from_sources(vec![BracketSource::new(
+    let invalidations =
+        InvalidationTruth::from_sources(vec![BracketSource::new(
         NotifyEvent::ProtectionVma,
         2 * args.iterations,
         1,
@@ -64,7 +66,8 @@ pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
         "mprotect_fixup → change_protection → 6.1: change_pmd_range, lazily once per PUD range with a populated \
          PMD (mm/mprotect.c:381-385); 6.12: change_pud_range, once per P4D range with a populated PUD \
          (mm/mprotect.c:454-458); the write after PROT_WRITE reuses the exclusive page (no wp_page_copy)",
-    )]);
+    )
+        .with_causes(Cause::Mprotect, None)]);
     let params = KvmMprotectParams { iterations: args.iterations, region_bytes, page_bytes };
     let mut truth = GroundTruth::new(ScenarioParams::KvmMprotect(params), cgroups, 1, invalidations);
     truth.kernel_api = kernel_api;

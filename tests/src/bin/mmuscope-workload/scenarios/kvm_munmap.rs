@@ -27,6 +27,7 @@
 //! munmap always removes exactly that VMA.
 
 use anyhow::{Context, Result};
+use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, KvmMunmapParams,
     NotifyEvent, ScenarioParams, SecondaryTlbApi,
@@ -65,16 +66,19 @@ pub fn run(args: &KvmMunmapArgs) -> Result<GroundTruth> {
         "munmap of a whole {mapping_bytes}-byte mapping ({})",
         if touch { "every page written" } else { "no page ever touched" }
     );
-    let invalidations = InvalidationTruth::from_sources(vec![BracketSource::new(
-        NotifyEvent::Unmap,
-        args.iterations,
-        1,
-        &cause,
-        "6.1: do_mas_align_munmap → unmap_region (mm/mmap.c:2338) → unmap_vmas (mm/memory.c:1724 \
+    let invalidations = InvalidationTruth::from_sources(vec![
+        BracketSource::new(
+            NotifyEvent::Unmap,
+            args.iterations,
+            1,
+            &cause,
+            "6.1: do_mas_align_munmap → unmap_region (mm/mmap.c:2338) → unmap_vmas (mm/memory.c:1724 \
          MMU_NOTIFY_UNMAP); 6.12: do_vmi_align_munmap → vms_complete_munmap_vmas → vms_clear_ptes (mm/vma.c:1099) \
          → unmap_vmas (mm/memory.c:1891). One bracket per munmap, before the page walk; free_pgtables adds none; \
          the mapping is a whole isolated VMA, so no split bracket",
-    )]);
+        )
+        .with_causes(Cause::Munmap, None),
+    ]);
     let params = KvmMunmapParams {
         iterations: args.iterations,
         mapping_bytes: mapping_bytes as u64,

@@ -7,6 +7,7 @@
 //! (6.1 virt/kvm/kvm_main.c:780, 6.12 :769): K × N events, which is what tracepoint mode counts.
 
 use anyhow::{Context, Result};
+use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, GroundTruth, InvalidationTruth, MultiVmParams, NotifyEvent, ScenarioParams,
 };
@@ -37,15 +38,18 @@ pub fn run(args: &MultiVmArgs) -> Result<GroundTruth> {
         args.iterations, args.vms
     );
 
-    let invalidations = InvalidationTruth::from_sources(vec![BracketSource::new(
-        NotifyEvent::Clear,
-        args.iterations,
-        args.vms,
-        "madvise(MADV_DONTNEED) of one present page, with several VMs on the mm",
-        "madvise_dontneed_single_vma → zap_page_range_single(_batched) → mmu_notifier_invalidate_range_start \
+    let invalidations = InvalidationTruth::from_sources(vec![
+        BracketSource::new(
+            NotifyEvent::Clear,
+            args.iterations,
+            args.vms,
+            "madvise(MADV_DONTNEED) of one present page, with several VMs on the mm",
+            "madvise_dontneed_single_vma → zap_page_range_single(_batched) → mmu_notifier_invalidate_range_start \
          (MMU_NOTIFY_CLEAR): one bracket; mn_hlist_invalidate_range_start → kvm_mmu_notifier_invalidate_range_start \
          once per VM (trace_kvm_unmap_hva_range: 6.1 virt/kvm/kvm_main.c:780, 6.12 :769)",
-    )]);
+        )
+        .with_causes(Cause::Madvise, None),
+    ]);
     let params = MultiVmParams { iterations: args.iterations, vms: args.vms, region_bytes, page_bytes };
     Ok(GroundTruth::new(ScenarioParams::MultiVm(params), cgroups, args.vms, invalidations))
 }

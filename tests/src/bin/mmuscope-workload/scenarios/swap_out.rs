@@ -28,6 +28,7 @@
 //! bracket; a skipped page has none).
 
 use anyhow::{Context, Result, bail};
+use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, NotifyEvent,
     ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, SwapOutParams, SwapTruth, TlbContext,
@@ -77,14 +78,16 @@ pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
         );
     }
 
-    let invalidations = InvalidationTruth::from_sources(vec![BracketSource::new(
+    let invalidations =
+        InvalidationTruth::from_sources(vec![BracketSource::new(
         NotifyEvent::Clear,
         swapped,
         1,
         "madvise(MADV_PAGEOUT) of a written page that reclaim moved to swap",
         "madvise_pageout → madvise_cold_or_pageout_pte_range → reclaim_pages → shrink_folio_list → try_to_unmap → \
          try_to_unmap_one: MMU_NOTIFY_CLEAR [addr, addr+4K) (6.1 mm/rmap.c:1506, 6.12 :1673)",
-    )]);
+    )
+        .with_causes(Cause::Madvise, Some(Cause::Reclaim))]);
     let mut truth = GroundTruth::new(
         ScenarioParams::SwapOut(SwapOutParams { pages: args.pages, page_bytes: page as u64 }),
         cgroups,

@@ -25,6 +25,7 @@
 //! `kvm:kvm_unmap_hva_range` fires twice per munmap: once per bracket for the one VM.
 
 use anyhow::{Context, Result, bail};
+use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, NotifyEvent,
     ScenarioParams, SecondaryTlbApi, ThpPartialMunmapParams, ThpTruth,
@@ -79,7 +80,8 @@ pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
              split_huge_pmd_if_needed → __split_huge_pmd (mm/huge_memory.c:2312-2322, MMU_NOTIFY_CLEAR); 6.12: \
              vms_gather_munmap_vmas → __split_vma → vma_adjust_trans_huge (mm/vma.c:427) → __split_huge_pmd \
              (mm/huge_memory.c:2964-2973)",
-        ),
+        )
+        .with_causes(Cause::Munmap, Some(Cause::ThpSplit)),
         BracketSource::new(
             NotifyEvent::Unmap,
             n,
@@ -87,7 +89,8 @@ pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
             "munmap of the upper half [A+1M, A+2M) of a THP",
             "6.1: unmap_region → unmap_vmas (mm/memory.c:1724); 6.12: vms_clear_ptes → unmap_vmas \
              (mm/memory.c:1891); the PMD was already split, so no nested split",
-        ),
+        )
+        .with_causes(Cause::Munmap, None),
     ]);
     let mut truth = GroundTruth::new(
         ScenarioParams::ThpPartialMunmap(ThpPartialMunmapParams {

@@ -1,0 +1,159 @@
+//! Cause tags: why the current task is invalidating (see `mmuscope_abi::Cause`).
+//!
+//! Two sources, the more specific first:
+//! 1. caller windows: the cause hooks below run at entry and return of functions that
+//!    invalidate for a known reason (`__split_huge_pmd`, `shrink_folio_list`, …) and keep a
+//!    small per-thread stack of open windows (fentry/kprobe modes only);
+//! 2. the task's context: reclaim (`task->reclaim_state`), a kernel thread (by name), or the
+//!    system call in progress (`pt_regs->orig_ax`; -1 outside a system call, i.e. a fault),
+//!    mapped to a cause by the `SYSCALL_CAUSES` table the agent fills. This works in every
+//!    mode, including the tracepoint fallback.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use mmuscope_abi::{Cause, KernelLayout, caller_stack};
+
+use crate::{
+    cgroup::read,
+    maps::{CALLER_CAUSES, SYSCALL_CAUSES},
+};
+
+/// The cause of an invalidation started now by the current task.
+#[inline(always)]
+pub fn current(layout: &KernelLayout) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(stack) = unsafe { CALLER_CAUSES.get(tid) } {
+        let top = caller_stack::top(*stack);
+        if top != 0 {
+            return top;
+        }
+    }
+    if layout.cause_context == 0 {
+        return Cause::Unknown as u32;
+    }
+    context(layout) as u32
+}
+
+#[inline(always)]
+fn context(layout: &KernelLayout) -> Cause {
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    if unsafe { read::<u64>(task, layout.task_reclaim_state) }.is_ok_and(|r| r != 0) {
+        return Cause::Reclaim;
+    }
+    let Ok(mm) = (unsafe { read::<u64>(task, layout.task_mm) }) else { return Cause::Unknown };
+    if mm == 0 {
+        return kthread();
+    }
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let Ok(nr) = (unsafe { read::<i64>(regs, layout.pt_regs_orig_ax) }) else { return Cause::Unknown };
+    if nr < 0 {
+        return Cause::PageFault;
+    }
+    match SYSCALL_CAUSES.get(nr as u32) {
+        Some(&c) if c != 0 => Cause::from_raw(c),
+        _ => Cause::OtherSyscall,
+    }
+}
+
+/// A kernel thread's cause from its name (kswapd0, kcompactd0, khugepaged, ksmd).
+#[inline(always)]
+fn kthread() -> Cause {
+    let Ok(comm) = bpf_get_current_comm() else { return Cause::Kthread };
+    if comm.starts_with(b"kswapd") {
+        Cause::Reclaim
+    } else if comm.starts_with(b"kcompactd") {
+        Cause::Migration
+    } else if comm.starts_with(b"khugepaged") {
+        Cause::Khugepaged
+    } else if comm.starts_with(b"ksmd") {
+        Cause::Ksm
+    } else {
+        Cause::Kthread
+    }
+}
+
+#[inline(always)]
+fn enter(cause: Cause) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let stack = unsafe { CALLER_CAUSES.get(tid) }.copied().unwrap_or(0);
+    let _ = CALLER_CAUSES.insert(tid, caller_stack::push(stack, cause as u32), 0);
+}
+
+#[inline(always)]
+fn leave() {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(stack) = (unsafe { CALLER_CAUSES.get(tid) }).copied() else { return };
+    let rest = caller_stack::pop(stack);
+    if rest == 0 {
+        let _ = CALLER_CAUSES.remove(tid);
+    } else {
+        let _ = CALLER_CAUSES.insert(tid, rest, 0);
+    }
+}
+
+/// Entry and return programs of one caller window, in fentry/fexit and kprobe/kretprobe form.
+macro_rules! cause_hook {
+    ($cause:expr, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        #[fentry]
+        pub fn $fentry(_ctx: FEntryContext) -> i32 {
+            enter($cause);
+            0
+        }
+
+        #[fexit]
+        pub fn $fexit(_ctx: FExitContext) -> i32 {
+            leave();
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(_ctx: ProbeContext) -> u32 {
+            enter($cause);
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(_ctx: RetProbeContext) -> u32 {
+            leave();
+            0
+        }
+    };
+}
+
+cause_hook!(
+    Cause::ThpSplit,
+    cause_thp_split_fentry,
+    cause_thp_split_fexit,
+    cause_thp_split_kprobe,
+    cause_thp_split_kretprobe
+);
+cause_hook!(Cause::Reclaim, cause_reclaim_fentry, cause_reclaim_fexit, cause_reclaim_kprobe, cause_reclaim_kretprobe);
+cause_hook!(
+    Cause::Migration,
+    cause_migration_fentry,
+    cause_migration_fexit,
+    cause_migration_kprobe,
+    cause_migration_kretprobe
+);
+cause_hook!(Cause::Numa, cause_numa_fentry, cause_numa_fexit, cause_numa_kprobe, cause_numa_kretprobe);
+cause_hook!(
+    Cause::SoftDirty,
+    cause_soft_dirty_fentry,
+    cause_soft_dirty_fexit,
+    cause_soft_dirty_kprobe,
+    cause_soft_dirty_kretprobe
+);
+cause_hook!(
+    Cause::Userfaultfd,
+    cause_userfaultfd_fentry,
+    cause_userfaultfd_fexit,
+    cause_userfaultfd_kprobe,
+    cause_userfaultfd_kretprobe
+);
+cause_hook!(Cause::Exit, cause_exit_fentry, cause_exit_fexit, cause_exit_kprobe, cause_exit_kretprobe);
