@@ -50,6 +50,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             kernel: kernel.release.clone(),
             generation: generation_label(&kernel),
         },
+        kernel.layout.layout.interval_fields != 0,
     );
     let exporter = Arc::new(exporter);
     registry.register(Box::new(export::Shared(exporter.clone()))).context("registering the collector")?;

@@ -54,7 +54,18 @@ pub struct KernelLayout {
     pub pt_regs_orig_ax: u32,
     pub task_reclaim_state: u32,
     pub cause_context: u32,
-    pub _pad2: u32,
+    /// 1 when every interval-notifier field below resolved (`hmm_range_notifier` aside, which
+    /// only the hmm program reads and the agent checks itself).
+    pub interval_fields: u32,
+    /// `mmu_interval_notifier`: `mm`, `ops`, `invalidate_seq`; `mmu_interval_notifier_ops.invalidate`;
+    /// `mmu_notifier_subscriptions.invalidate_seq` (odd while an interval invalidation runs);
+    /// `hmm_range.notifier`.
+    pub interval_sub_mm: u32,
+    pub interval_sub_ops: u32,
+    pub interval_sub_seq: u32,
+    pub interval_ops_invalidate: u32,
+    pub subscriptions_invalidate_seq: u32,
+    pub hmm_range_notifier: u32,
 }
 
 #[cfg(feature = "user")]

@@ -11,18 +11,22 @@
 
 mod cause;
 mod histogram;
+mod interval;
 mod layout;
 mod maps;
 mod secondary;
 
 pub use cause::{Cause, caller_stack};
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
+pub use interval::{IntervalKey, IntervalRead};
 pub use layout::KernelLayout;
 pub use maps::{
     BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket, Initiator,
     KvmUnmapKey, key_flags,
 };
-pub use secondary::{Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Scope, SecondaryKey, ThreadState};
+pub use secondary::{
+    Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey, ThreadState,
+};
 
 /// Names of the maps and globals, shared so that a rename cannot break the agent silently.
 pub mod names {
@@ -40,4 +44,10 @@ pub mod names {
     pub const DOUBLE_STATS: &str = "DOUBLE_STATS";
     pub const CALLER_CAUSES: &str = "CALLER_CAUSES";
     pub const SYSCALL_CAUSES: &str = "SYSCALL_CAUSES";
+    pub const OPERATIONS: &str = "OPERATIONS";
+    pub const OPERATIONS_ON: &str = "OPERATIONS_ON";
+    pub const INTERVAL_READS: &str = "INTERVAL_READS";
+    pub const INTERVAL_WAITS: &str = "INTERVAL_WAITS";
+    pub const INTERVAL_HITS: &str = "INTERVAL_HITS";
+    pub const HMM_BUSY: &str = "HMM_BUSY";
 }

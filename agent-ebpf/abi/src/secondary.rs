@@ -38,12 +38,21 @@ pub enum DoubleKind {
     OverlappingSecondaryTlb = 2,
     /// Not a double: `_end(range, only_end = true)` skipped the repeat.
     Avoided = 3,
+    /// A bracket overlapping an earlier (or still open) bracket on the same mm within one
+    /// operation of the same thread (one system call or one page fault): start/end subscribers
+    /// invalidate the overlap twice, e.g. a THP split then the unmap of half of it.
+    OverlappingBrackets = 4,
 }
 
 impl DoubleKind {
-    pub const COUNT: usize = 4;
-    pub const ALL: [DoubleKind; Self::COUNT] =
-        [Self::EndAfterInLock, Self::EndThenGather, Self::OverlappingSecondaryTlb, Self::Avoided];
+    pub const COUNT: usize = 5;
+    pub const ALL: [DoubleKind; Self::COUNT] = [
+        Self::EndAfterInLock,
+        Self::EndThenGather,
+        Self::OverlappingSecondaryTlb,
+        Self::Avoided,
+        Self::OverlappingBrackets,
+    ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|k| *k as u32 == v)
@@ -55,6 +64,7 @@ impl DoubleKind {
             Self::EndThenGather => "end_then_gather",
             Self::OverlappingSecondaryTlb => "overlapping_secondary_tlb",
             Self::Avoided => "avoided",
+            Self::OverlappingBrackets => "overlapping_brackets",
         }
     }
 }
@@ -106,6 +116,14 @@ impl Intervals {
     pub const N: usize = 4;
 }
 
+/// The brackets one thread opened on one mm in its current operation (system call or fault).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Operation {
+    pub mm: u64,
+    pub seen: Intervals,
+}
+
 /// An open bracket on a thread's stack.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,4 +161,5 @@ mod pod {
     unsafe impl aya::Pod for super::SecondaryKey {}
     unsafe impl aya::Pod for super::DoubleKey {}
     unsafe impl aya::Pod for super::CountBytes {}
+    unsafe impl aya::Pod for super::Operation {}
 }

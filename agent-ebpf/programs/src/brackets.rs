@@ -17,7 +17,9 @@ use mmuscope_abi::{
 use crate::{
     cause,
     cgroup::{mm_owner_memcg, read, task_memcg},
+    interval,
     maps::{BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
+    operations,
     secondary::has_subscribers,
     threads,
 };
@@ -43,6 +45,7 @@ fn open(range: u64) {
     {
         let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
         threads::push(ts, &frame);
+        operations::bracket_opened(&layout, mm, start, end, cgroup_id, flags);
     }
     let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout), _pad: 0 };
     let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };
@@ -81,6 +84,12 @@ fn start_returned(range: u64, ret: i32) {
         let _ = INFLIGHT.remove(range);
         bump(Counter::StartFailed);
         pop_frame(range);
+    } else if unsafe { INFLIGHT.get(range) }.is_some() {
+        // Only brackets that reached a subscriber are in flight.
+        let layout = LAYOUT.load();
+        if let Ok(mm) = unsafe { read::<u64>(range, layout.range_mm) } {
+            interval::bracket_started(&layout, mm);
+        }
     }
 }
 

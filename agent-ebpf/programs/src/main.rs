@@ -12,8 +12,10 @@ mod capability;
 mod cause;
 mod cgroup;
 mod fork;
+mod interval;
 mod kvm;
 mod maps;
+mod operations;
 mod secondary;
 mod threads;
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use mmuscope_abi::{
     BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, ForkWindow,
-    InflightBracket, KernelLayout, KvmUnmapKey, SecondaryKey, ThreadState,
+    InflightBracket, IntervalKey, IntervalRead, KernelLayout, KvmUnmapKey, Operation, SecondaryKey, ThreadState,
 };
 
 #[unsafe(no_mangle)]
@@ -39,7 +39,13 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     pt_regs_orig_ax: 0,
     task_reclaim_state: 0,
     cause_context: 0,
-    _pad2: 0,
+    interval_fields: 0,
+    interval_sub_mm: 0,
+    interval_sub_ops: 0,
+    interval_sub_seq: 0,
+    interval_ops_invalidate: 0,
+    subscriptions_invalidate_seq: 0,
+    hmm_range_notifier: 0,
 });
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
@@ -100,6 +106,31 @@ pub static SYSCALL_CAUSES: Array<u32> = Array::with_max_entries(SYSCALL_SLOTS, 0
 
 /// System call numbers the cause table covers (x86-64 has about 460).
 pub const SYSCALL_SLOTS: u32 = 512;
+
+/// The brackets each thread opened in its current operation (see `operations`). LRU: a
+/// thread that exits mid-operation must not keep its entry.
+#[map]
+pub static OPERATIONS: LruHashMap<u32, Operation> = LruHashMap::with_max_entries(16384, 0);
+
+/// Slot 0 is 1 once the agent attached the operation boundary hooks.
+#[map]
+pub static OPERATIONS_ON: Array<u32> = Array::with_max_entries(1, 0);
+
+/// `mmu_interval_read_begin` calls in progress per thread id.
+#[map]
+pub static INTERVAL_READS: LruHashMap<u32, IntervalRead> = LruHashMap::with_max_entries(4096, 0);
+
+/// Interval-reader waits per (owner cgroup, subscriber), as a latency histogram. Size set by the agent.
+#[map]
+pub static INTERVAL_WAITS: PerCpuHashMap<IntervalKey, BracketStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Brackets that reached interval subscribers (`invalidate_seq` odd after start), per owner cgroup.
+#[map]
+pub static INTERVAL_HITS: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// `hmm_range_fault` calls that returned -EBUSY (an invalidation collided), per owner cgroup.
+#[map]
+pub static HMM_BUSY: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// The programs' own error accounting, indexed by [`Counter`].
 #[map]

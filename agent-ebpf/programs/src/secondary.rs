@@ -73,7 +73,7 @@ fn add(map_key: SecondaryKey, bytes: u64) {
 }
 
 #[inline(always)]
-fn add_double(cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
+pub fn add_double(cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
     let key = DoubleKey { cgroup_id, flags, kind: kind as u32 };
     if let Some(v) = per_cpu_entry(&DOUBLE_STATS, &key, &CountBytes::default()) {
         unsafe {

@@ -4,7 +4,7 @@
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, KvmUnmapKey,
+    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, IntervalKey, KvmUnmapKey,
     SecondaryKey, names,
 };
 
@@ -18,6 +18,9 @@ pub struct Maps {
     secondary: PerCpuHashMap<MapData, SecondaryKey, CountBytes>,
     doubles: PerCpuHashMap<MapData, DoubleKey, CountBytes>,
     cross: PerCpuHashMap<MapData, CrossKey, u64>,
+    interval_waits: PerCpuHashMap<MapData, IntervalKey, BracketStats>,
+    interval_hits: PerCpuHashMap<MapData, CgroupKey, u64>,
+    hmm_busy: PerCpuHashMap<MapData, CgroupKey, u64>,
     counters: PerCpuArray<MapData, u64>,
     /// `max_entries` of the aggregation maps, for `map_capacity`.
     pub stats_capacity: u32,
@@ -32,6 +35,10 @@ pub struct Snapshot {
     pub secondary: Vec<(SecondaryKey, CountBytes)>,
     pub doubles: Vec<(DoubleKey, CountBytes)>,
     pub cross: Vec<(CrossKey, u64)>,
+    /// Interval-reader waits per (owner cgroup, `ops->invalidate` address).
+    pub interval_waits: Vec<(IntervalKey, BracketStats)>,
+    pub interval_hits: Vec<(CgroupKey, u64)>,
+    pub hmm_busy: Vec<(CgroupKey, u64)>,
     pub counters: [u64; Counter::COUNT as usize],
 }
 
@@ -41,10 +48,12 @@ impl Snapshot {
         let brackets = self.brackets.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let kvm = self.kvm_unmaps.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let forks = self.forks.iter().map(|(k, _)| (k.flags, k.cgroup_id));
+        let waits = self.interval_waits.iter().map(|(k, _)| (k.flags, k.cgroup_id));
+        let hits = self.interval_hits.iter().chain(&self.hmm_busy).map(|(k, _)| (k.flags, k.cgroup_id));
         let secondary = self.secondary.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let doubles = self.doubles.iter().map(|(k, _)| (k.flags, k.cgroup_id));
         let doubles = doubles.chain(self.cross.iter().map(|(k, _)| (k.flags, k.cgroup_id)));
-        brackets.chain(kvm).chain(forks).chain(secondary).chain(doubles)
+        brackets.chain(kvm).chain(forks).chain(secondary).chain(doubles).chain(waits).chain(hits)
     }
 
     /// Keeps only the keys whose `(flags, cgroup id)` passes `keep` (drops deleted cgroups after their TTL). Every
@@ -56,6 +65,9 @@ impl Snapshot {
         self.secondary.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.doubles.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.cross.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.interval_waits.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.interval_hits.retain(|(k, _)| keep(k.flags, k.cgroup_id));
+        self.hmm_busy.retain(|(k, _)| keep(k.flags, k.cgroup_id));
     }
 }
 
@@ -68,6 +80,9 @@ impl Maps {
             secondary: probes.take_map(names::SECONDARY_STATS)?.try_into()?,
             doubles: probes.take_map(names::DOUBLE_STATS)?.try_into()?,
             cross: probes.take_map(names::CROSS_STATS)?.try_into()?,
+            interval_waits: probes.take_map(names::INTERVAL_WAITS)?.try_into()?,
+            interval_hits: probes.take_map(names::INTERVAL_HITS)?.try_into()?,
+            hmm_busy: probes.take_map(names::HMM_BUSY)?.try_into()?,
             counters: probes.take_map(names::COUNTERS)?.try_into()?,
             stats_capacity,
         })
@@ -100,6 +115,12 @@ impl Maps {
             let (key, per_cpu) = entry?;
             snap.cross.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
         }
+        for entry in self.interval_waits.iter() {
+            let (key, per_cpu) = entry?;
+            snap.interval_waits.push((key, sum_stats(&per_cpu)));
+        }
+        snap.interval_hits = sum_u64(&self.interval_hits)?;
+        snap.hmm_busy = sum_u64(&self.hmm_busy)?;
         for c in Counter::ALL {
             let per_cpu = self.counters.get(&(c as u32), 0)?;
             snap.counters[c as usize] = per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v));
@@ -117,6 +138,15 @@ fn sum_count_bytes<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, CountBytes>) -> 
             bytes: a.bytes.saturating_add(v.bytes),
         });
         out.push((key, total));
+    }
+    Ok(out)
+}
+
+fn sum_u64<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> anyhow::Result<Vec<(K, u64)>> {
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        let (key, per_cpu) = entry?;
+        out.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
     }
     Ok(out)
 }

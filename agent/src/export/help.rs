@@ -17,7 +17,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "mmuscope_double_notifications_total",
-        "Secondary-TLB ranges invalidated again within one operation, by mechanism: end_after_in_lock (pre-6.6 in-lock call then invalidate_range_end), end_then_gather (pre-6.6 invalidate_range_end then the TLB-gather flush), overlapping_secondary_tlb (overlapping calls in one bracket or gather window). Counted only when a subscriber implements the callback.",
+        "Secondary-TLB ranges invalidated again within one operation, by mechanism: end_after_in_lock (pre-6.6 in-lock call then invalidate_range_end), end_then_gather (pre-6.6 invalidate_range_end then the TLB-gather flush), overlapping_secondary_tlb (overlapping calls in one bracket or gather window; counted only when a subscriber implements the callback), overlapping_brackets (a bracket overlapping an earlier one on the same mm in the same system call or page fault of a user thread, which start/end subscribers such as KVM invalidate twice; fentry and kprobe modes).",
     ),
     (
         "mmuscope_redundant_invalidation_bytes_total",
@@ -43,6 +43,22 @@ pub const FAMILIES: &[(&str, &str)] = &[
     (
         "mmuscope_forks_with_pinned_pages_total",
         "Address-space copies (fork) that copied at least one maybe-pinned page eagerly.",
+    ),
+    (
+        "mmuscope_interval_read_waits_total",
+        "mmu_interval_read_begin calls that had to wait for an invalidation of their interval notifier in flight (GPU/RDMA drivers through HMM), by owner memory cgroup and subscriber (the notifier's ops->invalidate symbol). fentry and kprobe modes; no interval subscriber exists on a host without such drivers.",
+    ),
+    (
+        "mmuscope_interval_read_wait_seconds",
+        "Time those mmu_interval_read_begin calls waited, by owner memory cgroup and subscriber.",
+    ),
+    (
+        "mmuscope_hmm_range_fault_busy_total",
+        "hmm_range_fault calls that returned -EBUSY because an invalidation collided with the fault, by owner memory cgroup (kernels built with HMM).",
+    ),
+    (
+        "mmuscope_interval_invalidations_total",
+        "Invalidation brackets that reached at least one interval notifier (the subscriptions' invalidate_seq was odd after invalidate_range_start), by owner memory cgroup. fentry and kprobe modes.",
     ),
     (
         "mmuscope_invalidation_start_failures_total",

@@ -11,6 +11,7 @@ mod families;
 mod fork;
 mod help;
 mod histogram;
+mod intervals;
 mod programs;
 mod reference;
 mod secondary;
@@ -51,6 +52,8 @@ pub struct Exporter {
     page_size: u64,
     /// The fork family attached with an alternative that sees THP splits.
     fork_splits_observable: bool,
+    /// The interval-notifier fields resolved, so the bracket programs count interval hits.
+    interval_fields: bool,
 }
 
 /// Which hierarchy a key's cgroup id belongs to, from its flags.
@@ -59,7 +62,14 @@ pub fn hierarchy_of(flags: u32) -> Which {
 }
 
 impl Exporter {
-    pub fn new(maps: Maps, cgroups: CgroupNames, events: EventNames, report: PlanReport, build: BuildInfo) -> Self {
+    pub fn new(
+        maps: Maps,
+        cgroups: CgroupNames,
+        events: EventNames,
+        report: PlanReport,
+        build: BuildInfo,
+        interval_fields: bool,
+    ) -> Self {
         let descs = FAMILIES
             .iter()
             .filter(|(name, _)| !programs::FAMILY_NAMES.contains(name)) // described by ProgramStatsCollector
@@ -73,7 +83,17 @@ impl Exporter {
             .find(|f| f.name == "fork_copies")
             .and_then(|f| f.attached())
             .is_some_and(|a| a.mode != Mode::Tracepoint);
-        Self { maps, cgroups: Mutex::new(cgroups), events, report, build, descs, page_size, fork_splits_observable }
+        Self {
+            maps,
+            cgroups: Mutex::new(cgroups),
+            events,
+            report,
+            build,
+            descs,
+            page_size,
+            fork_splits_observable,
+            interval_fields,
+        }
     }
 }
 
@@ -103,6 +123,14 @@ impl Collector for Exporter {
         out.extend(fork::families(&snap, &cgroup, self.page_size, self.fork_splits_observable));
         out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
         out.extend(cross::families(&snap, &cgroup, self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe])));
+        let addrs: Vec<u64> = snap.interval_waits.iter().map(|(k, _)| k.invalidate_fn).collect();
+        let symbols = if addrs.is_empty() { Default::default() } else { crate::kernel::symbolize::names(&addrs) };
+        let symbol = |a: u64| symbols.get(&a).cloned().unwrap_or_else(|| "unknown".to_string());
+        let attached = intervals::Attached {
+            readers: self.report.attached("interval_notifiers"),
+            hits: self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe]) && self.interval_fields,
+        };
+        out.extend(intervals::families(&snap, &cgroup, &symbol, attached));
         out.extend(agent::cgroup_families(&names));
         drop(names);
         out.extend(agent::families(&snap, self.maps.stats_capacity, &self.report, &self.build, started));

@@ -9,11 +9,11 @@ use std::{fmt::Write, time::Instant};
 
 use mmuscope_abi::{
     BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, Initiator,
-    KvmUnmapKey, SecondaryKey,
+    IntervalKey, KvmUnmapKey, SecondaryKey,
 };
 use prometheus::{core::Collector, proto::MetricFamily};
 
-use super::{FAMILIES, Labels, agent, brackets, cross, fork, programs, secondary};
+use super::{FAMILIES, Labels, agent, brackets, cross, fork, intervals, programs, secondary};
 use crate::{
     bpfstats::ProgramRun,
     collect::Snapshot,
@@ -37,6 +37,9 @@ fn sample_snapshot() -> Snapshot {
             .map(|k| (DoubleKey { cgroup_id: 1, flags: 0, kind: k as u32 }, CountBytes { count: 1, bytes: 4096 }))
             .to_vec(),
         cross: vec![(CrossKey { cgroup_id: 1, flags: 0, initiator: Initiator::Kthread as u32 }, 1)],
+        interval_waits: vec![(IntervalKey { cgroup_id: 1, flags: 0, _pad: 0, invalidate_fn: 0 }, stats)],
+        interval_hits: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, 1)],
+        hmm_busy: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, 1)],
         ..Default::default()
     }
 }
@@ -77,6 +80,8 @@ fn all_families() -> Vec<MetricFamily> {
     out.extend(fork::families(&snap, &cgroup, 4096, true));
     out.extend(secondary::families(&snap, &cgroup, true));
     out.extend(cross::families(&snap, &cgroup, true));
+    let symbol = |_: u64| "amdgpu_hmm_invalidate_gfx".to_string();
+    out.extend(intervals::families(&snap, &cgroup, &symbol, intervals::Attached { readers: true, hits: true }));
     out.extend(agent::families(&snap, 16, &sample_report(), &build, Instant::now()));
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     out.extend(agent::cgroup_families(&names));

@@ -22,6 +22,11 @@ pub enum FieldGroup {
     /// `pt_regs.orig_ax` and `task_struct.reclaim_state`: the system call or reclaim context of
     /// a cause tag (x86-64). Without them causes come from the caller hooks only.
     CauseContext,
+    /// `mmu_interval_notifier` (mm, ops, invalidate_seq), its ops' `invalidate` and the
+    /// subscriptions' `invalidate_seq`.
+    IntervalNotifier,
+    /// `hmm_range.notifier` (`CONFIG_HMM_MIRROR`).
+    HmmRange,
 }
 
 /// The layout plus, per group, what could not be resolved.
@@ -73,10 +78,22 @@ impl ResolvedLayout {
             pt_regs_orig_ax: r.offset(CauseContext, "pt_regs", "orig_ax", Some(8))?,
             task_reclaim_state: r.offset(CauseContext, "task_struct", "reclaim_state", Some(8))?,
             cause_context: 0,
-            _pad2: 0,
+            interval_fields: 0,
+            interval_sub_mm: r.offset(IntervalNotifier, "mmu_interval_notifier", "mm", Some(8))?,
+            interval_sub_ops: r.offset(IntervalNotifier, "mmu_interval_notifier", "ops", Some(8))?,
+            interval_sub_seq: r.offset(IntervalNotifier, "mmu_interval_notifier", "invalidate_seq", Some(8))?,
+            interval_ops_invalidate: r.offset(IntervalNotifier, "mmu_interval_notifier_ops", "invalidate", Some(8))?,
+            subscriptions_invalidate_seq: r.offset(
+                IntervalNotifier,
+                "mmu_notifier_subscriptions",
+                "invalidate_seq",
+                Some(8),
+            )?,
+            hmm_range_notifier: r.offset(HmmRange, "hmm_range", "notifier", Some(8))?,
         };
         let mut resolved = Self { layout, missing: r.missing };
         resolved.layout.cause_context = u32::from(resolved.group(CauseContext).is_ok());
+        resolved.layout.interval_fields = u32::from(resolved.group(IntervalNotifier).is_ok());
         Ok(resolved)
     }
 }

@@ -7,7 +7,9 @@
 
 mod attach;
 mod causes;
+mod intervals;
 mod needs;
+mod overlaps;
 pub mod report;
 mod syscalls;
 pub mod table;
@@ -59,6 +61,9 @@ impl Probes {
             .map_max_entries(names::SECONDARY_STATS, options.stats_map_entries)
             .map_max_entries(names::DOUBLE_STATS, options.stats_map_entries)
             .map_max_entries(names::CROSS_STATS, options.stats_map_entries)
+            .map_max_entries(names::INTERVAL_WAITS, options.stats_map_entries)
+            .map_max_entries(names::INTERVAL_HITS, options.stats_map_entries)
+            .map_max_entries(names::HMM_BUSY, options.stats_map_entries)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;
         syscalls::fill(&mut ebpf).context("filling the system-call cause table")?;
@@ -74,6 +79,11 @@ impl Probes {
         };
         let mut probed = needs::Probed { trampolines: trampolines.clone(), wide_trampolines, attached: Vec::new() };
         let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode);
+        if probed.attached.iter().any(|(f, _)| *f == overlaps::OVERLAPPING_BRACKETS.name) {
+            // Only now may the bracket programs keep per-operation records: their boundaries run.
+            let map = ebpf.map_mut(names::OPERATIONS_ON).context("map OPERATIONS_ON is missing")?;
+            aya::maps::Array::<_, u32>::try_from(map)?.set(0, 1, 0)?;
+        }
         let report = PlanReport {
             kernel_release: kernel.release.clone(),
             btf_path: kernel.btf.path().display().to_string(),

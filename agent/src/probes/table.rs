@@ -2,7 +2,7 @@
 //! preference (fentry/fexit → kprobe/kretprobe → tracepoint) and what each needs from the
 //! kernel. Adding a family or an alternative is a matter of adding rows here.
 
-use super::causes;
+use super::{causes, intervals, overlaps};
 use crate::kernel::FieldGroup;
 
 /// How an alternative attaches, as shown in `check` and in `probe_attached{mode}`.
@@ -101,7 +101,14 @@ const START: &str = "__mmu_notifier_invalidate_range_start";
 const END: &str = "__mmu_notifier_invalidate_range_end";
 
 /// Every probe family, in attach order.
-pub static FAMILIES: &[&Family] = &[&BRACKETS, &SECONDARY_TLB, &FORK_COPIES, &causes::CAUSES];
+pub static FAMILIES: &[&Family] = &[
+    &BRACKETS,
+    &SECONDARY_TLB,
+    &overlaps::OVERLAPPING_BRACKETS,
+    &FORK_COPIES,
+    &causes::CAUSES,
+    &intervals::INTERVAL_NOTIFIERS,
+];
 
 static BRACKETS: Family = Family {
     name: "brackets",

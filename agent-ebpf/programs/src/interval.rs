@@ -1,0 +1,150 @@
+//! Interval notifiers: reader waits in `mmu_interval_read_begin`, `hmm_range_fault`
+//! collisions (-EBUSY), and brackets that reached interval subscribers.
+//!
+//! `mmu_interval_read_begin` sleeps when the notifier's `invalidate_seq` equals the
+//! subscriptions' (an invalidation of it is in flight); the entry program tests exactly that,
+//! so a wait is counted only when the reader really blocked, and timed to the return.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use mmuscope_abi::{BracketStats, CgroupKey, IntervalKey, IntervalRead, KernelLayout};
+
+use crate::{
+    cgroup::{mm_owner_memcg, read},
+    maps::{HMM_BUSY, INTERVAL_HITS, INTERVAL_READS, KPROBE_STASH, LAYOUT, per_cpu_entry},
+    threads,
+};
+
+/// `-EBUSY`.
+const EBUSY: i64 = -16;
+/// Stash slot of `hmm_range_fault`'s range pointer for its kretprobe (see brackets' slots).
+const STASH_HMM: u64 = 2 << 32;
+
+#[inline(always)]
+fn read_begin(sub: u64) {
+    let l = LAYOUT.load();
+    let waiting = unsafe { in_flight(&l, sub) }.unwrap_or(false);
+    let state = IntervalRead { t_start_ns: unsafe { bpf_ktime_get_ns() }, sub, waiting: waiting as u32, _pad: 0 };
+    let _ = INTERVAL_READS.insert(threads::tid(), state, 0);
+}
+
+/// Whether an invalidation of `sub` is in flight (`mmu_interval_read_begin`'s own test).
+#[inline(always)]
+unsafe fn in_flight(l: &KernelLayout, sub: u64) -> Result<bool, ()> {
+    let mm: u64 = unsafe { read(sub, l.interval_sub_mm)? };
+    let subs: u64 = unsafe { read(mm, l.mm_notifier_subscriptions)? };
+    if subs == 0 {
+        return Ok(false);
+    }
+    let seq: u64 = unsafe { read(sub, l.interval_sub_seq)? };
+    let current: u64 = unsafe { read(subs, l.subscriptions_invalidate_seq)? };
+    Ok(seq == current)
+}
+
+#[inline(always)]
+fn read_returned() {
+    let tid = threads::tid();
+    let Some(state) = (unsafe { INTERVAL_READS.get(tid) }).copied() else { return };
+    let _ = INTERVAL_READS.remove(tid);
+    if state.waiting == 0 {
+        return;
+    }
+    let l = LAYOUT.load();
+    let Ok(mm) = (unsafe { read::<u64>(state.sub, l.interval_sub_mm) }) else { return };
+    let (cgroup_id, flags) = mm_owner_memcg(&l, mm);
+    let invalidate_fn = unsafe { read::<u64>(state.sub, l.interval_sub_ops) }
+        .and_then(|ops| unsafe { read::<u64>(ops, l.interval_ops_invalidate) })
+        .unwrap_or(0);
+    let key = IntervalKey { cgroup_id, flags, _pad: 0, invalidate_fn };
+    let dt = unsafe { bpf_ktime_get_ns() }.saturating_sub(state.t_start_ns);
+    if let Some(s) = per_cpu_entry(&crate::maps::INTERVAL_WAITS, &key, &BracketStats::default()) {
+        unsafe { (*s).record(dt) };
+    }
+}
+
+/// `hmm_range_fault(range)` returned `ret`.
+#[inline(always)]
+fn hmm_returned(range: u64, ret: i64) {
+    if ret != EBUSY {
+        return;
+    }
+    let l = LAYOUT.load();
+    let Ok(sub) = (unsafe { read::<u64>(range, l.hmm_range_notifier) }) else { return };
+    let Ok(mm) = (unsafe { read::<u64>(sub, l.interval_sub_mm) }) else { return };
+    count(&HMM_BUSY, &l, mm);
+}
+
+/// Called by the bracket programs when `invalidate_range_start` on `mm` returned: an odd
+/// `invalidate_seq` means this invalidation reached at least one interval notifier.
+#[inline(always)]
+pub fn bracket_started(l: &KernelLayout, mm: u64) {
+    if l.interval_fields == 0 {
+        return;
+    }
+    let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return };
+    if subs != 0 && unsafe { read::<u64>(subs, l.subscriptions_invalidate_seq) }.is_ok_and(|seq| seq & 1 == 1) {
+        count(&INTERVAL_HITS, l, mm);
+    }
+}
+
+#[inline(always)]
+fn count(map: &aya_ebpf::maps::PerCpuHashMap<CgroupKey, u64>, l: &KernelLayout, mm: u64) {
+    let (cgroup_id, flags) = mm_owner_memcg(l, mm);
+    if let Some(n) = per_cpu_entry(map, &CgroupKey { cgroup_id, flags, _pad: 0 }, &0) {
+        unsafe { *n += 1 };
+    }
+}
+
+#[fentry]
+pub fn interval_read_fentry(ctx: FEntryContext) -> i32 {
+    read_begin(ctx.arg::<u64>(0));
+    0
+}
+
+#[fexit]
+pub fn interval_read_fexit(_ctx: FExitContext) -> i32 {
+    read_returned();
+    0
+}
+
+#[fexit]
+pub fn hmm_fault_fexit(ctx: FExitContext) -> i32 {
+    // hmm_range_fault(range) has one argument; the return value follows it.
+    hmm_returned(ctx.arg::<u64>(0), ctx.arg::<i64>(1) as i32 as i64);
+    0
+}
+
+#[kprobe]
+pub fn interval_read_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(sub) = ctx.arg::<u64>(0) {
+        read_begin(sub);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn interval_read_kretprobe(_ctx: RetProbeContext) -> u32 {
+    read_returned();
+    0
+}
+
+#[kprobe]
+pub fn hmm_fault_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(range) = ctx.arg::<u64>(0) {
+        let _ = KPROBE_STASH.insert(threads::tid() as u64 | STASH_HMM, range, 0);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn hmm_fault_kretprobe(ctx: RetProbeContext) -> u32 {
+    let key = threads::tid() as u64 | STASH_HMM;
+    if let Some(range) = unsafe { KPROBE_STASH.get(key) }.copied() {
+        let _ = KPROBE_STASH.remove(key);
+        hmm_returned(range, ctx.ret::<u64>() as i32 as i64);
+    }
+    0
+}
