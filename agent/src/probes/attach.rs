@@ -32,15 +32,18 @@ pub fn probe_trampolines(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -> Res
     result
 }
 
-/// Loads the trivial fentry program on a function with more than six arguments (x86
+/// Attaches the trivial fentry program to a function with more than six arguments (x86
 /// trampolines took at most six before 6.5), then unloads it.
 pub fn probe_wide_trampolines(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -> Result<(), String> {
     let wide = |f: &&&str| kernel.btf.function(f).ok().flatten().is_some_and(|p| p.params.len() > 6);
     let target =
         table::WIDE_PROBE_TARGETS.iter().find(wide).ok_or("no function with more than six arguments to probe")?;
     let prog: &mut FEntry = program(ebpf, table::FENTRY_PROBE_PROGRAM)?.try_into().map_err(|e| format!("{e}"))?;
-    let result =
-        prog.load(target, btf).map_err(|e| format!("a trampoline on {target} did not load: {}", error_chain(&e)));
+    // The verifier accepts up to 12 arguments; the trampoline itself is built at attach time.
+    let result = prog
+        .load(target, btf)
+        .and_then(|()| prog.attach().map(drop))
+        .map_err(|e| format!("a trampoline on {target} did not attach: {}", error_chain(&e)));
     let _ = prog.unload();
     result
 }
