@@ -66,6 +66,10 @@ pub struct KernelLayout {
     pub interval_ops_invalidate: u32,
     pub subscriptions_invalidate_seq: u32,
     pub hmm_range_notifier: u32,
+    /// `task_struct.active_mm`: an exiting task (its `mm` already NULL) still has its own mm
+    /// here while `exit_mmap` runs, which tells it apart from a kernel thread.
+    pub task_active_mm: u32,
+    pub _pad3: u32,
 }
 
 #[cfg(feature = "user")]

@@ -16,7 +16,7 @@ use mmuscope_abi::{
 
 use crate::{
     cause,
-    cgroup::{mm_owner_memcg, read, task_memcg},
+    cgroup::{is_kthread, mm_owner_memcg, read, task_memcg},
     interval,
     maps::{BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
     operations,
@@ -47,7 +47,7 @@ fn open(range: u64) {
         threads::push(ts, &frame);
         operations::bracket_opened(&layout, mm, start, end, cgroup_id, flags);
     }
-    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout), _pad: 0 };
+    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm), _pad: 0 };
     let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };
     if INFLIGHT.insert(range, inflight, 0).is_err() {
         bump(Counter::InflightFull);
@@ -65,6 +65,9 @@ fn count_cross_cgroup(layout: &KernelLayout, mm: u64, owner_cgroup: u64, flags: 
         return;
     }
     let initiator = if current_mm == 0 {
+        if !is_kthread(layout, current, mm, owner_cgroup) {
+            return; // the owner itself, exiting
+        }
         Initiator::Kthread
     } else if task_memcg(layout, current).0 != owner_cgroup {
         Initiator::OtherCgroup

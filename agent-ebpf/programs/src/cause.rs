@@ -20,13 +20,13 @@ use aya_ebpf::{
 use mmuscope_abi::{Cause, KernelLayout, caller_stack};
 
 use crate::{
-    cgroup::read,
+    cgroup::{is_kthread, read},
     maps::{CALLER_CAUSES, SYSCALL_CAUSES},
 };
 
-/// The cause of an invalidation started now by the current task.
+/// The cause of an invalidation of `mm` (0 where unknown) started now by the current task.
 #[inline(always)]
-pub fn current(layout: &KernelLayout) -> u32 {
+pub fn current(layout: &KernelLayout, mm: u64) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(stack) = unsafe { CALLER_CAUSES.get(tid) } {
         let top = caller_stack::top(*stack);
@@ -37,18 +37,18 @@ pub fn current(layout: &KernelLayout) -> u32 {
     if layout.cause_context == 0 {
         return Cause::Unknown as u32;
     }
-    context(layout) as u32
+    context(layout, mm) as u32
 }
 
 #[inline(always)]
-fn context(layout: &KernelLayout) -> Cause {
+fn context(layout: &KernelLayout, mm: u64) -> Cause {
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     if unsafe { read::<u64>(task, layout.task_reclaim_state) }.is_ok_and(|r| r != 0) {
         return Cause::Reclaim;
     }
-    let Ok(mm) = (unsafe { read::<u64>(task, layout.task_mm) }) else { return Cause::Unknown };
-    if mm == 0 {
-        return kthread();
+    let Ok(own_mm) = (unsafe { read::<u64>(task, layout.task_mm) }) else { return Cause::Unknown };
+    if own_mm == 0 {
+        return if is_kthread(layout, task, mm, 0) { kthread() } else { Cause::Exit };
     }
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     let Ok(nr) = (unsafe { read::<i64>(regs, layout.pt_regs_orig_ax) }) else { return Cause::Unknown };

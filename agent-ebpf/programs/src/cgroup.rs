@@ -76,3 +76,18 @@ pub fn mm_owner_memcg(layout: &KernelLayout, mm: u64) -> (u64, u32) {
         Err(()) => (0, key_flags::NO_OWNER),
     }
 }
+
+/// Whether the current task is a kernel thread, for work on `mm`. An exiting user task has no
+/// `mm` any more while it tears its own one down (`exit_mm` clears it before `mmput`), but its
+/// `active_mm` is still that mm; a kernel thread could borrow the same `active_mm` lazily, so the
+/// memory cgroup must match the owner's too (`owner_cgroup`; 0 to skip that test).
+#[inline(always)]
+pub fn is_kthread(layout: &KernelLayout, task: u64, mm: u64, owner_cgroup: u64) -> bool {
+    if unsafe { read::<u64>(task, layout.task_mm) }.is_ok_and(|m| m != 0) {
+        return false;
+    }
+    let exiting_owner = mm != 0
+        && unsafe { read::<u64>(task, layout.task_active_mm) }.is_ok_and(|a| a == mm)
+        && (owner_cgroup == 0 || task_memcg(layout, task).0 == owner_cgroup);
+    !exiting_owner
+}

@@ -46,6 +46,8 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     interval_ops_invalidate: 0,
     subscriptions_invalidate_seq: 0,
     hmm_range_notifier: 0,
+    task_active_mm: 0,
+    _pad3: 0,
 });
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed

@@ -90,6 +90,8 @@ impl ResolvedLayout {
                 Some(8),
             )?,
             hmm_range_notifier: r.offset(HmmRange, "hmm_range", "notifier", Some(8))?,
+            task_active_mm: r.offset(TaskCgroup, "task_struct", "active_mm", Some(8))?,
+            _pad3: 0,
         };
         let mut resolved = Self { layout, missing: r.missing };
         resolved.layout.cause_context = u32::from(resolved.group(CauseContext).is_ok());
