@@ -14,7 +14,11 @@ pub const EXIT_STRICT: i32 = 3;
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
     let kernel = KernelInfo::probe(&args.kernel.btf)?;
-    let options = probes::Options { mode: args.kernel.mode, stats_map_entries: args.kernel.stats_map_entries };
+    let options = probes::Options {
+        mode: args.kernel.mode,
+        stats_map_entries: args.kernel.stats_map_entries,
+        slow_min_duration: None,
+    };
     let probes = Probes::load(&kernel, &options)?;
     let report = &probes.report;
     let mut out = std::io::stdout().lock();

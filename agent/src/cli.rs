@@ -49,6 +49,10 @@ pub struct KernelArgs {
     /// max_entries of each aggregation map (cgroup × event keys).
     #[arg(long = "map.stats-entries", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub stats_map_entries: u32,
+    /// Brackets at least this long are kept, with pid, cause and range, for /api/v1/slow (fentry and kprobe modes;
+    /// e.g. 100us, 1ms; 0s keeps every bracket).
+    #[arg(long = "slow.min-duration", value_name = "DURATION", default_value = "1ms", value_parser = crate::cgroups::parse_duration)]
+    pub slow_min_duration: std::time::Duration,
 }
 
 #[derive(Args, Debug, Clone)]

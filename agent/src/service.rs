@@ -24,7 +24,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let web_config = Arc::new(WebConfigSource::new(args.web_config.clone())?);
     let kernel = KernelInfo::probe(&args.kernel.btf)?;
     tracing::info!(release = %kernel.release, generation = kernel.generation.describe(), "kernel");
-    let options = probes::Options { mode: args.kernel.mode, stats_map_entries: args.kernel.stats_map_entries };
+    let options = probes::Options {
+        mode: args.kernel.mode,
+        stats_map_entries: args.kernel.stats_map_entries,
+        slow_min_duration: Some(args.kernel.slow_min_duration),
+    };
     let mut probes = Probes::load(&kernel, &options)?;
     for f in &probes.report.families {
         match f.attached() {
@@ -58,13 +62,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     registry
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .context("registering the process collector")?;
+    let slow = slow_source(&mut probes, &options);
     // The parsed kernel BTF is by far the largest allocation and is not needed once attached.
     drop(kernel);
     // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
     crate::privileges::drop_after_attach(probes.ebpf_mut())?;
     crate::privileges::ready(&probes.report);
 
-    let api = Arc::new(ApiState::new(exporter));
+    let api = ApiState::new(exporter);
+    let api = Arc::new(match slow {
+        Some(source) => api.with_slow(source),
+        None => api,
+    });
     let state = Arc::new(AppState {
         registry,
         report: probes.report.clone(),
@@ -107,6 +116,23 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 }
 
 /// Forwards aya-log records from the programs to `tracing` (via the `log` bridge).
+/// The slow-bracket log and its reader task, where brackets are timed (fentry or kprobe mode).
+fn slow_source(probes: &mut Probes, options: &probes::Options) -> Option<crate::api::SlowSource> {
+    let timed = probes.report.attached_in("brackets", &[probes::Mode::Fentry, probes::Mode::Kprobe]);
+    let min = options.slow_min_duration?;
+    if !timed {
+        return None;
+    }
+    let log = Arc::new(crate::slow::SlowLog::default());
+    match crate::slow::spawn_reader(probes, log.clone()) {
+        Ok(_task) => Some(crate::api::SlowSource { log, min_ns: u64::try_from(min.as_nanos()).unwrap_or(u64::MAX) }),
+        Err(e) => {
+            tracing::warn!("/api/v1/slow unavailable: {e:#}");
+            None
+        }
+    }
+}
+
 fn spawn_ebpf_logger(probes: &mut Probes) -> Option<tokio::task::JoinHandle<()>> {
     let logger = match aya_log::EbpfLogger::init(probes.ebpf_mut()) {
         Ok(l) => l,

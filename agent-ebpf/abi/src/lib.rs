@@ -15,6 +15,7 @@ mod interval;
 mod layout;
 mod maps;
 mod secondary;
+mod slow;
 
 pub use cause::{Cause, caller_stack};
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
@@ -27,6 +28,7 @@ pub use maps::{
 pub use secondary::{
     Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey, ThreadState,
 };
+pub use slow::SlowBracket;
 
 /// Names of the maps and globals, shared so that a rename cannot break the agent silently.
 pub mod names {
@@ -50,4 +52,6 @@ pub mod names {
     pub const INTERVAL_WAITS: &str = "INTERVAL_WAITS";
     pub const INTERVAL_HITS: &str = "INTERVAL_HITS";
     pub const HMM_BUSY: &str = "HMM_BUSY";
+    pub const SLOW_EVENTS: &str = "SLOW_EVENTS";
+    pub const SLOW_MIN_NS: &str = "SLOW_MIN_NS";
 }

@@ -137,12 +137,20 @@ pub enum Counter {
     ReadFault = 3,
     /// The in-flight bracket table was full.
     InflightFull = 4,
+    /// The slow-bracket ring buffer was full: a record was dropped.
+    SlowDropped = 5,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 5;
-    pub const ALL: [Counter; Counter::COUNT as usize] =
-        [Counter::EndWithoutStart, Counter::StartFailed, Counter::MapFull, Counter::ReadFault, Counter::InflightFull];
+    pub const COUNT: u32 = 6;
+    pub const ALL: [Counter; Counter::COUNT as usize] = [
+        Counter::EndWithoutStart,
+        Counter::StartFailed,
+        Counter::MapFull,
+        Counter::ReadFault,
+        Counter::InflightFull,
+        Counter::SlowDropped,
+    ];
 }
 
 #[cfg(feature = "user")]

@@ -6,19 +6,23 @@
 //! see no arguments, so the kprobe half stashes the range pointer per thread.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use mmuscope_abi::{
-    BracketKey, BracketStats, Counter, CrossKey, Frame, InflightBracket, Initiator, KernelLayout, key_flags,
+    BracketKey, BracketStats, Counter, CrossKey, Frame, InflightBracket, Initiator, KernelLayout, SlowBracket,
+    key_flags,
 };
 
 use crate::{
     cause,
     cgroup::{is_kthread, mm_owner_memcg, read, task_memcg},
     interval,
-    maps::{BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
+    maps::{
+        BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, SLOW_EVENTS, SLOW_MIN_NS, THREADS, bump,
+        per_cpu_entry,
+    },
     operations,
     secondary::has_subscribers,
     threads,
@@ -120,10 +124,40 @@ fn close(range: u64) {
     };
     let _ = INFLIGHT.remove(range);
     let dt = now.saturating_sub(inflight.t_start_ns);
+    if dt >= SLOW_MIN_NS.load() {
+        report_slow(range, now, dt, &inflight.key);
+    }
     let zero = BracketStats::default();
     let Some(stats) = per_cpu_entry(&BRACKET_STATS, &inflight.key, &zero) else { return };
     // SAFETY: per-CPU value owned by this CPU while the program runs.
     unsafe { (*stats).record(dt) };
+}
+
+/// Sends one slow bracket to user space (`/api/v1/slow`).
+#[inline(always)]
+fn report_slow(range: u64, now: u64, dt: u64, key: &BracketKey) {
+    let Some(mut entry) = SLOW_EVENTS.reserve::<SlowBracket>(0) else {
+        bump(Counter::SlowDropped);
+        return;
+    };
+    let layout = LAYOUT.load();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let record = SlowBracket {
+        t_end_ns: now,
+        duration_ns: dt,
+        cgroup_id: key.cgroup_id,
+        start: unsafe { read::<u64>(range, layout.range_start) }.unwrap_or(0),
+        end: unsafe { read::<u64>(range, layout.range_end) }.unwrap_or(0),
+        flags: key.flags,
+        event: key.event,
+        cause: key.cause,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    entry.write(record);
+    entry.submit(0);
 }
 
 #[fentry]

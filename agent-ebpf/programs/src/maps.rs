@@ -3,7 +3,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use aya_log_ebpf::warn;
 use mmuscope_abi::{
@@ -49,6 +49,14 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     task_active_mm: 0,
     _pad3: 0,
 });
+
+/// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.
+#[unsafe(no_mangle)]
+pub static SLOW_MIN_NS: Global<u64> = Global::new(u64::MAX);
+
+/// Slow-bracket records for `/api/v1/slow`; a full ring drops records (counted).
+#[map]
+pub static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
 /// end (kretprobe overflow, detach mid-bracket) cannot fill it for good.

@@ -7,6 +7,7 @@
 mod error;
 mod params;
 mod pending;
+mod slow;
 mod views;
 
 use std::{
@@ -27,7 +28,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use error::ApiError;
 pub use error::{ErrorBody, json_error};
 use params::Query;
-use pending::{SlowBracket, SlowView, SubscriberView, SubscribersView};
+use pending::{SubscriberView, SubscribersView};
+pub use slow::SlowSource;
 use views::{CgroupsStatus, FamilyStatus, ProbesView, StatusView};
 
 use crate::{
@@ -43,6 +45,8 @@ pub struct ApiState {
     pub started: Instant,
     pub started_unix: f64,
     available: Available,
+    /// Slow-bracket records, where the brackets are timed.
+    slow: Option<SlowSource>,
 }
 
 impl ApiState {
@@ -55,7 +59,12 @@ impl ApiState {
             double_notifications: attached("secondary_tlb").is_some(),
         };
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        Self { exporter, started: Instant::now(), started_unix, available }
+        Self { exporter, started: Instant::now(), started_unix, available, slow: None }
+    }
+
+    /// Serves `/api/v1/slow` from `source`.
+    pub fn with_slow(self, source: SlowSource) -> Self {
+        Self { slow: Some(source), ..self }
     }
 }
 
@@ -68,7 +77,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .route("/api/v1/cgroups", get(cgroups))
         .route("/api/v1/cgroups/{id}", get(cgroup))
         .route("/api/v1/subscribers", get(subscribers))
-        .route("/api/v1/slow", get(slow))
+        .route("/api/v1/slow", get(slow::slow))
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -80,7 +89,7 @@ pub fn router() -> Router<Arc<ApiState>> {
                        a JSON object `{\"error\": \"...\"}` with a 4xx status.",
         license(name = "GPL-2.0-only OR MIT")
     ),
-    paths(status, probes, cgroups, cgroup, subscribers, slow, openapi),
+    paths(status, probes, cgroups, cgroup, subscribers, slow::slow, openapi),
     components(schemas(SortKey, Which)),
     tags(
         (name = "agent", description = "The agent and its probes"),
@@ -254,35 +263,6 @@ async fn subscribers(RawQuery(q): RawQuery) -> Result<Json<SubscribersView>, Api
     Query::parse(q.as_deref(), &[])?;
     let subscribers: Vec<SubscriberView> = Vec::new();
     Ok(Json(SubscribersView { available: false, note: pending::SUBSCRIBERS_NOTE.into(), subscribers }))
-}
-
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documentation only, see CgroupsParams
-struct SlowParams {
-    /// Only brackets slower than this many microseconds (0 to 60000000). Default 1000.
-    #[param(minimum = 0, maximum = 60000000)]
-    threshold_us: Option<u64>,
-    /// At most this many brackets (1 to 1000). Default 50.
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u64>,
-}
-
-/// Recent slowest brackets above a threshold, with cause and pid. Not collected yet: `available` is false and the
-/// list empty until per-bracket samples exist.
-#[utoipa::path(get, path = "/api/v1/slow", tag = "pending", params(SlowParams),
-    responses((status = 200, body = SlowView), (status = 400, body = ErrorBody)))]
-async fn slow(RawQuery(q): RawQuery) -> Result<Json<SlowView>, ApiError> {
-    let q = Query::parse(q.as_deref(), &["threshold_us", "limit"])?;
-    let threshold = q.int("threshold_us", 0, 60_000_000, 1000)?;
-    q.int("limit", 1, 1000, 50)?;
-    let brackets: Vec<SlowBracket> = Vec::new();
-    Ok(Json(SlowView {
-        available: false,
-        note: pending::SLOW_NOTE.into(),
-        threshold_seconds: threshold as f64 / 1e6,
-        brackets,
-    }))
 }
 
 /// This document.

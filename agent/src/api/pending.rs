@@ -24,29 +24,5 @@ pub struct SubscriberView {
     pub mms: u64,
 }
 
-/// `GET /api/v1/slow`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SlowView {
-    /// False until per-bracket samples are collected; the list is then always empty.
-    pub available: bool,
-    pub note: String,
-    /// The threshold asked for, in seconds.
-    pub threshold_seconds: f64,
-    pub brackets: Vec<SlowBracket>,
-}
-
-/// One slow invalidation bracket.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SlowBracket {
-    pub cgroup: String,
-    pub event: String,
-    pub cause: String,
-    pub pid: u32,
-    pub duration_seconds: f64,
-}
-
 pub const SUBSCRIBERS_NOTE: &str = "The subscriber inventory (which mms have which mmu_notifier subscribers) is not \
     collected by this version of the agent; this list stays empty until it is.";
-
-pub const SLOW_NOTE: &str = "Per-bracket samples (pid, cause, duration) are not collected by this version of the \
-    agent; only aggregated histograms are. This list stays empty until they are.";

@@ -29,7 +29,7 @@ impl Policy {
 
 /// Parses a Prometheus-style duration: `300ms`, `30s`, `5m`, `2h`, `1d`, or combinations such as `1m30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?} (examples: 500ms, 30s, 5m, 1h30m)");
+    let bad = || format!("invalid duration {s:?} (examples: 100us, 500ms, 30s, 5m, 1h30m)");
     if s.is_empty() {
         return Err(bad());
     }
@@ -44,6 +44,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
+            "us" => Duration::from_micros(1),
             "ms" => Duration::from_millis(1),
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),

@@ -40,7 +40,11 @@ pub fn families(
         counter(
             "mmuscope_map_update_errors_total",
             help("mmuscope_map_update_errors_total"),
-            by_map(&[("stats", c(Counter::MapFull)), ("inflight", c(Counter::InflightFull))]),
+            by_map(&[
+                ("stats", c(Counter::MapFull)),
+                ("inflight", c(Counter::InflightFull)),
+                ("slow_events", c(Counter::SlowDropped)),
+            ]),
         ),
         gauge(
             "mmuscope_map_capacity",

@@ -170,6 +170,11 @@ impl Exporter {
         f(&self.cgroups.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The name of an `enum mmu_notifier_event` value (`unknown` for one BTF did not list).
+    pub fn event_name(&self, value: u32) -> String {
+        self.events.name(value.into()).to_string()
+    }
+
     pub fn report(&self) -> &PlanReport {
         &self.report
     }

@@ -33,11 +33,13 @@ pub struct Options {
     pub mode: Option<Mode>,
     /// `max_entries` of the aggregation maps (keys = cgroup × event × flags).
     pub stats_map_entries: u32,
+    /// Brackets at least this long are sent to user space one by one (`None`: none are).
+    pub slow_min_duration: Option<std::time::Duration>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { mode: None, stats_map_entries: 4096 }
+        Self { mode: None, stats_map_entries: 4096, slow_min_duration: None }
     }
 }
 
@@ -52,9 +54,12 @@ impl Probes {
         let btf = aya::Btf::parse_file(kernel.btf.path(), aya::Endianness::default())
             .with_context(|| format!("aya cannot parse BTF at {}", kernel.btf.path().display()))?;
         let layout = kernel.layout.layout;
+        let slow_min_ns =
+            options.slow_min_duration.map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global(names::LAYOUT, &layout, true)
+            .override_global(names::SLOW_MIN_NS, &slow_min_ns, true)
             .map_max_entries(names::BRACKET_STATS, options.stats_map_entries)
             .map_max_entries(names::KVM_UNMAP_COUNTS, options.stats_map_entries)
             .map_max_entries(names::FORK_STATS, options.stats_map_entries)

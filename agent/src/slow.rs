@@ -1,0 +1,115 @@
+//! Slow brackets for `/api/v1/slow`: the bracket programs send every bracket at least as long as
+//! `--slow.min-duration` through a ring buffer (fentry and kprobe modes); a task here keeps the most
+//! recent ones in a bounded log.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use aya::maps::{MapData, RingBuf};
+use mmuscope_abi::{SlowBracket, names};
+use tokio::io::unix::AsyncFd;
+
+use crate::probes::Probes;
+
+/// Records kept: enough for a storm's worth of context, small enough to sort per request.
+pub const CAPACITY: usize = 4096;
+
+/// The most recent slow brackets, oldest first.
+#[derive(Default)]
+pub struct SlowLog {
+    records: Mutex<VecDeque<SlowBracket>>,
+}
+
+impl SlowLog {
+    pub fn push(&self, record: SlowBracket) {
+        let mut r = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() == CAPACITY {
+            r.pop_front();
+        }
+        r.push_back(record);
+    }
+
+    /// The `limit` slowest records of at least `min_ns`, slowest first.
+    pub fn slowest(&self, min_ns: u64, limit: usize) -> Vec<SlowBracket> {
+        let r = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<SlowBracket> = r.iter().filter(|b| b.duration_ns >= min_ns).copied().collect();
+        out.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns).then(b.t_end_ns.cmp(&a.t_end_ns)));
+        out.truncate(limit);
+        out
+    }
+}
+
+/// Starts the task that moves records from the kernel's ring buffer into `log`.
+pub fn spawn_reader(probes: &mut Probes, log: Arc<SlowLog>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let ring: RingBuf<MapData> = probes.take_map(names::SLOW_EVENTS)?.try_into()?;
+    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring buffer, and
+    // `as_raw_fd` always returns that same fd.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let mut guard = match fd.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!("slow-bracket ring buffer: {e}; /api/v1/slow stops updating");
+                    return;
+                }
+            };
+            while let Some(item) = guard.get_inner_mut().next() {
+                if let Some(record) = parse(&item) {
+                    log.push(record);
+                }
+            }
+            guard.clear_ready();
+        }
+    }))
+}
+
+fn parse(bytes: &[u8]) -> Option<SlowBracket> {
+    (bytes.len() >= size_of::<SlowBracket>())
+        // SAFETY: `SlowBracket` is plain old data (`#[repr(C)]`, integers only) and the length is checked.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SlowBracket>()) })
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(duration_ns: u64, t_end_ns: u64) -> SlowBracket {
+        SlowBracket { duration_ns, t_end_ns, ..Default::default() }
+    }
+
+    #[test]
+    fn keeps_the_newest_and_returns_the_slowest_first() {
+        let log = SlowLog::default();
+        for i in 0..(CAPACITY as u64 + 10) {
+            log.push(record(i % 100, i));
+        }
+        let all = log.slowest(0, usize::MAX);
+        assert_eq!(all.len(), CAPACITY, "bounded");
+        assert!(all.iter().all(|r| r.t_end_ns >= 10), "the oldest were dropped");
+        let top = log.slowest(50, 3);
+        assert_eq!(top.iter().map(|r| r.duration_ns).collect::<Vec<_>>(), [99, 99, 99]);
+        assert!(top[0].t_end_ns > top[1].t_end_ns, "ties: newest first");
+        assert!(log.slowest(100, 10).is_empty());
+    }
+
+    #[test]
+    fn short_records_are_ignored() {
+        assert!(parse(&[0u8; 8]).is_none());
+        let r = record(7, 9);
+        // SAFETY: viewing a POD value as bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&r as *const SlowBracket).cast::<u8>(), size_of::<SlowBracket>()) };
+        assert_eq!(parse(bytes), Some(r));
+    }
+}
