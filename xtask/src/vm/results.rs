@@ -59,6 +59,9 @@ pub struct ScenarioRecord {
     pub mode: String,
     pub scenario: String,
     pub args: Vec<String>,
+    /// Wall time of the comparison in the guest.
+    #[serde(default)]
+    pub seconds: f64,
     pub cgroup: String,
     /// The secondary-TLB API whose expectations the guest applied.
     #[serde(default)]
@@ -69,6 +72,9 @@ pub struct ScenarioRecord {
     /// Parts of the truth not observable in the mode (not asserted).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Series that grew where the truth makes no statement (diagnostics, not asserted).
+    #[serde(default)]
+    pub unasserted: Vec<String>,
     pub expected: EventCounts,
     pub observed: EventCounts,
     pub hist_count: EventCounts,

@@ -159,6 +159,7 @@ mod tests {
             mode: "fentry".into(),
             scenario: "kvm-madvise".into(),
             args: vec!["kvm-madvise".into(), "--iterations".into(), "1000".into()],
+            seconds: 1.5,
             cgroup: "/t".into(),
             kernel_api: "invalidate_range".into(),
             comparisons: vec![
@@ -176,6 +177,7 @@ mod tests {
                 },
             ],
             notes: vec![],
+            unasserted: vec![],
             expected: counts(&[("clear", 1000)]),
             observed: counts(&[("clear", 1000), ("unmap", 2)]),
             hist_count: counts(&[("clear", 1000), ("unmap", 2)]),

@@ -24,8 +24,9 @@ const QUIET_PERIOD: Duration = Duration::from_secs(1);
 pub fn scenario(agent: &Agent, workload: &Path, line: &str, mode: &str, kernel: &str, api: SecondaryTlbApi) -> Record {
     let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
     let name = args.first().cloned().unwrap_or_default();
+    let started = Instant::now();
     match run(agent, workload, &args, api) {
-        Ok(outcome) => outcome.into_record(kernel, mode, &name, args),
+        Ok(outcome) => outcome.into_record(kernel, mode, &name, args, started.elapsed().as_secs_f64()),
         Err(e) => Record::error(
             kernel,
             mode,
@@ -40,6 +41,7 @@ struct Outcome {
     kernel_api: String,
     comparisons: Vec<Comparison>,
     notes: Vec<String>,
+    unasserted: Vec<String>,
     problems: Vec<String>,
     other_cgroups: BTreeMap<String, EventCounts>,
 }
@@ -83,13 +85,14 @@ fn run(agent: &Agent, workload: &Path, args: &[String], api: SecondaryTlbApi) ->
             .filter(|c| !c.pass)
             .map(|c| format!("{}: expected {}, observed {}", c.series, c.expected, c.observed)),
     );
+    let unasserted = unasserted(&all, &owner, &before, &after);
     let mut other_cgroups = by_cgroup_event(&before, &after, families::INVALIDATIONS);
     other_cgroups.remove(&owner);
-    Ok(Outcome { cgroup: owner, kernel_api: wire(&api), comparisons, notes, problems, other_cgroups })
+    Ok(Outcome { cgroup: owner, kernel_api: wire(&api), comparisons, notes, unasserted, problems, other_cgroups })
 }
 
 impl Outcome {
-    fn into_record(self, kernel: &str, mode: &str, scenario: &str, args: Vec<String>) -> Record {
+    fn into_record(self, kernel: &str, mode: &str, scenario: &str, args: Vec<String>, seconds: f64) -> Record {
         let per_event = |metric: &str, observed: bool| -> EventCounts {
             self.comparisons
                 .iter()
@@ -105,6 +108,7 @@ impl Outcome {
             mode: mode.to_owned(),
             scenario: scenario.to_owned(),
             args,
+            seconds,
             expected: per_event(families::INVALIDATIONS, false),
             observed: per_event(families::INVALIDATIONS, true),
             hist_count: per_event(families::HIST_COUNT, true),
@@ -114,6 +118,7 @@ impl Outcome {
             pass: self.problems.is_empty(),
             comparisons: self.comparisons,
             notes: self.notes,
+            unasserted: self.unasserted,
             problems: self.problems,
         }
     }
@@ -141,6 +146,33 @@ fn with_closed(mut checks: Vec<Check>, closed: &[Closed], before: &Exposition, a
         }
     }
     checks
+}
+
+/// Series of the compared metrics that grew for `owner` but no check selects, as `metric{labels}: +N`: what the
+/// agent counted where the truth makes no statement (recorded, not asserted).
+fn unasserted(checks: &[Check], owner: &str, before: &Exposition, after: &Exposition) -> Vec<String> {
+    let group = |e: &Exposition| {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for metric in families::METRICS {
+            for s in e.samples_named(metric).filter(|s| s.labels.get("cgroup").is_some_and(|c| c == owner)) {
+                if checks.iter().any(|c| c.metric == *metric && matches(s, c)) {
+                    continue;
+                }
+                let labels: Vec<String> =
+                    s.labels.iter().filter(|(k, _)| *k != "cgroup").map(|(k, v)| format!("{k}={v:?}")).collect();
+                *out.entry(format!("{metric}{{{}}}", labels.join(","))).or_insert(0.0) += s.value;
+            }
+        }
+        out
+    };
+    let old = group(before);
+    group(after)
+        .into_iter()
+        .filter_map(|(series, v)| {
+            let delta = v - old.get(&series).copied().unwrap_or(0.0);
+            (delta > 0.0).then(|| format!("{series}: +{}", delta as u64))
+        })
+        .collect()
 }
 
 fn matches(s: &Sample, c: &Check) -> bool {

@@ -45,6 +45,8 @@ pub enum Record {
         mode: String,
         scenario: String,
         args: Vec<String>,
+        /// Wall time of the comparison (workload, settling, quiet period), under TCG.
+        seconds: f64,
         /// The attribution cgroup's path (the `cgroup` label).
         cgroup: String,
         /// The secondary-TLB API whose expectations were applied (`invalidate_range`, `arch_invalidate_secondary_tlbs`).
@@ -54,6 +56,8 @@ pub enum Record {
         comparisons: Vec<Comparison>,
         /// Parts of the truth not observable in this mode (not asserted).
         notes: Vec<String>,
+        /// Series of the compared families that grew where the truth makes no statement (not asserted).
+        unasserted: Vec<String>,
         /// Ground truth: brackets per event.
         expected: EventCounts,
         /// `mmuscope_invalidations_total` increase for the cgroup, per event (summed over the other labels).
@@ -95,14 +99,28 @@ impl Record {
                     println!("  note: not attached in {mode} mode: {f}");
                 }
             }
-            Record::Scenario { mode, scenario, cgroup, kernel_api, comparisons, notes, problems, .. } => {
-                println!("{mode} {scenario}: cgroup {cgroup}, {kernel_api}{}", verdict(problems));
+            Record::Scenario {
+                mode,
+                scenario,
+                cgroup,
+                kernel_api,
+                comparisons,
+                notes,
+                unasserted,
+                problems,
+                seconds,
+                ..
+            } => {
+                println!("{mode} {scenario}: cgroup {cgroup}, {kernel_api}, {seconds:.1} s{}", verdict(problems));
                 for c in comparisons {
                     let mark = if c.pass { "ok  " } else { "FAIL" };
                     println!("  {mark} {}: expected {}, observed {}", c.series, c.expected, c.observed);
                 }
                 for n in notes {
                     println!("  note: {n}");
+                }
+                for u in unasserted {
+                    println!("  not asserted (the truth leaves it open): {u}");
                 }
             }
             Record::Error { mode, stage, message, .. } => println!("{mode}: {stage} FAILED: {message}"),

@@ -18,6 +18,21 @@ use std::collections::BTreeMap;
 pub use brackets::{HIST_COUNT, INVALIDATIONS};
 use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 
+/// Every metric some family compares (the diagnostics list their series the truth leaves unspecified).
+pub const METRICS: &[&str] = &[
+    brackets::INVALIDATIONS,
+    brackets::HIST_COUNT,
+    secondary_tlb::SECONDARY_TLB,
+    doubles::DOUBLES,
+    doubles::REDUNDANT_BYTES,
+    doubles::AVOIDED,
+    fork::COPIES,
+    fork::COPY_BYTES,
+    fork::THP_SPLITS,
+    fork::FORKS_WITH_PINNED,
+    cross_cgroup::CROSS_CGROUP,
+];
+
 /// One expected increase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
