@@ -24,10 +24,12 @@
 //! `tlb_finish_mmu`: 6.1 mm/mprotect.c:742/810, 6.12 :779/846):
 //! * 6.1: the bracket's plain `_end` repeat over the 2 MiB (bracket context), then `tlb_flush_mmu_tlbonly` over the
 //!   gathered 2 MiB (gather context), both ranges;
-//! * 6.12: nothing in the bracket; `tlb_finish_mmu → tlb_flush → flush_tlb_mm_range(mm, A, A+2M, PAGE_SHIFT)`:
-//!   512 pages exceed `tlb_single_page_flush_ceiling` (33, arch/x86/mm/tlb.c:998), so the range becomes
-//!   `(0, TLB_FLUSH_ALL)` (:1054-1058) and `mmu_notifier_arch_invalidate_secondary_tlbs(mm, 0, ~0)` (:1083) is a
-//!   whole-mm (`full_mm`) invalidation in the gather context.
+//! * 6.6+: nothing in the bracket; `tlb_finish_mmu → tlb_flush → flush_tlb_mm_range(mm, A, A+2M, PAGE_SHIFT)`,
+//!   one call in the gather context. Its scope is not the same on every 6.6+ kernel, so the truth leaves it open:
+//!   on 6.12, 512 pages exceed `tlb_single_page_flush_ceiling` (33, arch/x86/mm/tlb.c:998), so `start`/`end`
+//!   themselves become `(0, TLB_FLUSH_ALL)` (:1054-1058) and `mmu_notifier_arch_invalidate_secondary_tlbs(mm, 0, ~0)`
+//!   (:1083) is a whole-mm (`full_mm`) call; on 7.2 the same cut-off only rewrites the `flush_tlb_info`
+//!   (`get_flush_tlb_info`, tlb.c:1402-1405) and the notifier gets the original 2 MiB (:1462), a range call.
 //!
 //! The write after the read-write mprotect adds nothing on either generation: mprotect already makes the dirty,
 //! exclusive anonymous PTEs writable again (`MM_CP_TRY_CHANGE_WRITABLE` → `can_change_pte_writable`, 6.1 :197,
@@ -114,14 +116,18 @@ fn secondary_tlb(calls: u64, bytes: u64) -> SecondaryTlbTruth {
                 "6.1 mm/mprotect.c:810 → include/asm-generic/tlb.h:447",
             ),
             src(New, TlbContext::Bracket, TlbScope::Range, 0, "change_pte_range only gathers", "6.12 mm/mprotect.c"),
-            src(
-                New,
-                TlbContext::Gather,
-                TlbScope::FullMm,
-                calls,
-                "512 pages > tlb_single_page_flush_ceiling: flush_tlb_mm_range flushes (0, ~0)",
-                "6.12 mm/mprotect.c:846 → arch/x86/mm/tlb.c:998, :1054-1058, :1083",
-            ),
+            SecondaryTlbSource {
+                scope: None,
+                bytes: None,
+                ..src(
+                    New,
+                    TlbContext::Gather,
+                    TlbScope::FullMm,
+                    calls,
+                    "tlb_finish_mmu → flush_tlb_mm_range over the 512 changed PTEs: (0, ~0) on 6.12, the range on 7.2",
+                    "6.12 mm/mprotect.c:846 → arch/x86/mm/tlb.c:998, :1054-1058, :1083; 7.2 tlb.c:1402-1405, :1462",
+                )
+            },
         ],
     }
 }
