@@ -3,10 +3,12 @@
 //!
 //! Fetching downloads the `linux-image-…` package (and, for split kernels, its
 //! `linux-{base,binary,modules}-<release>` parts) through the private apt configuration,
-//! extracts it (`dpkg-deb -x`), lets `depmod -b` and `modprobe -d … -D kvm_amd` work out the
-//! modules and their dependencies (irqbypass, kvm, ccp), and keeps only those. The cache entry is
-//! built under a temporary name and renamed at the end, so an interrupted fetch leaves nothing
-//! that looks cached; a cached release is never fetched again.
+//! extracts it (`dpkg-deb -x`), lets `depmod -b` and `modprobe -d … -D <module>` work out the
+//! modules of [`TOP_MODULES`] and their dependencies (irqbypass, kvm, ccp; zsmalloc on 6.1,
+//! lz4_compress and lz4hc_compress on 6.12), and keeps only those. The cache entry is built under
+//! a temporary name and renamed at the end, so an interrupted fetch leaves nothing that looks
+//! cached; a cached release is fetched again only when its entry lacks one of [`TOP_MODULES`]
+//! (an entry made before that module was added to the list).
 
 use std::{
     fs,
@@ -26,8 +28,10 @@ use super::{
 };
 use crate::workspace::Workspace;
 
-/// The module whose dependency closure the guest loads; it gives the guest `/dev/kvm`.
-const TOP_MODULE: &str = "kvm_amd";
+/// The modules whose dependency closures the guest loads, in this order: `kvm_amd` gives the
+/// guest `/dev/kvm`; `zram` a swap device for the `swap-out` scenario (Debian builds both as
+/// modules).
+pub const TOP_MODULES: &[&str] = &["kvm_amd", "zram"];
 const META_FILE: &str = "kernel.json";
 const TOOL_LIMIT: Duration = Duration::from_secs(600);
 
@@ -43,6 +47,10 @@ pub struct KernelMeta {
     pub archive: String,
     /// Module file names under `modules/`, in load order.
     pub modules: Vec<String>,
+    /// The [`TOP_MODULES`] whose closures `modules` holds (absent in entries from before the list
+    /// grew: those hold only `kvm_amd`'s).
+    #[serde(default = "kvm_only")]
+    pub top_modules: Vec<String>,
     /// Unix seconds.
     pub fetched_at: u64,
 }
@@ -66,6 +74,15 @@ impl CachedKernel {
     pub fn series(&self) -> Option<Series> {
         self.meta.series.parse().ok()
     }
+
+    /// Whether the entry holds the closure of every module in [`TOP_MODULES`].
+    pub fn complete(&self) -> bool {
+        TOP_MODULES.iter().all(|m| self.meta.top_modules.iter().any(|t| t == m))
+    }
+}
+
+fn kvm_only() -> Vec<String> {
+    vec!["kvm_amd".to_string()]
 }
 
 pub fn cache_root(ws: &Workspace) -> PathBuf {
@@ -129,9 +146,18 @@ pub fn fetch(ws: &Workspace, request: &Request, refresh: bool) -> Result<CachedK
         resolved.package, resolved.version, resolved.suite, resolved.archive
     ));
     let dir = cache_root(ws).join(&resolved.release);
-    if let Some(k) = load(&dir).filter(|k| k.meta.version == resolved.version) {
-        say(format!("{} already cached in {}", resolved.release, ws.display(&dir)));
-        return Ok(k);
+    match load(&dir).filter(|k| k.meta.version == resolved.version) {
+        Some(k) if k.complete() => {
+            say(format!("{} already cached in {}", resolved.release, ws.display(&dir)));
+            return Ok(k);
+        }
+        Some(k) => say(format!(
+            "{} is cached with the modules of {} only; fetching it again for {}",
+            resolved.release,
+            k.meta.top_modules.join(", "),
+            TOP_MODULES.join(", ")
+        )),
+        None => {}
     }
     build_entry(ws, &apt, &resolved, &dir)
 }
@@ -164,10 +190,13 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
     if let Some(config) = find_file(&root, &r.release, "config") {
         fs::copy(&config, partial.join("config"))?;
     }
-    let modules = kvm_modules(&root, &r.release)?;
+    let modules = module_closures(&root, &r.release)?;
     let mut names = Vec::new();
     for module in &modules {
-        names.push(decompress_module(module, &partial.join("modules"))?);
+        let name = decompress_module(module, &partial.join("modules"))?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
     }
     say(format!("{}: modules {}", r.release, names.join(" ")));
 
@@ -179,6 +208,7 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
         suite: r.suite.clone(),
         archive: r.archive.clone(),
         modules: names,
+        top_modules: TOP_MODULES.iter().map(|m| m.to_string()).collect(),
         fetched_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     fs::write(partial.join(META_FILE), serde_json::to_string_pretty(&meta)? + "\n")?;
@@ -223,8 +253,9 @@ fn find_file(root: &Path, release: &str, name: &str) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// The module files `modprobe` would load for [`TOP_MODULE`], in order, from the extracted tree.
-fn kvm_modules(root: &Path, release: &str) -> Result<Vec<PathBuf>> {
+/// The module files `modprobe` would load for each of [`TOP_MODULES`], in order (a module two
+/// closures share appears once, at its first place), from the extracted tree.
+fn module_closures(root: &Path, release: &str) -> Result<Vec<PathBuf>> {
     // kmod looks under <base>/lib/modules; newer packages ship /usr/lib/modules only.
     if !root.join("lib/modules").exists() && root.join("usr/lib/modules").exists() {
         std::os::unix::fs::symlink("usr/lib", root.join("lib")).context("linking lib -> usr/lib")?;
@@ -233,13 +264,21 @@ fn kvm_modules(root: &Path, release: &str) -> Result<Vec<PathBuf>> {
         bail!("the package has no lib/modules/{release}");
     }
     exec::output(Command::new("depmod").arg("-b").arg(root).arg(release), TOOL_LIMIT)?;
-    let out = exec::output(
-        Command::new("modprobe").arg("-d").arg(root).args(["-S", release, "--show-depends", TOP_MODULE]),
-        TOOL_LIMIT,
-    )?;
-    let modules = parse_show_depends(&String::from_utf8_lossy(&out.stdout));
-    if modules.is_empty() {
-        bail!("`modprobe --show-depends {TOP_MODULE}` for {release} listed no module to load");
+    let mut modules: Vec<PathBuf> = Vec::new();
+    for top in TOP_MODULES {
+        let out = exec::output(
+            Command::new("modprobe").arg("-d").arg(root).args(["-S", release, "--show-depends", top]),
+            TOOL_LIMIT,
+        )?;
+        let closure = parse_show_depends(&String::from_utf8_lossy(&out.stdout));
+        if closure.is_empty() {
+            bail!("`modprobe --show-depends {top}` for {release} listed no module to load");
+        }
+        for m in closure {
+            if !modules.contains(&m) {
+                modules.push(m);
+            }
+        }
     }
     Ok(modules)
 }

@@ -20,6 +20,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub type EventCounts = BTreeMap<String, u64>;
 
+/// One series group the guest compared with the ground truth.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// `metric{cgroup="…",label="…"}`.
+    pub series: String,
+    pub expected: u64,
+    pub observed: u64,
+    pub pass: bool,
+}
+
 /// One line of the guest checker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -49,7 +59,22 @@ pub struct ScenarioRecord {
     pub mode: String,
     pub scenario: String,
     pub args: Vec<String>,
+    /// Wall time of the comparison in the guest.
+    #[serde(default)]
+    pub seconds: f64,
     pub cgroup: String,
+    /// The secondary-TLB API whose expectations the guest applied.
+    #[serde(default)]
+    pub kernel_api: String,
+    /// Every family compared, expected vs observed (absent in results from before they were compared).
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
+    /// Parts of the truth not observable in the mode (not asserted).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Series that grew where the truth makes no statement (diagnostics, not asserted).
+    #[serde(default)]
+    pub unasserted: Vec<String>,
     pub expected: EventCounts,
     pub observed: EventCounts,
     pub hist_count: EventCounts,

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use anyhow::{Result, bail};
 
-use super::results::{EventCounts, Results, RunResult};
+use super::results::{Comparison, EventCounts, Results, RunResult};
 
 pub const START: &str = "<!-- tested-kernels:start -->";
 pub const END: &str = "<!-- tested-kernels:end -->";
@@ -14,8 +14,8 @@ pub const END: &str = "<!-- tested-kernels:end -->";
 /// The Markdown table and its provenance line.
 pub fn render(results: &Results) -> String {
     let mut out = String::from(
-        "| Kernel | Debian package | Mode | Generation | Scenario | Expected (ground truth) | Observed | \
-         Histogram count | Result |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| Kernel | Debian package | Mode | Generation | Scenario | Expected brackets (ground truth) | Observed | \
+         Histogram count | All families vs truth | Result |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in &results.runs {
         let generation = run.check.as_ref().and_then(|c| c.generation.as_deref()).unwrap_or("?");
@@ -24,17 +24,18 @@ pub fn render(results: &Results) -> String {
         let lead = format!("| {kernel} | {package} | {} | `{generation}` ", run.mode);
         if run.scenarios.is_empty() {
             let why = run.failures().first().cloned().unwrap_or_default();
-            writeln!(out, "{lead}| — | — | — | — | **FAIL**: {} |", cell(&why)).unwrap();
+            writeln!(out, "{lead}| — | — | — | — | — | **FAIL**: {} |", cell(&why)).unwrap();
         }
         for s in &run.scenarios {
             let result = if s.pass && run_ok(run) { "pass".to_string() } else { "**FAIL**".to_string() };
             writeln!(
                 out,
-                "{lead}| `{}` | {} | {} | {} | {result} |",
+                "{lead}| `{}` | {} | {} | {} | {} | {result} |",
                 s.args.join(" "),
                 counts(&s.expected),
                 counts(&s.observed),
-                counts(&s.hist_count)
+                counts(&s.hist_count),
+                families(&s.comparisons)
             )
             .unwrap();
         }
@@ -65,6 +66,33 @@ fn counts(c: &EventCounts) -> String {
         return "none".to_string();
     }
     c.iter().map(|(event, n)| format!("{event} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `12/12 exact`, or which series differ (`10/12 exact; differ: double_notifications_total{kind=…} 4 ≠ 0`).
+fn families(comparisons: &[Comparison]) -> String {
+    if comparisons.is_empty() {
+        return "—".to_string();
+    }
+    let exact = comparisons.iter().filter(|c| c.pass).count();
+    let mut text = format!("{exact}/{} exact", comparisons.len());
+    let differ: Vec<String> = comparisons
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| {
+            // The cgroup is the row's; name the metric (without the prefix) and the other labels.
+            let series = c.series.trim_start_matches("mmuscope_");
+            let short = match (series.split_once('{'), series.find(',')) {
+                (Some((name, _)), Some(i)) => format!("{name}{{{}", &series[i + 1..]),
+                (Some((name, _)), None) => name.to_string(),
+                _ => series.to_string(),
+            };
+            format!("`{short}` expected {}, observed {}", c.expected, c.observed)
+        })
+        .collect();
+    if !differ.is_empty() {
+        text.push_str(&format!("; differ: {}", differ.join(", ")));
+    }
+    cell(&text)
 }
 
 /// One line, no table-breaking pipes.
@@ -131,7 +159,25 @@ mod tests {
             mode: "fentry".into(),
             scenario: "kvm-madvise".into(),
             args: vec!["kvm-madvise".into(), "--iterations".into(), "1000".into()],
+            seconds: 1.5,
             cgroup: "/t".into(),
+            kernel_api: "invalidate_range".into(),
+            comparisons: vec![
+                Comparison {
+                    series: "mmuscope_invalidations_total{cgroup=\"/t\",event=\"clear\"}".into(),
+                    expected: 1000,
+                    observed: 1000,
+                    pass: true,
+                },
+                Comparison {
+                    series: "mmuscope_invalidations_total{cgroup=\"/t\",event=\"unmap\"}".into(),
+                    expected: 0,
+                    observed: 2,
+                    pass: false,
+                },
+            ],
+            notes: vec![],
+            unasserted: vec![],
             expected: counts(&[("clear", 1000)]),
             observed: counts(&[("clear", 1000), ("unmap", 2)]),
             hist_count: counts(&[("clear", 1000), ("unmap", 2)]),
@@ -161,7 +207,8 @@ mod tests {
         let text = render(&sample());
         assert!(text.contains(
             "| 6.1.0-56-amd64 (6.1) | 6.1.192-2 (bookworm-security) | fentry | `invalidate_range` | \
-             `kvm-madvise --iterations 1000` | clear 1000 | clear 1000, unmap 2 | clear 1000, unmap 2 | **FAIL** |"
+             `kvm-madvise --iterations 1000` | clear 1000 | clear 1000, unmap 2 | clear 1000, unmap 2 | \
+             1/2 exact; differ: `invalidations_total{event=\"unmap\"}` expected 0, observed 2 | **FAIL** |"
         ));
         assert!(text.contains("run finished 2026-11-21 12:00 UTC, 0/1 kernel × mode runs passed, wall time 300 s"));
         assert!(text.contains("_Not in this run: `sid`: E: x \\| y._"));

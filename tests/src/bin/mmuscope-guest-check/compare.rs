@@ -1,6 +1,6 @@
-//! Step 3: one workload scenario against the running agent. Scrape, run the workload, scrape until the attribution
-//! cgroup's counters reach the ground truth (or a timeout), wait a quiet period, scrape once more, and compare the
-//! increases exactly, per `event` label.
+//! Step 3: one workload scenario against the running agent. Scrape, run the workload, derive every expected
+//! increase from its ground truth (`families`), scrape until all are reached (or a timeout), wait a quiet period,
+//! scrape once more, and compare the increases exactly, one [`Comparison`] per series group.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -10,26 +10,23 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use mmuscope_tests::cgroup::{self, Hierarchies};
 use mmuscope_tests::harness::run_workload;
-use mmuscope_tests::harness::scrape::INVALIDATIONS;
-use mmuscope_tests::promtext::Exposition;
-use mmuscope_tests::truth::GroundTruth;
+use mmuscope_tests::promtext::{Exposition, Sample};
+use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 
 use crate::agent::Agent;
-use crate::record::{EventCounts, Record};
+use crate::families::{self, Check, Closed, Expectations};
+use crate::record::{Comparison, EventCounts, Record};
 
-const HIST_COUNT: &str = "mmuscope_invalidation_duration_seconds_count";
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// After the expected total appears, wait this long and scrape again to catch late extra events.
+/// After the expected totals appear, wait this long and scrape again to catch late extra events.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 
-/// `cgroup` → `event` → value, for one metric.
-type ByCgroup = BTreeMap<String, BTreeMap<String, f64>>;
-
-pub fn scenario(agent: &Agent, workload: &Path, line: &str, mode: &str, kernel: &str) -> Record {
+pub fn scenario(agent: &Agent, workload: &Path, line: &str, mode: &str, kernel: &str, api: SecondaryTlbApi) -> Record {
     let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
     let name = args.first().cloned().unwrap_or_default();
-    match run(agent, workload, &args) {
-        Ok(outcome) => outcome.into_record(kernel, mode, &name, args),
+    let started = Instant::now();
+    match run(agent, workload, &args, api) {
+        Ok(outcome) => outcome.into_record(kernel, mode, &name, args, started.elapsed().as_secs_f64()),
         Err(e) => Record::error(
             kernel,
             mode,
@@ -41,26 +38,31 @@ pub fn scenario(agent: &Agent, workload: &Path, line: &str, mode: &str, kernel: 
 
 struct Outcome {
     cgroup: String,
-    expected: EventCounts,
-    observed: EventCounts,
-    hist_count: EventCounts,
+    kernel_api: String,
+    comparisons: Vec<Comparison>,
+    notes: Vec<String>,
+    unasserted: Vec<String>,
+    problems: Vec<String>,
     other_cgroups: BTreeMap<String, EventCounts>,
 }
 
-fn run(agent: &Agent, workload: &Path, args: &[String]) -> Result<Outcome> {
+fn run(agent: &Agent, workload: &Path, args: &[String], api: SecondaryTlbApi) -> Result<Outcome> {
     let before = agent.scraper.metrics().context("scrape before the workload")?;
     let truth = run_workload(workload, args)?;
-    let label = truth.cgroups.attributed().path.as_str().to_owned();
-    let expected = expected(&truth)?;
-    let target: u64 = expected.values().sum();
+    let owner = truth.cgroups.attributed().path.as_str().to_owned();
+    let mut problems = Vec::new();
+    // The truth's own BTF finding must agree with the generation the tier expects for this kernel.
+    if let Some(found) = truth.kernel_api
+        && found != api
+    {
+        problems.push(format!("the workload found kernel API {found:?} in BTF, the tier expects {api:?}"));
+    }
+    let Expectations { checks, closed, notes } = families::expectations(&truth, api);
 
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
         let now = agent.scraper.metrics()?;
-        let reached: u64 = increase(&by_cgroup(&before, INVALIDATIONS), &by_cgroup(&now, INVALIDATIONS))
-            .get(&label)
-            .map_or(0, |e| e.values().sum());
-        if reached >= target || Instant::now() >= deadline {
+        if checks.iter().all(|c| increase(&before, &now, c) >= c.expected) || Instant::now() >= deadline {
             break;
         }
         thread::sleep(Duration::from_millis(200));
@@ -69,93 +71,147 @@ fn run(agent: &Agent, workload: &Path, args: &[String]) -> Result<Outcome> {
     let after = agent.scraper.metrics().context("final scrape")?;
     remove_cgroup(&truth);
 
-    let mut counts = increase(&by_cgroup(&before, INVALIDATIONS), &by_cgroup(&after, INVALIDATIONS));
-    let mut hist = increase(&by_cgroup(&before, HIST_COUNT), &by_cgroup(&after, HIST_COUNT));
-    Ok(Outcome {
-        observed: counts.remove(&label).unwrap_or_default(),
-        hist_count: hist.remove(&label).unwrap_or_default(),
-        other_cgroups: counts,
-        cgroup: label,
-        expected,
-    })
+    let all = with_closed(checks, &closed, &before, &after);
+    let comparisons: Vec<Comparison> = all
+        .iter()
+        .map(|c| {
+            let observed = increase(&before, &after, c);
+            Comparison { series: c.series(), expected: c.expected, observed, pass: observed == c.expected }
+        })
+        .collect();
+    problems.extend(
+        comparisons
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| format!("{}: expected {}, observed {}", c.series, c.expected, c.observed)),
+    );
+    let unasserted = unasserted(&all, &owner, &before, &after);
+    let mut other_cgroups = by_cgroup_event(&before, &after, families::INVALIDATIONS);
+    other_cgroups.remove(&owner);
+    Ok(Outcome { cgroup: owner, kernel_api: wire(&api), comparisons, notes, unasserted, problems, other_cgroups })
 }
 
 impl Outcome {
-    fn into_record(self, kernel: &str, mode: &str, scenario: &str, args: Vec<String>) -> Record {
-        let problems = problems(&self.expected, &self.observed, &self.hist_count);
+    fn into_record(self, kernel: &str, mode: &str, scenario: &str, args: Vec<String>, seconds: f64) -> Record {
+        let per_event = |metric: &str, observed: bool| -> EventCounts {
+            self.comparisons
+                .iter()
+                .filter_map(|c| {
+                    let event = c.series.strip_prefix(metric)?.split("event=\"").nth(1)?.split('"').next()?;
+                    Some((event.to_owned(), if observed { c.observed } else { c.expected }))
+                })
+                .filter(|(_, n)| *n != 0)
+                .collect()
+        };
         Record::Scenario {
             kernel_release: kernel.to_owned(),
             mode: mode.to_owned(),
             scenario: scenario.to_owned(),
             args,
+            seconds,
+            expected: per_event(families::INVALIDATIONS, false),
+            observed: per_event(families::INVALIDATIONS, true),
+            hist_count: per_event(families::HIST_COUNT, true),
             cgroup: self.cgroup,
-            expected: self.expected,
-            observed: self.observed,
-            hist_count: self.hist_count,
+            kernel_api: self.kernel_api,
             other_cgroups: self.other_cgroups,
-            pass: problems.is_empty(),
-            problems,
+            pass: self.problems.is_empty(),
+            comparisons: self.comparisons,
+            notes: self.notes,
+            unasserted: self.unasserted,
+            problems: self.problems,
         }
     }
 }
 
-/// Every disagreement, one line each: counter vs truth per event (including events the truth does not list), then
-/// histogram count vs truth.
-fn problems(expected: &EventCounts, observed: &EventCounts, hist: &EventCounts) -> Vec<String> {
-    let mut out = Vec::new();
-    let events: BTreeSet<&String> = expected.keys().chain(observed.keys()).chain(hist.keys()).collect();
-    for e in &events {
-        let (want, got) = (expected.get(*e).copied().unwrap_or(0), observed.get(*e).copied().unwrap_or(0));
-        if want != got {
-            out.push(format!("{INVALIDATIONS}{{event=\"{e}\"}}: expected {want}, observed {got}"));
+/// `checks` plus, for every closed dimension, a zero check per label value that grew but no check lists.
+fn with_closed(mut checks: Vec<Check>, closed: &[Closed], before: &Exposition, after: &Exposition) -> Vec<Check> {
+    for c in closed {
+        let listed: BTreeSet<String> = checks
+            .iter()
+            .filter(|k| k.metric == c.metric && k.cgroup == c.cgroup)
+            .filter_map(|k| k.labels.get(c.label).cloned())
+            .collect();
+        let grown: BTreeSet<String> = after
+            .samples_named(c.metric)
+            .filter(|s| s.labels.get("cgroup") == Some(&c.cgroup))
+            .filter_map(|s| s.labels.get(c.label).cloned())
+            .filter(|v| !listed.contains(v))
+            .collect();
+        for value in grown {
+            let check = Check::new(c.metric, &c.cgroup, &[(c.label, &value)], 0);
+            if increase(before, after, &check) != 0 {
+                checks.push(check);
+            }
         }
     }
-    for e in &events {
-        let (want, got) = (expected.get(*e).copied().unwrap_or(0), hist.get(*e).copied().unwrap_or(0));
-        if want != got {
-            out.push(format!("{HIST_COUNT}{{event=\"{e}\"}}: expected {want}, observed {got}"));
-        }
-    }
-    out
+    checks
 }
 
-/// The truth's brackets with the agent's event names (the truth's serde names are the same strings).
-fn expected(truth: &GroundTruth) -> Result<EventCounts> {
-    truth
-        .invalidations
-        .brackets
-        .iter()
-        .map(|(event, n)| {
-            let name = serde_json::to_value(event)?.as_str().context("event names serialise as strings")?.to_owned();
-            Ok((name, *n))
+/// Series of the compared metrics that grew for `owner` but no check selects, as `metric{labels}: +N`: what the
+/// agent counted where the truth makes no statement (recorded, not asserted).
+fn unasserted(checks: &[Check], owner: &str, before: &Exposition, after: &Exposition) -> Vec<String> {
+    let group = |e: &Exposition| {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for metric in families::METRICS {
+            for s in e.samples_named(metric).filter(|s| s.labels.get("cgroup").is_some_and(|c| c == owner)) {
+                if checks.iter().any(|c| c.metric == *metric && matches(s, c)) {
+                    continue;
+                }
+                let labels: Vec<String> =
+                    s.labels.iter().filter(|(k, _)| *k != "cgroup").map(|(k, v)| format!("{k}={v:?}")).collect();
+                *out.entry(format!("{metric}{{{}}}", labels.join(","))).or_insert(0.0) += s.value;
+            }
+        }
+        out
+    };
+    let old = group(before);
+    group(after)
+        .into_iter()
+        .filter_map(|(series, v)| {
+            let delta = v - old.get(&series).copied().unwrap_or(0.0);
+            (delta > 0.0).then(|| format!("{series}: +{}", delta as u64))
         })
         .collect()
 }
 
-fn by_cgroup(e: &Exposition, metric: &str) -> ByCgroup {
-    let mut out = ByCgroup::new();
-    for s in e.samples_named(metric) {
-        let cgroup = s.labels.get("cgroup").cloned().unwrap_or_default();
-        let event = s.labels.get("event").cloned().unwrap_or_default();
-        *out.entry(cgroup).or_default().entry(event).or_insert(0.0) += s.value;
+fn matches(s: &Sample, c: &Check) -> bool {
+    s.labels.get("cgroup") == Some(&c.cgroup) && c.labels.iter().all(|(k, v)| s.labels.get(*k) == Some(v))
+}
+
+/// Increase of the series group `c` selects (absent = 0; a reset counts as 0).
+fn increase(before: &Exposition, after: &Exposition, c: &Check) -> u64 {
+    let sum = |e: &Exposition| e.samples_named(c.metric).filter(|s| matches(s, c)).map(|s| s.value).sum::<f64>();
+    // Counters are integers well below 2^53, so the f64 difference is exact.
+    (sum(after) - sum(before)).max(0.0) as u64
+}
+
+/// Non-zero increases of `metric` per cgroup and event (diagnostics).
+fn by_cgroup_event(before: &Exposition, after: &Exposition, metric: &str) -> BTreeMap<String, EventCounts> {
+    let group = |e: &Exposition| {
+        let mut out: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for s in e.samples_named(metric) {
+            let key = (
+                s.labels.get("cgroup").cloned().unwrap_or_default(),
+                s.labels.get("event").cloned().unwrap_or_default(),
+            );
+            *out.entry(key).or_insert(0.0) += s.value;
+        }
+        out
+    };
+    let (old, new) = (group(before), group(after));
+    let mut out: BTreeMap<String, EventCounts> = BTreeMap::new();
+    for ((cgroup, event), value) in new {
+        let delta = value - old.get(&(cgroup.clone(), event.clone())).copied().unwrap_or(0.0);
+        if delta > 0.0 {
+            out.entry(cgroup).or_default().insert(event, delta as u64);
+        }
     }
     out
 }
 
-/// Non-zero increases per cgroup and event (absent = 0).
-fn increase(before: &ByCgroup, after: &ByCgroup) -> BTreeMap<String, EventCounts> {
-    let mut out: BTreeMap<String, EventCounts> = BTreeMap::new();
-    for (cgroup, events) in after {
-        for (event, value) in events {
-            let old = before.get(cgroup).and_then(|e| e.get(event)).copied().unwrap_or(0.0);
-            let delta = value - old;
-            if delta != 0.0 {
-                // Counters are integers well below 2^53, so the f64 difference is exact.
-                out.entry(cgroup.clone()).or_default().insert(event.clone(), delta.max(0.0) as u64);
-            }
-        }
-    }
-    out
+fn wire(api: &SecondaryTlbApi) -> String {
+    serde_json::to_value(api).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// The workload leaves its cgroup for the scrape; remove it now (and empty parents).
@@ -166,42 +222,49 @@ fn remove_cgroup(truth: &GroundTruth) {
     if let Err(e) = result {
         eprintln!("warning: could not remove cgroup {}: {e:#}", truth.cgroups.default.path);
     }
+    if let Some(c) = &truth.cross_cgroup {
+        let initiator = Hierarchies::discover()
+            .map_err(anyhow::Error::from)
+            .and_then(|h| cgroup::remove(&h, &c.initiator_cgroups.default.path, true).map_err(anyhow::Error::from));
+        if let Err(e) = initiator {
+            eprintln!("warning: could not remove cgroup {}: {e:#}", c.initiator_cgroups.default.path);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn counts(pairs: &[(&str, u64)]) -> EventCounts {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    fn exposition(text: &str) -> Exposition {
+        Exposition::parse(text).unwrap()
     }
 
     #[test]
-    fn extra_and_missing_events_are_problems() {
-        let expected = counts(&[("clear", 1000)]);
-        assert!(problems(&expected, &expected, &expected).is_empty());
-        let observed = counts(&[("clear", 1000), ("unmap", 2)]);
-        let got = problems(&expected, &observed, &observed);
-        assert_eq!(
-            got,
-            [
-                "mmuscope_invalidations_total{event=\"unmap\"}: expected 0, observed 2",
-                "mmuscope_invalidation_duration_seconds_count{event=\"unmap\"}: expected 0, observed 2"
-            ]
+    fn increases_select_by_cgroup_and_labels_and_sum_the_rest() {
+        let before =
+            exposition("m{cgroup=\"/a\",kind=\"x\",other=\"1\"} 5\nm{cgroup=\"/a\",kind=\"x\",other=\"2\"} 1\n");
+        let after = exposition(
+            "m{cgroup=\"/a\",kind=\"x\",other=\"1\"} 7\nm{cgroup=\"/a\",kind=\"x\",other=\"2\"} 2\n\
+             m{cgroup=\"/a\",kind=\"y\"} 4\nm{cgroup=\"/b\",kind=\"x\"} 9\n",
         );
-        let got = problems(&expected, &counts(&[]), &counts(&[("clear", 999)]));
-        assert_eq!(got.len(), 2);
+        assert_eq!(increase(&before, &after, &Check::new("m", "/a", &[("kind", "x")], 0)), 3);
+        assert_eq!(increase(&before, &after, &Check::new("m", "/a", &[], 0)), 7);
+        assert_eq!(increase(&before, &after, &Check::new("m", "/c", &[], 0)), 0);
     }
 
     #[test]
-    fn increases_per_cgroup_and_event() {
-        let text = "m{cgroup=\"/a\",event=\"clear\",blockable=\"true\"} 5\nm{cgroup=\"/a\",event=\"clear\",blockable=\"false\"} 1\n";
-        let before = by_cgroup(&Exposition::parse(text).unwrap(), "m");
-        let text2 = format!("{text}m{{cgroup=\"/b\",event=\"unmap\",blockable=\"true\"}} 2\n");
-        let after = by_cgroup(&Exposition::parse(&text2.replace("} 5", "} 7")).unwrap(), "m");
-        let inc = increase(&before, &after);
-        assert_eq!(inc["/a"], counts(&[("clear", 2)]));
-        assert_eq!(inc["/b"], counts(&[("unmap", 2)]));
-        assert_eq!(by_cgroup(&Exposition::parse(text).unwrap(), "m")["/a"]["clear"], 6.0);
+    fn closed_dimensions_add_zero_checks_for_unlisted_values_that_grew() {
+        let before = exposition("m{cgroup=\"/a\",event=\"unmap\"} 1\n");
+        let after = exposition(
+            "m{cgroup=\"/a\",event=\"clear\"} 10\nm{cgroup=\"/a\",event=\"unmap\"} 3\n\
+             m{cgroup=\"/a\",event=\"release\"} 0\nm{cgroup=\"/b\",event=\"migrate\"} 1\n",
+        );
+        let checks = vec![Check::new("m", "/a", &[("event", "clear")], 10)];
+        let closed = [Closed { metric: "m", cgroup: "/a".into(), label: "event" }];
+        let all = with_closed(checks, &closed, &before, &after);
+        assert_eq!(all.len(), 2, "unmap grew and is not listed; release did not grow; /b is another cgroup");
+        assert_eq!(all[1].series(), "m{cgroup=\"/a\",event=\"unmap\"}");
+        assert_eq!((all[1].expected, increase(&before, &after, &all[1])), (0, 2));
     }
 }

@@ -6,15 +6,17 @@
 //! 2. `mmuscope run --mode M`, wait for `/readyz` (an agent that serves HTTP but never becomes ready is a failure,
 //!    and the scenarios still run against it, so the failure shows what it counts);
 //! 3. per `--scenario` (a `mmuscope-workload` command line, e.g. `kvm-madvise --iterations 1000`): scrape, run the
-//!    workload, scrape again, and compare for the workload's attribution cgroup, per `event` label:
-//!    `mmuscope_invalidations_total` (summed over the other labels) == the ground truth's `brackets[event]`, no event
-//!    the truth does not list, and `mmuscope_invalidation_duration_seconds_count` == the same count.
+//!    workload, scrape again, and compare for the workload's attribution cgroup every family its ground truth
+//!    describes for this kernel's generation (`families`: brackets and histogram counts by event, secondary-TLB
+//!    invalidations by context/scope, double notifications and redundant bytes by kind, avoided doubles, fork
+//!    copies, cross-cgroup invalidations by initiator), exactly.
 //!
 //! Every result is one line `MMUSCOPE-GUEST-RESULT {json}` on stdout (schema in `record`), which the xtask tier
 //! collects; everything else is human-readable progress. Exit status 0 only if every record passed.
 
 mod agent;
 mod compare;
+mod families;
 mod plan;
 mod record;
 
@@ -23,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use mmuscope_tests::truth::SecondaryTlbApi;
 
 use record::Record;
 
@@ -63,6 +66,13 @@ fn main() -> ExitCode {
     };
 
     emit(plan::check(&cli.agent, &cli.agent_args, &cli.mode, &cli.expect_generation, &kernel));
+    let api: SecondaryTlbApi = match serde_json::from_value(serde_json::Value::from(cli.expect_generation.as_str())) {
+        Ok(api) => api,
+        Err(e) => {
+            emit(Record::error(&kernel, &cli.mode, "arguments", format!("--expect-generation: {e}")));
+            return ExitCode::FAILURE;
+        }
+    };
 
     let ready_timeout = Duration::from_secs(cli.ready_timeout);
     match agent::Agent::start(&cli.agent, &cli.agent_args, &cli.mode, &cli.listen, ready_timeout) {
@@ -71,7 +81,7 @@ fn main() -> ExitCode {
                 emit(Record::error(&kernel, &cli.mode, "agent start", why));
             }
             for scenario in &cli.scenarios {
-                emit(compare::scenario(&agent, &cli.workload, scenario, &cli.mode, &kernel));
+                emit(compare::scenario(&agent, &cli.workload, scenario, &cli.mode, &kernel, api));
             }
             if let Err(e) = agent.stop() {
                 emit(Record::error(&kernel, &cli.mode, "agent stop", format!("{e:#}")));

@@ -12,6 +12,16 @@ pub const PREFIX: &str = "MMUSCOPE-GUEST-RESULT ";
 /// Counts per `event` label value.
 pub type EventCounts = BTreeMap<String, u64>;
 
+/// One series group compared with the ground truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Comparison {
+    /// `metric{cgroup="…",label="…"}`: the labels selected; the increase is summed over all others.
+    pub series: String,
+    pub expected: u64,
+    pub observed: u64,
+    pub pass: bool,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
@@ -35,8 +45,19 @@ pub enum Record {
         mode: String,
         scenario: String,
         args: Vec<String>,
+        /// Wall time of the comparison (workload, settling, quiet period), under TCG.
+        seconds: f64,
         /// The attribution cgroup's path (the `cgroup` label).
         cgroup: String,
+        /// The secondary-TLB API whose expectations were applied (`invalidate_range`, `arch_invalidate_secondary_tlbs`).
+        kernel_api: String,
+        /// Every family the truth describes for this kernel and mode, expected vs observed (the brackets' three
+        /// fields below repeat part of it for the README table).
+        comparisons: Vec<Comparison>,
+        /// Parts of the truth not observable in this mode (not asserted).
+        notes: Vec<String>,
+        /// Series of the compared families that grew where the truth makes no statement (not asserted).
+        unasserted: Vec<String>,
         /// Ground truth: brackets per event.
         expected: EventCounts,
         /// `mmuscope_invalidations_total` increase for the cgroup, per event (summed over the other labels).
@@ -78,11 +99,30 @@ impl Record {
                     println!("  note: not attached in {mode} mode: {f}");
                 }
             }
-            Record::Scenario { mode, scenario, cgroup, expected, observed, hist_count, problems, .. } => println!(
-                "{mode} {scenario}: cgroup {cgroup}: expected {expected:?}, observed {observed:?}, histogram counts \
-                 {hist_count:?}{}",
-                verdict(problems)
-            ),
+            Record::Scenario {
+                mode,
+                scenario,
+                cgroup,
+                kernel_api,
+                comparisons,
+                notes,
+                unasserted,
+                problems,
+                seconds,
+                ..
+            } => {
+                println!("{mode} {scenario}: cgroup {cgroup}, {kernel_api}, {seconds:.1} s{}", verdict(problems));
+                for c in comparisons {
+                    let mark = if c.pass { "ok  " } else { "FAIL" };
+                    println!("  {mark} {}: expected {}, observed {}", c.series, c.expected, c.observed);
+                }
+                for n in notes {
+                    println!("  note: {n}");
+                }
+                for u in unasserted {
+                    println!("  not asserted (the truth leaves it open): {u}");
+                }
+            }
             Record::Error { mode, stage, message, .. } => println!("{mode}: {stage} FAILED: {message}"),
         }
         println!("{PREFIX}{}", serde_json::to_string(self).expect("records serialise"));

@@ -14,15 +14,34 @@
 //!
 //! Verified with bpftrace (`tests/scripts/verify-kvm-madvise.sh`): `kvm:kvm_unmap_hva_range` events of the workload's
 //! pid = N exactly, all from `madvise`.
+//!
+//! Secondary-TLB invalidations and doubles, per generation (the bracket sits inside a TLB-gather window:
+//! `zap_page_range_single` does `tlb_gather_mmu`, `_start`, `unmap_single_vma`, `_end`, `tlb_finish_mmu`, 6.1
+//! mm/memory.c:1786-1795, 6.12 :1926-1935). The zap of one present anonymous page only records it in the gather
+//! (`zap_pte_range` flushes early only when the batch is full or a dirty shared page needs it), so nothing is
+//! invalidated inside the bracket except by `_end` itself; `tlb_finish_mmu → tlb_flush_mmu → tlb_flush_mmu_tlbonly`
+//! flushes `[addr, addr+4K)` once the page was cleared (`cleared_ptes`):
+//! * pre-6.6: the plain `_end` calls `->invalidate_range [addr, addr+4K)` for KVM (6.1 mm/mmu_notifier.c:575-576,
+//!   KVM x86 implements it, virt/kvm/kvm_main.c:918) — one in the bracket's context — then
+//!   `tlb_flush_mmu_tlbonly` calls `mmu_notifier_invalidate_range(tlb->mm, tlb->start, tlb->end)` (6.1
+//!   include/asm-generic/tlb.h:447) — one in the gather context over the same 4 KiB: one `end_then_gather` double
+//!   with 4 KiB redundant per round;
+//! * 6.6+: `_end` calls no secondary-TLB callback; `tlb_flush_mmu_tlbonly → tlb_flush` (6.12 include/asm-generic/
+//!   tlb.h:481, arch/x86/include/asm/tlb.h) `→ flush_tlb_mm_range(mm, addr, addr+4K)` ends with
+//!   `mmu_notifier_arch_invalidate_secondary_tlbs(mm, start, end)` (arch/x86/mm/tlb.c:1083): one range call in the
+//!   gather context per round, none in the bracket; KVM implements no `arch_invalidate_secondary_tlbs` (6.12
+//!   virt/kvm/kvm_main.c:917), so no double of any kind.
 
 use anyhow::{Context, Result};
 use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
-    BracketSource, GroundTruth, InvalidationTruth, KvmMadviseParams, NotifyEvent, ScenarioParams,
+    BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, KvmMadviseParams,
+    NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext, TlbScope,
 };
 
 use crate::cgroups;
 use crate::cli::KvmMadviseArgs;
+use crate::kernel_api;
 use crate::region::AnonRegion;
 use crate::vm::{GuestVm, Kvm};
 
@@ -32,6 +51,7 @@ const REGION_BYTES: usize = 2 << 20;
 
 pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
+    let kernel_api = kernel_api::detect();
     let kvm = Kvm::open()?;
     let guest = GuestVm::create(&kvm, REGION_BYTES)?;
     let (region_bytes, page_bytes) = (guest.memory.len() as u64, guest.memory.page_size() as u64);
@@ -55,7 +75,82 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
         .with_causes(Cause::Madvise, None),
     ]);
     let params = KvmMadviseParams { iterations: args.iterations, region_bytes, page_bytes };
-    Ok(GroundTruth::new(ScenarioParams::KvmMadvise(params), cgroups, 1, invalidations))
+    let mut truth = GroundTruth::new(ScenarioParams::KvmMadvise(params), cgroups, 1, invalidations);
+    truth.kernel_api = kernel_api;
+    truth.double_notifications = Some(doubles(args.iterations, page_bytes));
+    truth.secondary_tlb = Some(secondary_tlb(args.iterations, page_bytes));
+    Ok(truth)
+}
+
+/// `rounds` zaps of one present page of `page` bytes (see the module docs for the source lines).
+pub fn doubles(rounds: u64, page: u64) -> DoubleNotificationTruth {
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    let src = DoubleSource::new;
+    DoubleNotificationTruth {
+        sources: vec![
+            src(
+                DoubleKind::EndThenGather,
+                rounds,
+                rounds * page,
+                Some(Old),
+                "the zap bracket's plain _end invalidates the page, then the gather flush does it again",
+                "6.1 zap_page_range_single (mm/memory.c:1794-1795): _end → mn_hlist_invalidate_end !only_end → \
+                 ->invalidate_range (mm/mmu_notifier.c:575-576), then tlb_finish_mmu → tlb_flush_mmu_tlbonly → \
+                 mmu_notifier_invalidate_range (include/asm-generic/tlb.h:447)",
+            ),
+            src(DoubleKind::EndAfterInLock, 0, 0, None, "no in-lock call", "zap_pte_range defers to the gather"),
+            src(DoubleKind::EndThenGather, 0, 0, Some(New), "no _end callback on 6.6+", "mn_hlist_invalidate_end"),
+            src(
+                DoubleKind::OverlappingSecondaryTlb,
+                0,
+                0,
+                Some(New),
+                "one secondary-TLB call per gather window, and no subscriber implements arch_invalidate_secondary_tlbs",
+                "KVM's mmu_notifier_ops (6.12 virt/kvm/kvm_main.c:917)",
+            ),
+            src(DoubleKind::OverlappingBrackets, 0, 0, None, "one bracket per madvise", "zap_page_range_single"),
+        ],
+    }
+}
+
+/// Secondary-TLB invalidations of `rounds` one-page zaps, per generation and context.
+pub fn secondary_tlb(rounds: u64, page: u64) -> SecondaryTlbTruth {
+    let src = |api, context, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        api,
+        context,
+        scope: Some(TlbScope::Range),
+        count,
+        bytes: Some(count * page),
+        cause: cause.to_owned(),
+        kernel_path: kernel_path.to_owned(),
+    };
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    SecondaryTlbTruth {
+        sources: vec![
+            src(
+                Old,
+                TlbContext::Bracket,
+                rounds,
+                "the bracket's plain _end calls ->invalidate_range over the page",
+                "6.1 mm/mmu_notifier.c:575-576",
+            ),
+            src(
+                Old,
+                TlbContext::Gather,
+                rounds,
+                "tlb_finish_mmu flushes the gathered page",
+                "6.1 include/asm-generic/tlb.h:447 mmu_notifier_invalidate_range(tlb->mm, tlb->start, tlb->end)",
+            ),
+            src(New, TlbContext::Bracket, 0, "the zap only gathers; _end has no secondary callback", "zap_pte_range"),
+            src(
+                New,
+                TlbContext::Gather,
+                rounds,
+                "tlb_finish_mmu flushes the gathered page through flush_tlb_mm_range",
+                "6.12 include/asm-generic/tlb.h:481 tlb_flush → arch/x86/mm/tlb.c:1083",
+            ),
+        ],
+    }
 }
 
 /// Touches every page once (write faults, no brackets), then N × (DONTNEED one page: one CLEAR bracket; touch it

@@ -20,6 +20,17 @@
 //! `pte_needs_flush` is true whenever `_PAGE_RW` changes, in either direction (`flush_on_change`,
 //! arch/x86/include/asm/tlbflush.h:278). On 6.6+: none.
 //!
+//! Secondary-TLB invalidations per mprotect (`do_mprotect_pkey` wraps `mprotect_fixup` in `tlb_gather_mmu` …
+//! `tlb_finish_mmu`: 6.1 mm/mprotect.c:742/810, 6.12 :779/846):
+//! * 6.1: the bracket's plain `_end` repeat over the 2 MiB (bracket context), then `tlb_flush_mmu_tlbonly` over the
+//!   gathered 2 MiB (gather context), both ranges;
+//! * 6.6+: nothing in the bracket; `tlb_finish_mmu → tlb_flush → flush_tlb_mm_range(mm, A, A+2M, PAGE_SHIFT)`,
+//!   one call in the gather context. Its scope is not the same on every 6.6+ kernel, so the truth leaves it open:
+//!   on 6.12, 512 pages exceed `tlb_single_page_flush_ceiling` (33, arch/x86/mm/tlb.c:998), so `start`/`end`
+//!   themselves become `(0, TLB_FLUSH_ALL)` (:1054-1058) and `mmu_notifier_arch_invalidate_secondary_tlbs(mm, 0, ~0)`
+//!   (:1083) is a whole-mm (`full_mm`) call; on 7.2 the same cut-off only rewrites the `flush_tlb_info`
+//!   (`get_flush_tlb_info`, tlb.c:1402-1405) and the notifier gets the original 2 MiB (:1462), a range call.
+//!
 //! The write after the read-write mprotect adds nothing on either generation: mprotect already makes the dirty,
 //! exclusive anonymous PTEs writable again (`MM_CP_TRY_CHANGE_WRITABLE` → `can_change_pte_writable`, 6.1 :197,
 //! 6.12 :192), and if it did not, `do_wp_page` reuses a `PageAnonExclusive` page in place (6.1 mm/memory.c:3461,
@@ -29,7 +40,8 @@ use anyhow::{Context, Result};
 use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth,
-    KvmMprotectParams, NotifyEvent, ScenarioParams, SecondaryTlbApi,
+    KvmMprotectParams, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext,
+    TlbScope,
 };
 
 use crate::cgroups;
@@ -72,7 +84,55 @@ pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
     let mut truth = GroundTruth::new(ScenarioParams::KvmMprotect(params), cgroups, 1, invalidations);
     truth.kernel_api = kernel_api;
     truth.double_notifications = Some(doubles(2 * args.iterations, region_bytes));
+    truth.secondary_tlb = Some(secondary_tlb(2 * args.iterations, region_bytes));
     Ok(truth)
+}
+
+/// `calls` mprotects of the whole `bytes`-byte region.
+fn secondary_tlb(calls: u64, bytes: u64) -> SecondaryTlbTruth {
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    let src = |api, context, scope, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        api,
+        context,
+        scope: Some(scope),
+        count,
+        bytes: (scope == TlbScope::Range).then_some(count * bytes),
+        cause: cause.to_owned(),
+        kernel_path: kernel_path.to_owned(),
+    };
+    SecondaryTlbTruth {
+        sources: vec![
+            src(
+                Old,
+                TlbContext::Bracket,
+                TlbScope::Range,
+                calls,
+                "the PROTECTION_VMA bracket's plain _end repeat over the 2 MiB",
+                "6.1 mm/mprotect.c:426 → mm/mmu_notifier.c:575",
+            ),
+            src(
+                Old,
+                TlbContext::Gather,
+                TlbScope::Range,
+                calls,
+                "tlb_finish_mmu flushes the 512 changed PTEs",
+                "6.1 mm/mprotect.c:810 → include/asm-generic/tlb.h:447",
+            ),
+            src(New, TlbContext::Bracket, TlbScope::Range, 0, "change_pte_range only gathers", "6.12 mm/mprotect.c"),
+            SecondaryTlbSource {
+                scope: None,
+                bytes: None,
+                ..src(
+                    New,
+                    TlbContext::Gather,
+                    TlbScope::FullMm,
+                    calls,
+                    "tlb_finish_mmu → flush_tlb_mm_range over the 512 changed PTEs: (0, ~0) on 6.12, the range on 7.2",
+                    "6.12 mm/mprotect.c:846 → arch/x86/mm/tlb.c:998, :1054-1058, :1083; 7.2 tlb.c:1402-1405, :1462",
+                )
+            },
+        ],
+    }
 }
 
 fn doubles(calls: u64, bytes: u64) -> DoubleNotificationTruth {

@@ -20,6 +20,17 @@
 //! returns early: none. No `end_after_in_lock` (the zap calls nothing under the lock). On 6.6+ `_end` calls no
 //! secondary-TLB callback and KVM implements no `arch_invalidate_secondary_tlbs`: no doubles of any kind.
 //!
+//! Secondary-TLB invalidations, per munmap (`unmap_region` 6.1 mm/mmap.c:2346-2351, `vms_clear_ptes` 6.12
+//! mm/vma.c:1113-1122: `tlb_gather_mmu`, `unmap_vmas`, `free_pgtables`, `tlb_finish_mmu`):
+//! * 6.1: the plain `_end` repeat, `[A, A+16K)`, in the bracket's context, touched or not (mm/mmu_notifier.c:575);
+//!   with written pages one more from `tlb_flush_mmu_tlbonly` in the gather context (include/asm-generic/tlb.h:447),
+//!   none without (nothing cleared, :442-444);
+//! * 6.12: nothing in the bracket (the zap of 4 anonymous pages never forces an early flush); with written pages one
+//!   `flush_tlb_mm_range` in the gather context (arch/x86/mm/tlb.c:1083). Its scope depends on the layout:
+//!   `free_pgtables` may free the page table and widen the gathered range to the PMD/PUD boundary
+//!   (`pte_free_tlb`/`pmd_free_tlb`), and a range over 33 pages becomes `(0, ~0)` (tlb.c:1054-1058). So the truth
+//!   gives the gather count without a scope.
+//!
 //! What would matter, and is avoided: munmap of part of a larger VMA splits it, and a split at an address that is
 //! not 2 MiB aligned inside a VMA spanning that 2 MiB range opens an extra `MMU_NOTIFY_CLEAR` bracket
 //! (`vma_adjust_trans_huge` → `__split_huge_pmd`, even without a huge page; see `region.rs`). The hole has at least
@@ -30,7 +41,7 @@ use anyhow::{Context, Result};
 use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, KvmMunmapParams,
-    NotifyEvent, ScenarioParams, SecondaryTlbApi,
+    NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext, TlbScope,
 };
 
 use crate::cgroups;
@@ -89,7 +100,51 @@ pub fn run(args: &KvmMunmapArgs) -> Result<GroundTruth> {
     truth.kernel_api = kernel_api;
     let gathered = if touch { args.iterations } else { 0 };
     truth.double_notifications = Some(doubles(gathered, mapping_bytes as u64));
+    truth.secondary_tlb = Some(secondary_tlb(args.iterations, gathered, mapping_bytes as u64));
     Ok(truth)
+}
+
+/// `munmaps` brackets over `bytes` each, `gathered` of which left TLB work in the mmu_gather.
+fn secondary_tlb(munmaps: u64, gathered: u64, bytes: u64) -> SecondaryTlbTruth {
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    let src = |api, context, scope: Option<TlbScope>, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        api,
+        context,
+        scope,
+        count,
+        bytes: scope.map(|_| count * bytes),
+        cause: cause.to_owned(),
+        kernel_path: kernel_path.to_owned(),
+    };
+    SecondaryTlbTruth {
+        sources: vec![
+            src(
+                Old,
+                TlbContext::Bracket,
+                Some(TlbScope::Range),
+                munmaps,
+                "unmap_vmas' plain _end calls ->invalidate_range over the mapping",
+                "6.1 mm/mmu_notifier.c:575",
+            ),
+            src(
+                Old,
+                TlbContext::Gather,
+                Some(TlbScope::Range),
+                gathered,
+                "tlb_finish_mmu flushes what unmap_vmas and free_pgtables gathered",
+                "6.1 mm/mmap.c:2351 → include/asm-generic/tlb.h:447",
+            ),
+            src(New, TlbContext::Bracket, None, 0, "the zap only gathers", "zap_pte_range"),
+            src(
+                New,
+                TlbContext::Gather,
+                None,
+                gathered,
+                "tlb_finish_mmu → flush_tlb_mm_range, range or (0, ~0) depending on the page tables freed",
+                "6.12 mm/vma.c:1122 → arch/x86/mm/tlb.c:1054-1058, :1083",
+            ),
+        ],
+    }
 }
 
 /// `gathered` munmaps left TLB work in the mmu_gather (written pages), each over `bytes`.

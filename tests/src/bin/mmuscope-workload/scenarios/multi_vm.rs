@@ -5,6 +5,12 @@
 //! whatever the number of subscribers: brackets = N in fentry/kprobe modes. `mn_hlist_invalidate_range_start` calls
 //! every registered notifier's `invalidate_range_start`, and KVM's emits `kvm:kvm_unmap_hva_range` for its own VM
 //! (6.1 virt/kvm/kvm_main.c:780, 6.12 :769): K × N events, which is what tracepoint mode counts.
+//!
+//! Secondary-TLB invalidations and doubles are those of `kvm-madvise` (same zap path, see there for the source
+//! lines), counted per notification, not per subscriber: one `__mmu_notifier_invalidate_range` call, or one plain
+//! `_end`, reaches every registered subscriber in the same `hlist_for_each_entry_rcu` loop (6.1
+//! mm/mmu_notifier.c:560-578 and :613-620), so K VMs still make one bracket-context and one gather-context
+//! invalidation per round on 6.1, and one `end_then_gather` of 4 KiB; one gather-context call per round on 6.12.
 
 use anyhow::{Context, Result};
 use mmuscope_abi::Cause;
@@ -12,8 +18,10 @@ use mmuscope_tests::truth::{
     BracketSource, GroundTruth, InvalidationTruth, MultiVmParams, NotifyEvent, ScenarioParams,
 };
 
+use super::kvm_madvise;
 use crate::cgroups;
 use crate::cli::MultiVmArgs;
+use crate::kernel_api;
 use crate::region::{AnonRegion, Thp};
 use crate::thp::PMD_BYTES;
 use crate::vm::{GuestVm, Kvm};
@@ -22,6 +30,7 @@ pub const NAME: &str = "multi-vm";
 
 pub fn run(args: &MultiVmArgs) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
+    let kernel_api = kernel_api::detect();
     let kvm = Kvm::open()?;
     let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
     memory.touch_all();
@@ -51,7 +60,11 @@ pub fn run(args: &MultiVmArgs) -> Result<GroundTruth> {
         .with_causes(Cause::Madvise, None),
     ]);
     let params = MultiVmParams { iterations: args.iterations, vms: args.vms, region_bytes, page_bytes };
-    Ok(GroundTruth::new(ScenarioParams::MultiVm(params), cgroups, args.vms, invalidations))
+    let mut truth = GroundTruth::new(ScenarioParams::MultiVm(params), cgroups, args.vms, invalidations);
+    truth.kernel_api = kernel_api;
+    truth.double_notifications = Some(kvm_madvise::doubles(args.iterations, page_bytes));
+    truth.secondary_tlb = Some(kvm_madvise::secondary_tlb(args.iterations, page_bytes));
+    Ok(truth)
 }
 
 /// N × (DONTNEED page i, write it again), round-robin over the pages.

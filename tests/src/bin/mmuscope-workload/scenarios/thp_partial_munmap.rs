@@ -23,12 +23,26 @@
 //!   exactly the zapped PTEs, since the page table stays (the lower half still uses it).
 //!
 //! `kvm:kvm_unmap_hva_range` fires twice per munmap: once per bracket for the one VM.
+//!
+//! Secondary-TLB invalidations per munmap:
+//! * pre-6.6: none inside the split bracket (`pmdp_invalidate → flush_pmd_tlb_range` calls no notifier before
+//!   6.6, and `_only_end` skips the repeat, 6.1 mm/huge_memory.c:2177, :2358); the unmap bracket's plain `_end`
+//!   repeat over `[A+1M, A+2M)` (bracket context, range) and `tlb_flush_mmu_tlbonly` over the same 256 zapped PTEs
+//!   (gather context, range; include/asm-generic/tlb.h:447);
+//! * 6.6+: one inside the split bracket, from `pmdp_invalidate → flush_pmd_tlb_range → flush_tlb_mm_range`
+//!   (6.12 mm/huge_memory.c:2820, mm/pgtable-generic.c:203, arch/x86/mm/tlb.c:1083) — its scope depends on the
+//!   stride x86 flushes a PMD range with (PMD stride: one entry, a range; page stride: 512 entries > 33, `(0, ~0)`),
+//!   so the truth gives the count only; then the unmap's gather flush of 256 PTEs at page stride, one call in the
+//!   gather context, again without a scope: 256 > `tlb_single_page_flush_ceiling` (33, arch/x86/mm/tlb.c:998) makes
+//!   it `(0, ~0)` on 6.12 (:1054-1058), while 7.2 passes the notifier the original range (tlb.c:1402-1405, :1462). The two calls are in different windows, and KVM implements no `arch_invalidate_secondary_tlbs`:
+//!   no `overlapping_secondary_tlb`.
 
 use anyhow::{Context, Result, bail};
 use mmuscope_abi::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, NotifyEvent,
-    ScenarioParams, SecondaryTlbApi, ThpPartialMunmapParams, ThpTruth,
+    ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, ThpPartialMunmapParams, ThpTruth,
+    TlbContext, TlbScope,
 };
 
 use crate::cgroups;
@@ -104,6 +118,7 @@ pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
     );
     truth.kernel_api = kernel_api;
     truth.double_notifications = Some(doubles(n));
+    truth.secondary_tlb = Some(secondary_tlb(n));
     truth.thp = Some(ThpTruth {
         pmd_mapped: n,
         pmd_splits: splits,
@@ -119,6 +134,52 @@ fn exercise(thps: &mut [AnonRegion]) -> std::io::Result<()> {
         t.unmap_tail(HALF)?;
     }
     Ok(())
+}
+
+/// Per generation and context, for `n` half-unmapped THPs (see the module docs).
+fn secondary_tlb(n: u64) -> SecondaryTlbTruth {
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    let src = |api, context, scope: Option<TlbScope>, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        api,
+        context,
+        scope,
+        count: n,
+        bytes: (scope == Some(TlbScope::Range)).then_some(n * HALF as u64),
+        cause: cause.to_owned(),
+        kernel_path: kernel_path.to_owned(),
+    };
+    SecondaryTlbTruth {
+        sources: vec![
+            src(
+                Old,
+                TlbContext::Bracket,
+                Some(TlbScope::Range),
+                "the unmap bracket's plain _end repeat over the upper half (the split's _only_end has none)",
+                "6.1 mm/mmu_notifier.c:575; mm/huge_memory.c:2358",
+            ),
+            src(
+                Old,
+                TlbContext::Gather,
+                Some(TlbScope::Range),
+                "unmap_region's gather flush of the 256 zapped PTEs",
+                "6.1 include/asm-generic/tlb.h:447",
+            ),
+            src(
+                New,
+                TlbContext::Bracket,
+                None,
+                "the split's pmdp_invalidate flushes the PMD range",
+                "6.12 mm/huge_memory.c:2820 → mm/pgtable-generic.c:203 → arch/x86/mm/tlb.c:1083",
+            ),
+            src(
+                New,
+                TlbContext::Gather,
+                None,
+                "the unmap's gather flush of 256 PTEs: (0, ~0) on 6.12, the range on 7.2",
+                "6.12 arch/x86/mm/tlb.c:998, :1054-1058, :1083; 7.2 tlb.c:1402-1405, :1462",
+            ),
+        ],
+    }
 }
 
 fn doubles(n: u64) -> DoubleNotificationTruth {
@@ -173,6 +234,14 @@ fn doubles(n: u64) -> DoubleNotificationTruth {
                 Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs),
                 "no _only_end on 6.6+",
                 "6.12 mm/huge_memory.c:2977: plain mmu_notifier_invalidate_range_end",
+            ),
+            src(
+                DoubleKind::OverlappingSecondaryTlb,
+                0,
+                0,
+                Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs),
+                "one call per window, and no subscriber implements arch_invalidate_secondary_tlbs",
+                "KVM's mmu_notifier_ops (6.12 virt/kvm/kvm_main.c:917)",
             ),
         ],
     }

@@ -1,0 +1,182 @@
+//! What the agent must show for one ground truth, one module per metric family (or group of families that one
+//! truth part describes). Every expected value comes from the truth the workload printed — what it did, plus the
+//! kernel API it found in BTF — never from a constant here.
+//!
+//! A [`Check`] selects one series group: the metric, the attribution cgroup, and the label values that matter
+//! (summed over every other label). A [`Closed`] dimension says the truth lists every value of a label for a cgroup:
+//! any other value that grows during the run is a mismatch (expected 0). Dimensions the truth leaves unspecified
+//! (a double kind it does not list for this kernel, a secondary-TLB context it does not list) are not asserted.
+
+mod brackets;
+mod cross_cgroup;
+mod doubles;
+mod fork;
+mod secondary_tlb;
+
+use std::collections::BTreeMap;
+
+pub use brackets::{HIST_COUNT, INVALIDATIONS};
+use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
+
+/// Every metric some family compares (the diagnostics list their series the truth leaves unspecified).
+pub const METRICS: &[&str] = &[
+    brackets::INVALIDATIONS,
+    brackets::HIST_COUNT,
+    secondary_tlb::SECONDARY_TLB,
+    doubles::DOUBLES,
+    doubles::REDUNDANT_BYTES,
+    doubles::AVOIDED,
+    fork::COPIES,
+    fork::COPY_BYTES,
+    fork::THP_SPLITS,
+    fork::FORKS_WITH_PINNED,
+    cross_cgroup::CROSS_CGROUP,
+];
+
+/// One expected increase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub metric: &'static str,
+    pub cgroup: String,
+    /// Label values the series must have (besides `cgroup`); other labels are summed over.
+    pub labels: BTreeMap<&'static str, String>,
+    pub expected: u64,
+}
+
+impl Check {
+    pub fn new(metric: &'static str, cgroup: &str, labels: &[(&'static str, &str)], expected: u64) -> Self {
+        let labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        Self { metric, cgroup: cgroup.to_owned(), labels, expected }
+    }
+
+    /// `metric{cgroup="…",label="…"}`.
+    pub fn series(&self) -> String {
+        let mut parts = vec![format!("cgroup={:?}", self.cgroup)];
+        parts.extend(self.labels.iter().map(|(k, v)| format!("{k}={v:?}")));
+        format!("{}{{{}}}", self.metric, parts.join(","))
+    }
+}
+
+/// Every value of `label` of `metric` for `cgroup` that grows must be one the checks list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub metric: &'static str,
+    pub cgroup: String,
+    pub label: &'static str,
+}
+
+/// The expectations of one truth.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    pub checks: Vec<Check>,
+    pub closed: Vec<Closed>,
+    /// Parts of the truth no family here can observe in this mode, said once each (recorded, not asserted).
+    pub notes: Vec<String>,
+}
+
+/// Everything the agent must show for `truth` on a kernel with `api`.
+pub fn expectations(truth: &GroundTruth, api: SecondaryTlbApi) -> Expectations {
+    let owner = truth.cgroups.attributed().path.as_str();
+    let mut out = Expectations::default();
+    brackets::expect(truth, owner, &mut out);
+    secondary_tlb::expect(truth, owner, api, &mut out);
+    doubles::expect(truth, owner, api, &mut out);
+    fork::expect(truth, owner, &mut out);
+    cross_cgroup::expect(truth, owner, &mut out);
+    out
+}
+
+/// The `snake_case` wire name of a truth enum (the agent's label values are the same strings).
+fn wire<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kvm-madvise-like truth of 3 rounds with per-generation parts, as the workload prints it.
+    fn truth() -> GroundTruth {
+        let json = r#"{"schema_version":1,"scenario":"kvm-madvise",
+            "params":{"iterations":3,"region_bytes":2097152,"page_bytes":4096},"pid":7,
+            "cgroups":{"default":{"path":"/t/a","id":5,"dir":"/sys/fs/cgroup/t/a"},"attribution":"default"},"vms":1,
+            "invalidations":{"brackets":{"clear":3},"kvm_unmap_hva_range":3,
+              "sources":[{"event":"clear","count":3,"vms":1,"cause":"c","kernel_path":"k"}]},
+            "kernel_api":"invalidate_range",
+            "double_notifications":{"sources":[
+              {"kind":"end_then_gather","count":3,"redundant_bytes":12288,"api":"invalidate_range","cause":"","kernel_path":""},
+              {"kind":"end_then_gather","count":0,"redundant_bytes":0,"api":"arch_invalidate_secondary_tlbs","cause":"","kernel_path":""},
+              {"kind":"avoided_only_end","count":2,"redundant_bytes":0,"api":"invalidate_range","cause":"","kernel_path":""}]},
+            "secondary_tlb":{"sources":[
+              {"api":"invalidate_range","context":"bracket","scope":"range","count":3,"cause":"","kernel_path":""},
+              {"api":"invalidate_range","context":"gather","count":3,"cause":"","kernel_path":""},
+              {"api":"arch_invalidate_secondary_tlbs","context":"gather","scope":"range","count":3,"cause":"","kernel_path":""}]}}"#;
+        GroundTruth::from_json(json).unwrap()
+    }
+
+    fn series(e: &Expectations) -> Vec<String> {
+        e.checks.iter().map(|c| format!("{} = {}", c.series(), c.expected)).collect()
+    }
+
+    #[test]
+    fn every_family_the_truth_describes_for_the_old_api() {
+        let e = expectations(&truth(), SecondaryTlbApi::InvalidateRange);
+        assert_eq!(
+            series(&e),
+            [
+                "mmuscope_invalidations_total{cgroup=\"/t/a\",event=\"clear\"} = 3",
+                "mmuscope_invalidation_duration_seconds_count{cgroup=\"/t/a\",event=\"clear\"} = 3",
+                "mmuscope_secondary_tlb_invalidations_total{cgroup=\"/t/a\",context=\"bracket\",scope=\"range\"} = 3",
+                "mmuscope_secondary_tlb_invalidations_total{cgroup=\"/t/a\",context=\"gather\"} = 3",
+                "mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\"} = 3",
+                "mmuscope_redundant_invalidation_bytes_total{cgroup=\"/t/a\",kind=\"end_then_gather\"} = 12288",
+                "mmuscope_double_notifications_avoided_total{cgroup=\"/t/a\"} = 2",
+            ]
+        );
+        let closed: Vec<_> = e.closed.iter().map(|c| (c.metric, c.label)).collect();
+        assert!(
+            closed.contains(&(INVALIDATIONS, "event")) && closed.contains(&(cross_cgroup::CROSS_CGROUP, "initiator"))
+        );
+    }
+
+    #[test]
+    fn the_new_api_takes_its_own_entries_and_zeroes() {
+        let e = expectations(&truth(), SecondaryTlbApi::ArchInvalidateSecondaryTlbs);
+        let s = series(&e);
+        assert!(
+            s.contains(&"mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\"} = 0".into())
+        );
+        assert!(
+            s.contains(
+                &"mmuscope_secondary_tlb_invalidations_total{cgroup=\"/t/a\",context=\"gather\",scope=\"range\"} = 3"
+                    .into()
+            )
+        );
+        assert!(!s.iter().any(|l| l.contains("avoided") || l.contains("bracket")), "unspecified on 6.6+: {s:?}");
+    }
+
+    #[test]
+    fn fork_and_cross_cgroup_parts() {
+        let mut t = truth();
+        t.fork = Some(mmuscope_tests::truth::ForkTruth {
+            forks: 1,
+            child_pid: 8,
+            pages: 512,
+            pinned_pages: 512,
+            copied_pages: 512,
+            copied_bytes: 512 * 4096,
+            forks_with_pinned_pages: 1,
+            thp_splits: 1,
+            kernel_path: String::new(),
+        });
+        let s = series(&expectations(&t, SecondaryTlbApi::InvalidateRange));
+        for want in [
+            "mmuscope_fork_pinned_page_copies_total{cgroup=\"/t/a\"} = 512",
+            "mmuscope_fork_pinned_copy_bytes_total{cgroup=\"/t/a\"} = 2097152",
+            "mmuscope_fork_pinned_thp_splits_total{cgroup=\"/t/a\"} = 1",
+            "mmuscope_forks_with_pinned_pages_total{cgroup=\"/t/a\"} = 1",
+        ] {
+            assert!(s.contains(&want.to_owned()), "{want} in {s:?}");
+        }
+    }
+}
