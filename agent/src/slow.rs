@@ -31,10 +31,11 @@ impl SlowLog {
         r.push_back(record);
     }
 
-    /// The `limit` slowest records of at least `min_ns`, slowest first.
-    pub fn slowest(&self, min_ns: u64, limit: usize) -> Vec<SlowBracket> {
+    /// The `limit` slowest records of at least `min_ns` (of process `pid` only, if given), slowest first.
+    pub fn slowest(&self, min_ns: u64, pid: Option<u32>, limit: usize) -> Vec<SlowBracket> {
         let r = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<SlowBracket> = r.iter().filter(|b| b.duration_ns >= min_ns).copied().collect();
+        let wanted = |b: &&SlowBracket| b.duration_ns >= min_ns && pid.is_none_or(|p| b.tgid == p);
+        let mut out: Vec<SlowBracket> = r.iter().filter(wanted).copied().collect();
         out.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns).then(b.t_end_ns.cmp(&a.t_end_ns)));
         out.truncate(limit);
         out
@@ -94,13 +95,15 @@ mod tests {
         for i in 0..(CAPACITY as u64 + 10) {
             log.push(record(i % 100, i));
         }
-        let all = log.slowest(0, usize::MAX);
+        let all = log.slowest(0, None, usize::MAX);
         assert_eq!(all.len(), CAPACITY, "bounded");
         assert!(all.iter().all(|r| r.t_end_ns >= 10), "the oldest were dropped");
-        let top = log.slowest(50, 3);
+        let top = log.slowest(50, None, 3);
         assert_eq!(top.iter().map(|r| r.duration_ns).collect::<Vec<_>>(), [99, 99, 99]);
         assert!(top[0].t_end_ns > top[1].t_end_ns, "ties: newest first");
-        assert!(log.slowest(100, 10).is_empty());
+        assert!(log.slowest(100, None, 10).is_empty());
+        log.push(SlowBracket { tgid: 42, ..record(1, u64::MAX) });
+        assert_eq!(log.slowest(0, Some(42), 10).len(), 1);
     }
 
     #[test]

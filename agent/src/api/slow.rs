@@ -55,6 +55,9 @@ pub struct SlowParams {
     /// At most this many brackets (1 to 1000). Default 50.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Only brackets run by this process (thread group id).
+    #[param(minimum = 1, maximum = 4194304)]
+    pid: Option<u64>,
 }
 
 /// The log and the threshold it records from.
@@ -67,9 +70,11 @@ pub struct SlowSource {
 #[utoipa::path(get, path = "/api/v1/slow", tag = "cgroups", params(SlowParams),
     responses((status = 200, body = SlowView), (status = 400, body = ErrorBody)))]
 pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Result<Json<SlowView>, ApiError> {
-    let q = Query::parse(q.as_deref(), &["threshold_us", "limit"])?;
+    let q = Query::parse(q.as_deref(), &["threshold_us", "limit", "pid"])?;
     let threshold_us = q.int("threshold_us", 0, 60_000_000, 1000)?;
     let limit = q.int("limit", 1, 1000, 50)?;
+    // 0 (the default) means every process; a given pid must be a real one.
+    let pid = q.int("pid", 0, 4_194_304, 0)?;
     let threshold_seconds = threshold_us as f64 / 1e6;
     let Some(source) = &s.slow else {
         return Ok(Json(SlowView {
@@ -82,7 +87,8 @@ pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Resu
             brackets: Vec::new(),
         }));
     };
-    let records = source.log.slowest(threshold_us.saturating_mul(1000), limit as usize);
+    let pid = u32::try_from(pid).ok().filter(|p| *p != 0);
+    let records = source.log.slowest(threshold_us.saturating_mul(1000), pid, limit as usize);
     let now = slow::monotonic_ns();
     let brackets = records.iter().map(|r| view(&s, r, now)).collect();
     Ok(Json(SlowView {
