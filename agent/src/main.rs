@@ -21,6 +21,7 @@ mod model;
 mod privileges;
 mod probes;
 mod service;
+mod subscribers;
 mod top;
 mod web;
 mod webconfig;

@@ -40,6 +40,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let program_stats = ProgramStats::enable(probes.ebpf_mut());
     let cgroup_names =
         CgroupNames::with_host_root(hierarchies, args.cgroups.policy(), &args.cgroups.kubernetes_host_root);
+    // First sweep while privileged (kallsyms shows addresses to privileged openers only).
+    let sweeper = crate::subscribers::Sweeper::start(&mut probes, kernel.generation)
+        .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
+        .ok()
+        .flatten();
     let exporter = Exporter::new(
         Maps::take(&mut probes, options.stats_map_entries)?,
         cgroup_names,
@@ -50,7 +55,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             kernel: kernel.release.clone(),
             generation: generation_label(&kernel),
         },
-    );
+    )
+    .with_subscribers(sweeper);
     let exporter = Arc::new(exporter);
     registry.register(Box::new(export::Shared(exporter.clone()))).context("registering the collector")?;
     registry.register(Box::new(ProgramStatsCollector::new(program_stats))).context("registering BPF program stats")?;

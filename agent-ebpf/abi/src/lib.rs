@@ -13,6 +13,7 @@ mod histogram;
 mod layout;
 mod maps;
 mod secondary;
+mod subscribers;
 
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use layout::KernelLayout;
@@ -21,6 +22,7 @@ pub use maps::{
     key_flags,
 };
 pub use secondary::{Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Scope, SecondaryKey, ThreadState};
+pub use subscribers::{MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, callback_slot, record_kind};
 
 /// Names of the maps and globals, shared so that a rename cannot break the agent silently.
 pub mod names {
@@ -36,4 +38,6 @@ pub mod names {
     pub const CROSS_STATS: &str = "CROSS_STATS";
     pub const SECONDARY_STATS: &str = "SECONDARY_STATS";
     pub const DOUBLE_STATS: &str = "DOUBLE_STATS";
+    pub const SUBSCRIBER_LAYOUT: &str = "SUBSCRIBER_LAYOUT";
+    pub const SUBSCRIBER_CHANGES: &str = "SUBSCRIBER_CHANGES";
 }

@@ -14,6 +14,7 @@ mod fork;
 mod kvm;
 mod maps;
 mod secondary;
+mod subscribers;
 mod threads;
 
 #[cfg(not(test))]

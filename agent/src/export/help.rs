@@ -52,6 +52,14 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "mmuscope_unmatched_bracket_ends_total",
         "Bracket ends whose start was not seen (agent attached mid-bracket, or in-flight table eviction).",
     ),
+    (
+        "mmuscope_notifier_subscriptions",
+        "Registered mmu_notifier subscriptions by subscriber (from the callback symbols, e.g. kvm = one per VM). Interval notifiers count once per mm, under the kind of the first one's invalidate callback (interval if unknown). From the task-iterator inventory.",
+    ),
+    (
+        "mmuscope_pinned_mms",
+        "Address spaces with long-term pinned pages (mm->pinned_vm > 0: io_uring fixed buffers, RDMA, VFIO/iommufd), by owner memory cgroup. From the task-iterator inventory.",
+    ),
     ("mmuscope_probe_read_errors_total", "Kernel memory reads that failed while attributing an event to a cgroup."),
     ("mmuscope_map_update_errors_total", "Map updates that failed because the map was full, by map."),
     ("mmuscope_map_capacity", "max_entries of the aggregation maps, by map."),

@@ -14,6 +14,7 @@ mod histogram;
 mod programs;
 mod reference;
 mod secondary;
+mod subscribers;
 
 use std::{
     sync::{Arc, Mutex},
@@ -51,6 +52,8 @@ pub struct Exporter {
     page_size: u64,
     /// The fork family attached with an alternative that sees THP splits.
     fork_splits_observable: bool,
+    /// The subscriber inventory, when its family attached.
+    subscribers: Option<Mutex<crate::subscribers::Sweeper>>,
 }
 
 /// Which hierarchy a key's cgroup id belongs to, from its flags.
@@ -73,7 +76,27 @@ impl Exporter {
             .find(|f| f.name == "fork_copies")
             .and_then(|f| f.attached())
             .is_some_and(|a| a.mode != Mode::Tracepoint);
-        Self { maps, cgroups: Mutex::new(cgroups), events, report, build, descs, page_size, fork_splits_observable }
+        Self {
+            maps,
+            cgroups: Mutex::new(cgroups),
+            events,
+            report,
+            build,
+            descs,
+            page_size,
+            fork_splits_observable,
+            subscribers: None,
+        }
+    }
+
+    pub fn with_subscribers(mut self, sweeper: Option<crate::subscribers::Sweeper>) -> Self {
+        self.subscribers = sweeper.map(Mutex::new);
+        self
+    }
+
+    /// The subscriber inventory (re-swept if due), `None` when its family is not attached.
+    pub fn subscribers(&self) -> Option<Arc<crate::subscribers::Inventory>> {
+        self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).current())
     }
 }
 
@@ -93,8 +116,9 @@ impl Collector for Exporter {
             }
         };
         let mut snap = snap;
+        let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-        names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
+        resolve(&mut names, &snap, inventory.as_deref());
         snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
         // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed family
         // takes its labels from here.
@@ -103,11 +127,21 @@ impl Collector for Exporter {
         out.extend(fork::families(&snap, &cgroup, self.page_size, self.fork_splits_observable));
         out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
         out.extend(cross::families(&snap, &cgroup, self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe])));
+        if let Some(inv) = &inventory {
+            out.extend(subscribers::families(inv, &cgroup));
+        }
         out.extend(agent::cgroup_families(&names));
         drop(names);
         out.extend(agent::families(&snap, self.maps.stats_capacity, &self.report, &self.build, started));
         out
     }
+}
+
+/// Resolves the cgroups of the snapshot and of the subscriber inventory in one go (the `--max-cgroups` admission
+/// is decided over all ids of one call).
+fn resolve(names: &mut CgroupNames, snap: &crate::collect::Snapshot, inv: Option<&crate::subscribers::Inventory>) {
+    let mms = inv.into_iter().flat_map(|i| i.mms.iter()).map(|m| (hierarchy_of(m.cgroup_flags), m.cgroup_id));
+    names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)).chain(mms));
 }
 
 /// Lets the registry own one handle while the JSON API keeps another.
@@ -131,8 +165,9 @@ impl Exporter {
         f: impl FnOnce(&crate::collect::Snapshot, &CgroupNames, &EventNames) -> R,
     ) -> anyhow::Result<R> {
         let mut snap = self.maps.snapshot()?;
+        let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-        names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
+        resolve(&mut names, &snap, inventory.as_deref());
         snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
         Ok(f(&snap, &names, &self.events))
     }
@@ -144,6 +179,10 @@ impl Exporter {
 
     pub fn report(&self) -> &PlanReport {
         &self.report
+    }
+
+    pub fn page_size(&self) -> u64 {
+        self.page_size
     }
 
     pub fn build(&self) -> &BuildInfo {

@@ -13,7 +13,7 @@ use mmuscope_abi::{
 };
 use prometheus::{core::Collector, proto::MetricFamily};
 
-use super::{FAMILIES, Labels, agent, brackets, cross, fork, programs, secondary};
+use super::{FAMILIES, Labels, agent, brackets, cross, fork, programs, secondary, subscribers};
 use crate::{
     bpfstats::ProgramRun,
     collect::Snapshot,
@@ -77,6 +77,7 @@ fn all_families() -> Vec<MetricFamily> {
     out.extend(fork::families(&snap, &cgroup, 4096, true));
     out.extend(secondary::families(&snap, &cgroup, true));
     out.extend(cross::families(&snap, &cgroup, true));
+    out.extend(subscribers::families(&subscribers::sample_inventory(), &cgroup));
     out.extend(agent::families(&snap, 16, &sample_report(), &build, Instant::now()));
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     out.extend(agent::cgroup_families(&names));

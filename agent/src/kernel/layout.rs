@@ -19,12 +19,16 @@ pub enum FieldGroup {
     GfpMask,
     /// mm → notifier subscriptions → `mmu_notifier` → ops → secondary-TLB callback slot.
     NotifierOps,
+    /// task pid/tgid/comm, `mm->pinned_vm`, notifier ops callbacks and the interval tree (inventory).
+    Subscribers,
 }
 
 /// The layout plus, per group, what could not be resolved.
 #[derive(Debug, Default)]
 pub struct ResolvedLayout {
     pub layout: KernelLayout,
+    /// Offsets of the subscriber inventory (its own global, see `layout_subscribers`).
+    pub subscribers: mmuscope_abi::SubscriberLayout,
     missing: Vec<(FieldGroup, String)>,
 }
 
@@ -68,11 +72,12 @@ impl ResolvedLayout {
             task_mm: r.offset(TaskCgroup, "task_struct", "mm", Some(8))?,
             subscriptions_has_itree: r.offset(NotifierOps, "mmu_notifier_subscriptions", "has_itree", Some(1))?,
         };
-        Ok(Self { layout, missing: r.missing })
+        let subscribers = super::layout_subscribers::resolve(&mut r)?;
+        Ok(Self { layout, subscribers, missing: r.missing })
     }
 }
 
-struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     btf: &'a KernelBtf,
     missing: Vec<(FieldGroup, String)>,
 }
@@ -121,7 +126,13 @@ impl Resolver<'_> {
     }
 
     /// Offset of `strukt.member`, checking its size where the programs read a fixed width.
-    fn offset(&mut self, group: FieldGroup, strukt: &str, member: &str, size: Option<u32>) -> Result<u32, BtfError> {
+    pub(super) fn offset(
+        &mut self,
+        group: FieldGroup,
+        strukt: &str,
+        member: &str,
+        size: Option<u32>,
+    ) -> Result<u32, BtfError> {
         match self.btf.member(strukt, member)? {
             Some(f) if size.is_none_or(|s| s == f.size) => Ok(f.offset),
             Some(f) => {

@@ -36,6 +36,8 @@ pub enum Hook {
     TpBtf,
     /// classic tracepoint; target is `group:name`.
     Tracepoint,
+    /// BPF iterator (`iter/<target>`), loaded only: the agent creates a link per run.
+    Iter,
 }
 
 /// One program of an alternative and what it attaches to.
@@ -97,7 +99,7 @@ const START: &str = "__mmu_notifier_invalidate_range_start";
 const END: &str = "__mmu_notifier_invalidate_range_end";
 
 /// Every probe family, in attach order.
-pub static FAMILIES: &[&Family] = &[&BRACKETS, &SECONDARY_TLB, &FORK_COPIES];
+pub static FAMILIES: &[&Family] = &[&BRACKETS, &SECONDARY_TLB, &FORK_COPIES, &super::table_subscribers::SUBSCRIBERS];
 
 static BRACKETS: Family = Family {
     name: "brackets",
