@@ -41,7 +41,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cgroup_names =
         CgroupNames::with_host_root(hierarchies, args.cgroups.policy(), &args.cgroups.kubernetes_host_root);
     // First sweep while privileged (kallsyms shows addresses to privileged openers only).
-    let sweeper = crate::subscribers::Sweeper::start(&mut probes, kernel.generation)
+    let sweeper = crate::subscribers::Sweeper::start(&mut probes, kernel.generation, options.mode)
         .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
         .ok()
         .flatten();

@@ -8,6 +8,7 @@
 #![no_main]
 
 mod brackets;
+mod callbacks;
 mod capability;
 mod cgroup;
 mod fork;

@@ -12,6 +12,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "Time from __mmu_notifier_invalidate_range_start entry to __mmu_notifier_invalidate_range_end return, by owner memory cgroup and event type (fentry and kprobe modes).",
     ),
     (
+        "mmuscope_subscriber_callback_duration_seconds",
+        "Time spent in each subscriber's invalidation callbacks (invalidate_range_start, invalidate_range_end, and invalidate_range before 6.6 / arch_invalidate_secondary_tlbs from 6.6), by subscriber (from the callback symbol, e.g. kvm) and callback. kprobe/kretprobe on the callbacks resolved at start-up; not on kernels without kprobes.",
+    ),
+    (
         "mmuscope_secondary_tlb_invalidations_total",
         "Secondary-TLB invalidations (__mmu_notifier_arch_invalidate_secondary_tlbs on 6.6+, __mmu_notifier_invalidate_range and the ->invalidate_range repeat inside invalidate_range_end before 6.6), by owner memory cgroup, scope (range or full_mm) and context (bracket, gather, outside).",
     ),

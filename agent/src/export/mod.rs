@@ -94,6 +94,11 @@ impl Exporter {
         self
     }
 
+    fn callback_stats(&self) -> std::collections::BTreeMap<(String, &'static str), mmuscope_abi::BracketStats> {
+        let sweeper = self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+        sweeper.map(|s| s.callback_stats()).unwrap_or_default()
+    }
+
     /// The subscriber inventory (re-swept if due), `None` when its family is not attached.
     pub fn subscribers(&self) -> Option<Arc<crate::subscribers::Inventory>> {
         self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).current())
@@ -129,6 +134,7 @@ impl Collector for Exporter {
         out.extend(cross::families(&snap, &cgroup, self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe])));
         if let Some(inv) = &inventory {
             out.extend(subscribers::families(inv, &cgroup));
+            out.push(subscribers::callback_family(&self.callback_stats()));
         }
         out.extend(agent::cgroup_families(&names));
         drop(names);

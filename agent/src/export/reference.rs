@@ -78,6 +78,8 @@ fn all_families() -> Vec<MetricFamily> {
     out.extend(secondary::families(&snap, &cgroup, true));
     out.extend(cross::families(&snap, &cgroup, true));
     out.extend(subscribers::families(&subscribers::sample_inventory(), &cgroup));
+    let callback = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
+    out.push(subscribers::callback_family(&[(("kvm".to_string(), "invalidate_range_start"), callback)].into()));
     out.extend(agent::families(&snap, 16, &sample_report(), &build, Instant::now()));
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     out.extend(agent::cgroup_families(&names));

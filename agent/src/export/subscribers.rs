@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use mmuscope_abi::BracketStats;
 use prometheus::proto::MetricFamily;
 
 use super::{
-    families::{Labels, gauge},
+    families::{HistogramRow, Labels, gauge, histogram},
     help::help,
+    histogram as buckets,
 };
 use crate::subscribers::Inventory;
 
@@ -27,6 +29,18 @@ pub fn families(inv: &Inventory, cgroup: &dyn Fn(u32, u64) -> Labels) -> Vec<Met
     let subs = gauge(name, help(name), kinds);
     let name = "mmuscope_pinned_mms";
     vec![subs, gauge(name, help(name), pinned.into_iter().map(|(l, n)| (l, n as f64)))]
+}
+
+/// `subscriber_callback_duration_seconds{subscriber,callback}`, same log2 buckets as the bracket histogram.
+pub fn callback_family(stats: &BTreeMap<(String, &'static str), BracketStats>) -> MetricFamily {
+    let name = "mmuscope_subscriber_callback_duration_seconds";
+    let rows = stats.iter().map(|((subscriber, callback), s)| HistogramRow {
+        labels: vec![("subscriber", subscriber.clone()), ("callback", callback.to_string())],
+        buckets: buckets::cumulative_seconds(s),
+        sum: s.sum_ns as f64 / 1e9,
+        count: s.count,
+    });
+    histogram(name, help(name), rows)
 }
 
 /// One KVM subscription on a pinned mm, so the metrics reference shows both families with their labels.

@@ -5,7 +5,7 @@
 use super::symbols::Symbol;
 
 /// `(symbol prefix, subscriber)`; the first match wins.
-const KNOWN: &[(&str, &str)] = &[
+pub const KNOWN: &[(&str, &str)] = &[
     ("kvm_mmu_notifier_", "kvm"),
     ("intel_arch_invalidate_secondary_tlbs", "intel_iommu_sva"),
     ("intel_invalidate_range", "intel_iommu_sva"),
@@ -26,6 +26,11 @@ const KNOWN: &[(&str, &str)] = &[
     ("gntdev_", "xen_gntdev"),
     ("dmirror_", "test_hmm"),
 ];
+
+/// The symbol prefixes of known subscribers' callbacks (preloaded from kallsyms at start-up).
+pub fn known_prefixes() -> Vec<&'static str> {
+    KNOWN.iter().map(|(p, _)| *p).collect()
+}
 
 /// The subscriber kind of a callback symbol.
 pub fn kind(sym: Option<&Symbol>) -> String {

@@ -20,6 +20,7 @@
 //!
 //! The result is an immutable [`Inventory`] shared with `/metrics` and `/api/v1/subscribers`.
 
+mod callbacks;
 mod classify;
 mod iter;
 mod records;
@@ -41,6 +42,7 @@ use mmuscope_abi::{SubscriberRecord, callback_slot, names};
 
 use crate::probes::{Mode, Probes, table::Hook};
 pub use classify::kind as classify;
+
 pub use records::{RawMm, parse};
 pub use symbols::Symbols;
 
@@ -173,12 +175,18 @@ pub struct Sweeper {
     secondary_slot: &'static str,
     generation: u64,
     current: Arc<Inventory>,
+    callbacks: Option<callbacks::CallbackTimer>,
 }
 
 impl Sweeper {
     /// Sets up the sweeper if the `subscribers` family attached, and takes the first sweep.
     /// Call while privileged (kallsyms addresses).
-    pub fn start(probes: &mut Probes, generation: crate::kernel::Generation) -> anyhow::Result<Option<Self>> {
+    /// Also attaches the callback timers (see [`callbacks`]) to what it found, unless `forced` excludes them.
+    pub fn start(
+        probes: &mut Probes,
+        generation: crate::kernel::Generation,
+        forced: Option<Mode>,
+    ) -> anyhow::Result<Option<Self>> {
         let family = probes.report.families.iter().find(|f| f.name == "subscribers");
         let Some(alt) = family.and_then(|f| f.attached()) else { return Ok(None) };
         let mode = alt.mode;
@@ -192,15 +200,20 @@ impl Sweeper {
             Mode::Fentry | Mode::Kprobe => Some(probes.take_map(names::SUBSCRIBER_CHANGES)?.try_into()?),
             Mode::Tracepoint => None,
         };
+        let mut symbols = Symbols::open();
+        symbols.preload(&classify::known_prefixes());
         let mut s = Self {
             program,
             changes,
-            symbols: Symbols::open(),
+            symbols,
             secondary_slot: secondary_slot_name(generation),
             generation: 0,
             current: Arc::new(Inventory::default()),
+            callbacks: None,
         };
         s.sweep();
+        let inventory = s.current.clone();
+        s.callbacks = callbacks::attach(probes, &inventory, &s.symbols, forced);
         if let Some(e) = &s.current.error {
             tracing::warn!("first subscriber sweep failed: {e}");
         } else {
@@ -221,6 +234,11 @@ impl Sweeper {
         self.current.clone()
     }
 
+    /// Callback durations by `(subscriber, callback)`; empty when no timer is attached.
+    pub fn callback_stats(&self) -> std::collections::BTreeMap<(String, &'static str), mmuscope_abi::BracketStats> {
+        self.callbacks.as_ref().map(|c| c.read()).unwrap_or_default()
+    }
+
     fn read_generation(&self) -> u64 {
         let Some(map) = &self.changes else { return 0 };
         match map.get(&0, 0) {
@@ -234,9 +252,11 @@ impl Sweeper {
 
     fn sweep(&mut self) {
         self.generation = self.read_generation();
+        let started = Instant::now();
         let raw = iter::run(&self.program)
             .context("running the subscriber iterator")
             .and_then(|bytes| parse(&bytes).context("parsing the subscriber iterator output"));
+        let iterated = started.elapsed();
         if raw.is_err() {
             // hooked mode: retry at the next call rather than wait for a change
             self.generation = self.generation.wrapping_add(1);
@@ -254,5 +274,14 @@ impl Sweeper {
             }
         };
         self.current = Arc::new(next);
+        let took = started.elapsed();
+        // Normally milliseconds; say so when it is not (it delays the scrape or API call that triggered it).
+        if took > Duration::from_millis(500) {
+            tracing::warn!(
+                iterator_ms = iterated.as_millis() as u64,
+                total_ms = took.as_millis() as u64,
+                "slow subscriber sweep"
+            );
+        }
     }
 }

@@ -116,3 +116,20 @@ fn subscriptions_are_named_and_classified_from_their_first_callback() {
     assert!(interval.interval);
     assert_eq!(interval.kind, "interval", "an unnamed interval callback counts as `interval`");
 }
+
+#[test]
+fn callback_addresses_match_the_probed_function_start_or_just_past_its_endbr() {
+    use super::callbacks::{Target, target_of};
+    let t = |address: u64, callback: &'static str| Target {
+        address,
+        symbol: format!("f{address:x}"),
+        subscriber: "kvm".into(),
+        callback,
+    };
+    let targets = [t(0x1000, "invalidate_range_start"), t(0x2000, "invalidate_range_end")];
+    assert_eq!(target_of(&targets, 0x1000).unwrap().callback, "invalidate_range_start");
+    assert_eq!(target_of(&targets, 0x1004).unwrap().callback, "invalidate_range_start", "past endbr64");
+    assert_eq!(target_of(&targets, 0x2000).unwrap().callback, "invalidate_range_end");
+    assert!(target_of(&targets, 0x0fff).is_none());
+    assert!(target_of(&targets, 0x1010).is_none());
+}

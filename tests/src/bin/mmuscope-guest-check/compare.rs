@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mmuscope_tests::cgroup::{self, Hierarchies};
+use mmuscope_tests::harness::held::HeldWorkload;
 use mmuscope_tests::harness::run_workload;
 use mmuscope_tests::harness::scrape::INVALIDATIONS;
 use mmuscope_tests::promtext::Exposition;
@@ -16,6 +17,7 @@ use mmuscope_tests::truth::GroundTruth;
 
 use crate::agent::Agent;
 use crate::record::{EventCounts, Record};
+use crate::subscribers::{self, Listed};
 
 const HIST_COUNT: &str = "mmuscope_invalidation_duration_seconds_count";
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,8 +30,10 @@ type ByCgroup = BTreeMap<String, BTreeMap<String, f64>>;
 pub fn scenario(agent: &Agent, workload: &Path, line: &str, mode: &str, kernel: &str) -> Record {
     let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
     let name = args.first().cloned().unwrap_or_default();
-    match run(agent, workload, &args) {
-        Ok(outcome) => outcome.into_record(kernel, mode, &name, args),
+    // Subscribers are checked in the modes that time callbacks, on the scenario whose truth is one VM per pid.
+    let hooked = mode == "fentry" || mode == "kprobe";
+    match run(agent, workload, &args, hooked && name == "kvm-madvise") {
+        Ok(outcome) => outcome.into_record(kernel, mode, &name, args, hooked),
         Err(e) => Record::error(
             kernel,
             mode,
@@ -45,11 +49,25 @@ struct Outcome {
     observed: EventCounts,
     hist_count: EventCounts,
     other_cgroups: BTreeMap<String, EventCounts>,
+    /// KVM start callbacks: the truth's count and the histogram's increase.
+    callbacks: (u64, u64),
+    /// The held workload's inventory entry, when checked.
+    inventory: Option<(Option<Listed>, Vec<String>)>,
 }
 
-fn run(agent: &Agent, workload: &Path, args: &[String]) -> Result<Outcome> {
+fn run(agent: &Agent, workload: &Path, args: &[String], check_inventory: bool) -> Result<Outcome> {
     let before = agent.scraper.metrics().context("scrape before the workload")?;
-    let truth = run_workload(workload, args)?;
+    let (truth, inventory) = if check_inventory {
+        let held =
+            HeldWorkload::spawn(workload, args.iter().map(String::as_str).chain(["--hold"]), SETTLE_TIMEOUT * 3)?;
+        let listed = subscribers::listed(&agent.scraper, held.pid());
+        let truth = held.release()?;
+        let listed = listed?;
+        let problems = subscribers::inventory_problems(&listed, &truth);
+        (truth, Some((listed, problems)))
+    } else {
+        (run_workload(workload, args)?, None)
+    };
     let label = truth.cgroups.attributed().path.as_str().to_owned();
     let expected = expected(&truth)?;
     let target: u64 = expected.values().sum();
@@ -71,7 +89,13 @@ fn run(agent: &Agent, workload: &Path, args: &[String]) -> Result<Outcome> {
 
     let mut counts = increase(&by_cgroup(&before, INVALIDATIONS), &by_cgroup(&after, INVALIDATIONS));
     let mut hist = increase(&by_cgroup(&before, HIST_COUNT), &by_cgroup(&after, HIST_COUNT));
+    let callbacks = (
+        truth.expected_tracepoint_total(),
+        subscribers::kvm_start_callbacks(&after).saturating_sub(subscribers::kvm_start_callbacks(&before)),
+    );
     Ok(Outcome {
+        callbacks,
+        inventory,
         observed: counts.remove(&label).unwrap_or_default(),
         hist_count: hist.remove(&label).unwrap_or_default(),
         other_cgroups: counts,
@@ -81,8 +105,17 @@ fn run(agent: &Agent, workload: &Path, args: &[String]) -> Result<Outcome> {
 }
 
 impl Outcome {
-    fn into_record(self, kernel: &str, mode: &str, scenario: &str, args: Vec<String>) -> Record {
-        let problems = problems(&self.expected, &self.observed, &self.hist_count);
+    fn into_record(self, kernel: &str, mode: &str, scenario: &str, args: Vec<String>, hooked: bool) -> Record {
+        let mut problems = problems(&self.expected, &self.observed, &self.hist_count);
+        let (want, got) = self.callbacks;
+        if hooked && want != got {
+            problems.push(format!(
+                "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"kvm\",callback=\"invalidate_range_start\"}}: \
+                 expected {want}, observed {got}"
+            ));
+        }
+        let (inventory, inventory_problems) = self.inventory.unzip();
+        problems.extend(inventory_problems.into_iter().flatten());
         Record::Scenario {
             kernel_release: kernel.to_owned(),
             mode: mode.to_owned(),
@@ -93,6 +126,8 @@ impl Outcome {
             observed: self.observed,
             hist_count: self.hist_count,
             other_cgroups: self.other_cgroups,
+            kvm_start_callbacks: hooked.then_some(self.callbacks),
+            subscribers: inventory.flatten(),
             pass: problems.is_empty(),
             problems,
         }

@@ -17,6 +17,7 @@ mod agent;
 mod compare;
 mod plan;
 mod record;
+mod subscribers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -45,6 +45,12 @@ pub enum Record {
         hist_count: EventCounts,
         /// Increases of other cgroups during the run (diagnostics, not asserted).
         other_cgroups: BTreeMap<String, EventCounts>,
+        /// `(truth, observed)` KVM `invalidate_range_start` callbacks timed (fentry/kprobe modes).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kvm_start_callbacks: Option<(u64, u64)>,
+        /// `/api/v1/subscribers` for the held workload's pid (`kvm-madvise` in fentry/kprobe modes).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subscribers: Option<crate::subscribers::Listed>,
         pass: bool,
         problems: Vec<String>,
     },
@@ -78,9 +84,21 @@ impl Record {
                     println!("  note: not attached in {mode} mode: {f}");
                 }
             }
-            Record::Scenario { mode, scenario, cgroup, expected, observed, hist_count, problems, .. } => println!(
+            Record::Scenario {
+                mode,
+                scenario,
+                cgroup,
+                expected,
+                observed,
+                hist_count,
+                kvm_start_callbacks,
+                subscribers,
+                problems,
+                ..
+            } => println!(
                 "{mode} {scenario}: cgroup {cgroup}: expected {expected:?}, observed {observed:?}, histogram counts \
-                 {hist_count:?}{}",
+                 {hist_count:?}, kvm start callbacks (truth, timed) {kvm_start_callbacks:?}, subscribers listed \
+                 {subscribers:?}{}",
                 verdict(problems)
             ),
             Record::Error { mode, stage, message, .. } => println!("{mode}: {stage} FAILED: {message}"),
