@@ -27,7 +27,7 @@ pub fn callback_entry_kprobe(ctx: ProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let ip = unsafe { bpf_get_func_ip(ctx.regs as *mut _) };
     let now = unsafe { bpf_ktime_get_ns() };
-    let _ = CALLBACK_STASH.insert(&tid, &[ip, now], 0);
+    let _ = CALLBACK_STASH.insert(tid, [ip, now], 0);
     0
 }
 
@@ -35,8 +35,8 @@ pub fn callback_entry_kprobe(ctx: ProbeContext) -> u32 {
 pub fn callback_return_kretprobe(_ctx: RetProbeContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(&[ip, start]) = (unsafe { CALLBACK_STASH.get(&tid) }) else { return 0 };
-    let _ = CALLBACK_STASH.remove(&tid);
+    let Some(&[ip, start]) = (unsafe { CALLBACK_STASH.get(tid) }) else { return 0 };
+    let _ = CALLBACK_STASH.remove(tid);
     let zero = BracketStats::default();
     if let Some(stats) = per_cpu_entry(&CALLBACK_STATS, &ip, &zero) {
         // SAFETY: per-CPU value owned by this CPU while the program runs.

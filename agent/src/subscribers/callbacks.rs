@@ -79,12 +79,7 @@ fn targets(inv: &Inventory, symbols: &Symbols) -> Vec<Target> {
 }
 
 /// Attaches the timing programs; always adds the family's line to the plan report.
-pub fn attach(
-    probes: &mut Probes,
-    inv: &Inventory,
-    symbols: &Symbols,
-    forced: Option<Mode>,
-) -> Option<CallbackTimer> {
+pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: Option<Mode>) -> Option<CallbackTimer> {
     let wanted = targets(inv, symbols);
     let names: Vec<&'static str> = wanted.iter().map(|t| &*Box::leak(t.symbol.clone().into_boxed_str())).collect();
     let kprobes = probes.report.capabilities.kprobes.clone();
