@@ -94,11 +94,13 @@ impl Symbols {
     /// known subscribers), so that sweeps meeting them never re-read the file (slow on big or emulated machines).
     pub fn preload(&mut self, prefixes: &[&str]) {
         let Some(f) = self.file.as_mut() else { return };
+        let mut shown = false;
         let read = f.rewind().and_then(|()| {
             for line in BufReader::new(&*f).lines() {
                 let line = line?;
                 let mut it = line.split_whitespace();
                 let (Some(addr), Some("t" | "T"), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
+                shown |= addr.bytes().any(|b| b != b'0');
                 if !prefixes.iter().any(|p| name.starts_with(p)) {
                     continue;
                 }
@@ -111,8 +113,14 @@ impl Symbols {
             }
             Ok(())
         });
-        if let Err(e) = read {
-            tracing::warn!("reading /proc/kallsyms failed: {e}");
+        match read {
+            Err(e) => tracing::warn!("reading /proc/kallsyms failed: {e}"),
+            Ok(()) if !shown => tracing::warn!(
+                "/proc/kallsyms shows no addresses to this agent (it needs CAP_SYSLOG at start-up, or \
+                 kernel.perf_event_paranoid <= 1 with kernel.kptr_restrict = 0): subscribers will be `unknown` and \
+                 their callbacks not timed"
+            ),
+            Ok(()) => {}
         }
     }
 
