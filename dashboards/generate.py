@@ -226,6 +226,12 @@ def host():
                            "cgroup, with its pod where it has one.", "ops",
                            target(f"sum by (cgroup, namespace, pod) ({rate('mmuscope_invalidations_total')})",
                                   "{{cgroup}} {{pod}}")), 12, 8),
+        L.place(timeseries("Invalidations by cause", "Invalidation brackets per second by why they happened: "
+                           "the caller (thp_split, reclaim, migration, numa, soft_dirty, userfaultfd, exit; "
+                           "fentry/kprobe modes) or else the task's context (its system call, page_fault, reclaim, a "
+                           "kernel thread by name).", "ops",
+                           target(f"sum by (cause) ({rate('mmuscope_invalidations_total')})", "{{cause}}"),
+                           stack=True), 24, 8),
         L.place(heatmap("Latency heatmap", "Brackets per second by duration (log2 buckets, start entry → end "
                         "return; fentry/kprobe modes).", f"sum by (le) (rate({hist}{RATE}))"), 12, 9),
         L.place(timeseries("Latency p50 / p99", "Median and 99th percentile bracket duration, interpolated "
@@ -254,7 +260,9 @@ def host():
                            target(f"sum by (scope, context) ({rate('mmuscope_secondary_tlb_invalidations_total')})",
                                   "{{scope}} / {{context}}")), 8, 8),
         L.place(timeseries("Double notifications by kind", "Ranges invalidated again within one operation, by "
-                           "mechanism (end_after_in_lock, end_then_gather: before 6.6; overlapping_secondary_tlb).",
+                           "mechanism (end_after_in_lock, end_then_gather: before 6.6; overlapping_secondary_tlb; "
+                           "overlapping_brackets: start/end subscribers such as KVM invalidating one range twice in "
+                           "one system call).",
                            "ops", target(f"sum by (kind) ({rate('mmuscope_double_notifications_total')})", "{{kind}}")),
                 8, 8),
         L.place(timeseries("Redundant bytes and avoided repeats", "Bytes invalidated more than once per second by "
@@ -263,6 +271,19 @@ def host():
                            target(f"sum by (kind) ({rate('mmuscope_redundant_invalidation_bytes_total')})", "{{kind}}"),
                            target(f"sum({rate('mmuscope_double_notifications_avoided_total')})", "avoided (ops/s)")),
                 8, 8),
+        L.row("Subscribers"),
+        L.place(timeseries("Notifier subscriptions", "Registered mmu_notifier and interval-notifier subscriptions "
+                           "by subscriber kind (kvm, iommu, gpu, rdma, …), from the task-iterator inventory.", "short",
+                           target(f"sum by (subscriber) (mmuscope_notifier_subscriptions{{{HOST}}})",
+                                  "{{subscriber}}")), 8, 8),
+        L.place(timeseries("Address spaces with pinned pages", "mms whose mm->pinned_vm is non-zero (io_uring "
+                           "fixed buffers, RDMA, iommufd), by owner cgroup: their fork() copies pinned pages "
+                           "eagerly.", "short",
+                           target(f"sum by (cgroup) (mmuscope_pinned_mms{{{CG}}})", "{{cgroup}}")), 8, 8),
+        L.place(timeseries("Subscriber callback p99", "99th percentile duration of each subscriber's "
+                           "invalidate callbacks (fentry/kprobe modes).", "s",
+                           target(f"histogram_quantile(0.99, sum by (le, subscriber, callback) "
+                                  f"(rate(mmuscope_subscriber_callback_duration_seconds_bucket{{{HOST}}}{RATE})))", "{{subscriber}} {{callback}}")), 8, 8),
         L.row("fork() copies of pinned pages"),
         L.place(timeseries("Pinned pages copied at fork", "Pages copied eagerly because they may be DMA-pinned, "
                            "and forks that did so, per second." + fork_note, "ops",

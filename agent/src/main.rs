@@ -22,6 +22,7 @@ mod privileges;
 mod probes;
 mod service;
 mod slow;
+mod subscribers;
 mod top;
 mod web;
 mod webconfig;

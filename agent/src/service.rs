@@ -44,6 +44,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let program_stats = ProgramStats::enable(probes.ebpf_mut());
     let cgroup_names =
         CgroupNames::with_host_root(hierarchies, args.cgroups.policy(), &args.cgroups.kubernetes_host_root);
+    // First sweep while privileged (kallsyms shows addresses to privileged openers only).
+    let sweeper = crate::subscribers::Sweeper::start(&mut probes, kernel.generation, options.mode)
+        .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
+        .ok()
+        .flatten();
     let exporter = Exporter::new(
         Maps::take(&mut probes, options.stats_map_entries)?,
         cgroup_names,
@@ -55,7 +60,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             generation: generation_label(&kernel),
         },
         kernel.layout.layout.interval_fields != 0,
-    );
+    )
+    .with_subscribers(sweeper);
     let exporter = Arc::new(exporter);
     registry.register(Box::new(export::Shared(exporter.clone()))).context("registering the collector")?;
     registry.register(Box::new(ProgramStatsCollector::new(program_stats))).context("registering BPF program stats")?;

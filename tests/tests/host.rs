@@ -257,3 +257,31 @@ fn settle_all(scraper: &Scraper, before: &Exposition, expects: &[Expect]) -> Res
     thread::sleep(QUIET_PERIOD);
     scraper.metrics().context("final scrape")
 }
+
+/// The subscriber inventory (iter/task sweep) against held workloads: KVM subscriptions and io_uring pins.
+#[test]
+fn subscriber_inventory_lists_held_workloads() {
+    use mmuscope_tests::harness::inventory;
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else {
+        return;
+    };
+    let agent = Agent::start(&env.agent_bin, READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+    let scraper = agent.scraper();
+    let parent = CgroupPath::parse(CGROUP_PARENT).unwrap();
+    let mut failures = Vec::new();
+    let kvm = format!("multi-vm-inv-h{}", std::process::id());
+    let _kvm_guard = CgroupGuard::new(env.hierarchies.clone(), parent.join(&kvm).unwrap());
+    if let Err(e) = inventory::kvm_case(&env, &scraper, CGROUP_PARENT, &kvm, 2) {
+        failures.push(format!("multi-vm --vms 2 --hold: {e:#}"));
+    }
+    let pinned = format!("fork-pinned-inv-h{}", std::process::id());
+    let _pinned_guard = CgroupGuard::new(env.hierarchies.clone(), parent.join(&pinned).unwrap());
+    if let Err(e) = inventory::pinned_case(&env, &scraper, CGROUP_PARENT, &pinned, 64) {
+        failures.push(format!("fork-pinned --pages 64 --hold: {e:#}"));
+    }
+    let tail = agent.output_tail();
+    if let Err(e) = agent.stop() {
+        panic!("{e:#}{}", report(&failures));
+    }
+    assert!(failures.is_empty(), "{}\n--- agent output tail ---\n{tail}", report(&failures));
+}

@@ -16,6 +16,7 @@ mod layout;
 mod maps;
 mod secondary;
 mod slow;
+mod subscribers;
 
 pub use cause::{Cause, caller_stack};
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
@@ -29,6 +30,7 @@ pub use secondary::{
     Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey, ThreadState,
 };
 pub use slow::SlowBracket;
+pub use subscribers::{MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, callback_slot, record_kind};
 
 /// Names of the maps and globals, shared so that a rename cannot break the agent silently.
 pub mod names {
@@ -54,4 +56,6 @@ pub mod names {
     pub const HMM_BUSY: &str = "HMM_BUSY";
     pub const SLOW_EVENTS: &str = "SLOW_EVENTS";
     pub const SLOW_MIN_NS: &str = "SLOW_MIN_NS";
+    pub const SUBSCRIBER_LAYOUT: &str = "SUBSCRIBER_LAYOUT";
+    pub const SUBSCRIBER_CHANGES: &str = "SUBSCRIBER_CHANGES";
 }

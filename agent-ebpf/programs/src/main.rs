@@ -8,6 +8,7 @@
 #![no_main]
 
 mod brackets;
+mod callbacks;
 mod capability;
 mod cause;
 mod cgroup;
@@ -17,6 +18,7 @@ mod kvm;
 mod maps;
 mod operations;
 mod secondary;
+mod subscribers;
 mod threads;
 
 #[cfg(not(test))]

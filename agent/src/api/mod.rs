@@ -6,8 +6,8 @@
 
 mod error;
 mod params;
-mod pending;
 mod slow;
+mod subscribers;
 mod views;
 
 use std::{
@@ -28,8 +28,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use error::ApiError;
 pub use error::{ErrorBody, json_error};
 use params::Query;
-use pending::{SubscriberView, SubscribersView};
 pub use slow::SlowSource;
+use subscribers::SubscribersView;
 use views::{CgroupsStatus, FamilyStatus, ProbesView, StatusView};
 
 use crate::{
@@ -94,6 +94,7 @@ pub fn router() -> Router<Arc<ApiState>> {
     tags(
         (name = "agent", description = "The agent and its probes"),
         (name = "cgroups", description = "Invalidation activity per memory cgroup"),
+        (name = "subscribers", description = "Who subscribes to mmu_notifier and who pins memory"),
         (name = "pending", description = "Endpoints whose data is not collected yet (they say so)")
     )
 )]
@@ -255,14 +256,21 @@ async fn read_cgroups(s: &Arc<ApiState>) -> Result<Vec<CgroupView>, ApiError> {
     .map_err(|e| ApiError::Unavailable(format!("{e:#}")))
 }
 
-/// mmu_notifier subscribers per cgroup. Not collected yet: `available` is false and the list empty until the
-/// subscriber inventory lands.
-#[utoipa::path(get, path = "/api/v1/subscribers", tag = "pending",
-    responses((status = 200, body = SubscribersView), (status = 400, body = ErrorBody)))]
-async fn subscribers(RawQuery(q): RawQuery) -> Result<Json<SubscribersView>, ApiError> {
+/// Address spaces with mmu_notifier subscriptions or long-term pinned pages: pid, comm, owner cgroup, subscriber kinds,
+/// callback symbols and pinned bytes, from the task-iterator inventory.
+#[utoipa::path(get, path = "/api/v1/subscribers", tag = "subscribers",
+    responses((status = 200, body = SubscribersView), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn subscribers(State(s): St, RawQuery(q): RawQuery) -> Result<Json<SubscribersView>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
-    let subscribers: Vec<SubscriberView> = Vec::new();
-    Ok(Json(SubscribersView { available: false, note: pending::SUBSCRIBERS_NOTE.into(), subscribers }))
+    let view = tokio::task::spawn_blocking(move || {
+        s.exporter.with_reading(|_, names, _| {
+            subscribers::view(s.exporter.subscribers().as_deref(), names, s.exporter.page_size())
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+    Ok(Json(view))
 }
 
 /// This document.

@@ -12,6 +12,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "Time from __mmu_notifier_invalidate_range_start entry to __mmu_notifier_invalidate_range_end return, by owner memory cgroup and event type (fentry and kprobe modes).",
     ),
     (
+        "mmuscope_subscriber_callback_duration_seconds",
+        "Time spent in each subscriber's invalidation callbacks (invalidate_range_start, invalidate_range_end, and invalidate_range before 6.6 / arch_invalidate_secondary_tlbs from 6.6), by subscriber (from the callback symbol, e.g. kvm) and callback. kprobe/kretprobe on the callbacks resolved at start-up; not on kernels without kprobes.",
+    ),
+    (
         "mmuscope_secondary_tlb_invalidations_total",
         "Secondary-TLB invalidations (__mmu_notifier_arch_invalidate_secondary_tlbs on 6.6+, __mmu_notifier_invalidate_range and the ->invalidate_range repeat inside invalidate_range_end before 6.6), by owner memory cgroup, scope (range or full_mm) and context (bracket, gather, outside).",
     ),
@@ -67,6 +71,14 @@ pub const FAMILIES: &[(&str, &str)] = &[
     (
         "mmuscope_unmatched_bracket_ends_total",
         "Bracket ends whose start was not seen (agent attached mid-bracket, or in-flight table eviction).",
+    ),
+    (
+        "mmuscope_notifier_subscriptions",
+        "Registered mmu_notifier subscriptions by subscriber (from the callback symbols, e.g. kvm = one per VM). Interval notifiers count once per mm, under the kind of the first one's invalidate callback (interval if unknown). From the task-iterator inventory.",
+    ),
+    (
+        "mmuscope_pinned_mms",
+        "Address spaces with long-term pinned pages (mm->pinned_vm > 0: io_uring fixed buffers, RDMA, VFIO/iommufd), by owner memory cgroup. From the task-iterator inventory.",
     ),
     ("mmuscope_probe_read_errors_total", "Kernel memory reads that failed while attributing an event to a cgroup."),
     ("mmuscope_map_update_errors_total", "Map updates that failed because the map was full, by map."),

@@ -15,6 +15,7 @@ mod intervals;
 mod programs;
 mod reference;
 mod secondary;
+mod subscribers;
 
 use std::{
     sync::{Arc, Mutex},
@@ -54,6 +55,8 @@ pub struct Exporter {
     fork_splits_observable: bool,
     /// The interval-notifier fields resolved, so the bracket programs count interval hits.
     interval_fields: bool,
+    /// The subscriber inventory, when its family attached.
+    subscribers: Option<Mutex<crate::subscribers::Sweeper>>,
 }
 
 /// Which hierarchy a key's cgroup id belongs to, from its flags.
@@ -93,7 +96,23 @@ impl Exporter {
             page_size,
             fork_splits_observable,
             interval_fields,
+            subscribers: None,
         }
+    }
+
+    pub fn with_subscribers(mut self, sweeper: Option<crate::subscribers::Sweeper>) -> Self {
+        self.subscribers = sweeper.map(Mutex::new);
+        self
+    }
+
+    fn callback_stats(&self) -> std::collections::BTreeMap<(String, &'static str), mmuscope_abi::BracketStats> {
+        let sweeper = self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+        sweeper.map(|s| s.callback_stats()).unwrap_or_default()
+    }
+
+    /// The subscriber inventory (re-swept if due), `None` when its family is not attached.
+    pub fn subscribers(&self) -> Option<Arc<crate::subscribers::Inventory>> {
+        self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).current())
     }
 }
 
@@ -113,8 +132,9 @@ impl Collector for Exporter {
             }
         };
         let mut snap = snap;
+        let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-        names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
+        resolve(&mut names, &snap, inventory.as_deref());
         snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
         // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed family
         // takes its labels from here.
@@ -131,11 +151,22 @@ impl Collector for Exporter {
             hits: self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe]) && self.interval_fields,
         };
         out.extend(intervals::families(&snap, &cgroup, &symbol, attached));
+        if let Some(inv) = &inventory {
+            out.extend(subscribers::families(inv, &cgroup));
+            out.push(subscribers::callback_family(&self.callback_stats()));
+        }
         out.extend(agent::cgroup_families(&names));
         drop(names);
         out.extend(agent::families(&snap, self.maps.stats_capacity, &self.report, &self.build, started));
         out
     }
+}
+
+/// Resolves the cgroups of the snapshot and of the subscriber inventory in one go (the `--max-cgroups` admission
+/// is decided over all ids of one call).
+fn resolve(names: &mut CgroupNames, snap: &crate::collect::Snapshot, inv: Option<&crate::subscribers::Inventory>) {
+    let mms = inv.into_iter().flat_map(|i| i.mms.iter()).map(|m| (hierarchy_of(m.cgroup_flags), m.cgroup_id));
+    names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)).chain(mms));
 }
 
 /// Lets the registry own one handle while the JSON API keeps another.
@@ -159,8 +190,9 @@ impl Exporter {
         f: impl FnOnce(&crate::collect::Snapshot, &CgroupNames, &EventNames) -> R,
     ) -> anyhow::Result<R> {
         let mut snap = self.maps.snapshot()?;
+        let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-        names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
+        resolve(&mut names, &snap, inventory.as_deref());
         snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
         Ok(f(&snap, &names, &self.events))
     }
@@ -177,6 +209,10 @@ impl Exporter {
 
     pub fn report(&self) -> &PlanReport {
         &self.report
+    }
+
+    pub fn page_size(&self) -> u64 {
+        self.page_size
     }
 
     pub fn build(&self) -> &BuildInfo {

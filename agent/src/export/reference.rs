@@ -13,7 +13,7 @@ use mmuscope_abi::{
 };
 use prometheus::{core::Collector, proto::MetricFamily};
 
-use super::{FAMILIES, Labels, agent, brackets, cross, fork, intervals, programs, secondary};
+use super::{FAMILIES, Labels, agent, brackets, cross, fork, intervals, programs, secondary, subscribers};
 use crate::{
     bpfstats::ProgramRun,
     collect::Snapshot,
@@ -82,6 +82,9 @@ fn all_families() -> Vec<MetricFamily> {
     out.extend(cross::families(&snap, &cgroup, true));
     let symbol = |_: u64| "amdgpu_hmm_invalidate_gfx".to_string();
     out.extend(intervals::families(&snap, &cgroup, &symbol, intervals::Attached { readers: true, hits: true }));
+    out.extend(subscribers::families(&subscribers::sample_inventory(), &cgroup));
+    let callback = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
+    out.push(subscribers::callback_family(&[(("kvm".to_string(), "invalidate_range_start"), callback)].into()));
     out.extend(agent::families(&snap, 16, &sample_report(), &build, Instant::now()));
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     out.extend(agent::cgroup_families(&names));

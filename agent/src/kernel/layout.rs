@@ -27,12 +27,16 @@ pub enum FieldGroup {
     IntervalNotifier,
     /// `hmm_range.notifier` (`CONFIG_HMM_MIRROR`).
     HmmRange,
+    /// task pid/tgid/comm, `mm->pinned_vm`, notifier ops callbacks and the interval tree (inventory).
+    Subscribers,
 }
 
 /// The layout plus, per group, what could not be resolved.
 #[derive(Debug, Default)]
 pub struct ResolvedLayout {
     pub layout: KernelLayout,
+    /// Offsets of the subscriber inventory (its own global, see `layout_subscribers`).
+    pub subscribers: mmuscope_abi::SubscriberLayout,
     missing: Vec<(FieldGroup, String)>,
 }
 
@@ -93,14 +97,15 @@ impl ResolvedLayout {
             task_active_mm: r.offset(TaskCgroup, "task_struct", "active_mm", Some(8))?,
             _pad3: 0,
         };
-        let mut resolved = Self { layout, missing: r.missing };
+        let subscribers = super::layout_subscribers::resolve(&mut r)?;
+        let mut resolved = Self { layout, subscribers, missing: r.missing };
         resolved.layout.cause_context = u32::from(resolved.group(CauseContext).is_ok());
         resolved.layout.interval_fields = u32::from(resolved.group(IntervalNotifier).is_ok());
         Ok(resolved)
     }
 }
 
-struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     btf: &'a KernelBtf,
     missing: Vec<(FieldGroup, String)>,
 }
@@ -149,7 +154,13 @@ impl Resolver<'_> {
     }
 
     /// Offset of `strukt.member`, checking its size where the programs read a fixed width.
-    fn offset(&mut self, group: FieldGroup, strukt: &str, member: &str, size: Option<u32>) -> Result<u32, BtfError> {
+    pub(super) fn offset(
+        &mut self,
+        group: FieldGroup,
+        strukt: &str,
+        member: &str,
+        size: Option<u32>,
+    ) -> Result<u32, BtfError> {
         match self.btf.member(strukt, member)? {
             Some(f) if size.is_none_or(|s| s == f.size) => Ok(f.offset),
             Some(f) => {

@@ -8,6 +8,7 @@ pub mod caps;
 pub mod generation;
 pub mod kallsyms;
 pub mod layout;
+mod layout_subscribers;
 pub mod symbolize;
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, Iter, KProbe, TracePoint},
 };
 
 use super::{
@@ -189,6 +189,13 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec, target: &str) 
             p.load(target, btf).map_err(e)?;
             p.attach().map_err(e)?;
         }
+        Hook::Iter => {
+            let p: &mut Iter = prog.try_into().map_err(e)?;
+            p.load(target, btf).map_err(e)?;
+            // Linking proves the kernel accepts it; the sweeper makes its own link per run.
+            let link = p.attach().map_err(e)?;
+            p.detach(link).map_err(e)?;
+        }
         Hook::Tracepoint => {
             let (group, name) = target.split_once(':').ok_or("tracepoint target must be group:name")?;
             let p: &mut TracePoint = prog.try_into().map_err(e)?;
@@ -211,6 +218,7 @@ fn unload(ebpf: &mut Ebpf, spec: &ProgramSpec) {
         Some(Program::KProbe(p)) => p.unload(),
         Some(Program::BtfTracePoint(p)) => p.unload(),
         Some(Program::TracePoint(p)) => p.unload(),
+        Some(Program::Iter(p)) => p.unload(),
         _ => Ok(()),
     };
 }

@@ -13,6 +13,7 @@ mod overlaps;
 pub mod report;
 mod syscalls;
 pub mod table;
+mod table_subscribers;
 
 use anyhow::Context;
 use aya::{Ebpf, EbpfLoader, maps::Map};
@@ -60,6 +61,7 @@ impl Probes {
             .btf(Some(&btf))
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::SLOW_MIN_NS, &slow_min_ns, true)
+            .override_global(names::SUBSCRIBER_LAYOUT, &kernel.layout.subscribers, true)
             .map_max_entries(names::BRACKET_STATS, options.stats_map_entries)
             .map_max_entries(names::KVM_UNMAP_COUNTS, options.stats_map_entries)
             .map_max_entries(names::FORK_STATS, options.stats_map_entries)
@@ -103,6 +105,12 @@ impl Probes {
     /// Takes a map out of the object for the collector (programs keep using it).
     pub fn take_map(&mut self, name: &str) -> anyhow::Result<Map> {
         self.ebpf.take_map(name).with_context(|| format!("map {name} is missing from the eBPF object"))
+    }
+
+    /// A duplicate of a loaded program's fd (the subscriber sweeper links its iterator itself).
+    pub fn program_fd(&self, name: &str) -> anyhow::Result<aya::programs::ProgramFd> {
+        let prog = self.ebpf.program(name).with_context(|| format!("program {name} is missing"))?;
+        Ok(prog.fd()?.try_clone()?)
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {

@@ -37,6 +37,8 @@ pub enum Hook {
     TpBtf,
     /// classic tracepoint; target is `group:name`.
     Tracepoint,
+    /// BPF iterator (`iter/<target>`), loaded only: the agent creates a link per run.
+    Iter,
 }
 
 /// One program of an alternative and what it attaches to.
@@ -108,6 +110,7 @@ pub static FAMILIES: &[&Family] = &[
     &FORK_COPIES,
     &causes::CAUSES,
     &intervals::INTERVAL_NOTIFIERS,
+    &super::table_subscribers::SUBSCRIBERS,
 ];
 
 static BRACKETS: Family = Family {

@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod bins;
 pub mod cleanup;
+pub mod held;
+pub mod inventory;
 pub mod prereq;
 pub mod scrape;
 pub mod workload;

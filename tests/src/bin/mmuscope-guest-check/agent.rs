@@ -42,6 +42,8 @@ impl Agent {
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(bin)
             .args(["run", "--mode", mode, "--web.listen-address", listen])
+            // Every bracket into the slow log, so `/api/v1/slow` can be compared with the truth.
+            .arg("--slow.min-duration=0s")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

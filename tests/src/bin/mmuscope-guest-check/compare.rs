@@ -9,23 +9,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mmuscope_tests::cgroup::{self, Hierarchies};
+use mmuscope_tests::harness::held::HeldWorkload;
 use mmuscope_tests::harness::run_workload;
 use mmuscope_tests::promtext::{Exposition, Sample};
 use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 
-use crate::agent::Agent;
 use crate::families::{self, Check, Closed, Expectations};
 use crate::record::{Comparison, EventCounts, Record};
+use crate::subscribers::{self, Listed};
+use crate::{agent, slow};
 
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// After the expected totals appear, wait this long and scrape again to catch late extra events.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 
-pub fn scenario(agent: &Agent, workload: &Path, line: &str, mode: &str, kernel: &str, api: SecondaryTlbApi) -> Record {
+pub fn scenario(
+    agent: &agent::Agent,
+    workload: &Path,
+    line: &str,
+    mode: &str,
+    kernel: &str,
+    api: SecondaryTlbApi,
+) -> Record {
     let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
     let name = args.first().cloned().unwrap_or_default();
     let started = Instant::now();
-    match run(agent, workload, &args, api) {
+    // Subscribers are checked in the modes that time callbacks, on the scenario whose truth is one VM per pid.
+    let hooked = mode == "fentry" || mode == "kprobe";
+    match run(agent, workload, &args, api, hooked, hooked && name == "kvm-madvise") {
         Ok(outcome) => outcome.into_record(kernel, mode, &name, args, started.elapsed().as_secs_f64()),
         Err(e) => Record::error(
             kernel,
@@ -44,20 +55,41 @@ struct Outcome {
     unasserted: Vec<String>,
     problems: Vec<String>,
     other_cgroups: BTreeMap<String, EventCounts>,
+    /// KVM start callbacks: the truth's count and the histogram's increase (fentry/kprobe modes).
+    callbacks: Option<(u64, u64)>,
+    /// The held workload's inventory entry, when checked.
+    subscribers: Option<Listed>,
 }
 
-fn run(agent: &Agent, workload: &Path, args: &[String], api: SecondaryTlbApi) -> Result<Outcome> {
+fn run(
+    agent: &agent::Agent,
+    workload: &Path,
+    args: &[String],
+    api: SecondaryTlbApi,
+    hooked: bool,
+    check_inventory: bool,
+) -> Result<Outcome> {
     let before = agent.scraper.metrics().context("scrape before the workload")?;
-    let truth = run_workload(workload, args)?;
-    let owner = truth.cgroups.attributed().path.as_str().to_owned();
     let mut problems = Vec::new();
+    let (truth, listed) = if check_inventory {
+        let held =
+            HeldWorkload::spawn(workload, args.iter().map(String::as_str).chain(["--hold"]), SETTLE_TIMEOUT * 3)?;
+        let listed = subscribers::listed(&agent.scraper, held.pid());
+        let truth = held.release()?;
+        let listed = listed?;
+        problems.extend(subscribers::inventory_problems(&listed, &truth));
+        (truth, listed)
+    } else {
+        (run_workload(workload, args)?, None)
+    };
+    let owner = truth.cgroups.attributed().path.as_str().to_owned();
     // The truth's own BTF finding must agree with the generation the tier expects for this kernel.
     if let Some(found) = truth.kernel_api
         && found != api
     {
         problems.push(format!("the workload found kernel API {found:?} in BTF, the tier expects {api:?}"));
     }
-    let Expectations { checks, closed, notes } = families::expectations(&truth, api);
+    let Expectations { checks, closed, notes } = families::expectations(&truth, api, hooked);
 
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
@@ -85,10 +117,35 @@ fn run(agent: &Agent, workload: &Path, args: &[String], api: SecondaryTlbApi) ->
             .filter(|c| !c.pass)
             .map(|c| format!("{}: expected {}, observed {}", c.series, c.expected, c.observed)),
     );
+    let callbacks = hooked.then(|| {
+        let timed = subscribers::kvm_start_callbacks(&after).saturating_sub(subscribers::kvm_start_callbacks(&before));
+        (truth.expected_tracepoint_total(), timed)
+    });
+    if let Some((want, got)) = callbacks
+        && want != got
+    {
+        problems.push(format!(
+            "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"kvm\",callback=\"invalidate_range_start\"}}: \
+             expected {want}, observed {got}"
+        ));
+    }
+    if hooked {
+        problems.extend(slow::problems(&agent.scraper, &truth));
+    }
     let unasserted = unasserted(&all, &owner, &before, &after);
     let mut other_cgroups = by_cgroup_event(&before, &after, families::INVALIDATIONS);
     other_cgroups.remove(&owner);
-    Ok(Outcome { cgroup: owner, kernel_api: wire(&api), comparisons, notes, unasserted, problems, other_cgroups })
+    Ok(Outcome {
+        cgroup: owner,
+        kernel_api: wire(&api),
+        comparisons,
+        notes,
+        unasserted,
+        problems,
+        other_cgroups,
+        callbacks,
+        subscribers: listed,
+    })
 }
 
 impl Outcome {
@@ -115,6 +172,8 @@ impl Outcome {
             cgroup: self.cgroup,
             kernel_api: self.kernel_api,
             other_cgroups: self.other_cgroups,
+            kvm_start_callbacks: self.callbacks,
+            subscribers: self.subscribers,
             pass: self.problems.is_empty(),
             comparisons: self.comparisons,
             notes: self.notes,

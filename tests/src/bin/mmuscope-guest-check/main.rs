@@ -19,6 +19,8 @@ mod compare;
 mod families;
 mod plan;
 mod record;
+mod slow;
+mod subscribers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

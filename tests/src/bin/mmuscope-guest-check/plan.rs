@@ -10,6 +10,10 @@ use crate::record::Record;
 
 /// The family every mode must attach.
 const FAMILY: &str = "brackets";
+/// Families that must attach in the forced mode too (fentry and kprobe), so that their comparisons — including the
+/// ones that expect zero — mean something.
+const ALSO_IN_MODE: &[&str] =
+    &["secondary_tlb", "overlapping_brackets", "fork_copies", "causes", "interval_notifiers", "subscribers"];
 
 pub fn check(agent: &Path, extra: &[String], mode: &str, expected_generation: &str, kernel: &str) -> Record {
     let mut problems = Vec::new();
@@ -32,6 +36,18 @@ pub fn check(agent: &Path, extra: &[String], mode: &str, expected_generation: &s
         }
         if attached_mode.as_deref() != Some(mode) {
             problems.push(format!("{FAMILY} attached in mode {attached_mode:?}, expected {mode:?}{}", why_not(family)));
+        }
+        if mode != "tracepoint" {
+            for name in ALSO_IN_MODE {
+                let f = report["families"].as_array().and_then(|f| f.iter().find(|f| f["name"] == *name));
+                let m = f
+                    .and_then(|f| f["alternatives"].as_array())
+                    .and_then(|alts| alts.iter().find(|a| a["status"] == "attached"))
+                    .and_then(|a| a["mode"].as_str());
+                if m != Some(mode) {
+                    problems.push(format!("{name} attached in mode {m:?}, expected {mode:?}{}", why_not(f)));
+                }
+            }
         }
     }
     Record::Check {

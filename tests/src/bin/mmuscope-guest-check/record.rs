@@ -66,6 +66,12 @@ pub enum Record {
         hist_count: EventCounts,
         /// Increases of other cgroups during the run (diagnostics, not asserted).
         other_cgroups: BTreeMap<String, EventCounts>,
+        /// `(truth, observed)` KVM `invalidate_range_start` callbacks timed (fentry/kprobe modes).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kvm_start_callbacks: Option<(u64, u64)>,
+        /// `/api/v1/subscribers` for the held workload's pid (`kvm-madvise` in fentry/kprobe modes).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subscribers: Option<crate::subscribers::Listed>,
         pass: bool,
         problems: Vec<String>,
     },
@@ -109,9 +115,17 @@ impl Record {
                 unasserted,
                 problems,
                 seconds,
+                kvm_start_callbacks,
+                subscribers,
                 ..
             } => {
                 println!("{mode} {scenario}: cgroup {cgroup}, {kernel_api}, {seconds:.1} s{}", verdict(problems));
+                if let Some((truth, timed)) = kvm_start_callbacks {
+                    println!("  kvm invalidate_range_start callbacks timed: expected {truth}, observed {timed}");
+                }
+                if let Some(listed) = subscribers {
+                    println!("  subscribers listed for the held workload: {listed:?}");
+                }
                 for c in comparisons {
                     let mark = if c.pass { "ok  " } else { "FAIL" };
                     println!("  {mark} {}: expected {}, observed {}", c.series, c.expected, c.observed);

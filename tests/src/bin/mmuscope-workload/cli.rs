@@ -58,6 +58,9 @@ pub struct KvmMadviseArgs {
     /// madvise(MADV_DONTNEED)+touch rounds, each one invalidation bracket.
     #[arg(long, value_name = "N", value_parser = parse_iterations)]
     pub iterations: u64,
+    /// Before tearing down, say so on stderr and wait until stdin is closed (the harness inspects the agent).
+    #[arg(long)]
+    pub hold: bool,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
@@ -97,6 +100,9 @@ pub struct ForkPagesArgs {
     /// Private anonymous 4 KiB pages in the region.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub pages: u64,
+    /// Before tearing down, say so on stderr and wait until stdin is closed (the harness inspects the agent).
+    #[arg(long)]
+    pub hold: bool,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
@@ -124,6 +130,9 @@ pub struct MultiVmArgs {
     /// VMs registered on the mm.
     #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub vms: u32,
+    /// Before tearing down, say so on stderr and wait until stdin is closed (the harness inspects the agent).
+    #[arg(long)]
+    pub hold: bool,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

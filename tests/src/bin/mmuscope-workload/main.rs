@@ -12,6 +12,7 @@
 mod cgroups;
 mod cli;
 mod forkreport;
+mod hold;
 mod kernel_api;
 mod pagemap;
 mod pin;

@@ -8,9 +8,11 @@
 //! (a double kind it does not list for this kernel, a secondary-TLB context it does not list) are not asserted.
 
 mod brackets;
+mod causes;
 mod cross_cgroup;
 mod doubles;
 mod fork;
+mod intervals;
 mod secondary_tlb;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,9 @@ pub const METRICS: &[&str] = &[
     fork::THP_SPLITS,
     fork::FORKS_WITH_PINNED,
     cross_cgroup::CROSS_CGROUP,
+    intervals::INTERVAL_HITS,
+    intervals::INTERVAL_WAITS,
+    intervals::HMM_BUSY,
 ];
 
 /// One expected increase.
@@ -74,8 +79,9 @@ pub struct Expectations {
     pub notes: Vec<String>,
 }
 
-/// Everything the agent must show for `truth` on a kernel with `api`.
-pub fn expectations(truth: &GroundTruth, api: SecondaryTlbApi) -> Expectations {
+/// Everything the agent must show for `truth` on a kernel with `api`; `hooked`: fentry or kprobe mode (caller
+/// hooks for causes, interval probes).
+pub fn expectations(truth: &GroundTruth, api: SecondaryTlbApi, hooked: bool) -> Expectations {
     let owner = truth.cgroups.attributed().path.as_str();
     let mut out = Expectations::default();
     brackets::expect(truth, owner, &mut out);
@@ -83,6 +89,10 @@ pub fn expectations(truth: &GroundTruth, api: SecondaryTlbApi) -> Expectations {
     doubles::expect(truth, owner, api, &mut out);
     fork::expect(truth, owner, &mut out);
     cross_cgroup::expect(truth, owner, &mut out);
+    causes::expect(truth, owner, hooked, &mut out);
+    if hooked {
+        intervals::expect(truth, owner, &mut out);
+    }
     out
 }
 
@@ -120,7 +130,7 @@ mod tests {
 
     #[test]
     fn every_family_the_truth_describes_for_the_old_api() {
-        let e = expectations(&truth(), SecondaryTlbApi::InvalidateRange);
+        let e = expectations(&truth(), SecondaryTlbApi::InvalidateRange, false);
         assert_eq!(
             series(&e),
             [
@@ -141,7 +151,7 @@ mod tests {
 
     #[test]
     fn the_new_api_takes_its_own_entries_and_zeroes() {
-        let e = expectations(&truth(), SecondaryTlbApi::ArchInvalidateSecondaryTlbs);
+        let e = expectations(&truth(), SecondaryTlbApi::ArchInvalidateSecondaryTlbs, false);
         let s = series(&e);
         assert!(
             s.contains(&"mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\"} = 0".into())
@@ -169,7 +179,7 @@ mod tests {
             thp_splits: 1,
             kernel_path: String::new(),
         });
-        let s = series(&expectations(&t, SecondaryTlbApi::InvalidateRange));
+        let s = series(&expectations(&t, SecondaryTlbApi::InvalidateRange, false));
         for want in [
             "mmuscope_fork_pinned_page_copies_total{cgroup=\"/t/a\"} = 512",
             "mmuscope_fork_pinned_copy_bytes_total{cgroup=\"/t/a\"} = 2097152",

@@ -39,7 +39,7 @@ pub struct ForkSpec {
     pub params: fn(ForkParams) -> ScenarioParams,
 }
 
-pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs) -> Result<GroundTruth> {
+pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(spec.name, cgroup)?;
     let page = page_size()?;
     let region = if spec.thp {
@@ -66,6 +66,7 @@ pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs) -> Result<GroundTruth> {
 
     let parent_after = pagemap.pfns(region.addr(), pages).context("parent PFNs after fork")?;
     let thps_after = thp::pmd_mapped_kib(region.addr())? / (PMD_BYTES as u64 / 1024);
+    crate::hold::until_stdin_closes(hold); // the pin (mm->pinned_vm) is still held here
     drop(ring); // unpins (asynchronously, when the ring is freed)
     if parent_after != parent_before {
         let moved = parent_before.iter().zip(&parent_after).filter(|(a, b)| a != b).count();

@@ -57,6 +57,7 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     let (region_bytes, page_bytes) = (guest.memory.len() as u64, guest.memory.page_size() as u64);
     // --- KVM notifier registered: no allocation, free, print or mapping change until teardown ---
     let exercised = exercise(&guest.memory, args.iterations);
+    crate::hold::until_stdin_closes(args.hold);
     let teardown = guest.teardown();
     // --- notifier gone ---
     exercised.context("madvise(MADV_DONTNEED)")?;

@@ -38,6 +38,7 @@ pub fn run(args: &MultiVmArgs) -> Result<GroundTruth> {
     let guest = GuestVm::over(&kvm, memory, args.vms)?;
     // --- KVM notifiers registered: no allocation, free, print or mapping change until teardown ---
     let exercised = exercise(&guest.memory, args.iterations);
+    crate::hold::until_stdin_closes(args.hold);
     let teardown = guest.teardown();
     // --- notifiers gone ---
     exercised.context("madvise(MADV_DONTNEED)")?;

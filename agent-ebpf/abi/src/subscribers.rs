@@ -1,0 +1,83 @@
+//! The subscriber inventory: what the `iter/task` program writes (one [`SubscriberRecord`]
+//! per mm, then one per `struct mmu_notifier` on its list) and the BTF offsets it walks with.
+
+/// Most `struct mmu_notifier`s reported per mm (KVM registers one per VM); more set
+/// [`SubscriberRecord::truncated`] on the mm record.
+pub const MAX_NOTIFIERS: u32 = 16;
+
+/// [`SubscriberRecord::kind`] values.
+pub mod record_kind {
+    /// An mm with subscriptions or long-term pinned pages (`pinned_vm > 0`).
+    pub const MM: u32 = 1;
+    /// One `struct mmu_notifier` of the preceding mm; `callbacks` = release, invalidate_range_start,
+    /// invalidate_range_end, secondary-TLB callback (`invalidate_range` / `arch_invalidate_secondary_tlbs`).
+    pub const NOTIFIER: u32 = 2;
+    /// The first (leftmost) interval notifier of the preceding mm; `callbacks[0]` = `ops->invalidate`.
+    pub const INTERVAL: u32 = 3;
+}
+
+/// One record of the inventory stream (`bpf_seq_write`), fixed size so user space can split it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberRecord {
+    pub kind: u32,
+    /// Thread-group id of the task whose mm this is.
+    pub tgid: u32,
+    /// The `struct mm_struct` address (only used to group and de-duplicate records).
+    pub mm: u64,
+    /// Memory cgroup of `mm->owner` and its [`crate::key_flags`].
+    pub cgroup_id: u64,
+    pub cgroup_flags: u32,
+    /// MM record: notifiers on the list (at most [`MAX_NOTIFIERS`] are reported).
+    pub notifiers: u32,
+    /// MM record: `mm->pinned_vm`, pages pinned long-term (io_uring fixed buffers, RDMA, VFIO/iommufd).
+    pub pinned_pages: u64,
+    /// MM record: the interval tree has entries; the list was longer than [`MAX_NOTIFIERS`].
+    pub has_itree: u32,
+    pub truncated: u32,
+    pub comm: [u8; 16],
+    /// NOTIFIER/INTERVAL record: the ops table and the callbacks (0 = NULL).
+    pub ops: u64,
+    pub callbacks: [u64; 4],
+}
+
+/// Indices into [`SubscriberRecord::callbacks`] of a NOTIFIER record.
+pub mod callback_slot {
+    pub const RELEASE: usize = 0;
+    pub const INVALIDATE_RANGE_START: usize = 1;
+    pub const INVALIDATE_RANGE_END: usize = 2;
+    pub const SECONDARY_TLB: usize = 3;
+}
+
+/// Offsets the inventory program needs beyond [`crate::KernelLayout`] (which supplies the
+/// task → memory cgroup walk, `mm->owner` and the notifier list offsets).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberLayout {
+    /// `task_struct.pid`, `.tgid`, `.comm`.
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    /// `mm_struct.pinned_vm` (`atomic64_t`).
+    pub mm_pinned_vm: u32,
+    /// `mmu_notifier_subscriptions.itree` + `rb_root_cached.rb_root` (its `rb_node`), and
+    /// + `rb_root_cached.rb_leftmost`.
+    pub itree_root: u32,
+    pub itree_leftmost: u32,
+    /// From the leftmost `rb_node` back to its `struct mmu_interval_notifier`
+    /// (`interval_tree` + `interval_tree_node.rb`).
+    pub interval_node_to_notifier: u32,
+    /// `mmu_interval_notifier.ops`, `mmu_interval_notifier_ops.invalidate`.
+    pub interval_ops: u32,
+    pub interval_ops_invalidate: u32,
+    /// `mmu_notifier_ops.release`, `.invalidate_range_start`, `.invalidate_range_end`.
+    pub ops_release: u32,
+    pub ops_start: u32,
+    pub ops_end: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::SubscriberRecord {}
+    unsafe impl aya::Pod for super::SubscriberLayout {}
+}

@@ -1,0 +1,109 @@
+//! `GET /api/v1/subscribers`: the subscriber inventory (see `crate::subscribers`), one entry
+//! per address space with subscriptions or long-term pinned pages.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    cgroups::{CgroupNames, Which},
+    export::hierarchy_of,
+    subscribers::Inventory,
+};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscribersView {
+    /// False when the `subscribers` probe family is not attached (see `/api/v1/probes`); the list is then empty.
+    pub available: bool,
+    /// Seconds since the inventory was taken (null: never). It is re-taken on demand: when a subscription changed
+    /// (fentry/kprobe modes) or when older than a second (tracepoint mode).
+    pub age_seconds: Option<f64>,
+    /// Why the last sweep failed, if it did (the previous inventory is served).
+    pub error: Option<String>,
+    /// Page size used for `pinned_bytes`.
+    pub page_size: u64,
+    pub mms: Vec<MmView>,
+}
+
+/// One address space, under the first thread-group leader using it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MmView {
+    pub pid: u32,
+    pub comm: String,
+    /// Memory cgroup path of the mm's owner (not subject to `--max-cgroups`), `unknown` if not resolved.
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    pub hierarchy: Which,
+    /// Distinct subscriber kinds, sorted (e.g. `["kvm"]`).
+    pub kinds: Vec<String>,
+    pub subscriptions: Vec<SubscriptionView>,
+    /// `mm->pinned_vm` in bytes: memory pinned long-term (io_uring fixed buffers, RDMA, VFIO/iommufd).
+    pub pinned_bytes: u64,
+    /// More notifiers are registered than the inventory walks (16); only those are listed.
+    pub truncated: bool,
+}
+
+/// One registered `struct mmu_notifier` (e.g. one per KVM VM), or the mm's interval notifiers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// From the callback symbols, e.g. `kvm`; `interval` for interval notifiers of unknown origin.
+    pub kind: String,
+    /// Interval notifiers: listed once per mm, described by the first one in the tree.
+    pub interval: bool,
+    pub callbacks: Vec<CallbackView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackView {
+    /// `invalidate_range_start`, `invalidate_range_end`, `invalidate_range` (before 6.6),
+    /// `arch_invalidate_secondary_tlbs` (6.6+), `release` or `invalidate` (interval notifiers).
+    pub callback: String,
+    /// Kernel text symbol, with ` [module]` for module code; null if kallsyms does not name it.
+    pub symbol: Option<String>,
+}
+
+pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> SubscribersView {
+    let Some(inv) = inv else {
+        return SubscribersView { available: false, age_seconds: None, error: None, page_size, mms: Vec::new() };
+    };
+    let mms = inv
+        .mms
+        .iter()
+        .map(|m| {
+            let which = hierarchy_of(m.cgroup_flags);
+            let mut kinds: Vec<String> = m.subscriptions.iter().map(|s| s.kind.clone()).collect();
+            kinds.sort();
+            kinds.dedup();
+            let subscriptions = m
+                .subscriptions
+                .iter()
+                .map(|s| SubscriptionView {
+                    kind: s.kind.clone(),
+                    interval: s.interval,
+                    callbacks: s
+                        .callbacks
+                        .iter()
+                        .map(|c| CallbackView { callback: c.slot.to_string(), symbol: c.symbol.clone() })
+                        .collect(),
+                })
+                .collect();
+            MmView {
+                pid: m.pid,
+                comm: m.comm.clone(),
+                cgroup: names.info(which, m.cgroup_id).map_or_else(|| "unknown".to_string(), |i| i.path.clone()),
+                cgroup_id: m.cgroup_id,
+                hierarchy: which,
+                kinds,
+                subscriptions,
+                pinned_bytes: m.pinned_pages.saturating_mul(page_size),
+                truncated: m.truncated,
+            }
+        })
+        .collect();
+    SubscribersView {
+        available: true,
+        age_seconds: inv.swept_at.map(|t| t.elapsed().as_secs_f64()),
+        error: inv.error.clone(),
+        page_size,
+        mms,
+    }
+}

@@ -1,0 +1,287 @@
+//! The subscriber inventory: which mms have which mmu_notifier subscribers, and which have
+//! long-term pinned pages.
+//!
+//! A *sweep* runs the `iter/task` program (see `agent-ebpf/programs/src/subscribers.rs`) over
+//! every task, parses its records ([`records`]), names each callback through kallsyms
+//! ([`symbols`]) and classifies the subscriber from the symbol ([`classify`]).
+//!
+//! **When to sweep.** Walking every task costs a few milliseconds on a busy host, so sweeps are
+//! not periodic:
+//! - at start-up (still privileged, which also opens kallsyms);
+//! - in fentry and kprobe modes, at scrape or API time **only when the change generation
+//!   moved**: programs on the return of `__mmu_notifier_register`, `mmu_notifier_unregister`,
+//!   `mmu_notifier_put`, `mmu_interval_notifier_insert{,_locked}`, `mmu_interval_notifier_remove`
+//!   and on `mmap:exit_mmap` (mms with subscriptions or pins only) bump a per-CPU counter whose
+//!   sum is the generation. It is read before the sweep, so a change during a sweep causes
+//!   another one next time;
+//! - where no such hook can attach (tracepoint mode, e.g. kernels without kprobes and
+//!   trampolines), at scrape or API time **at most once per [`THROTTLE`]**: the view is then at
+//!   most that old, which the gauges' users (dashboards, alerts over minutes) tolerate.
+//!
+//! The result is an immutable [`Inventory`] shared with `/metrics` and `/api/v1/subscribers`.
+
+mod callbacks;
+mod classify;
+mod iter;
+mod records;
+mod symbols;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use aya::{
+    maps::{MapData, PerCpuArray},
+    programs::ProgramFd,
+};
+use mmuscope_abi::{SubscriberRecord, callback_slot, names};
+
+use crate::probes::{Mode, Probes, table::Hook};
+pub use classify::kind as classify;
+
+pub use records::{RawMm, parse};
+pub use symbols::Symbols;
+
+/// Minimum time between sweeps when no change hook is attached.
+pub const THROTTLE: Duration = Duration::from_secs(1);
+
+/// One callback of a subscription, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callback {
+    /// `invalidate_range_start`, `invalidate_range_end`, `invalidate_range` (before 6.6),
+    /// `arch_invalidate_secondary_tlbs` (6.6+), `release`, or `invalidate` (interval notifiers).
+    pub slot: &'static str,
+    pub address: u64,
+    /// `name` or `name [module]`; `None` when kallsyms does not name the address.
+    pub symbol: Option<String>,
+}
+
+/// One registered `struct mmu_notifier`, or the interval notifiers of an mm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// e.g. `kvm`; interval notifiers whose callback is not known count as `interval`.
+    pub kind: String,
+    pub interval: bool,
+    /// Non-NULL callbacks only.
+    pub callbacks: Vec<Callback>,
+}
+
+/// One address space (reported under its first thread-group leader).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmEntry {
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub cgroup_flags: u32,
+    pub pinned_pages: u64,
+    pub subscriptions: Vec<Subscription>,
+    /// More notifiers than the program walks ([`mmuscope_abi::MAX_NOTIFIERS`]).
+    pub truncated: bool,
+}
+
+/// The outcome of the last sweep.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    pub mms: Vec<MmEntry>,
+    /// When it was taken (`None`: never).
+    pub swept_at: Option<Instant>,
+    /// Why the last sweep failed, if it did (the previous inventory is kept).
+    pub error: Option<String>,
+    /// Every subscriber kind seen since start-up, so that a kind whose last subscription went away reads 0
+    /// rather than vanishing from `/metrics`.
+    pub kinds_seen: std::collections::BTreeSet<String>,
+}
+
+/// The secondary-TLB slot's name on this kernel's generation.
+fn secondary_slot_name(generation: crate::kernel::Generation) -> &'static str {
+    match generation {
+        crate::kernel::Generation::InvalidateRange => "invalidate_range",
+        _ => "arch_invalidate_secondary_tlbs",
+    }
+}
+
+/// Turns parsed records into entries, naming callbacks with `symbols` (already resolved).
+pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> Vec<MmEntry> {
+    let named = |slot: &'static str, address: u64| Callback {
+        slot,
+        address,
+        symbol: symbols.get(address).map(|s| match &s.module {
+            Some(m) => format!("{} [{m}]", s.name),
+            None => s.name.clone(),
+        }),
+    };
+    raw.iter()
+        .map(|m| {
+            let mut subscriptions: Vec<Subscription> = m
+                .notifiers
+                .iter()
+                .map(|n| {
+                    let c = &n.callbacks;
+                    let slots = [
+                        ("invalidate_range_start", c[callback_slot::INVALIDATE_RANGE_START]),
+                        ("invalidate_range_end", c[callback_slot::INVALIDATE_RANGE_END]),
+                        (secondary_slot, c[callback_slot::SECONDARY_TLB]),
+                        ("release", c[callback_slot::RELEASE]),
+                    ];
+                    // The subscriber is whoever implements the first non-NULL callback.
+                    let first = slots.iter().find(|(_, a)| *a != 0).map(|(_, a)| *a).unwrap_or(0);
+                    Subscription {
+                        kind: classify(symbols.get(first)),
+                        interval: false,
+                        callbacks: slots.iter().filter(|(_, a)| *a != 0).map(|(s, a)| named(s, *a)).collect(),
+                    }
+                })
+                .collect();
+            if let Some(i) = &m.interval {
+                let invalidate = i.callbacks[0];
+                let kind = match classify(symbols.get(invalidate)) {
+                    k if k == "unknown" => "interval".to_string(),
+                    k => k,
+                };
+                let callbacks = if invalidate != 0 { vec![named("invalidate", invalidate)] } else { vec![] };
+                subscriptions.push(Subscription { kind, interval: true, callbacks });
+            }
+            MmEntry {
+                pid: m.mm.tgid,
+                comm: records::comm(&m.mm.comm),
+                cgroup_id: m.mm.cgroup_id,
+                cgroup_flags: m.mm.cgroup_flags,
+                pinned_pages: m.mm.pinned_pages,
+                subscriptions,
+                truncated: m.mm.truncated != 0,
+            }
+        })
+        .collect()
+}
+
+/// Every callback address of `raw`, for [`Symbols::resolve`].
+fn addresses(raw: &[RawMm]) -> impl Iterator<Item = u64> + '_ {
+    raw.iter().flat_map(|m| {
+        let notifiers = m.notifiers.iter().flat_map(|n: &SubscriberRecord| n.callbacks);
+        notifiers.chain(m.interval.iter().map(|i| i.callbacks[0]))
+    })
+}
+
+/// Runs sweeps per the module's policy and keeps the last inventory.
+pub struct Sweeper {
+    program: ProgramFd,
+    /// The change generation (hooked modes); `None`: throttled sweeps.
+    changes: Option<PerCpuArray<MapData, u64>>,
+    symbols: Symbols,
+    secondary_slot: &'static str,
+    generation: u64,
+    current: Arc<Inventory>,
+    callbacks: Option<callbacks::CallbackTimer>,
+}
+
+impl Sweeper {
+    /// Sets up the sweeper if the `subscribers` family attached, and takes the first sweep.
+    /// Call while privileged (kallsyms addresses).
+    /// Also attaches the callback timers (see [`callbacks`]) to what it found, unless `forced` excludes them.
+    pub fn start(
+        probes: &mut Probes,
+        generation: crate::kernel::Generation,
+        forced: Option<Mode>,
+    ) -> anyhow::Result<Option<Self>> {
+        let family = probes.report.families.iter().find(|f| f.name == "subscribers");
+        let Some(alt) = family.and_then(|f| f.attached()) else { return Ok(None) };
+        let mode = alt.mode;
+        let table = crate::probes::table::FAMILIES.iter().find(|f| f.name == "subscribers");
+        let spec = table
+            .and_then(|f| f.alternatives.iter().find(|a| a.name == alt.name))
+            .and_then(|a| a.programs.iter().find(|p| p.hook == Hook::Iter))
+            .context("the subscribers family has no iterator program")?;
+        let program = probes.program_fd(spec.program)?;
+        let changes = match mode {
+            Mode::Fentry | Mode::Kprobe => Some(probes.take_map(names::SUBSCRIBER_CHANGES)?.try_into()?),
+            Mode::Tracepoint => None,
+        };
+        let mut symbols = Symbols::open();
+        symbols.preload(&classify::known_prefixes());
+        let mut s = Self {
+            program,
+            changes,
+            symbols,
+            secondary_slot: secondary_slot_name(generation),
+            generation: 0,
+            current: Arc::new(Inventory::default()),
+            callbacks: None,
+        };
+        s.sweep();
+        let inventory = s.current.clone();
+        s.callbacks = callbacks::attach(probes, &inventory, &s.symbols, forced);
+        if let Some(e) = &s.current.error {
+            tracing::warn!("first subscriber sweep failed: {e}");
+        } else {
+            tracing::info!(mms = s.current.mms.len(), hooked = s.changes.is_some(), "subscriber inventory");
+        }
+        Ok(Some(s))
+    }
+
+    /// The inventory, re-swept first if the policy says it may be stale.
+    pub fn current(&mut self) -> Arc<Inventory> {
+        let due = match &self.changes {
+            Some(_) => self.read_generation() != self.generation,
+            None => self.current.swept_at.is_none_or(|t| t.elapsed() >= THROTTLE),
+        };
+        if due {
+            self.sweep();
+        }
+        self.current.clone()
+    }
+
+    /// Callback durations by `(subscriber, callback)`; empty when no timer is attached.
+    pub fn callback_stats(&self) -> std::collections::BTreeMap<(String, &'static str), mmuscope_abi::BracketStats> {
+        self.callbacks.as_ref().map(|c| c.read()).unwrap_or_default()
+    }
+
+    fn read_generation(&self) -> u64 {
+        let Some(map) = &self.changes else { return 0 };
+        match map.get(&0, 0) {
+            Ok(v) => v.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
+            Err(e) => {
+                tracing::warn!("reading the subscriber change generation failed: {e}");
+                self.generation.wrapping_add(1) // sweep rather than go stale
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.generation = self.read_generation();
+        let started = Instant::now();
+        let raw = iter::run(&self.program)
+            .context("running the subscriber iterator")
+            .and_then(|bytes| parse(&bytes).context("parsing the subscriber iterator output"));
+        let iterated = started.elapsed();
+        if raw.is_err() {
+            // hooked mode: retry at the next call rather than wait for a change
+            self.generation = self.generation.wrapping_add(1);
+        }
+        let next = match raw {
+            Ok(raw) => {
+                self.symbols.resolve(addresses(&raw));
+                let mms = build(&raw, &self.symbols, self.secondary_slot);
+                let mut kinds_seen = self.current.kinds_seen.clone();
+                kinds_seen.extend(mms.iter().flat_map(|m| m.subscriptions.iter().map(|s| s.kind.clone())));
+                Inventory { mms, swept_at: Some(Instant::now()), error: None, kinds_seen }
+            }
+            Err(e) => {
+                Inventory { error: Some(format!("{e:#}")), swept_at: Some(Instant::now()), ..(*self.current).clone() }
+            }
+        };
+        self.current = Arc::new(next);
+        let took = started.elapsed();
+        // Normally milliseconds; say so when it is not (it delays the scrape or API call that triggered it).
+        if took > Duration::from_millis(500) {
+            tracing::warn!(
+                iterator_ms = iterated.as_millis() as u64,
+                total_ms = took.as_millis() as u64,
+                "slow subscriber sweep"
+            );
+        }
+    }
+}

@@ -1,0 +1,135 @@
+use std::collections::HashSet;
+
+use mmuscope_abi::{SubscriberRecord, record_kind};
+
+use super::{
+    classify,
+    records::ParseError,
+    symbols::{Symbol, lookup},
+    *,
+};
+
+fn sym(name: &str, module: Option<&str>) -> Symbol {
+    Symbol { name: name.into(), module: module.map(Into::into) }
+}
+
+#[test]
+fn subscriber_kind_comes_from_known_prefixes_then_the_module() {
+    assert_eq!(classify(Some(&sym("kvm_mmu_notifier_invalidate_range_start", None))), "kvm");
+    assert_eq!(classify(Some(&sym("kvm_mmu_notifier_release", Some("kvm")))), "kvm");
+    assert_eq!(classify(Some(&sym("intel_arch_invalidate_secondary_tlbs", None))), "intel_iommu_sva");
+    assert_eq!(classify(Some(&sym("amdgpu_hmm_invalidate_gfx", Some("amdgpu")))), "amdgpu");
+    assert_eq!(classify(Some(&sym("some_callback", Some("mydriver")))), "mydriver");
+    assert_eq!(classify(Some(&sym("some_builtin_callback", None))), "unknown");
+    assert_eq!(classify(None), "unknown");
+}
+
+#[test]
+fn kallsyms_lookup_names_exact_text_addresses_with_their_module() {
+    let text = "ffffffff81000000 T _stext\n\
+                ffffffff81200000 t kvm_mmu_notifier_invalidate_range_start\n\
+                ffffffff81300000 D kvm_mmu_notifier_ops\n\
+                ffffffffc0001000 t mn_invalidate_range\t[amd_iommu_v2]\n\
+                0000000000000000 t hidden_when_unprivileged\n";
+    let wanted: HashSet<u64> = [0xffffffff81200000, 0xffffffff81300000, 0xffffffffc0001000, 0xffffffff81200001].into();
+    let found = lookup(text.as_bytes(), &wanted).unwrap();
+    assert_eq!(found[&0xffffffff81200000], sym("kvm_mmu_notifier_invalidate_range_start", None));
+    assert_eq!(found[&0xffffffffc0001000], sym("mn_invalidate_range", Some("amd_iommu_v2")));
+    assert_eq!(found.len(), 2, "data symbols and inexact addresses are not callbacks: {found:?}");
+}
+
+fn bytes(records: &[SubscriberRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        // SAFETY: a repr(C) record without padding holes read as bytes.
+        out.extend_from_slice(unsafe {
+            std::slice::from_raw_parts((r as *const SubscriberRecord).cast::<u8>(), size_of::<SubscriberRecord>())
+        });
+    }
+    out
+}
+
+fn mm(tgid: u32, mm: u64, notifiers: u32) -> SubscriberRecord {
+    let mut comm = [0u8; 16];
+    comm[..4].copy_from_slice(b"qemu");
+    SubscriberRecord { kind: record_kind::MM, tgid, mm, notifiers, comm, cgroup_id: 7, ..Default::default() }
+}
+
+fn notifier(mm: u64, start: u64) -> SubscriberRecord {
+    SubscriberRecord {
+        kind: record_kind::NOTIFIER,
+        mm,
+        ops: 0x1000,
+        callbacks: [0x10, start, 0x30, 0],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn records_group_by_mm_and_duplicate_mms_are_kept_once() {
+    let stream = bytes(&[
+        mm(10, 0xa, 2),
+        notifier(0xa, 0x20),
+        notifier(0xa, 0x20),
+        mm(11, 0xa, 2), // vfork child sharing the mm: skipped with its notifiers
+        notifier(0xa, 0x20),
+        mm(12, 0xb, 0),
+        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0], ..Default::default() },
+    ]);
+    let raw = parse(&stream).unwrap();
+    assert_eq!(raw.len(), 2);
+    assert_eq!(raw[0].mm.tgid, 10);
+    assert_eq!(raw[0].notifiers.len(), 2);
+    assert_eq!(raw[1].interval.unwrap().callbacks[0], 0x40);
+    assert_eq!(records::comm(&raw[0].mm.comm), "qemu");
+}
+
+#[test]
+fn malformed_streams_are_errors() {
+    let mut stream = bytes(&[mm(1, 0xa, 0)]);
+    stream.pop();
+    assert!(matches!(parse(&stream), Err(ParseError::Length(..))));
+    assert_eq!(parse(&bytes(&[notifier(0xa, 0x20)])), Err(ParseError::Orphan(0, record_kind::NOTIFIER)));
+    assert_eq!(parse(&bytes(&[mm(1, 0xa, 1), notifier(0xb, 0x20)])), Err(ParseError::Orphan(1, record_kind::NOTIFIER)));
+}
+
+#[test]
+fn subscriptions_are_named_and_classified_from_their_first_callback() {
+    let mut symbols = Symbols::default();
+    symbols.insert_for_test(0x20, sym("kvm_mmu_notifier_invalidate_range_start", None));
+    symbols.insert_for_test(0x30, sym("kvm_mmu_notifier_invalidate_range_end", None));
+    let raw = parse(&bytes(&[
+        mm(10, 0xa, 1),
+        notifier(0xa, 0x20),
+        mm(12, 0xb, 0),
+        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0], ..Default::default() },
+    ]))
+    .unwrap();
+    let built = build(&raw, &symbols, "arch_invalidate_secondary_tlbs");
+    let kvm = &built[0].subscriptions[0];
+    assert_eq!(kvm.kind, "kvm");
+    let slots: Vec<&str> = kvm.callbacks.iter().map(|c| c.slot).collect();
+    assert_eq!(slots, ["invalidate_range_start", "invalidate_range_end", "release"], "NULL slots are left out");
+    assert_eq!(kvm.callbacks[0].symbol.as_deref(), Some("kvm_mmu_notifier_invalidate_range_start"));
+    assert_eq!(kvm.callbacks[2].symbol, None);
+    let interval = &built[1].subscriptions[0];
+    assert!(interval.interval);
+    assert_eq!(interval.kind, "interval", "an unnamed interval callback counts as `interval`");
+}
+
+#[test]
+fn callback_addresses_match_the_probed_function_start_or_just_past_its_endbr() {
+    use super::callbacks::{Target, target_of};
+    let t = |address: u64, callback: &'static str| Target {
+        address,
+        symbol: format!("f{address:x}"),
+        subscriber: "kvm".into(),
+        callback,
+    };
+    let targets = [t(0x1000, "invalidate_range_start"), t(0x2000, "invalidate_range_end")];
+    assert_eq!(target_of(&targets, 0x1000).unwrap().callback, "invalidate_range_start");
+    assert_eq!(target_of(&targets, 0x1004).unwrap().callback, "invalidate_range_start", "past endbr64");
+    assert_eq!(target_of(&targets, 0x2000).unwrap().callback, "invalidate_range_end");
+    assert!(target_of(&targets, 0x0fff).is_none());
+    assert!(target_of(&targets, 0x1010).is_none());
+}

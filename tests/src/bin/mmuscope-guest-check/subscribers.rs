@@ -1,0 +1,73 @@
+//! Subscriber checks of one scenario: the inventory while a `--hold` workload keeps its VMs (one `kvm` subscription
+//! per VM of its truth, under its pid), and the KVM callback histogram (`invalidate_range_start` count = the KVM
+//! start callbacks the truth knows: one per VM per bracket, which is what `kvm_unmap_hva_range` counts).
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mmuscope_tests::harness::Scraper;
+use mmuscope_tests::promtext::Exposition;
+use mmuscope_tests::truth::GroundTruth;
+use serde_json::Value;
+
+/// Sweeps are on demand; under TCG the API answers slowly (a request may even time out: retried).
+const SEEN_TIMEOUT: Duration = Duration::from_secs(60);
+const CALLBACK_COUNT: &str = "mmuscope_subscriber_callback_duration_seconds_count";
+
+/// What `/api/v1/subscribers` listed for the held workload's pid.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub kinds: Vec<String>,
+    pub subscriptions: u64,
+}
+
+/// Polls the API until the pid is listed (or the timeout); `None` if it never was.
+pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
+    let deadline = Instant::now() + SEEN_TIMEOUT;
+    loop {
+        let (status, body) = match scraper.get("/api/v1/subscribers") {
+            Ok(r) => r,
+            Err(e) if Instant::now() < deadline => {
+                println!("GET /api/v1/subscribers failed ({e:#}); retrying");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        anyhow::ensure!(status == 200, "/api/v1/subscribers answered {status}: {body}");
+        let v: Value = serde_json::from_str(&body).context("/api/v1/subscribers is not JSON")?;
+        let entry = v["mms"].as_array().and_then(|mms| mms.iter().find(|m| m["pid"] == pid));
+        if let Some(e) = entry {
+            let kinds = e["kinds"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_owned));
+            let subscriptions = e["subscriptions"].as_array().map_or(0, |s| s.len() as u64);
+            return Ok(Some(Listed { kinds: kinds.collect(), subscriptions }));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Problems of the inventory against the truth.
+pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth) -> Vec<String> {
+    let want = Listed { kinds: vec!["kvm".into()], subscriptions: u64::from(truth.vms) };
+    match listed {
+        None => vec![format!("pid {} never appeared in /api/v1/subscribers", truth.pid)],
+        Some(l) if *l != want => {
+            vec![format!("/api/v1/subscribers listed {l:?} for pid {}, expected {want:?}", truth.pid)]
+        }
+        Some(_) => Vec::new(),
+    }
+}
+
+/// `subscriber_callback_duration_seconds_count{subscriber="kvm",callback="invalidate_range_start"}`.
+pub fn kvm_start_callbacks(e: &Exposition) -> u64 {
+    e.samples_named(CALLBACK_COUNT)
+        .filter(|s| {
+            s.labels.get("subscriber").map(String::as_str) == Some("kvm")
+                && s.labels.get("callback").map(String::as_str) == Some("invalidate_range_start")
+        })
+        .map(|s| s.value as u64)
+        .sum()
+}

@@ -1,0 +1,146 @@
+//! Host checks of the subscriber inventory: a held workload (`--hold`) must appear in `/api/v1/subscribers` with
+//! what its ground truth says it registered or pinned, the gauges must count it, and both must drop it once it exits.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+
+use super::{HostEnv, Scraper, held::HeldWorkload};
+use crate::promtext::Exposition;
+
+const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
+/// The inventory is re-taken at most once a second in tracepoint mode.
+const SEEN_TIMEOUT: Duration = Duration::from_secs(10);
+const SUBSCRIPTIONS: &str = "mmuscope_notifier_subscriptions";
+const PINNED_MMS: &str = "mmuscope_pinned_mms";
+
+fn inventory(scraper: &Scraper) -> Result<Value> {
+    let (status, body) = scraper.get("/api/v1/subscribers")?;
+    ensure!(status == 200, "/api/v1/subscribers answered {status}: {body}");
+    let v: Value = serde_json::from_str(&body).context("/api/v1/subscribers is not JSON")?;
+    ensure!(v["available"] == true, "inventory not available: {body}");
+    ensure!(v["error"].is_null(), "inventory sweep failed: {}", v["error"]);
+    Ok(v)
+}
+
+fn entry(v: &Value, pid: u32) -> Option<Value> {
+    v["mms"].as_array()?.iter().find(|m| m["pid"] == pid).cloned()
+}
+
+/// Polls the API until `pid` is listed (`want`) or not listed (`!want`); returns the last entry seen.
+fn wait_for(scraper: &Scraper, pid: u32, want: bool) -> Result<Option<Value>> {
+    let deadline = Instant::now() + SEEN_TIMEOUT;
+    loop {
+        let e = entry(&inventory(scraper)?, pid);
+        if e.is_some() == want || Instant::now() >= deadline {
+            return Ok(e);
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn gauge(e: &Exposition, family: &str, label: &str, value: &str) -> f64 {
+    e.sum_by(family, label).get(value).copied().unwrap_or(0.0)
+}
+
+/// `multi-vm --vms K --hold`: one entry for the workload's pid, kind kvm, K subscriptions with KVM's callbacks, in
+/// the workload's cgroup; the kvm gauge counts at least those; after exit the entry is gone and the gauge equals the
+/// kvm subscriptions the API still lists (other VMs on the host, if any).
+pub fn kvm_case(env: &HostEnv, scraper: &Scraper, cgroup_parent: &str, name: &str, vms: u32) -> Result<()> {
+    let vms_arg = vms.to_string();
+    let args = ["multi-vm", "--iterations", "1", "--vms", &vms_arg, "--hold"];
+    let held = HeldWorkload::spawn(
+        &env.workload_bin,
+        args.iter().copied().chain(["--cgroup-parent", cgroup_parent, "--cgroup-name", name]),
+        HOLD_TIMEOUT,
+    )?;
+    let pid = held.pid();
+    let seen = wait_for(scraper, pid, true)?;
+    let metrics = scraper.metrics()?;
+    let truth = held.release()?;
+    let seen = seen.with_context(|| format!("pid {pid} never appeared in /api/v1/subscribers"))?;
+    println!("multi-vm --vms {vms} held: {seen}");
+    ensure!(truth.pid == pid && truth.vms == vms, "truth describes another run: pid {} vms {}", truth.pid, truth.vms);
+    ensure!(seen["kinds"] == serde_json::json!(["kvm"]), "kinds {} (expected [\"kvm\"])", seen["kinds"]);
+    let subs = seen["subscriptions"].as_array().context("subscriptions")?;
+    ensure!(
+        subs.len() == truth.vms as usize,
+        "{} subscriptions listed, the workload registered {}",
+        subs.len(),
+        truth.vms
+    );
+    for s in subs {
+        let start =
+            s["callbacks"].as_array().and_then(|c| c.iter().find(|c| c["callback"] == "invalidate_range_start"));
+        let symbol = start.and_then(|c| c["symbol"].as_str()).unwrap_or_default();
+        ensure!(symbol.starts_with("kvm_mmu_notifier_invalidate_range_start"), "start callback {symbol:?} in {s}");
+    }
+    let label = truth.cgroups.attributed().path.as_str();
+    ensure!(seen["cgroup"] == label, "cgroup {} (the workload ran in {label})", seen["cgroup"]);
+    let kvm = gauge(&metrics, SUBSCRIPTIONS, "subscriber", "kvm");
+    println!("{SUBSCRIPTIONS}{{subscriber=\"kvm\"}} while held: {kvm} (workload: {})", truth.vms);
+    ensure!(kvm >= f64::from(truth.vms), "{SUBSCRIPTIONS}{{subscriber=\"kvm\"}} = {kvm} < {} while held", truth.vms);
+
+    let gone = wait_for(scraper, pid, false)?;
+    ensure!(gone.is_none(), "pid {pid} still listed after it exited: {gone:?}");
+    // The gauge and the API come from the same inventory; two reads may straddle a re-sweep, so retry a little.
+    let mut last = String::new();
+    for _ in 0..10 {
+        let listed: usize = inventory(scraper)?["mms"]
+            .as_array()
+            .map(|mms| mms.iter().flat_map(|m| m["subscriptions"].as_array().cloned().unwrap_or_default()))
+            .into_iter()
+            .flatten()
+            .filter(|s| s["kind"] == "kvm")
+            .count();
+        let kvm = gauge(&scraper.metrics()?, SUBSCRIPTIONS, "subscriber", "kvm");
+        println!("after exit: {SUBSCRIPTIONS}{{subscriber=\"kvm\"}} = {kvm}, kvm subscriptions listed = {listed}");
+        if kvm == listed as f64 {
+            return Ok(());
+        }
+        last = format!("gauge {kvm} vs {listed} listed");
+        thread::sleep(Duration::from_millis(300));
+    }
+    anyhow::bail!("after exit the kvm gauge does not match the API: {last}")
+}
+
+/// `fork-pinned --pages N --hold`: the workload's mm is listed with N pinned pages and counted once in
+/// `pinned_mms{cgroup=<its cgroup>}`; after exit it is neither.
+pub fn pinned_case(env: &HostEnv, scraper: &Scraper, cgroup_parent: &str, name: &str, pages: u64) -> Result<()> {
+    let pages_arg = pages.to_string();
+    let args = ["fork-pinned", "--pages", &pages_arg, "--hold"];
+    let held = HeldWorkload::spawn(
+        &env.workload_bin,
+        args.iter().copied().chain(["--cgroup-parent", cgroup_parent, "--cgroup-name", name]),
+        HOLD_TIMEOUT,
+    )?;
+    let pid = held.pid();
+    let seen = wait_for(scraper, pid, true)?;
+    let metrics = scraper.metrics()?;
+    let page_size = inventory(scraper)?["page_size"].as_u64().context("page_size")?;
+    let truth = held.release()?;
+    let seen = seen.with_context(|| format!("pid {pid} never appeared in /api/v1/subscribers"))?;
+    println!("fork-pinned --pages {pages} held: {seen}");
+    let fork = truth.fork.as_ref().context("fork-pinned truth without its fork part")?;
+    let label = truth.cgroups.attributed().path.as_str();
+    ensure!(seen["cgroup"] == label, "cgroup {} (the workload ran in {label})", seen["cgroup"]);
+    let pinned = seen["pinned_bytes"].as_u64().context("pinned_bytes")?;
+    ensure!(
+        pinned == fork.pinned_pages * page_size,
+        "pinned_bytes {pinned}, the workload pinned {} pages of {page_size} bytes",
+        fork.pinned_pages
+    );
+    ensure!(seen["kinds"] == serde_json::json!([]), "kinds {} for an mm without notifiers", seen["kinds"]);
+    let held_gauge = gauge(&metrics, PINNED_MMS, "cgroup", label);
+    println!("{PINNED_MMS}{{cgroup={label:?}}} while held: {held_gauge}");
+    ensure!(held_gauge == 1.0, "{PINNED_MMS}{{cgroup={label:?}}} = {held_gauge} while the workload held its pin");
+
+    let gone = wait_for(scraper, pid, false)?;
+    ensure!(gone.is_none(), "pid {pid} still listed after it exited: {gone:?}");
+    let after = gauge(&scraper.metrics()?, PINNED_MMS, "cgroup", label);
+    println!("{PINNED_MMS}{{cgroup={label:?}}} after exit: {after}");
+    ensure!(after == 0.0, "{PINNED_MMS}{{cgroup={label:?}}} = {after} after the workload exited");
+    Ok(())
+}
