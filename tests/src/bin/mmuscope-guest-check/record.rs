@@ -24,6 +24,8 @@ pub struct Comparison {
 
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A few records per guest run, printed once: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     /// `mmuscope check --json --mode M`.
     Check {
