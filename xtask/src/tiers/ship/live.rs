@@ -160,6 +160,14 @@ fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Resu
     })?;
 
     let available = scenarios(workload)?;
+    // A long-lived process with pinned buffers, as on a host running an io_uring or RDMA service: the inventory
+    // gauges (pinned_mms) see it at every scrape, not only during a short fork-pinned run.
+    let mut holder = Command::new(workload)
+        .args(["fork-pinned", "--pages", "64", "--hold", "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", "holder"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting the pinned-buffer holder")?;
     let start = unix_now();
     let started = Instant::now();
     let mut round = 0u32;
@@ -186,6 +194,13 @@ fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Resu
     }
     thread::sleep(Duration::from_secs(2));
     let end = unix_now();
+    drop(holder.stdin.take()); // closing stdin ends the hold
+    let held = holder.wait().context("waiting for the pinned-buffer holder")?;
+    if !held.success() {
+        bail!("the pinned-buffer holder failed: {held}");
+    }
+    let path = format!("{CGROUP_PARENT}/holder");
+    process::capture(Command::new(workload).args(["cleanup-cgroup", "--path", &path, "--prune-parents"]))?;
     say(format!("host: {round} rounds of {} workload scenarios in {:.0} s", available.len(), end - start));
     agent.stop()?;
     Ok((prometheus, HostPhase { instance, start, end }))
