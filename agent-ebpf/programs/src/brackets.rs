@@ -6,7 +6,10 @@
 //! see no arguments, so the kprobe half stashes the range pointer per thread.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        generated::bpf_get_current_comm as bpf_get_current_comm_raw,
+    },
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -133,7 +136,8 @@ fn close(range: u64) {
     unsafe { (*stats).record(dt) };
 }
 
-/// Sends one slow bracket to user space (`/api/v1/slow`).
+/// Sends one slow bracket to user space (`/api/v1/slow`). The record is written in place in the ring
+/// buffer: built on the stack it would not fit next to `close`'s zeroed histogram (512-byte limit).
 #[inline(always)]
 fn report_slow(range: u64, now: u64, dt: u64, key: &BracketKey) {
     let Some(mut entry) = SLOW_EVENTS.reserve::<SlowBracket>(0) else {
@@ -142,21 +146,24 @@ fn report_slow(range: u64, now: u64, dt: u64, key: &BracketKey) {
     };
     let layout = LAYOUT.load();
     let pid_tgid = bpf_get_current_pid_tgid();
-    let record = SlowBracket {
-        t_end_ns: now,
-        duration_ns: dt,
-        cgroup_id: key.cgroup_id,
-        start: unsafe { read::<u64>(range, layout.range_start) }.unwrap_or(0),
-        end: unsafe { read::<u64>(range, layout.range_end) }.unwrap_or(0),
-        flags: key.flags,
-        event: key.event,
-        cause: key.cause,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-    };
-    entry.write(record);
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points to a reserved, exclusively owned record; every field is written before submit.
+    unsafe {
+        (*r).t_end_ns = now;
+        (*r).duration_ns = dt;
+        (*r).cgroup_id = key.cgroup_id;
+        (*r).start = read::<u64>(range, layout.range_start).unwrap_or(0);
+        (*r).end = read::<u64>(range, layout.range_end).unwrap_or(0);
+        (*r).flags = key.flags;
+        (*r).event = key.event;
+        (*r).cause = key.cause;
+        (*r).tgid = (pid_tgid >> 32) as u32;
+        (*r).tid = pid_tgid as u32;
+        (*r)._pad = 0;
+        if bpf_get_current_comm_raw((*r).comm.as_mut_ptr().cast(), 16) != 0 {
+            (*r).comm = [0; 16];
+        }
+    }
     entry.submit(0);
 }
 
