@@ -49,6 +49,17 @@ pub struct KernelArgs {
     /// max_entries of each aggregation map (cgroup × event keys).
     #[arg(long = "map.stats-entries", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub stats_map_entries: u32,
+    /// Hide a kernel function, `struct.member`, enumerator or tracepoint from the probe planner, or switch off a
+    /// probe family by name, as if this kernel lacked it (repeat or comma-separate; for testing degradation).
+    #[arg(long = "probes.deny", value_name = "NAME", value_delimiter = ',')]
+    pub deny: Vec<String>,
+}
+
+impl KernelArgs {
+    /// The kernel as the planner sees it, `--probes.deny` applied.
+    pub fn probe(&self) -> anyhow::Result<crate::kernel::KernelInfo> {
+        crate::kernel::KernelInfo::probe_with(&self.btf, crate::kernel::Deny::new(self.deny.iter().cloned()))
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -31,6 +31,18 @@ pub enum Command {
     Docs(DocsArgs),
     /// Stock Debian kernels under QEMU: fetch, run a command in a guest, the tested-kernels table.
     Vm(crate::vm::cli::VmArgs),
+    /// Fuzz the agent's parsers (config, web config, cgroup paths, BTF → probe plan) with cargo-fuzz and nightly.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Args)]
+pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u32,
+    /// Targets to run (repeatable or comma-separated; default: all).
+    #[arg(long = "target", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::fuzz::TARGETS))]
+    pub targets: Vec<String>,
 }
 
 #[derive(Args)]
