@@ -43,7 +43,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("mmuscope: error: {e:#}");
-            std::process::exit(1);
+            std::process::exit(config::exit_status(&e));
         }
     }
 }

@@ -10,7 +10,8 @@ use super::deny::Deny;
 /// Errors of BTF look-ups. A missing item is an ordinary answer (`Ok(None)`), not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read BTF from {path}: {source}")]
+    // The source is printed by the error chain (`{:#}`), so not repeated here.
+    #[error("cannot read BTF from {path}")]
     Open { path: PathBuf, source: btf_rs::Error },
     #[error("malformed BTF while resolving {what}: {source}")]
     Malformed { what: String, source: btf_rs::Error },
