@@ -16,6 +16,7 @@ mod reference;
 mod secondary;
 
 use std::{
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -42,7 +43,8 @@ use crate::{
 pub use families::Labels;
 
 pub struct Exporter {
-    maps: Maps,
+    /// Locked for reading and for removing expired cgroups' keys.
+    maps: Mutex<Maps>,
     cgroups: Mutex<CgroupNames>,
     events: EventNames,
     report: PlanReport,
@@ -73,7 +75,16 @@ impl Exporter {
             .find(|f| f.name == "fork_copies")
             .and_then(|f| f.attached())
             .is_some_and(|a| a.mode != Mode::Tracepoint);
-        Self { maps, cgroups: Mutex::new(cgroups), events, report, build, descs, page_size, fork_splits_observable }
+        Self {
+            maps: Mutex::new(maps),
+            cgroups: Mutex::new(cgroups),
+            events,
+            report,
+            build,
+            descs,
+            page_size,
+            fork_splits_observable,
+        }
     }
 }
 
@@ -84,7 +95,7 @@ impl Collector for Exporter {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let started = Instant::now();
-        let snap = match self.maps.snapshot() {
+        let snap = match self.maps().snapshot() {
             Ok(snap) => snap,
             Err(e) => {
                 // Fail only what depends on the maps; the plan is still worth exporting.
@@ -95,6 +106,8 @@ impl Collector for Exporter {
         let mut snap = snap;
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
+        let expired: HashSet<(u32, u64)> =
+            snap.cgroup_ids().filter(|(flags, id)| !names.is_live(hierarchy_of(*flags), *id)).collect();
         snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
         // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed family
         // takes its labels from here.
@@ -105,7 +118,14 @@ impl Collector for Exporter {
         out.extend(cross::families(&snap, &cgroup, self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe])));
         out.extend(agent::cgroup_families(&names));
         drop(names);
-        out.extend(agent::families(&snap, self.maps.stats_capacity, &self.report, &self.build, started));
+        let mut maps = self.maps();
+        if !expired.is_empty() {
+            let removed = maps.remove_cgroups(|flags, id| expired.contains(&(flags, id)));
+            tracing::debug!(cgroups = expired.len(), keys = removed, "removed expired cgroups from the kernel maps");
+        }
+        let capacity = maps.stats_capacity;
+        drop(maps);
+        out.extend(agent::families(&snap, capacity, &self.report, &self.build, started));
         out
     }
 }
@@ -130,7 +150,7 @@ impl Exporter {
         &self,
         f: impl FnOnce(&crate::collect::Snapshot, &CgroupNames, &EventNames) -> R,
     ) -> anyhow::Result<R> {
-        let mut snap = self.maps.snapshot()?;
+        let mut snap = self.maps().snapshot()?;
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)));
         snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
@@ -140,6 +160,10 @@ impl Exporter {
     /// Figures of the cgroup index without a new snapshot (`tracked`, `overflow_total`, policy).
     pub fn with_cgroups<R>(&self, f: impl FnOnce(&CgroupNames) -> R) -> R {
         f(&self.cgroups.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn report(&self) -> &PlanReport {
