@@ -12,6 +12,7 @@ use crate::{
 pub const EXIT_STRICT: i32 = 3;
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
+    crate::privileges::preflight::check()?;
     let kernel = args.kernel.probe()?;
     let options = probes::Options { mode: args.kernel.mode, stats_map_entries: args.kernel.stats_map_entries };
     let probes = Probes::load(&kernel, &options)?;

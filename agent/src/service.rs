@@ -23,6 +23,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A bad web config must stop the agent before it attaches anything.
     let web_config =
         Arc::new(WebConfigSource::new(args.web_config.clone()).map_err(|e| crate::config::BadConfig(e.into()))?);
+    crate::privileges::preflight::check()?;
     let kernel = args.kernel.probe()?;
     tracing::info!(release = %kernel.release, generation = kernel.generation.describe(), "kernel");
     let options = probes::Options { mode: args.kernel.mode, stats_map_entries: args.kernel.stats_map_entries };
