@@ -4,6 +4,7 @@
 
 pub mod bpf_objects;
 pub mod rawhttp;
+pub mod wrk;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
