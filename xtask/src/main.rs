@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         cli::Command::Docs(args) => commands::docs::run(&ws, &args),
         cli::Command::Vm(args) => vm::run(&ws, &args),
         cli::Command::Fuzz(args) => commands::fuzz::run(&ws, &args),
+        cli::Command::Soak(args) => commands::soak::run(&ws, &args),
     };
     match result {
         Ok(code) => code,

@@ -33,6 +33,12 @@ impl Load {
         Ok(Self { child, url: url.to_owned() })
     }
 
+    /// Ends the load early (its summary is not needed).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn finish(self) -> Result<Summary> {
         let out = self.child.wait_with_output()?;
         let raw = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -5,4 +5,5 @@ pub mod docs;
 pub mod fuzz;
 pub mod run;
 pub mod setup;
+pub mod soak;
 pub mod test;
