@@ -119,12 +119,14 @@ impl Collector for Exporter {
         out.extend(agent::cgroup_families(&names));
         drop(names);
         let mut maps = self.maps();
+        let capacity = maps.stats_capacity;
         if !expired.is_empty() {
             let removed = maps.remove_cgroups(|flags, id| expired.contains(&(flags, id)));
+            drop(maps);
             tracing::debug!(cgroups = expired.len(), keys = removed, "removed expired cgroups from the kernel maps");
+            let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+            names.forget_expired(expired.iter().map(|(flags, id)| (hierarchy_of(*flags), *id)));
         }
-        let capacity = maps.stats_capacity;
-        drop(maps);
         out.extend(agent::families(&snap, capacity, &self.report, &self.build, started));
         out
     }
