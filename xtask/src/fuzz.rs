@@ -16,7 +16,7 @@ pub const CARGO_FUZZ: &str = "0.13.1";
 /// Every target in `agent/fuzz/Cargo.toml`.
 pub const TARGETS: &[&str] = &["config_toml", "web_config", "cgroup_path", "btf_plan"];
 /// Seconds per target in the test command (`unit` tier); `cargo xtask fuzz --seconds N` runs longer.
-pub const TIER_SECONDS: u32 = 15;
+pub const TIER_SECONDS: u32 = 10;
 /// Inputs up to this size (a BTF blob needs room; libFuzzer's default is 4 KiB).
 const MAX_LEN: u32 = 65_536;
 
