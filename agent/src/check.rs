@@ -5,7 +5,6 @@ use std::io::Write;
 
 use crate::{
     cli::CheckArgs,
-    kernel::KernelInfo,
     probes::{self, PlanReport, Probes},
 };
 
@@ -13,7 +12,8 @@ use crate::{
 pub const EXIT_STRICT: i32 = 3;
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
-    let kernel = KernelInfo::probe(&args.kernel.btf)?;
+    crate::privileges::preflight::check()?;
+    let kernel = args.kernel.probe()?;
     let options = probes::Options {
         mode: args.kernel.mode,
         stats_map_entries: args.kernel.stats_map_entries,

@@ -53,6 +53,17 @@ pub struct KernelArgs {
     /// e.g. 100us, 1ms; 0s keeps every bracket).
     #[arg(long = "slow.min-duration", value_name = "DURATION", default_value = "1ms", value_parser = crate::cgroups::parse_duration)]
     pub slow_min_duration: std::time::Duration,
+    /// Hide a kernel function, `struct.member`, enumerator or tracepoint from the probe planner, or switch off a
+    /// probe family by name, as if this kernel lacked it (repeat or comma-separate; for testing degradation).
+    #[arg(long = "probes.deny", value_name = "NAME", value_delimiter = ',')]
+    pub deny: Vec<String>,
+}
+
+impl KernelArgs {
+    /// The kernel as the planner sees it, `--probes.deny` applied.
+    pub fn probe(&self) -> anyhow::Result<crate::kernel::KernelInfo> {
+        crate::kernel::KernelInfo::probe_with(&self.btf, crate::kernel::Deny::new(self.deny.iter().cloned()))
+    }
 }
 
 #[derive(Args, Debug, Clone)]

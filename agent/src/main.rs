@@ -45,8 +45,17 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("mmuscope: error: {e:#}");
-            std::process::exit(1);
+            std::process::exit(exit_status(&e));
         }
+    }
+}
+
+/// 2: bad configuration; 4: missing capabilities; 1: anything else.
+fn exit_status(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.is::<privileges::preflight::MissingCapabilities>()) {
+        privileges::preflight::EXIT_MISSING_CAPABILITIES
+    } else {
+        config::exit_status(e)
     }
 }
 

@@ -21,8 +21,10 @@ use crate::{
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A bad web config must stop the agent before it attaches anything.
-    let web_config = Arc::new(WebConfigSource::new(args.web_config.clone())?);
-    let kernel = KernelInfo::probe(&args.kernel.btf)?;
+    let web_config =
+        Arc::new(WebConfigSource::new(args.web_config.clone()).map_err(|e| crate::config::BadConfig(e.into()))?);
+    crate::privileges::preflight::check()?;
+    let kernel = args.kernel.probe()?;
     tracing::info!(release = %kernel.release, generation = kernel.generation.describe(), "kernel");
     let options = probes::Options {
         mode: args.kernel.mode,

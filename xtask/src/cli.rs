@@ -31,6 +31,33 @@ pub enum Command {
     Docs(DocsArgs),
     /// Stock Debian kernels under QEMU: fetch, run a command in a guest, the tested-kernels table.
     Vm(crate::vm::cli::VmArgs),
+    /// Fuzz the agent's parsers (config, web config, cgroup paths, BTF → probe plan) with cargo-fuzz and nightly.
+    Fuzz(FuzzArgs),
+    /// Long hardening runs (root): churn soak with the agent's RSS slope, 200 clients for a minute, longer fuzzing.
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+pub struct SoakArgs {
+    /// Length of the churn soak.
+    #[arg(long, default_value_t = 30.0)]
+    pub minutes: f64,
+    /// Length of the 200-client load run.
+    #[arg(long, default_value_t = 60)]
+    pub load_seconds: u32,
+    /// Seconds of fuzzing per target afterwards (0: none).
+    #[arg(long, default_value_t = 120)]
+    pub fuzz_seconds: u32,
+}
+
+#[derive(Args)]
+pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u32,
+    /// Targets to run (repeatable or comma-separated; default: all).
+    #[arg(long = "target", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::fuzz::TARGETS))]
+    pub targets: Vec<String>,
 }
 
 #[derive(Args)]

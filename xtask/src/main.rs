@@ -11,6 +11,7 @@
 
 mod cli;
 mod commands;
+mod fuzz;
 mod privilege;
 mod process;
 mod progress;
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
         cli::Command::Test(args) => commands::test::run(&ws, &args),
         cli::Command::Docs(args) => commands::docs::run(&ws, &args),
         cli::Command::Vm(args) => vm::run(&ws, &args),
+        cli::Command::Fuzz(args) => commands::fuzz::run(&ws, &args),
+        cli::Command::Soak(args) => commands::soak::run(&ws, &args),
     };
     match result {
         Ok(code) => code,

@@ -197,6 +197,17 @@ impl CgroupNames {
         }
     }
 
+    /// Forgets expired cgroups whose keys were just deleted from the kernel maps (`collect::prune`); without it the
+    /// index would keep one entry per deleted cgroup for ever under churn. Only entries that are expired go.
+    pub fn forget_expired(&mut self, ids: impl IntoIterator<Item = (Which, u64)>) {
+        let (now, ttl) = (Instant::now(), self.policy.deleted_ttl);
+        for k in ids {
+            if self.index.get(&k).is_some_and(|i| i.expired(now, ttl)) {
+                self.index.remove(&k);
+            }
+        }
+    }
+
     /// The `cgroup`, `namespace`, `pod`, `container` labels of an id (after [`resolve_all`](Self::resolve_all)).
     pub fn labels(&self, which: Which, id: u64) -> CgroupLabels {
         let (cgroup, pod) = match self.index.get(&(which, id)) {

@@ -141,3 +141,22 @@ fn unused_cgroups_are_forgotten_when_deleted() {
     assert!(n.info(Which::Memory, b).is_none());
     assert!(n.info(Which::Memory, a).is_some_and(|i| i.deleted_at.is_none()));
 }
+
+#[test]
+fn expired_cgroups_are_forgotten_once_their_keys_are_gone() {
+    let f = Fixture::new("expire-forget");
+    let a = f.mkdir("a");
+    let policy = Policy { max_cgroups: None, deleted_ttl: Duration::from_millis(0) };
+    let mut n = f.names(policy);
+    n.resolve_all([(Which::Memory, a)]);
+    // Still live: forgetting it is refused.
+    n.forget_expired([(Which::Memory, a)]);
+    assert!(n.info(Which::Memory, a).is_some());
+    std::fs::remove_dir(f.cgroups().join("a")).unwrap();
+    std::thread::sleep(policy.rescan_interval());
+    n.resolve_all([(Which::Memory, a)]);
+    assert!(n.info(Which::Memory, a).is_some_and(|i| i.deleted_at.is_some()), "noticed as deleted, kept");
+    assert!(!n.is_live(Which::Memory, a), "expired (TTL 0)");
+    n.forget_expired([(Which::Memory, a)]);
+    assert!(n.info(Which::Memory, a).is_none());
+}

@@ -10,6 +10,8 @@ use mmuscope_abi::{
 
 use crate::probes::Probes;
 
+mod prune;
+
 /// The maps the collector reads.
 pub struct Maps {
     brackets: PerCpuHashMap<MapData, BracketKey, BracketStats>,

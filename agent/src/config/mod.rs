@@ -18,7 +18,18 @@ use crate::cli::Cli;
 /// The id of the `--config.file` argument (the field name in `cli::RunArgs`).
 const CONFIG_FILE_ID: &str = "config_file";
 /// Exit status for a bad configuration (the same as clap's usage errors).
-const EXIT_CONFIG: i32 = 2;
+pub const EXIT_CONFIG: i32 = 2;
+
+/// A configuration error found after the command line was parsed (the web config file): the agent exits with
+/// [`EXIT_CONFIG`], as for a bad flag or config file.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BadConfig(#[from] pub anyhow::Error);
+
+/// The exit status for `e`: [`EXIT_CONFIG`] for a [`BadConfig`] anywhere in its chain, else 1.
+pub fn exit_status(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.is::<BadConfig>()) { EXIT_CONFIG } else { 1 }
+}
 
 /// Parses the command line, merged with the config file if `run` names one. Exits like clap on `--help` and
 /// usage errors, and with status 2 and `FILE:LINE:COLUMN: key …` on a bad config file.
@@ -61,8 +72,15 @@ fn flags_from_file(file: &Path, run: &clap::Command, given: &ArgMatches) -> Resu
     for entry in keys::flatten(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
         let key = &entry.key;
         let Some(arg) = run.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
+            // `flag = { a = 1 }` flattens to `flag.a`: say that the flag got a table, not that `flag.a` is unknown.
+            if let Some(flag) = known_prefix(run, key) {
+                bail!("{}: key `{flag}`: a table is not a valid value here", at(entry.span));
+            }
             bail!("{}: unknown key `{key}` (keys are the long flags of `mmuscope run --help`)", at(entry.span));
         };
+        if entry.is_bool() && arg.get_action().takes_values() {
+            bail!("{}: key `{key}`: a boolean is not a valid value here", at(entry.value_span));
+        }
         if arg.get_id() == CONFIG_FILE_ID || !arg.get_action().takes_values() && !entry.is_bool() {
             bail!("{}: key `{key}` cannot be set in a config file", at(entry.span));
         }
@@ -82,6 +100,11 @@ fn flags_from_file(file: &Path, run: &clap::Command, given: &ArgMatches) -> Resu
         out.extend(flags);
     }
     Ok(out)
+}
+
+/// The longest proper prefix of the dotted `key` that is a long flag of `run`.
+fn known_prefix<'k>(run: &clap::Command, key: &'k str) -> Option<&'k str> {
+    key.rmatch_indices('.').map(|(i, _)| &key[..i]).find(|p| run.get_arguments().any(|a| a.get_long() == Some(*p)))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod secondary;
 mod subscribers;
 
 use std::{
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -44,7 +45,8 @@ use crate::{
 pub use families::Labels;
 
 pub struct Exporter {
-    maps: Maps,
+    /// Locked for reading and for removing expired cgroups' keys.
+    maps: Mutex<Maps>,
     cgroups: Mutex<CgroupNames>,
     events: EventNames,
     report: PlanReport,
@@ -87,7 +89,7 @@ impl Exporter {
             .and_then(|f| f.attached())
             .is_some_and(|a| a.mode != Mode::Tracepoint);
         Self {
-            maps,
+            maps: Mutex::new(maps),
             cgroups: Mutex::new(cgroups),
             events,
             report,
@@ -123,7 +125,7 @@ impl Collector for Exporter {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let started = Instant::now();
-        let snap = match self.maps.snapshot() {
+        let snap = match self.maps().snapshot() {
             Ok(snap) => snap,
             Err(e) => {
                 // Fail only what depends on the maps; the plan is still worth exporting.
@@ -135,6 +137,8 @@ impl Collector for Exporter {
         let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         resolve(&mut names, &snap, inventory.as_deref());
+        let expired: HashSet<(u32, u64)> =
+            snap.cgroup_ids().filter(|(flags, id)| !names.is_live(hierarchy_of(*flags), *id)).collect();
         snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
         // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed family
         // takes its labels from here.
@@ -157,7 +161,16 @@ impl Collector for Exporter {
         }
         out.extend(agent::cgroup_families(&names));
         drop(names);
-        out.extend(agent::families(&snap, self.maps.stats_capacity, &self.report, &self.build, started));
+        let mut maps = self.maps();
+        let capacity = maps.stats_capacity;
+        if !expired.is_empty() {
+            let removed = maps.remove_cgroups(|flags, id| expired.contains(&(flags, id)));
+            drop(maps);
+            tracing::debug!(cgroups = expired.len(), keys = removed, "removed expired cgroups from the kernel maps");
+            let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+            names.forget_expired(expired.iter().map(|(flags, id)| (hierarchy_of(*flags), *id)));
+        }
+        out.extend(agent::families(&snap, capacity, &self.report, &self.build, started));
         out
     }
 }
@@ -189,7 +202,7 @@ impl Exporter {
         &self,
         f: impl FnOnce(&crate::collect::Snapshot, &CgroupNames, &EventNames) -> R,
     ) -> anyhow::Result<R> {
-        let mut snap = self.maps.snapshot()?;
+        let mut snap = self.maps().snapshot()?;
         let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         resolve(&mut names, &snap, inventory.as_deref());
@@ -205,6 +218,10 @@ impl Exporter {
     /// The name of an `enum mmu_notifier_event` value (`unknown` for one BTF did not list).
     pub fn event_name(&self, value: u32) -> String {
         self.events.name(value.into()).to_string()
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn report(&self) -> &PlanReport {

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Type};
 
+use super::deny::Deny;
+
 /// Errors of BTF look-ups. A missing item is an ordinary answer (`Ok(None)`), not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read BTF from {path}: {source}")]
+    // The source is printed by the error chain (`{:#}`), so not repeated here.
+    #[error("cannot read BTF from {path}")]
     Open { path: PathBuf, source: btf_rs::Error },
     #[error("malformed BTF while resolving {what}: {source}")]
     Malformed { what: String, source: btf_rs::Error },
@@ -31,6 +34,8 @@ pub struct Prototype {
 pub struct KernelBtf {
     btf: Btf,
     path: PathBuf,
+    /// Names the planner must not see (`--probes.deny`).
+    hidden: Deny,
 }
 
 impl KernelBtf {
@@ -38,7 +43,20 @@ impl KernelBtf {
 
     pub fn open(path: &Path) -> Result<Self, BtfError> {
         let btf = Btf::from_file(path).map_err(|source| BtfError::Open { path: path.into(), source })?;
-        Ok(Self { btf, path: path.into() })
+        Ok(Self { btf, path: path.into(), hidden: Deny::default() })
+    }
+
+    /// BTF from memory (`path` only names it in messages); used by the fuzz targets (agent/fuzz) and tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, BtfError> {
+        let btf = Btf::from_bytes(bytes).map_err(|source| BtfError::Open { path: path.into(), source })?;
+        Ok(Self { btf, path: path.into(), hidden: Deny::default() })
+    }
+
+    /// The same BTF without the names in `deny` (as a kernel that lacks them would look).
+    pub fn hiding(mut self, deny: Deny) -> Self {
+        self.hidden = deny;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -66,6 +84,9 @@ impl KernelBtf {
     /// (`"flags.__mm_flags"`). Anonymous struct/union members are searched transparently, as C
     /// does. `Ok(None)` when the struct or a member does not exist.
     pub fn member(&self, name: &str, member: &str) -> Result<Option<Field>, BtfError> {
+        if self.hidden.member(name, member) {
+            return Ok(None);
+        }
         let Some(mut current) = self.find_struct(name) else { return Ok(None) };
         let mut base = 0u32;
         let mut parts = member.split('.').peekable();
@@ -156,7 +177,7 @@ impl KernelBtf {
                 _ => continue,
             };
             for (n, v) in members {
-                if names.contains(&n.as_str()) {
+                if names.contains(&n.as_str()) && !self.hidden.enumerator(&n) {
                     found.insert(n, v);
                 }
             }
@@ -169,6 +190,9 @@ impl KernelBtf {
 
     /// Value of enumerator `name` of `enum enum_name`. `Ok(None)` when absent.
     pub fn enum_value(&self, enum_name: &str, name: &str) -> Result<Option<u64>, BtfError> {
+        if self.hidden.enumerator(name) {
+            return Ok(None);
+        }
         Ok(self.enum_values(enum_name)?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v))
     }
 
@@ -198,6 +222,9 @@ impl KernelBtf {
 
     /// Prototype of the kernel function `name`, `None` if BTF has no such FUNC.
     pub fn function(&self, name: &str) -> Result<Option<Prototype>, BtfError> {
+        if self.hidden.function(name) {
+            return Ok(None);
+        }
         for t in self.types(name) {
             if let Type::Func(f) = t {
                 let proto = self.btf.resolve_chained_type(&f).map_err(Self::malformed(name))?;
@@ -212,6 +239,6 @@ impl KernelBtf {
 
     /// Whether BTF has a type (of any kind) named `name`, e.g. `btf_trace_kvm_unmap_hva_range`.
     pub fn has_type(&self, name: &str) -> bool {
-        !self.types(name).is_empty()
+        !self.hidden.type_name(name) && !self.types(name).is_empty()
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod caps;
+pub mod deny;
 pub mod generation;
 pub mod kallsyms;
 pub mod layout;
@@ -16,6 +17,7 @@ use std::path::Path;
 use anyhow::Context;
 
 pub use btf::KernelBtf;
+pub use deny::Deny;
 pub use generation::Generation;
 pub use kallsyms::Kallsyms;
 pub use layout::{FieldGroup, ResolvedLayout};
@@ -29,16 +31,29 @@ pub struct KernelInfo {
     pub generation: Generation,
     pub events: EventNames,
     pub kprobes: caps::Capability,
+    /// `--probes.deny`: families switched off (functions and fields are hidden inside [`KernelBtf`]).
+    pub deny: Deny,
 }
 
 impl KernelInfo {
+    #[cfg(test)]
     pub fn probe(btf_path: &Path) -> anyhow::Result<Self> {
-        let btf = KernelBtf::open(btf_path).with_context(|| {
-            format!(
-                "kernel BTF is required (CONFIG_DEBUG_INFO_BTF); pass --btf PATH if it is not at {}",
-                KernelBtf::DEFAULT_PATH
-            )
-        })?;
+        Self::probe_with(btf_path, Deny::default())
+    }
+
+    /// [`Self::probe`] with the names in `deny` hidden from the planner.
+    pub fn probe_with(btf_path: &Path, deny: Deny) -> anyhow::Result<Self> {
+        if !deny.is_empty() {
+            tracing::warn!(names = ?deny.names().collect::<Vec<_>>(), "--probes.deny hides these from the probe planner");
+        }
+        let btf = KernelBtf::open(btf_path)
+            .with_context(|| {
+                format!(
+                    "kernel BTF is required (CONFIG_DEBUG_INFO_BTF); pass --btf PATH if it is not at {}",
+                    KernelBtf::DEFAULT_PATH
+                )
+            })?
+            .hiding(deny.clone());
         let kallsyms = Kallsyms::load(Path::new(Kallsyms::PATH)).unwrap_or_default();
         let layout = ResolvedLayout::resolve(&btf)?;
         let generation = Generation::detect(&btf)?;
@@ -48,7 +63,7 @@ impl KernelInfo {
                 .map(|(name, v)| (v, name.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase()))
                 .collect(),
         );
-        Ok(Self { release: release(), btf, kallsyms, layout, generation, events, kprobes: caps::kprobes() })
+        Ok(Self { release: release(), btf, kallsyms, layout, generation, events, kprobes: caps::kprobes(), deny })
     }
 }
 
@@ -73,5 +88,7 @@ pub fn release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
+#[cfg(test)]
+mod deny_tests;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 
 mod caps;
 mod notify;
+pub mod preflight;
 mod threads;
 
 use std::{io, os::fd::AsFd};

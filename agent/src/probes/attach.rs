@@ -68,6 +68,8 @@ pub fn attach_families(
                         (Status::NotTried, "a preferred alternative is attached".to_string())
                     } else if forced.is_some_and(|m| m != alt.mode) {
                         (Status::Excluded, format!("--mode {}", forced.unwrap().as_str()))
+                    } else if let Some(why) = kernel.deny.family(family.name) {
+                        (Status::Unavailable, why)
                     } else if let Err(why) = unmet(alt, kernel, probed) {
                         (Status::Unavailable, why)
                     } else {

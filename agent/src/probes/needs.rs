@@ -47,6 +47,9 @@ pub fn check(need: &Need, mode: Mode, kernel: &KernelInfo, probed: &Probed) -> R
                 Err(format!("no btf_trace_{name} in vmlinux BTF (tracepoint in a module or absent)"))
             }
         }
+        Need::TracefsEvent(group, name) if kernel.deny.tracepoint(group, name) => {
+            Err(format!("tracepoint {group}:{name} denied by --probes.deny"))
+        }
         Need::TracefsEvent(group, name) => caps::tracepoint(group, name),
     }
 }

@@ -3,6 +3,7 @@
 //! `--web.config.file` ([`crate::webconfig`]); [`serve`] accepts connections, [`auth`] checks requests.
 
 mod auth;
+mod bodies;
 mod serve;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state.clone())
         .merge(api::router().with_state(state.api.clone()))
         .layer(middleware::from_fn(auth::json_errors))
+        .layer(middleware::from_fn(bodies::reject))
         .layer(middleware::from_fn(auth::basic_auth))
 }
 

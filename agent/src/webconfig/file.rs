@@ -94,8 +94,20 @@ pub fn parse(path: &Path, text: &str) -> Result<WebConfigFile, WebConfigError> {
             Some((prefix, rest)) if !prefix.contains([' ', '`']) => rest.to_string(),
             _ => message,
         };
+        // Some errors (an unknown top-level key) come without a position: find the key's line ourselves.
+        let message = match key_line(text, &key) {
+            Some(line) if !message.contains(" at line ") => format!("{message} at line {line}"),
+            _ => message,
+        };
         WebConfigError::new(path, key, message)
     })
+}
+
+/// 1-based line of the first `name:` for the last component of `key` (a best effort for position-less errors).
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let name = key.rsplit('.').next().filter(|n| !n.is_empty() && !n.starts_with('('))?;
+    let wanted = format!("{name}:");
+    text.lines().position(|l| l.trim_start().trim_start_matches("- ").starts_with(&wanted)).map(|i| i + 1)
 }
 
 /// A file named in the config, relative to the config file's directory (as exporter-toolkit resolves them).

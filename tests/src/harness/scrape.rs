@@ -18,8 +18,13 @@ pub struct Scraper {
 
 impl Scraper {
     pub fn new(base_url: &str) -> Self {
+        Self::with_timeout(base_url, Duration::from_secs(10))
+    }
+
+    /// [`Self::new`] with another per-request timeout (the soak, on hosts with tens of thousands of cgroups).
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Self {
         let http = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(timeout))
             .http_status_as_error(false) // the callers want the code, e.g. /readyz 503 while attaching
             .build()
             .into();

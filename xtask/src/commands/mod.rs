@@ -2,6 +2,8 @@
 
 pub mod build;
 pub mod docs;
+pub mod fuzz;
 pub mod run;
 pub mod setup;
+pub mod soak;
 pub mod test;

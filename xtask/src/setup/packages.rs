@@ -62,6 +62,7 @@ pub const PACKAGES: &[Package] = &[
     // test-tools: called by the test tiers.
     pkg("prometheus", Group::TestTools, "promtool checks the agent's /metrics exposition"),
     pkg("jq", Group::TestTools, "reads the agent's JSON API and the workload's ground truth"),
+    pkg("wrk", Group::TestTools, "200 concurrent HTTP clients on /metrics and the API in the hardening load test"),
     // vm: `cargo xtask vm` and the vm tier (stock Debian kernels under QEMU TCG).
     pkg("qemu-system-x86", Group::Vm, "qemu-system-x86_64 boots the Debian kernels (TCG, -cpu max: nested KVM in the guest)"),
     pkg("busybox-static", Group::Vm, "the guest's /init shell and tools (static: no libraries in the initramfs)"),

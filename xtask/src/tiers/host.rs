@@ -1,5 +1,5 @@
 //! Tier `host`: the agent and the workload generator on this machine's kernel
-//! (`mmuscope-tests`' `host` test target). Needs root, `/dev/kvm` and kernel BTF; without them
+//! (`mmuscope-tests`' `host` test target and the `hardening_*` ones). Needs root, `/dev/kvm` and kernel BTF; without them
 //! the tier is skipped with the reason, except in CI, where that is a failure.
 
 use std::{fs::OpenOptions, path::Path};
@@ -10,6 +10,10 @@ use super::{Context, Outcome};
 use crate::{privilege::Privilege, process, toolchain, workspace::Profile};
 
 /// The binaries the test drives, and the variables that tell it where they are.
+/// The hardening suite (`tests/tests/hardening_*.rs`): bad input, kernel faults, load, restarts, privileges.
+const HARDENING: &[&str] =
+    &["hardening_input", "hardening_faults", "hardening_privileges", "hardening_load", "hardening_restarts"];
+
 const BINARIES: &[(&str, &str)] = &[("MMUSCOPE_AGENT_BIN", "mmuscope"), ("MMUSCOPE_WORKLOAD_BIN", "mmuscope-workload")];
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
@@ -18,7 +22,11 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     }
 
     let mut cmd = toolchain::host_cargo(ctx.ws);
-    cmd.args(["test", "-p", "mmuscope-tests", "--test", "host"]).args(["--", "--test-threads=1", "--nocapture"]);
+    cmd.args(["test", "-p", "mmuscope-tests", "--test", "host"]);
+    for t in HARDENING {
+        cmd.args(["--test", t]);
+    }
+    cmd.args(["--", "--test-threads=1", "--nocapture"]);
     for (var, name) in BINARIES {
         let path = ctx.ws.binary(Profile::Debug, name);
         if !path.is_file() {

@@ -1,10 +1,11 @@
 //! Tier `unit`: every test that needs neither root nor a kernel, i.e. all test targets except
-//! `mmuscope-tests`' `host` integration test.
+//! `mmuscope-tests`' `host` integration test, plus a bounded fuzz run of every cargo-fuzz target
+//! ([`crate::fuzz::TIER_SECONDS`] each).
 
 use anyhow::Result;
 
 use super::{Context, Outcome, run_all};
-use crate::toolchain;
+use crate::{fuzz, toolchain};
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
     let mut workspace = toolchain::host_cargo(ctx.ws);
@@ -13,5 +14,12 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     let mut tests_crate = toolchain::host_cargo(ctx.ws);
     tests_crate.args(["test", "-p", "mmuscope-tests", "--lib", "--bins"]);
 
-    run_all([workspace, tests_crate])
+    let tests = run_all([workspace, tests_crate]);
+    let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
+    let fuzzed = fuzz::run(ctx.ws, &targets, fuzz::TIER_SECONDS);
+    match (tests, fuzzed) {
+        (Ok(outcome), Ok(())) => Ok(outcome),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
+        (Err(t), Err(f)) => anyhow::bail!("{t:#}; {f:#}"),
+    }
 }

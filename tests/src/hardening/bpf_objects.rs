@@ -1,0 +1,75 @@
+//! The BPF programs, maps and links a process holds (from `/proc/PID/fdinfo`: `prog_id`, `map_id`, `link_id`), and
+//! which of them the kernel still has afterwards (`bpftool -j prog|map|link show`). Ids, not names: other agents
+//! with the same program names may run on the same host at the same time.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Prog,
+    Map,
+    Link,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Prog, Kind::Map, Kind::Link];
+
+    fn fdinfo_key(self) -> &'static str {
+        match self {
+            Kind::Prog => "prog_id:",
+            Kind::Map => "map_id:",
+            Kind::Link => "link_id:",
+        }
+    }
+
+    pub fn bpftool(self) -> &'static str {
+        match self {
+            Kind::Prog => "prog",
+            Kind::Map => "map",
+            Kind::Link => "link",
+        }
+    }
+}
+
+/// Every (kind, id) that `pid` holds a file descriptor for. (A link's fdinfo also names its program; that one is
+/// counted through the program's own fd.)
+pub fn held_by(pid: u32) -> Result<BTreeSet<(Kind, u32)>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else { continue };
+        let is_link = text.lines().any(|l| l.starts_with("link_id:"));
+        for kind in Kind::ALL {
+            if is_link && kind == Kind::Prog {
+                continue;
+            }
+            if let Some(id) = text.lines().find_map(|l| l.strip_prefix(kind.fdinfo_key())) {
+                out.insert((kind, id.trim().parse().context("bpf id in fdinfo")?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every id of `kind` the kernel has now.
+pub fn existing(kind: Kind) -> Result<BTreeSet<u32>> {
+    let out = Command::new("bpftool").args(["-j", kind.bpftool(), "show"]).output().context("running bpftool")?;
+    if !out.status.success() {
+        bail!("bpftool {} show: {}", kind.bpftool(), String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
+    Ok(v.as_array().into_iter().flatten().filter_map(|o| o["id"].as_u64()).map(|id| id as u32).collect())
+}
+
+/// Of `held`, those the kernel still has.
+pub fn still_present(held: &BTreeSet<(Kind, u32)>) -> Result<Vec<(Kind, u32)>> {
+    let mut left = Vec::new();
+    for kind in Kind::ALL {
+        let now = existing(kind)?;
+        left.extend(held.iter().filter(|(k, id)| *k == kind && now.contains(id)).copied());
+    }
+    Ok(left)
+}

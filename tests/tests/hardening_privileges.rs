@@ -1,0 +1,166 @@
+//! Hardening, privileges (root, to hand out capabilities with `setpriv`): the agent as user nobody with exactly
+//! CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH attaches, counts the workload exactly and then holds no capability
+//! at all (every thread's CapEff/CapPrm/CapInh/CapAmb 0); without any one of them it refuses to start (exit 4)
+//! naming the missing capability; there is no debug endpoint; basic auth from the web config is enforced.
+//!
+//! Run: `cargo test -p mmuscope-tests --test hardening_privileges -- --test-threads=1 --nocapture` (`host` tier).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use mmuscope_tests::hardening::{kvm_madvise, rawhttp, run_command_to_exit};
+use mmuscope_tests::harness::scrape::INVALIDATIONS;
+use mmuscope_tests::harness::{HostEnv, counter_by_cgroup};
+
+const CGROUP_PARENT: &str = "/mmuscope-hardening";
+const NEEDED: [&str; 3] = ["bpf", "perfmon", "dac_read_search"];
+
+/// `setpriv` as nobody with exactly `caps` (inheritable + ambient, so they survive the exec).
+fn as_nobody_with(bin: &std::path::Path, caps: &[&str]) -> Command {
+    let plus: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    let inh = if plus.is_empty() { "-all".to_string() } else { format!("-all,{}", plus.join(",")) };
+    cmd.arg(format!("--inh-caps={inh}"));
+    if !plus.is_empty() {
+        cmd.arg(format!("--ambient-caps={}", plus.join(",")));
+    }
+    cmd.arg(bin);
+    cmd
+}
+
+#[test]
+fn without_a_needed_capability_it_refuses_to_start_naming_it() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
+    let mut failures = Vec::new();
+    for (i, missing) in NEEDED.iter().enumerate() {
+        let caps: Vec<&str> = NEEDED.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, c)| *c).collect();
+        for sub in ["run", "check"] {
+            let mut cmd = as_nobody_with(&env.agent_bin, &caps);
+            cmd.args([sub, "--web.listen-address", "127.0.0.1:1"].iter().take(if sub == "run" { 3 } else { 1 }));
+            let want = format!("CAP_{}", missing.to_ascii_uppercase());
+            match run_command_to_exit(&mut cmd, Duration::from_secs(30)) {
+                Ok((code, stderr)) => {
+                    println!("{sub} as nobody with {caps:?}: exit {code}: {}", stderr.trim());
+                    if code != 4 || !stderr.contains(&want) {
+                        failures.push(format!("{sub} without {want}: exit {code}: {stderr}"));
+                    }
+                }
+                Err(e) => failures.push(format!("{sub} without {want}: {e:#}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every thread's capability sets, from /proc.
+fn thread_caps(pid: u32) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(t?.path().join("status"))?;
+        for l in
+            status.lines().filter(|l| ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"].iter().any(|p| l.starts_with(p)))
+        {
+            let (k, v) = l.split_once(':').context("status line")?;
+            out.push((k.to_string(), v.trim().to_string()));
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn with_exactly_the_needed_capabilities_it_counts_exactly_and_drops_them_all() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut cmd = as_nobody_with(&env.agent_bin, &NEEDED);
+    cmd.args(["run", "--mode", "tracepoint", "--web.listen-address", &port.to_string()]);
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let result = (|| -> Result<()> {
+        let scraper = mmuscope_tests::harness::Scraper::new(&format!("http://{port}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(scraper.get("/readyz"), Ok((200, _))) {
+            ensure!(child.try_wait()?.is_none(), "agent exited before ready");
+            ensure!(Instant::now() < deadline, "agent not ready in 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // setpriv exec()s the agent: the child's pid is the agent's.
+        let caps = thread_caps(child.id())?;
+        println!("agent pid {} (uid nobody) after attach, per thread: {caps:?}", child.id());
+        ensure!(caps.iter().all(|(_, v)| v == "0000000000000000"), "capabilities left: {caps:?}");
+        let (_guard, truth) = kvm_madvise(&env, CGROUP_PARENT, &format!("caps-{}", std::process::id()), 500)?;
+        let label = truth.cgroups.attributed().path.to_string();
+        let expected = truth.expected_tracepoint_total() as f64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            let got = counter_by_cgroup(&scraper.metrics()?, INVALIDATIONS).get(&label).copied().unwrap_or(0.0);
+            if got == expected || Instant::now() >= deadline {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        println!("kvm-madvise in {label}: ground truth {expected}, agent without capabilities {got}");
+        ensure!(got == expected, "{got} != {expected}");
+        // No debug or profiling endpoints exist.
+        for path in ["/debug/pprof/", "/debug/pprof/heap", "/debug/vars", "/debug", "/pprof", "/admin", "/api/v1/debug"]
+        {
+            let r = rawhttp::request(port, &format!("GET {path} HTTP/1.1\r\nHost: x"), b"")?;
+            println!("GET {path}: HTTP {} {}", r.status, r.body.trim());
+            ensure!(r.status == 404 && r.json_error().is_some(), "{path}: HTTP {}", r.status);
+        }
+        Ok(())
+    })();
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Err(e) = result {
+        panic!("{e:#}\n--- agent stderr ---\n{stderr}");
+    }
+    assert!(out.status.success(), "agent exit {} after SIGTERM: {stderr}", out.status);
+}
+
+#[test]
+fn basic_auth_from_the_web_config_is_enforced() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
+    let dir = std::env::temp_dir().join(format!("mmuscope-hardening-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let agent = mmuscope_tests::harness::Agent::start_with(
+        &env.agent_bin,
+        &["--web.config.file", web.to_str().unwrap()],
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let mut failures = Vec::new();
+    for (case, auth, want) in [
+        ("no credentials", None, 401),
+        ("wrong password", Some(b64("alice:wrong")), 401),
+        ("unknown user", Some(b64("bob:s3cret")), 401),
+        ("garbage header", Some("%%%".to_string()), 401),
+        ("right credentials", Some(b64("alice:s3cret")), 200),
+    ] {
+        for path in ["/metrics", "/api/v1/status"] {
+            let head = match &auth {
+                Some(a) => format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {a}"),
+                None => format!("GET {path} HTTP/1.1\r\nHost: x"),
+            };
+            match rawhttp::request(agent.addr(), &head, b"") {
+                Ok(r) => {
+                    println!("{case:<18} GET {path:<15} HTTP {}", r.status);
+                    if r.status != want {
+                        failures.push(format!("{case} {path}: HTTP {} (want {want})", r.status));
+                    }
+                }
+                Err(e) => failures.push(format!("{case} {path}: {e:#}")),
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let stopped = agent.stop();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    stopped.unwrap_or_else(|e| panic!("{e:#}"));
+}
