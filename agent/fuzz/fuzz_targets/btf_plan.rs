@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         kprobes: Err("not probed under fuzzing".into()),
         deny: Deny::default(),
     };
-    let probed = needs::Probed { trampolines: Ok(()), attached: Vec::new() };
+    let probed = needs::Probed { trampolines: Ok(()), wide_trampolines: Ok(()), attached: Vec::new() };
     for family in table::FAMILIES {
         for alt in family.alternatives {
             let programs = alt.programs.iter().filter_map(|p| p.when.as_ref());
