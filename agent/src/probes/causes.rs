@@ -18,6 +18,9 @@ const NUMA: &str = "change_prot_numa";
 const SOFT_DIRTY: &str = "clear_refs_write";
 const USERFAULTFD: &str = "mwriteprotect_range";
 const EXIT: &str = "exit_mmap";
+/// At least one of the callers must exist, or the family would attach nothing and say "attached".
+const ANY: &str = "__split_huge_pmd|shrink_folio_list|shrink_page_list|migrate_pages|change_prot_numa|\
+                   clear_refs_write|mwriteprotect_range|exit_mmap";
 
 /// Entry and return hooks of one caller, attached only where the caller can be hooked.
 macro_rules! hooks {
@@ -81,14 +84,14 @@ pub static CAUSES: Family = Family {
         Alternative {
             name: "fentry",
             mode: Mode::Fentry,
-            needs: &[Need::Trampolines],
+            needs: &[Need::Trampolines, Need::Function(ANY)],
             programs: FENTRY_PROGRAMS,
             degraded: "",
         },
         Alternative {
             name: "kprobe",
             mode: Mode::Kprobe,
-            needs: &[Need::Kprobes],
+            needs: &[Need::Kprobes, Need::Function(ANY)],
             programs: KPROBE_PROGRAMS,
             degraded: "higher per-event cost",
         },
