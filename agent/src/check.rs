@@ -18,6 +18,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         mode: args.kernel.mode,
         stats_map_entries: args.kernel.stats_map_entries,
         slow_min_duration: None,
+        pin: None,
     };
     let probes = Probes::load(&kernel, &options)?;
     let report = &probes.report;

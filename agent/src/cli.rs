@@ -82,6 +82,10 @@ pub struct RunArgs {
     pub web_config: Option<PathBuf>,
     #[command(flatten)]
     pub cgroups: CgroupArgs,
+    /// Pin the counter maps in this bpffs directory (e.g. /sys/fs/bpf/mmuscope) so that counters continue across
+    /// restarts; unset, nothing is pinned and nothing outlives the agent.
+    #[arg(long = "pin", value_name = "DIR")]
+    pub pin: Option<PathBuf>,
     /// TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`);
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]

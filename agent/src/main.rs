@@ -54,6 +54,8 @@ fn main() {
 fn exit_status(e: &anyhow::Error) -> i32 {
     if e.chain().any(|c| c.is::<privileges::preflight::MissingCapabilities>()) {
         privileges::preflight::EXIT_MISSING_CAPABILITIES
+    } else if e.chain().any(|c| c.is::<probes::PinError>()) {
+        config::EXIT_CONFIG // a --pin directory that cannot be used as given
     } else {
         config::exit_status(e)
     }

@@ -30,6 +30,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         mode: args.kernel.mode,
         stats_map_entries: args.kernel.stats_map_entries,
         slow_min_duration: Some(args.kernel.slow_min_duration),
+        pin: args.pin.clone(),
     };
     let mut probes = Probes::load(&kernel, &options)?;
     for f in &probes.report.families {

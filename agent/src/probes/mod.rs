@@ -10,6 +10,7 @@ mod causes;
 mod intervals;
 mod needs;
 mod overlaps;
+mod pinning;
 pub mod report;
 mod syscalls;
 pub mod table;
@@ -19,6 +20,7 @@ use anyhow::Context;
 use aya::{Ebpf, EbpfLoader, maps::Map};
 use mmuscope_abi::names;
 
+pub use pinning::PinError;
 pub use report::{PlanReport, Status};
 pub use table::Mode;
 
@@ -36,11 +38,13 @@ pub struct Options {
     pub stats_map_entries: u32,
     /// Brackets at least this long are sent to user space one by one (`None`: none are).
     pub slow_min_duration: Option<std::time::Duration>,
+    /// Pin the counter maps here (bpffs) and reuse them across restarts.
+    pub pin: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { mode: None, stats_map_entries: 4096, slow_min_duration: None }
+        Self { mode: None, stats_map_entries: 4096, slow_min_duration: None, pin: None }
     }
 }
 
@@ -57,7 +61,15 @@ impl Probes {
         let layout = kernel.layout.layout;
         let slow_min_ns =
             options.slow_min_duration.map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let mut ebpf = EbpfLoader::new()
+        let pins = match &options.pin {
+            Some(dir) => pinning::plan(dir, options.stats_map_entries)?,
+            None => Vec::new(),
+        };
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .btf(Some(&btf))
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::SLOW_MIN_NS, &slow_min_ns, true)

@@ -11,8 +11,14 @@ use crate::{privilege::Privilege, process, toolchain, workspace::Profile};
 
 /// The binaries the test drives, and the variables that tell it where they are.
 /// The hardening suite (`tests/tests/hardening_*.rs`): bad input, kernel faults, load, restarts, privileges.
-const HARDENING: &[&str] =
-    &["hardening_input", "hardening_faults", "hardening_privileges", "hardening_load", "hardening_restarts"];
+const HARDENING: &[&str] = &[
+    "hardening_input",
+    "hardening_faults",
+    "hardening_privileges",
+    "hardening_load",
+    "hardening_restarts",
+    "hardening_pin",
+];
 
 const BINARIES: &[(&str, &str)] = &[("MMUSCOPE_AGENT_BIN", "mmuscope"), ("MMUSCOPE_WORKLOAD_BIN", "mmuscope-workload")];
 
