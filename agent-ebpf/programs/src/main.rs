@@ -10,6 +10,7 @@
 mod brackets;
 mod capability;
 mod cgroup;
+mod floor;
 mod fork;
 mod kvm;
 mod maps;
