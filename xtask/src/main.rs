@@ -9,6 +9,7 @@
 //! (paths), `toolchain` (which cargo runs what), `process` (running commands), `progress`
 //! (the `==>` lines), `privilege` (root and capabilities).
 
+mod bench;
 mod cli;
 mod commands;
 mod privilege;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         cli::Command::Test(args) => commands::test::run(&ws, &args),
         cli::Command::Docs(args) => commands::docs::run(&ws, &args),
         cli::Command::Vm(args) => vm::run(&ws, &args),
+        cli::Command::Bench(args) => bench::run(&ws, &args),
     };
     match result {
         Ok(code) => code,
