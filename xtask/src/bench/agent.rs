@@ -170,7 +170,7 @@ fn build_report(b: &Bench, levels: &[usize], raw: BTreeMap<String, Vec<f64>>) ->
             met: ready.max <= 2.0,
         },
     ];
-    Ok(b.report("agent", "The agent's own cost (release build)", tables, targets, raw))
+    Ok(b.report("agent", "The agent's own cost", tables, targets, raw))
 }
 
 #[cfg(test)]

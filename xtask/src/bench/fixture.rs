@@ -12,11 +12,11 @@ use super::procs::Background;
 pub fn floor(b: &Bench) -> Result<Background> {
     let mut cmd = Command::new(&b.bins.fixture);
     cmd.arg("floor").arg("--object").arg(&b.bins.bpf_object);
-    Background::until_line(cmd, "the floor fixture", "ready", Duration::from_secs(60))
+    Background::until_line(cmd, "the floor fixture", "ready", Duration::from_secs(60), true)
 }
 
 pub fn cgroups(b: &Bench, agent_pid: u32, count: usize) -> Result<Background> {
     let mut cmd = Command::new(&b.bins.fixture);
     cmd.args(["cgroups", "--agent-pid", &agent_pid.to_string(), "--count", &count.to_string()]);
-    Background::until_line(cmd, "the cgroups fixture", "ready", Duration::from_secs(300))
+    Background::until_line(cmd, "the cgroups fixture", "ready", Duration::from_secs(300), true)
 }

@@ -73,7 +73,7 @@ start() {{
     n=$((n+1)); if [ $n -gt 1200 ] || ! kill -0 $AGENT 2>/dev/null; then cat /tmp/agent.log; exit 3; fi; sleep 0.5
   done
 }}
-stop() {{ kill $AGENT; wait $AGENT || true; }}
+stop() {{ kill $AGENT; wait $AGENT || true; sleep 1; }}
 r=0
 while [ $r -lt {runs} ]; do
   one none; start; one mmuscope; stop; one none; r=$((r+1))

@@ -43,11 +43,20 @@ pub struct Background {
     what: String,
     /// The end of what it printed on stderr (drained continuously, so a chatty process never blocks on the pipe).
     stderr: Arc<Mutex<String>>,
+    /// Ends by itself when its stdin closes (the fixtures, which then clean up); SIGTERM only if it does not.
+    stops_at_eof: bool,
 }
 
 impl Background {
     /// Starts `cmd` (stdin and stdout piped) and waits up to `timeout` for a stdout line equal to `ready`.
-    pub fn until_line(mut cmd: Command, what: &str, ready: &str, timeout: Duration) -> Result<Self> {
+    /// `stops_at_eof`: the process exits (after cleaning up) when its stdin closes.
+    pub fn until_line(
+        mut cmd: Command,
+        what: &str,
+        ready: &str,
+        timeout: Duration,
+        stops_at_eof: bool,
+    ) -> Result<Self> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -64,7 +73,8 @@ impl Background {
                 }
             }
         });
-        let me = Self::adopt(child, what);
+        let mut me = Self::adopt(child, what);
+        me.stops_at_eof = stops_at_eof;
         match rx.recv_timeout(timeout) {
             Ok(()) => Ok(me),
             Err(_) => bail!("{what} did not print {ready:?} within {timeout:?}{}", me.stderr_hint()),
@@ -88,7 +98,7 @@ impl Background {
                 }
             });
         }
-        Self { child, what: what.to_owned(), stderr }
+        Self { child, what: what.to_owned(), stderr, stops_at_eof: false }
     }
 
     pub fn pid(&self) -> u32 {
@@ -108,8 +118,18 @@ impl Drop for Background {
         if let Ok(Some(_)) = self.child.try_wait() {
             return; // already reaped (never signal a pid that may have been reused)
         }
-        // Closing stdin ends the fixtures; SIGTERM ends the agent and bpftrace.
+        // Closing stdin ends the fixtures, which then remove what they made (10k cgroups take a few seconds);
+        // SIGTERM ends the agent and bpftrace.
         drop(self.child.stdin.take());
+        if self.stops_at_eof {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         // SAFETY: signalling our own child, which has not been reaped yet.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
