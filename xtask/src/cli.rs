@@ -35,6 +35,24 @@ pub enum Command {
     Fuzz(FuzzArgs),
     /// Long hardening runs (root): churn soak with the agent's RSS slope, 200 clients for a minute, longer fuzzing.
     Soak(SoakArgs),
+    /// Benchmarks (probe cost per invalidation, fork with pins, the agent at scale) → target/bench/, BENCHMARKS.md.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Benchmarks to run (default: all).
+    #[arg(value_name = "NAME", value_parser = crate::bench::name_parser())]
+    pub names: Vec<String>,
+    /// Harness smoke: debug binaries, tiny counts, one run; results go to target/bench/quick/ and mean nothing.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rewrite each benchmark's generated block in BENCHMARKS.md (ignored with --quick).
+    #[arg(long)]
+    pub update: bool,
+    /// Rounds per benchmark [default: 5, 1 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub runs: Option<usize>,
 }
 
 #[derive(Args)]

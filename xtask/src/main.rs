@@ -9,6 +9,7 @@
 //! (paths), `toolchain` (which cargo runs what), `process` (running commands), `progress`
 //! (the `==>` lines), `privilege` (root and capabilities).
 
+mod bench;
 mod cli;
 mod commands;
 mod fuzz;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         cli::Command::Vm(args) => vm::run(&ws, &args),
         cli::Command::Fuzz(args) => commands::fuzz::run(&ws, &args),
         cli::Command::Soak(args) => commands::soak::run(&ws, &args),
+        cli::Command::Bench(args) => bench::run(&ws, &args),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ mod callbacks;
 mod capability;
 mod cause;
 mod cgroup;
+mod floor;
 mod fork;
 mod interval;
 mod kvm;

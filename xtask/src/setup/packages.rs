@@ -20,11 +20,13 @@ pub enum Group {
     Eco,
     /// The `ship` tier's real tools: systemd-analyze, strace, headless chromium, Node.js.
     Ship,
+    /// `cargo xtask bench` (and its smoke in the `host` tier): the bpftrace baseline and wrk.
+    Bench,
 }
 
 impl Group {
     pub const ALL: &[Group] =
-        &[Group::EbpfBuild, Group::EbpfLint, Group::TestTools, Group::Vm, Group::Eco, Group::Ship];
+        &[Group::EbpfBuild, Group::EbpfLint, Group::TestTools, Group::Vm, Group::Eco, Group::Ship, Group::Bench];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -34,6 +36,7 @@ impl Group {
             Group::Vm => "vm",
             Group::Eco => "eco",
             Group::Ship => "ship",
+            Group::Bench => "bench",
         }
     }
 }
@@ -81,6 +84,9 @@ pub const PACKAGES: &[Package] = &[
     pkg("chromium", Group::Ship, "renders the dashboards to PNG, headless"),
     pkg("strace", Group::Ship, "lists the agent's system calls, checked against the unit's SystemCallFilter="),
     pkg("nodejs", Group::Ship, "runs ts-json-schema-generator on @grafana/schema and the CR validation (npm with it)"),
+    // bench: `cargo xtask bench` and its smoke in the host tier.
+    pkg("bpftrace", Group::Bench, "the equivalent bpftrace script the probes are compared with"),
+    pkg("wrk", Group::Bench, "/metrics latency percentiles under 10 connections (`wrk --latency`)"),
 ];
 
 /// The packages of `groups`, in table order.

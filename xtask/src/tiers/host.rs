@@ -1,6 +1,7 @@
 //! Tier `host`: the agent and the workload generator on this machine's kernel
 //! (`mmuscope-tests`' `host` test target and the `hardening_*` ones). Needs root, `/dev/kvm` and kernel BTF; without them
-//! the tier is skipped with the reason, except in CI, where that is a failure.
+//! the tier is skipped with the reason, except in CI, where that is a failure. It ends with the smoke of the
+//! benchmark harness (`cargo xtask bench --quick`: debug binaries, tiny counts, structural checks only).
 
 use std::{fs::OpenOptions, path::Path};
 
@@ -41,6 +42,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         cmd.env(var, path);
     }
     process::run(&mut cmd)?;
+    crate::bench::smoke(ctx.ws)?;
     Ok(Outcome::Passed)
 }
 

@@ -44,8 +44,8 @@ pub const TIERS: &[Tier] = &[
     },
     Tier {
         name: "host",
-        about: "agent + workload on this machine's kernel (root, /dev/kvm, BTF)",
-        groups: &[Group::EbpfBuild, Group::TestTools],
+        about: "agent + workload on this machine's kernel (root, /dev/kvm, BTF); benchmark harness smoke",
+        groups: &[Group::EbpfBuild, Group::TestTools, Group::Bench],
         needs_build: true,
         run: host::run,
     },

@@ -40,6 +40,30 @@ pub enum Command {
     CrossCgroupInitiator(InitiatorArgs),
     /// Remove a scenario's cgroup from every hierarchy (the scenario leaves it behind for the scrape).
     CleanupCgroup(CleanupArgs),
+    /// Benchmark: the kvm-madvise loop timed in-process; prints ns/op (for `cargo xtask bench`), no ground truth.
+    BenchMadvise(BenchMadviseArgs),
+    /// Benchmark: fork() of a process with M MiB pinned through io_uring, timed in-process; prints ns per fork.
+    BenchFork(BenchForkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMadviseArgs {
+    /// Timed madvise(MADV_DONTNEED)+touch rounds (after a warm-up of a tenth as many).
+    #[arg(long, value_name = "N", value_parser = parse_iterations)]
+    pub iterations: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchForkArgs {
+    /// MiB of private anonymous memory to write and pin.
+    #[arg(long, value_name = "M", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub mib: u64,
+    /// Timed forks.
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub forks: u64,
+    /// Do not pin the memory (pages shared copy-on-write).
+    #[arg(long)]
+    pub unpinned: bool,
 }
 
 /// Where a scenario's fresh cgroup goes: `<parent>/<name>` in every hierarchy.
@@ -249,6 +273,9 @@ mod tests {
         };
         assert!(a.untouched);
         assert!(parse(&["kvm-mprotect"]).is_err(), "--iterations is required");
+        let Command::BenchFork(a) = parse(&["bench-fork"]).unwrap().command else { panic!("bench-fork") };
+        assert_eq!((a.mib, a.forks, a.unpinned), (64, 5, false));
+        assert!(parse(&["bench-madvise", "--iterations", "0"]).is_err());
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! pages) and prints exactly what it caused as one JSON object on stdout (schema: `mmuscope_tests::truth`).
 //! Progress goes to stderr.
 //!
-//! Layout: `cli` (arguments), `scenarios/` (one file per scenario), and the fixtures they share: `cgroups` (the
-//! fresh-cgroup step and `cleanup-cgroup`), `vm` (KVM VMs), `region` (anonymous mappings and address-space holes),
-//! `thp` (PMD-mapped THPs via `AnonHugePages`), `pagemap` (`/proc/self/pagemap`), `pin` (io_uring long-term pins),
-//! `forkreport` (fork with a PFN report from the child), `swap` (swap areas, temporary zram), `kernel_api` (the
-//! secondary-TLB API from BTF), `sys` (small syscall helpers). The ground-truth model and the cgroup fixture live in
-//! the library (`mmuscope_tests`), shared with the integration tests.
+//! Layout: `cli` (arguments), `scenarios/` (one file per scenario), `bench/` (timed modes for `cargo xtask bench`),
+//! and the fixtures they share: `cgroups` (the fresh-cgroup step and `cleanup-cgroup`), `vm` (KVM VMs), `region`
+//! (anonymous mappings and address-space holes), `thp` (PMD-mapped THPs via `AnonHugePages`), `pagemap`
+//! (`/proc/self/pagemap`), `pin` (io_uring long-term pins), `forkreport` (fork with a PFN report from the child),
+//! `swap` (swap areas, temporary zram), `kernel_api` (the secondary-TLB API from BTF), `sys` (small syscall helpers).
+//! The ground-truth model and the cgroup fixture live in the library (`mmuscope_tests`), shared with the integration
+//! tests.
 
+mod bench;
 mod cgroups;
 mod cli;
 mod forkreport;
@@ -57,9 +59,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::SwapOut(a) => s::swap_out::run(&a)?,
         Command::CrossCgroupInitiator(a) => return s::cross_cgroup::initiator(&a),
         Command::CleanupCgroup(a) => return cgroups::cleanup(&a),
+        Command::BenchMadvise(a) => return print_json(&bench::madvise::run(&a)?),
+        Command::BenchFork(a) => return print_json(&bench::fork::run(&a)?),
     };
     // Only after the scenario finished (VMs destroyed): buffering and printing may allocate and free.
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", truth.to_json()).context("writing ground truth to stdout")?;
     out.flush().context("writing ground truth to stdout")
+}
+
+/// A benchmark's timings, one JSON line on stdout.
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}").context("writing timings to stdout")?;
+    out.flush().context("writing timings to stdout")
 }

@@ -1,0 +1,215 @@
+//! `madvise`: added cost per invalidation in tracepoint mode. The workload's `bench-madvise` loop (MADV_DONTNEED one
+//! page of a KVM-registered mm, touch it: one `kvm_unmap_hva_range` and one `mm_page_alloc` per round) runs pinned to
+//! one CPU with, in turn, nothing attached, the floor (empty programs on the agent's hooks), the agent, and the
+//! bpftrace equivalent. Each round runs every variant once in a rotated order plus a closing `none`; a variant's added
+//! cost is its ns/op minus the mean of its round's two `none` runs, so slow drifts of the machine's load cancel.
+//! Both the process's CPU time per round (the primary figure: time other jobs hold the CPU is not in it, the eBPF
+//! programs, which run in the process's context, are) and the wall-clock time are reported.
+//! A separate pass with `kernel.bpf_stats_enabled` reports each program's run time per invocation (the profile).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+use super::procs::{self, Agent, Background};
+use super::report::{Report, Table, Target};
+use super::{Bench, bpfstats, bpftrace, fixture};
+
+const VARIANTS: [&str; 4] = ["none", "floor", "mmuscope", "bpftrace"];
+const ATTACHED: [&str; 3] = ["floor", "mmuscope", "bpftrace"];
+
+pub fn run(b: &Bench) -> Result<Report> {
+    let iterations: u64 = if b.quick { 20_000 } else { 1_000_000 };
+    let script = bpftrace::script()?;
+    let script_path = b.out_dir().join("mmuscope-equivalent.bt");
+    std::fs::create_dir_all(b.out_dir())?;
+    std::fs::write(&script_path, &script)?;
+    let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for round in 0..b.runs {
+        let mut runs = BTreeMap::new();
+        for i in 0..VARIANTS.len() {
+            let v = VARIANTS[(i + round) % VARIANTS.len()];
+            runs.insert(v, measure(b, v, iterations, &script_path)?);
+        }
+        let closing = measure(b, "none", iterations, &script_path)?;
+        let show = |m: fn(&Run) -> f64| VARIANTS.map(|v| format!("{v} {:.1}", m(&runs[v]))).join(", ");
+        b.say(format!(
+            "round {}/{}: CPU ns/op {}, none again {:.1}; wall ns/op {}",
+            round + 1,
+            b.runs,
+            show(|r| r.cpu),
+            closing.cpu,
+            show(|r| r.wall)
+        ));
+        for (metric, m) in [("cpu", (|r: &Run| r.cpu) as fn(&Run) -> f64), ("wall", |r: &Run| r.wall)] {
+            let base = (m(&runs["none"]) + m(&closing)) / 2.0;
+            raw.entry(format!("{metric}_none")).or_default().extend([m(&runs["none"]), m(&closing)]);
+            for v in ATTACHED {
+                raw.entry(format!("{metric}_{v}")).or_default().push(m(&runs[v]));
+                raw.entry(format!("{metric}_{v}_added")).or_default().push(m(&runs[v]) - base);
+            }
+            let added = |v: &str| m(&runs[v]) - base;
+            raw.entry(format!("{metric}_slowdown_pct")).or_default().push(added("mmuscope") / base * 100.0);
+            raw.entry(format!("{metric}_over_floor")).or_default().push(added("mmuscope") / added("floor"));
+            raw.entry(format!("{metric}_over_bpftrace")).or_default().push(added("mmuscope") / added("bpftrace"));
+        }
+    }
+    let profile = profile_pass(b, iterations, &script_path)?;
+    build_report(b, iterations, raw, profile)
+}
+
+/// One run's ns per round: wall clock, and the process's CPU time (which leaves out other jobs holding the CPU).
+struct Run {
+    wall: f64,
+    cpu: f64,
+}
+
+/// One run of the loop with `variant` attached.
+fn measure(b: &Bench, variant: &str, iterations: u64, script: &std::path::Path) -> Result<Run> {
+    let holder: Option<Holder> = match variant {
+        "none" => None,
+        "floor" => Some(Holder::Fixture(fixture::floor(b)?)),
+        "mmuscope" => Some(Holder::Agent(Agent::start(&b.bins.agent, b.other_cpu, &[])?)),
+        "bpftrace" => Some(Holder::Fixture(bpftrace_process(b, script)?)),
+        _ => unreachable!("unknown variant {variant}"),
+    };
+    let it = iterations.to_string();
+    let v = procs::run_json(b.cpu, &b.bins.workload, &["bench-madvise", "--iterations", &it])?;
+    drop(holder);
+    Ok(Run {
+        wall: v["ns_per_op"].as_f64().context("bench-madvise printed no ns_per_op")?,
+        cpu: v["cpu_ns_per_op"].as_f64().context("bench-madvise printed no cpu_ns_per_op")?,
+    })
+}
+
+enum Holder {
+    Fixture(Background),
+    Agent(Agent),
+}
+
+impl Holder {
+    fn pid(&self) -> u32 {
+        match self {
+            Holder::Fixture(p) => p.pid(),
+            Holder::Agent(a) => a.pid(),
+        }
+    }
+}
+
+fn bpftrace_process(b: &Bench, script: &std::path::Path) -> Result<Background> {
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.arg("-c").arg(b.other_cpu.to_string()).arg("bpftrace").arg(script);
+    Background::until_line(cmd, "bpftrace", "ready", std::time::Duration::from_secs(60), false)
+}
+
+/// Run time per invocation of each program of the floor, the agent and bpftrace, with BPF stats on (which adds
+/// its own clock reads, so these runs are not among the timed ones).
+fn profile_pass(b: &Bench, iterations: u64, script: &std::path::Path) -> Result<Vec<bpfstats::ProgStat>> {
+    let _stats = bpfstats::Enabled::new()?;
+    let mut all = Vec::new();
+    for v in ATTACHED {
+        let holder = match v {
+            "floor" => Holder::Fixture(fixture::floor(b)?),
+            "mmuscope" => Holder::Agent(Agent::start(&b.bins.agent, b.other_cpu, &[])?),
+            _ => Holder::Fixture(bpftrace_process(b, script)?),
+        };
+        let it = iterations.to_string();
+        procs::run_json(b.cpu, &b.bins.workload, &["bench-madvise", "--iterations", &it])?;
+        let mut progs = bpfstats::of_pid(holder.pid())?;
+        progs.iter_mut().for_each(|p| p.variant = v.to_owned());
+        all.extend(progs.into_iter().filter(|p| p.run_cnt > 0));
+        drop(holder);
+    }
+    Ok(all)
+}
+
+fn build_report(
+    b: &Bench,
+    iterations: u64,
+    mut raw: BTreeMap<String, Vec<f64>>,
+    profile: Vec<bpfstats::ProgStat>,
+) -> Result<Report> {
+    // Each round fires one kvm_unmap_hva_range and one mm_page_alloc: the sum of those two programs' run time per
+    // invocation is the program time a round pays, measured without the wall-clock noise of the loop.
+    let per_round: Vec<Vec<String>> = ATTACHED
+        .iter()
+        .map(|v| {
+            let ns: f64 = profile
+                .iter()
+                .filter(|p| p.variant == *v && (p.name.contains("kvm_unmap") || p.name.contains("page_alloc")))
+                .map(bpfstats::ProgStat::ns_per_run)
+                .sum();
+            raw.insert(format!("{v}_prog_ns_per_round"), vec![ns]);
+            vec![(*v).to_owned(), format!("{ns:.1}")]
+        })
+        .collect();
+    let st = |k: &str| b.stats(&raw, k);
+    let table = |metric: &str, what: &str| -> Result<Table> {
+        let mut rows = vec![vec!["none".into(), st(&format!("{metric}_none"))?.show(1), "—".into()]];
+        for v in ATTACHED {
+            rows.push(vec![
+                v.into(),
+                st(&format!("{metric}_{v}"))?.show(1),
+                st(&format!("{metric}_{v}_added"))?.show(1),
+            ]);
+        }
+        Ok(Table {
+            title: format!("{what} per madvise(MADV_DONTNEED)+touch round, {iterations} rounds per run"),
+            columns: vec!["attached".into(), "ns/op median (min–max)".into(), "added ns/op vs none, same round".into()],
+            rows,
+        })
+    };
+    let ratio_rows = |metric: &str| -> Result<Vec<Vec<String>>> {
+        Ok(vec![
+            vec![format!("{metric}: mmuscope added / floor added"), st(&format!("{metric}_over_floor"))?.show(2)],
+            vec![format!("{metric}: mmuscope added / bpftrace added"), st(&format!("{metric}_over_bpftrace"))?.show(2)],
+            vec![format!("{metric}: loop slowdown with mmuscope (%)"), st(&format!("{metric}_slowdown_pct"))?.show(1)],
+        ])
+    };
+    let ratios = [ratio_rows("cpu")?, ratio_rows("wall")?].concat();
+    let prof_rows: Vec<Vec<String>> = profile
+        .iter()
+        .map(|p| vec![p.variant.clone(), p.name.clone(), p.run_cnt.to_string(), format!("{:.1}", p.ns_per_run())])
+        .collect();
+    let (m, f, t) = (st("cpu_mmuscope_added")?.median, st("cpu_floor_added")?.median, st("cpu_bpftrace_added")?.median);
+    let slow = st("cpu_slowdown_pct")?.median;
+    let mut tables = vec![
+        table("cpu", "Process CPU time (CLOCK_PROCESS_CPUTIME_ID)")?,
+        table("wall", "Wall-clock time (CLOCK_MONOTONIC)")?,
+        Table {
+            title: "Ratios, per round (median (min–max))".into(),
+            columns: vec!["ratio".into(), "value".into()],
+            rows: ratios,
+        },
+    ];
+    if !prof_rows.is_empty() {
+        tables.push(Table {
+            title: "BPF run time per invocation (kernel.bpf_stats_enabled, one extra run each)".into(),
+            columns: vec!["attached".into(), "program".into(), "runs".into(), "ns/run".into()],
+            rows: prof_rows,
+        });
+        tables.push(Table {
+            title: "Program time per round: kvm_unmap_hva_range + mm_page_alloc programs, ns/run summed".into(),
+            columns: vec!["attached".into(), "ns per round".into()],
+            rows: per_round,
+        });
+    }
+    let targets = vec![
+        Target {
+            target: "mmuscope's added cost ≤ 1.5 × the floor's".into(),
+            measured: format!("{m:.1} vs {f:.1} CPU ns/op (medians): {:.2}×", m / f),
+            met: m <= 1.5 * f,
+        },
+        Target {
+            target: "mmuscope's added cost below bpftrace's".into(),
+            measured: format!("{m:.1} vs {t:.1} CPU ns/op (medians)"),
+            met: m < t,
+        },
+        Target {
+            target: "loop slowdown ≤ 5 %".into(),
+            measured: format!("{slow:.1} % of CPU time (median)"),
+            met: slow <= 5.0,
+        },
+    ];
+    Ok(b.report("madvise", "Added cost per invalidation (host, tracepoint mode)", tables, targets, raw))
+}

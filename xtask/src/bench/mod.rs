@@ -1,0 +1,218 @@
+//! `cargo xtask bench [NAME…] [--quick] [--update]`: benchmarks, not tests. Each benchmark drives the release
+//! binaries (the agent, the workload's `bench-*` modes, the `mmuscope-bench-fixture` helper, bpftrace, wrk), writes
+//! `target/bench/<name>.json`, prints its tables, and with `--update` rewrites its generated block in BENCHMARKS.md.
+//! `--quick` is the harness smoke the `host` tier runs: debug binaries, tiny counts, one run, and only structural
+//! checks of the result (no timing is ever asserted).
+//!
+//! The machine is shared and noisy, so every benchmark interleaves its A/B variants within a round, pins the measured
+//! process to one CPU and the agent to the other (taskset), and reports median and min–max over the rounds, with
+//! ratios taken within a round. Files: one per benchmark (`madvise`, `fork`, `agent`, `guests`), plus `procs` (processes),
+//! `fixture`, `bpftrace` (the equivalent script), `bpfstats` (per-program run time), `http`, `stats`, `machine`,
+//! `report` (JSON and the Markdown block).
+
+mod agent;
+mod bpfstats;
+mod bpftrace;
+mod fixture;
+mod fork;
+mod guests;
+mod http;
+mod machine;
+mod madvise;
+mod procs;
+mod report;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::builder::PossibleValuesParser;
+
+use crate::{
+    cli::BenchArgs,
+    privilege::Privilege,
+    process, progress,
+    setup::{self, Group, Mode},
+    toolchain,
+    workspace::{Profile, Workspace},
+};
+
+pub struct Benchmark {
+    pub name: &'static str,
+    pub about: &'static str,
+    run: fn(&Bench) -> Result<report::Report>,
+}
+
+pub const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        name: "madvise",
+        about: "added ns per invalidation: none, empty-program floor, mmuscope, bpftrace (tracepoint mode)",
+        run: madvise::run,
+    },
+    Benchmark {
+        name: "fork",
+        about: "fork() of 64 MiB pinned by io_uring, with and without the agent",
+        run: fork::run,
+    },
+    Benchmark {
+        name: "agent",
+        about: "agent RSS/CPU idle and at 1 scrape/s with 0/1k/10k cgroups, /metrics p50/p99 under wrk, ready time",
+        run: agent::run,
+    },
+    Benchmark {
+        name: "guests",
+        about: "madvise loop slowdown with the agent in fentry and kprobe modes, QEMU guests 6.1 and 6.12 (ratios)",
+        run: guests::run,
+    },
+];
+
+/// Packages the benchmarks call besides the build: bpftrace, wrk, bpftool (ebpf-build), QEMU (vm).
+pub const GROUPS: &[Group] = &[Group::EbpfBuild, Group::Bench, Group::Vm];
+
+pub fn name_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(BENCHMARKS.iter().map(|b| clap::builder::PossibleValue::new(b.name).help(b.about)))
+}
+
+/// Everything a benchmark needs.
+pub struct Bench<'a> {
+    pub ws: &'a Workspace,
+    pub quick: bool,
+    pub runs: usize,
+    /// The CPU the measured process is pinned to; the agent and the attached tools get `other_cpu`.
+    pub cpu: usize,
+    pub other_cpu: usize,
+    pub bins: Bins,
+    name: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Bins {
+    pub agent: PathBuf,
+    pub workload: PathBuf,
+    pub fixture: PathBuf,
+    pub bpf_object: PathBuf,
+}
+
+impl Bench<'_> {
+    pub fn out_dir(&self) -> PathBuf {
+        self.ws.target_dir().join(if self.quick { "bench/quick" } else { "bench" })
+    }
+
+    pub fn say(&self, msg: String) {
+        progress::say(&format!("bench {}", self.name), msg);
+    }
+
+    pub fn stats(&self, raw: &BTreeMap<String, Vec<f64>>, key: &str) -> Result<stats::Stats> {
+        raw.get(key).and_then(|v| stats::Stats::of(v)).with_context(|| format!("no finite samples for {key}"))
+    }
+
+    pub fn report(
+        &self,
+        name: &str,
+        title: &str,
+        tables: Vec<report::Table>,
+        targets: Vec<report::Target>,
+        samples: BTreeMap<String, Vec<f64>>,
+    ) -> report::Report {
+        report::Report {
+            name: name.into(),
+            title: title.into(),
+            command: format!("sudo -E cargo xtask bench {name} --update"),
+            quick: self.quick,
+            machine: machine::Machine::now(),
+            tables,
+            targets,
+            notes: vec![],
+            samples,
+        }
+    }
+}
+
+pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
+    let privilege = Privilege::current();
+    if !privilege.is_root() {
+        bail!("benchmarks load eBPF programs and create cgroups: run as root (`sudo -E cargo xtask bench`)");
+    }
+    setup::setup(ws, GROUPS, Mode::Install)?;
+    run_selected(ws, args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `--quick` smoke of the host benchmarks, for the `host` tier: fails only if the harness breaks or produces a
+/// malformed result. (`guests` boots QEMU; the `vm` tier covers those kernels.)
+pub fn smoke(ws: &Workspace) -> Result<()> {
+    let names = ["madvise", "fork", "agent"].map(String::from).to_vec();
+    run_selected(ws, &BenchArgs { names, quick: true, update: false, runs: None })
+}
+
+fn run_selected(ws: &Workspace, args: &BenchArgs) -> Result<()> {
+    let selected: Vec<&Benchmark> =
+        BENCHMARKS.iter().filter(|b| args.names.is_empty() || args.names.iter().any(|n| n == b.name)).collect();
+    let profile = if args.quick { Profile::Debug } else { Profile::Release };
+    let bins = build_bins(ws, profile)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 5 });
+    let mut failed = Vec::new();
+    for benchmark in selected {
+        let b = Bench {
+            ws,
+            quick: args.quick,
+            runs,
+            cpu: cpus.saturating_sub(1),
+            other_cpu: 0,
+            bins: bins.clone(),
+            name: benchmark.name,
+        };
+        let mut machine = machine::Machine::now();
+        b.say(format!("start; {} runs; load average {}", runs, machine.load_before));
+        let mut report = match (benchmark.run)(&b) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bench {}: {e:#}", benchmark.name);
+                failed.push(benchmark.name);
+                continue;
+            }
+        };
+        machine.finish();
+        report.machine = machine;
+        report.check()?;
+        let json = b.out_dir().join(format!("{}.json", benchmark.name));
+        report.write_json(&json)?;
+        println!("\n{}", report.markdown());
+        b.say(format!("wrote {}", ws.display(&json)));
+        if args.update && !args.quick {
+            let path = ws.root.join("BENCHMARKS.md");
+            let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
+            std::fs::write(&path, report::replace_block(&doc, benchmark.name, &report.markdown()))?;
+            b.say("updated BENCHMARKS.md".into());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("benchmarks failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Builds the agent and the tests crate's binaries with `profile`.
+fn build_bins(ws: &Workspace, profile: Profile) -> Result<Bins> {
+    let mut cargo = toolchain::host_cargo(ws);
+    cargo.args(["build", "-p", "mmuscope", "-p", "mmuscope-tests", "--bins"]);
+    if matches!(profile, Profile::Release) {
+        cargo.arg("--release");
+    }
+    process::run(&mut cargo)?;
+    let bins = Bins {
+        agent: ws.binary(profile, "mmuscope"),
+        workload: ws.binary(profile, "mmuscope-workload"),
+        fixture: ws.binary(profile, "mmuscope-bench-fixture"),
+        bpf_object: ws.bpf_target_dir().join("bpfel-unknown-none/release/mmuscope"),
+    };
+    for p in [&bins.agent, &bins.workload, &bins.fixture, &bins.bpf_object] {
+        if !p.is_file() {
+            bail!("{} was not built", p.display());
+        }
+    }
+    Ok(bins)
+}
