@@ -69,7 +69,13 @@ pub struct KernelLayout {
     /// `task_struct.active_mm`: an exiting task (its `mm` already NULL) still has its own mm
     /// here while `exit_mmap` runs, which tells it apart from a kernel thread.
     pub task_active_mm: u32,
-    pub _pad3: u32,
+    /// `struct pt_regs` `ip`, `sp`, `di`, `si`, `dx` (x86-64; part of the cause-context group): the user
+    /// registers of the system call or fault in progress identify one operation for the overlap check.
+    pub pt_regs_ip: u32,
+    pub pt_regs_sp: u32,
+    pub pt_regs_di: u32,
+    pub pt_regs_si: u32,
+    pub pt_regs_dx: u32,
 }
 
 #[cfg(feature = "user")]

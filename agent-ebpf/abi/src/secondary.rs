@@ -121,6 +121,9 @@ impl Intervals {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Operation {
     pub mm: u64,
+    /// The user registers of the system call or fault, folded: a second line of defence against a missed
+    /// boundary (two system calls with other arguments never share it; the brackets of one call always do).
+    pub regs_key: u64,
     pub seen: Intervals,
 }
 

@@ -61,6 +61,24 @@ fn context(layout: &KernelLayout, mm: u64) -> Cause {
     }
 }
 
+/// The current task's user registers at kernel entry (system call number, ip, sp and the first three
+/// arguments), folded into one value: equal for every bracket of one system call or fault. 0 when the
+/// context fields did not resolve.
+#[inline(always)]
+pub fn user_regs_key(layout: &KernelLayout) -> u64 {
+    if layout.cause_context == 0 {
+        return 0;
+    }
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let r = |off: u32| unsafe { read::<u64>(regs, off) }.unwrap_or(0);
+    r(layout.pt_regs_orig_ax)
+        ^ r(layout.pt_regs_ip).rotate_left(13)
+        ^ r(layout.pt_regs_sp).rotate_left(29)
+        ^ r(layout.pt_regs_di).rotate_left(41)
+        ^ r(layout.pt_regs_si).rotate_left(7)
+        ^ r(layout.pt_regs_dx).rotate_left(53)
+}
+
 /// A kernel thread's cause from its name (kswapd0, kcompactd0, khugepaged, ksmd).
 #[inline(always)]
 fn kthread() -> Cause {

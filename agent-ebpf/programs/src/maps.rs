@@ -47,7 +47,11 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     subscriptions_invalidate_seq: 0,
     hmm_range_notifier: 0,
     task_active_mm: 0,
-    _pad3: 0,
+    pt_regs_ip: 0,
+    pt_regs_sp: 0,
+    pt_regs_di: 0,
+    pt_regs_si: 0,
+    pt_regs_dx: 0,
 });
 
 /// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.

@@ -4,7 +4,9 @@
 //! PMD-mapped THP: the split brackets [A, A+2M), then the unmap brackets [A+1M, A+2M)).
 //!
 //! An operation ends when the thread enters a system call or takes a user page fault (the
-//! `sys_enter` and `page_fault_user` tracepoints drop its record). Kernel threads have no
+//! `sys_enter` and `page_fault_user` tracepoints drop its record); in case a boundary is missed
+//! (a tracepoint program skipped, a kernel without `page_fault_user`), brackets also have to share
+//! the user registers of the entry (system call number, ip, sp, arguments) to be one operation. Kernel threads have no
 //! such boundary the programs can see, so their brackets are not compared. The bracket
 //! programs call [`bracket_opened`] only once the agent has attached the boundary hooks
 //! (`OPERATIONS_ON`), so no record can outlive its operation.
@@ -13,6 +15,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use mmuscope_abi::{DoubleKind, Intervals, KernelLayout, Operation};
 
 use crate::{
+    cause,
     cgroup::read,
     maps::{OPERATIONS, OPERATIONS_ON},
     secondary::add_double,
@@ -30,8 +33,10 @@ pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgro
         return; // kernel thread: no operation boundary
     }
     let tid = threads::tid();
+    let regs_key = cause::user_regs_key(layout);
     if let Some(op) = OPERATIONS.get_ptr_mut(tid)
         && unsafe { (*op).mm } == mm
+        && unsafe { (*op).regs_key } == regs_key
     {
         let (bytes, _) = overlap_and_record(unsafe { &mut (*op).seen }, start, end, false);
         if bytes > 0 {
@@ -41,7 +46,7 @@ pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgro
     }
     let mut seen = Intervals::default();
     overlap_and_record(&mut seen, start, end, false);
-    let _ = OPERATIONS.insert(tid, Operation { mm, seen }, 0);
+    let _ = OPERATIONS.insert(tid, Operation { mm, regs_key, seen }, 0);
 }
 
 #[inline(always)]

@@ -95,7 +95,11 @@ impl ResolvedLayout {
             )?,
             hmm_range_notifier: r.offset(HmmRange, "hmm_range", "notifier", Some(8))?,
             task_active_mm: r.offset(TaskCgroup, "task_struct", "active_mm", Some(8))?,
-            _pad3: 0,
+            pt_regs_ip: r.offset(CauseContext, "pt_regs", "ip", Some(8))?,
+            pt_regs_sp: r.offset(CauseContext, "pt_regs", "sp", Some(8))?,
+            pt_regs_di: r.offset(CauseContext, "pt_regs", "di", Some(8))?,
+            pt_regs_si: r.offset(CauseContext, "pt_regs", "si", Some(8))?,
+            pt_regs_dx: r.offset(CauseContext, "pt_regs", "dx", Some(8))?,
         };
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
         let mut resolved = Self { layout, subscribers, missing: r.missing };

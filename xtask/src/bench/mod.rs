@@ -69,7 +69,8 @@ pub const BENCHMARKS: &[Benchmark] = &[
 ];
 
 /// Packages the benchmarks call besides the build: bpftrace, wrk, bpftool (ebpf-build), QEMU (vm).
-pub const GROUPS: &[Group] = &[Group::EbpfBuild, Group::Bench, Group::Vm];
+/// (wrk comes with the test tools, which the hardening load test shares.)
+pub const GROUPS: &[Group] = &[Group::EbpfBuild, Group::Bench, Group::TestTools, Group::Vm];
 
 pub fn name_parser() -> PossibleValuesParser {
     PossibleValuesParser::new(BENCHMARKS.iter().map(|b| clap::builder::PossibleValue::new(b.name).help(b.about)))

@@ -20,7 +20,7 @@ pub enum Group {
     Eco,
     /// The `ship` tier's real tools: systemd-analyze, strace, headless chromium, Node.js.
     Ship,
-    /// `cargo xtask bench` (and its smoke in the `host` tier): the bpftrace baseline and wrk.
+    /// `cargo xtask bench` (and its smoke in the `host` tier): the bpftrace baseline.
     Bench,
 }
 
@@ -65,7 +65,7 @@ pub const PACKAGES: &[Package] = &[
     // test-tools: called by the test tiers.
     pkg("prometheus", Group::TestTools, "promtool checks the agent's /metrics exposition"),
     pkg("jq", Group::TestTools, "reads the agent's JSON API and the workload's ground truth"),
-    pkg("wrk", Group::TestTools, "200 concurrent HTTP clients on /metrics and the API in the hardening load test"),
+    pkg("wrk", Group::TestTools, "200 concurrent HTTP clients on /metrics and the API in the hardening load test; /metrics latency percentiles in `cargo xtask bench`"),
     // vm: `cargo xtask vm` and the vm tier (stock Debian kernels under QEMU TCG).
     pkg("qemu-system-x86", Group::Vm, "qemu-system-x86_64 boots the Debian kernels (TCG, -cpu max: nested KVM in the guest)"),
     pkg("busybox-static", Group::Vm, "the guest's /init shell and tools (static: no libraries in the initramfs)"),
@@ -86,7 +86,6 @@ pub const PACKAGES: &[Package] = &[
     pkg("nodejs", Group::Ship, "runs ts-json-schema-generator on @grafana/schema and the CR validation (npm with it)"),
     // bench: `cargo xtask bench` and its smoke in the host tier.
     pkg("bpftrace", Group::Bench, "the equivalent bpftrace script the probes are compared with"),
-    pkg("wrk", Group::Bench, "/metrics latency percentiles under 10 connections (`wrk --latency`)"),
 ];
 
 /// The packages of `groups`, in table order.
