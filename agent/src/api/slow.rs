@@ -73,8 +73,8 @@ pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Resu
     let q = Query::parse(q.as_deref(), &["threshold_us", "limit", "pid"])?;
     let threshold_us = q.int("threshold_us", 0, 60_000_000, 1000)?;
     let limit = q.int("limit", 1, 1000, 50)?;
-    // 0 (the default) means every process; a given pid must be a real one.
-    let pid = q.int("pid", 0, 4_194_304, 0)?;
+    // Absent: every process (0); given, it must be a real pid (the documented minimum is 1).
+    let pid = q.int("pid", 1, 4_194_304, 0)?;
     let threshold_seconds = threshold_us as f64 / 1e6;
     let Some(source) = &s.slow else {
         return Ok(Json(SlowView {
