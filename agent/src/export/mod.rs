@@ -112,6 +112,14 @@ impl Exporter {
         sweeper.map(|s| s.callback_stats()).unwrap_or_default()
     }
 
+    /// Kernel text symbols of `addrs` from the subscriber inventory's kallsyms handle (`unknown` without it).
+    fn symbol_names(&self, addrs: &[u64]) -> std::collections::BTreeMap<u64, String> {
+        match &self.subscribers {
+            Some(s) => s.lock().unwrap_or_else(|e| e.into_inner()).symbol_names(addrs),
+            None => addrs.iter().map(|a| (*a, "unknown".to_string())).collect(),
+        }
+    }
+
     /// The subscriber inventory (re-swept if due), `None` when its family is not attached.
     pub fn subscribers(&self) -> Option<Arc<crate::subscribers::Inventory>> {
         self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).current())
@@ -148,7 +156,7 @@ impl Collector for Exporter {
         out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
         out.extend(cross::families(&snap, &cgroup, self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe])));
         let addrs: Vec<u64> = snap.interval_waits.iter().map(|(k, _)| k.invalidate_fn).collect();
-        let symbols = if addrs.is_empty() { Default::default() } else { crate::kernel::symbolize::names(&addrs) };
+        let symbols = if addrs.is_empty() { Default::default() } else { self.symbol_names(&addrs) };
         let symbol = |a: u64| symbols.get(&a).cloned().unwrap_or_else(|| "unknown".to_string());
         let attached = intervals::Attached {
             readers: self.report.attached("interval_notifiers"),

@@ -10,7 +10,6 @@ pub mod generation;
 pub mod kallsyms;
 pub mod layout;
 mod layout_subscribers;
-pub mod symbolize;
 
 use std::path::Path;
 

@@ -234,6 +234,14 @@ impl Sweeper {
         self.current.clone()
     }
 
+    /// The text symbol at each address (`unknown` where none), through the kallsyms handle opened while
+    /// privileged; for other kernel callbacks read at scrape time (interval notifiers' `ops->invalidate`).
+    pub fn symbol_names(&mut self, addrs: &[u64]) -> std::collections::BTreeMap<u64, String> {
+        self.symbols.resolve(addrs.iter().copied());
+        let name = |a: &u64| self.symbols.get(*a).map_or_else(|| "unknown".to_string(), |s| s.name.clone());
+        addrs.iter().map(|a| (*a, name(a))).collect()
+    }
+
     /// Callback durations by `(subscriber, callback)`; empty when no timer is attached.
     pub fn callback_stats(&self) -> std::collections::BTreeMap<(String, &'static str), mmuscope_abi::BracketStats> {
         self.callbacks.as_ref().map(|c| c.read()).unwrap_or_default()
