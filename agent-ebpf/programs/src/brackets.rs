@@ -46,15 +46,16 @@ fn open(range: u64) {
         flags |= key_flags::BLOCKABLE;
     }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
+    let regs = cause::user_regs(&layout);
     if let (Ok(start), Ok(end)) =
         (unsafe { read::<u64>(range, layout.range_start) }, unsafe { read::<u64>(range, layout.range_end) })
         && let Some(ts) = threads::current()
     {
         let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
         threads::push(ts, &frame);
-        operations::bracket_opened(&layout, mm, start, end, cgroup_id, flags);
+        operations::bracket_opened(&layout, mm, start, end, cgroup_id, flags, regs);
     }
-    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm), _pad: 0 };
+    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm, regs), _pad: 0 };
     let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };
     if INFLIGHT.insert(range, inflight, 0).is_err() {
         bump(Counter::InflightFull);

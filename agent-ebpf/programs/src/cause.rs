@@ -24,9 +24,20 @@ use crate::{
     maps::{CALLER_CAUSES, SYSCALL_CAUSES},
 };
 
-/// The cause of an invalidation of `mm` (0 where unknown) started now by the current task.
+/// The current task's `pt_regs` at kernel entry (0 without the context fields), read once per
+/// bracket for both [`current`] and [`user_regs_key`].
 #[inline(always)]
-pub fn current(layout: &KernelLayout, mm: u64) -> u32 {
+pub fn user_regs(layout: &KernelLayout) -> u64 {
+    if layout.cause_context == 0 {
+        return 0;
+    }
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+/// The cause of an invalidation of `mm` (0 where unknown) started now by the current task, whose
+/// entry registers are at `regs` ([`user_regs`]).
+#[inline(always)]
+pub fn current(layout: &KernelLayout, mm: u64, regs: u64) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(stack) = unsafe { CALLER_CAUSES.get(tid) } {
         let top = caller_stack::top(*stack);
@@ -34,14 +45,14 @@ pub fn current(layout: &KernelLayout, mm: u64) -> u32 {
             return top;
         }
     }
-    if layout.cause_context == 0 {
+    if layout.cause_context == 0 || regs == 0 {
         return Cause::Unknown as u32;
     }
-    context(layout, mm) as u32
+    context(layout, mm, regs) as u32
 }
 
 #[inline(always)]
-fn context(layout: &KernelLayout, mm: u64) -> Cause {
+fn context(layout: &KernelLayout, mm: u64, regs: u64) -> Cause {
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     if unsafe { read::<u64>(task, layout.task_reclaim_state) }.is_ok_and(|r| r != 0) {
         return Cause::Reclaim;
@@ -50,7 +61,6 @@ fn context(layout: &KernelLayout, mm: u64) -> Cause {
     if own_mm == 0 {
         return if is_kthread(layout, task, mm, 0) { kthread() } else { Cause::Exit };
     }
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     let Ok(nr) = (unsafe { read::<i64>(regs, layout.pt_regs_orig_ax) }) else { return Cause::Unknown };
     if nr < 0 {
         return Cause::PageFault;
@@ -65,11 +75,10 @@ fn context(layout: &KernelLayout, mm: u64) -> Cause {
 /// arguments), folded into one value: equal for every bracket of one system call or fault. 0 when the
 /// context fields did not resolve.
 #[inline(always)]
-pub fn user_regs_key(layout: &KernelLayout) -> u64 {
-    if layout.cause_context == 0 {
+pub fn user_regs_key(layout: &KernelLayout, regs: u64) -> u64 {
+    if regs == 0 {
         return 0;
     }
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     let r = |off: u32| unsafe { read::<u64>(regs, off) }.unwrap_or(0);
     r(layout.pt_regs_orig_ax)
         ^ r(layout.pt_regs_ip).rotate_left(13)

@@ -20,7 +20,7 @@ use crate::{
 fn count_current() {
     let layout = LAYOUT.load();
     let (cgroup_id, flags) = task_memcg(&layout, unsafe { bpf_get_current_task() });
-    let key = KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0) };
+    let key = KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, cause::user_regs(&layout)) };
     if let Some(p) = per_cpu_entry(&KVM_UNMAP_COUNTS, &key, &0) {
         unsafe { *p += 1 };
     }

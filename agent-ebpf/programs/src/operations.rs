@@ -22,9 +22,10 @@ use crate::{
     threads::{self, overlap_and_record},
 };
 
-/// A bracket `[start, end)` on `mm` opened by the current thread.
+/// A bracket `[start, end)` on `mm` opened by the current thread, whose entry registers are at
+/// `regs` ([`cause::user_regs`]).
 #[inline(always)]
-pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgroup_id: u64, flags: u32) {
+pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgroup_id: u64, flags: u32, regs: u64) {
     if OPERATIONS_ON.get(0).is_none_or(|on| *on == 0) {
         return;
     }
@@ -33,7 +34,7 @@ pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgro
         return; // kernel thread: no operation boundary
     }
     let tid = threads::tid();
-    let regs_key = cause::user_regs_key(layout);
+    let regs_key = cause::user_regs_key(layout, regs);
     if let Some(op) = OPERATIONS.get_ptr_mut(tid)
         && unsafe { (*op).mm } == mm
         && unsafe { (*op).regs_key } == regs_key
