@@ -1,5 +1,9 @@
 //! Run time and run count of our own eBPF programs, as the kernel accounts them while BPF statistics are enabled.
 //!
+//! Off unless `--bpf.run-stats` asks for them: while any `BPF_ENABLE_STATS` fd is open, the kernel reads the clock
+//! twice around *every* eBPF program run on the host (~65 ns per run measured here, see BENCHMARKS.md), a cost paid
+//! by other tools' programs too.
+//!
 //! Statistics are enabled through a scoped `BPF_ENABLE_STATS` file descriptor held for the agent's lifetime (the
 //! kernel stops counting when the last such fd closes), never through the global `kernel.bpf_stats_enabled` sysctl;
 //! enabling needs `CAP_SYS_ADMIN`, without it the families are left out and a warning says why.
@@ -48,6 +52,11 @@ impl ProgramStats {
             ebpf.programs().filter_map(|(name, p)| Some((name.to_string(), p.fd().ok()?.try_clone().ok()?))).collect();
         programs.sort_by(|a, b| a.0.cmp(&b.0));
         Self { _enabled: enabled, programs }
+    }
+
+    /// Statistics not asked for: nothing is enabled and [`read`](Self::read) is empty.
+    pub fn off() -> Self {
+        Self { _enabled: None, programs: Vec::new() }
     }
 
     /// Whether run time is being accounted.

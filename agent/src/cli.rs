@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// restarts; unset, nothing is pinned and nothing outlives the agent.
     #[arg(long = "pin", value_name = "DIR")]
     pub pin: Option<PathBuf>,
+    /// Account the run time of the agent's eBPF programs (BPF_ENABLE_STATS, needs CAP_SYS_ADMIN) for
+    /// mmuscope_bpf_program_run_seconds_total and _runs_total. Off by default: while it is on, every eBPF program on
+    /// the host, not only ours, pays two clock reads per run.
+    #[arg(long = "bpf.run-stats")]
+    pub bpf_run_stats: bool,
     /// TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`);
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]

@@ -44,7 +44,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let hierarchies = Hierarchies::discover();
     tracing::info!("cgroups: {}", hierarchies.describe());
     let registry = Registry::new();
-    let program_stats = ProgramStats::enable(probes.ebpf_mut());
+    let program_stats = if args.bpf_run_stats {
+        ProgramStats::enable(probes.ebpf_mut())
+    } else {
+        tracing::info!("eBPF program run-time statistics off (--bpf.run-stats turns them on)");
+        ProgramStats::off()
+    };
     let cgroup_names =
         CgroupNames::with_host_root(hierarchies, args.cgroups.policy(), &args.cgroups.kubernetes_host_root);
     // First sweep while privileged (kallsyms shows addresses to privileged openers only).

@@ -67,7 +67,9 @@ fn prometheus_scrape_equals_ground_truth_and_promtool_is_clean() {
     let Some(env) = require(&[("prometheus", "MMUSCOPE_PROMETHEUS"), ("promtool", "MMUSCOPE_PROMTOOL")]) else {
         return;
     };
-    let agent = Agent::start_with(&env.agent_bin, &[], READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+    // --bpf.run-stats: the program families are among the queries below.
+    let agent =
+        Agent::start_with(&env.agent_bin, &["--bpf.run-stats"], READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
     let result = prometheus_case(&env, &agent);
     run_or_panic(agent, result);
 }

@@ -285,3 +285,65 @@ fn subscriber_inventory_lists_held_workloads() {
     }
     assert!(failures.is_empty(), "{}\n--- agent output tail ---\n{tail}", report(&failures));
 }
+
+/// `--bpf.run-stats` is off by default, because BPF_ENABLE_STATS slows every eBPF program of the host: without it
+/// the agent holds no `bpf-stats` fd and exports no program series. With it, `kvm_unmap_tp_btf`'s run count grows by
+/// exactly the workload's `kvm_unmap_hva_range` events.
+#[test]
+fn program_run_stats_only_when_asked_for() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for asked in [false, true] {
+        let args: &[&str] = if asked { &["--bpf.run-stats"] } else { &[] };
+        let agent = Agent::start_with(&env.agent_bin, args, READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+        if let Err(e) = run_stats_case(&env, &agent, asked) {
+            failures
+                .push(format!("--bpf.run-stats {asked}: {e:#}\n--- agent output tail ---\n{}", agent.output_tail()));
+        }
+        agent.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn run_stats_case(env: &HostEnv, agent: &Agent, asked: bool) -> Result<()> {
+    const RUNS: &str = "mmuscope_bpf_program_runs_total";
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.as_os_str() == "anon_inode:bpf-stats")
+        .count();
+    let scraper = agent.scraper();
+    let runs = |e: &Exposition| {
+        e.samples_named(RUNS)
+            .find(|s| s.labels.get("program").map(String::as_str) == Some("kvm_unmap_tp_btf"))
+            .map(|s| s.value)
+    };
+    let before = scraper.metrics()?;
+    let name = format!("run-stats-h{}-{asked}", std::process::id());
+    let rel = CgroupPath::parse(CGROUP_PARENT)?.join(&name)?;
+    let _guard = CgroupGuard::new(env.hierarchies.clone(), rel);
+    let args = ["kvm-madvise", "--iterations", "1000", "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name];
+    let truth = run_workload(&env.workload_bin, args)?;
+    let expected = truth.expected_tracepoint_total();
+    let label = truth.cgroups.attributed().path.to_string();
+    settle(&scraper, &label, expected as f64)?;
+    let after = scraper.metrics()?;
+    let program_series = after.samples.iter().filter(|s| s.name.starts_with("mmuscope_bpf_program_")).count();
+    let grew = runs(&after).zip(runs(&before)).map(|(a, b)| a - b);
+    println!(
+        "--bpf.run-stats {asked}: bpf-stats fds {fds}, program series {program_series}, kvm_unmap_tp_btf runs grew by \
+         {grew:?} for {expected} kvm_unmap_hva_range events"
+    );
+    if asked {
+        ensure!(fds == 1, "the agent holds {fds} bpf-stats fds, want 1");
+        ensure!(
+            grew == Some(expected as f64),
+            "{RUNS}{{program=\"kvm_unmap_tp_btf\"}} grew by {grew:?}, want {expected}"
+        );
+    } else {
+        ensure!(fds == 0, "the agent holds {fds} bpf-stats fds without --bpf.run-stats");
+        ensure!(program_series == 0, "{program_series} mmuscope_bpf_program_* series without --bpf.run-stats");
+    }
+    Ok(())
+}

@@ -99,9 +99,12 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "mmuscope_bpf_program_run_seconds_total",
-        "Time the kernel spent running each of the agent's eBPF programs (BPF_ENABLE_STATS, held for the agent's lifetime; needs CAP_SYS_ADMIN).",
+        "Time the kernel spent running each of the agent's eBPF programs (only with --bpf.run-stats: BPF_ENABLE_STATS, held for the agent's lifetime; needs CAP_SYS_ADMIN).",
     ),
-    ("mmuscope_bpf_program_runs_total", "Runs of each of the agent's eBPF programs (BPF_ENABLE_STATS)."),
+    (
+        "mmuscope_bpf_program_runs_total",
+        "Runs of each of the agent's eBPF programs (only with --bpf.run-stats: BPF_ENABLE_STATS).",
+    ),
     ("mmuscope_scrape_duration_seconds", "Time spent reading the kernel maps and building this scrape."),
 ];
 /// Help text of `name` ("" for an unknown name, which a unit test rules out).

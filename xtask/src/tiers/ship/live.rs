@@ -144,6 +144,8 @@ fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Resu
     let config = ws.root.join("deploy/systemd/mmuscope.toml");
     let mut cmd = Command::new(agent);
     cmd.arg("run").arg(format!("--config.file={}", config.display())).arg(format!("--web.listen-address={addr}"));
+    // The agent dashboard's "eBPF program" panels need the run-time statistics, which are off by default.
+    cmd.arg("--bpf.run-stats");
     let mut agent = Daemon::spawn("agent", &mut cmd, &dir.join("agent.log"))?;
     daemon::wait_for("agent /readyz", Duration::from_secs(60), || {
         agent.alive()?;
