@@ -1,6 +1,7 @@
 //! Soak (ignored by default; `cargo xtask soak --minutes N`, 30 by default): the agent for N minutes under churn —
-//! every round a kvm-madvise workload in a fresh cgroup (its count checked exactly, then the cgroup deleted) and
-//! 200 more empty cgroups given counts and deleted — with 4 clients scraping `/metrics` all the time. The agent's
+//! every round (at most one a second) a kvm-madvise workload in a fresh cgroup (its count checked exactly, then the
+//! cgroup deleted) and 200 more empty cgroups given counts and deleted — with 4 clients scraping `/metrics` all the
+//! time. The agent's
 //! RSS is sampled every 5 s and its slope (least squares, after the first fifth as warm-up) is reported; it is a
 //! benchmark figure, not asserted. Asserted: every workload count exact, no series of a deleted cgroup left after
 //! the TTL, the agent alive throughout.
@@ -20,6 +21,8 @@ use mmuscope_tests::harness::{Agent, HostEnv, Scraper, counter_by_cgroup};
 const CGROUP_PARENT: &str = "/mmuscope-soak";
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const EMPTY_PER_ROUND: usize = 200;
+/// Rounds start at most once per this.
+const ROUND: Duration = Duration::from_secs(1);
 /// Scrapers running all the time. Few: a scrape that meets a new cgroup walks the whole cgroup tree holding the
 /// index lock, which on a host with tens of thousands of cgroups takes seconds (see the bench), and the soak is about
 /// memory, not latency.
@@ -48,7 +51,9 @@ fn slope_kib_per_hour(samples: &[(f64, f64)]) -> f64 {
 #[ignore = "long: cargo xtask soak"]
 fn soak_with_churn_reports_the_rss_slope() {
     let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
-    let args = ["--cgroups.deleted-ttl", "10s", "--max-cgroups", "0"];
+    // A deleted cgroup's key stays in the map for the TTL plus a rescan (~12.5 s); at one round per second that is
+    // ~2,600 keys, which the 16,384 entries hold with room to spare (4,096 filled up when rounds ran faster).
+    let args = ["--cgroups.deleted-ttl", "10s", "--max-cgroups", "0", "--map.stats-entries", "16384"];
     let agent = Agent::start_with(&env.agent_bin, &args, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e:#}"));
     let result = soak(&env, &agent, Duration::from_secs_f64(minutes() * 60.0));
     let tail = agent.output_tail();
@@ -81,6 +86,7 @@ fn soak(env: &HostEnv, agent: &Agent, length: Duration) -> Result<()> {
     let mut next_sample = Instant::now() + SAMPLE_EVERY;
     let (mut rounds, mut cgroups) = (0u64, 0u64);
     while started.elapsed() < length {
+        let round_started = Instant::now();
         // A workload in a fresh cgroup, checked exactly, then its cgroup deleted (guard dropped).
         let name = format!("w-{}-{rounds}", std::process::id());
         let (guard, truth) = kvm_madvise(env, CGROUP_PARENT, &name, 1_000 + rounds % 100)?;
@@ -103,6 +109,8 @@ fn soak(env: &HostEnv, agent: &Agent, length: Duration) -> Result<()> {
         }
         rounds += 1;
         cgroups += 1 + EMPTY_PER_ROUND as u64;
+        // A steady churn rate, whatever the machine's speed: the key count in the maps depends on it.
+        std::thread::sleep(ROUND.saturating_sub(round_started.elapsed()));
         if Instant::now() >= next_sample {
             samples.push((started.elapsed().as_secs_f64(), rss_kib(pid)? as f64));
             next_sample += SAMPLE_EVERY;
