@@ -2,7 +2,7 @@
 //! [`Snapshot`]. Nothing is accumulated in user space, so a restart loses nothing that the
 //! kernel maps still hold and a scrape never sees half-updated totals of one CPU.
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use mmuscope_abi::{
     BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, IntervalKey, KvmUnmapKey,
     SecondaryKey, names,
@@ -10,6 +10,7 @@ use mmuscope_abi::{
 
 use crate::probes::Probes;
 
+mod batch;
 mod prune;
 
 /// The maps the collector reads.
@@ -91,38 +92,23 @@ impl Maps {
     }
 
     pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        for entry in self.brackets.iter() {
-            let (key, per_cpu) = entry?;
-            snap.brackets.push((key, sum_stats(&per_cpu)));
-        }
-        for entry in self.kvm_unmaps.iter() {
-            let (key, per_cpu) = entry?;
-            snap.kvm_unmaps.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
-        }
-        for entry in self.forks.iter() {
-            let (key, per_cpu) = entry?;
-            let mut total = ForkStats::default();
-            for s in per_cpu.iter() {
-                total.forks += s.forks;
-                total.forks_with_copies += s.forks_with_copies;
-                total.copies += s.copies;
-                total.thp_splits += s.thp_splits;
-            }
-            snap.forks.push((key, total));
-        }
-        snap.secondary = sum_count_bytes(&self.secondary)?;
-        snap.doubles = sum_count_bytes(&self.doubles)?;
-        for entry in self.cross.iter() {
-            let (key, per_cpu) = entry?;
-            snap.cross.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
-        }
-        for entry in self.interval_waits.iter() {
-            let (key, per_cpu) = entry?;
-            snap.interval_waits.push((key, sum_stats(&per_cpu)));
-        }
-        snap.interval_hits = sum_u64(&self.interval_hits)?;
-        snap.hmm_busy = sum_u64(&self.hmm_busy)?;
+        let mut snap = Snapshot {
+            brackets: batch::summed(&self.brackets, |t: &mut BracketStats, s| t.merge(s))?,
+            kvm_unmaps: batch::summed(&self.kvm_unmaps, add_u64)?,
+            forks: batch::summed(&self.forks, |t: &mut ForkStats, s| {
+                t.forks += s.forks;
+                t.forks_with_copies += s.forks_with_copies;
+                t.copies += s.copies;
+                t.thp_splits += s.thp_splits;
+            })?,
+            secondary: batch::summed(&self.secondary, add_count_bytes)?,
+            doubles: batch::summed(&self.doubles, add_count_bytes)?,
+            cross: batch::summed(&self.cross, add_u64)?,
+            interval_waits: batch::summed(&self.interval_waits, |t: &mut BracketStats, s| t.merge(s))?,
+            interval_hits: batch::summed(&self.interval_hits, add_u64)?,
+            hmm_busy: batch::summed(&self.hmm_busy, add_u64)?,
+            ..Snapshot::default()
+        };
         for c in Counter::ALL {
             let per_cpu = self.counters.get(&(c as u32), 0)?;
             snap.counters[c as usize] = per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v));
@@ -131,32 +117,11 @@ impl Maps {
     }
 }
 
-fn sum_count_bytes<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, CountBytes>) -> anyhow::Result<Vec<(K, CountBytes)>> {
-    let mut out = Vec::new();
-    for entry in map.iter() {
-        let (key, per_cpu) = entry?;
-        let total = per_cpu.iter().fold(CountBytes::default(), |a, v| CountBytes {
-            count: a.count.saturating_add(v.count),
-            bytes: a.bytes.saturating_add(v.bytes),
-        });
-        out.push((key, total));
-    }
-    Ok(out)
+fn add_u64(total: &mut u64, v: &u64) {
+    *total = total.saturating_add(*v);
 }
 
-fn sum_u64<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> anyhow::Result<Vec<(K, u64)>> {
-    let mut out = Vec::new();
-    for entry in map.iter() {
-        let (key, per_cpu) = entry?;
-        out.push((key, per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v))));
-    }
-    Ok(out)
-}
-
-fn sum_stats(per_cpu: &PerCpuValues<BracketStats>) -> BracketStats {
-    let mut total = BracketStats::default();
-    for s in per_cpu.iter() {
-        total.merge(s);
-    }
-    total
+fn add_count_bytes(total: &mut CountBytes, v: &CountBytes) {
+    total.count = total.count.saturating_add(v.count);
+    total.bytes = total.bytes.saturating_add(v.bytes);
 }
