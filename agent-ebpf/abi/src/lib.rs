@@ -50,6 +50,7 @@ pub mod names {
     pub const SYSCALL_CAUSES: &str = "SYSCALL_CAUSES";
     pub const OPERATIONS: &str = "OPERATIONS";
     pub const OPERATIONS_ON: &str = "OPERATIONS_ON";
+    pub const CAUSES_ON: &str = "CAUSES_ON";
     pub const INTERVAL_READS: &str = "INTERVAL_READS";
     pub const INTERVAL_WAITS: &str = "INTERVAL_WAITS";
     pub const INTERVAL_HITS: &str = "INTERVAL_HITS";

@@ -20,8 +20,8 @@ use aya_ebpf::{
 use mmuscope_abi::{Cause, KernelLayout, caller_stack};
 
 use crate::{
-    cgroup::{is_kthread, read},
-    maps::{CALLER_CAUSES, SYSCALL_CAUSES},
+    cgroup::{is_kthread, load, read},
+    maps::{CALLER_CAUSES, CAUSES_ON, SYSCALL_CAUSES},
 };
 
 /// The current task's `pt_regs` at kernel entry (0 without the context fields), read once per
@@ -38,12 +38,8 @@ pub fn user_regs(layout: &KernelLayout) -> u64 {
 /// entry registers are at `regs` ([`user_regs`]).
 #[inline(always)]
 pub fn current(layout: &KernelLayout, mm: u64, regs: u64) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(stack) = unsafe { CALLER_CAUSES.get(tid) } {
-        let top = caller_stack::top(*stack);
-        if top != 0 {
-            return top;
-        }
+    if let Some(top) = caller_window() {
+        return top;
     }
     if layout.cause_context == 0 || regs == 0 {
         return Cause::Unknown as u32;
@@ -62,6 +58,44 @@ fn context(layout: &KernelLayout, mm: u64, regs: u64) -> Cause {
         return if is_kthread(layout, task, mm, 0) { kthread() } else { Cause::Exit };
     }
     let Ok(nr) = (unsafe { read::<i64>(regs, layout.pt_regs_orig_ax) }) else { return Cause::Unknown };
+    syscall(nr)
+}
+
+/// [`current`] with the task's context read by direct BTF loads ([`load`]): `task` is
+/// `bpf_get_current_task_btf()` and `regs` its `bpf_task_pt_regs()` (tracing programs only).
+#[inline(always)]
+pub fn current_btf(layout: &KernelLayout, task: *const u8, regs: *const u8) -> u32 {
+    if let Some(top) = caller_window() {
+        return top;
+    }
+    if layout.cause_context == 0 || regs.is_null() {
+        return Cause::Unknown as u32;
+    }
+    let cause = if unsafe { load::<u64>(task, layout.task_reclaim_state) } != 0 {
+        Cause::Reclaim
+    } else if unsafe { load::<u64>(task, layout.task_mm) } == 0 {
+        if is_kthread(layout, task as u64, 0, 0) { kthread() } else { Cause::Exit }
+    } else {
+        syscall(unsafe { load::<i64>(regs, layout.pt_regs_orig_ax) })
+    };
+    cause as u32
+}
+
+/// The cause of the innermost open caller window of the current thread, if the windows are attached and one is open.
+#[inline(always)]
+fn caller_window() -> Option<u32> {
+    // Without attached windows (tracepoint mode) the per-thread lookup would always miss: skip it.
+    if CAUSES_ON.get(0).is_none_or(|on| *on == 0) {
+        return None;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let top = caller_stack::top(*unsafe { CALLER_CAUSES.get(tid) }?);
+    (top != 0).then_some(top)
+}
+
+/// The cause of a system call number (negative: not in a system call, i.e. a page fault).
+#[inline(always)]
+fn syscall(nr: i64) -> Cause {
     if nr < 0 {
         return Cause::PageFault;
     }

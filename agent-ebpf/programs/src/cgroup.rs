@@ -17,6 +17,47 @@ pub unsafe fn read<T>(base: u64, off: u32) -> Result<T, ()> {
     })
 }
 
+/// Loads a `T` at `base + off` with a plain load, for `base` a BTF-typed pointer (`bpf_get_current_task_btf()`,
+/// `bpf_task_pt_regs()` and pointers loaded from them, in tracing programs). The verifier checks the access against
+/// the kernel's BTF and makes it fault-safe (a fault reads 0), so it costs one instruction where
+/// `bpf_probe_read_kernel` costs a helper call. `off` must be known to the verifier: a `LAYOUT` field (frozen
+/// `.rodata`) or a sum of them; a program that breaks this fails to load and its family falls back to the next
+/// alternative.
+#[inline(always)]
+pub unsafe fn load<T>(base: *const u8, off: u32) -> T {
+    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
+}
+
+/// [`task_memcg`] of the current task, walked with [`load`]s from `bpf_get_current_task_btf()`.
+#[inline(always)]
+pub fn current_memcg_btf(layout: &KernelLayout, task: *const u8) -> (u64, u32) {
+    let none = (0, key_flags::NO_OWNER);
+    let cset: *const u8 = unsafe { load(task, layout.task_cgroups) };
+    if cset.is_null() {
+        return none;
+    }
+    let mut flags = 0;
+    let mut cgrp: *const u8 = core::ptr::null();
+    if layout.memory_cgrp_id != u32::MAX {
+        let css: *const u8 = unsafe { load(cset, layout.css_set_subsys + layout.memory_cgrp_id * 8) };
+        if !css.is_null() {
+            cgrp = unsafe { load(css, layout.css_cgroup) };
+        }
+    }
+    if cgrp.is_null() {
+        flags |= key_flags::DEFAULT_HIERARCHY;
+        cgrp = unsafe { load(cset, layout.css_set_dfl_cgrp) };
+    }
+    if cgrp.is_null() {
+        return none;
+    }
+    let kn: *const u8 = unsafe { load(cgrp, layout.cgroup_kn) };
+    if kn.is_null() {
+        return none;
+    }
+    (unsafe { load(kn, layout.kn_id) }, flags)
+}
+
 /// Cgroup id and [`key_flags`] of `task`'s memory cgroup.
 #[inline(always)]
 pub fn task_memcg(layout: &KernelLayout, task: u64) -> (u64, u32) {

@@ -135,7 +135,7 @@ pub fn fork_syscall_exit(_ctx: TracePointContext) -> u32 {
 pub fn fork_page_alloc(ctx: BtfTracePointContext) -> i32 {
     let order: u32 = ctx.arg(1);
     let gfp: u32 = ctx.arg(2);
-    let mask = LAYOUT.load().gfp_highuser_movable;
+    let mask: u64 = crate::layout_field!(gfp_highuser_movable);
     if order == 0 && mask != 0 && (gfp as u64) & mask == mask {
         mark_copy();
     }

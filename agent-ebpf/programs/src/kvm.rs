@@ -4,7 +4,10 @@
 //! task's context gives (system call, fault, kernel thread, reclaim).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_task,
+    helpers::{
+        bpf_get_current_task,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -12,7 +15,7 @@ use mmuscope_abi::KvmUnmapKey;
 
 use crate::{
     cause,
-    cgroup::task_memcg,
+    cgroup::{current_memcg_btf, task_memcg},
     maps::{KVM_UNMAP_COUNTS, LAYOUT, per_cpu_entry},
 };
 
@@ -20,15 +23,29 @@ use crate::{
 fn count_current() {
     let layout = LAYOUT.load();
     let (cgroup_id, flags) = task_memcg(&layout, unsafe { bpf_get_current_task() });
-    let key = KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, cause::user_regs(&layout)) };
+    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, cause::user_regs(&layout)) });
+}
+
+#[inline(always)]
+fn count(key: KvmUnmapKey) {
     if let Some(p) = per_cpu_entry(&KVM_UNMAP_COUNTS, &key, &0) {
         unsafe { *p += 1 };
     }
 }
 
+/// The same count with the task's fields read by direct BTF loads instead of helper calls (the hot path on hosts
+/// without trampolines; see `cgroup::load`).
 #[btf_tracepoint]
 pub fn kvm_unmap_tp_btf(_ctx: BtfTracePointContext) -> i32 {
-    count_current();
+    let layout = LAYOUT.load();
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let (cgroup_id, flags) = current_memcg_btf(&layout, task);
+    let regs = if layout.cause_context == 0 {
+        core::ptr::null()
+    } else {
+        unsafe { bpf_task_pt_regs(task as *mut _) as *const u8 }
+    };
+    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current_btf(&layout, task, regs) });
     0
 }
 

@@ -126,6 +126,22 @@ pub const SYSCALL_SLOTS: u32 = 512;
 #[map]
 pub static OPERATIONS: LruHashMap<u32, Operation> = LruHashMap::with_max_entries(16384, 0);
 
+/// One field of `LAYOUT` (a volatile read of that field only; `Global::load` copies the whole struct).
+#[macro_export]
+macro_rules! layout_field {
+    ($field:ident) => {
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(
+                (*(core::ptr::addr_of!($crate::maps::LAYOUT) as *const mmuscope_abi::KernelLayout)).$field
+            ))
+        }
+    };
+}
+
+/// Slot 0 is 1 once the agent attached the causes family's caller windows (`CALLER_CAUSES` is filled).
+#[map]
+pub static CAUSES_ON: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Slot 0 is 1 once the agent attached the operation boundary hooks.
 #[map]
 pub static OPERATIONS_ON: Array<u32> = Array::with_max_entries(1, 0);

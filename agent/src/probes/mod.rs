@@ -98,10 +98,16 @@ impl Probes {
         };
         let mut probed = needs::Probed { trampolines: trampolines.clone(), wide_trampolines, attached: Vec::new() };
         let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode);
-        if probed.attached.iter().any(|(f, _)| *f == overlaps::OVERLAPPING_BRACKETS.name) {
-            // Only now may the bracket programs keep per-operation records: their boundaries run.
-            let map = ebpf.map_mut(names::OPERATIONS_ON).context("map OPERATIONS_ON is missing")?;
-            aya::maps::Array::<_, u32>::try_from(map)?.set(0, 1, 0)?;
+        let attached = |family: &str| probed.attached.iter().any(|(f, _)| *f == family);
+        // Switches read by the bracket programs, set once the hooks they depend on run: per-operation records
+        // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist.
+        for (family, switch) in
+            [(overlaps::OVERLAPPING_BRACKETS.name, names::OPERATIONS_ON), (causes::CAUSES.name, names::CAUSES_ON)]
+        {
+            if attached(family) {
+                let map = ebpf.map_mut(switch).with_context(|| format!("map {switch} is missing"))?;
+                aya::maps::Array::<_, u32>::try_from(map)?.set(0, 1, 0)?;
+            }
         }
         let report = PlanReport {
             kernel_release: kernel.release.clone(),
