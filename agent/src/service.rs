@@ -91,6 +91,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let state = Arc::new(AppState {
         registry,
+        scrapes: Default::default(),
         report: probes.report.clone(),
         telemetry_path: args.telemetry_path.clone(),
         api,

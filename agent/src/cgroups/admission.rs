@@ -4,7 +4,7 @@
 //! cgroup that was folded into `cgroup="other"` stays there until its series expire, so `other` never shrinks
 //! because a slot freed up (its counters stay monotonic). A slot frees when no live id uses the path any more.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 
 /// Label of the aggregate of all cgroups beyond the cap.
 pub const OTHER: &str = "other";
@@ -15,12 +15,25 @@ pub struct Admission {
     overflowed: HashSet<String>,
     /// Distinct cgroups ever folded into `other` (`mmuscope_cgroups_overflow_total`).
     overflow_total: u64,
+    /// Fingerprint of the last update's arguments: scrapes of a steady host repeat them, and then nothing changes.
+    last: Option<u64>,
 }
 
 impl Admission {
     /// Decides for this scrape's live paths (in the order given, oldest first) and releases slots of paths that are
     /// no longer live.
     pub fn update<'a>(&mut self, max: Option<usize>, live: impl IntoIterator<Item = &'a str>) {
+        let live: Vec<&str> = live.into_iter().collect();
+        let fingerprint = {
+            use std::hash::{BuildHasher, Hash, Hasher};
+            // Fixed seed: the fingerprint must be comparable across calls.
+            let mut h = foldhash::quality::FixedState::with_seed(0x6d6d_7573).build_hasher();
+            (max, &live).hash(&mut h);
+            h.finish()
+        };
+        if self.last.replace(fingerprint) == Some(fingerprint) {
+            return;
+        }
         let mut seen: HashSet<&str> = HashSet::new();
         let ordered: Vec<&str> = live.into_iter().filter(|p| seen.insert(p)).collect();
         self.admitted.retain(|p| seen.contains(p.as_str()));

@@ -20,10 +20,12 @@ mod policy;
 mod walk;
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
+
+// A fast hasher: every scrape looks up each key's (hierarchy, id) here, several times.
+use foldhash::{HashMap, HashMapExt};
 
 pub use admission::OTHER;
 pub use kubernetes::Qos;
@@ -234,9 +236,11 @@ impl CgroupNames {
         }
     }
 
-    /// Whether an id's series are still exported (unknown ids are; deleted ones until their TTL has passed).
-    pub fn is_live(&self, which: Which, id: u64) -> bool {
-        self.index.get(&(which, id)).is_none_or(|i| !i.expired(Instant::now(), self.policy.deleted_ttl))
+    /// Whether an id's series are still exported as of now (unknown ids are; deleted ones until their TTL has
+    /// passed), for many ids with one clock read.
+    pub fn liveness(&self) -> impl Fn(Which, u64) -> bool + '_ {
+        let (now, ttl) = (Instant::now(), self.policy.deleted_ttl);
+        move |which, id| self.index.get(&(which, id)).is_none_or(|i| !i.expired(now, ttl))
     }
 
     /// What is known about an id.

@@ -156,7 +156,7 @@ fn expired_cgroups_are_forgotten_once_their_keys_are_gone() {
     std::thread::sleep(policy.rescan_interval());
     n.resolve_all([(Which::Memory, a)]);
     assert!(n.info(Which::Memory, a).is_some_and(|i| i.deleted_at.is_some()), "noticed as deleted, kept");
-    assert!(!n.is_live(Which::Memory, a), "expired (TTL 0)");
+    assert!(!n.liveness()(Which::Memory, a), "expired (TTL 0)");
     n.forget_expired([(Which::Memory, a)]);
     assert!(n.info(Which::Memory, a).is_none());
 }

@@ -145,9 +145,11 @@ impl Collector for Exporter {
         let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         resolve(&mut names, &snap, inventory.as_deref());
+        let live = names.liveness();
         let expired: HashSet<(u32, u64)> =
-            snap.cgroup_ids().filter(|(flags, id)| !names.is_live(hierarchy_of(*flags), *id)).collect();
-        snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
+            snap.cgroup_ids().filter(|(flags, id)| !live(hierarchy_of(*flags), *id)).collect();
+        snap.retain_cgroups(|flags, id| live(hierarchy_of(flags), id));
+        drop(live);
         // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed family
         // takes its labels from here.
         let cgroup = |flags: u32, id: u64| -> Labels { names.labels(hierarchy_of(flags), id) };
@@ -214,7 +216,9 @@ impl Exporter {
         let inventory = self.subscribers();
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         resolve(&mut names, &snap, inventory.as_deref());
-        snap.retain_cgroups(|flags, id| names.is_live(hierarchy_of(flags), id));
+        let live = names.liveness();
+        snap.retain_cgroups(|flags, id| live(hierarchy_of(flags), id));
+        drop(live);
         Ok(f(&snap, &names, &self.events))
     }
 
