@@ -24,13 +24,9 @@ impl Admission {
     /// no longer live.
     pub fn update<'a>(&mut self, max: Option<usize>, live: impl IntoIterator<Item = &'a str>) {
         let live: Vec<&str> = live.into_iter().collect();
-        let fingerprint = {
-            use std::hash::{BuildHasher, Hash, Hasher};
-            // Fixed seed: the fingerprint must be comparable across calls.
-            let mut h = foldhash::quality::FixedState::with_seed(0x6d6d_7573).build_hasher();
-            (max, &live).hash(&mut h);
-            h.finish()
-        };
+        // Fixed seed: the fingerprint must be comparable across calls.
+        let fingerprint =
+            std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(0x6d6d_7573), (max, &live));
         if self.last.replace(fingerprint) == Some(fingerprint) {
             return;
         }
