@@ -16,6 +16,7 @@ mod client;
 mod collect;
 mod config;
 mod export;
+mod heap;
 mod kernel;
 mod model;
 mod privileges;

@@ -79,7 +79,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let slow = slow_source(&mut probes, &options);
     // The parsed kernel BTF is by far the largest allocation and is not needed once attached.
     drop(kernel);
-    release_free_heap();
+    crate::heap::release_free();
     // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
     crate::privileges::drop_after_attach(probes.ebpf_mut())?;
     crate::privileges::ready(&probes.report);
@@ -90,7 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => api,
     });
     let state = Arc::new(AppState {
-        registry,
+        collector: web::Collector::spawn(registry).context("starting the scrape thread")?,
         scrapes: Default::default(),
         report: probes.report.clone(),
         telemetry_path: args.telemetry_path.clone(),
@@ -173,14 +173,4 @@ fn spawn_ebpf_logger(probes: &mut Probes) -> Option<tokio::task::JoinHandle<()>>
             guard.clear_ready();
         }
     }))
-}
-
-/// Hands the heap pages freed after start-up (the parsed BTFs, tens of MiB) back to the kernel: glibc's malloc keeps
-/// freed memory in its arenas, so without this the agent's RSS stays at its start-up peak (BENCHMARKS.md).
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns unused heap memory to the kernel; it is safe to call at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

@@ -3,16 +3,18 @@
 //! without this, ten concurrent scrapers (Prometheus HA pairs, dashboards hitting the agent, `wrk`) queue ten
 //! collections behind each other and each waits for all of them.
 //!
-//! A result is handed to every request that arrived before it was finished, so what a request sees may have been
-//! read from the maps up to one collection time before the request arrived — never older.
+//! A result is shared only by requests that arrived before its collection started, so every response reflects the
+//! maps as read after the request arrived (a client that scrapes right after an event sees it). A request that
+//! arrives while a collection runs therefore waits for the next one, which it shares with the others that arrived
+//! meanwhile: at most two collection times.
 
 use std::{sync::Arc, time::Instant};
 
 use tokio::sync::Mutex;
 
 pub struct Coalesced<T> {
-    /// The last result and when it was finished. The lock is held for the whole collection, so waiting for it is
-    /// waiting for the collection in flight (tokio's mutex is fair: waiters are served in arrival order).
+    /// The last result and when its collection started. The lock is held for the whole collection, so waiting for it
+    /// is waiting for the collection in flight (tokio's mutex is fair: waiters are served in arrival order).
     last: Mutex<Option<(Instant, Arc<T>)>>,
 }
 
@@ -23,8 +25,8 @@ impl<T> Default for Coalesced<T> {
 }
 
 impl<T> Coalesced<T> {
-    /// The result of a collection finished after this call began: the one in flight, or a new one by `collect`.
-    /// A failed collection is not shared; the next caller tries again.
+    /// The result of a collection started after this call began: one that another waiting caller started, or a
+    /// new one by `collect`. A failed collection is not shared; the next caller tries again.
     pub async fn get<E, F, Fut>(&self, collect: F) -> Result<Arc<T>, E>
     where
         F: FnOnce() -> Fut,
@@ -32,13 +34,14 @@ impl<T> Coalesced<T> {
     {
         let arrived = Instant::now();
         let mut last = self.last.lock().await;
-        if let Some((finished, value)) = last.as_ref()
-            && *finished >= arrived
+        if let Some((started, value)) = last.as_ref()
+            && *started >= arrived
         {
             return Ok(value.clone());
         }
+        let started = Instant::now();
         let value = Arc::new(collect().await?);
-        *last = Some((Instant::now(), value.clone()));
+        *last = Some((started, value.clone()));
         Ok(value)
     }
 }
@@ -52,9 +55,10 @@ mod tests {
 
     use super::*;
 
-    /// Ten concurrent requests during a 200 ms collection: the first starts it, the other nine share it.
+    /// Nine requests arrive during a 200 ms collection: none gets that collection's (older) result; they share
+    /// the next one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_requests_share_the_collection_in_flight() {
+    async fn requests_during_a_collection_share_the_next_one() {
         let coalesced = Arc::new(Coalesced::<usize>::default());
         let calls = Arc::new(AtomicUsize::new(0));
         let collect = |calls: Arc<AtomicUsize>| async move {
@@ -75,11 +79,11 @@ mod tests {
             .collect();
         assert_eq!(*first.await.unwrap().unwrap(), 1);
         for r in rest {
-            assert_eq!(*r.await.unwrap().unwrap(), 1, "a request that arrived during collection 1 got another");
+            assert_eq!(*r.await.unwrap().unwrap(), 2, "a request got a collection that started before it arrived");
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        // A request after that collection finished gets a fresh one.
-        assert_eq!(*coalesced.get(|| collect(calls.clone())).await.unwrap(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the nine waiting requests did not share one collection");
+        // A request after that gets a fresh one.
+        assert_eq!(*coalesced.get(|| collect(calls.clone())).await.unwrap(), 3);
     }
 
     #[tokio::test]

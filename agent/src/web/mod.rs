@@ -5,6 +5,7 @@
 mod auth;
 mod bodies;
 mod coalesce;
+mod collector;
 mod serve;
 
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
-use prometheus::{Encoder, Registry, TextEncoder};
 
 pub use serve::serve;
 
@@ -26,8 +26,11 @@ use crate::{
     probes::PlanReport,
 };
 
+pub use collector::Collector;
+
 pub struct AppState {
-    pub registry: Registry,
+    /// Runs the collections behind `/metrics`.
+    pub collector: Collector,
     /// Concurrent `/metrics` requests share one collection.
     pub scrapes: coalesce::Coalesced<Vec<u8>>,
     pub report: PlanReport,
@@ -50,25 +53,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let collect = || async {
-        let state = state.clone();
-        // Map reads are syscalls: keep them off the async workers.
-        match tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::new();
-            let families = state.registry.gather();
-            let encoded = TextEncoder::new().encode(&families, &mut buf).map(|()| buf);
-            // Freeing ~10 allocations per series is a sixth of a scrape at 10k cgroups: do it after the response
-            // is on its way, not while the requests waiting for this collection wait.
-            tokio::task::spawn_blocking(move || drop(families));
-            encoded
-        })
-        .await
-        {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(e)) => Err(json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}"))),
-            Err(e) => Err(json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("collector failed: {e}"))),
-        }
-    };
+    let collect =
+        || async { state.collector.collect().await.map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e)) };
     match state.scrapes.get(collect).await {
         Ok(body) => {
             let body = axum::body::Body::from(bytes::Bytes::from_owner(ArcBody(body)));

@@ -15,9 +15,19 @@ pub struct Summary {
     pub raw: String,
 }
 
+/// A running wrk; killed when dropped, so a failing test does not leave it hammering the port.
 pub struct Load {
-    child: Child,
+    child: Option<Child>,
     url: String,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Load {
@@ -30,17 +40,16 @@ impl Load {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting wrk (Debian package wrk; `cargo xtask setup` installs it)")?;
-        Ok(Self { child, url: url.to_owned() })
+        Ok(Self { child: Some(child), url: url.to_owned() })
     }
 
     /// Ends the load early (its summary is not needed).
-    pub fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn stop(self) {
+        drop(self);
     }
 
-    pub fn finish(self) -> Result<Summary> {
-        let out = self.child.wait_with_output()?;
+    pub fn finish(mut self) -> Result<Summary> {
+        let out = self.child.take().expect("wrk child").wait_with_output()?;
         let raw = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             bail!("wrk {} failed ({}): {raw}{}", self.url, out.status, String::from_utf8_lossy(&out.stderr));
