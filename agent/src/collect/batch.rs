@@ -16,9 +16,10 @@ use aya::{
     maps::{IterableMap, MapData, PerCpuHashMap},
 };
 
-/// Keys asked for per call. A hash bucket holding more keys than this makes the kernel return ENOSPC with nothing
-/// copied; the chunk then doubles.
-const CHUNK: usize = 1024;
+/// Keys asked for per call. Small enough that the zeroed buffers stay cheap for maps with few keys (the values of
+/// one key are a latency histogram per CPU); a hash bucket holding more keys than this makes the kernel return
+/// ENOSPC with nothing copied, and the chunk then doubles.
+const CHUNK: usize = 256;
 
 /// Every entry of `map` with its per-CPU values folded by `add` into one `S`.
 pub fn summed<K: Pod, V: Pod, S: Default>(
