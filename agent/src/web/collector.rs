@@ -21,7 +21,12 @@ impl Collector {
         let (jobs, queue) = mpsc::channel::<Reply>();
         std::thread::Builder::new().name("mmuscope-scrape".into()).spawn(move || {
             for reply in queue {
-                let families = registry.gather();
+                // A panicking collector fails this request, not every later one.
+                let families = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| registry.gather()));
+                let Ok(families) = families else {
+                    let _ = reply.send(Err("a collector panicked (see the log)".to_string()));
+                    continue;
+                };
                 let mut body = Vec::new();
                 let encoded = TextEncoder::new().encode(&families, &mut body).map(|()| body);
                 let _ = reply.send(encoded.map_err(|e| format!("encoding metrics failed: {e}")));
