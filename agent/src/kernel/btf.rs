@@ -15,7 +15,14 @@ pub enum BtfError {
     Open { path: PathBuf, source: btf_rs::Error },
     #[error("malformed BTF while resolving {what}: {source}")]
     Malformed { what: String, source: btf_rs::Error },
+    /// A chain of typedefs/qualifiers or anonymous members longer than any real kernel's (a cycle in a corrupt file).
+    #[error("malformed BTF while resolving {what}: type chain deeper than {MAX_DEPTH}")]
+    TooDeep { what: String },
 }
+
+/// Typedef/qualifier hops and nested anonymous members followed before a BTF is called corrupt. Real kernels need a
+/// handful; a cycle in a corrupt file would otherwise loop or overflow the stack (found by the `btf_plan` fuzzer).
+const MAX_DEPTH: usize = 64;
 
 /// A member found in a struct: byte offset from the struct's start and its size in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +98,7 @@ impl KernelBtf {
         let mut base = 0u32;
         let mut parts = member.split('.').peekable();
         while let Some(part) = parts.next() {
-            let Some((offset_bits, type_id)) = self.find_member(&current, part)? else {
+            let Some((offset_bits, type_id)) = self.find_member(&current, part, 0)? else {
                 return Ok(None);
             };
             if offset_bits % 8 != 0 {
@@ -113,7 +120,10 @@ impl KernelBtf {
 
     /// Finds `name` among `s`'s members, descending into anonymous members; returns the bit
     /// offset from `s`'s start and the member's type id.
-    fn find_member(&self, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
+    fn find_member(&self, s: &btf_rs::Struct, name: &str, depth: usize) -> Result<Option<(u32, u32)>, BtfError> {
+        if depth > MAX_DEPTH {
+            return Err(BtfError::TooDeep { what: name.to_string() });
+        }
         for m in &s.members {
             let mname = self.btf.resolve_name(m).unwrap_or_default();
             let type_id = m.get_type_id().unwrap_or(0);
@@ -122,7 +132,7 @@ impl KernelBtf {
             }
             if mname.is_empty()
                 && let Type::Struct(inner) | Type::Union(inner) = self.strip(type_id, name)?
-                && let Some((off, id)) = self.find_member(&inner, name)?
+                && let Some((off, id)) = self.find_member(&inner, name, depth + 1)?
             {
                 return Ok(Some((m.bit_offset() + off, id)));
             }
@@ -132,7 +142,7 @@ impl KernelBtf {
 
     /// Resolves typedefs and qualifiers down to the underlying type.
     fn strip(&self, mut id: u32, what: &str) -> Result<Type, BtfError> {
-        loop {
+        for _ in 0..MAX_DEPTH {
             let t = self.btf.resolve_type_by_id(id).map_err(Self::malformed(what))?;
             match &t {
                 Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_) | Type::TypeTag(_) => {
@@ -141,9 +151,17 @@ impl KernelBtf {
                 _ => return Ok(t),
             }
         }
+        Err(BtfError::TooDeep { what: what.to_string() })
     }
 
     fn size_of(&self, t: &Type, what: &str) -> Result<u32, BtfError> {
+        self.size_at(t, what, 0)
+    }
+
+    fn size_at(&self, t: &Type, what: &str, depth: usize) -> Result<u32, BtfError> {
+        if depth > MAX_DEPTH {
+            return Err(BtfError::TooDeep { what: what.to_string() });
+        }
         Ok(match t {
             Type::Int(i) => i.size() as u32,
             Type::Ptr(_) => 8,
@@ -153,7 +171,7 @@ impl KernelBtf {
             Type::Float(f) => f.size() as u32,
             Type::Array(a) => {
                 let elem = self.strip(a.get_type_id().unwrap_or(0), what)?;
-                self.size_of(&elem, what)? * a.len() as u32
+                self.size_at(&elem, what, depth + 1)?.saturating_mul(a.len() as u32)
             }
             _ => 0,
         })
