@@ -314,14 +314,14 @@ def agent():
                       "absent on that host).", "none", f"max by (instance, probe) (mmuscope_probe_attached{{{HOST}}}) == 0",
                       {"excludeByName": {"Time": True, "Value": True}}), 10, 8),
         L.place(timeseries("eBPF program CPU", "CPU time the kernel spent in each of the agent's programs "
-                           "(1 = one core; BPF_ENABLE_STATS, needs CAP_SYS_ADMIN at start).", "percentunit",
+                           "(1 = one core). Only with --bpf.run-stats (BPF_ENABLE_STATS, needs CAP_SYS_ADMIN at start; off by default because it slows every eBPF program on the host).", "percentunit",
                            target(f"sum by (instance, program) ({prog('mmuscope_bpf_program_run_seconds_total')})",
                                   "{{instance}} {{program}}")), 8, 8),
-        L.place(timeseries("eBPF program cost per run", "Average run time of each program per invocation.", "s",
+        L.place(timeseries("eBPF program cost per run", "Average run time of each program per invocation (only with --bpf.run-stats).", "s",
                            target(f"sum by (instance, program) ({prog('mmuscope_bpf_program_run_seconds_total')}) / "
                                   f"sum by (instance, program) ({prog('mmuscope_bpf_program_runs_total')})",
                                   "{{instance}} {{program}}")), 8, 8),
-        L.place(timeseries("eBPF program runs", "Invocations of each program per second.", "ops",
+        L.place(timeseries("eBPF program runs", "Invocations of each program per second (only with --bpf.run-stats).", "ops",
                            target(f"sum by (instance, program) ({prog('mmuscope_bpf_program_runs_total')})",
                                   "{{instance}} {{program}}")), 8, 8),
         L.place(timeseries("Map fill", "Entries of each kernel aggregation map over its capacity "

@@ -162,14 +162,21 @@ fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Resu
     })?;
 
     let available = scenarios(workload)?;
-    // A long-lived process with pinned buffers, as on a host running an io_uring or RDMA service: the inventory
-    // gauges (pinned_mms) see it at every scrape, not only during a short fork-pinned run.
-    let mut holder = Command::new(workload)
-        .args(["fork-pinned", "--pages", "64", "--hold", "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", "holder"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("starting the pinned-buffer holder")?;
+    // Long-lived processes, as on a host running VMs and an io_uring or RDMA service: the inventory gauges
+    // (notifier_subscriptions, pinned_mms) see them at every scrape, not only while a short scenario happens to run.
+    let mut holders = Vec::new();
+    for (name, args) in
+        [("holder", "fork-pinned --pages 64 --hold"), ("kvm-holder", "multi-vm --iterations 1 --vms 1 --hold")]
+    {
+        let child = Command::new(workload)
+            .args(args.split_whitespace())
+            .args(["--cgroup-parent", CGROUP_PARENT, "--cgroup-name", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting the held workload {name}"))?;
+        holders.push((name, child));
+    }
     let start = unix_now();
     let started = Instant::now();
     let mut round = 0u32;
@@ -196,13 +203,15 @@ fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Resu
     }
     thread::sleep(Duration::from_secs(2));
     let end = unix_now();
-    drop(holder.stdin.take()); // closing stdin ends the hold
-    let held = holder.wait().context("waiting for the pinned-buffer holder")?;
-    if !held.success() {
-        bail!("the pinned-buffer holder failed: {held}");
+    for (name, mut child) in holders {
+        drop(child.stdin.take()); // closing stdin ends the hold
+        let held = child.wait().with_context(|| format!("waiting for the held workload {name}"))?;
+        if !held.success() {
+            bail!("the held workload {name} failed: {held}");
+        }
+        let path = format!("{CGROUP_PARENT}/{name}");
+        process::capture(Command::new(workload).args(["cleanup-cgroup", "--path", &path, "--prune-parents"]))?;
     }
-    let path = format!("{CGROUP_PARENT}/holder");
-    process::capture(Command::new(workload).args(["cleanup-cgroup", "--path", &path, "--prune-parents"]))?;
     say(format!("host: {round} rounds of {} workload scenarios in {:.0} s", available.len(), end - start));
     agent.stop()?;
     Ok((prometheus, HostPhase { instance, start, end }))
