@@ -16,7 +16,6 @@ mod client;
 mod collect;
 mod config;
 mod export;
-mod heap;
 mod kernel;
 mod model;
 mod privileges;
