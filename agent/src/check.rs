@@ -52,6 +52,10 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
     writeln!(out, "generation  {}", r.generation_description)?;
     writeln!(out, "fentry      {}", cap(&r.capabilities.trampolines))?;
     writeln!(out, "kprobe      {}", cap(&r.capabilities.kprobes))?;
+    match &r.capabilities.tracefs {
+        Ok(t) => writeln!(out, "tracefs     {}", t.describe())?,
+        Err(why) => writeln!(out, "tracefs     unavailable: {why}")?,
+    }
     writeln!(out)?;
     writeln!(out, "{:<12} {:<11} {:<12} DETAIL", "FAMILY", "MODE", "STATUS")?;
     for f in &r.families {
