@@ -66,6 +66,8 @@ impl KernelInfo {
                 .map(|(name, v)| (v, name.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase()))
                 .collect(),
         );
+        let tracefs = tracefs::locate();
+        tracefs::log(&tracefs);
         Ok(Self {
             release: release(),
             btf,
@@ -74,7 +76,7 @@ impl KernelInfo {
             generation,
             events,
             kprobes: caps::kprobes(),
-            tracefs: tracefs::locate(),
+            tracefs,
             deny,
         })
     }

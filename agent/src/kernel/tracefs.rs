@@ -43,19 +43,19 @@ impl Tracefs {
 }
 
 /// What tracefs is available to this process, or why none is and how to fix it. The first call decides (and may
-/// mount); later calls return the same answer.
+/// mount); later calls return the same answer. Silent: [`log`] says it once the agent has checked its input.
 pub fn locate() -> Result<Tracefs, String> {
     static ONCE: OnceLock<Result<Tracefs, String>> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let found = find_or_mount();
-        match &found {
-            Ok(t @ Tracefs::Private(_)) => tracing::info!("tracefs: {}", t.describe()),
-            Ok(t) => tracing::debug!("tracefs: {}", t.describe()),
-            Err(why) => tracing::warn!("tracefs unavailable, tracepoint probes will not attach: {why}"),
-        }
-        found
-    })
-    .clone()
+    ONCE.get_or_init(find_or_mount).clone()
+}
+
+/// One log line for [`locate`]'s answer.
+pub fn log(found: &Result<Tracefs, String>) {
+    match found {
+        Ok(t @ Tracefs::Private(_)) => tracing::info!("tracefs: {}", t.describe()),
+        Ok(t) => tracing::debug!("tracefs: {}", t.describe()),
+        Err(why) => tracing::warn!("tracefs unavailable, tracepoint probes will not attach: {why}"),
+    }
 }
 
 fn find_or_mount() -> Result<Tracefs, String> {
