@@ -10,12 +10,11 @@
 //!
 //! Run: `cargo test -p mmuscope-tests --test hardening_tracefs -- --test-threads=1 --nocapture` (the `host` tier).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use mmuscope_tests::cgroup::CgroupPath;
-use mmuscope_tests::hardening::{run_command_to_exit, run_to_exit};
+use mmuscope_tests::hardening::{WITHOUT_TRACEFS, run_command_to_exit, run_to_exit, wrapped};
 use mmuscope_tests::harness::scrape::Scraper;
 use mmuscope_tests::harness::{Agent, CgroupGuard, HostEnv, counter_by_cgroup, run_workload};
 
@@ -24,15 +23,8 @@ const CGROUP_PARENT: &str = "/mmuscope-hardening";
 /// Exit status of `run --probes.strict` (and `check --strict`) when a required family attached nothing.
 const EXIT_STRICT: i32 = 3;
 
-/// A private mount namespace without tracefs and debugfs (unmounted there, deepest first; the host keeps its
-/// mounts), then `exec "$@"`. Exit 97 if one is still mounted.
-const NO_TRACEFS: &str = "awk '/ - (tracefs|debugfs) / {print $5}' /proc/self/mountinfo | sort -r | \
-     while read -r m; do umount -l \"$m\"; done; \
-     if grep -Eq ' - (tracefs|debugfs) ' /proc/self/mountinfo; then echo 'tracefs still mounted' >&2; exit 97; fi; \
-     exec \"$@\"";
-
 fn without_tracefs() -> Vec<&'static str> {
-    vec!["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", NO_TRACEFS, "no-tracefs"]
+    WITHOUT_TRACEFS.to_vec()
 }
 
 /// Mount points of tracefs in `/proc/<pid>/mountinfo`.
@@ -132,9 +124,8 @@ fn without_cap_sys_admin_check_and_log_name_the_fix() {
     let agent = env.agent_bin.to_str().unwrap();
     let caps = "+bpf,+perfmon,+dac_read_search";
     let as_nobody = |args: &[&str]| {
-        let mut cmd = Command::new(without_tracefs()[0]);
-        cmd.args(&without_tracefs()[1..])
-            .args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        let mut cmd = wrapped(&WITHOUT_TRACEFS);
+        cmd.args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(format!("--inh-caps=-all,{caps}"))
             .arg(format!("--ambient-caps={caps}"))
             .arg(agent)
