@@ -33,6 +33,23 @@ pub fn describe(cmd: &Command) -> String {
     std::iter::once(program).chain(cmd.get_args()).map(quote).collect::<Vec<_>>().join(" ")
 }
 
+/// Where classic tracepoints are attached from (aya, libbpf and bpftrace read it there).
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// A command that runs `program` (arguments added by the caller) in a mount namespace of its own where tracefs is
+/// mounted at [`TRACEFS`], mounting it there if needed; exit 97 if it cannot. For tools that need tracefs and cannot
+/// mount it themselves (bpftrace, the bench's floor fixture, the agent without CAP_SYS_ADMIN as under the systemd
+/// unit, whose `RequiresMountsFor=` makes systemd mount it): a new machine may have none mounted, and this host's
+/// own mounts stay as they are.
+pub fn with_tracefs(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
+        .arg(format!("mountpoint -q {TRACEFS} || mount -t tracefs tracefs {TRACEFS} || exit 97; exec \"$@\""))
+        .arg("with-tracefs")
+        .arg(program);
+    cmd
+}
+
 /// `VAR=value ` for every variable `cmd` sets (not the ones it removes).
 fn env_prefix(cmd: &Command) -> String {
     cmd.get_envs().filter_map(|(key, value)| Some(format!("{}={} ", key.to_string_lossy(), quote(value?)))).collect()

@@ -10,7 +10,8 @@ use super::Bench;
 use super::procs::Background;
 
 pub fn floor(b: &Bench) -> Result<Background> {
-    let mut cmd = Command::new(&b.bins.fixture);
+    // The floor attaches classic tracepoints, like bpftrace, and cannot mount tracefs itself.
+    let mut cmd = crate::process::with_tracefs(&b.bins.fixture);
     cmd.arg("floor").arg("--object").arg(&b.bins.bpf_object);
     Background::until_line(cmd, "the floor fixture", "ready", Duration::from_secs(60), true)
 }

@@ -97,7 +97,7 @@ impl Holder {
 }
 
 fn bpftrace_process(b: &Bench, script: &std::path::Path) -> Result<Background> {
-    let mut cmd = std::process::Command::new("taskset");
+    let mut cmd = crate::process::with_tracefs("taskset");
     cmd.arg("-c").arg(b.other_cpu.to_string()).arg("bpftrace").arg(script);
     Background::until_line(cmd, "bpftrace", "ready", std::time::Duration::from_secs(60), false)
 }

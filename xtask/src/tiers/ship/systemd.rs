@@ -15,14 +15,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::{daemon, daemon::Daemon, http, say, seccomp};
-use crate::{process, workspace::Workspace};
+use crate::{
+    process::{self, TRACEFS},
+    workspace::Workspace,
+};
 
 const UNIT: &str = "deploy/systemd/mmuscope.service";
 const CONFIG: &str = "deploy/systemd/mmuscope.toml";
 /// The limit for `systemd-analyze security` (lower is better).
 const MAX_EXPOSURE: f64 = 2.5;
-/// Where the unit requires tracefs (`RequiresMountsFor=`): the agent, without CAP_SYS_ADMIN there, cannot mount it.
-const TRACEFS: &str = "/sys/kernel/tracing";
 /// `nobody`: any uid without privileges will do, like the unit's DynamicUser.
 const UNPRIVILEGED_UID: &str = "65534";
 
@@ -167,14 +168,9 @@ pub fn runtime(ws: &Workspace, agent: &Path) -> Result<()> {
 /// The agent as the unit starts it: `setpriv` gives it an unprivileged uid, exactly the unit's ambient
 /// capabilities (also as the bounding set) and no_new_privs, like DynamicUser=, AmbientCapabilities=,
 /// CapabilityBoundingSet= and NoNewPrivileges= do. Before that, what the unit's `RequiresMountsFor=` makes systemd
-/// do: mount tracefs ([`TRACEFS`]) where it is not mounted. That happens in a mount namespace of the agent's own
-/// (`unshare --mount`, PrivateMounts= in the unit), so this host's mounts stay as a new machine's.
+/// do: mount tracefs where it is not mounted ([`process::with_tracefs`]).
 fn unit_like(agent: &Path, caps: &str, config: &Path, addr: std::net::SocketAddr) -> Command {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
-        .arg(format!("mountpoint -q {TRACEFS} || mount -t tracefs tracefs {TRACEFS} || exit 97; exec \"$@\"",))
-        .arg("requires-mounts-for")
-        .arg("setpriv");
+    let mut cmd = process::with_tracefs("setpriv");
     cmd.args(["--reuid", UNPRIVILEGED_UID, "--regid", UNPRIVILEGED_UID, "--clear-groups"])
         .arg(format!("--inh-caps={caps}"))
         .arg(format!("--ambient-caps={caps}"))
