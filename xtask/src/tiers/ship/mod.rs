@@ -11,6 +11,9 @@
 //!   `@grafana/schema` ([`dashboards`]); then every panel query against a real Prometheus scraping a real agent
 //!   while workloads run, plus a 6.1 guest's fentry-mode samples for the families this kernel cannot produce
 //!   ([`live`], [`guest`]), and the dashboards rendered to PNG with headless chromium ([`render`]).
+//! * The ServiceMonitor: the scrape job the Prometheus Operator generates for it, run by a real Prometheus against
+//!   the agent while a workload runs in a Kubernetes pod's cgroup; the stored series keep the workload's namespace,
+//!   pod and container ([`operator`]).
 //! * The Debian package: built from the release build, installed, `mmuscope check`, purged without a trace
 //!   ([`deb`]).
 //!
@@ -26,6 +29,7 @@ mod guest;
 mod http;
 mod kube;
 mod live;
+mod operator;
 mod prometheus;
 mod render;
 mod rules;
@@ -67,6 +71,9 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         steps.run("dashboards against a live agent and Prometheus, rendered", || {
             let results = live::run(ws, &agent, &workload)?;
             render::all(ws, &tools, &results)
+        });
+        steps.run("ServiceMonitor as the Prometheus Operator renders it (labels kept, instance = node)", || {
+            operator::check(ws, &tools, &agent, &workload)
         });
         steps.run("debian package (cargo-deb, dpkg -i, mmuscope check, dpkg --purge)", || deb::check(ws, &tools));
     }

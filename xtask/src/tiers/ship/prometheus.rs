@@ -45,6 +45,16 @@ impl Prometheus {
         Ok(p)
     }
 
+    /// Starts Prometheus in `dir` with the complete configuration `config` (its own scrape jobs, no rules).
+    pub fn start_with_config(dir: &Path, config: &str) -> Result<Self> {
+        let data = dir.join("data");
+        fs::create_dir_all(&data)?;
+        fs::write(dir.join("prometheus.yml"), config)?;
+        let mut p = Self { daemon: None, addr: daemon::free_port()?, dir: dir.to_path_buf(), data };
+        p.launch()?;
+        Ok(p)
+    }
+
     fn launch(&mut self) -> Result<()> {
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", self.dir.join("prometheus.yml").display()))
