@@ -1,5 +1,6 @@
-//! Per-request checks from the connection's web configuration: basic auth (`basic_auth_users`) and the configured
-//! response headers; plus turning any non-JSON error response (axum's own 405, rejections) into `{"error": ...}`.
+//! Per-request checks from the connection's web configuration: `rate_limit`, basic auth (`basic_auth_users`, except
+//! on `basic_auth_excluded_paths`) and the configured response headers; plus turning any non-JSON error response
+//! (axum's own 405, rejections) into `{"error": ...}`.
 
 use std::sync::Arc;
 
@@ -13,12 +14,19 @@ use base64::Engine;
 
 use crate::{api::json_error, webconfig::WebConfig};
 
-/// Requires valid basic-auth credentials when users are configured; adds the configured headers.
+/// Applies the rate limit; requires valid basic-auth credentials when users are configured (except on exempt
+/// paths); adds the configured headers.
 pub async fn basic_auth(req: Request, next: Next) -> Response {
     let Some(config) = req.extensions().get::<Arc<WebConfig>>().cloned() else {
         return next.run(req).await;
     };
-    if !config.users.is_empty() {
+    if config.rate_limit.as_ref().is_some_and(|l| !l.allow()) {
+        let r = json_error(StatusCode::TOO_MANY_REQUESTS, "too many requests (rate_limit of the web config)");
+        return with_headers(r, &config);
+    }
+    let path = req.uri().path();
+    let exempt = config.auth_excluded.iter().any(|p| p == path);
+    if !config.users.is_empty() && !exempt {
         let creds = req.headers().get(header::AUTHORIZATION).and_then(|v| parse_basic(v.as_bytes()));
         let ok = match creds {
             Some((user, password)) => {
