@@ -81,6 +81,10 @@ pub struct RunArgs {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config: Option<PathBuf>,
     #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
+    #[command(flatten)]
     pub cgroups: CgroupArgs,
     /// Pin the counter maps in this bpffs directory (e.g. /sys/fs/bpf/mmuscope) so that counters continue across
     /// restarts; unset, nothing is pinned and nothing outlives the agent.
@@ -95,6 +99,19 @@ pub struct RunArgs {
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
+}
+
+/// Who may see what over HTTP, beyond the web config file. Both change on SIGHUP without a restart.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AccessArgs {
+    /// Answer 403 on /api/v1/subscribers and /api/v1/slow, which show the workloads' pids, process names and
+    /// cgroups to anyone who may use the API.
+    #[arg(long = "web.disable-process-details")]
+    pub disable_process_details: bool,
+    /// Require the web config's basic-auth credentials on /healthz and /readyz too (by default they answer without,
+    /// so that kubelet and load-balancer probes work).
+    #[arg(long = "web.health-requires-auth")]
+    pub health_requires_auth: bool,
 }
 
 /// Cgroup labels and cardinality.

@@ -17,6 +17,7 @@ mod collect;
 mod config;
 mod export;
 mod kernel;
+mod logging;
 mod model;
 mod privileges;
 mod probes;
@@ -29,7 +30,10 @@ mod webconfig;
 
 fn main() {
     let cli = config::parse_cli();
-    init_tracing();
+    logging::init(match &cli.command {
+        Some(cli::Command::Run(args)) => &args.log,
+        _ => &cli.run.log,
+    });
     let result = match cli.command {
         Some(cli::Command::Check(args)) => check::run(&args),
         Some(cli::Command::Run(args)) => run(args),
@@ -65,12 +69,4 @@ fn run(args: cli::RunArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(service::run(args))?;
     Ok(0)
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MMUSCOPE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // `try_init` also installs the `log` → `tracing` bridge that carries aya-log records.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

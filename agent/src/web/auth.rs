@@ -1,22 +1,24 @@
 //! Per-request checks from the connection's web configuration: `rate_limit`, basic auth (`basic_auth_users`, except
-//! on `basic_auth_excluded_paths`) and the configured response headers; plus turning any non-JSON error response
-//! (axum's own 405, rejections) into `{"error": ...}`.
+//! on `basic_auth_excluded_paths` and, unless `--web.health-requires-auth`, `/healthz` and `/readyz`) and the
+//! configured response headers; plus turning any non-JSON error response (axum's own 405, rejections) into
+//! `{"error": ...}`.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::Request,
+    extract::{Request, State},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use base64::Engine;
 
+use super::access::Access;
 use crate::{api::json_error, webconfig::WebConfig};
 
 /// Applies the rate limit; requires valid basic-auth credentials when users are configured (except on exempt
 /// paths); adds the configured headers.
-pub async fn basic_auth(req: Request, next: Next) -> Response {
+pub async fn basic_auth(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
     let Some(config) = req.extensions().get::<Arc<WebConfig>>().cloned() else {
         return next.run(req).await;
     };
@@ -25,7 +27,7 @@ pub async fn basic_auth(req: Request, next: Next) -> Response {
         return with_headers(r, &config);
     }
     let path = req.uri().path();
-    let exempt = config.auth_excluded.iter().any(|p| p == path);
+    let exempt = access.auth_exempt(path) || config.auth_excluded.iter().any(|p| p == path);
     if !config.users.is_empty() && !exempt {
         let creds = req.headers().get(header::AUTHORIZATION).and_then(|v| parse_basic(v.as_bytes()));
         let ok = match creds {

@@ -2,6 +2,7 @@
 //! [`crate::api`]) and a small landing page. Read-only; every error is JSON. TLS and basic auth come from
 //! `--web.config.file` ([`crate::webconfig`]); [`serve`] accepts connections, [`auth`] checks requests.
 
+mod access;
 mod auth;
 mod bodies;
 mod coalesce;
@@ -26,6 +27,7 @@ use crate::{
     probes::PlanReport,
 };
 
+pub use access::Access;
 pub use collector::Collector;
 
 pub struct AppState {
@@ -36,6 +38,8 @@ pub struct AppState {
     pub report: PlanReport,
     pub telemetry_path: String,
     pub api: Arc<ApiState>,
+    /// `--web.disable-process-details`, `--web.health-requires-auth` (changed on SIGHUP).
+    pub access: Arc<Access>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -47,9 +51,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .with_state(state.clone())
         .merge(api::router().with_state(state.api.clone()))
+        .layer(middleware::from_fn_with_state(state.access.clone(), access::process_details))
         .layer(middleware::from_fn(auth::json_errors))
         .layer(middleware::from_fn(bodies::reject))
-        .layer(middleware::from_fn(auth::basic_auth))
+        .layer(middleware::from_fn_with_state(state.access.clone(), auth::basic_auth))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
