@@ -10,7 +10,8 @@ use crate::probes::Mode;
 #[derive(Parser, Debug)]
 #[command(
     name = "mmuscope",
-    version,
+    version = crate::version::SHORT,
+    long_version = crate::version::LONG,
     args_conflicts_with_subcommands = true,
     about = "Secondary-MMU invalidation metrics (mmu_notifier) per cgroup, via eBPF"
 )]

@@ -25,6 +25,7 @@ mod service;
 mod slow;
 mod subscribers;
 mod top;
+mod version;
 mod web;
 mod webconfig;
 

@@ -69,6 +69,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         probes.report.clone(),
         BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
+            revision: crate::version::REVISION,
             kernel: kernel.release.clone(),
             generation: generation_label(&kernel),
         },

@@ -17,6 +17,8 @@ use crate::{
 /// Static facts exported as `mmuscope_build_info`.
 pub struct BuildInfo {
     pub version: &'static str,
+    /// The git revision the agent was built from (`unknown` outside a checkout).
+    pub revision: &'static str,
     pub kernel: String,
     pub generation: &'static str,
 }
@@ -67,6 +69,7 @@ pub fn families(
             [(
                 vec![
                     ("version", build.version.to_string()),
+                    ("revision", build.revision.to_string()),
                     ("kernel", build.kernel.clone()),
                     ("generation", build.generation.to_string()),
                 ],

@@ -75,7 +75,7 @@ fn all_families() -> Vec<MetricFamily> {
         vec![("cgroup", "/".into()), ("namespace", "".into()), ("pod", "".into()), ("container", "".into())]
     };
     let events = EventNames::from_pairs(vec![(0, "unmap".into())]);
-    let build = agent::BuildInfo { version: "", kernel: String::new(), generation: "" };
+    let build = agent::BuildInfo { version: "", revision: "", kernel: String::new(), generation: "" };
     let mut out = brackets::families(&snap, &cgroup, &events);
     out.extend(fork::families(&snap, &cgroup, 4096, true));
     out.extend(secondary::families(&snap, &cgroup, true));
