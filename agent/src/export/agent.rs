@@ -97,6 +97,12 @@ pub fn cgroup_families(names: &crate::cgroups::CgroupNames) -> Vec<MetricFamily>
     ]
 }
 
+/// `map_read_errors_total{map}`: failed reads of each kernel map, by scrapes and API requests alike.
+pub fn map_read_errors(rows: &[(&str, u64)]) -> MetricFamily {
+    let rows = rows.iter().map(|(m, n)| (vec![("map", m.to_string())], *n as f64)).collect::<Vec<_>>();
+    counter("mmuscope_map_read_errors_total", help("mmuscope_map_read_errors_total"), rows)
+}
+
 /// `probe_attached{probe, mode, target}`: 1 for the attached alternative's targets, 0 for the rest.
 pub fn probe_attached(report: &PlanReport) -> MetricFamily {
     let mut rows: Vec<(Labels, f64)> = Vec::new();

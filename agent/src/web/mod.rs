@@ -7,6 +7,7 @@ mod auth;
 mod bodies;
 mod coalesce;
 mod collector;
+mod gzip;
 mod serve;
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     middleware,
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -33,8 +34,8 @@ pub use collector::Collector;
 pub struct AppState {
     /// Runs the collections behind `/metrics`.
     pub collector: Collector,
-    /// Concurrent `/metrics` requests share one collection.
-    pub scrapes: coalesce::Coalesced<Vec<u8>>,
+    /// Concurrent `/metrics` requests share one collection (and its gzip form).
+    pub scrapes: coalesce::Coalesced<gzip::Exposition>,
     pub report: PlanReport,
     pub telemetry_path: String,
     pub api: Arc<ApiState>,
@@ -57,24 +58,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.access.clone(), auth::basic_auth))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let collect =
-        || async { state.collector.collect().await.map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e)) };
-    match state.scrapes.get(collect).await {
-        Ok(body) => {
-            let body = axum::body::Body::from(bytes::Bytes::from_owner(ArcBody(body)));
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let collect = || async {
+        let body = state.collector.collect().await.map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        Ok(gzip::Exposition::new(body))
+    };
+    let exposition = match state.scrapes.get(collect).await {
+        Ok(e) => e,
+        Err(response) => return response,
+    };
+    let content_type = (header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    let vary = (header::VARY, "Accept-Encoding");
+    if gzip::accepted(&headers) {
+        match exposition.gzip().await {
+            Ok(body) => return ([content_type, vary, (header::CONTENT_ENCODING, "gzip")], body).into_response(),
+            Err(e) => tracing::warn!("gzip failed ({e}); sending the exposition uncompressed"),
         }
-        Err(response) => response,
     }
+    let body = axum::body::Body::from(bytes::Bytes::from_owner(ArcBody(exposition)));
+    ([content_type, vary], body).into_response()
 }
 
 /// A shared body, served without copying it per request.
-struct ArcBody(Arc<Vec<u8>>);
+struct ArcBody(Arc<gzip::Exposition>);
 
 impl AsRef<[u8]> for ArcBody {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.plain
     }
 }
 
