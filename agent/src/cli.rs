@@ -37,6 +37,13 @@ pub enum Command {
     /// docs/metrics.md.
     #[command(hide = true)]
     MetricsReference,
+    /// Write the man pages and the bash, zsh and fish completions, generated from this command line, into DIR;
+    /// `cargo xtask docs` writes them to deploy/man and deploy/completions.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

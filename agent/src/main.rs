@@ -16,6 +16,7 @@ mod client;
 mod collect;
 mod config;
 mod export;
+mod generate;
 mod kernel;
 mod logging;
 mod model;
@@ -44,6 +45,10 @@ fn main() {
             print!("{}", export::metrics_reference());
             Ok(0)
         }
+        Some(cli::Command::Generate { dir }) => generate::write(&dir).map(|files| {
+            files.iter().for_each(|f| println!("{}", dir.join(f).display()));
+            0
+        }),
         None => run(cli.run),
     };
     match result {
