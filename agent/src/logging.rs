@@ -11,7 +11,8 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt, reloa
 /// The environment variable with a fine-grained filter that overrides `--log.level`.
 pub const ENV_FILTER: &str = "MMUSCOPE_LOG";
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// In order of severity (`Debug < Error`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Debug,
     #[default]

@@ -200,9 +200,16 @@ impl Live {
 
     /// Applies the keys of [`crate::config::reload::LIVE`].
     fn apply(&mut self, new: &RunArgs) {
-        if new.log.level != self.args.log.level {
-            match crate::logging::set_level(new.log.level) {
-                Ok(now) => tracing::info!("log level now {now}"),
+        let (old_level, new_level) = (self.args.log.level, new.log.level);
+        if new_level != old_level {
+            // Said while the more verbose of the two levels is in force, so that it shows.
+            let say = |now: &str| tracing::info!("log level {} -> {now}", old_level.as_str());
+            if new_level > old_level {
+                say(new_level.as_str());
+            }
+            match crate::logging::set_level(new_level) {
+                Ok(now) if new_level < old_level => say(&now),
+                Ok(_) => {}
                 Err(e) => tracing::error!("changing the log level failed: {e}"),
             }
         }
