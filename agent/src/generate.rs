@@ -30,12 +30,29 @@ pub fn write(dir: &Path) -> Result<Vec<String>> {
         let page = sub.clone().name(name.clone()).display_name(name.clone());
         put(format!("man/{name}.1"), man(&page)?)?;
     }
+    let mut visible = without_hidden_subcommands(&Cli::command());
     for (shell, file) in [(Shell::Bash, "mmuscope.bash"), (Shell::Zsh, "_mmuscope"), (Shell::Fish, "mmuscope.fish")] {
         let mut out = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "mmuscope", &mut out);
+        clap_complete::generate(shell, &mut visible, "mmuscope", &mut out);
         put(format!("completions/{file}"), out)?;
     }
     Ok(written)
+}
+
+/// `full` without its hidden subcommands (`generate`, `metrics-reference`), which clap_complete would offer.
+fn without_hidden_subcommands(full: &clap::Command) -> clap::Command {
+    let visible: Vec<clap::Command> = full.get_subcommands().filter(|s| !s.is_hide_set()).cloned().collect();
+    let mut cmd = clap::Command::new(full.get_name().to_string())
+        .args(full.get_arguments().cloned())
+        .subcommands(visible)
+        .args_conflicts_with_subcommands(true);
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    if let Some(version) = full.get_version() {
+        cmd = cmd.version(version.to_string());
+    }
+    cmd
 }
 
 /// One man page. No date in it, so that regenerating it changes nothing unless the flags changed.
@@ -60,7 +77,10 @@ mod tests {
         let run = std::fs::read_to_string(dir.join("man/mmuscope-run.1")).unwrap();
         assert!(run.contains("log.level") && run.contains("web.disable\\-process\\-details"), "{run}");
         let bash = std::fs::read_to_string(dir.join("completions/mmuscope.bash")).unwrap();
-        assert!(bash.contains("--log.format"), "{bash}");
+        assert!(bash.contains("--log.format") && bash.contains("snapshot"), "{bash}");
+        let fish = std::fs::read_to_string(dir.join("completions/mmuscope.fish")).unwrap();
+        assert!(!fish.contains("generate") && !fish.contains("metrics-reference"), "hidden commands offered: {fish}");
+        assert!(fish.contains("-l version"), "{fish}");
         // The copies in deploy/ (what the Debian package installs) are what this build generates.
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
         for f in &files {

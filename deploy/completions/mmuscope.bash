@@ -19,14 +19,8 @@ _mmuscope() {
             mmuscope,check)
                 cmd="mmuscope__subcmd__check"
                 ;;
-            mmuscope,generate)
-                cmd="mmuscope__subcmd__generate"
-                ;;
             mmuscope,help)
                 cmd="mmuscope__subcmd__help"
-                ;;
-            mmuscope,metrics-reference)
-                cmd="mmuscope__subcmd__metrics__subcmd__reference"
                 ;;
             mmuscope,run)
                 cmd="mmuscope__subcmd__run"
@@ -40,14 +34,8 @@ _mmuscope() {
             mmuscope__subcmd__help,check)
                 cmd="mmuscope__subcmd__help__subcmd__check"
                 ;;
-            mmuscope__subcmd__help,generate)
-                cmd="mmuscope__subcmd__help__subcmd__generate"
-                ;;
             mmuscope__subcmd__help,help)
                 cmd="mmuscope__subcmd__help__subcmd__help"
-                ;;
-            mmuscope__subcmd__help,metrics-reference)
-                cmd="mmuscope__subcmd__help__subcmd__metrics__subcmd__reference"
                 ;;
             mmuscope__subcmd__help,run)
                 cmd="mmuscope__subcmd__help__subcmd__run"
@@ -65,7 +53,7 @@ _mmuscope() {
 
     case "${cmd}" in
         mmuscope)
-            opts="-h -V --btf --mode --map.stats-entries --slow.min-duration --probes.deny --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --pin --bpf.run-stats --config.file --help --version run check top snapshot metrics-reference generate help"
+            opts="-h -V --btf --mode --map.stats-entries --slow.min-duration --probes.deny --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --pin --bpf.run-stats --config.file --help --version run check top snapshot help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -172,22 +160,8 @@ _mmuscope() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        mmuscope__subcmd__generate)
-            opts="-h --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         mmuscope__subcmd__help)
-            opts="run check top snapshot metrics-reference generate help"
+            opts="run check top snapshot help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -214,35 +188,7 @@ _mmuscope() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        mmuscope__subcmd__help__subcmd__generate)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         mmuscope__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        mmuscope__subcmd__help__subcmd__metrics__subcmd__reference)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -287,20 +233,6 @@ _mmuscope() {
         mmuscope__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        mmuscope__subcmd__metrics__subcmd__reference)
-            opts="-h --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
