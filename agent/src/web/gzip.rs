@@ -5,7 +5,10 @@
 
 use std::{io::Write, sync::Arc};
 
-use axum::http::{HeaderMap, header};
+use axum::{
+    http::{HeaderMap, header},
+    response::{IntoResponse, Response},
+};
 use bytes::Bytes;
 use flate2::{Compression, write::GzEncoder};
 use tokio::sync::OnceCell;
@@ -32,6 +35,29 @@ impl Exposition {
             })
             .await?;
         Ok(body.clone())
+    }
+}
+
+/// The `/metrics` response for a request with `headers`: gzip if it accepts it, else the shared plain body.
+pub async fn respond(exposition: Arc<Exposition>, headers: &HeaderMap) -> Response {
+    let content_type = (header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    let vary = (header::VARY, "Accept-Encoding");
+    if accepted(headers) {
+        match exposition.gzip().await {
+            Ok(body) => return ([content_type, vary, (header::CONTENT_ENCODING, "gzip")], body).into_response(),
+            Err(e) => tracing::warn!("gzip failed ({e}); sending the exposition uncompressed"),
+        }
+    }
+    let body = axum::body::Body::from(Bytes::from_owner(ArcBody(exposition)));
+    ([content_type, vary], body).into_response()
+}
+
+/// A shared body, served without copying it per request.
+struct ArcBody(Arc<Exposition>);
+
+impl AsRef<[u8]> for ArcBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.plain
     }
 }
 
@@ -92,6 +118,27 @@ mod tests {
         assert!(!accepted(&with(&["gzip;q=0"])));
         assert!(!accepted(&with(&["gzip;q=0, *"])), "an explicit refusal wins over *");
         assert!(!accepted(&with(&["gzipped"])));
+    }
+
+    async fn body(r: Response) -> Vec<u8> {
+        axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap().to_vec()
+    }
+
+    #[tokio::test]
+    async fn responses_say_their_encoding_and_carry_the_same_exposition() {
+        let plain = b"# TYPE mmuscope_x counter\nmmuscope_x{cgroup=\"/a\"} 1\n".repeat(100);
+        let expo = Arc::new(Exposition::new(plain.clone()));
+        let r = respond(expo.clone(), &with(&["gzip, deflate"])).await;
+        assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(r.headers()[header::VARY], "Accept-Encoding");
+        let zipped = body(r).await;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&zipped[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, plain, "decompressed = plain");
+        let r = respond(expo, &with(&["identity"])).await;
+        assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; version=0.0.4; charset=utf-8");
+        assert_eq!(body(r).await, plain);
     }
 
     #[tokio::test]

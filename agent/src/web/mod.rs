@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     middleware,
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -67,25 +67,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         Ok(e) => e,
         Err(response) => return response,
     };
-    let content_type = (header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
-    let vary = (header::VARY, "Accept-Encoding");
-    if gzip::accepted(&headers) {
-        match exposition.gzip().await {
-            Ok(body) => return ([content_type, vary, (header::CONTENT_ENCODING, "gzip")], body).into_response(),
-            Err(e) => tracing::warn!("gzip failed ({e}); sending the exposition uncompressed"),
-        }
-    }
-    let body = axum::body::Body::from(bytes::Bytes::from_owner(ArcBody(exposition)));
-    ([content_type, vary], body).into_response()
-}
-
-/// A shared body, served without copying it per request.
-struct ArcBody(Arc<gzip::Exposition>);
-
-impl AsRef<[u8]> for ArcBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.plain
-    }
+    gzip::respond(exposition, &headers).await
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
