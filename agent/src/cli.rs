@@ -156,6 +156,8 @@ pub struct CheckArgs {
     /// Exit 3 unless every family attached with its best alternative (within --mode).
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 fn telemetry_path(s: &str) -> Result<String, String> {

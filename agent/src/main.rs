@@ -34,6 +34,7 @@ fn main() {
     let cli = config::parse_cli();
     logging::init(match &cli.command {
         Some(cli::Command::Run(args)) => &args.log,
+        Some(cli::Command::Check(args)) => &args.log,
         _ => &cli.run.log,
     });
     let result = match cli.command {

@@ -127,7 +127,7 @@ _mmuscope() {
             return 0
             ;;
         mmuscope__subcmd__check)
-            opts="-h --btf --mode --map.stats-entries --slow.min-duration --probes.deny --json --strict --help"
+            opts="-h --btf --mode --map.stats-entries --slow.min-duration --probes.deny --json --strict --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -151,6 +151,14 @@ _mmuscope() {
                     ;;
                 --probes.deny)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.level)
+                    COMPREPLY=($(compgen -W "debug info warn error" -- "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
+                    COMPREPLY=($(compgen -W "logfmt json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -87,6 +87,12 @@ tracepoint\t'BTF-typed (`tp_btf`) or classic tracepoints'"
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l map.stats-entries -d 'max_entries of each aggregation map (cgroup × event keys)' -r
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l slow.min-duration -d 'Brackets at least this long are kept, with pid, cause and range, for /api/v1/slow (fentry and kprobe modes; e.g. 100us, 1ms; 0s keeps every bracket)' -r
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l probes.deny -d 'Hide a kernel function, `struct.member`, enumerator or tracepoint from the probe planner, or switch off a probe family by name, as if this kernel lacked it (repeat or comma-separate; for testing degradation)' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l log.level -d 'Only log messages with this severity or above: debug, info, warn, error. Changes on SIGHUP without a restart. MMUSCOPE_LOG (a tracing filter such as `info,mmuscope::web=debug`) overrides it when set' -r -f -a "debug\t''
+info\t''
+warn\t''
+error\t''"
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l log.format -d 'Format of the log lines on stderr: logfmt or json' -r -f -a "logfmt\t'`ts=… level=info target=… message="…" key=value`, one line per event'
+json\t'One JSON object per line: `timestamp`, `level`, `target`, `message` and the event\'s fields'"
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l json -d 'Print JSON instead of a table'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l strict -d 'Exit 3 unless every family attached with its best alternative (within --mode)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
