@@ -206,6 +206,9 @@ fn tls_case(env: &HostEnv, agent: &Agent, certs: &TestCerts, config: &Path, base
     check("wrong password → 401", &["--cacert", ca, "-u", "alice:nope", &metrics], 401, 0, "\"error\"")?;
     check("unknown user → 401", &["--cacert", ca, "-u", "mallory:s3cret", &metrics], 401, 0, "\"error\"")?;
     check("no credentials → 401", &["--cacert", ca, &format!("{https}/api/v1/status")], 401, 0, "unauthorized")?;
+    // The kubelet's probes send no credentials: /healthz and /readyz answer without them (over TLS still).
+    check("/healthz without credentials → 200", &["--cacert", ca, &format!("{https}/healthz")], 200, 0, "ok")?;
+    check("/readyz without credentials → 200", &["--cacert", ca, &format!("{https}/readyz")], 200, 0, "ready")?;
     check(
         "API with credentials → 200",
         &["--cacert", ca, "-u", "alice:s3cret", &format!("{https}/api/v1/status")],
