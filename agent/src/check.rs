@@ -52,8 +52,13 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
     writeln!(out, "generation  {}", r.generation_description)?;
     writeln!(out, "fentry      {}", cap(&r.capabilities.trampolines))?;
     writeln!(out, "kprobe      {}", cap(&r.capabilities.kprobes))?;
+    match &r.capabilities.tracefs {
+        Ok(t) => writeln!(out, "tracefs     {}", t.describe())?,
+        Err(why) => writeln!(out, "tracefs     unavailable: {why}")?,
+    }
     writeln!(out)?;
-    writeln!(out, "{:<12} {:<11} {:<12} DETAIL", "FAMILY", "MODE", "STATUS")?;
+    let w = r.families.iter().map(|f| f.name.len()).chain([6]).max().unwrap_or(6);
+    writeln!(out, "{:<w$} {:<11} {:<12} DETAIL", "FAMILY", "MODE", "STATUS")?;
     for f in &r.families {
         for (i, a) in f.alternatives.iter().enumerate() {
             let family = if i == 0 { f.name } else { "" };
@@ -62,10 +67,10 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
                 probes::Status::Attached => format!("{} (degraded: {})", a.targets.join(", "), a.degraded),
                 _ => a.reason.clone(),
             };
-            writeln!(out, "{family:<12} {:<11} {:<12} {detail}", a.name, a.status.as_str())?;
+            writeln!(out, "{family:<w$} {:<11} {:<12} {detail}", a.name, a.status.as_str())?;
         }
         if f.attached().is_none() {
-            writeln!(out, "{:<12} {:<11} {:<12} no alternative attached", "", "-", "MISSING")?;
+            writeln!(out, "{:<w$} {:<11} {:<12} no alternative attached", "", "-", "MISSING")?;
         }
     }
     Ok(())

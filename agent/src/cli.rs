@@ -94,6 +94,11 @@ pub struct RunArgs {
     pub log: crate::logging::LogArgs,
     #[command(flatten)]
     pub cgroups: CgroupArgs,
+    /// Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing.
+    /// Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows
+    /// in `mmuscope_probe_attached`, `check`, `/api/v1/status` and the log.
+    #[arg(long = "probes.strict")]
+    pub probes_strict: bool,
     /// Pin the counter maps in this bpffs directory (e.g. /sys/fs/bpf/mmuscope) so that counters continue across
     /// restarts; unset, nothing is pinned and nothing outlives the agent.
     #[arg(long = "pin", value_name = "DIR")]

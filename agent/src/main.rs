@@ -38,7 +38,10 @@ fn main() {
         _ => &cli.run.log,
     });
     let result = match cli.command {
-        Some(cli::Command::Check(args)) => check::run(&args),
+        Some(cli::Command::Check(args)) => {
+            let _ = kernel::tracefs::locate(); // as in `run`
+            check::run(&args)
+        }
         Some(cli::Command::Run(args)) => run(args),
         Some(cli::Command::Top(args)) => top::run(&args),
         Some(cli::Command::Snapshot(args)) => client::snapshot(&args),
@@ -61,10 +64,13 @@ fn main() {
     }
 }
 
-/// 2: bad configuration; 4: missing capabilities; 1: anything else.
+/// 2: bad configuration; 3: `--probes.strict` and a required family missing; 4: missing capabilities; 1: anything
+/// else.
 fn exit_status(e: &anyhow::Error) -> i32 {
     if e.chain().any(|c| c.is::<privileges::preflight::MissingCapabilities>()) {
         privileges::preflight::EXIT_MISSING_CAPABILITIES
+    } else if e.chain().any(|c| c.is::<probes::MissingRequired>()) {
+        check::EXIT_STRICT // --probes.strict
     } else if e.chain().any(|c| c.is::<probes::PinError>()) {
         config::EXIT_CONFIG // a --pin directory that cannot be used as given
     } else {
@@ -73,6 +79,8 @@ fn exit_status(e: &anyhow::Error) -> i32 {
 }
 
 fn run(args: cli::RunArgs) -> anyhow::Result<i32> {
+    // Before any other thread exists, so that a mount namespace made for tracefs is every thread's.
+    let _ = kernel::tracefs::locate();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(service::run(args))?;
     Ok(0)

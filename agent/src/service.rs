@@ -39,10 +39,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut probes = Probes::load(&kernel, &options)?;
     for f in &probes.report.families {
-        match f.attached() {
-            Some(a) => tracing::info!(family = f.name, mode = a.name, "probe family attached"),
-            None => tracing::warn!(family = f.name, "probe family NOT attached; see `mmuscope check`"),
+        match (f.attached(), f.why_not_attached()) {
+            (Some(a), _) => tracing::info!(family = f.name, mode = a.name, "probe family attached"),
+            (None, why) => tracing::warn!(
+                family = f.name,
+                required = f.required,
+                why = why.unwrap_or_default(),
+                "probe family NOT attached; its metrics stay empty (`mmuscope check` shows the plan)"
+            ),
         }
+    }
+    if args.probes_strict {
+        probes.require_all()?;
     }
     let log_task = spawn_ebpf_logger(&mut probes);
 

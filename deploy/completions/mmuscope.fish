@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mmuscope_global_optspecs
-    string join \n btf= mode= map.stats-entries= slow.min-duration= probes.deny= web.listen-address= web.telemetry-path= web.config.file= web.disable-process-details web.health-requires-auth log.level= log.format= max-cgroups= cgroups.deleted-ttl= kubernetes.host-root= pin= bpf.run-stats config.file= h/help V/version
+    string join \n btf= mode= map.stats-entries= slow.min-duration= probes.deny= web.listen-address= web.telemetry-path= web.config.file= web.disable-process-details web.health-requires-auth log.level= log.format= max-cgroups= cgroups.deleted-ttl= kubernetes.host-root= probes.strict pin= bpf.run-stats config.file= h/help V/version
 end
 
 function __fish_mmuscope_needs_command
@@ -47,6 +47,7 @@ complete -c mmuscope -n "__fish_mmuscope_needs_command" -l pin -d 'Pin the count
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l config.file -d 'TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`); flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml' -r -F
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l web.disable-process-details -d 'Answer 403 on /api/v1/subscribers and /api/v1/slow, which show the workloads\' pids, process names and cgroups to anyone who may use the API'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l web.health-requires-auth -d 'Require the web config\'s basic-auth credentials on /healthz and /readyz too (by default they answer without, so that kubelet and load-balancer probes work)'
+complete -c mmuscope -n "__fish_mmuscope_needs_command" -l probes.strict -d 'Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing. Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows in `mmuscope_probe_attached`, `check`, `/api/v1/status` and the log'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l bpf.run-stats -d 'Account the run time of the agent\'s eBPF programs (BPF_ENABLE_STATS, needs CAP_SYS_ADMIN) for mmuscope_bpf_program_run_seconds_total and _runs_total. Off by default: while it is on, every eBPF program on the host, not only ours, pays two clock reads per run'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -s V -l version -d 'Print version'
@@ -78,6 +79,7 @@ complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l pin -d 'Pin th
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l config.file -d 'TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`); flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml' -r -F
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l web.disable-process-details -d 'Answer 403 on /api/v1/subscribers and /api/v1/slow, which show the workloads\' pids, process names and cgroups to anyone who may use the API'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l web.health-requires-auth -d 'Require the web config\'s basic-auth credentials on /healthz and /readyz too (by default they answer without, so that kubelet and load-balancer probes work)'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l probes.strict -d 'Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing. Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows in `mmuscope_probe_attached`, `check`, `/api/v1/status` and the log'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l bpf.run-stats -d 'Account the run time of the agent\'s eBPF programs (BPF_ENABLE_STATS, needs CAP_SYS_ADMIN) for mmuscope_bpf_program_run_seconds_total and _runs_total. Off by default: while it is on, every eBPF program on the host, not only ours, pays two clock reads per run'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l btf -d 'Kernel BTF to read struct layouts and prototypes from' -r -F

@@ -11,18 +11,19 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use mmuscope_tests::hardening::{kvm_madvise, rawhttp, run_command_to_exit};
+use mmuscope_tests::hardening::{WITH_TRACEFS, kvm_madvise, rawhttp, run_command_to_exit, wrapped};
 use mmuscope_tests::harness::scrape::INVALIDATIONS;
 use mmuscope_tests::harness::{HostEnv, counter_by_cgroup};
 
 const CGROUP_PARENT: &str = "/mmuscope-hardening";
 const NEEDED: [&str; 3] = ["bpf", "perfmon", "dac_read_search"];
 
-/// `setpriv` as nobody with exactly `caps` (inheritable + ambient, so they survive the exec).
+/// `setpriv` as nobody with exactly `caps` (inheritable + ambient, so they survive the exec), where tracefs is
+/// mounted as under the systemd unit (its `RequiresMountsFor=`): CAP_DAC_READ_SEARCH is needed for tracefs.
 fn as_nobody_with(bin: &std::path::Path, caps: &[&str]) -> Command {
     let plus: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    let mut cmd = wrapped(&WITH_TRACEFS);
+    cmd.args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
     let inh = if plus.is_empty() { "-all".to_string() } else { format!("-all,{}", plus.join(",")) };
     cmd.arg(format!("--inh-caps={inh}"));
     if !plus.is_empty() {
@@ -81,11 +82,16 @@ fn with_exactly_the_needed_capabilities_it_counts_exactly_and_drops_them_all() {
     let result = (|| -> Result<()> {
         let scraper = mmuscope_tests::harness::Scraper::new(&format!("http://{port}"));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !matches!(scraper.get("/readyz"), Ok((200, _))) {
+        let ready = loop {
+            if let Ok((200, body)) = scraper.get("/readyz") {
+                break body;
+            }
             ensure!(child.try_wait()?.is_none(), "agent exited before ready");
             ensure!(Instant::now() < deadline, "agent not ready in 60 s");
             std::thread::sleep(Duration::from_millis(100));
-        }
+        };
+        println!("/readyz as nobody with {NEEDED:?}: {}", ready.trim());
+        ensure!(ready.contains("\"required_families_not_attached\":[]"), "a required family is missing: {ready}");
         // setpriv exec()s the agent: the child's pid is the agent's.
         let caps = thread_caps(child.id())?;
         println!("agent pid {} (uid nobody) after attach, per thread: {caps:?}", child.id());

@@ -34,6 +34,8 @@ pub struct FamilyStatus {
     pub mode: Option<String>,
     /// What the attached alternative cannot report (empty for the best one).
     pub degraded: String,
+    /// Why nothing attached, alternative by alternative (null when one did).
+    pub not_attached_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,6 +64,19 @@ pub struct CapabilitiesView {
     /// fentry/fexit programs load on this kernel.
     pub trampolines: CapabilityView,
     pub kprobes: CapabilityView,
+    pub tracefs: TracefsView,
+}
+
+/// Where classic tracepoints are attached from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TracefsView {
+    pub available: bool,
+    /// The tracefs directory used, when available.
+    pub path: Option<String>,
+    /// The host had no tracefs mounted, so the agent mounted one in its own mount namespace.
+    pub mounted_by_agent: bool,
+    /// Why none is available, and the fix.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +116,17 @@ pub fn probes(r: &PlanReport) -> ProbesView {
         capabilities: CapabilitiesView {
             trampolines: cap(&r.capabilities.trampolines),
             kprobes: cap(&r.capabilities.kprobes),
+            tracefs: match &r.capabilities.tracefs {
+                Ok(t) => TracefsView {
+                    available: true,
+                    path: Some(t.path().display().to_string()),
+                    mounted_by_agent: matches!(t, crate::kernel::Tracefs::Private(_)),
+                    reason: None,
+                },
+                Err(why) => {
+                    TracefsView { available: false, path: None, mounted_by_agent: false, reason: Some(why.clone()) }
+                }
+            },
         },
         families: r
             .families
@@ -137,6 +163,7 @@ pub fn families(r: &PlanReport) -> Vec<FamilyStatus> {
                 attached: a.map(|a| a.name.to_string()),
                 mode: a.map(|a| a.mode.as_str().to_string()),
                 degraded: a.map(|a| a.degraded.to_string()).unwrap_or_default(),
+                not_attached_reason: f.why_not_attached(),
             }
         })
         .collect()

@@ -58,7 +58,7 @@ fn sample_report() -> PlanReport {
         btf_path: String::new(),
         generation: Generation::Unknown,
         generation_description: "",
-        capabilities: Capabilities { trampolines: Ok(()), kprobes: Ok(()) },
+        capabilities: Capabilities { trampolines: Ok(()), kprobes: Ok(()), tracefs: Err("not probed".into()) },
         families: vec![FamilyReport {
             name: "brackets",
             description: "",

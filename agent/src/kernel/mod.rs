@@ -10,6 +10,7 @@ pub mod generation;
 pub mod kallsyms;
 pub mod layout;
 mod layout_subscribers;
+pub mod tracefs;
 
 use std::path::Path;
 
@@ -20,6 +21,7 @@ pub use deny::Deny;
 pub use generation::Generation;
 pub use kallsyms::Kallsyms;
 pub use layout::{FieldGroup, ResolvedLayout};
+pub use tracefs::Tracefs;
 
 /// Everything the probe planner needs to know about the kernel.
 pub struct KernelInfo {
@@ -30,6 +32,8 @@ pub struct KernelInfo {
     pub generation: Generation,
     pub events: EventNames,
     pub kprobes: caps::Capability,
+    /// Where tracepoints are attached from, or why nowhere.
+    pub tracefs: Result<Tracefs, String>,
     /// `--probes.deny`: families switched off (functions and fields are hidden inside [`KernelBtf`]).
     pub deny: Deny,
 }
@@ -62,7 +66,19 @@ impl KernelInfo {
                 .map(|(name, v)| (v, name.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase()))
                 .collect(),
         );
-        Ok(Self { release: release(), btf, kallsyms, layout, generation, events, kprobes: caps::kprobes(), deny })
+        let tracefs = tracefs::locate();
+        tracefs::log(&tracefs);
+        Ok(Self {
+            release: release(),
+            btf,
+            kallsyms,
+            layout,
+            generation,
+            events,
+            kprobes: caps::kprobes(),
+            tracefs,
+            deny,
+        })
     }
 }
 

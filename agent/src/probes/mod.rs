@@ -26,6 +26,11 @@ pub use table::Mode;
 
 use crate::kernel::KernelInfo;
 
+/// `--probes.strict`: required families that attached nothing, each with why.
+#[derive(Debug, thiserror::Error)]
+#[error("--probes.strict: required probe families not attached: {0}")]
+pub struct MissingRequired(pub String);
+
 /// The eBPF object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mmuscope.bpf.o"));
 
@@ -114,7 +119,11 @@ impl Probes {
             btf_path: kernel.btf.path().display().to_string(),
             generation: kernel.generation,
             generation_description: kernel.generation.describe(),
-            capabilities: report::Capabilities { trampolines, kprobes: kernel.kprobes.clone() },
+            capabilities: report::Capabilities {
+                trampolines,
+                kprobes: kernel.kprobes.clone(),
+                tracefs: kernel.tracefs.clone(),
+            },
             families,
         };
         Ok(Self { ebpf, report })
@@ -129,6 +138,18 @@ impl Probes {
     pub fn program_fd(&self, name: &str) -> anyhow::Result<aya::programs::ProgramFd> {
         let prog = self.ebpf.program(name).with_context(|| format!("program {name} is missing"))?;
         Ok(prog.fd()?.try_clone()?)
+    }
+
+    /// `Err` naming every required family that attached nothing, and why, for `--probes.strict`.
+    pub fn require_all(&self) -> Result<(), MissingRequired> {
+        let missing: Vec<String> = self
+            .report
+            .families
+            .iter()
+            .filter(|f| f.required)
+            .filter_map(|f| f.why_not_attached().map(|why| format!("{} ({why})", f.name)))
+            .collect();
+        if missing.is_empty() { Ok(()) } else { Err(MissingRequired(missing.join("; "))) }
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {

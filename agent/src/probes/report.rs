@@ -53,6 +53,15 @@ impl FamilyReport {
     pub fn attached(&self) -> Option<&AlternativeReport> {
         self.alternatives.iter().find(|a| a.status == Status::Attached)
     }
+
+    /// Why nothing attached, alternative by alternative (`None` when one did).
+    pub fn why_not_attached(&self) -> Option<String> {
+        if self.attached().is_some() {
+            return None;
+        }
+        let why: Vec<String> = self.alternatives.iter().map(|a| format!("{}: {}", a.name, a.reason)).collect();
+        Some(why.join("; "))
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -61,6 +70,9 @@ pub struct Capabilities {
     pub trampolines: Result<(), String>,
     #[serde(serialize_with = "capability")]
     pub kprobes: Result<(), String>,
+    /// Where classic tracepoints are attached from, or why nowhere.
+    #[serde(serialize_with = "tracefs")]
+    pub tracefs: Result<crate::kernel::Tracefs, String>,
 }
 
 /// `{"available": true}` or `{"available": false, "reason": "..."}`.
@@ -70,6 +82,21 @@ fn capability<S: serde::Serializer>(c: &Result<(), String>, s: S) -> Result<S::O
     m.serialize_entry("available", &c.is_ok())?;
     if let Err(why) = c {
         m.serialize_entry("reason", why)?;
+    }
+    m.end()
+}
+
+/// `{"available": true, "path": "...", "mounted_by_agent": false}` or `{"available": false, "reason": "..."}`.
+fn tracefs<S: serde::Serializer>(t: &Result<crate::kernel::Tracefs, String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    m.serialize_entry("available", &t.is_ok())?;
+    match t {
+        Ok(t) => {
+            m.serialize_entry("path", &t.path().display().to_string())?;
+            m.serialize_entry("mounted_by_agent", &matches!(t, crate::kernel::Tracefs::Private(_)))?;
+        }
+        Err(why) => m.serialize_entry("reason", why)?,
     }
     m.end()
 }

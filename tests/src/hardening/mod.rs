@@ -16,6 +16,45 @@ use crate::cgroup::CgroupPath;
 use crate::harness::{CgroupGuard, HostEnv, run_workload};
 use crate::truth::GroundTruth;
 
+/// Runs its arguments in a mount namespace of their own where tracefs is mounted at `/sys/kernel/tracing`, as the
+/// systemd unit's `RequiresMountsFor=/sys/kernel/tracing` guarantees (the host's mounts stay as they are). Exit 97
+/// if it cannot be mounted.
+pub const WITH_TRACEFS: [&str; 9] = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "slave",
+    "--",
+    "sh",
+    "-c",
+    "mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing || exit 97; exec \"$@\"",
+    "with-tracefs",
+];
+
+/// Runs its arguments in a mount namespace of their own where neither tracefs nor debugfs is mounted, a new
+/// machine's state (unmounted there, deepest first; the host keeps its mounts). Exit 97 if one is still mounted.
+pub const WITHOUT_TRACEFS: [&str; 9] = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "sh",
+    "-c",
+    "awk '/ - (tracefs|debugfs) / {print $5}' /proc/self/mountinfo | sort -r | \
+     while read -r m; do umount -l \"$m\"; done; \
+     if grep -Eq ' - (tracefs|debugfs) ' /proc/self/mountinfo; then echo 'tracefs still mounted' >&2; exit 97; fi; \
+     exec \"$@\"",
+    "no-tracefs",
+];
+
+/// A command that runs `wrapper` (one of the above) with the program and arguments added later.
+pub fn wrapped(wrapper: &[&str]) -> Command {
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..]);
+    cmd
+}
+
 /// The exit status and stderr of `bin args` (stdin closed), killed after `timeout`.
 pub fn run_to_exit(bin: &Path, args: &[&str], timeout: Duration) -> Result<(i32, String)> {
     run_command_to_exit(Command::new(bin).args(args), timeout)

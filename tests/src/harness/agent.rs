@@ -40,10 +40,30 @@ impl Agent {
         Ok(agent)
     }
 
+    /// [`Self::start`] behind `wrapper`, a command that ends by exec'ing its arguments (e.g. `unshare … sh -c '…;
+    /// exec "$@"'`), so that the agent keeps the child's pid.
+    pub fn start_wrapped(wrapper: &[&str], bin: &Path, extra: &[&str], ready_timeout: Duration) -> Result<Self> {
+        let mut agent = Self::spawn_wrapped(wrapper, bin, extra)?;
+        agent.wait_ready(ready_timeout)?;
+        Ok(agent)
+    }
+
     /// Spawns `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint <extra>` with its output collected.
     fn spawn(bin: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn_wrapped(&[], bin, extra)
+    }
+
+    fn spawn_wrapped(wrapper: &[&str], bin: &Path, extra: &[&str]) -> Result<Self> {
         let addr = free_loopback_port()?;
-        let mut child = Command::new(bin)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(["run", "--web.listen-address", &addr.to_string(), "--mode", "tracepoint"])
             .args(extra)
             .stdin(Stdio::null())

@@ -19,6 +19,7 @@ const HARDENING: &[&str] = &[
     "hardening_load",
     "hardening_restarts",
     "hardening_pin",
+    "hardening_tracefs",
 ];
 
 const BINARIES: &[(&str, &str)] = &[("MMUSCOPE_AGENT_BIN", "mmuscope"), ("MMUSCOPE_WORKLOAD_BIN", "mmuscope-workload")];
@@ -28,21 +29,30 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         return Ok(skipped);
     }
 
-    let mut cmd = toolchain::host_cargo(ctx.ws);
-    cmd.args(["test", "-p", "mmuscope-tests", "--test", "host"]);
-    for t in HARDENING {
-        cmd.args(["--test", t]);
-    }
-    cmd.args(["--", "--test-threads=1", "--nocapture"]);
-    for (var, name) in BINARIES {
+    for (_, name) in BINARIES {
         let path = ctx.ws.binary(Profile::Debug, name);
         if !path.is_file() {
             bail!("{} was not built by `cargo build --workspace`", path.display());
         }
-        cmd.env(var, path);
     }
-    process::run(&mut cmd)?;
-    crate::bench::smoke(ctx.ws)?;
+    // Every test binary runs even when one fails, and each failure is named at the end.
+    let mut failures = Vec::new();
+    for target in std::iter::once(&"host").chain(HARDENING) {
+        let mut cmd = toolchain::host_cargo(ctx.ws);
+        cmd.args(["test", "-p", "mmuscope-tests", "--test", target, "--", "--test-threads=1", "--nocapture"]);
+        for (var, name) in BINARIES {
+            cmd.env(var, ctx.ws.binary(Profile::Debug, name));
+        }
+        if let Err(e) = process::run(&mut cmd) {
+            failures.push(format!("{target}: {e:#}"));
+        }
+    }
+    if let Err(e) = crate::bench::smoke(ctx.ws) {
+        failures.push(format!("bench smoke: {e:#}"));
+    }
+    if !failures.is_empty() {
+        bail!("{} of {} parts failed: {}", failures.len(), HARDENING.len() + 2, failures.join("; "));
+    }
     Ok(Outcome::Passed)
 }
 

@@ -21,6 +21,8 @@ const UNIT: &str = "deploy/systemd/mmuscope.service";
 const CONFIG: &str = "deploy/systemd/mmuscope.toml";
 /// The limit for `systemd-analyze security` (lower is better).
 const MAX_EXPOSURE: f64 = 2.5;
+/// Where the unit requires tracefs (`RequiresMountsFor=`): the agent, without CAP_SYS_ADMIN there, cannot mount it.
+const TRACEFS: &str = "/sys/kernel/tracing";
 /// `nobody`: any uid without privileges will do, like the unit's DynamicUser.
 const UNPRIVILEGED_UID: &str = "65534";
 
@@ -39,6 +41,7 @@ pub fn analyze(ws: &Workspace, agent: &Path) -> Result<()> {
         bail!("systemd-analyze verify {UNIT} ({}): {}", verify.status, said.trim());
     }
     say(format!("systemd-analyze verify {UNIT}: no findings"));
+    say(requires_tracefs(&text)?);
 
     let out = process::capture(Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&unit))?;
     let report = String::from_utf8_lossy(&out.stdout).to_string();
@@ -54,6 +57,36 @@ pub fn analyze(ws: &Workspace, agent: &Path) -> Result<()> {
         bail!("✗ items without a `flagged: \"<item>\"` comment in {UNIT}: {unexplained:?}");
     }
     Ok(())
+}
+
+/// The unit must order itself after the mount of tracefs and require it (`RequiresMountsFor=` a path at or below
+/// [`TRACEFS`]), and systemd must have the mount unit that does it, `sys-kernel-tracing.mount`, in one of the
+/// directories `systemd-analyze unit-paths` lists.
+fn requires_tracefs(unit: &str) -> Result<String> {
+    let paths: Vec<&str> =
+        unit.lines().filter_map(|l| l.strip_prefix("RequiresMountsFor=")).flat_map(str::split_whitespace).collect();
+    if !paths.iter().any(|p| Path::new(p).starts_with(TRACEFS)) {
+        bail!(
+            "{UNIT} has no RequiresMountsFor={TRACEFS}: on a host without tracefs the tracepoint families do not attach"
+        );
+    }
+    let out = process::capture(Command::new("systemd-analyze").arg("unit-paths"))?;
+    let dirs = String::from_utf8_lossy(&out.stdout).to_string();
+    let mount_unit = dirs
+        .lines()
+        .map(|d| Path::new(d.trim()).join("sys-kernel-tracing.mount"))
+        .find(|p| p.exists())
+        .with_context(|| format!("no sys-kernel-tracing.mount in systemd's unit paths:\n{dirs}"))?;
+    let verify = process::capture(Command::new("systemd-analyze").arg("verify").arg(&mount_unit))?;
+    if !verify.status.success() {
+        bail!(
+            "systemd-analyze verify {} ({}): {}",
+            mount_unit.display(),
+            verify.status,
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+    Ok(format!("RequiresMountsFor={TRACEFS}: systemd mounts tracefs first with {} (verified)", mount_unit.display()))
 }
 
 /// The overall exposure and the names of the ✗ items of a `systemd-analyze security` report.
@@ -133,9 +166,15 @@ pub fn runtime(ws: &Workspace, agent: &Path) -> Result<()> {
 
 /// The agent as the unit starts it: `setpriv` gives it an unprivileged uid, exactly the unit's ambient
 /// capabilities (also as the bounding set) and no_new_privs, like DynamicUser=, AmbientCapabilities=,
-/// CapabilityBoundingSet= and NoNewPrivileges= do.
+/// CapabilityBoundingSet= and NoNewPrivileges= do. Before that, what the unit's `RequiresMountsFor=` makes systemd
+/// do: mount tracefs ([`TRACEFS`]) where it is not mounted. That happens in a mount namespace of the agent's own
+/// (`unshare --mount`, PrivateMounts= in the unit), so this host's mounts stay as a new machine's.
 fn unit_like(agent: &Path, caps: &str, config: &Path, addr: std::net::SocketAddr) -> Command {
-    let mut cmd = Command::new("setpriv");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
+        .arg(format!("mountpoint -q {TRACEFS} || mount -t tracefs tracefs {TRACEFS} || exit 97; exec \"$@\"",))
+        .arg("requires-mounts-for")
+        .arg("setpriv");
     cmd.args(["--reuid", UNPRIVILEGED_UID, "--regid", UNPRIVILEGED_UID, "--clear-groups"])
         .arg(format!("--inh-caps={caps}"))
         .arg(format!("--ambient-caps={caps}"))
