@@ -192,22 +192,25 @@ impl Live {
             }
         };
         let plan = self.baseline.as_ref().map(|old| crate::config::reload::plan(old, &new_matches)).unwrap_or_default();
-        self.apply(&new_args);
-        if plan.is_empty() {
-            tracing::info!(file = %file.display(), "SIGHUP: configuration reloaded; every setting as at start-up");
-            return;
-        }
+        let applied = self.apply(&new_args);
         if !plan.needs_restart.is_empty() {
             tracing::warn!(
                 keys = plan.needs_restart.join(","),
                 "SIGHUP: changed settings need a restart to take effect; their old values stay in force until then"
             );
         }
-        tracing::info!(file = %file.display(), live = plan.apply.join(","), "SIGHUP: configuration reloaded");
+        tracing::info!(file = %file.display(), applied = applied.join(","), "SIGHUP: configuration reloaded");
     }
 
-    /// Applies the keys of [`crate::config::reload::LIVE`].
-    fn apply(&mut self, new: &RunArgs) {
+    /// Applies the keys of [`crate::config::reload::LIVE`]; returns those whose value changed.
+    fn apply(&mut self, new: &RunArgs) -> Vec<&'static str> {
+        let old_access = (self.args.access.disable_process_details, self.args.access.health_requires_auth);
+        let changed = [
+            ("log.level", new.log.level != self.args.log.level),
+            ("web.disable-process-details", new.access.disable_process_details != old_access.0),
+            ("web.health-requires-auth", new.access.health_requires_auth != old_access.1),
+        ];
+        debug_assert!(changed.iter().map(|(k, _)| *k).eq(crate::config::reload::LIVE.iter().copied()));
         let (old_level, new_level) = (self.args.log.level, new.log.level);
         if new_level != old_level {
             // Said while the more verbose of the two levels is in force, so that it shows.
@@ -224,6 +227,7 @@ impl Live {
         self.access.set(&new.access);
         self.args.log.level = new.log.level;
         self.args.access = new.access.clone();
+        changed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect()
     }
 }
 

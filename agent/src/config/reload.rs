@@ -18,8 +18,9 @@ pub struct Plan {
     pub needs_restart: Vec<String>,
 }
 
+#[cfg(test)]
 impl Plan {
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.apply.is_empty() && self.needs_restart.is_empty()
     }
 }
