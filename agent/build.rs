@@ -4,6 +4,10 @@
 //! The outer build may run under rustup's cargo; the inner one must not see rustup at all
 //! (it would pick a rustc without a bpf `core`), so PATH and the cargo environment are reset.
 //! `cargo xtask setup` installs what is needed; this script only says so when it is missing.
+//!
+//! It also records what `--version` shows: the git revision (`unknown` outside a git checkout, e.g. when built
+//! from a crate tarball; git is asked locally, never the network), the build date (`SOURCE_DATE_EPOCH` when set,
+//! for reproducible builds), rustc's version and the target.
 
 use std::{
     env,
@@ -17,6 +21,7 @@ fn main() {
     let programs = workspace.join("agent-ebpf/programs");
     let tools = env::var_os("MMUSCOPE_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join(".tools"));
     println!("cargo:rerun-if-env-changed=MMUSCOPE_TOOLS_DIR");
+    version_facts(&workspace);
     for dir in ["agent-ebpf/programs/src", "agent-ebpf/abi/src"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
@@ -65,4 +70,62 @@ fn main() {
     let object = target_dir.join("bpfel-unknown-none/release/mmuscope");
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("mmuscope.bpf.o");
     std::fs::copy(&object, &out).expect("copy eBPF object");
+}
+
+/// `cargo:rustc-env` for `src/version.rs`.
+fn version_facts(workspace: &Path) {
+    let git = |args: &[&str]| {
+        let out = Command::new("git").arg("-C").arg(workspace).args(args).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    // Only this workspace's own repository: a crate tarball unpacked inside another checkout has no revision.
+    let ours = git(&["rev-parse", "--show-toplevel"])
+        .and_then(|top| Path::new(&top).canonicalize().ok())
+        .is_some_and(|top| workspace.canonicalize().is_ok_and(|w| w == top));
+    let revision = ours.then(|| git(&["rev-parse", "--short=12", "HEAD"])).flatten();
+    if revision.is_some() {
+        // Rebuild the strings when HEAD moves: HEAD itself and the branch it points to (worktrees included).
+        let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+        watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+        for name in watched {
+            if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+                let path = workspace.join(path);
+                if path.exists() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+        }
+    }
+    println!("cargo:rustc-env=MMUSCOPE_GIT_REVISION={}", revision.as_deref().unwrap_or("unknown"));
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let epoch = env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    });
+    println!("cargo:rustc-env=MMUSCOPE_BUILD_DATE={}", rfc3339(epoch));
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let rustc_version = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=MMUSCOPE_RUSTC_VERSION={rustc_version}");
+    println!("cargo:rustc-env=MMUSCOPE_TARGET={}", env::var("TARGET").unwrap_or_else(|_| "unknown".to_string()));
+}
+
+/// Seconds since the epoch → `YYYY-MM-DDTHH:MM:SSZ` (the civil-from-days algorithm; no date crate needed).
+fn rfc3339(epoch: i64) -> String {
+    let (days, secs) = (epoch.div_euclid(86_400), epoch.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }

@@ -10,7 +10,8 @@ use crate::probes::Mode;
 #[derive(Parser, Debug)]
 #[command(
     name = "mmuscope",
-    version,
+    version = crate::version::SHORT,
+    long_version = crate::version::LONG,
     args_conflicts_with_subcommands = true,
     about = "Secondary-MMU invalidation metrics (mmu_notifier) per cgroup, via eBPF"
 )]
@@ -36,6 +37,13 @@ pub enum Command {
     /// docs/metrics.md.
     #[command(hide = true)]
     MetricsReference,
+    /// Write the man pages and the bash, zsh and fish completions, generated from this command line, into DIR;
+    /// `cargo xtask docs` writes them to deploy/man and deploy/completions.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -81,6 +89,10 @@ pub struct RunArgs {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config: Option<PathBuf>,
     #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
+    #[command(flatten)]
     pub cgroups: CgroupArgs,
     /// Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing.
     /// Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows
@@ -100,6 +112,19 @@ pub struct RunArgs {
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
+}
+
+/// Who may see what over HTTP, beyond the web config file. Both change on SIGHUP without a restart.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AccessArgs {
+    /// Answer 403 on /api/v1/subscribers and /api/v1/slow, which show the workloads' pids, process names and
+    /// cgroups to anyone who may use the API.
+    #[arg(long = "web.disable-process-details")]
+    pub disable_process_details: bool,
+    /// Require the web config's basic-auth credentials on /healthz and /readyz too (by default they answer without,
+    /// so that kubelet and load-balancer probes work).
+    #[arg(long = "web.health-requires-auth")]
+    pub health_requires_auth: bool,
 }
 
 /// Cgroup labels and cardinality.
@@ -136,6 +161,8 @@ pub struct CheckArgs {
     /// Exit 3 unless every family attached with its best alternative (within --mode).
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 fn telemetry_path(s: &str) -> Result<String, String> {

@@ -16,7 +16,9 @@ mod client;
 mod collect;
 mod config;
 mod export;
+mod generate;
 mod kernel;
+mod logging;
 mod model;
 mod privileges;
 mod probes;
@@ -24,12 +26,17 @@ mod service;
 mod slow;
 mod subscribers;
 mod top;
+mod version;
 mod web;
 mod webconfig;
 
 fn main() {
     let cli = config::parse_cli();
-    init_tracing();
+    logging::init(match &cli.command {
+        Some(cli::Command::Run(args)) => &args.log,
+        Some(cli::Command::Check(args)) => &args.log,
+        _ => &cli.run.log,
+    });
     let result = match cli.command {
         Some(cli::Command::Check(args)) => {
             let _ = kernel::tracefs::locate(); // as in `run`
@@ -42,6 +49,10 @@ fn main() {
             print!("{}", export::metrics_reference());
             Ok(0)
         }
+        Some(cli::Command::Generate { dir }) => generate::write(&dir).map(|files| {
+            files.iter().for_each(|f| println!("{}", dir.join(f).display()));
+            0
+        }),
         None => run(cli.run),
     };
     match result {
@@ -73,12 +84,4 @@ fn run(args: cli::RunArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(service::run(args))?;
     Ok(0)
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MMUSCOPE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // `try_init` also installs the `log` → `tracing` bridge that carries aya-log records.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

@@ -1,4 +1,5 @@
-//! `mmuscope run`: probe the kernel, attach, serve until SIGINT/SIGTERM, then detach.
+//! `mmuscope run`: probe the kernel, attach, serve until SIGINT/SIGTERM, then detach. SIGHUP reloads the config
+//! file (`Live::reload`): what can change at run time does, the rest is logged as needing a restart.
 
 use std::sync::Arc;
 
@@ -20,6 +21,10 @@ use crate::{
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Signal handlers first, so that a SIGHUP during start-up does not take the default action (exit) either.
+    let signals = Signals::new().context("installing signal handlers")?;
+    // What SIGHUP compares a reloaded file with: the settings as parsed at start-up.
+    let baseline = crate::config::load_run(&std::env::args_os().collect::<Vec<_>>()).map(|(_, m)| m).ok();
     // A bad web config must stop the agent before it attaches anything.
     let web_config =
         Arc::new(WebConfigSource::new(args.web_config.clone()).map_err(|e| crate::config::BadConfig(e.into()))?);
@@ -72,6 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         probes.report.clone(),
         BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
+            revision: crate::version::REVISION,
             kernel: kernel.release.clone(),
             generation: generation_label(&kernel),
         },
@@ -97,16 +103,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(source) => api.with_slow(source),
         None => api,
     });
+    let access = Arc::new(web::Access::new(&args.access));
     let state = Arc::new(AppState {
         collector: web::Collector::spawn(registry).context("starting the scrape thread")?,
         scrapes: Default::default(),
         report: probes.report.clone(),
         telemetry_path: args.telemetry_path.clone(),
         api,
+        access: access.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let live = Live { args: args.clone(), baseline, access, web_config: web_config.clone() };
     tokio::spawn(async move {
-        match wait_for_signal().await {
+        match signals.until_stop(live).await {
             Ok(sig) => tracing::info!("{sig}: shutting down"),
             Err(e) => tracing::error!("signal handling failed: {e:#}; shutting down"),
         }
@@ -129,14 +138,97 @@ fn generation_label(kernel: &KernelInfo) -> &'static str {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Reloads on every SIGHUP; returns the name of the signal that asks the agent to stop.
+    async fn until_stop(mut self, mut live: Live) -> anyhow::Result<&'static str> {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Ok("SIGTERM"),
+                _ = self.int.recv() => return Ok("SIGINT"),
+                _ = self.hup.recv() => live.reload(),
+            }
+        }
+    }
+}
+
+/// The settings in force, for SIGHUP.
+struct Live {
+    args: RunArgs,
+    /// How the settings were given at start-up. Reloads are compared with it, so keys that need a restart are
+    /// reported on every SIGHUP until the restart, and live keys are applied whenever they differ.
+    baseline: Option<clap::ArgMatches>,
+    access: Arc<web::Access>,
+    web_config: Arc<WebConfigSource>,
+}
+
+impl Live {
+    fn reload(&mut self) {
+        // The web config file is re-read whenever it changed, SIGHUP or not; this makes that happen now.
+        self.web_config.current();
+        let Some(file) = self.args.config_file.clone() else {
+            tracing::info!("SIGHUP: no --config.file to reload (the web config file is re-read when it changes)");
+            return;
+        };
+        let (new_args, new_matches) = match crate::config::load_run(&std::env::args_os().collect::<Vec<_>>()) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(file = %file.display(), "SIGHUP: {e:#}; keeping the previous settings");
+                return;
+            }
+        };
+        let plan = self.baseline.as_ref().map(|old| crate::config::reload::plan(old, &new_matches)).unwrap_or_default();
+        let applied = self.apply(&new_args);
+        if !plan.needs_restart.is_empty() {
+            tracing::warn!(
+                keys = plan.needs_restart.join(","),
+                "SIGHUP: changed settings need a restart to take effect; their old values stay in force until then"
+            );
+        }
+        tracing::info!(file = %file.display(), applied = applied.join(","), "SIGHUP: configuration reloaded");
+    }
+
+    /// Applies the keys of [`crate::config::reload::LIVE`]; returns those whose value changed.
+    fn apply(&mut self, new: &RunArgs) -> Vec<&'static str> {
+        let old_access = (self.args.access.disable_process_details, self.args.access.health_requires_auth);
+        let changed = [
+            ("log.level", new.log.level != self.args.log.level),
+            ("web.disable-process-details", new.access.disable_process_details != old_access.0),
+            ("web.health-requires-auth", new.access.health_requires_auth != old_access.1),
+        ];
+        debug_assert!(changed.iter().map(|(k, _)| *k).eq(crate::config::reload::LIVE.iter().copied()));
+        let (old_level, new_level) = (self.args.log.level, new.log.level);
+        if new_level != old_level {
+            // Said while the more verbose of the two levels is in force, so that it shows.
+            let say = |now: &str| tracing::info!("log level {} -> {now}", old_level.as_str());
+            if new_level > old_level {
+                say(new_level.as_str());
+            }
+            match crate::logging::set_level(new_level) {
+                Ok(now) if new_level < old_level => say(&now),
+                Ok(_) => {}
+                Err(e) => tracing::error!("changing the log level failed: {e}"),
+            }
+        }
+        self.access.set(&new.access);
+        self.args.log.level = new.log.level;
+        self.args.access = new.access.clone();
+        changed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect()
+    }
 }
 
 /// Forwards aya-log records from the programs to `tracing` (via the `log` bridge).

@@ -206,6 +206,9 @@ fn tls_case(env: &HostEnv, agent: &Agent, certs: &TestCerts, config: &Path, base
     check("wrong password → 401", &["--cacert", ca, "-u", "alice:nope", &metrics], 401, 0, "\"error\"")?;
     check("unknown user → 401", &["--cacert", ca, "-u", "mallory:s3cret", &metrics], 401, 0, "\"error\"")?;
     check("no credentials → 401", &["--cacert", ca, &format!("{https}/api/v1/status")], 401, 0, "unauthorized")?;
+    // The kubelet's probes send no credentials: /healthz and /readyz answer without them (over TLS still).
+    check("/healthz without credentials → 200", &["--cacert", ca, &format!("{https}/healthz")], 200, 0, "ok")?;
+    check("/readyz without credentials → 200", &["--cacert", ca, &format!("{https}/readyz")], 200, 0, "ready")?;
     check(
         "API with credentials → 200",
         &["--cacert", ca, "-u", "alice:s3cret", &format!("{https}/api/v1/status")],
@@ -274,7 +277,7 @@ fn tls_case(env: &HostEnv, agent: &Agent, certs: &TestCerts, config: &Path, base
 
 #[test]
 fn ten_thousand_cgroups_stay_promtool_clean_and_capped() {
-    let Some(env) = require(&[("promtool", "MMUSCOPE_PROMTOOL")]) else { return };
+    let Some(env) = require(&[("promtool", "MMUSCOPE_PROMTOOL"), ("curl", "MMUSCOPE_CURL")]) else { return };
     const N: usize = 10_000;
     const MAX: usize = 1_000;
     const COUNT: u64 = 3;
@@ -365,6 +368,7 @@ fn many_cgroups_case(agent: &Agent, h: &Hierarchies, parent: &str, n: usize, max
         "{} distinct cgroup label values (cap {max} + other + unknown)",
         distinct_cgroups.len()
     );
+    gzip_case(agent, total_after)?;
 
     // The API is not capped: all of ours are there, most marked as aggregated.
     let (code, body) = agent.scraper().get("/api/v1/cgroups?limit=10000&sort=id")?;
@@ -417,4 +421,58 @@ fn top_in_tmux_shows_the_workload_cgroup() {
         Ok(())
     })();
     run_or_panic(agent, result);
+}
+
+/// `/metrics` as Prometheus asks for it (`Accept-Encoding: gzip`) with the 10k cgroups in place: compressed, the same
+/// samples once decompressed, and the agent's CPU time per scrape with and without compression.
+fn gzip_case(agent: &Agent, invalidations: f64) -> Result<()> {
+    const ROUNDS: usize = 20;
+    let bin = tools::require(&[("curl", "MMUSCOPE_CURL")])?.remove(0);
+    let url = format!("{}/metrics", agent.base_url());
+    // (response headers, lower-cased; bytes on the wire)
+    let fetch = |gzip: bool| -> Result<(String, u64)> {
+        let mut c = Command::new(&bin);
+        c.args(["-sS", "--max-time", "10", "-D", "-", "-o", "/dev/null", "-w", "%{size_download}\n"]);
+        if gzip {
+            c.args(["-H", "Accept-Encoding: gzip"]);
+        }
+        let out = c.arg(&url).output()?;
+        ensure!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, size) = text.trim_end().rsplit_once('\n').context("curl output")?;
+        Ok((head.to_ascii_lowercase(), size.trim().parse()?))
+    };
+    // utime + stime of the agent, in seconds.
+    let cpu = || -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid()))?;
+        let fields: Vec<&str> = stat.rsplit_once(')').context("/proc/PID/stat")?.1.split_whitespace().collect();
+        let ticks = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // SAFETY: sysconf has no preconditions.
+        Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+    };
+    let mut runs = Vec::new();
+    for gzip in [false, true] {
+        let before = cpu()?;
+        let mut last = (String::new(), 0);
+        for _ in 0..ROUNDS {
+            last = fetch(gzip)?;
+        }
+        runs.push((last, (cpu()? - before) / ROUNDS as f64));
+    }
+    let (((plain_head, plain_bytes), plain_cpu), ((gzip_head, gzip_bytes), gzip_cpu)) = (&runs[0], &runs[1]);
+    println!(
+        "  gzip: {plain_bytes} -> {gzip_bytes} bytes ({:.1}x); agent CPU per scrape {:.1} ms plain, {:.1} ms gzip",
+        *plain_bytes as f64 / (*gzip_bytes).max(1) as f64,
+        plain_cpu * 1e3,
+        gzip_cpu * 1e3
+    );
+    ensure!(gzip_head.contains("content-encoding: gzip"), "asked for gzip, got: {gzip_head}");
+    ensure!(!plain_head.contains("content-encoding"), "gzip without being asked: {plain_head}");
+    ensure!(gzip_bytes * 5 < *plain_bytes, "gzip ratio below 5: {plain_bytes} -> {gzip_bytes}");
+    // Decompressed (curl --compressed), the same counts.
+    let out = Command::new(&bin).args(["-sS", "--max-time", "10", "--compressed", &url]).output()?;
+    let e = Exposition::parse(&String::from_utf8_lossy(&out.stdout))?;
+    let total: f64 = e.samples_named(INVALIDATIONS).map(|s| s.value).sum();
+    ensure!(total == invalidations, "decompressed exposition: {INVALIDATIONS} sum {total}, plain {invalidations}");
+    Ok(())
 }

@@ -1,7 +1,9 @@
 //! Hardening, privileges (root, to hand out capabilities with `setpriv`): the agent as user nobody with exactly
 //! CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH attaches, counts the workload exactly and then holds no capability
 //! at all (every thread's CapEff/CapPrm/CapInh/CapAmb 0); without any one of them it refuses to start (exit 4)
-//! naming the missing capability; there is no debug endpoint; basic auth from the web config is enforced.
+//! naming the missing capability; there is no debug endpoint; basic auth from the web config is enforced, except on
+//! /healthz and /readyz unless `--web.health-requires-auth`; `--web.disable-process-details` closes the endpoints
+//! that show processes; exporter-toolkit keys the agent once refused (rate_limit, http2) are accepted.
 //!
 //! Run: `cargo test -p mmuscope-tests --test hardening_privileges -- --test-threads=1 --nocapture` (`host` tier).
 
@@ -133,10 +135,14 @@ fn basic_auth_from_the_web_config_is_enforced() {
     std::fs::create_dir_all(&dir).unwrap();
     let hash = bcrypt::hash("s3cret", 4).unwrap();
     let web = dir.join("web.yml");
-    std::fs::write(&web, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    // rate_limit and http2 are exporter-toolkit keys that used to stop the agent (exit 2).
+    let text = format!(
+        "basic_auth_users:\n  alice: {hash}\nrate_limit:\n  interval: 1ms\n  burst: 1000\nhttp_server_config:\n  http2: true\n"
+    );
+    std::fs::write(&web, text).unwrap();
     let agent = mmuscope_tests::harness::Agent::start_with(
         &env.agent_bin,
-        &["--web.config.file", web.to_str().unwrap()],
+        &["--web.config.file", web.to_str().unwrap(), "--web.disable-process-details"],
         Duration::from_secs(60),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
@@ -165,8 +171,67 @@ fn basic_auth_from_the_web_config_is_enforced() {
             }
         }
     }
+    // The probes answer without credentials (kubelet), and the process-detail endpoints are closed even with them.
+    for (case, path, auth, want) in [
+        ("health, no credentials", "/healthz", None, 200),
+        ("readiness, no credentials", "/readyz", None, 200),
+        ("subscribers, disabled", "/api/v1/subscribers", Some(b64("alice:s3cret")), 403),
+        ("slow brackets, disabled", "/api/v1/slow", Some(b64("alice:s3cret")), 403),
+    ] {
+        check_status(agent.addr(), case, path, auth.as_deref(), want, &mut failures);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let stopped = agent.stop();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     stopped.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[test]
+fn health_endpoints_can_require_credentials_too() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
+    let dir = std::env::temp_dir().join(format!("mmuscope-hardening-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let agent = mmuscope_tests::harness::Agent::start_with(
+        &env.agent_bin,
+        &["--web.config.file", web.to_str().unwrap(), "--web.health-requires-auth"],
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:s3cret");
+    let mut failures = Vec::new();
+    for path in ["/healthz", "/readyz"] {
+        check_status(agent.addr(), "no credentials", path, None, 401, &mut failures);
+        check_status(agent.addr(), "right credentials", path, Some(&b64), 200, &mut failures);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let stopped = agent.stop();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    stopped.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// One GET with optional basic-auth (already base64), its status compared with `want`.
+fn check_status(
+    addr: std::net::SocketAddr,
+    case: &str,
+    path: &str,
+    auth: Option<&str>,
+    want: u16,
+    failures: &mut Vec<String>,
+) {
+    let head = match auth {
+        Some(a) => format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {a}"),
+        None => format!("GET {path} HTTP/1.1\r\nHost: x"),
+    };
+    match rawhttp::request(addr, &head, b"") {
+        Ok(r) => {
+            println!("{case:<26} GET {path:<20} HTTP {}", r.status);
+            if r.status != want {
+                failures.push(format!("{case} {path}: HTTP {} (want {want}): {}", r.status, r.body));
+            }
+        }
+        Err(e) => failures.push(format!("{case} {path}: {e:#}")),
+    }
 }

@@ -8,10 +8,26 @@ use mmuscope_abi::{
     SecondaryKey, names,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::probes::Probes;
 
 mod batch;
 mod prune;
+
+/// The maps a snapshot reads, as the `map` label of `mmuscope_map_read_errors_total`, in [`Maps`] field order.
+pub const READ_MAPS: [&str; 10] = [
+    "bracket_stats",
+    "kvm_unmap_counts",
+    "fork_stats",
+    "secondary_stats",
+    "double_stats",
+    "cross_stats",
+    "interval_waits",
+    "interval_hits",
+    "hmm_busy",
+    "counters",
+];
 
 /// The maps the collector reads.
 pub struct Maps {
@@ -27,6 +43,8 @@ pub struct Maps {
     counters: PerCpuArray<MapData, u64>,
     /// `max_entries` of the aggregation maps, for `map_capacity`.
     pub stats_capacity: u32,
+    /// Failed reads per map since start, indexed like [`READ_MAPS`].
+    read_errors: [AtomicU64; READ_MAPS.len()],
 }
 
 /// Everything one scrape reports, summed over CPUs.
@@ -87,33 +105,70 @@ impl Maps {
             interval_hits: probes.take_map(names::INTERVAL_HITS)?.try_into()?,
             hmm_busy: probes.take_map(names::HMM_BUSY)?.try_into()?,
             counters: probes.take_map(names::COUNTERS)?.try_into()?,
+            read_errors: Default::default(),
             stats_capacity,
         })
     }
 
+    /// Reads every map. A map that cannot be read is counted (per map) and the snapshot fails with the first error,
+    /// after the other maps were tried, so each failing map shows in [`read_errors`](Self::read_errors).
     pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let mut first = None;
         let mut snap = Snapshot {
-            brackets: batch::summed(&self.brackets, |t: &mut BracketStats, s| t.merge(s))?,
-            kvm_unmaps: batch::summed(&self.kvm_unmaps, add_u64)?,
-            forks: batch::summed(&self.forks, |t: &mut ForkStats, s| {
-                t.forks += s.forks;
-                t.forks_with_copies += s.forks_with_copies;
-                t.copies += s.copies;
-                t.thp_splits += s.thp_splits;
-            })?,
-            secondary: batch::summed(&self.secondary, add_count_bytes)?,
-            doubles: batch::summed(&self.doubles, add_count_bytes)?,
-            cross: batch::summed(&self.cross, add_u64)?,
-            interval_waits: batch::summed(&self.interval_waits, |t: &mut BracketStats, s| t.merge(s))?,
-            interval_hits: batch::summed(&self.interval_hits, add_u64)?,
-            hmm_busy: batch::summed(&self.hmm_busy, add_u64)?,
+            brackets: self.counted(0, batch::summed(&self.brackets, |t: &mut BracketStats, s| t.merge(s)), &mut first),
+            kvm_unmaps: self.counted(1, batch::summed(&self.kvm_unmaps, add_u64), &mut first),
+            forks: self.counted(
+                2,
+                batch::summed(&self.forks, |t: &mut ForkStats, s| {
+                    t.forks += s.forks;
+                    t.forks_with_copies += s.forks_with_copies;
+                    t.copies += s.copies;
+                    t.thp_splits += s.thp_splits;
+                }),
+                &mut first,
+            ),
+            secondary: self.counted(3, batch::summed(&self.secondary, add_count_bytes), &mut first),
+            doubles: self.counted(4, batch::summed(&self.doubles, add_count_bytes), &mut first),
+            cross: self.counted(5, batch::summed(&self.cross, add_u64), &mut first),
+            interval_waits: self.counted(
+                6,
+                batch::summed(&self.interval_waits, |t: &mut BracketStats, s| t.merge(s)),
+                &mut first,
+            ),
+            interval_hits: self.counted(7, batch::summed(&self.interval_hits, add_u64), &mut first),
+            hmm_busy: self.counted(8, batch::summed(&self.hmm_busy, add_u64), &mut first),
             ..Snapshot::default()
         };
-        for c in Counter::ALL {
-            let per_cpu = self.counters.get(&(c as u32), 0)?;
-            snap.counters[c as usize] = per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v));
+        let counters: anyhow::Result<Vec<u64>> = Counter::ALL
+            .iter()
+            .map(|c| {
+                let per_cpu = self.counters.get(&(*c as u32), 0)?;
+                Ok(per_cpu.iter().fold(0u64, |a, v| a.saturating_add(*v)))
+            })
+            .collect();
+        for (c, total) in Counter::ALL.iter().zip(self.counted(9, counters, &mut first)) {
+            snap.counters[*c as usize] = total;
         }
-        Ok(snap)
+        match first {
+            Some(e) => Err(e),
+            None => Ok(snap),
+        }
+    }
+
+    /// `result`'s value, or the default after counting the failure of map `index` (the first error is kept).
+    fn counted<T: Default>(&self, index: usize, result: anyhow::Result<T>, first: &mut Option<anyhow::Error>) -> T {
+        result.unwrap_or_else(|e| {
+            self.read_errors[index].fetch_add(1, Ordering::Relaxed);
+            if first.is_none() {
+                *first = Some(e.context(format!("reading map {}", READ_MAPS[index])));
+            }
+            T::default()
+        })
+    }
+
+    /// Failed reads per map since start (every map listed, 0 included).
+    pub fn read_errors(&self) -> Vec<(&'static str, u64)> {
+        READ_MAPS.iter().zip(&self.read_errors).map(|(m, n)| (*m, n.load(Ordering::Relaxed))).collect()
     }
 }
 

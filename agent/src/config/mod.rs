@@ -7,6 +7,7 @@
 //! `deploy/systemd/mmuscope.toml` (installed as /etc/mmuscope/mmuscope.toml).
 
 mod keys;
+pub mod reload;
 
 use std::{ffi::OsString, path::Path};
 
@@ -45,19 +46,42 @@ pub fn parse_cli() -> Cli {
 }
 
 fn parse_from(args: &[OsString]) -> Result<Cli> {
-    let matches = Cli::command().get_matches_from(args);
-    let (run_matches, run_command) = match matches.subcommand() {
-        None => (&matches, Cli::command()),
-        Some(("run", sub)) => (sub, Cli::command().find_subcommand("run").expect("run is a subcommand").clone()),
-        Some(_) => return Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
+    let matches = with_file(args, Cli::command().get_matches_from(args))?;
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// The settings of `run` as the command line and the config file give them now, and the matches they came from
+/// (for [`reload::plan`]). Never exits: on SIGHUP a bad file is an error to log, not a reason to stop.
+pub fn load_run(args: &[OsString]) -> Result<(crate::cli::RunArgs, ArgMatches)> {
+    let matches = with_file(args, Cli::command().try_get_matches_from(args)?)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let run = match cli.command {
+        None => cli.run,
+        Some(crate::cli::Command::Run(run)) => run,
+        Some(_) => bail!("not the `run` command"),
     };
+    let run_matches = run_level(&matches).map(|(m, _)| m.clone()).unwrap_or(matches);
+    Ok((run, run_matches))
+}
+
+/// `run`'s own matches and command: the top level (run is the default) or the `run` subcommand.
+fn run_level(matches: &ArgMatches) -> Option<(&ArgMatches, clap::Command)> {
+    match matches.subcommand() {
+        None => Some((matches, Cli::command())),
+        Some(("run", sub)) => Some((sub, Cli::command().find_subcommand("run").expect("run is a subcommand").clone())),
+        Some(_) => None,
+    }
+}
+
+/// `matches` with the config file applied, if `run` names one.
+fn with_file(args: &[OsString], matches: ArgMatches) -> Result<ArgMatches> {
+    let Some((run_matches, run_command)) = run_level(&matches) else { return Ok(matches) };
     let Some(file) = run_matches.get_one::<std::path::PathBuf>(CONFIG_FILE_ID) else {
-        return Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()));
+        return Ok(matches);
     };
     let extra = flags_from_file(file, &run_command, run_matches)?;
     let merged: Vec<OsString> = args.iter().cloned().chain(extra.into_iter().map(OsString::from)).collect();
-    let matches = Cli::command().try_get_matches_from(merged).context("applying the config file")?;
-    Ok(Cli::from_arg_matches(&matches)?)
+    Cli::command().try_get_matches_from(merged).context("applying the config file")
 }
 
 /// The `--flag=value` arguments `file` adds: each key validated against `run` (so an error can name its line),

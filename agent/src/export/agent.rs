@@ -17,6 +17,8 @@ use crate::{
 /// Static facts exported as `mmuscope_build_info`.
 pub struct BuildInfo {
     pub version: &'static str,
+    /// The git revision the agent was built from (`unknown` outside a checkout).
+    pub revision: &'static str,
     pub kernel: String,
     pub generation: &'static str,
 }
@@ -67,6 +69,7 @@ pub fn families(
             [(
                 vec![
                     ("version", build.version.to_string()),
+                    ("revision", build.revision.to_string()),
                     ("kernel", build.kernel.clone()),
                     ("generation", build.generation.to_string()),
                 ],
@@ -92,6 +95,12 @@ pub fn cgroup_families(names: &crate::cgroups::CgroupNames) -> Vec<MetricFamily>
             [(vec![], names.overflow_total() as f64)],
         ),
     ]
+}
+
+/// `map_read_errors_total{map}`: failed reads of each kernel map, by scrapes and API requests alike.
+pub fn map_read_errors(rows: &[(&str, u64)]) -> MetricFamily {
+    let rows = rows.iter().map(|(m, n)| (vec![("map", m.to_string())], *n as f64)).collect::<Vec<_>>();
+    counter("mmuscope_map_read_errors_total", help("mmuscope_map_read_errors_total"), rows)
 }
 
 /// `probe_attached{probe, mode, target}`: 1 for the attached alternative's targets, 0 for the rest.

@@ -82,6 +82,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     ("mmuscope_probe_read_errors_total", "Kernel memory reads that failed while attributing an event to a cgroup."),
     ("mmuscope_map_update_errors_total", "Map updates that failed because the map was full, by map."),
+    (
+        "mmuscope_map_read_errors_total",
+        "Reads of a kernel map that failed (the scrape or API request that needed it failed too), by map.",
+    ),
     ("mmuscope_map_capacity", "max_entries of the aggregation maps, by map."),
     ("mmuscope_map_entries", "Entries currently in the aggregation maps, by map."),
     (

@@ -133,12 +133,14 @@ impl Collector for Exporter {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let started = Instant::now();
-        let snap = match self.maps().snapshot() {
+        let snap = self.maps().snapshot();
+        let read_errors = agent::map_read_errors(&self.maps().read_errors());
+        let snap = match snap {
             Ok(snap) => snap,
             Err(e) => {
-                // Fail only what depends on the maps; the plan is still worth exporting.
+                // Fail only what depends on the maps; the plan and the failed reads are still worth exporting.
                 tracing::error!("reading the kernel maps failed: {e:#}");
-                return vec![agent::probe_attached(&self.report)];
+                return vec![agent::probe_attached(&self.report), read_errors];
             }
         };
         let mut snap = snap;
@@ -181,6 +183,7 @@ impl Collector for Exporter {
             names.forget_expired(expired.iter().map(|(flags, id)| (hierarchy_of(*flags), *id)));
         }
         out.extend(agent::families(&snap, capacity, &self.report, &self.build, started));
+        out.push(read_errors);
         out
     }
 }

@@ -75,7 +75,7 @@ fn all_families() -> Vec<MetricFamily> {
         vec![("cgroup", "/".into()), ("namespace", "".into()), ("pod", "".into()), ("container", "".into())]
     };
     let events = EventNames::from_pairs(vec![(0, "unmap".into())]);
-    let build = agent::BuildInfo { version: "", kernel: String::new(), generation: "" };
+    let build = agent::BuildInfo { version: "", revision: "", kernel: String::new(), generation: "" };
     let mut out = brackets::families(&snap, &cgroup, &events);
     out.extend(fork::families(&snap, &cgroup, 4096, true));
     out.extend(secondary::families(&snap, &cgroup, true));
@@ -86,6 +86,7 @@ fn all_families() -> Vec<MetricFamily> {
     let callback = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
     out.push(subscribers::callback_family(&[(("kvm".to_string(), "invalidate_range_start"), callback)].into()));
     out.extend(agent::families(&snap, 16, &sample_report(), &build, Instant::now()));
+    out.push(agent::map_read_errors(&[("bracket_stats", 0)]));
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     out.extend(agent::cgroup_families(&names));
     let run = ProgramRun { program: "p".into(), run_time: Default::default(), run_count: 1 };

@@ -2,10 +2,12 @@
 //! [`crate::api`]) and a small landing page. Read-only; every error is JSON. TLS and basic auth come from
 //! `--web.config.file` ([`crate::webconfig`]); [`serve`] accepts connections, [`auth`] checks requests.
 
+mod access;
 mod auth;
 mod bodies;
 mod coalesce;
 mod collector;
+mod gzip;
 mod serve;
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode},
     middleware,
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -26,16 +28,19 @@ use crate::{
     probes::PlanReport,
 };
 
+pub use access::Access;
 pub use collector::Collector;
 
 pub struct AppState {
     /// Runs the collections behind `/metrics`.
     pub collector: Collector,
-    /// Concurrent `/metrics` requests share one collection.
-    pub scrapes: coalesce::Coalesced<Vec<u8>>,
+    /// Concurrent `/metrics` requests share one collection (and its gzip form).
+    pub scrapes: coalesce::Coalesced<gzip::Exposition>,
     pub report: PlanReport,
     pub telemetry_path: String,
     pub api: Arc<ApiState>,
+    /// `--web.disable-process-details`, `--web.health-requires-auth` (changed on SIGHUP).
+    pub access: Arc<Access>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -47,30 +52,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .with_state(state.clone())
         .merge(api::router().with_state(state.api.clone()))
+        .layer(middleware::from_fn_with_state(state.access.clone(), access::process_details))
         .layer(middleware::from_fn(auth::json_errors))
         .layer(middleware::from_fn(bodies::reject))
-        .layer(middleware::from_fn(auth::basic_auth))
+        .layer(middleware::from_fn_with_state(state.access.clone(), auth::basic_auth))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let collect =
-        || async { state.collector.collect().await.map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e)) };
-    match state.scrapes.get(collect).await {
-        Ok(body) => {
-            let body = axum::body::Body::from(bytes::Bytes::from_owner(ArcBody(body)));
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
-        }
-        Err(response) => response,
-    }
-}
-
-/// A shared body, served without copying it per request.
-struct ArcBody(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for ArcBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let collect = || async {
+        let body = state.collector.collect().await.map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        Ok(gzip::Exposition::new(body))
+    };
+    let exposition = match state.scrapes.get(collect).await {
+        Ok(e) => e,
+        Err(response) => return response,
+    };
+    gzip::respond(exposition, &headers).await
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -13,7 +13,9 @@
 //!   headers: { X-Frame-Options: deny }
 //! ```
 //!
-//! Unknown keys are errors (as in exporter-toolkit); every error names the file and the key.
+//! Every key of exporter-toolkit's format is known (see docs/http.md for which are implemented and which are accepted
+//! with a warning); keys it does not know are errors, as in exporter-toolkit, so a typo never silently disables a
+//! security setting. Every error names the file and the key.
 
 use std::{
     collections::BTreeMap,
@@ -31,6 +33,27 @@ pub struct WebConfigFile {
     pub http_server_config: Option<HttpServerConfig>,
     #[serde(default)]
     pub basic_auth_users: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Paths served without basic auth (exporter-toolkit's development branch has this key).
+    #[serde(default)]
+    pub basic_auth_excluded_paths: Option<Vec<String>>,
+}
+
+/// `rate_limit`: a token bucket over all requests, one token every `interval`, at most `burst` saved up.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub interval: Option<GoDuration>,
+    pub burst: Option<u64>,
+}
+
+/// A Go `time.Duration` as YAML gives it: a string such as `1s` or `1m30s`, or an integer of nanoseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum GoDuration {
+    Nanos(u64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +67,8 @@ pub struct TlsServerConfig {
     pub key: Option<String>,
     pub client_auth_type: Option<String>,
     pub client_ca_file: Option<String>,
+    /// Inline PEM instead of `client_ca_file`.
+    pub client_ca: Option<String>,
     pub min_version: Option<String>,
     pub max_version: Option<String>,
     pub cipher_suites: Option<Vec<String>>,

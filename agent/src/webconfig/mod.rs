@@ -6,7 +6,10 @@
 //! at start-up is fatal (the error names the file and the key); a bad file later is logged and the last good
 //! configuration stays in force.
 
+mod client_auth;
 pub mod file;
+mod ratelimit;
+mod suites;
 mod tls;
 mod users;
 
@@ -19,6 +22,7 @@ use std::{
 use axum::http::{HeaderName, HeaderValue};
 
 pub use file::WebConfigError;
+pub use ratelimit::RateLimiter;
 pub use users::Users;
 
 /// The configuration in force for one connection.
@@ -28,6 +32,10 @@ pub struct WebConfig {
     pub users: Users,
     /// `http_server_config.headers`, added to every response.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `rate_limit`, over every request on every listener.
+    pub rate_limit: Option<RateLimiter>,
+    /// `basic_auth_excluded_paths`: served without credentials.
+    pub auth_excluded: Vec<String>,
 }
 
 impl WebConfig {
@@ -45,7 +53,10 @@ impl WebConfig {
         let mut headers = Vec::new();
         if let Some(h) = &f.http_server_config {
             if h.http2 == Some(true) {
-                tracing::warn!("web config {}: http_server_config.http2 is ignored (HTTP/1.1 only)", path.display());
+                tracing::warn!(
+                    "web config {}: http_server_config.http2 is ignored: mmuscope serves HTTP/1.1 only",
+                    path.display()
+                );
             }
             for (name, value) in h.headers.iter().flatten() {
                 let key = format!("http_server_config.headers.{name}");
@@ -56,7 +67,15 @@ impl WebConfig {
                 headers.push((n, v));
             }
         }
-        Ok((Self { tls, users, headers }, watched))
+        let rate_limit = match &f.rate_limit {
+            Some(r) => RateLimiter::new(path, r)?,
+            None => None,
+        };
+        let auth_excluded = f.basic_auth_excluded_paths.unwrap_or_default();
+        if let Some(bad) = auth_excluded.iter().find(|p| !p.starts_with('/')) {
+            return Err(WebConfigError::new(path, "basic_auth_excluded_paths", format!("{bad:?} is not a path")));
+        }
+        Ok((Self { tls, users, headers, rate_limit, auth_excluded }, watched))
     }
 }
 
@@ -121,3 +140,6 @@ impl WebConfigSource {
         l.config.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;
