@@ -1,4 +1,5 @@
-//! `deploy/prometheus`: the rules pass `promtool check rules` and their unit tests (`promtool test rules`: every
+//! `deploy/prometheus`: the rules files are what `deploy/prometheus/generate.py` writes (the rules and the
+//! operator's PrometheusRule), they pass `promtool check rules` and their unit tests (`promtool test rules`: every
 //! alert fires and stays quiet where it should), and the example scrape configuration passes `promtool check
 //! config` (with its rule file path pointed at the repository's copy, as the package would install it).
 
@@ -15,6 +16,7 @@ const INSTALLED_RULES: &str = "/usr/share/mmuscope/prometheus/mmuscope.rules.yml
 
 pub fn check(ws: &Workspace) -> Result<()> {
     let dir = ws.root.join(DIR);
+    process::run(Command::new("python3").arg(dir.join("generate.py")).arg("--check"))?;
     promtool(&dir, &["check", "rules", "mmuscope.rules.yml"])?;
     promtool(&dir, &["test", "rules", "mmuscope.rules.test.yml"])?;
 
