@@ -28,6 +28,7 @@ mod deb;
 mod guest;
 mod http;
 mod kube;
+mod kubepod;
 mod live;
 mod operator;
 mod prometheus;

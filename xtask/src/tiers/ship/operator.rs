@@ -16,7 +16,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 
-use super::{daemon, daemon::Daemon, http, prometheus::Prometheus, say, tools::Tools};
+use super::{
+    daemon,
+    daemon::Daemon,
+    http,
+    kubepod::{self, CONTAINER, NAMESPACE, POD},
+    prometheus::Prometheus,
+    say,
+    tools::Tools,
+};
 use crate::{process, workspace::Workspace};
 
 const GENERATOR: &str = include_str!("scripts/operator_scrape.py");
@@ -24,49 +32,37 @@ const SERVICE_MONITOR: &str = "deploy/kubernetes/servicemonitor.yaml";
 /// The agent's pod, as discovery would name it.
 const AGENT_POD: &str = "mmuscope-x7k2p";
 const NODE: &str = "node-a";
-/// The workload's pod and container, as the kubelet would lay them out.
-const NAMESPACE: &str = "gpu-jobs";
-const POD: &str = "trainer-0";
-const CONTAINER: &str = "trainer";
-const POD_UID: &str = "0c5a1f2e-4b7d-4e1a-9c3b-5d6e7f8a9b0c";
-const CONTAINER_ID: &str = "5f2d9c0b7e1a43d8a6b4c2e0f9d8b7a6c5e4d3f2a1b0c9d8e7f6a5b4c3d2e1f0";
 
 pub fn check(ws: &Workspace, tools: &Tools, agent: &Path, workload: &Path) -> Result<()> {
     let dir = ws.target_dir().join("ship/operator");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    let host_root = dir.join("host");
-    let pod_logs = host_root.join(format!("var/log/pods/{NAMESPACE}_{POD}_{POD_UID}/{CONTAINER}"));
-    fs::create_dir_all(&pod_logs)?;
-    fs::create_dir_all(host_root.join("var/log/containers"))?;
-    fs::write(host_root.join(format!("var/log/containers/{POD}_{NAMESPACE}_{CONTAINER}-{CONTAINER_ID}.log")), "")?;
+    let pod = kubepod::Pod::create(&dir)?;
 
     let addr = daemon::free_port()?;
     let mut cmd = Command::new(agent);
     cmd.arg("run")
         .arg(format!("--web.listen-address={addr}"))
-        .arg(format!("--kubernetes.host-root={}", host_root.display()));
+        .arg(format!("--kubernetes.host-root={}", pod.host_root.display()));
     let mut running = Daemon::spawn("agent", &mut cmd, &dir.join("agent.log"))?;
     daemon::wait_for("agent /readyz", Duration::from_secs(60), || {
         running.alive()?;
         Ok(http::get(&format!("http://{addr}/readyz"), &[]).ok().filter(|(c, _)| *c == 200))
     })?;
 
-    let parent =
-        format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice", POD_UID.replace('-', "_"));
-    let name = format!("cri-containerd-{CONTAINER_ID}.scope");
+    let (parent, name) = (&pod.parent, &pod.name);
     let result = (|| -> Result<()> {
         let out = process::capture(Command::new(workload).args([
             "kvm-madvise",
             "--iterations",
             "100",
             "--cgroup-parent",
-            &parent,
+            parent,
             "--cgroup-name",
-            &name,
+            name,
         ]))?;
         if !out.status.success() {
-            bail!("kvm-madvise in {parent}/{name}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!("kvm-madvise in {}: {}", pod.cgroup(), String::from_utf8_lossy(&out.stderr));
         }
         let meta = dir.join("meta.json");
         fs::write(&meta, serde_json::to_string_pretty(&discovered_labels())?)?;
@@ -87,7 +83,7 @@ pub fn check(ws: &Workspace, tools: &Tools, agent: &Path, workload: &Path) -> Re
             fs::create_dir_all(&pdir)?;
             let prometheus = Prometheus::start_with_config(&pdir, &String::from_utf8_lossy(&out.stdout))?;
             let workload_series =
-                wait_for_series(&prometheus, &format!("mmuscope_invalidations_total{{cgroup=\"{parent}/{name}\"}}"))?;
+                wait_for_series(&prometheus, &format!("mmuscope_invalidations_total{{cgroup=\"{}\"}}", pod.cgroup()))?;
             let own = wait_for_series(&prometheus, "mmuscope_build_info")?;
             say(format!("ServiceMonitor {variant}: workload series {}", show(&workload_series)));
             say(format!("ServiceMonitor {variant}: agent's own series {}", show(&own)));
@@ -126,12 +122,8 @@ pub fn check(ws: &Workspace, tools: &Tools, agent: &Path, workload: &Path) -> Re
         ));
         Ok(())
     })();
-    let cleanup = process::capture(Command::new(workload).args([
-        "cleanup-cgroup",
-        "--path",
-        &format!("{parent}/{name}"),
-        "--prune-parents",
-    ]));
+    let cleanup =
+        process::capture(Command::new(workload).args(["cleanup-cgroup", "--path", &pod.cgroup(), "--prune-parents"]));
     let stopped = running.stop();
     result?;
     cleanup?;
