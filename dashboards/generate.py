@@ -20,8 +20,8 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 41
 
 # Matchers every query carries (the linter checks them): host-level and cgroup-level families.
-HOST = 'job=~"$job", instance=~"$instance"'
-CG = HOST + ', cgroup=~"$cgroup"'
+HOST = 'job=~"$job", node=~"$node", instance=~"$instance"'
+CG = HOST + ', namespace=~"$namespace", pod=~"$pod", cgroup=~"$cgroup"'
 RATE = "[$__rate_interval]"
 
 
@@ -65,16 +65,22 @@ class Layout:
         return panel
 
 
-def panel(kind, title, description, unit, targets, options=None, custom=None, extra=None):
+def panel(kind, title, description, unit, targets, options=None, custom=None, extra=None, thresholds=None,
+          overrides=None):
     defaults = {"unit": unit}
     if custom is not None:
         defaults["custom"] = custom
+    if thresholds is not None:
+        # [(color, from value)], the first from -Infinity (null in Grafana's JSON).
+        steps = [{"color": c, "value": v} for c, v in thresholds]
+        defaults["thresholds"] = {"mode": "absolute", "steps": steps}
+        defaults["color"] = {"mode": "thresholds"}
     p = {
         "type": kind,
         "title": title,
         "description": description,
         "datasource": DS,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
         "options": options or {},
         "targets": [dict(t, refId=chr(ord("A") + i)) for i, t in enumerate(targets)],
     }
@@ -82,21 +88,33 @@ def panel(kind, title, description, unit, targets, options=None, custom=None, ex
     return p
 
 
-def timeseries(title, description, unit, *targets, stack=False):
+def unit_of(ref, unit):
+    """A field override: query `ref`'s series in `unit`, on their own axis on the right."""
+    return {"matcher": {"id": "byFrameRefID", "options": ref},
+            "properties": [{"id": "unit", "value": unit}, {"id": "custom.axisPlacement", "value": "right"}]}
+
+
+def timeseries(title, description, unit, *targets, stack=False, overrides=None):
     custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
     if stack:
         custom.update(stacking={"mode": "normal", "group": "A"}, fillOpacity=30)
     options = {"legend": {"displayMode": "table", "placement": "bottom", "showLegend": True, "calcs": ["mean", "max"]},
                "tooltip": {"mode": "multi", "sort": "desc"}}
-    return panel("timeseries", title, description, unit, targets, options, custom)
+    return panel("timeseries", title, description, unit, targets, options, custom, overrides=overrides)
 
 
-def stat(title, description, unit, expr):
+# Stat colours: a count that is bad when it is not 0; one that is bad when it is 0; a plain figure.
+BAD_ABOVE_0 = [("green", None), ("red", 1)]
+BAD_AT_0 = [("red", None), ("green", 1)]
+NEUTRAL = [("text", None)]
+
+
+def stat(title, description, unit, expr, thresholds):
     options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                "colorMode": "value", "graphMode": "area", "textMode": "auto", "justifyMode": "auto",
                "orientation": "auto", "percentChangeColorMode": "standard", "showPercentChange": False,
                "wideLayout": True}
-    return panel("stat", title, description, unit, [target(expr, instant=True)], options)
+    return panel("stat", title, description, unit, [target(expr, instant=True)], options, thresholds=thresholds)
 
 
 def table(title, description, unit, expr, organize=None):
@@ -141,9 +159,17 @@ def variables(cgroup_source="mmuscope_invalidations_total"):
          "regex": ""},
         query_var("job", "Job", "label_values(mmuscope_build_info, job)",
                   "Scrape jobs of mmuscope agents (job=\"mmuscope\" in the shipped scrape configs)."),
-        query_var("instance", "Host", 'label_values(mmuscope_build_info{job=~"$job"}, instance)',
+        query_var("node", "Node", 'label_values(mmuscope_build_info{job=~"$job"}, node)',
+                  "Kubernetes nodes (the shipped ServiceMonitor copies the node name into node and instance); "
+                  "empty where the scrape configuration sets no node label."),
+        query_var("instance", "Host", 'label_values(mmuscope_build_info{job=~"$job", node=~"$node"}, instance)',
                   "Agents (one per host)."),
-        query_var("cgroup", "Cgroup", f'label_values({cgroup_source}{{{HOST}}}, cgroup)',
+        query_var("namespace", "Namespace", f'label_values({cgroup_source}{{{HOST}}}, namespace)',
+                  "Kubernetes namespace of the memory's owner (its pod's); host cgroups have none."),
+        query_var("pod", "Pod", f'label_values({cgroup_source}{{{HOST}, namespace=~"$namespace"}}, pod)',
+                  "Kubernetes pod of the memory's owner; host cgroups have none."),
+        query_var("cgroup", "Cgroup",
+                  f'label_values({cgroup_source}{{{HOST}, namespace=~"$namespace", pod=~"$pod"}}, cgroup)',
                   "Memory owner cgroups (path below the hierarchy root); other = beyond --max-cgroups."),
     ]}
 
@@ -171,17 +197,18 @@ def fleet():
     inval = rate("mmuscope_invalidations_total")
     panels = [
         L.place(stat("Hosts reporting", "Agents Prometheus scraped successfully at the last scrape.", "none",
-                     f"count(up{{{HOST}}} == 1)"), 4, 4),
+                     f"count(up{{{HOST}}} == 1) or vector(0)", BAD_AT_0), 4, 4),
         L.place(stat("Invalidations", "mmu_notifier invalidation brackets per second over the selected hosts and "
-                     "cgroups.", "ops", f"sum({inval})"), 5, 4),
+                     "cgroups.", "ops", f"sum({inval})", NEUTRAL), 5, 4),
         L.place(stat("Double notifications", "Secondary-TLB ranges invalidated again within one operation, per "
-                     "second (fentry/kprobe modes).", "ops", f"sum({rate('mmuscope_double_notifications_total')})"),
+                     "second (fentry/kprobe modes).", "ops", f"sum({rate('mmuscope_double_notifications_total')})", NEUTRAL),
                 5, 4),
         L.place(stat("Pinned fork copies", "Pages fork() copied eagerly because they may be DMA-pinned, per "
-                     "second.", "ops", f"sum({rate('mmuscope_fork_pinned_page_copies_total')})"), 5, 4),
+                     "second.", "ops", f"sum({rate('mmuscope_fork_pinned_page_copies_total')})", NEUTRAL), 5, 4),
         L.place(stat("Probe families missing", "Host × probe family pairs with no attach alternative in use "
                      "(0 is healthy; see the agent health dashboard).", "none",
-                     f"count(max by (instance, probe) (mmuscope_probe_attached{{{HOST}}}) == 0) or vector(0)"), 5, 4),
+                     f"count(max by (instance, probe) (mmuscope_probe_attached{{{HOST}}}) == 0) or vector(0)", BAD_ABOVE_0),
+                5, 4),
         L.place(timeseries("Top hosts by invalidation rate", "The 10 hosts with the most invalidation brackets "
                            "per second.", "ops",
                            target(f"topk(10, sum by (instance) ({inval}))", "{{instance}}")), 12, 9),
@@ -269,7 +296,8 @@ def host():
                            "mechanism; and invalidate_range_end calls with only_end, which skipped the repeat "
                            "(before 6.6).", "Bps",
                            target(f"sum by (kind) ({rate('mmuscope_redundant_invalidation_bytes_total')})", "{{kind}}"),
-                           target(f"sum({rate('mmuscope_double_notifications_avoided_total')})", "avoided (ops/s)")),
+                           target(f"sum({rate('mmuscope_double_notifications_avoided_total')})", "avoided (ops/s)"),
+                           overrides=[unit_of("B", "ops")]),
                 8, 8),
         L.row("Subscribers"),
         L.place(timeseries("Notifier subscriptions", "Registered mmu_notifier and interval-notifier subscriptions "
@@ -328,17 +356,21 @@ def agent():
                            "(--map.stats-entries); at 100% new keys are lost and counted below.", "percentunit",
                            target(f"max by (instance, map) (mmuscope_map_entries{{{HOST}}} / mmuscope_map_capacity{{{HOST}}})",
                                   "{{instance}} {{map}}")), 8, 8),
-        L.place(timeseries("Lost updates and read errors", "Map updates refused because the map was full, and "
-                           "kernel reads that failed while attributing an event, per second.", "ops",
+        L.place(timeseries("Lost updates and read errors", "Map updates refused because the map was full, "
+                           "kernel reads that failed while attributing an event, and failed reads of a map by the "
+                           "agent (that scrape failed), per second.", "ops",
                            target(f"sum by (instance, map) ({prog('mmuscope_map_update_errors_total')})",
                                   "{{instance}} full: {{map}}"),
                            target(f"sum by (instance) ({prog('mmuscope_probe_read_errors_total')})",
-                                  "{{instance}} read errors")), 8, 8),
+                                  "{{instance}} read errors"),
+                           target(f"sum by (instance, map) ({prog('mmuscope_map_read_errors_total')})",
+                                  "{{instance}} map read: {{map}}")), 8, 8),
         L.place(timeseries("Cgroups", "Cgroups with their own series (at most --max-cgroups) and cgroups folded "
                            "into cgroup=\"other\" per second.", "short",
                            target(f"max by (instance) (mmuscope_cgroups_tracked{{{HOST}}})", "{{instance}} tracked"),
                            target(f"sum by (instance) ({prog('mmuscope_cgroups_overflow_total')})",
-                                  "{{instance}} overflow/s")), 8, 8),
+                                  "{{instance}} overflow/s"),
+                           overrides=[unit_of("B", "ops")]), 8, 8),
         L.place(timeseries("Scrape duration", "Time the agent spent reading the maps for a scrape, and the whole "
                            "scrape as Prometheus saw it.", "s",
                            target(f"max by (instance) (mmuscope_scrape_duration_seconds{{{HOST}}})", "{{instance}} agent"),

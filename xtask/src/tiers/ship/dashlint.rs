@@ -8,8 +8,9 @@ use serde_json::Value;
 
 /// Units the dashboards may use: Grafana unit ids, so the panel shows "ops/s", "µs", "MiB/s" and not bare floats.
 const UNITS: &[&str] = &["none", "short", "ops", "s", "ms", "Bps", "bytes", "percentunit"];
-/// The variables every dashboard has; `cgroup` is ours (the linter knows `job` and `instance`).
-const VARIABLES: &[&str] = &["job", "instance", "cgroup"];
+/// The variables every dashboard has; `node`, `namespace`, `pod` and `cgroup` are ours (the linter knows `job` and
+/// `instance`).
+const VARIABLES: &[&str] = &["job", "node", "instance", "namespace", "pod", "cgroup"];
 const DATASOURCE: &str = "${datasource}";
 
 pub struct Report {
@@ -277,7 +278,8 @@ mod tests {
         let mut dash = json!({
             "uid": "u", "title": "t", "description": "d", "editable": false,
             "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"},
-                                    var("job"), var("instance"), var("cgroup")]},
+                                    var("job"), var("node"), var("instance"), var("namespace"), var("pod"),
+                                    var("cgroup")]},
             "panels": [{"type": "timeseries", "id": 1, "title": "x", "description": "y", "datasource": ds,
                         "gridPos": {"x": 0, "y": 0, "w": 12, "h": 8}, "fieldConfig": {"defaults": {"unit": "ops"}},
                         "targets": [{"datasource": ds, "expr": format!("up{{{M}}}")}]}]

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{daemon, daemon::Daemon, dashboards, guest, http, prometheus::Prometheus, say};
+use super::{daemon, daemon::Daemon, dashboards, guest, http, kubepod, prometheus::Prometheus, say};
 use crate::{process, workspace::Workspace};
 
 const HOST_SECONDS: u64 = 45;
@@ -142,8 +142,13 @@ struct HostPhase {
 fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Result<(Prometheus, HostPhase)> {
     let addr = daemon::free_port()?;
     let config = ws.root.join("deploy/systemd/mmuscope.toml");
+    // A workload in a Kubernetes pod too, so the namespace and pod variables have values.
+    let pod = kubepod::Pod::create(&dir.join("kubepod"))?;
     let mut cmd = Command::new(agent);
-    cmd.arg("run").arg(format!("--config.file={}", config.display())).arg(format!("--web.listen-address={addr}"));
+    cmd.arg("run")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg(format!("--kubernetes.host-root={}", pod.host_root.display()));
     // The agent dashboard's "eBPF program" panels need the run-time statistics, which are off by default.
     cmd.arg("--bpf.run-stats");
     let mut agent = Daemon::spawn("agent", &mut cmd, &dir.join("agent.log"))?;
@@ -193,10 +198,16 @@ fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Resu
                 bail!("{}: {}", process::describe(&cmd), String::from_utf8_lossy(&out.stderr));
             }
         }
+        let mut in_pod = Command::new(workload);
+        in_pod.args(["kvm-madvise", "--iterations", &(n / 4).to_string(), "--cgroup-parent", &pod.parent]);
+        in_pod.args(["--cgroup-name", &pod.name]);
+        let out = process::capture(&mut in_pod)?;
+        if !out.status.success() {
+            bail!("{}: {}", process::describe(&in_pod), String::from_utf8_lossy(&out.stderr));
+        }
         // The agent names a cgroup when a scrape sees it alive; removed first, it would be "unknown".
         thread::sleep(Duration::from_millis(1500));
-        for (name, _) in &available {
-            let path = format!("{CGROUP_PARENT}/{name}");
+        for path in available.iter().map(|(name, _)| format!("{CGROUP_PARENT}/{name}")).chain([pod.cgroup()]) {
             process::capture(Command::new(workload).args(["cleanup-cgroup", "--path", &path, "--prune-parents"]))?;
         }
         agent.alive()?;
@@ -232,11 +243,15 @@ fn scenarios(workload: &Path) -> Result<Vec<(&'static str, &'static str)>> {
     Ok(have)
 }
 
-/// Grafana's variables as a user who opens the dashboard sees them: job mmuscope, all instances and cgroups.
+/// Grafana's variables as a user who opens the dashboard sees them: job mmuscope, all nodes, instances, namespaces,
+/// pods and cgroups.
 fn substitute(expr: &str, instance: &str) -> String {
     expr.replace("$__rate_interval", RATE_INTERVAL)
         .replace("$job", "mmuscope")
         .replace("$instance", instance)
+        .replace("$node", ".*")
+        .replace("$namespace", ".*")
+        .replace("$pod", ".*")
         .replace("$cgroup", ".*")
 }
 

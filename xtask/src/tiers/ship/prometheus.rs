@@ -28,7 +28,8 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus in `dir` scraping `target` as job `mmuscope`, instance `instance`, with `rules` loaded.
+    /// Starts Prometheus in `dir` scraping `target` as job `mmuscope`, instance and node `instance` (the node label
+    /// as the ServiceMonitor sets it in Kubernetes), with `rules` loaded.
     pub fn start(dir: &Path, target: SocketAddr, instance: &str, rules: &Path) -> Result<Self> {
         let data = dir.join("data");
         fs::create_dir_all(&data)?;
@@ -36,7 +37,7 @@ impl Prometheus {
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
              scrape_configs:\n  - job_name: mmuscope\n    static_configs:\n      - targets: ['{target}']\n        \
-             labels:\n          instance: '{instance}'\n",
+             labels:\n          instance: '{instance}'\n          node: '{instance}'\n",
             rules.display()
         );
         fs::write(dir.join("prometheus.yml"), config)?;
