@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         generation,
         events: EventNames::from_pairs(events.into_iter().map(|(n, v)| (v, n)).collect()),
         kprobes: Err("not probed under fuzzing".into()),
+        tracefs: Err("not probed under fuzzing".into()),
         deny: Deny::default(),
     };
     let probed = needs::Probed { trampolines: Ok(()), wide_trampolines: Ok(()), attached: Vec::new() };
