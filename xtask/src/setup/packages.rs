@@ -84,6 +84,10 @@ pub const PACKAGES: &[Package] = &[
     pkg("chromium", Group::Ship, "renders the dashboards to PNG, headless"),
     pkg("strace", Group::Ship, "lists the agent's system calls, checked against the unit's SystemCallFilter="),
     pkg("nodejs", Group::Ship, "runs ts-json-schema-generator on @grafana/schema and the CR validation (npm with it)"),
+    pkg("buildah", Group::Ship, "builds the OCI image from deploy/container/Containerfile"),
+    pkg("podman", Group::Ship, "runs the image with the DaemonSet's capabilities, mounts and security context"),
+    pkg("runc", Group::Ship, "podman's runtime here (crun refuses hybrid cgroup hierarchies)"),
+    pkg("mmdebstrap", Group::Ship, "makes the image's local Debian base (no registry is reachable)"),
     // bench: `cargo xtask bench` and its smoke in the host tier.
     pkg("bpftrace", Group::Bench, "the equivalent bpftrace script the probes are compared with"),
 ];

@@ -223,3 +223,8 @@ fn table_command(ws: &Workspace, args: &TableArgs) -> Result<ExitCode> {
 fn say(message: impl std::fmt::Display) {
     progress::say("vm", message);
 }
+
+/// The Debian archive this machine's apt uses (the VM kernels and the ship tier's image base come from it).
+pub fn debian_mirror() -> anyhow::Result<String> {
+    Ok(apt_sources::discover()?.main.uri)
+}

@@ -14,6 +14,8 @@
 //! * The ServiceMonitor: the scrape job the Prometheus Operator generates for it, run by a real Prometheus against
 //!   the agent while a workload runs in a Kubernetes pod's cgroup; the stored series keep the workload's namespace,
 //!   pod and container ([`operator`]).
+//! * The OCI image: built from the .deb with buildah, run with podman under the DaemonSet's capabilities, mounts and
+//!   security context; ready, counts a workload exactly, no capability left ([`image`]).
 //! * The Debian package: built from the release build, installed, `mmuscope check`, purged without a trace
 //!   ([`deb`]).
 //!
@@ -27,6 +29,7 @@ mod dashlint;
 mod deb;
 mod guest;
 mod http;
+mod image;
 mod kube;
 mod kubepod;
 mod live;
@@ -76,7 +79,13 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         steps.run("ServiceMonitor as the Prometheus Operator renders it (labels kept, instance = node)", || {
             operator::check(ws, &tools, &agent, &workload)
         });
-        steps.run("debian package (cargo-deb, dpkg -i, mmuscope check, dpkg --purge)", || deb::check(ws, &tools));
+        let packaged =
+            steps.run("debian package (cargo-deb, dpkg -i, mmuscope check, dpkg --purge)", || deb::check(ws, &tools));
+        if packaged {
+            steps.run("OCI image (buildah from the .deb; podman run as the DaemonSet runs it)", || {
+                image::check(ws, &tools, &workload)
+            });
+        }
     }
     steps.finish()
 }
