@@ -1,6 +1,8 @@
-//! Hardening, restarts (root): SIGTERM and SIGKILL while 100 clients scrape and a workload runs; once the process is
-//! gone, none of the BPF programs, maps or links it held exists any more (ids taken from its own fdinfo while it
-//! ran, looked up with `bpftool -j prog|map|link show` afterwards — ids, so other agents on the host never count).
+//! Hardening, restarts and signals (root): SIGTERM and SIGKILL while 100 clients scrape and a workload runs; once
+//! the process is gone, none of the BPF programs, maps or links it held exists any more (ids taken from its own
+//! fdinfo while it ran, looked up with `bpftool -j prog|map|link show` afterwards — ids, so other agents on the host
+//! never count). SIGHUP reloads the config file in the same process (live keys at once, the others named as needing
+//! a restart, a broken file ignored), with JSON log lines.
 //!
 //! Run: `cargo test -p mmuscope-tests --test hardening_restarts -- --test-threads=1 --nocapture` (`host` tier).
 
@@ -64,4 +66,66 @@ fn restart_case(env: &HostEnv, signal: libc::c_int) -> Result<()> {
     drop(agent);
     ensure!(left.is_empty(), "BPF objects left behind after {name}: {left:?}");
     Ok(())
+}
+
+/// SIGHUP re-reads the config file: a live setting (`web.disable-process-details`, `log.level`) takes effect in
+/// the same process, a setting that needs a restart is named in the log, a broken file keeps the old settings, and
+/// the agent never exits on SIGHUP. Log lines are JSON with `--log.format json`.
+#[test]
+fn sighup_reloads_the_config_file_without_a_restart() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
+    let dir = std::env::temp_dir().join(format!("mmuscope-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("mmuscope.toml");
+    let write = |details: bool, ttl: &str, extra: &str| {
+        let text = format!(
+            "cgroups.deleted-ttl = \"{ttl}\"\n{extra}[log]\nformat = \"json\"\n[web]\ndisable-process-details = {details}\n"
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write(false, "5m", "");
+    let arg = format!("--config.file={}", config.display());
+    let agent = Agent::start_with(&env.agent_bin, &[&arg], Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e:#}"));
+    let result = (|| -> Result<()> {
+        let scraper = agent.scraper();
+        let pid = agent.pid();
+        let status = |path: &str| scraper.get(path).map(|(code, _)| code);
+        ensure!(status("/api/v1/subscribers")? == 200, "process details served before the reload");
+        let hup = |what: &str| -> Result<()> {
+            // SAFETY: kill(2) on the agent, our own child.
+            ensure!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } == 0, "kill -HUP");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !agent.output_tail().contains(what) {
+                ensure!(Instant::now() < deadline, "no log line with {what:?} after SIGHUP:\n{}", agent.output_tail());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        };
+        write(true, "10m", "");
+        hup("SIGHUP: configuration reloaded")?;
+        let (code, body) = scraper.get("/api/v1/subscribers")?;
+        println!("after SIGHUP with disable-process-details = true: /api/v1/subscribers {code} {}", body.trim());
+        ensure!(code == 403, "process details still served after the reload: {code}");
+        let tail = agent.output_tail();
+        let restart_line = tail.lines().find(|l| l.contains("need a restart")).unwrap_or_default();
+        println!("log: {restart_line}");
+        ensure!(restart_line.contains("cgroups.deleted-ttl"), "the TTL change is not named as needing a restart");
+        let json_line = restart_line.split_once("] ").map_or(restart_line, |(_, l)| l); // "[agent stderr] {...}"
+        let v: serde_json::Value =
+            serde_json::from_str(json_line.trim()).map_err(|e| anyhow::anyhow!("{e}: {json_line}"))?;
+        ensure!(v["level"] == "WARN" && v["keys"].as_str().is_some_and(|k| k.contains("cgroups.deleted-ttl")), "{v}");
+        std::fs::write(&config, "log.level = \"loud\"\n")?;
+        hup("keeping the previous settings")?;
+        ensure!(status("/api/v1/subscribers")? == 403, "a broken file changed the settings");
+        ensure!(status("/healthz")? == 200, "the agent stopped serving after SIGHUPs");
+        ensure!(agent.pid() == pid, "another process");
+        Ok(())
+    })();
+    let tail = agent.output_tail();
+    let stopped = agent.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        panic!("{e:#}\n--- agent output tail ---\n{tail}");
+    }
+    stopped.unwrap_or_else(|e| panic!("exit after the SIGHUPs: {e:#}"));
 }
