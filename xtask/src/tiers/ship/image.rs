@@ -69,7 +69,7 @@ pub fn check(ws: &Workspace, tools: &Tools, workload: &Path) -> Result<()> {
     fs::create_dir_all(&context)?;
     fs::copy(&deb, context.join(deb.file_name().context("deb name")?))?;
     let mut build = storage.command("buildah");
-    build.args(["bud", "--runtime", "runc", "--layers=false"]).args(ULIMITS);
+    build.args(["bud", "--runtime", "runc", "--network", "none", "--layers=false"]).args(ULIMITS);
     build
         .args(["--build-arg", &format!("BASE={BASE}"), "-t", IMAGE, "-f"])
         .arg(ws.root.join(CONTAINERFILE))
