@@ -115,17 +115,9 @@ fn version_facts(workspace: &Path) {
     println!("cargo:rustc-env=MMUSCOPE_TARGET={}", env::var("TARGET").unwrap_or_else(|_| "unknown".to_string()));
 }
 
-/// Seconds since the epoch → `YYYY-MM-DDTHH:MM:SSZ` (the civil-from-days algorithm; no date crate needed).
+/// Seconds since the epoch → `YYYY-MM-DDTHH:MM:SSZ`.
 fn rfc3339(epoch: i64) -> String {
-    let (days, secs) = (epoch.div_euclid(86_400), epoch.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (h, m, s) = t.to_hms();
+    format!("{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}Z", t.year(), u8::from(t.month()), t.day())
 }
