@@ -63,6 +63,13 @@ fn find_or_mount() -> Result<Tracefs, String> {
         return Ok(Tracefs::Host(p));
     }
     let elsewhere = mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), "tracefs");
+    if let Some(p) = elsewhere.iter().find(|m| KNOWN_PATHS.contains(&m.as_str())) {
+        // Mounted where it is read from, but `events/` is not visible to this process.
+        return Err(format!(
+            "tracefs is mounted at {p} but this process cannot read it (mode 0700): run as root or with \
+             CAP_DAC_READ_SEARCH"
+        ));
+    }
     match mount_private(Path::new(KNOWN_PATHS[0])) {
         Ok(()) => match usable() {
             Some(p) => Ok(Tracefs::Private(p)),
