@@ -44,6 +44,7 @@ pub fn all(ws: &Workspace, tools: &Tools, results: &Results) -> Result<()> {
                 let data = d.panels.iter().find(|pd| pd.panel["id"] == p["id"]).context("panel without data")?;
                 out["unit"] = p["fieldConfig"]["defaults"]["unit"].clone();
                 out["stack"] = json!(p["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal");
+                out["thresholds"] = p["fieldConfig"]["defaults"]["thresholds"]["steps"].clone();
                 out["targets"] = p["targets"].clone();
                 out["data"] = Value::Array(data.data.clone());
                 let organize = p["transformations"].as_array().into_iter().flatten().find(|t| t["id"] == "organize");
