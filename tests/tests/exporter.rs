@@ -43,15 +43,6 @@ fn require(tools_needed: &[(&str, &str)]) -> Option<HostEnv> {
     }
 }
 
-fn run_or_panic(agent: Agent, result: Result<()>) {
-    let tail = agent.output_tail();
-    let stopped = agent.stop();
-    if let Err(e) = result {
-        panic!("{e:#}\n--- agent output tail ---\n{tail}");
-    }
-    stopped.unwrap_or_else(|e| panic!("{e:#}"));
-}
-
 /// The workload in a fresh cgroup `<parent>/<name>`; the guard removes it when dropped.
 fn workload(env: &HostEnv, name: &str, iterations: u64) -> Result<(CgroupGuard, GroundTruth)> {
     let rel = CgroupPath::parse(CGROUP_PARENT)?.join(name)?;
@@ -71,7 +62,7 @@ fn prometheus_scrape_equals_ground_truth_and_promtool_is_clean() {
     let agent =
         Agent::start_with(&env.agent_bin, &["--bpf.run-stats"], READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
     let result = prometheus_case(&env, &agent);
-    run_or_panic(agent, result);
+    agent.finish(result);
 }
 
 fn prometheus_case(env: &HostEnv, agent: &Agent) -> Result<()> {
@@ -157,7 +148,7 @@ fn schemathesis_finds_no_server_errors_and_responses_conform() {
         ensure!(out.status.success(), "schemathesis reported failures ({})", out.status);
         Ok(())
     })();
-    run_or_panic(agent, result);
+    agent.finish(result);
 }
 
 #[test]
@@ -174,7 +165,7 @@ fn tls_and_basic_auth_with_a_real_client() {
     let agent = Agent::start_with(&env.agent_bin, &["--web.config.file", config.to_str().unwrap()], READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let result = tls_case(&env, &agent, &certs, &config, &base_config);
-    run_or_panic(agent, result);
+    agent.finish(result);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -298,7 +289,7 @@ fn ten_thousand_cgroups_stay_promtool_clean_and_capped() {
         }
         let _ = std::fs::remove_dir(&base);
     }
-    run_or_panic(agent, result);
+    agent.finish(result);
 }
 
 fn many_cgroups_case(agent: &Agent, h: &Hierarchies, parent: &str, n: usize, max: usize, count: u64) -> Result<()> {
@@ -420,7 +411,7 @@ fn top_in_tmux_shows_the_workload_cgroup() {
         }
         Ok(())
     })();
-    run_or_panic(agent, result);
+    agent.finish(result);
 }
 
 /// `/metrics` as Prometheus asks for it (`Accept-Encoding: gzip`) with the 10k cgroups in place: compressed, the same

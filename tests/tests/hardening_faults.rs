@@ -30,15 +30,6 @@ use mmuscope_tests::promtext::Exposition;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const CGROUP_PARENT: &str = "/mmuscope-hardening";
 
-fn finish(agent: Agent, result: Result<()>) {
-    let tail = agent.output_tail();
-    let stopped = agent.stop();
-    if let Err(e) = result {
-        panic!("{e:#}\n--- agent output tail ---\n{tail}");
-    }
-    stopped.unwrap_or_else(|e| panic!("{e:#}"));
-}
-
 /// `probe_attached` values per family.
 fn attached_by_family(e: &Exposition) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -272,7 +263,7 @@ fn a_too_small_map_counts_its_overflow_and_keeps_the_rest_exact() {
         ensure!(healthz == 200, "/healthz {healthz} after the overflow");
         Ok(())
     })();
-    finish(agent, result);
+    agent.finish(result);
 }
 
 #[test]
@@ -289,7 +280,7 @@ fn cgroup_churn_leaves_no_stale_series_or_map_entries() {
         let _ = std::fs::remove_dir(base.join(format!("c{i:04}")));
     }
     let _ = std::fs::remove_dir(&base);
-    finish(agent, result);
+    agent.finish(result);
 }
 
 fn rss(e: &Exposition) -> f64 {

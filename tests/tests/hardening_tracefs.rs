@@ -37,15 +37,6 @@ fn tracefs_mounts(pid: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-fn fail(agent: Agent, result: Result<()>) {
-    let tail = agent.output_tail();
-    let stopped = agent.stop();
-    if let Err(e) = result {
-        panic!("{e:#}\n--- agent output tail ---\n{tail}");
-    }
-    stopped.unwrap_or_else(|e| panic!("{e:#}"));
-}
-
 #[test]
 fn without_tracefs_the_agent_mounts_its_own_and_counts_a_pinned_fork_exactly() {
     let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
@@ -83,7 +74,7 @@ fn without_tracefs_the_agent_mounts_its_own_and_counts_a_pinned_fork_exactly() {
 
         pinned_fork_counts_exactly(&env, &scraper)
     })();
-    fail(agent, result);
+    agent.finish(result);
 }
 
 fn pinned_fork_counts_exactly(env: &HostEnv, scraper: &Scraper) -> Result<()> {
@@ -193,7 +184,7 @@ fn a_denied_required_family_leaves_it_ready_unless_strict() {
         );
         Ok(())
     })();
-    fail(agent, result);
+    agent.finish(result);
 
     let args = ["run", "--probes.deny", "fork_copies", "--probes.strict", "--web.listen-address", "127.0.0.1:1"];
     let (code, stderr) = run_to_exit(&env.agent_bin, &args, READY_TIMEOUT).unwrap();

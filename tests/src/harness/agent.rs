@@ -122,6 +122,17 @@ impl Agent {
         tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
     }
 
+    /// Ends a test that ran against this agent: stops it, then panics with `result`'s error and the agent's output
+    /// tail, or with the error of a stop that was not clean.
+    pub fn finish(self, result: Result<()>) {
+        let tail = self.output_tail();
+        let stopped = self.stop();
+        if let Err(e) = result {
+            panic!("{e:#}\n--- agent output tail ---\n{tail}");
+        }
+        stopped.unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
     /// Sends SIGTERM and requires a clean exit (status 0) within [`STOP_TIMEOUT`].
     pub fn stop(mut self) -> Result<()> {
         self.signal(libc::SIGTERM)?;
