@@ -27,6 +27,12 @@ fn without_tracefs() -> Vec<&'static str> {
     WITHOUT_TRACEFS.to_vec()
 }
 
+/// The entry of family `name` in the `families` list of an API document (`/api/v1/probes` or `/api/v1/status`).
+fn family<'a>(doc: &'a serde_json::Value, name: &str) -> Result<&'a serde_json::Value> {
+    let families = doc["families"].as_array().context("no families list")?;
+    families.iter().find(|f| f["name"] == name).with_context(|| format!("no family {name}"))
+}
+
 /// Mount points of tracefs in `/proc/<pid>/mountinfo`.
 fn tracefs_mounts(pid: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
@@ -49,12 +55,7 @@ fn without_tracefs_the_agent_mounts_its_own_and_counts_a_pinned_fork_exactly() {
         let tracefs = &probes["capabilities"]["tracefs"];
         println!("/api/v1/probes capabilities.tracefs: {tracefs}");
         ensure!(tracefs["available"] == true && tracefs["mounted_by_agent"] == true, "tracefs: {tracefs}");
-        let family = probes["families"]
-            .as_array()
-            .context("families")?
-            .iter()
-            .find(|f| f["name"] == "fork_copies")
-            .context("no fork_copies family")?;
+        let family = family(&probes, "fork_copies")?;
         let attached: Vec<&serde_json::Value> = family["alternatives"]
             .as_array()
             .context("alternatives")?
@@ -168,12 +169,7 @@ fn a_denied_required_family_leaves_it_ready_unless_strict() {
         let v: serde_json::Value = serde_json::from_str(&body).context("/readyz body")?;
         ensure!(v["required_families_not_attached"] == serde_json::json!(["fork_copies"]), "/readyz body {v}");
         let status: serde_json::Value = serde_json::from_str(&scraper.get("/api/v1/status")?.1)?;
-        let fork = status["families"]
-            .as_array()
-            .context("families")?
-            .iter()
-            .find(|f| f["name"] == "fork_copies")
-            .context("fork_copies in /api/v1/status")?;
+        let fork = family(&status, "fork_copies")?;
         println!("/api/v1/status fork_copies: {fork}");
         ensure!(fork["attached"].is_null(), "{fork}");
         let reason = fork["not_attached_reason"].as_str().unwrap_or_default();
