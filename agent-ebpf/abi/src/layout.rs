@@ -76,6 +76,15 @@ pub struct KernelLayout {
     pub pt_regs_di: u32,
     pub pt_regs_si: u32,
     pub pt_regs_dx: u32,
+    /// `struct pt_regs.ax` (x86-64, cause-context group): `-ENOSYS` while the system call runs, the
+    /// return value after it. A new child's registers are a copy of its parent's with `ax` = 0, which
+    /// tells the forking parent apart from its child in the clone system call.
+    pub pt_regs_ax: u32,
+    /// `vm_area_struct.vm_mm`: an anon rmap added to a VMA of another mm than the current task's is
+    /// the only kind a fork copy can be, so the per-copy hook skips every ordinary fault with two loads.
+    pub vma_mm: u32,
+    /// `mmu_gather.mm`: the gather hooks skip every gather of an mm without notifier subscriptions.
+    pub gather_mm: u32,
 }
 
 #[cfg(feature = "user")]

@@ -163,8 +163,8 @@ mod pod {
     unsafe impl aya::Pod for super::CrossKey {}
 }
 
-/// A fork in progress on one thread: from `dup_mmap` entry (or clone syscall entry in
-/// tracepoint mode) to its return.
+/// A fork in progress on one thread: from `dup_mmap` entry to its return (tracepoint mode: from
+/// the first eager copy in the clone system call to `task_newtask`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForkWindow {
@@ -180,7 +180,7 @@ pub struct ForkWindow {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForkStats {
-    /// Forks (address-space copies) observed.
+    /// Forks (address-space copies) that copied or split anything; the others leave no entry.
     pub forks: u64,
     /// Forks that copied at least one page eagerly.
     pub forks_with_copies: u64,

@@ -1,18 +1,29 @@
 //! Fork copies of pinned pages: while a thread copies an address space (`dup_mmap` or
-//! `copy_process`, or a clone syscall in tracepoint mode), count the pages the kernel copies eagerly because they
-//! may be DMA-pinned (`copy_present_page`, marked by its anon-rmap call or, in tracepoint mode,
-//! by its order-0 `GFP_HIGHUSER_MOVABLE` allocation) and the pinned THPs it splits.
+//! `copy_process`), count the pages the kernel copies eagerly because they may be DMA-pinned
+//! (`copy_present_page`, marked by its anon-rmap call or, in tracepoint mode, by its order-0
+//! `GFP_HIGHUSER_MOVABLE` allocation) and the pinned THPs it splits.
+//!
+//! Every per-copy hook sits on a path that every process takes (each anonymous fault adds an
+//! anon rmap and allocates a page), so each one first asks the question that only a fork copy
+//! answers "yes" to, with a few loads and no map lookup: is the rmap for another mm than the
+//! current task's (fentry, kprobe), or is the task the parent inside a clone system call
+//! (tracepoint mode)? Nothing here enables the system-call tracepoints, which would send every
+//! system call on the host through the slow path.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
-    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, tracepoint},
-    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use mmuscope_abi::{CgroupKey, ForkStats, ForkWindow};
+use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow};
 
 use crate::{
-    cgroup::task_memcg,
-    maps::{FORK_STATS, FORK_WINDOWS, LAYOUT, per_cpu_entry},
+    cgroup::{current_memcg_btf, load, read, task_memcg},
+    layout_field,
+    maps::{FORK_STATS, FORK_WINDOWS, LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
 };
 
 #[inline(always)]
@@ -32,6 +43,10 @@ fn close() {
     let t = tid();
     let Some(w) = (unsafe { FORK_WINDOWS.get(t) }).copied() else { return };
     let _ = FORK_WINDOWS.remove(t);
+    // A fork that copied and split nothing has nothing to report: no statistics entry per forking cgroup.
+    if w.copies == 0 && w.thp_splits == 0 {
+        return;
+    }
     let Some(s) = per_cpu_entry(&FORK_STATS, &w.key, &ForkStats::default()) else { return };
     // SAFETY: per-CPU value owned by this CPU while the program runs.
     unsafe {
@@ -65,6 +80,16 @@ fn open_for_current() {
     open(task_memcg(&LAYOUT.load(), unsafe { bpf_get_current_task() }));
 }
 
+/// Whether an anon rmap for `vma` can be a fork copy: the copy goes into the child's mm, while an
+/// ordinary fault adds it to the faulting task's own mm. `load_vma_mm` reads `vma->vm_mm`.
+#[inline(always)]
+fn for_foreign_mm(vma_mm: u64) -> bool {
+    let task_mm = layout_field!(task_mm);
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let own: u64 = unsafe { load(task, task_mm) };
+    vma_mm != own
+}
+
 #[fentry]
 pub fn fork_window_fentry(_ctx: FEntryContext) -> i32 {
     open_for_current();
@@ -77,10 +102,15 @@ pub fn fork_window_fexit(_ctx: FExitContext) -> i32 {
     0
 }
 
-/// The anon-rmap call of each eager copy (`folio_add_new_anon_rmap` / `page_add_new_anon_rmap`).
+/// The anon-rmap call of each eager copy (`folio_add_new_anon_rmap` / `page_add_new_anon_rmap`,
+/// both `(folio or page, vma, address, ...)`).
 #[fentry]
-pub fn fork_copy_fentry(_ctx: FEntryContext) -> i32 {
-    mark_copy();
+pub fn fork_copy_fentry(ctx: FEntryContext) -> i32 {
+    let vma: *const u8 = ctx.arg(1);
+    let vma_mm = layout_field!(vma_mm);
+    if for_foreign_mm(unsafe { load(vma, vma_mm) }) {
+        mark_copy();
+    }
     0
 }
 
@@ -104,8 +134,14 @@ pub fn fork_window_kretprobe(_ctx: RetProbeContext) -> u32 {
 }
 
 #[kprobe]
-pub fn fork_copy_kprobe(_ctx: ProbeContext) -> u32 {
-    mark_copy();
+pub fn fork_copy_kprobe(ctx: ProbeContext) -> u32 {
+    let Some(vma) = ctx.arg::<u64>(1) else { return 0 };
+    let vma_mm = layout_field!(vma_mm);
+    if let Ok(vma_mm) = unsafe { read::<u64>(vma, vma_mm) }
+        && for_foreign_mm(vma_mm)
+    {
+        mark_copy();
+    }
     0
 }
 
@@ -115,29 +151,53 @@ pub fn fork_split_kprobe(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Tracepoint mode: `syscalls:sys_enter_{clone,clone3,fork,vfork}` open the window for the
-/// forking task's memory cgroup; the matching `sys_exit_*` close it.
-#[tracepoint]
-pub fn fork_syscall_enter(_ctx: TracePointContext) -> u32 {
-    open_for_current();
-    0
-}
-
-#[tracepoint]
-pub fn fork_syscall_exit(_ctx: TracePointContext) -> u32 {
-    close();
-    0
-}
-
-/// `kmem:mm_page_alloc(page, order, gfp, migratetype)`: one order-0 `GFP_HIGHUSER_MOVABLE`
-/// allocation per eager copy (the prealloc of `copy_present_page`) while the window is open.
+/// Tracepoint mode, `kmem:mm_page_alloc(page, order, gfp, migratetype)`: one order-0
+/// `GFP_HIGHUSER_MOVABLE` allocation per eager copy (the prealloc of `copy_present_page`), made
+/// by the parent in its clone system call. The window record is opened at the first copy, so a
+/// fork that copies nothing costs no map operation.
 #[btf_tracepoint]
 pub fn fork_page_alloc(ctx: BtfTracePointContext) -> i32 {
     let order: u32 = ctx.arg(1);
     let gfp: u32 = ctx.arg(2);
-    let mask: u64 = crate::layout_field!(gfp_highuser_movable);
-    if order == 0 && mask != 0 && (gfp as u64) & mask == mask {
-        mark_copy();
+    let mask: u64 = layout_field!(gfp_highuser_movable);
+    if order != 0 || mask == 0 || (gfp as u64) & mask != mask {
+        return 0;
     }
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task) } as *const u8;
+    if regs.is_null() || !in_clone_as_parent(regs) {
+        return 0;
+    }
+    if let Some(w) = FORK_WINDOWS.get_ptr_mut(tid()) {
+        unsafe { (*w).copies += 1 };
+        return 0;
+    }
+    let (cgroup_id, flags) = current_memcg_btf(task as *const u8);
+    let window = ForkWindow { key: CgroupKey { cgroup_id, flags, _pad: 0 }, copies: 1, thp_splits: 0 };
+    let _ = FORK_WINDOWS.insert(tid(), window, 0);
+    0
+}
+
+/// `-ENOSYS`, what x86-64 entry stores in `pt_regs->ax` while a system call runs.
+const ENOSYS: i64 = -38;
+
+/// Whether the registers are those of a clone-family system call still running in the parent. The
+/// child starts with a copy of them whose `ax` (its return value) is 0; a fault or interrupt has no
+/// system-call number with the `Fork` cause.
+#[inline(always)]
+fn in_clone_as_parent(regs: *const u8) -> bool {
+    let (orig_ax, ax) = (layout_field!(pt_regs_orig_ax), layout_field!(pt_regs_ax));
+    let nr: i64 = unsafe { load(regs, orig_ax) };
+    if nr < 0 || !matches!(SYSCALL_CAUSES.get(nr as u32), Some(&c) if c == Cause::Fork as u32) {
+        return false;
+    }
+    unsafe { load::<i64>(regs, ax) == ENOSYS }
+}
+
+/// Tracepoint mode, `task:task_newtask(task, clone_flags)`: the end of `copy_process` in the parent,
+/// after the address space was copied. Folds the window the copies opened, if any.
+#[btf_tracepoint]
+pub fn fork_newtask_close(_ctx: BtfTracePointContext) -> i32 {
+    close();
     0
 }

@@ -52,6 +52,9 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     pt_regs_di: 0,
     pt_regs_si: 0,
     pt_regs_dx: 0,
+    pt_regs_ax: 0,
+    vma_mm: 0,
+    gather_mm: 0,
 });
 
 /// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.
@@ -84,9 +87,10 @@ pub static KPROBE_STASH: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0)
 #[map]
 pub static CROSS_STATS: PerCpuHashMap<CrossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
-/// Forks in progress, per thread id.
+/// Forks in progress, per thread id. LRU: in tracepoint mode a clone that fails after copying never
+/// reaches `task_newtask`, and its record must not hold a slot forever.
 #[map]
-pub static FORK_WINDOWS: HashMap<u32, ForkWindow> = HashMap::with_max_entries(8192, 0);
+pub static FORK_WINDOWS: LruHashMap<u32, ForkWindow> = LruHashMap::with_max_entries(8192, 0);
 
 /// Fork statistics per parent memory cgroup. Size set by the agent.
 #[map]

@@ -11,7 +11,8 @@ use aya_ebpf::{
 use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Scope, SecondaryKey};
 
 use crate::{
-    cgroup::{mm_owner_memcg, read},
+    cgroup::{load, mm_owner_memcg, read},
+    layout_field,
     maps::{DOUBLE_STATS, LAYOUT, SECONDARY_STATS, THREADS, per_cpu_entry},
     threads::{self, overlap_and_record, top},
 };
@@ -185,15 +186,26 @@ pub fn secondary_end_fentry(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// `tlb_gather_mmu(tlb, mm)` and `tlb_finish_mmu(tlb)` run for every unmap on the host; only a gather
+/// of an mm with notifier subscriptions can carry a secondary-TLB call, so the others leave after two loads.
 #[fentry]
 pub fn gather_open_fentry(ctx: FEntryContext) -> i32 {
-    gather_open(ctx.arg(1));
+    let mm: *const u8 = ctx.arg(1);
+    let subs = layout_field!(mm_notifier_subscriptions);
+    if unsafe { load::<u64>(mm, subs) } != 0 {
+        gather_open(mm as u64);
+    }
     0
 }
 
 #[fexit]
-pub fn gather_close_fexit(_ctx: FExitContext) -> i32 {
-    gather_close();
+pub fn gather_close_fexit(ctx: FExitContext) -> i32 {
+    let tlb: *const u8 = ctx.arg(0);
+    let (gather_mm, subs) = (layout_field!(gather_mm), layout_field!(mm_notifier_subscriptions));
+    let mm: *const u8 = unsafe { load(tlb, gather_mm) };
+    if !mm.is_null() && unsafe { load::<u64>(mm, subs) } != 0 {
+        gather_close();
+    }
     0
 }
 
@@ -215,12 +227,16 @@ pub fn secondary_end_kprobe(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn gather_open_kprobe(ctx: ProbeContext) -> u32 {
-    if let Some(mm) = ctx.arg(1) {
+    let subs = layout_field!(mm_notifier_subscriptions);
+    if let Some(mm) = ctx.arg::<u64>(1)
+        && unsafe { read::<u64>(mm, subs) }.is_ok_and(|s| s != 0)
+    {
         gather_open(mm);
     }
     0
 }
 
+/// A kretprobe has no arguments left: the per-thread record says whether this gather was opened.
 #[kretprobe]
 pub fn gather_close_kretprobe(_ctx: RetProbeContext) -> u32 {
     gather_close();

@@ -17,7 +17,8 @@ pub enum FieldGroup {
     MmOwner,
     /// `GFP_HIGHUSER_MOVABLE` composed from the `___GFP_*_BIT` enum (6.x BTF).
     GfpMask,
-    /// mm → notifier subscriptions → `mmu_notifier` → ops → secondary-TLB callback slot.
+    /// mm → notifier subscriptions → `mmu_notifier` → ops → secondary-TLB callback slot, and
+    /// `mmu_gather.mm` (the gather hooks' early exit for mms without subscriptions).
     NotifierOps,
     /// `pt_regs.orig_ax` and `task_struct.reclaim_state`: the system call or reclaim context of
     /// a cause tag (x86-64). Without them causes come from the caller hooks only.
@@ -27,6 +28,8 @@ pub enum FieldGroup {
     IntervalNotifier,
     /// `hmm_range.notifier` (`CONFIG_HMM_MIRROR`).
     HmmRange,
+    /// `vm_area_struct.vm_mm`: the fork-copy hook's test for a foreign mm.
+    VmaMm,
     /// task pid/tgid/comm, `mm->pinned_vm`, notifier ops callbacks and the interval tree (inventory).
     Subscribers,
 }
@@ -100,6 +103,9 @@ impl ResolvedLayout {
             pt_regs_di: r.offset(CauseContext, "pt_regs", "di", Some(8))?,
             pt_regs_si: r.offset(CauseContext, "pt_regs", "si", Some(8))?,
             pt_regs_dx: r.offset(CauseContext, "pt_regs", "dx", Some(8))?,
+            pt_regs_ax: r.offset(CauseContext, "pt_regs", "ax", Some(8))?,
+            vma_mm: r.offset(VmaMm, "vm_area_struct", "vm_mm", Some(8))?,
+            gather_mm: r.offset(NotifierOps, "mmu_gather", "mm", Some(8))?,
         };
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
         let mut resolved = Self { layout, subscribers, missing: r.missing };

@@ -247,11 +247,6 @@ const DUP_MMAP: &str = "dup_mmap|copy_process";
 /// The anon-rmap call of each eager fork copy: folio API from 6.3, page API before.
 const COPY_MARKER: &str = "folio_add_new_anon_rmap|page_add_new_anon_rmap";
 const SPLIT: &str = "__split_huge_pmd";
-const FORK_SYSCALLS_ENTER: [&str; 4] =
-    ["syscalls:sys_enter_clone", "syscalls:sys_enter_clone3", "syscalls:sys_enter_fork", "syscalls:sys_enter_vfork"];
-const FORK_SYSCALLS_EXIT: [&str; 4] =
-    ["syscalls:sys_exit_clone", "syscalls:sys_exit_clone3", "syscalls:sys_exit_fork", "syscalls:sys_exit_vfork"];
-
 const fn tp(program: &'static str, target: &'static str) -> ProgramSpec {
     ProgramSpec { program, hook: Hook::Tracepoint, target, when: None }
 }
@@ -270,6 +265,7 @@ static FORK_COPIES: Family = Family {
                 Need::Function(COPY_MARKER),
                 Need::Function(SPLIT),
                 Need::Fields(FieldGroup::TaskCgroup),
+                Need::Fields(FieldGroup::VmaMm),
             ],
             programs: &[
                 ProgramSpec { program: "fork_window_fentry", hook: Hook::FEntry, target: DUP_MMAP, when: None },
@@ -288,6 +284,7 @@ static FORK_COPIES: Family = Family {
                 Need::Function(COPY_MARKER),
                 Need::Function(SPLIT),
                 Need::Fields(FieldGroup::TaskCgroup),
+                Need::Fields(FieldGroup::VmaMm),
             ],
             programs: &[
                 ProgramSpec { program: "fork_window_kprobe", hook: Hook::KProbe, target: DUP_MMAP, when: None },
@@ -298,26 +295,20 @@ static FORK_COPIES: Family = Family {
             degraded: "higher per-event cost",
         },
         Alternative {
-            name: "tracepoint",
+            name: "tp_btf",
             mode: Mode::Tracepoint,
             needs: &[
-                Need::TracefsEvent("syscalls", "sys_enter_clone"),
                 Need::BtfTracepoint("mm_page_alloc"),
+                Need::BtfTracepoint("task_newtask"),
                 Need::Fields(FieldGroup::TaskCgroup),
                 Need::Fields(FieldGroup::GfpMask),
+                Need::Fields(FieldGroup::CauseContext),
             ],
             programs: &[
-                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[0]),
-                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[1]),
-                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[2]),
-                tp("fork_syscall_enter", FORK_SYSCALLS_ENTER[3]),
-                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[0]),
-                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[1]),
-                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[2]),
-                tp("fork_syscall_exit", FORK_SYSCALLS_EXIT[3]),
                 ProgramSpec { program: "fork_page_alloc", hook: Hook::TpBtf, target: "mm_page_alloc", when: None },
+                ProgramSpec { program: "fork_newtask_close", hook: Hook::TpBtf, target: "task_newtask", when: None },
             ],
-            degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation in the clone syscall; forking task's cgroup",
+            degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation by the parent in the clone system call; forking task's cgroup",
         },
     ],
 };
