@@ -141,6 +141,11 @@ fn kthread() -> Cause {
 
 #[inline(always)]
 fn enter(cause: Cause) {
+    // Soft-dirty clearing and userfaultfd write-protection repeat over the same range with the same
+    // registers (a write to clear_refs, an ioctl); each call is a new operation.
+    if matches!(cause, Cause::SoftDirty | Cause::Userfaultfd) {
+        crate::operations::end_operation();
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
     let stack = unsafe { CALLER_CAUSES.get(tid) }.copied().unwrap_or(0);
     let _ = CALLER_CAUSES.insert(tid, caller_stack::push(stack, cause as u32), 0);

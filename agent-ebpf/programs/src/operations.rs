@@ -3,20 +3,26 @@
 //! fault makes every start/end subscriber invalidate the overlap twice (e.g. munmap of half a
 //! PMD-mapped THP: the split brackets [A, A+2M), then the unmap brackets [A+1M, A+2M)).
 //!
-//! An operation ends when the thread enters a system call or takes a user page fault (the
-//! `sys_enter` and `page_fault_user` tracepoints drop its record); in case a boundary is missed
-//! (a tracepoint program skipped, a kernel without `page_fault_user`), brackets also have to share
-//! the user registers of the entry (system call number, ip, sp, arguments) to be one operation. Kernel threads have no
-//! such boundary the programs can see, so their brackets are not compared. The bracket
-//! programs call [`bracket_opened`] only once the agent has attached the boundary hooks
-//! (`OPERATIONS_ON`), so no record can outlive its operation.
+//! An operation ends when the thread enters one of the system calls the agent hooks for this
+//! (`probes/overlaps.rs`: those that repeat the same invalidation with the same registers, like a
+//! `madvise` loop) or a soft-dirty or userfaultfd write-protect window (the cause hooks); any other
+//! entry is told apart by the user registers it brought (system-call number or fault error code,
+//! ip, sp, arguments), which brackets must share to be one operation. Kernel threads have no such
+//! boundary the programs can see, so their brackets are not compared. The bracket programs call
+//! [`bracket_opened`] only once the agent has attached the boundary hooks (`OPERATIONS_ON`), so
+//! no record can outlive its operation.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, generated::bpf_get_current_task_btf},
+    macros::{fentry, kprobe},
+    programs::{FEntryContext, ProbeContext},
+};
 use mmuscope_abi::{DoubleKind, Intervals, KernelLayout, Operation};
 
 use crate::{
     cause,
-    cgroup::read,
+    cgroup::{load, read},
+    layout_field,
     maps::{OPERATIONS, OPERATIONS_ON},
     secondary::add_double,
     threads::{self, overlap_and_record},
@@ -50,32 +56,63 @@ pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgro
     let _ = OPERATIONS.insert(tid, Operation { mm, regs_key, seen }, 0);
 }
 
+/// Ends the current thread's operation: its next bracket starts a new one.
 #[inline(always)]
-fn boundary() {
+pub fn end_operation() {
     let _ = OPERATIONS.remove(threads::tid());
 }
 
-/// Two copies per hook, one per bracket mode, so that each mode's alternative owns its programs.
-#[btf_tracepoint]
-pub fn operation_sys_enter_fentry(_ctx: BtfTracePointContext) -> i32 {
-    boundary();
-    0
+/// Ends the operation of a task whose mm has notifier subscriptions; any other task cannot have a
+/// record and leaves after two loads.
+#[inline(always)]
+fn syscall_entry_btf() {
+    let (task_mm, subs) = (layout_field!(task_mm), layout_field!(mm_notifier_subscriptions));
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let mm: *const u8 = unsafe { load(task, task_mm) };
+    if !mm.is_null() && unsafe { load::<u64>(mm, subs) } != 0 {
+        end_operation();
+    }
 }
 
-#[btf_tracepoint]
-pub fn operation_fault_fentry(_ctx: BtfTracePointContext) -> i32 {
-    boundary();
-    0
+/// One fentry program per hooked system call (a trampoline program is loaded for one function); the
+/// agent's `probes/overlaps.rs` pairs each with its entry point.
+macro_rules! syscall_boundaries {
+    ($($name:ident),* $(,)?) => { $(
+        #[fentry]
+        pub fn $name(_ctx: FEntryContext) -> i32 {
+            syscall_entry_btf();
+            0
+        }
+    )* };
 }
 
-#[btf_tracepoint]
-pub fn operation_sys_enter_kprobe(_ctx: BtfTracePointContext) -> i32 {
-    boundary();
-    0
-}
+syscall_boundaries!(
+    operation_madvise_fentry,
+    operation_process_madvise_fentry,
+    operation_munmap_fentry,
+    operation_mmap_fentry,
+    operation_brk_fentry,
+    operation_mremap_fentry,
+    operation_mprotect_fentry,
+    operation_pkey_mprotect_fentry,
+    operation_clone_fentry,
+    operation_clone3_fentry,
+    operation_fork_fentry,
+    operation_migrate_pages_fentry,
+    operation_move_pages_fentry,
+    operation_mbind_fentry,
+);
 
-#[btf_tracepoint]
-pub fn operation_fault_kprobe(_ctx: BtfTracePointContext) -> i32 {
-    boundary();
+/// The kprobe mode's boundary, attached to every hooked system call.
+#[kprobe]
+pub fn operation_syscall_kprobe(_ctx: ProbeContext) -> u32 {
+    let (task_mm, subs) = (layout_field!(task_mm), layout_field!(mm_notifier_subscriptions));
+    let task = unsafe { bpf_get_current_task() };
+    if let Ok(mm) = unsafe { read::<u64>(task, task_mm) }
+        && mm != 0
+        && unsafe { read::<u64>(mm, subs) }.is_ok_and(|s| s != 0)
+    {
+        end_operation();
+    }
     0
 }

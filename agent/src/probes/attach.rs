@@ -183,7 +183,10 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec, target: &str) 
         }
         Hook::KProbe | Hook::KRetProbe => {
             let p: &mut KProbe = prog.try_into().map_err(e)?;
-            p.load().map_err(e)?;
+            // One program may serve several functions (e.g. the system calls that end an operation).
+            if p.fd().is_err() {
+                p.load().map_err(e)?;
+            }
             p.attach(target, 0).map_err(e)?;
         }
         Hook::TpBtf => {
