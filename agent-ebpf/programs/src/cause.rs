@@ -21,7 +21,8 @@ use mmuscope_abi::{Cause, KernelLayout, caller_stack};
 
 use crate::{
     cgroup::{is_kthread, load, read},
-    maps::{CALLER_CAUSES, CAUSES_ON, SYSCALL_CAUSES},
+    layout_field,
+    maps::{CALLER_CAUSES, CAUSES_ON, LAYOUT, SYSCALL_CAUSES},
 };
 
 /// The current task's `pt_regs` at kernel entry (0 without the context fields), read once per
@@ -62,21 +63,24 @@ fn context(layout: &KernelLayout, mm: u64, regs: u64) -> Cause {
 }
 
 /// [`current`] with the task's context read by direct BTF loads ([`load`]): `task` is
-/// `bpf_get_current_task_btf()` and `regs` its `bpf_task_pt_regs()` (tracing programs only).
+/// `bpf_get_current_task_btf()` and `regs` its `bpf_task_pt_regs()` (tracing programs only). Offsets are read
+/// one by one ([`layout_field!`]), as on every hot path.
 #[inline(always)]
-pub fn current_btf(layout: &KernelLayout, task: *const u8, regs: *const u8) -> u32 {
+pub fn current_btf(task: *const u8, regs: *const u8) -> u32 {
     if let Some(top) = caller_window() {
         return top;
     }
-    if layout.cause_context == 0 || regs.is_null() {
+    if layout_field!(cause_context) == 0 || regs.is_null() {
         return Cause::Unknown as u32;
     }
-    let cause = if unsafe { load::<u64>(task, layout.task_reclaim_state) } != 0 {
+    let (reclaim_state, task_mm) = (layout_field!(task_reclaim_state), layout_field!(task_mm));
+    let cause = if unsafe { load::<u64>(task, reclaim_state) } != 0 {
         Cause::Reclaim
-    } else if unsafe { load::<u64>(task, layout.task_mm) } == 0 {
-        if is_kthread(layout, task as u64, 0, 0) { kthread() } else { Cause::Exit }
+    } else if unsafe { load::<u64>(task, task_mm) } == 0 {
+        if is_kthread(&LAYOUT.load(), task as u64, 0, 0) { kthread() } else { Cause::Exit }
     } else {
-        syscall(unsafe { load::<i64>(regs, layout.pt_regs_orig_ax) })
+        let orig_ax = layout_field!(pt_regs_orig_ax);
+        syscall(unsafe { load::<i64>(regs, orig_ax) })
     };
     cause as u32
 }

@@ -7,7 +7,7 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use mmuscope_abi::{Counter, KernelLayout, key_flags};
 
-use crate::maps::bump;
+use crate::{layout_field, maps::bump};
 
 /// Reads a `T` at `base + off` from kernel memory.
 #[inline(always)]
@@ -28,34 +28,40 @@ pub unsafe fn load<T>(base: *const u8, off: u32) -> T {
     unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
 }
 
-/// [`task_memcg`] of the current task, walked with [`load`]s from `bpf_get_current_task_btf()`.
+/// [`task_memcg`] of the current task, walked with [`load`]s from `bpf_get_current_task_btf()`. Each offset is read
+/// from `LAYOUT` alone ([`layout_field!`]): this runs on the hot path of observed processes, where copying the
+/// whole layout would cost more than the walk.
 #[inline(always)]
-pub fn current_memcg_btf(layout: &KernelLayout, task: *const u8) -> (u64, u32) {
+pub fn current_memcg_btf(task: *const u8) -> (u64, u32) {
     let none = (0, key_flags::NO_OWNER);
-    let cset: *const u8 = unsafe { load(task, layout.task_cgroups) };
+    let (task_cgroups, memory_cgrp_id) = (layout_field!(task_cgroups), layout_field!(memory_cgrp_id));
+    let cset: *const u8 = unsafe { load(task, task_cgroups) };
     if cset.is_null() {
         return none;
     }
     let mut flags = 0;
     let mut cgrp: *const u8 = core::ptr::null();
-    if layout.memory_cgrp_id != u32::MAX {
-        let css: *const u8 = unsafe { load(cset, layout.css_set_subsys + layout.memory_cgrp_id * 8) };
+    if memory_cgrp_id != u32::MAX {
+        let (subsys, css_cgroup) = (layout_field!(css_set_subsys), layout_field!(css_cgroup));
+        let css: *const u8 = unsafe { load(cset, subsys + memory_cgrp_id * 8) };
         if !css.is_null() {
-            cgrp = unsafe { load(css, layout.css_cgroup) };
+            cgrp = unsafe { load(css, css_cgroup) };
         }
     }
     if cgrp.is_null() {
         flags |= key_flags::DEFAULT_HIERARCHY;
-        cgrp = unsafe { load(cset, layout.css_set_dfl_cgrp) };
+        let dfl = layout_field!(css_set_dfl_cgrp);
+        cgrp = unsafe { load(cset, dfl) };
     }
     if cgrp.is_null() {
         return none;
     }
-    let kn: *const u8 = unsafe { load(cgrp, layout.cgroup_kn) };
+    let (cgroup_kn, kn_id) = (layout_field!(cgroup_kn), layout_field!(kn_id));
+    let kn: *const u8 = unsafe { load(cgrp, cgroup_kn) };
     if kn.is_null() {
         return none;
     }
-    (unsafe { load(kn, layout.kn_id) }, flags)
+    (unsafe { load(kn, kn_id) }, flags)
 }
 
 /// Cgroup id and [`key_flags`] of `task`'s memory cgroup.

@@ -16,6 +16,7 @@ use mmuscope_abi::KvmUnmapKey;
 use crate::{
     cause,
     cgroup::{current_memcg_btf, task_memcg},
+    layout_field,
     maps::{KVM_UNMAP_COUNTS, LAYOUT, per_cpu_entry},
 };
 
@@ -37,15 +38,14 @@ fn count(key: KvmUnmapKey) {
 /// without trampolines; see `cgroup::load`).
 #[btf_tracepoint]
 pub fn kvm_unmap_tp_btf(_ctx: BtfTracePointContext) -> i32 {
-    let layout = LAYOUT.load();
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let (cgroup_id, flags) = current_memcg_btf(&layout, task);
-    let regs = if layout.cause_context == 0 {
+    let (cgroup_id, flags) = current_memcg_btf(task);
+    let regs = if layout_field!(cause_context) == 0 {
         core::ptr::null()
     } else {
         unsafe { bpf_task_pt_regs(task as *mut _) as *const u8 }
     };
-    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current_btf(&layout, task, regs) });
+    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current_btf(task, regs) });
     0
 }
 
