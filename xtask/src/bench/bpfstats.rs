@@ -30,6 +30,7 @@ impl Drop for Enabled {
 pub struct ProgStat {
     /// Which benchmark variant held it (filled in by the caller).
     pub variant: String,
+    pub id: u64,
     pub name: String,
     /// Tracepoints its links attach it to (empty where the process holds no link, e.g. bpftrace's perf events).
     pub hooks: Vec<String>,
@@ -48,6 +49,21 @@ impl ProgStat {
     }
 }
 
+/// The runs between two snapshots of one process's programs (`after` minus `before`, by program id).
+pub fn since(before: &[ProgStat], after: &[ProgStat]) -> Vec<ProgStat> {
+    after
+        .iter()
+        .map(|a| {
+            let b = before.iter().find(|b| b.id == a.id);
+            ProgStat {
+                run_cnt: a.run_cnt.saturating_sub(b.map_or(0, |b| b.run_cnt)),
+                run_time_ns: a.run_time_ns.saturating_sub(b.map_or(0, |b| b.run_time_ns)),
+                ..a.clone()
+            }
+        })
+        .collect()
+}
+
 /// The programs `pid` holds, by program id (a program held through several fds appears once).
 pub fn of_pid(pid: u32) -> Result<Vec<ProgStat>> {
     let names = names()?;
@@ -63,7 +79,10 @@ pub fn of_pid(pid: u32) -> Result<Vec<ProgStat>> {
         }
         if let (Some(id), Some(cnt), Some(ns)) = (field("prog_id:"), field("run_cnt:"), field("run_time_ns:")) {
             let name = names.get(&id).cloned().unwrap_or_else(|| format!("id {id}"));
-            by_id.insert(id, ProgStat { variant: String::new(), name, hooks: vec![], run_cnt: cnt, run_time_ns: ns });
+            by_id.insert(
+                id,
+                ProgStat { variant: String::new(), id, name, hooks: vec![], run_cnt: cnt, run_time_ns: ns },
+            );
         }
     }
     for (id, p) in &mut by_id {

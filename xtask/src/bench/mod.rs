@@ -6,9 +6,9 @@
 //!
 //! The machine is shared and noisy, so every benchmark interleaves its A/B variants within a round, pins the measured
 //! process to one CPU and the agent to the other (taskset), and reports median and min–max over the rounds, with
-//! ratios taken within a round. Files: one per benchmark (`madvise`, `fork`, `agent`, `guests`), plus `procs` (processes),
-//! `fixture`, `bpftrace` (the equivalent script), `bpfstats` (per-program run time), `http`, `stats`, `machine`,
-//! `report` (JSON and the Markdown block).
+//! ratios taken within a round. Files: one per benchmark (`madvise`, `fork`, `agent`, `unrelated`, `guests`), plus
+//! `procs` (processes), `fixture`, `bpftrace` (the equivalent script), `bpfstats` (per-program run time), `http`,
+//! `stats`, `machine`, `report` (JSON and the Markdown block).
 
 mod agent;
 mod bpfstats;
@@ -22,6 +22,7 @@ mod madvise;
 mod procs;
 mod report;
 mod stats;
+mod unrelated;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ use crate::{
 pub struct Benchmark {
     pub name: &'static str,
     pub about: &'static str,
+    /// Rounds without `--runs` (one with `--quick`).
+    rounds: usize,
     run: fn(&Bench) -> Result<report::Report>,
 }
 
@@ -49,21 +52,32 @@ pub const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "madvise",
         about: "added ns per invalidation: none, empty-program floor, mmuscope, bpftrace (tracepoint mode)",
+        rounds: 5,
         run: madvise::run,
     },
     Benchmark {
         name: "fork",
         about: "fork() of 64 MiB pinned by io_uring, with and without the agent",
+        rounds: 5,
         run: fork::run,
     },
     Benchmark {
         name: "agent",
         about: "agent RSS/CPU idle and at 1 scrape/s with 0/1k/10k cgroups, /metrics p50/p99 under wrk, ready time",
+        rounds: 5,
         run: agent::run,
+    },
+    Benchmark {
+        name: "unrelated",
+        about: "slowdown of processes with no notifier and no pinned page (syscall, fault, fork, mmap) with the agent",
+        // Slowdowns of a few per cent need more rounds than the others to stand out of the noise.
+        rounds: 7,
+        run: unrelated::run,
     },
     Benchmark {
         name: "guests",
         about: "madvise loop slowdown with the agent in fentry and kprobe modes, QEMU guests 6.1 and 6.12 (ratios)",
+        rounds: 5,
         run: guests::run,
     },
 ];
@@ -144,7 +158,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
 /// The `--quick` smoke of the host benchmarks, for the `host` tier: fails only if the harness breaks or produces a
 /// malformed result. (`guests` boots QEMU; the `vm` tier covers those kernels.)
 pub fn smoke(ws: &Workspace) -> Result<()> {
-    let names = ["madvise", "fork", "agent"].map(String::from).to_vec();
+    let names = ["madvise", "fork", "agent", "unrelated"].map(String::from).to_vec();
     run_selected(ws, &BenchArgs { names, quick: true, update: false, runs: None })
 }
 
@@ -154,9 +168,9 @@ fn run_selected(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let profile = if args.quick { Profile::Debug } else { Profile::Release };
     let bins = build_bins(ws, profile)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 5 });
     let mut failed = Vec::new();
     for benchmark in selected {
+        let runs = args.runs.unwrap_or(if args.quick { 1 } else { benchmark.rounds });
         let b = Bench {
             ws,
             quick: args.quick,
