@@ -76,7 +76,8 @@ pub const BENCHMARKS: &[Benchmark] = &[
     },
     Benchmark {
         name: "guests",
-        about: "madvise loop slowdown with the agent in fentry and kprobe modes, QEMU guests 6.1 and 6.12 (ratios)",
+        about: "madvise and unrelated loops' slowdown with the agent in fentry and kprobe modes, QEMU guests 6.1 and \
+                6.12 (ratios)",
         rounds: 5,
         run: guests::run,
     },

@@ -16,33 +16,51 @@ use super::report::{Report, Table, Target};
 use super::{Bench, bpfstats};
 
 /// One loop of `mmuscope-workload bench-unrelated`.
-struct Loop {
-    name: &'static str,
+pub struct Loop {
+    pub name: &'static str,
     /// One operation, for the tables.
-    what: &'static str,
+    pub what: &'static str,
     /// Operations per run: about a second of CPU each on the host.
     iterations: u64,
     /// With `--quick` (the harness smoke).
-    quick: u64,
+    pub quick: u64,
+    /// In a QEMU guest (`guests`; TCG emulates every instruction).
+    pub guest: u64,
     /// Shown per op in this unit: (name, ns per unit).
     unit: (&'static str, f64),
 }
 
-const LOOPS: [Loop; 4] = [
-    Loop { name: "syscall", what: "getppid()", iterations: 5_000_000, quick: 20_000, unit: ("ns", 1.0) },
+pub const LOOPS: [Loop; 4] = [
+    Loop {
+        name: "syscall",
+        what: "getppid()",
+        iterations: 5_000_000,
+        quick: 20_000,
+        guest: 100_000,
+        unit: ("ns", 1.0),
+    },
     Loop {
         name: "fault",
         what: "madvise(MADV_DONTNEED) + write fault, one page",
         iterations: 500_000,
         quick: 2_000,
+        guest: 5_000,
         unit: ("ns", 1.0),
     },
-    Loop { name: "fork", what: "fork() of 256 MiB written, unpinned", iterations: 200, quick: 2, unit: ("µs", 1e3) },
+    Loop {
+        name: "fork",
+        what: "fork() of 256 MiB written, unpinned",
+        iterations: 200,
+        quick: 2,
+        guest: 10,
+        unit: ("µs", 1e3),
+    },
     Loop {
         name: "mmap",
         what: "mmap + write + munmap, one page",
         iterations: 300_000,
         quick: 2_000,
+        guest: 5_000,
         unit: ("ns", 1.0),
     },
 ];
