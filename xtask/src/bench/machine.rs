@@ -34,14 +34,14 @@ impl Machine {
             kernel,
             load_before: load(),
             load_after: String::new(),
-            foreign_bpf_before: tracing_programs(),
+            foreign_bpf_before: describe_programs(&tracing_programs()),
             foreign_bpf_after: String::new(),
         }
     }
 
     pub fn finish(&mut self) {
         self.load_after = load();
-        self.foreign_bpf_after = tracing_programs();
+        self.foreign_bpf_after = describe_programs(&tracing_programs());
     }
 
     pub fn describe(&self) -> String {
@@ -65,19 +65,20 @@ fn load() -> String {
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// The names of the tracing-type eBPF programs loaded on the host (`bpftool prog show`), or `none`.
-fn tracing_programs() -> String {
+/// The names of the tracing-type eBPF programs loaded on the host (`bpftool prog show`); `None` if bpftool failed.
+pub fn tracing_programs() -> Option<Vec<String>> {
     const TYPES: [&str; 5] = ["tracing", "tracepoint", "raw_tracepoint", "kprobe", "perf_event"];
-    let out = std::process::Command::new("bpftool").args(["prog", "show", "-j"]).output();
-    let Some(v) = out.ok().and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok()) else {
-        return "unknown (bpftool failed)".into();
-    };
-    let names: Vec<&str> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["type"].as_str().is_some_and(|t| TYPES.contains(&t)))
-        .filter_map(|p| p["name"].as_str())
-        .collect();
-    if names.is_empty() { "none".into() } else { format!("{} ({})", names.len(), names.join(", ")) }
+    let out = std::process::Command::new("bpftool").args(["prog", "show", "-j"]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let programs = v.as_array()?.iter().filter(|p| p["type"].as_str().is_some_and(|t| TYPES.contains(&t)));
+    Some(programs.filter_map(|p| p["name"].as_str().map(str::to_owned)).collect())
+}
+
+/// `none`, `N (name, …)` or `unknown`.
+fn describe_programs(programs: &Option<Vec<String>>) -> String {
+    match programs {
+        None => "unknown (bpftool failed)".into(),
+        Some(p) if p.is_empty() => "none".into(),
+        Some(p) => format!("{} ({})", p.len(), p.join(", ")),
+    }
 }

@@ -32,6 +32,7 @@ pub fn run(b: &Bench) -> Result<Report> {
     let with = With { b, hooks: &hooks, script: &script_path };
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..b.runs {
+        b.await_quiet_host();
         let mut runs = BTreeMap::new();
         for i in 0..VARIANTS.len() {
             let v = VARIANTS[(i + round) % VARIANTS.len()];

@@ -24,9 +24,11 @@ mod report;
 mod stats;
 mod unrelated;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::builder::PossibleValuesParser;
@@ -101,7 +103,12 @@ pub struct Bench<'a> {
     pub other_cpu: usize,
     pub bins: Bins,
     name: &'static str,
+    /// Rounds that started while other jobs' tracing eBPF programs were loaded (see `await_quiet_host`).
+    unquiet_rounds: Cell<usize>,
 }
+
+/// How long a round waits for other jobs' tracing eBPF programs to go.
+const QUIET_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Clone)]
 pub struct Bins {
@@ -114,6 +121,35 @@ pub struct Bins {
 impl Bench<'_> {
     pub fn out_dir(&self) -> PathBuf {
         self.ws.target_dir().join(if self.quick { "bench/quick" } else { "bench" })
+    }
+
+    /// Called before each round, when none of the benchmark's own programs are loaded: waits up to [`QUIET_WAIT`]
+    /// for other jobs' tracing eBPF programs (another agent, a test tier's bpftrace) to go, since their hooks would be
+    /// in every variant, `none` included, and counts the round if they stay. Not with `--quick`.
+    pub fn await_quiet_host(&self) {
+        if self.quick {
+            return;
+        }
+        let deadline = Instant::now() + QUIET_WAIT;
+        let mut said = false;
+        while let Some(p) = machine::tracing_programs().filter(|p| !p.is_empty()) {
+            if Instant::now() > deadline {
+                self.say(format!(
+                    "other jobs' tracing eBPF programs still loaded ({}); measuring anyway",
+                    p.join(", ")
+                ));
+                self.unquiet_rounds.set(self.unquiet_rounds.get() + 1);
+                return;
+            }
+            if !said {
+                self.say(format!(
+                    "waiting up to {QUIET_WAIT:?} for other jobs' tracing eBPF programs to go: {}",
+                    p.join(", ")
+                ));
+                said = true;
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        }
     }
 
     pub fn say(&self, msg: String) {
@@ -180,6 +216,7 @@ fn run_selected(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             other_cpu: 0,
             bins: bins.clone(),
             name: benchmark.name,
+            unquiet_rounds: Cell::new(0),
         };
         let mut machine = machine::Machine::now();
         b.say(format!("start; {} runs; load average {}", runs, machine.load_before));
@@ -193,6 +230,13 @@ fn run_selected(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         };
         machine.finish();
         report.machine = machine;
+        if b.unquiet_rounds.get() > 0 {
+            report.notes.push(format!(
+                "{} of {runs} rounds started with other jobs' tracing eBPF programs loaded (after waiting {QUIET_WAIT:?} \
+                 for them to go): their hooks were in every variant, `none` included",
+                b.unquiet_rounds.get()
+            ));
+        }
         report.check()?;
         let json = b.out_dir().join(format!("{}.json", benchmark.name));
         report.write_json(&json)?;

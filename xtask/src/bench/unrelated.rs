@@ -70,6 +70,7 @@ const VARIANTS: [&str; 2] = ["none", "agent"];
 pub fn run(b: &Bench) -> Result<Report> {
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..b.runs {
+        b.await_quiet_host();
         let mut runs = BTreeMap::new();
         for i in 0..VARIANTS.len() {
             let v = VARIANTS[(i + round) % VARIANTS.len()];
