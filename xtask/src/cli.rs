@@ -50,7 +50,7 @@ pub struct BenchArgs {
     /// Rewrite each benchmark's generated block in BENCHMARKS.md (ignored with --quick).
     #[arg(long)]
     pub update: bool,
-    /// Rounds per benchmark [default: 5, 1 with --quick].
+    /// Rounds per benchmark [default: 5, 7 for unrelated; 1 with --quick].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub runs: Option<usize>,
 }

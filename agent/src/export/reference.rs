@@ -51,6 +51,7 @@ fn sample_report() -> PlanReport {
         status: Status::Attached,
         reason: String::new(),
         targets: vec!["__mmu_notifier_invalidate_range_start"],
+        hooks: vec![],
         degraded: "",
     };
     PlanReport {

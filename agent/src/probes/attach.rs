@@ -8,7 +8,7 @@ use aya::{
 
 use super::{
     needs::{self, Probed},
-    report::{AlternativeReport, FamilyReport, Status},
+    report::{AlternativeReport, FamilyReport, HookReport, Status},
     table::{self, Alternative, Hook, Mode, ProgramSpec},
 };
 use crate::kernel::KernelInfo;
@@ -89,12 +89,14 @@ pub fn attach_families(
                         }
                         _ => {}
                     }
+                    let hooks = hooks(alt, kernel, probed);
                     AlternativeReport {
                         name: alt.name,
                         mode: alt.mode,
                         status,
                         reason,
-                        targets: targets(alt, kernel, probed),
+                        targets: targets(&hooks),
+                        hooks,
                         degraded: alt.degraded,
                     }
                 })
@@ -104,16 +106,21 @@ pub fn attach_families(
         .collect()
 }
 
-/// Distinct attach targets of `alt` (entry and return hooks share one), `a|b` resolved.
-fn targets(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<&'static str> {
+/// The programs of `alt` that apply to this kernel, each with its hook and target (`a|b` resolved).
+fn hooks(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<HookReport> {
+    alt.programs
+        .iter()
+        .filter(|p| p.when.as_ref().is_none_or(|w| needs::check(w, alt.mode, kernel, probed).is_ok()))
+        .map(|p| HookReport { program: p.program, hook: p.hook, target: resolve(kernel, p) })
+        .collect()
+}
+
+/// Distinct attach targets (entry and return hooks share one).
+fn targets(hooks: &[HookReport]) -> Vec<&'static str> {
     let mut t: Vec<&'static str> = Vec::new();
-    for p in alt.programs {
-        if p.when.as_ref().is_some_and(|w| needs::check(w, alt.mode, kernel, probed).is_err()) {
-            continue;
-        }
-        let target = resolve(kernel, p);
-        if !t.contains(&target) {
-            t.push(target);
+    for h in hooks {
+        if !t.contains(&h.target) {
+            t.push(h.target);
         }
     }
     t

@@ -1,7 +1,7 @@
 //! The attach plan as it turned out: per family, every alternative with its status and reason.
 //! Shown by `mmuscope check`, exported as `probe_attached`, served by the API.
 
-use super::table::Mode;
+use super::table::{Hook, Mode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,7 +38,19 @@ pub struct AlternativeReport {
     pub reason: String,
     /// What it attaches (or would attach) to.
     pub targets: Vec<&'static str>,
+    /// Each program with its hook: what `targets` lists, with the hook kinds (the bench's floor puts empty
+    /// programs on exactly these).
+    pub hooks: Vec<HookReport>,
     pub degraded: &'static str,
+}
+
+/// One program of an alternative on one hook of this kernel.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HookReport {
+    pub program: &'static str,
+    pub hook: Hook,
+    /// Function, tracepoint name or `group:name`, `a|b` resolved.
+    pub target: &'static str,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -25,13 +25,17 @@ impl Mode {
     }
 }
 
-/// The program type of one hook.
+/// The program type of one hook (named as in `check --json`'s `hooks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
+    #[serde(rename = "fentry")]
     FEntry,
+    #[serde(rename = "fexit")]
     FExit,
+    #[serde(rename = "kprobe")]
     KProbe,
+    #[serde(rename = "kretprobe")]
     KRetProbe,
     /// `tp_btf/<name>`; target is the tracepoint name.
     TpBtf,

@@ -22,7 +22,8 @@ use mmuscope_abi::BracketStats;
 use super::{Inventory, Symbols, classify};
 use crate::probes::{
     Mode, Probes, Status,
-    report::{AlternativeReport, FamilyReport},
+    report::{AlternativeReport, FamilyReport, HookReport},
+    table::Hook,
 };
 
 const ENTRY: &str = "callback_entry_kprobe";
@@ -95,6 +96,15 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
             Err(why) => (Status::Failed, why, None),
         }
     };
+    let hooks = names
+        .iter()
+        .flat_map(|&target| {
+            [
+                HookReport { program: ENTRY, hook: Hook::KProbe, target },
+                HookReport { program: RETURN, hook: Hook::KRetProbe, target },
+            ]
+        })
+        .collect();
     probes.report.families.push(FamilyReport {
         name: FAMILY,
         description: "duration of each subscriber's invalidation callbacks (e.g. KVM's invalidate_range_start)",
@@ -105,6 +115,7 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
             status,
             reason,
             targets: names,
+            hooks,
             degraded: "kprobes in every mode: subscriber callbacks live in modules, and aya 0.14 attaches fentry to \
                        vmlinux functions only; callbacks first seen after start-up are not timed",
         }],

@@ -14,6 +14,7 @@ pub fn run(b: &Bench) -> Result<Report> {
     let (mib, forks) = if b.quick { ("4", "2") } else { ("64", "5") };
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..b.runs {
+        b.await_quiet_host();
         let mut ms = BTreeMap::new();
         for i in 0..2 {
             let with_agent = (i + round) % 2 == 1;

@@ -1,8 +1,9 @@
 //! `madvise`: added cost per invalidation in tracepoint mode. The workload's `bench-madvise` loop (MADV_DONTNEED one
 //! page of a KVM-registered mm, touch it: one `kvm_unmap_hva_range` and one `mm_page_alloc` per round) runs pinned to
-//! one CPU with, in turn, nothing attached, the floor (empty programs on the agent's hooks), the agent, and the
-//! bpftrace equivalent. Each round runs every variant once in a rotated order plus a closing `none`; a variant's added
-//! cost is its ns/op minus the mean of its round's two `none` runs, so slow drifts of the machine's load cancel.
+//! one CPU with, in turn, nothing attached, the floor (empty programs on the agent's hooks), the count (the floor with
+//! a minimal per-cgroup count on `kvm_unmap_hva_range`), the agent, and the bpftrace equivalent. Each round runs every
+//! variant once in a rotated order plus a closing `none`; a variant's added cost is its ns/op minus the mean of its
+//! round's two `none` runs, so slow drifts of the machine's load cancel.
 //! Both the process's CPU time per round (the primary figure: time other jobs hold the CPU is not in it, the eBPF
 //! programs, which run in the process's context, are) and the wall-clock time are reported.
 //! A separate pass with `kernel.bpf_stats_enabled` reports each program's run time per invocation (the profile).
@@ -11,12 +12,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use super::procs::{self, Agent, Background};
+use super::procs::{self, Agent, Background, PerOp};
 use super::report::{Report, Table, Target};
 use super::{Bench, bpfstats, bpftrace, fixture};
 
-const VARIANTS: [&str; 4] = ["none", "floor", "mmuscope", "bpftrace"];
-const ATTACHED: [&str; 3] = ["floor", "mmuscope", "bpftrace"];
+const VARIANTS: [&str; 5] = ["none", "floor", "count", "mmuscope", "bpftrace"];
+const ATTACHED: [&str; 4] = ["floor", "count", "mmuscope", "bpftrace"];
+/// The hook the count variant counts on: the one this loop's invalidations fire.
+const COUNT_ON: &str = "kvm_unmap_hva_range";
 
 pub fn run(b: &Bench) -> Result<Report> {
     let iterations: u64 = if b.quick { 20_000 } else { 1_000_000 };
@@ -24,15 +27,19 @@ pub fn run(b: &Bench) -> Result<Report> {
     let script_path = b.out_dir().join("mmuscope-equivalent.bt");
     std::fs::create_dir_all(b.out_dir())?;
     std::fs::write(&script_path, &script)?;
+    let hooks = fixture::Hooks::of_agent(b)?;
+    b.say(format!("floor hooks (the agent's, tracepoint mode): {}", hooks.describe()));
+    let with = With { b, hooks: &hooks, script: &script_path };
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..b.runs {
+        b.await_quiet_host();
         let mut runs = BTreeMap::new();
         for i in 0..VARIANTS.len() {
             let v = VARIANTS[(i + round) % VARIANTS.len()];
-            runs.insert(v, measure(b, v, iterations, &script_path)?);
+            runs.insert(v, measure(&with, v, iterations)?);
         }
-        let closing = measure(b, "none", iterations, &script_path)?;
-        let show = |m: fn(&Run) -> f64| VARIANTS.map(|v| format!("{v} {:.1}", m(&runs[v]))).join(", ");
+        let closing = measure(&with, "none", iterations)?;
+        let show = |m: fn(&PerOp) -> f64| VARIANTS.map(|v| format!("{v} {:.1}", m(&runs[v]))).join(", ");
         b.say(format!(
             "round {}/{}: CPU ns/op {}, none again {:.1}; wall ns/op {}",
             round + 1,
@@ -41,7 +48,7 @@ pub fn run(b: &Bench) -> Result<Report> {
             closing.cpu,
             show(|r| r.wall)
         ));
-        for (metric, m) in [("cpu", (|r: &Run| r.cpu) as fn(&Run) -> f64), ("wall", |r: &Run| r.wall)] {
+        for (metric, m) in [("cpu", (|r: &PerOp| r.cpu) as fn(&PerOp) -> f64), ("wall", |r: &PerOp| r.wall)] {
             let base = (m(&runs["none"]) + m(&closing)) / 2.0;
             raw.entry(format!("{metric}_none")).or_default().extend([m(&runs["none"]), m(&closing)]);
             for v in ATTACHED {
@@ -50,35 +57,47 @@ pub fn run(b: &Bench) -> Result<Report> {
             }
             let added = |v: &str| m(&runs[v]) - base;
             raw.entry(format!("{metric}_slowdown_pct")).or_default().push(added("mmuscope") / base * 100.0);
-            raw.entry(format!("{metric}_over_floor")).or_default().push(added("mmuscope") / added("floor"));
-            raw.entry(format!("{metric}_over_bpftrace")).or_default().push(added("mmuscope") / added("bpftrace"));
+            for v in ["floor", "count", "bpftrace"] {
+                raw.entry(format!("{metric}_over_{v}")).or_default().push(added("mmuscope") / added(v));
+            }
         }
     }
-    let profile = profile_pass(b, iterations, &script_path)?;
-    build_report(b, iterations, raw, profile)
+    let profile = profile_pass(&with, iterations)?;
+    let mut report = build_report(b, iterations, raw, profile)?;
+    report.notes.push(format!(
+        "floor hooks (from `mmuscope check --mode tracepoint --json` on this kernel): {}; the count variant has the \
+         count program on tp_btf/{COUNT_ON} instead of the empty one",
+        hooks.describe()
+    ));
+    Ok(report)
 }
 
-/// One run's ns per round: wall clock, and the process's CPU time (which leaves out other jobs holding the CPU).
-struct Run {
-    wall: f64,
-    cpu: f64,
+/// What the variants attach with.
+struct With<'a> {
+    b: &'a Bench<'a>,
+    hooks: &'a fixture::Hooks,
+    script: &'a std::path::Path,
 }
 
 /// One run of the loop with `variant` attached.
-fn measure(b: &Bench, variant: &str, iterations: u64, script: &std::path::Path) -> Result<Run> {
-    let holder: Option<Holder> = match variant {
-        "none" => None,
-        "floor" => Some(Holder::Fixture(fixture::floor(b)?)),
-        "mmuscope" => Some(Holder::Agent(Agent::start(&b.bins.agent, b.other_cpu, &[])?)),
-        "bpftrace" => Some(Holder::Fixture(bpftrace_process(b, script)?)),
-        _ => unreachable!("unknown variant {variant}"),
-    };
+fn measure(with: &With, variant: &str, iterations: u64) -> Result<PerOp> {
+    let holder = attach(with, variant)?;
     let it = iterations.to_string();
-    let v = procs::run_json(b.cpu, &b.bins.workload, &["bench-madvise", "--iterations", &it])?;
+    let v = procs::run_json(with.b.cpu, &with.b.bins.workload, &["bench-madvise", "--iterations", &it])?;
     drop(holder);
-    Ok(Run {
-        wall: v["ns_per_op"].as_f64().context("bench-madvise printed no ns_per_op")?,
-        cpu: v["cpu_ns_per_op"].as_f64().context("bench-madvise printed no cpu_ns_per_op")?,
+    PerOp::of(&v)
+}
+
+/// Starts what `variant` attaches (nothing for `none`); it stays attached until dropped.
+fn attach(with: &With, variant: &str) -> Result<Option<Holder>> {
+    let b = with.b;
+    Ok(match variant {
+        "none" => None,
+        "floor" => Some(Holder::Fixture(fixture::floor(b, with.hooks, None)?)),
+        "count" => Some(Holder::Fixture(fixture::floor(b, with.hooks, Some(COUNT_ON))?)),
+        "mmuscope" => Some(Holder::Agent(Agent::start(&b.bins.agent, b.other_cpu, &[])?)),
+        "bpftrace" => Some(Holder::Fixture(bpftrace_process(b, with.script)?)),
+        _ => unreachable!("unknown variant {variant}"),
     })
 }
 
@@ -102,19 +121,15 @@ fn bpftrace_process(b: &Bench, script: &std::path::Path) -> Result<Background> {
     Background::until_line(cmd, "bpftrace", "ready", std::time::Duration::from_secs(60), false)
 }
 
-/// Run time per invocation of each program of the floor, the agent and bpftrace, with BPF stats on (which adds
-/// its own clock reads, so these runs are not among the timed ones).
-fn profile_pass(b: &Bench, iterations: u64, script: &std::path::Path) -> Result<Vec<bpfstats::ProgStat>> {
+/// Run time per invocation of each program of every attached variant, with BPF stats on (which adds its own clock
+/// reads, so these runs are not among the timed ones).
+fn profile_pass(with: &With, iterations: u64) -> Result<Vec<bpfstats::ProgStat>> {
     let _stats = bpfstats::Enabled::new()?;
     let mut all = Vec::new();
     for v in ATTACHED {
-        let holder = match v {
-            "floor" => Holder::Fixture(fixture::floor(b)?),
-            "mmuscope" => Holder::Agent(Agent::start(&b.bins.agent, b.other_cpu, &[])?),
-            _ => Holder::Fixture(bpftrace_process(b, script)?),
-        };
+        let holder = attach(with, v)?.context("an attached variant attaches something")?;
         let it = iterations.to_string();
-        procs::run_json(b.cpu, &b.bins.workload, &["bench-madvise", "--iterations", &it])?;
+        procs::run_json(with.b.cpu, &with.b.bins.workload, &["bench-madvise", "--iterations", &it])?;
         let mut progs = bpfstats::of_pid(holder.pid())?;
         progs.iter_mut().for_each(|p| p.variant = v.to_owned());
         all.extend(progs.into_iter().filter(|p| p.run_cnt > 0));
@@ -129,14 +144,15 @@ fn build_report(
     mut raw: BTreeMap<String, Vec<f64>>,
     profile: Vec<bpfstats::ProgStat>,
 ) -> Result<Report> {
-    // Each round fires one kvm_unmap_hva_range and one mm_page_alloc: the sum of those two programs' run time per
-    // invocation is the program time a round pays, measured without the wall-clock noise of the loop.
+    // Each round fires one kvm_unmap_hva_range and one mm_page_alloc. The programs on them are the ones that ran at
+    // least once per round (the fork-window and sweep programs run a handful of times); the sum of their run time
+    // per invocation is the program time a round pays, measured without the wall-clock noise of the loop.
     let per_round: Vec<Vec<String>> = ATTACHED
         .iter()
         .map(|v| {
             let ns: f64 = profile
                 .iter()
-                .filter(|p| p.variant == *v && (p.name.contains("kvm_unmap") || p.name.contains("page_alloc")))
+                .filter(|p| p.variant == *v && p.run_cnt >= iterations)
                 .map(bpfstats::ProgStat::ns_per_run)
                 .sum();
             raw.insert(format!("{v}_prog_ns_per_round"), vec![ns]);
@@ -162,6 +178,7 @@ fn build_report(
     let ratio_rows = |metric: &str| -> Result<Vec<Vec<String>>> {
         Ok(vec![
             vec![format!("{metric}: mmuscope added / floor added"), st(&format!("{metric}_over_floor"))?.show(2)],
+            vec![format!("{metric}: mmuscope added / count added"), st(&format!("{metric}_over_count"))?.show(2)],
             vec![format!("{metric}: mmuscope added / bpftrace added"), st(&format!("{metric}_over_bpftrace"))?.show(2)],
             vec![format!("{metric}: loop slowdown with mmuscope (%)"), st(&format!("{metric}_slowdown_pct"))?.show(1)],
         ])
@@ -169,7 +186,10 @@ fn build_report(
     let ratios = [ratio_rows("cpu")?, ratio_rows("wall")?].concat();
     let prof_rows: Vec<Vec<String>> = profile
         .iter()
-        .map(|p| vec![p.variant.clone(), p.name.clone(), p.run_cnt.to_string(), format!("{:.1}", p.ns_per_run())])
+        .map(|p| {
+            let ns = format!("{:.1}", p.ns_per_run());
+            vec![p.variant.clone(), p.name.clone(), p.hooks_cell(), p.run_cnt.to_string(), ns]
+        })
         .collect();
     let (m, f, t) = (st("cpu_mmuscope_added")?.median, st("cpu_floor_added")?.median, st("cpu_bpftrace_added")?.median);
     let slow = st("cpu_slowdown_pct")?.median;
@@ -185,11 +205,13 @@ fn build_report(
     if !prof_rows.is_empty() {
         tables.push(Table {
             title: "BPF run time per invocation (kernel.bpf_stats_enabled, one extra run each)".into(),
-            columns: vec!["attached".into(), "program".into(), "runs".into(), "ns/run".into()],
+            columns: ["attached", "program", "hooks", "runs", "ns/run"].map(String::from).to_vec(),
             rows: prof_rows,
         });
         tables.push(Table {
-            title: "Program time per round: kvm_unmap_hva_range + mm_page_alloc programs, ns/run summed".into(),
+            title: "Program time per round: the programs that ran every round (kvm_unmap_hva_range, mm_page_alloc), \
+                    ns/run summed"
+                .into(),
             columns: vec!["attached".into(), "ns per round".into()],
             rows: per_round,
         });

@@ -37,6 +37,22 @@ pub fn run_json(cpu: usize, program: &Path, args: &[&str]) -> Result<serde_json:
     serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
 }
 
+/// A timed loop's figures per round from a workload `bench-*` mode's JSON: wall clock, and the process's CPU time
+/// (which leaves out other jobs holding the CPU).
+pub struct PerOp {
+    pub wall: f64,
+    pub cpu: f64,
+}
+
+impl PerOp {
+    pub fn of(v: &serde_json::Value) -> Result<Self> {
+        Ok(Self {
+            wall: v["ns_per_op"].as_f64().with_context(|| format!("no ns_per_op in {v}"))?,
+            cpu: v["cpu_ns_per_op"].as_f64().with_context(|| format!("no cpu_ns_per_op in {v}"))?,
+        })
+    }
+}
+
 /// A background process.
 pub struct Background {
     child: Child,

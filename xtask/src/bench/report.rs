@@ -110,6 +110,8 @@ mod tests {
             kernel: "6.18".into(),
             load_before: "1 1 1".into(),
             load_after: "2 2 2".into(),
+            foreign_bpf_before: "none".into(),
+            foreign_bpf_after: "none".into(),
         };
         Report {
             name: "x".into(),

@@ -30,9 +30,23 @@ impl Stats {
     }
 }
 
+/// One-sided sign test: the probability of at least `k` of `n` paired differences going one way when either way is
+/// equally likely (no effect). `n` rounds all going the same way give 2⁻ⁿ.
+pub fn sign_test_p(k: usize, n: usize) -> f64 {
+    let choose = |i: usize| (0..i).fold(1.0, |c, j| c * (n - j) as f64 / (j + 1) as f64);
+    (k..=n).map(choose).sum::<f64>() / 2f64.powi(n as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_test() {
+        assert_eq!(sign_test_p(7, 7), 1.0 / 128.0);
+        assert_eq!(sign_test_p(6, 7), 8.0 / 128.0);
+        assert_eq!(sign_test_p(0, 7), 1.0);
+    }
 
     #[test]
     fn median_and_range() {

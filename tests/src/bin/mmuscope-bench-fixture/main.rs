@@ -1,7 +1,8 @@
 //! `mmuscope-bench-fixture`: what `cargo xtask bench` needs beyond the agent and the workload, held until stdin
 //! reaches end of file. Prints `ready` once in place. Needs root.
 //!
-//! * `floor --object PATH`: empty programs on the agent's tracepoint-mode hooks (`floor`);
+//! * `floor --object PATH --tp-btf NAME… --tracepoint GROUP:NAME… [--count-on NAME]`: empty programs on those hooks
+//!   (the bench passes the agent's tracepoint-mode hooks), one of them optionally the per-cgroup count (`floor`);
 //! * `cgroups --agent-pid P --count N`: N real cgroups with counts in that agent's map (`cgroups`).
 
 mod cgroups;
@@ -22,11 +23,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach the object's empty `floor_*` programs to the agent's tracepoint-mode hooks.
+    /// Attach the object's empty `floor_*` programs to the hooks given (the agent's tracepoint-mode hooks).
     Floor {
         /// The agent's eBPF object (target/bpf/bpfel-unknown-none/release/mmuscope).
         #[arg(long, value_name = "PATH")]
         object: PathBuf,
+        /// A `tp_btf` hook (tracepoint name).
+        #[arg(long, value_name = "NAME")]
+        tp_btf: Vec<String>,
+        /// A classic tracepoint hook.
+        #[arg(long, value_name = "GROUP:NAME")]
+        tracepoint: Vec<String>,
+        /// The `tp_btf` hook that gets the per-cgroup count program instead of the empty one.
+        #[arg(long, value_name = "NAME")]
+        count_on: Option<String>,
     },
     /// Create N cgroups in the default hierarchy and give each a count in the agent's KVM map; removed at the end.
     Cgroups {
@@ -39,8 +49,8 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Floor { object } => {
-            let _links = floor::attach(&object)?;
+        Command::Floor { object, tp_btf, tracepoint, count_on } => {
+            let _links = floor::attach(&object, &floor::Hooks { tp_btf, tracepoints: tracepoint, count_on })?;
             hold()
         }
         Command::Cgroups { agent_pid, count } => {

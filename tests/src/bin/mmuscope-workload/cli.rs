@@ -44,6 +44,8 @@ pub enum Command {
     BenchMadvise(BenchMadviseArgs),
     /// Benchmark: fork() of a process with M MiB pinned through io_uring, timed in-process; prints ns per fork.
     BenchFork(BenchForkArgs),
+    /// Benchmark: a loop of a process with no notifier and no pinned page (syscall, fault, fork, mmap), timed.
+    BenchUnrelated(BenchUnrelatedArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +66,28 @@ pub struct BenchForkArgs {
     /// Do not pin the memory (pages shared copy-on-write).
     #[arg(long)]
     pub unpinned: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchUnrelatedArgs {
+    /// Which loop (see `bench::unrelated`).
+    #[arg(long = "loop", value_name = "LOOP")]
+    pub kind: UnrelatedLoop,
+    /// Timed rounds (forks for `fork`), after a warm-up of a tenth as many (one fork).
+    #[arg(long, value_name = "N", value_parser = parse_iterations)]
+    pub iterations: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum UnrelatedLoop {
+    /// getppid() through syscall(2).
+    Syscall,
+    /// madvise(MADV_DONTNEED) one page, write it (an anonymous fault).
+    Fault,
+    /// fork() of 256 MiB of written, unpinned memory.
+    Fork,
+    /// mmap one anonymous page, write it, munmap it.
+    Mmap,
 }
 
 /// Where a scenario's fresh cgroup goes: `<parent>/<name>` in every hierarchy.
@@ -276,6 +300,13 @@ mod tests {
         let Command::BenchFork(a) = parse(&["bench-fork"]).unwrap().command else { panic!("bench-fork") };
         assert_eq!((a.mib, a.forks, a.unpinned), (64, 5, false));
         assert!(parse(&["bench-madvise", "--iterations", "0"]).is_err());
+        let Command::BenchUnrelated(a) =
+            parse(&["bench-unrelated", "--loop", "fork", "--iterations", "3"]).unwrap().command
+        else {
+            panic!("bench-unrelated")
+        };
+        assert!(matches!((a.kind, a.iterations), (UnrelatedLoop::Fork, 3)));
+        assert!(parse(&["bench-unrelated", "--loop", "sleep", "--iterations", "3"]).is_err());
     }
 
     #[test]

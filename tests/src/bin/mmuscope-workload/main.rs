@@ -61,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::CleanupCgroup(a) => return cgroups::cleanup(&a),
         Command::BenchMadvise(a) => return print_json(&bench::madvise::run(&a)?),
         Command::BenchFork(a) => return print_json(&bench::fork::run(&a)?),
+        Command::BenchUnrelated(a) => return print_json(&bench::unrelated::run(&a)?),
     };
     // Only after the scenario finished (VMs destroyed): buffering and printing may allocate and free.
     let mut out = std::io::stdout().lock();

@@ -8,6 +8,7 @@ use std::io;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use super::{Elapsed, Stopwatch};
 use crate::cli::BenchForkArgs;
 use crate::pin::IoUring;
 use crate::region::{AnonRegion, Thp};
@@ -28,7 +29,7 @@ pub fn run(args: &BenchForkArgs) -> Result<serde_json::Value> {
     ensure_single_threaded()?;
     let mut samples = Vec::with_capacity(args.forks as usize);
     for _ in 0..args.forks {
-        samples.push(time_one_fork()?);
+        samples.push(time_one_fork()?.wall_ns);
     }
     drop(ring);
     samples.sort_by(f64::total_cmp);
@@ -42,16 +43,17 @@ pub fn run(args: &BenchForkArgs) -> Result<serde_json::Value> {
     }))
 }
 
-/// One fork, timed in the parent; the child exits immediately and is reaped outside the timed part.
-fn time_one_fork() -> Result<f64> {
-    let start = std::time::Instant::now();
+/// One fork, timed in the parent from the call to its return; the child exits immediately and is reaped outside the
+/// timed part.
+pub fn time_one_fork() -> Result<Elapsed> {
+    let clock = Stopwatch::start();
     // SAFETY: single-threaded (checked by the caller); the child only calls `_exit`.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: async-signal-safe exit without running Rust's clean-up in the child.
         unsafe { libc::_exit(0) };
     }
-    let ns = super::elapsed_ns(start);
+    let t = clock.elapsed();
     if pid < 0 {
         bail!("fork: {}", errno_name(&io::Error::last_os_error()));
     }
@@ -63,5 +65,5 @@ fn time_one_fork() -> Result<f64> {
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("fork child {pid} ended with status {status:#x}");
     }
-    Ok(ns)
+    Ok(t)
 }

@@ -3,8 +3,8 @@
 //! allocates one order-0 movable page (`mm_page_alloc`). Prints `{"bench":"madvise","iterations":N,"ns_per_op":…}`.
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
+use super::{Elapsed, Stopwatch};
 use crate::cli::BenchMadviseArgs;
 use crate::region::AnonRegion;
 use crate::vm::{GuestVm, Kvm};
@@ -19,26 +19,18 @@ pub fn run(args: &BenchMadviseArgs) -> Result<serde_json::Value> {
         (timed_loop(&guest.memory, args.iterations / 10 + 1), timed_loop(&guest.memory, args.iterations));
     guest.teardown()?;
     warmup.context("madvise(MADV_DONTNEED) warm-up")?;
-    let (ns, cpu_ns) = timed.context("madvise(MADV_DONTNEED)")?;
-    Ok(json!({
-        "bench": "madvise",
-        "iterations": args.iterations,
-        "elapsed_ns": ns,
-        "ns_per_op": ns / args.iterations as f64,
-        "cpu_ns_per_op": cpu_ns / args.iterations as f64,
-    }))
+    Ok(super::per_op("madvise", args.iterations, timed.context("madvise(MADV_DONTNEED)")?))
 }
 
-/// Touches every page, then times N × (DONTNEED page p, touch page p), round-robin over the pages: (wall ns, CPU ns).
-fn timed_loop(memory: &AnonRegion, iterations: u64) -> std::io::Result<(f64, f64)> {
+/// Touches every page, then times N × (DONTNEED page p, touch page p), round-robin over the pages.
+fn timed_loop(memory: &AnonRegion, iterations: u64) -> std::io::Result<Elapsed> {
     let pages = memory.pages();
     memory.touch_all();
-    let cpu = super::process_cpu_ns();
-    let start = std::time::Instant::now();
+    let clock = Stopwatch::start();
     for i in 0..iterations {
         let p = (i % pages as u64) as usize;
         memory.dontneed(p)?;
         memory.touch(p);
     }
-    Ok((super::elapsed_ns(start), super::process_cpu_ns() - cpu))
+    Ok(clock.elapsed())
 }
