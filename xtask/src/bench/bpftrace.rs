@@ -11,6 +11,11 @@
 
 use std::process::Command;
 
+/// The one-liner a kernel engineer types first (issue 21's yardstick for the observed loop), with the ready line the
+/// bench waits for: per-cgroup counts of KVM invalidations, the default hierarchy's cgroup id, nothing else.
+pub const ONE_LINER: &str =
+    "BEGIN { printf(\"ready\\n\"); }\ntracepoint:kvm:kvm_unmap_hva_range { @[cgroup] = count(); }\n";
+
 use anyhow::{Context, Result, bail};
 
 /// `GFP_HIGHUSER_MOVABLE`'s bits, as in the agent's `kernel/layout.rs`.
