@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// Rewrite each benchmark's generated block in BENCHMARKS.md (ignored with --quick).
     #[arg(long)]
     pub update: bool,
+    /// Measure nothing: rewrite the generated blocks from the last full run's target/bench/NAME.json.
+    #[arg(long, conflicts_with_all = ["quick", "update", "runs"])]
+    pub from_json: bool,
     /// Rounds per benchmark [default: 5, 7 for unrelated; 1 with --quick].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub runs: Option<usize>,

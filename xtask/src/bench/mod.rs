@@ -187,16 +187,41 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
     if !privilege.is_root() {
         bail!("benchmarks load eBPF programs and create cgroups: run as root (`sudo -E cargo xtask bench`)");
     }
+    if args.from_json {
+        update_from_json(ws, &args.names)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     setup::setup(ws, GROUPS, Mode::Install)?;
     run_selected(ws, args)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rewrites the generated blocks of BENCHMARKS.md from the JSON of the last full runs, e.g. after a run without
+/// `--update` turned out to be the one to keep.
+fn update_from_json(ws: &Workspace, names: &[String]) -> Result<()> {
+    let path = ws.root.join("BENCHMARKS.md");
+    let mut doc = std::fs::read_to_string(&path).with_context(|| format!("reading {}", ws.display(&path)))?;
+    for benchmark in BENCHMARKS.iter().filter(|b| names.is_empty() || names.iter().any(|n| n == b.name)) {
+        let json = ws.target_dir().join("bench").join(format!("{}.json", benchmark.name));
+        let Ok(text) = std::fs::read_to_string(&json) else {
+            eprintln!("bench {}: no {} (run it first); its block is left as it is", benchmark.name, ws.display(&json));
+            continue;
+        };
+        let report: report::Report =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", ws.display(&json)))?;
+        report.check()?;
+        doc = report::replace_block(&doc, benchmark.name, &report.markdown());
+        println!("==> mmuscope bench {}: block rewritten from {}", benchmark.name, ws.display(&json));
+    }
+    std::fs::write(&path, doc)?;
+    Ok(())
 }
 
 /// The `--quick` smoke of the host benchmarks, for the `host` tier: fails only if the harness breaks or produces a
 /// malformed result. (`guests` boots QEMU; the `vm` tier covers those kernels.)
 pub fn smoke(ws: &Workspace) -> Result<()> {
     let names = ["madvise", "fork", "agent", "unrelated"].map(String::from).to_vec();
-    run_selected(ws, &BenchArgs { names, quick: true, update: false, runs: None })
+    run_selected(ws, &BenchArgs { names, quick: true, update: false, from_json: false, runs: None })
 }
 
 fn run_selected(ws: &Workspace, args: &BenchArgs) -> Result<()> {
