@@ -54,7 +54,9 @@ pub fn log(found: &Result<Tracefs, String>) {
     match found {
         Ok(t @ Tracefs::Private(_)) => tracing::info!("tracefs: {}", t.describe()),
         Ok(t) => tracing::debug!("tracefs: {}", t.describe()),
-        Err(why) => tracing::warn!("tracefs unavailable, tracepoint probes will not attach: {why}"),
+        Err(why) => tracing::warn!(
+            "tracefs unavailable, classic-tracepoint alternatives (tracefs events) will not attach: {why}"
+        ),
     }
 }
 
