@@ -4,6 +4,7 @@
 //! Everything is derived from the kernel itself (BTF, /proc, sysfs), never from its version.
 
 pub mod btf;
+mod btf_source;
 pub mod caps;
 pub mod deny;
 pub mod generation;
