@@ -91,7 +91,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .context("registering the process collector")?;
     let slow = slow_source(&mut probes, &options);
-    // The parsed kernel BTF is by far the largest allocation and is not needed once attached.
+    // The planner's mapped BTF and its index are not needed once attached.
     drop(kernel);
     release_free_heap();
     // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
@@ -275,9 +275,10 @@ fn spawn_ebpf_logger(probes: &mut Probes) -> Option<tokio::task::JoinHandle<()>>
     }))
 }
 
-/// Hands the heap pages freed after start-up (the parsed BTFs, tens of MiB) back to the kernel: glibc's malloc keeps
-/// freed memory in its arenas, so without this the agent's RSS stays at its start-up peak (BENCHMARKS.md). Not done
-/// after scrapes: the next collection would fault its heap back in (measured: p99 ~170 ms at 10k cgroups).
+/// Hands the heap pages freed after start-up (aya's parsed BTF and the object load, ~20 MiB) back to the kernel:
+/// glibc's malloc keeps freed memory in its arenas, so without this the agent's RSS stays at its start-up peak
+/// (BENCHMARKS.md). Not done after scrapes: the next collection would fault its heap back in (measured: p99 ~170 ms
+/// at 10k cgroups).
 fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns unused heap memory to the kernel; it is safe to call at any time.
