@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::{
@@ -13,7 +12,7 @@ use crate::{
     cgroups::{CgroupNames, Hierarchies},
     cli::RunArgs,
     collect::Maps,
-    export::{self, BuildInfo, Exporter, ProgramStatsCollector},
+    export::{BuildInfo, Exporter, Scrape},
     kernel::KernelInfo,
     probes::{self, Probes},
     web::{self, AppState},
@@ -56,7 +55,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let hierarchies = Hierarchies::discover();
     tracing::info!("cgroups: {}", hierarchies.describe());
-    let registry = Registry::new();
     let program_stats = if args.bpf_run_stats {
         ProgramStats::enable(probes.ebpf_mut())
     } else {
@@ -85,11 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .with_subscribers(sweeper);
     let exporter = Arc::new(exporter);
-    registry.register(Box::new(export::Shared(exporter.clone()))).context("registering the collector")?;
-    registry.register(Box::new(ProgramStatsCollector::new(program_stats))).context("registering BPF program stats")?;
-    registry
-        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-        .context("registering the process collector")?;
+    let scrape = Scrape::new(exporter.clone(), program_stats);
     let slow = slow_source(&mut probes, &options);
     // The planner's mapped BTF and its index are not needed once attached.
     drop(kernel);
@@ -105,7 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let access = Arc::new(web::Access::new(&args.access));
     let state = Arc::new(AppState {
-        collector: web::Collector::spawn(registry).context("starting the scrape thread")?,
+        collector: web::Collector::spawn(scrape).context("starting the scrape thread")?,
         scrapes: Default::default(),
         report: probes.report.clone(),
         telemetry_path: args.telemetry_path.clone(),
