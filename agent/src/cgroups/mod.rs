@@ -216,23 +216,39 @@ impl CgroupNames {
         ids.sort_unstable();
         ids.dedup();
         let rescan = self.policy.rescan_interval();
-        for which in [Which::Memory, Which::Default] {
+        // One pass over the ids when no walk is due (every scrape of a steady host); again after walking.
+        let (mut live, missed) = self.mark(&ids, now);
+        let mut walked = false;
+        for (which, missed) in [Which::Memory, Which::Default].into_iter().zip(missed) {
             let stale = self.last_walk.get(&which).is_none_or(|t| now.saturating_duration_since(*t) >= rescan);
-            let miss = ids.iter().any(|k| {
-                k.0 == which
-                    && !self.index.contains_key(k)
-                    && self.unresolved.get(k).is_none_or(|t| now.saturating_duration_since(*t) >= rescan)
-            });
-            if stale || miss {
+            if stale || missed {
                 self.walk(which, now);
+                walked = true;
             }
         }
-        let ttl = self.policy.deleted_ttl;
+        if walked {
+            // Ids the walk did not find either wait a rescan interval before they may cause another walk (else an
+            // id of a cgroup gone before we saw it would walk the hierarchy at every scrape).
+            ids.iter().filter(|k| !self.index.contains_key(k)).for_each(|k| _ = self.unresolved.insert(*k, now));
+            live = self.mark(&ids, now).0;
+        }
+        self.admit(&live);
+    }
+
+    /// Marks the known ones of `ids` used, retries kubelet names, remembers the unknown ones; returns the live ids
+    /// and, per hierarchy ([`Which::Memory`], [`Which::Default`]), whether an unknown id is due for a walk.
+    fn mark(&mut self, ids: &[(Which, u64)], now: Instant) -> (Vec<(Which, u64)>, [bool; 2]) {
+        let (rescan, ttl) = (self.policy.rescan_interval(), self.policy.deleted_ttl);
         let mut live = Vec::with_capacity(ids.len());
+        let mut missed = [false; 2];
         let mut kubelet_refreshed = false;
-        for k in &ids {
+        for k in ids {
             let Some(info) = self.index.get_mut(k) else {
-                self.unresolved.entry(*k).or_insert(now);
+                let unresolved = self.unresolved.entry(*k).or_insert(now);
+                // Unknown since this call, or since a rescan interval: a walk may find it now.
+                if *unresolved == now || now.saturating_duration_since(*unresolved) >= rescan {
+                    missed[usize::from(k.0 == Which::Default)] = true;
+                }
                 continue;
             };
             info.used = true;
@@ -247,7 +263,7 @@ impl CgroupNames {
                 live.push(*k);
             }
         }
-        self.admit(&live);
+        (live, missed)
     }
 
     /// Decides which of the `live` cgroups have their own series, unless nothing changed since the last call.
