@@ -70,7 +70,8 @@ pub struct KernelArgs {
 impl KernelArgs {
     /// The kernel as the planner sees it, `--probes.deny` applied.
     pub fn probe(&self) -> anyhow::Result<crate::kernel::KernelInfo> {
-        crate::kernel::KernelInfo::probe_with(&self.btf, crate::kernel::Deny::new(self.deny.iter().cloned()))
+        let deny = crate::kernel::Deny::new(self.deny.iter().cloned());
+        crate::kernel::KernelInfo::probe_with(&self.btf, deny, &crate::probes::table::kallsyms_functions())
     }
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::{
@@ -13,7 +12,7 @@ use crate::{
     cgroups::{CgroupNames, Hierarchies},
     cli::RunArgs,
     collect::Maps,
-    export::{self, BuildInfo, Exporter, ProgramStatsCollector},
+    export::{BuildInfo, Exporter, Scrape},
     kernel::KernelInfo,
     probes::{self, Probes},
     web::{self, AppState},
@@ -56,7 +55,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let hierarchies = Hierarchies::discover();
     tracing::info!("cgroups: {}", hierarchies.describe());
-    let registry = Registry::new();
     let program_stats = if args.bpf_run_stats {
         ProgramStats::enable(probes.ebpf_mut())
     } else {
@@ -85,13 +83,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .with_subscribers(sweeper);
     let exporter = Arc::new(exporter);
-    registry.register(Box::new(export::Shared(exporter.clone()))).context("registering the collector")?;
-    registry.register(Box::new(ProgramStatsCollector::new(program_stats))).context("registering BPF program stats")?;
-    registry
-        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-        .context("registering the process collector")?;
+    let scrape = Scrape::new(exporter.clone(), program_stats);
     let slow = slow_source(&mut probes, &options);
-    // The parsed kernel BTF is by far the largest allocation and is not needed once attached.
+    // The planner's mapped BTF and its index are not needed once attached.
     drop(kernel);
     release_free_heap();
     // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
@@ -105,7 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let access = Arc::new(web::Access::new(&args.access));
     let state = Arc::new(AppState {
-        collector: web::Collector::spawn(registry).context("starting the scrape thread")?,
+        collector: web::Collector::spawn(scrape).context("starting the scrape thread")?,
         scrapes: Default::default(),
         report: probes.report.clone(),
         telemetry_path: args.telemetry_path.clone(),
@@ -275,9 +269,10 @@ fn spawn_ebpf_logger(probes: &mut Probes) -> Option<tokio::task::JoinHandle<()>>
     }))
 }
 
-/// Hands the heap pages freed after start-up (the parsed BTFs, tens of MiB) back to the kernel: glibc's malloc keeps
-/// freed memory in its arenas, so without this the agent's RSS stays at its start-up peak (BENCHMARKS.md). Not done
-/// after scrapes: the next collection would fault its heap back in (measured: p99 ~170 ms at 10k cgroups).
+/// Hands the heap pages freed after start-up (aya's parsed BTF and the object load, ~20 MiB) back to the kernel:
+/// glibc's malloc keeps freed memory in its arenas, so without this the agent's RSS stays at its start-up peak
+/// (BENCHMARKS.md). Not done after scrapes: the next collection would fault its heap back in (measured: p99 ~170 ms
+/// at 10k cgroups).
 fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns unused heap memory to the kernel; it is safe to call at any time.

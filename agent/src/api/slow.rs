@@ -101,10 +101,7 @@ pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Resu
 }
 
 fn view(s: &ApiState, r: &SlowBracket, now: u64) -> SlowBracketView {
-    let cgroup = s.exporter.with_cgroups(|names| {
-        let labels = names.labels(hierarchy_of(r.flags), r.cgroup_id);
-        labels.into_iter().find(|(k, _)| *k == "cgroup").map(|(_, v)| v).unwrap_or_default()
-    });
+    let cgroup = s.exporter.with_cgroups(|names| names.labels(hierarchy_of(r.flags), r.cgroup_id).cgroup.to_string());
     let comm_len = r.comm.iter().position(|b| *b == 0).unwrap_or(r.comm.len());
     SlowBracketView {
         cgroup,

@@ -15,21 +15,12 @@ pub struct Admission {
     overflowed: HashSet<String>,
     /// Distinct cgroups ever folded into `other` (`mmuscope_cgroups_overflow_total`).
     overflow_total: u64,
-    /// Fingerprint of the last update's arguments: scrapes of a steady host repeat them, and then nothing changes.
-    last: Option<u64>,
 }
 
 impl Admission {
     /// Decides for this scrape's live paths (in the order given, oldest first) and releases slots of paths that are
-    /// no longer live.
+    /// no longer live. The same input twice changes nothing (the caller skips repeats of a steady host).
     pub fn update<'a>(&mut self, max: Option<usize>, live: impl IntoIterator<Item = &'a str>) {
-        let live: Vec<&str> = live.into_iter().collect();
-        // Fixed seed: the fingerprint must be comparable across calls.
-        let fingerprint =
-            std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(0x6d6d_7573), (max, &live));
-        if self.last.replace(fingerprint) == Some(fingerprint) {
-            return;
-        }
         let mut seen: HashSet<&str> = HashSet::new();
         let ordered: Vec<&str> = live.into_iter().filter(|p| seen.insert(p)).collect();
         self.admitted.retain(|p| seen.contains(p.as_str()));

@@ -71,6 +71,12 @@ pub struct CgroupInfo {
     pub deleted_at: Option<Instant>,
     /// Seen in a map snapshot: keep it (as deleted) when it disappears, instead of forgetting it.
     used: bool,
+    /// Folded into `cgroup="other"` by `--max-cgroups`: the admission decision for its path, kept here so that
+    /// labelling a series is one index lookup (recomputed whenever the admission or the index changes).
+    aggregated: bool,
+    /// [`CgroupLabels`]' rank and text of the labels it shows (recomputed with `aggregated`).
+    rank: u32,
+    text: String,
 }
 
 impl CgroupInfo {
@@ -80,8 +86,61 @@ impl CgroupInfo {
     }
 }
 
-/// The four cgroup labels of a series.
-pub type CgroupLabels = Vec<(&'static str, String)>;
+/// The `cgroup`, `namespace`, `pod`, `container` label values of a series, borrowed from the index. Ordered as the
+/// exposition orders series: by value, in label order.
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupLabels<'a> {
+    pub cgroup: &'a str,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    /// The position of these values among all label sets the index shows (see `CgroupNames::rank_labels`), so
+    /// that ordering series compares integers, not paths. 0 for label sets made with [`new`](Self::new): then the
+    /// values decide. Label sets of the two kinds are never compared with each other.
+    rank: u32,
+    /// The four pairs as the text exposition writes them (`cgroup="…",namespace="…",…`), rendered when the index
+    /// changes rather than for every series of every scrape; empty for label sets made with [`new`](Self::new).
+    pub text: &'a str,
+}
+
+impl<'a> CgroupLabels<'a> {
+    pub const NAMES: [&'static str; 4] = ["cgroup", "namespace", "pod", "container"];
+
+    /// Labels from outside the index (tests, the metrics reference).
+    pub const fn new(cgroup: &'a str, namespace: &'a str, pod: &'a str, container: &'a str) -> Self {
+        Self { cgroup, namespace, pod, container, rank: 0, text: "" }
+    }
+
+    /// The position among the index's label sets (0 outside the index), for sorting.
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    /// The values in [`NAMES`](Self::NAMES) order.
+    pub fn values(&self) -> [&'a str; 4] {
+        [self.cgroup, self.namespace, self.pod, self.container]
+    }
+}
+
+impl Ord for CgroupLabels<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank.cmp(&other.rank).then_with(|| self.values().cmp(&other.values()))
+    }
+}
+
+impl PartialOrd for CgroupLabels<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for CgroupLabels<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for CgroupLabels<'_> {}
 
 pub struct CgroupNames {
     hierarchies: Hierarchies,
@@ -92,6 +151,32 @@ pub struct CgroupNames {
     unresolved: HashMap<(Which, u64), Instant>,
     last_walk: HashMap<Which, Instant>,
     admission: Admission,
+    /// Bumped whenever an entry is added, renamed, marked deleted or removed: with the live ids it says whether
+    /// the admission's input changed since the last scrape.
+    generation: u64,
+    /// Fingerprint of the last admission input (policy, generation, live ids). Scrapes of a steady host repeat it,
+    /// and then the admission is not recomputed.
+    admitted_for: Option<u64>,
+    /// The `other` and `unknown` label sets, ranked and rendered.
+    other: ShownLabels,
+    unknown: ShownLabels,
+}
+
+/// A label set that is not a cgroup's own, with its rank and text (see [`CgroupLabels`]).
+struct ShownLabels {
+    value: &'static str,
+    rank: u32,
+    text: String,
+}
+
+impl ShownLabels {
+    fn new(value: &'static str) -> Self {
+        Self { value, rank: 0, text: crate::export::label_text(&CgroupLabels::new(value, "", "", "")) }
+    }
+
+    fn labels(&self) -> CgroupLabels<'_> {
+        CgroupLabels { rank: self.rank, text: &self.text, ..CgroupLabels::new(self.value, "", "", "") }
+    }
 }
 
 impl CgroupNames {
@@ -109,6 +194,10 @@ impl CgroupNames {
             unresolved: HashMap::new(),
             last_walk: HashMap::new(),
             admission: Admission::default(),
+            generation: 0,
+            admitted_for: None,
+            other: ShownLabels::new(OTHER),
+            unknown: ShownLabels::new(UNKNOWN),
         }
     }
 
@@ -127,31 +216,113 @@ impl CgroupNames {
         ids.sort_unstable();
         ids.dedup();
         let rescan = self.policy.rescan_interval();
-        for which in [Which::Memory, Which::Default] {
+        // One pass over the ids when no walk is due (every scrape of a steady host); again after walking.
+        let (mut live, missed) = self.mark(&ids, now);
+        let mut walked = false;
+        for (which, missed) in [Which::Memory, Which::Default].into_iter().zip(missed) {
             let stale = self.last_walk.get(&which).is_none_or(|t| now.saturating_duration_since(*t) >= rescan);
-            let miss = ids.iter().any(|k| {
-                k.0 == which
-                    && !self.index.contains_key(k)
-                    && self.unresolved.get(k).is_none_or(|t| now.saturating_duration_since(*t) >= rescan)
-            });
-            if stale || miss {
+            if stale || missed {
                 self.walk(which, now);
+                walked = true;
             }
         }
-        for k in &ids {
-            match self.index.get_mut(k) {
-                Some(info) => info.used = true,
-                None => {
-                    self.unresolved.entry(*k).or_insert(now);
+        if walked {
+            // Ids the walk did not find either wait a rescan interval before they may cause another walk (else an
+            // id of a cgroup gone before we saw it would walk the hierarchy at every scrape).
+            ids.iter().filter(|k| !self.index.contains_key(k)).for_each(|k| _ = self.unresolved.insert(*k, now));
+            live = self.mark(&ids, now).0;
+        }
+        self.admit(&live);
+    }
+
+    /// Marks the known ones of `ids` used, retries kubelet names, remembers the unknown ones; returns the live ids
+    /// and, per hierarchy ([`Which::Memory`], [`Which::Default`]), whether an unknown id is due for a walk.
+    fn mark(&mut self, ids: &[(Which, u64)], now: Instant) -> (Vec<(Which, u64)>, [bool; 2]) {
+        let (rescan, ttl) = (self.policy.rescan_interval(), self.policy.deleted_ttl);
+        let mut live = Vec::with_capacity(ids.len());
+        let mut missed = [false; 2];
+        let mut kubelet_refreshed = false;
+        for k in ids {
+            let Some(info) = self.index.get_mut(k) else {
+                let unresolved = self.unresolved.entry(*k).or_insert(now);
+                // Unknown since this call, or since a rescan interval: a walk may find it now.
+                if *unresolved == now || now.saturating_duration_since(*unresolved) >= rescan {
+                    missed[usize::from(k.0 == Which::Default)] = true;
+                }
+                continue;
+            };
+            info.used = true;
+            // Pods whose names were not readable when first seen (the kubelet writes its files as the pod starts).
+            if info.kubernetes.as_ref().is_some_and(|p| !p.named)
+                && let Some(id) = identity(&info.path, &mut self.kubelet, &mut kubelet_refreshed)
+            {
+                info.kubernetes = Some(id);
+                self.generation += 1; // new label values
+            }
+            if !info.expired(now, ttl) {
+                live.push(*k);
+            }
+        }
+        (live, missed)
+    }
+
+    /// Decides which of the `live` cgroups have their own series, unless nothing changed since the last call.
+    /// Oldest cgroups (smallest ids, the order of `live`) first, so the cap keeps long-lived cgroups rather than
+    /// newcomers.
+    fn admit(&mut self, live: &[(Which, u64)]) {
+        // Fixed seed: the fingerprint must be comparable across calls.
+        let state = foldhash::quality::FixedState::with_seed(0x6d6d_7573);
+        let fingerprint = std::hash::BuildHasher::hash_one(&state, (self.policy.max_cgroups, self.generation, live));
+        if self.admitted_for.replace(fingerprint) == Some(fingerprint) {
+            return;
+        }
+        let paths = live.iter().filter_map(|k| self.index.get(k)).map(|i| i.path.as_str());
+        self.admission.update(self.policy.max_cgroups, paths);
+        for info in self.index.values_mut() {
+            info.aggregated = !self.admission.is_admitted(&info.path);
+        }
+        self.rank_labels();
+    }
+
+    /// Numbers the distinct label sets the index shows (its cgroups', `other`, `unknown`) in exposition order, so
+    /// that a scrape sorts its series by integers: comparing paths was 15 % of a collection at 10k cgroups
+    /// (measured). Equal label sets get equal ranks. Also renders each cgroup's own label text. Called whenever an
+    /// entry, its labels or the admission change.
+    fn rank_labels(&mut self) {
+        const OTHER_LABELS: CgroupLabels<'static> = CgroupLabels::new(OTHER, "", "", "");
+        const UNKNOWN_LABELS: CgroupLabels<'static> = CgroupLabels::new(UNKNOWN, "", "", "");
+        let (ranks, other, unknown) = {
+            let mut shown: Vec<(CgroupLabels<'_>, Option<(Which, u64)>)> = self
+                .index
+                .iter()
+                .map(|(k, i)| (if i.aggregated { OTHER_LABELS } else { own_labels(i) }, Some(*k)))
+                .collect();
+            shown.extend([(OTHER_LABELS, None), (UNKNOWN_LABELS, None)]);
+            // All with rank 0 here, so the values decide.
+            shown.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let (mut ranks, mut other, mut unknown) = (Vec::with_capacity(shown.len()), 0, 0);
+            let mut rank = 0u32;
+            for (i, (labels, key)) in shown.iter().enumerate() {
+                if i > 0 && shown[i - 1].0 != *labels {
+                    rank += 1;
+                }
+                match key {
+                    Some(k) => ranks.push((*k, rank)),
+                    None if labels.cgroup == OTHER => other = rank,
+                    None => unknown = rank,
                 }
             }
+            (ranks, other, unknown)
+        };
+        for (k, rank) in ranks {
+            if let Some(info) = self.index.get_mut(&k) {
+                info.rank = rank;
+            }
         }
-        self.retry_kubelet_names(&ids);
-        let ttl = self.policy.deleted_ttl;
-        // Oldest cgroups (smallest ids) first, so the cap keeps long-lived cgroups rather than newcomers.
-        let live =
-            ids.iter().filter_map(|k| self.index.get(k)).filter(|i| !i.expired(now, ttl)).map(|i| i.path.as_str());
-        self.admission.update(self.policy.max_cgroups, live);
+        (self.other.rank, self.unknown.rank) = (other, unknown);
+        for info in self.index.values_mut() {
+            info.text = if info.aggregated { String::new() } else { crate::export::label_text(&own_labels(info)) };
+        }
     }
 
     /// Walks one hierarchy: adds new cgroups, marks used ones that vanished as deleted, forgets unused ones.
@@ -162,10 +333,12 @@ impl CgroupNames {
         walk::walk(&h.mount, &h.mount, &h.root, &mut |ino, path| {
             seen.insert(ino, path);
         });
+        let mut changed = false;
         self.index.retain(|(w, id), info| {
             if *w != which || seen.contains_key(id) {
                 return true;
             }
+            changed |= !info.used || info.deleted_at.is_none();
             if info.used {
                 info.deleted_at.get_or_insert(now);
             }
@@ -174,29 +347,23 @@ impl CgroupNames {
         let mut kubelet_refreshed = false;
         for (id, path) in seen {
             if let Some(info) = self.index.get_mut(&(which, id)) {
-                if info.deleted_at.is_none() {
+                if info.deleted_at.is_none() && info.path != path {
                     info.path = path; // kernfs allows renames
+                    changed = true;
                 }
                 continue;
             }
             self.unresolved.remove(&(which, id));
             let kubernetes = identity(&path, &mut self.kubelet, &mut kubelet_refreshed);
-            self.index.insert((which, id), CgroupInfo { path, kubernetes, deleted_at: None, used: false });
+            let (aggregated, rank, text) = (false, 0, String::new());
+            let info = CgroupInfo { path, kubernetes, deleted_at: None, used: false, aggregated, rank, text };
+            self.index.insert((which, id), info);
+            changed = true;
+        }
+        if changed {
+            self.generation += 1;
         }
         self.unresolved.retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(3600));
-    }
-
-    /// Pods whose names were not readable when first seen (the kubelet writes its files as the pod starts).
-    fn retry_kubelet_names(&mut self, ids: &[(Which, u64)]) {
-        let mut refreshed = false;
-        for k in ids {
-            let Some(info) = self.index.get_mut(k) else { continue };
-            if info.kubernetes.as_ref().is_some_and(|p| !p.named)
-                && let Some(id) = identity(&info.path, &mut self.kubelet, &mut refreshed)
-            {
-                info.kubernetes = Some(id);
-            }
-        }
     }
 
     /// Forgets expired cgroups whose keys were just deleted from the kernel maps (`collect::prune`); without it the
@@ -206,31 +373,25 @@ impl CgroupNames {
         for k in ids {
             if self.index.get(&k).is_some_and(|i| i.expired(now, ttl)) {
                 self.index.remove(&k);
+                self.generation += 1;
             }
         }
     }
 
     /// The `cgroup`, `namespace`, `pod`, `container` labels of an id (after [`resolve_all`](Self::resolve_all)).
-    pub fn labels(&self, which: Which, id: u64) -> CgroupLabels {
-        let (cgroup, pod) = match self.index.get(&(which, id)) {
-            Some(i) if !self.admission.is_admitted(&i.path) => (OTHER.to_string(), None),
-            Some(i) => (i.path.clone(), i.kubernetes.as_ref()),
-            None => (UNKNOWN.to_string(), None),
-        };
-        let field = |f: fn(&PodIdentity) -> &String| pod.map(|p| f(p).clone()).unwrap_or_default();
-        vec![
-            ("cgroup", cgroup),
-            ("namespace", field(|p| &p.namespace)),
-            ("pod", field(|p| &p.pod)),
-            ("container", field(|p| &p.container)),
-        ]
+    pub fn labels(&self, which: Which, id: u64) -> CgroupLabels<'_> {
+        match self.index.get(&(which, id)) {
+            Some(i) if i.aggregated => self.other.labels(),
+            Some(i) => CgroupLabels { rank: i.rank, text: &i.text, ..own_labels(i) },
+            None => self.unknown.labels(),
+        }
     }
 
     /// The `cgroup` label alone.
     #[cfg(test)]
     pub fn name(&self, which: Which, id: u64) -> &str {
         match self.index.get(&(which, id)) {
-            Some(i) if !self.admission.is_admitted(&i.path) => OTHER,
+            Some(i) if i.aggregated => OTHER,
             Some(i) => &i.path,
             None => UNKNOWN,
         }
@@ -250,7 +411,7 @@ impl CgroupNames {
 
     /// Whether an id's series are aggregated into `cgroup="other"`.
     pub fn is_aggregated(&self, which: Which, id: u64) -> bool {
-        self.index.get(&(which, id)).is_some_and(|i| !self.admission.is_admitted(&i.path))
+        self.index.get(&(which, id)).is_some_and(|i| i.aggregated)
     }
 
     /// Cgroups with their own series now (`mmuscope_cgroups_tracked`).
@@ -269,6 +430,17 @@ impl CgroupNames {
             Which::Default => self.hierarchies.default.as_ref(),
         }
     }
+}
+
+/// The labels of a cgroup that has its own series (rank 0).
+fn own_labels(info: &CgroupInfo) -> CgroupLabels<'_> {
+    let pod = info.kubernetes.as_ref();
+    CgroupLabels::new(
+        &info.path,
+        pod.map_or("", |p| &p.namespace),
+        pod.map_or("", |p| &p.pod),
+        pod.map_or("", |p| &p.container),
+    )
 }
 
 /// The Kubernetes identity of a path, with names when the kubelet's files have them (refreshing its index at most

@@ -35,8 +35,8 @@ impl Drop for Fixture {
     }
 }
 
-fn get<'a>(l: &'a CgroupLabels, name: &str) -> &'a str {
-    l.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap()
+fn get<'a>(l: &CgroupLabels<'a>, name: &str) -> &'a str {
+    CgroupLabels::NAMES.iter().zip(l.values()).find(|(n, _)| **n == name).map(|(_, v)| v).unwrap()
 }
 
 const UNLIMITED: Policy = Policy { max_cgroups: None, deleted_ttl: Duration::from_secs(300) };
@@ -48,8 +48,7 @@ fn plain_paths_have_empty_kubernetes_labels() {
     let mut n = f.names(UNLIMITED);
     n.resolve_all([(Which::Memory, a), (Which::Memory, 999_999_999)]);
     let l = n.labels(Which::Memory, a);
-    let names: Vec<&str> = l.iter().map(|(k, _)| *k).collect();
-    assert_eq!(names, ["cgroup", "namespace", "pod", "container"]);
+    assert_eq!(l.text, r#"cgroup="/system.slice/libvirtd.service",namespace="",pod="",container="""#);
     assert_eq!(get(&l, "cgroup"), "/system.slice/libvirtd.service");
     assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("", "", ""));
     assert_eq!(get(&n.labels(Which::Memory, 999_999_999), "cgroup"), UNKNOWN);
@@ -95,10 +94,8 @@ fn max_cgroups_aggregates_into_other() {
     assert_eq!((others, n.tracked(), n.overflow_total()), (2, 3, 2));
     let other = ids.iter().find(|id| n.is_aggregated(Which::Memory, **id)).unwrap();
     let l = n.labels(Which::Memory, *other);
-    assert_eq!(
-        l,
-        vec![("cgroup", "other".into()), ("namespace", "".into()), ("pod", "".into()), ("container", "".into())]
-    );
+    assert_eq!(l.values(), [OTHER, "", "", ""]);
+    assert_eq!(l.text, r#"cgroup="other",namespace="",pod="",container="""#);
     n.resolve_all(ids.iter().map(|id| (Which::Memory, *id)));
     assert_eq!(n.overflow_total(), 2, "the same cgroups are not counted twice");
 }
@@ -159,4 +156,31 @@ fn expired_cgroups_are_forgotten_once_their_keys_are_gone() {
     assert!(!n.liveness()(Which::Memory, a), "expired (TTL 0)");
     n.forget_expired([(Which::Memory, a)]);
     assert!(n.info(Which::Memory, a).is_none());
+}
+
+/// Series are ordered by the ranks of their cgroup labels: the ranks must order as the values do (`other` and
+/// `unknown` included), equal label sets sharing one.
+#[test]
+fn label_ranks_order_as_the_values() {
+    let f = Fixture::new("ranks");
+    // Created in an order unlike the paths' (ids grow with creation), with a path that sorts before its prefix's
+    // sibling by value but not by the rendered text (`/b` < `/b c` although `"` > ` `).
+    let ids: Vec<u64> = ["b c", "a", "b", "b\\q", "c"].iter().map(|p| f.mkdir(p)).collect();
+    let mut n = f.names(Policy { max_cgroups: Some(4), ..UNLIMITED });
+    let mut keys: Vec<(Which, u64)> = ids.iter().map(|id| (Which::Memory, *id)).collect();
+    keys.push((Which::Memory, 999_999_999)); // unknown
+    n.resolve_all(keys.iter().copied());
+    let labels: Vec<CgroupLabels<'_>> = keys.iter().map(|(w, id)| n.labels(*w, *id)).collect();
+    for a in &labels {
+        for b in &labels {
+            assert_eq!(a.rank().cmp(&b.rank()), a.values().cmp(&b.values()), "{a:?} vs {b:?}");
+        }
+    }
+    // One cgroup is over the cap (which depends on the inode numbers): it shows (and ranks) as `other`.
+    let other: Vec<_> = labels.iter().filter(|l| l.cgroup == OTHER).collect();
+    assert_eq!(other.len(), 1);
+    assert!(other[0].rank() < labels[5].rank(), "other < unknown");
+    if let Some(l) = labels.iter().find(|l| l.cgroup == "/b\\q") {
+        assert_eq!(l.text, r#"cgroup="/b\\q",namespace="",pod="",container="""#, "escaped once, when rendered");
+    }
 }

@@ -79,7 +79,7 @@ impl Snapshot {
 
     /// Keeps only the keys whose `(flags, cgroup id)` passes `keep` (drops deleted cgroups after their TTL). Every
     /// per-cgroup field must be filtered here, as in [`cgroup_ids`](Self::cgroup_ids).
-    pub fn retain_cgroups(&mut self, keep: impl Fn(u32, u64) -> bool) {
+    pub fn retain_cgroups(&mut self, mut keep: impl FnMut(u32, u64) -> bool) {
         self.brackets.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.kvm_unmaps.retain(|(k, _)| keep(k.flags, k.cgroup_id));
         self.forks.retain(|(k, _)| keep(k.flags, k.cgroup_id));

@@ -3,12 +3,8 @@
 use std::time::Instant;
 
 use mmuscope_abi::Counter;
-use prometheus::proto::MetricFamily;
 
-use super::{
-    families::{Labels, counter, gauge},
-    help::help,
-};
+use super::series::{Family, Kind, Value};
 use crate::{
     collect::Snapshot,
     probes::{PlanReport, Status},
@@ -23,97 +19,83 @@ pub struct BuildInfo {
     pub generation: &'static str,
 }
 
-pub fn families(
+pub fn families<'a>(
     snap: &Snapshot,
     stats_capacity: u32,
-    report: &PlanReport,
-    build: &BuildInfo,
+    report: &'a PlanReport,
+    build: &'a BuildInfo,
     started: Instant,
-) -> Vec<MetricFamily> {
-    let c = |counter: Counter| snap.counters[counter as usize] as f64;
-    let one = |name: &'static str, v: f64| counter(name, help(name), [(vec![], v)]);
-    let by_map =
-        |rows: &[(&str, f64)]| rows.iter().map(|(m, v)| (vec![("map", m.to_string())], *v)).collect::<Vec<_>>();
-    let cap = stats_capacity as f64;
+) -> Vec<Family<'a>> {
+    let counter = |c: Counter| snap.counters[c as usize];
+    let one = |name: &'static str, c: Counter| Family::single(name, Kind::Counter, Value::Count(counter(c)));
+    let by_map = |name: &'static str, kind: Kind, rows: [(&'static str, u64); 3]| {
+        let mut f = Family::plain(name, kind, &["map"]);
+        rows.into_iter().for_each(|(map, n)| f.add(None, &[map], Value::Count(n)));
+        f
+    };
+    let cap = u64::from(stats_capacity);
+    let mut build_info =
+        Family::plain("mmuscope_build_info", Kind::Gauge, &["version", "revision", "kernel", "generation"]);
+    build_info.add(None, &[build.version, build.revision, &build.kernel, build.generation], Value::Count(1));
     vec![
-        one("mmuscope_invalidation_start_failures_total", c(Counter::StartFailed)),
-        one("mmuscope_unmatched_bracket_ends_total", c(Counter::EndWithoutStart)),
-        one("mmuscope_probe_read_errors_total", c(Counter::ReadFault)),
-        counter(
+        one("mmuscope_invalidation_start_failures_total", Counter::StartFailed),
+        one("mmuscope_unmatched_bracket_ends_total", Counter::EndWithoutStart),
+        one("mmuscope_probe_read_errors_total", Counter::ReadFault),
+        by_map(
             "mmuscope_map_update_errors_total",
-            help("mmuscope_map_update_errors_total"),
-            by_map(&[
-                ("stats", c(Counter::MapFull)),
-                ("inflight", c(Counter::InflightFull)),
-                ("slow_events", c(Counter::SlowDropped)),
-            ]),
+            Kind::Counter,
+            [
+                ("stats", counter(Counter::MapFull)),
+                ("inflight", counter(Counter::InflightFull)),
+                ("slow_events", counter(Counter::SlowDropped)),
+            ],
         ),
-        gauge(
+        by_map(
             "mmuscope_map_capacity",
-            help("mmuscope_map_capacity"),
-            by_map(&[("bracket_stats", cap), ("kvm_unmap_counts", cap), ("fork_stats", cap)]),
+            Kind::Gauge,
+            [("bracket_stats", cap), ("kvm_unmap_counts", cap), ("fork_stats", cap)],
         ),
-        gauge(
+        by_map(
             "mmuscope_map_entries",
-            help("mmuscope_map_entries"),
-            by_map(&[
-                ("bracket_stats", snap.brackets.len() as f64),
-                ("kvm_unmap_counts", snap.kvm_unmaps.len() as f64),
-                ("fork_stats", snap.forks.len() as f64),
-            ]),
+            Kind::Gauge,
+            [
+                ("bracket_stats", snap.brackets.len() as u64),
+                ("kvm_unmap_counts", snap.kvm_unmaps.len() as u64),
+                ("fork_stats", snap.forks.len() as u64),
+            ],
         ),
         probe_attached(report),
-        gauge(
-            "mmuscope_build_info",
-            help("mmuscope_build_info"),
-            [(
-                vec![
-                    ("version", build.version.to_string()),
-                    ("revision", build.revision.to_string()),
-                    ("kernel", build.kernel.clone()),
-                    ("generation", build.generation.to_string()),
-                ],
-                1.0,
-            )],
-        ),
-        gauge(
-            "mmuscope_scrape_duration_seconds",
-            help("mmuscope_scrape_duration_seconds"),
-            [(vec![], started.elapsed().as_secs_f64())],
-        ),
+        build_info,
+        Family::single("mmuscope_scrape_duration_seconds", Kind::Gauge, Value::Float(started.elapsed().as_secs_f64())),
     ]
 }
 
 /// `cgroups_tracked` (cgroups with their own series) and `cgroups_overflow_total` (cgroups folded into
 /// `cgroup="other"` by `--max-cgroups`).
-pub fn cgroup_families(names: &crate::cgroups::CgroupNames) -> Vec<MetricFamily> {
+pub fn cgroup_families(names: &crate::cgroups::CgroupNames) -> Vec<Family<'static>> {
     vec![
-        gauge("mmuscope_cgroups_tracked", help("mmuscope_cgroups_tracked"), [(vec![], names.tracked() as f64)]),
-        counter(
-            "mmuscope_cgroups_overflow_total",
-            help("mmuscope_cgroups_overflow_total"),
-            [(vec![], names.overflow_total() as f64)],
-        ),
+        Family::single("mmuscope_cgroups_tracked", Kind::Gauge, Value::Count(names.tracked() as u64)),
+        Family::single("mmuscope_cgroups_overflow_total", Kind::Counter, Value::Count(names.overflow_total())),
     ]
 }
 
 /// `map_read_errors_total{map}`: failed reads of each kernel map, by scrapes and API requests alike.
-pub fn map_read_errors(rows: &[(&str, u64)]) -> MetricFamily {
-    let rows = rows.iter().map(|(m, n)| (vec![("map", m.to_string())], *n as f64)).collect::<Vec<_>>();
-    counter("mmuscope_map_read_errors_total", help("mmuscope_map_read_errors_total"), rows)
+pub fn map_read_errors(rows: &[(&'static str, u64)]) -> Family<'static> {
+    let mut f = Family::plain("mmuscope_map_read_errors_total", Kind::Counter, &["map"]);
+    rows.iter().for_each(|(map, n)| f.add(None, &[map], Value::Count(*n)));
+    f
 }
 
 /// `probe_attached{probe, mode, target}`: 1 for the attached alternative's targets, 0 for the rest.
-pub fn probe_attached(report: &PlanReport) -> MetricFamily {
-    let mut rows: Vec<(Labels, f64)> = Vec::new();
-    for f in &report.families {
-        for a in &f.alternatives {
+pub fn probe_attached(report: &PlanReport) -> Family<'static> {
+    let mut f = Family::plain("mmuscope_probe_attached", Kind::Gauge, &["probe", "mode", "target"]);
+    for family in &report.families {
+        for a in &family.alternatives {
             for target in &a.targets {
-                let labels =
-                    vec![("probe", f.name.to_string()), ("mode", a.name.to_string()), ("target", target.to_string())];
-                rows.push((labels, if a.status == Status::Attached { 1.0 } else { 0.0 }));
+                let attached = u64::from(a.status == Status::Attached);
+                f.add(None, &[family.name, a.name, target], Value::Count(attached));
             }
         }
     }
-    gauge("mmuscope_probe_attached", help("mmuscope_probe_attached"), rows)
+    f
 }

@@ -1,73 +1,42 @@
 //! Invalidation-bracket families: `invalidations_total` and `invalidation_duration_seconds`.
 
-use std::collections::BTreeMap;
+use mmuscope_abi::{Cause, key_flags};
 
-use mmuscope_abi::{BracketStats, Cause, key_flags};
-use prometheus::proto::MetricFamily;
+use super::series::{Family, Kind, Value};
+use crate::{cgroups::CgroupLabels, collect::Snapshot, kernel::EventNames};
 
-use super::{
-    families::{self, HistogramRow, Labels},
-    help::help,
-    histogram,
-};
-use crate::{collect::Snapshot, kernel::EventNames};
-
-/// `cgroup(flags, id)` gives the cgroup label pairs of a key.
-pub fn families(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> Labels, events: &EventNames) -> Vec<MetricFamily> {
-    // Aggregate by label set: several ids can share labels (e.g. "unknown", or "other").
-    let mut counts: BTreeMap<Labels, u64> = BTreeMap::new();
-    let mut hists: BTreeMap<Labels, BracketStats> = BTreeMap::new();
+/// `cgroup(flags, id)` gives the cgroup labels of a key.
+pub fn families<'a>(
+    snap: &Snapshot,
+    cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>,
+    events: &'a EventNames,
+) -> Vec<Family<'a>> {
+    let mut counts =
+        Family::per_cgroup("mmuscope_invalidations_total", Kind::Counter, &["event", "cause", "blockable"]);
+    let mut hists = Family::per_cgroup("mmuscope_invalidation_duration_seconds", Kind::Histogram, &["event"]);
+    // Several ids can share labels (e.g. "unknown", or "other"): the families sum their series.
     for (k, s) in &snap.brackets {
-        let event = ("event", events.name(k.event.into()).to_string());
-        let blockable = ("blockable", (k.flags & key_flags::BLOCKABLE != 0).to_string());
-        let mut l = cgroup(k.flags, k.cgroup_id);
-        l.push(event);
-        hists.entry(l.clone()).or_default().merge(s);
-        l.extend([cause(k.cause), blockable]);
-        *counts.entry(l).or_default() += s.count;
+        let (labels, event) = (cgroup(k.flags, k.cgroup_id), events.name(k.event.into()));
+        hists.add(Some(labels), &[event], Value::Histogram(Box::new(*s)));
+        let blockable = if k.flags & key_flags::BLOCKABLE != 0 { "true" } else { "false" };
+        counts.add(Some(labels), &[event, cause(k.cause), blockable], Value::Count(s.count));
     }
     // Tracepoint mode: KVM callback counts, no event type.
     for (k, n) in &snap.kvm_unmaps {
-        let mut l = cgroup(k.flags, k.cgroup_id);
-        l.extend([("event", "unknown".to_string()), cause(k.cause), ("blockable", "unknown".to_string())]);
-        *counts.entry(l).or_default() += n;
+        counts.add(Some(cgroup(k.flags, k.cgroup_id)), &["unknown", cause(k.cause), "unknown"], Value::Count(*n));
     }
-    vec![
-        families::counter(
-            "mmuscope_invalidations_total",
-            help("mmuscope_invalidations_total"),
-            counts.into_iter().map(|(l, n)| (l, n as f64)),
-        ),
-        families::histogram(
-            "mmuscope_invalidation_duration_seconds",
-            help("mmuscope_invalidation_duration_seconds"),
-            hists.into_iter().map(|(labels, s)| HistogramRow {
-                labels,
-                buckets: histogram::cumulative_seconds(&s),
-                sum: s.sum_ns as f64 / 1e9,
-                count: s.count,
-            }),
-        ),
-    ]
+    vec![counts, hists]
 }
 
-fn cause(raw: u32) -> (&'static str, String) {
-    ("cause", Cause::from_raw(raw).label().to_string())
+fn cause(raw: u32) -> &'static str {
+    Cause::from_raw(raw).label()
 }
 
 #[cfg(test)]
 mod tests {
-    use mmuscope_abi::{BracketKey, KvmUnmapKey};
+    use mmuscope_abi::{BracketKey, BracketStats, KvmUnmapKey};
 
     use super::*;
-
-    /// The series of `f` with exactly these labels.
-    fn series<'a>(f: &'a MetricFamily, want: &[(&str, &str)]) -> Option<&'a prometheus::proto::Metric> {
-        f.get_metric().iter().find(|m| {
-            let l: Vec<(&str, &str)> = m.get_label().iter().map(|p| (p.name(), p.value())).collect();
-            l == want
-        })
-    }
 
     #[test]
     fn ids_sharing_a_label_are_summed_and_events_named_from_btf() {
@@ -89,30 +58,19 @@ mod tests {
             ..Default::default()
         };
         let events = EventNames::from_pairs(vec![(0, "unmap".into()), (1, "clear".into())]);
-        let cgroup = |_flags: u32, id: u64| -> Labels {
-            vec![("cgroup", if id == 12 { "/kvm".to_string() } else { "/a".to_string() })]
-        };
-        let fams = families(&snap, &cgroup, &events);
+        let cgroup = |_flags: u32, id: u64| CgroupLabels::new(if id == 12 { "/kvm" } else { "/a" }, "", "", "");
+        let mut fams = families(&snap, &cgroup, &events);
         for f in &fams {
-            assert!(super::super::FAMILIES.iter().any(|(n, _)| *n == f.name()), "{} has no help entry", f.name());
+            assert!(super::super::FAMILIES.iter().any(|(n, _)| *n == f.name), "{} has no help entry", f.name);
         }
-        let count = |labels: &[(&str, &str)]| series(&fams[0], labels).map(|m| m.get_counter().get_value());
-        let clear = [("cgroup", "/a"), ("event", "clear")];
-        assert_eq!(count(&[clear[0], clear[1], ("cause", "madvise"), ("blockable", "true")]), Some(3.0));
-        assert_eq!(count(&[clear[0], clear[1], ("cause", "thp_split"), ("blockable", "true")]), Some(1.0));
-        assert_eq!(
-            count(&[("cgroup", "/a"), ("event", "unmap"), ("cause", "munmap"), ("blockable", "false")]),
-            Some(1.0)
-        );
-        assert_eq!(
-            count(&[("cgroup", "/kvm"), ("event", "unknown"), ("cause", "page_fault"), ("blockable", "unknown")]),
-            Some(7.0)
-        );
-        assert_eq!(fams[0].get_metric().len(), 4);
+        let mut count = |cgroup: &str, own: &[&str]| fams[0].value(Some(cgroup), own).cloned();
+        assert_eq!(count("/a", &["clear", "madvise", "true"]), Some(Value::Count(3)));
+        assert_eq!(count("/a", &["clear", "thp_split", "true"]), Some(Value::Count(1)));
+        assert_eq!(count("/a", &["unmap", "munmap", "false"]), Some(Value::Count(1)));
+        assert_eq!(count("/kvm", &["unknown", "page_fault", "unknown"]), Some(Value::Count(7)));
+        assert_eq!(fams[0].series().len(), 4);
         // The histogram has no cause label: both causes of the clear brackets are in one series.
-        let h = series(&fams[1], &clear).unwrap().get_histogram();
-        assert_eq!(h.get_sample_count(), 4);
-        assert_eq!(h.get_sample_sum(), 8500e-9);
-        assert_eq!(h.get_bucket().last().unwrap().cumulative_count(), 4);
+        let Some(Value::Histogram(h)) = fams[1].value(Some("/a"), &["clear"]) else { panic!("no histogram") };
+        assert_eq!((h.count, h.sum_ns), (4, 8500));
     }
 }

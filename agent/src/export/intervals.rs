@@ -1,17 +1,8 @@
 //! Interval-notifier families: reader waits (count and histogram, per subscriber), brackets
 //! that reached interval subscribers, and `hmm_range_fault` collisions.
 
-use std::collections::BTreeMap;
-
-use mmuscope_abi::BracketStats;
-use prometheus::proto::MetricFamily;
-
-use super::{
-    families::{self, HistogramRow, Labels, counter},
-    help::help,
-    histogram,
-};
-use crate::collect::Snapshot;
+use super::series::{Family, Kind, Value};
+use crate::{cgroups::CgroupLabels, collect::Snapshot};
 
 const WAITS: &str = "mmuscope_interval_read_waits_total";
 const WAIT_SECONDS: &str = "mmuscope_interval_read_wait_seconds";
@@ -26,53 +17,44 @@ pub struct Attached {
 }
 
 /// `symbol(addr)` names a subscriber's `ops->invalidate` callback.
-pub fn families(
+pub fn families<'a>(
     snap: &Snapshot,
-    cgroup: &dyn Fn(u32, u64) -> Labels,
-    symbol: &dyn Fn(u64) -> String,
+    cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>,
+    symbol: &dyn Fn(u64) -> &'a str,
     attached: Attached,
-) -> Vec<MetricFamily> {
+) -> Vec<Family<'a>> {
     let mut out = Vec::new();
     if attached.readers {
-        let mut waits: BTreeMap<Labels, BracketStats> = BTreeMap::new();
+        let mut waits = Family::per_cgroup(WAITS, Kind::Counter, &["subscriber"]);
+        let mut seconds = Family::per_cgroup(WAIT_SECONDS, Kind::Histogram, &["subscriber"]);
         for (k, s) in &snap.interval_waits {
-            let mut l = cgroup(k.flags, k.cgroup_id);
-            l.push(("subscriber", symbol(k.invalidate_fn)));
-            waits.entry(l).or_default().merge(s);
+            let (labels, subscriber) = (Some(cgroup(k.flags, k.cgroup_id)), symbol(k.invalidate_fn));
+            waits.add(labels, &[subscriber], Value::Count(s.count));
+            seconds.add(labels, &[subscriber], Value::Histogram(Box::new(*s)));
         }
-        out.push(counter(WAITS, help(WAITS), waits.iter().map(|(l, s)| (l.clone(), s.count as f64))));
-        out.push(families::histogram(
-            WAIT_SECONDS,
-            help(WAIT_SECONDS),
-            waits.into_iter().map(|(labels, s)| HistogramRow {
-                labels,
-                buckets: histogram::cumulative_seconds(&s),
-                sum: s.sum_ns as f64 / 1e9,
-                count: s.count,
-            }),
-        ));
-        out.push(counter(BUSY, help(BUSY), per_cgroup(&snap.hmm_busy, cgroup)));
+        out.extend([waits, seconds, per_cgroup(BUSY, &snap.hmm_busy, cgroup)]);
     }
     if attached.hits {
-        out.push(counter(HITS, help(HITS), per_cgroup(&snap.interval_hits, cgroup)));
+        out.push(per_cgroup(HITS, &snap.interval_hits, cgroup));
     }
     out
 }
 
-fn per_cgroup(
+fn per_cgroup<'a>(
+    name: &'static str,
     rows: &[(mmuscope_abi::CgroupKey, u64)],
-    cgroup: &dyn Fn(u32, u64) -> Labels,
-) -> impl Iterator<Item = (Labels, f64)> {
-    let mut sums: BTreeMap<Labels, u64> = BTreeMap::new();
+    cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>,
+) -> Family<'a> {
+    let mut f = Family::per_cgroup(name, Kind::Counter, &[]);
     for (k, n) in rows {
-        *sums.entry(cgroup(k.flags, k.cgroup_id)).or_default() += n;
+        f.add(Some(cgroup(k.flags, k.cgroup_id)), &[], Value::Count(*n));
     }
-    sums.into_iter().map(|(l, n)| (l, n as f64))
+    f
 }
 
 #[cfg(test)]
 mod tests {
-    use mmuscope_abi::{CgroupKey, IntervalKey};
+    use mmuscope_abi::{BracketStats, CgroupKey, IntervalKey};
 
     use super::*;
 
@@ -88,18 +70,19 @@ mod tests {
             interval_hits: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, 9)],
             ..Default::default()
         };
-        let cgroup = |_: u32, _: u64| -> Labels { vec![("cgroup", "/gpu".to_string())] };
-        let symbol = |a: u64| if a == 0xa0 { "amdgpu_hmm_invalidate_gfx".to_string() } else { "unknown".to_string() };
-        let fams = families(&snap, &cgroup, &symbol, Attached { readers: true, hits: true });
-        let names: Vec<&str> = fams.iter().map(|f| f.name()).collect();
+        let cgroup = |_: u32, _: u64| CgroupLabels::new("/gpu", "", "", "");
+        let symbol = |a: u64| if a == 0xa0 { "amdgpu_hmm_invalidate_gfx" } else { "unknown" };
+        let mut fams = families(&snap, &cgroup, &symbol, Attached { readers: true, hits: true });
+        let names: Vec<&str> = fams.iter().map(|f| f.name).collect();
         assert_eq!(names, [WAITS, WAIT_SECONDS, BUSY, HITS]);
-        let waits = &fams[0].get_metric();
-        assert_eq!(waits.len(), 2);
-        let gfx = waits.iter().find(|m| m.get_label()[1].value() == "amdgpu_hmm_invalidate_gfx").unwrap();
-        assert_eq!(gfx.get_counter().get_value(), 3.0);
-        assert_eq!(fams[1].get_metric()[0].get_histogram().get_sample_sum(), 4500e-9);
-        assert!(fams[2].get_metric().is_empty());
-        assert_eq!(fams[3].get_metric()[0].get_counter().get_value(), 9.0);
+        assert_eq!(fams[0].series().len(), 2);
+        assert_eq!(fams[0].value(Some("/gpu"), &["amdgpu_hmm_invalidate_gfx"]), Some(&Value::Count(3)));
+        let Some(Value::Histogram(h)) = fams[1].value(Some("/gpu"), &["amdgpu_hmm_invalidate_gfx"]) else {
+            panic!("no histogram")
+        };
+        assert_eq!(h.sum_ns, 4500);
+        assert!(fams[2].is_empty());
+        assert_eq!(fams[3].value(Some("/gpu"), &[]), Some(&Value::Count(9)));
         assert!(families(&snap, &cgroup, &symbol, Attached { readers: false, hits: false }).is_empty());
     }
 }

@@ -1,21 +1,24 @@
-//! The Prometheus side: a custom [`Collector`] that reads the kernel maps at scrape time and
-//! turns them into `mmuscope_*` families (ebpf_exporter's model: no user-space counters).
+//! The Prometheus side: reads the kernel maps at scrape time and turns them into `mmuscope_*` families
+//! (ebpf_exporter's model: no user-space counters), written as the text exposition by [`text`].
 //!
 //! One file per group of families: [`brackets`] (invalidation counts and latency), [`agent`]
-//! (the agent's own health). [`help`] lists every family once; `docs/metrics.md` is made from it.
+//! (the agent's own health). [`help`] lists every family once; `docs/metrics.md` is made from it. [`series`] is the
+//! row model every group builds, [`scrape`] puts a whole `/metrics` response together.
 
 mod agent;
 mod brackets;
 mod cross;
-mod families;
 mod fork;
 mod help;
 mod histogram;
 mod intervals;
 mod programs;
 mod reference;
+mod scrape;
 mod secondary;
+mod series;
 mod subscribers;
+mod text;
 
 use std::{
     collections::HashSet,
@@ -24,15 +27,12 @@ use std::{
 };
 
 use mmuscope_abi::key_flags;
-use prometheus::{
-    core::{Collector, Desc},
-    proto::MetricFamily,
-};
 
 pub use agent::BuildInfo;
 pub use help::FAMILIES;
-pub use programs::ProgramStatsCollector;
 pub use reference::metrics_reference;
+pub use scrape::Scrape;
+pub use text::label_text;
 
 use crate::{
     cgroups::{CgroupNames, Which},
@@ -40,9 +40,7 @@ use crate::{
     kernel::EventNames,
     probes::{Mode, PlanReport},
 };
-
-/// Label pairs of one series.
-pub use families::Labels;
+use series::Family;
 
 pub struct Exporter {
     /// Locked for reading and for removing expired cgroups' keys.
@@ -51,7 +49,6 @@ pub struct Exporter {
     events: EventNames,
     report: PlanReport,
     build: BuildInfo,
-    descs: Vec<Desc>,
     page_size: u64,
     /// The fork family attached with an alternative that sees THP splits.
     fork_splits_observable: bool,
@@ -75,11 +72,6 @@ impl Exporter {
         build: BuildInfo,
         interval_fields: bool,
     ) -> Self {
-        let descs = FAMILIES
-            .iter()
-            .filter(|(name, _)| !programs::FAMILY_NAMES.contains(name)) // described by ProgramStatsCollector
-            .filter_map(|(name, help)| Desc::new(name.to_string(), help.to_string(), vec![], Default::default()).ok())
-            .collect();
         // SAFETY: sysconf has no preconditions.
         let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let fork_splits_observable = report
@@ -94,7 +86,6 @@ impl Exporter {
             events,
             report,
             build,
-            descs,
             page_size,
             fork_splits_observable,
             interval_fields,
@@ -124,67 +115,76 @@ impl Exporter {
     pub fn subscribers(&self) -> Option<Arc<crate::subscribers::Inventory>> {
         self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).current())
     }
-}
 
-impl Collector for Exporter {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
+    /// One collection: reads the maps, resolves their cgroups and hands every family, with `extra` (families of
+    /// other sources), to `write`. The families borrow the cgroup index, which stays locked until `write` returns;
+    /// the keys of expired cgroups are removed from the kernel maps after that.
+    pub fn collect<'e, R>(&self, extra: Vec<Family<'e>>, write: impl FnOnce(Vec<Family<'_>>) -> R) -> R {
         let started = Instant::now();
-        let snap = self.maps().snapshot();
-        let read_errors = agent::map_read_errors(&self.maps().read_errors());
-        let snap = match snap {
+        let (snap, read_errors, capacity) = {
+            let maps = self.maps();
+            (maps.snapshot(), maps.read_errors(), maps.stats_capacity)
+        };
+        let mut snap = match snap {
             Ok(snap) => snap,
             Err(e) => {
                 // Fail only what depends on the maps; the plan and the failed reads are still worth exporting.
                 tracing::error!("reading the kernel maps failed: {e:#}");
-                return vec![agent::probe_attached(&self.report), read_errors];
+                let mut out = extra;
+                out.extend([agent::probe_attached(&self.report), agent::map_read_errors(&read_errors)]);
+                return write(out);
             }
         };
-        let mut snap = snap;
         let inventory = self.subscribers();
+        let callbacks = if inventory.is_some() { self.callback_stats() } else { Default::default() };
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         resolve(&mut names, &snap, inventory.as_deref());
         let live = names.liveness();
-        let expired: HashSet<(u32, u64)> =
-            snap.cgroup_ids().filter(|(flags, id)| !live(hierarchy_of(*flags), *id)).collect();
-        snap.retain_cgroups(|flags, id| live(hierarchy_of(flags), id));
+        let mut expired: HashSet<(u32, u64)> = HashSet::new();
+        snap.retain_cgroups(|flags, id| {
+            let keep = live(hierarchy_of(flags), id);
+            if !keep {
+                expired.insert((flags, id));
+            }
+            keep
+        });
         drop(live);
-        // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed family
-        // takes its labels from here.
-        let cgroup = |flags: u32, id: u64| -> Labels { names.labels(hierarchy_of(flags), id) };
-        let mut out = brackets::families(&snap, &cgroup, &self.events);
-        out.extend(fork::families(&snap, &cgroup, self.page_size, self.fork_splits_observable));
-        out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
-        out.extend(cross::families(&snap, &cgroup, self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe])));
         let addrs: Vec<u64> = snap.interval_waits.iter().map(|(k, _)| k.invalidate_fn).collect();
         let symbols = if addrs.is_empty() { Default::default() } else { self.symbol_names(&addrs) };
-        let symbol = |a: u64| symbols.get(&a).cloned().unwrap_or_else(|| "unknown".to_string());
-        let attached = intervals::Attached {
-            readers: self.report.attached("interval_notifiers"),
-            hits: self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe]) && self.interval_fields,
+        let written = {
+            let names = &*names;
+            // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed
+            // family takes its labels from here.
+            let cgroup = |flags: u32, id: u64| names.labels(hierarchy_of(flags), id);
+            let symbol = |a: u64| symbols.get(&a).map_or("unknown", String::as_str);
+            let mut out = extra;
+            out.extend(brackets::families(&snap, &cgroup, &self.events));
+            out.extend(fork::families(&snap, &cgroup, self.page_size, self.fork_splits_observable));
+            out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
+            let timed = self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe]);
+            out.extend(cross::families(&snap, &cgroup, timed));
+            let attached = intervals::Attached {
+                readers: self.report.attached("interval_notifiers"),
+                hits: timed && self.interval_fields,
+            };
+            out.extend(intervals::families(&snap, &cgroup, &symbol, attached));
+            if let Some(inv) = &inventory {
+                out.extend(subscribers::families(inv, &cgroup));
+                out.push(subscribers::callback_family(&callbacks));
+            }
+            out.extend(agent::cgroup_families(names));
+            out.extend(agent::families(&snap, capacity, &self.report, &self.build, started));
+            out.push(agent::map_read_errors(&read_errors));
+            write(out)
         };
-        out.extend(intervals::families(&snap, &cgroup, &symbol, attached));
-        if let Some(inv) = &inventory {
-            out.extend(subscribers::families(inv, &cgroup));
-            out.push(subscribers::callback_family(&self.callback_stats()));
-        }
-        out.extend(agent::cgroup_families(&names));
         drop(names);
-        let mut maps = self.maps();
-        let capacity = maps.stats_capacity;
         if !expired.is_empty() {
-            let removed = maps.remove_cgroups(|flags, id| expired.contains(&(flags, id)));
-            drop(maps);
+            let removed = self.maps().remove_cgroups(|flags, id| expired.contains(&(flags, id)));
             tracing::debug!(cgroups = expired.len(), keys = removed, "removed expired cgroups from the kernel maps");
             let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
             names.forget_expired(expired.iter().map(|(flags, id)| (hierarchy_of(*flags), *id)));
         }
-        out.extend(agent::families(&snap, capacity, &self.report, &self.build, started));
-        out.push(read_errors);
-        out
+        written
     }
 }
 
@@ -193,19 +193,6 @@ impl Collector for Exporter {
 fn resolve(names: &mut CgroupNames, snap: &crate::collect::Snapshot, inv: Option<&crate::subscribers::Inventory>) {
     let mms = inv.into_iter().flat_map(|i| i.mms.iter()).map(|m| (hierarchy_of(m.cgroup_flags), m.cgroup_id));
     names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)).chain(mms));
-}
-
-/// Lets the registry own one handle while the JSON API keeps another.
-pub struct Shared(pub Arc<Exporter>);
-
-impl Collector for Shared {
-    fn desc(&self) -> Vec<&Desc> {
-        self.0.desc()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.0.collect()
-    }
 }
 
 impl Exporter {

@@ -11,11 +11,12 @@ use mmuscope_abi::{
     BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, Initiator,
     IntervalKey, KvmUnmapKey, SecondaryKey,
 };
-use prometheus::{core::Collector, proto::MetricFamily};
+use prometheus::core::Collector;
 
-use super::{FAMILIES, Labels, agent, brackets, cross, fork, intervals, programs, secondary, subscribers};
+use super::{FAMILIES, agent, brackets, cross, fork, intervals, programs, secondary, series::Family, subscribers};
 use crate::{
     bpfstats::ProgramRun,
+    cgroups::CgroupLabels,
     collect::Snapshot,
     kernel::{EventNames, Generation},
     probes::{
@@ -69,46 +70,70 @@ fn sample_report() -> PlanReport {
     }
 }
 
+/// What the reference shows of a family.
+struct Row {
+    name: String,
+    type_name: &'static str,
+    labels: Vec<String>,
+    help: String,
+    /// It has a sample series.
+    #[cfg_attr(not(test), allow(dead_code))]
+    sampled: bool,
+}
+
+impl Row {
+    fn of(mut f: Family<'_>) -> Self {
+        let sampled = f.series().len() > 0;
+        let labels = f.label_names().iter().map(|l| l.to_string()).collect();
+        Self { name: f.name.to_string(), type_name: f.kind.as_str(), labels, help: f.help.to_string(), sampled }
+    }
+
+    fn of_process(f: &prometheus::proto::MetricFamily) -> Self {
+        use prometheus::proto::MetricType;
+        let type_name = match f.get_field_type() {
+            MetricType::COUNTER => "counter",
+            MetricType::GAUGE => "gauge",
+            MetricType::HISTOGRAM => "histogram",
+            MetricType::SUMMARY => "summary",
+            MetricType::UNTYPED => "untyped",
+        };
+        let first = f.get_metric().first();
+        let labels = first.map(|m| m.get_label().iter().map(|l| l.name().to_string()).collect()).unwrap_or_default();
+        Self { name: f.name().to_string(), type_name, labels, help: f.help().to_string(), sampled: first.is_some() }
+    }
+}
+
 /// Every family the agent can export, in `help.rs` order, then the `process_*` families.
-fn all_families() -> Vec<MetricFamily> {
+fn all_families() -> Vec<Row> {
     let snap = sample_snapshot();
-    let cgroup = |_: u32, _: u64| -> Labels {
-        vec![("cgroup", "/".into()), ("namespace", "".into()), ("pod", "".into()), ("container", "".into())]
-    };
+    let cgroup = |_: u32, _: u64| CgroupLabels::new("/", "", "", "");
     let events = EventNames::from_pairs(vec![(0, "unmap".into())]);
     let build = agent::BuildInfo { version: "", revision: "", kernel: String::new(), generation: "" };
+    let inventory = subscribers::sample_inventory();
+    let callback = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
+    let callbacks = [(("kvm".to_string(), "invalidate_range_start"), callback)].into();
+    let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
+    let runs = [ProgramRun { program: "p".into(), run_time: Default::default(), run_count: 1 }];
+    let report = sample_report();
     let mut out = brackets::families(&snap, &cgroup, &events);
     out.extend(fork::families(&snap, &cgroup, 4096, true));
     out.extend(secondary::families(&snap, &cgroup, true));
     out.extend(cross::families(&snap, &cgroup, true));
-    let symbol = |_: u64| "amdgpu_hmm_invalidate_gfx".to_string();
+    let symbol = |_: u64| "amdgpu_hmm_invalidate_gfx";
     out.extend(intervals::families(&snap, &cgroup, &symbol, intervals::Attached { readers: true, hits: true }));
-    out.extend(subscribers::families(&subscribers::sample_inventory(), &cgroup));
-    let callback = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
-    out.push(subscribers::callback_family(&[(("kvm".to_string(), "invalidate_range_start"), callback)].into()));
-    out.extend(agent::families(&snap, 16, &sample_report(), &build, Instant::now()));
+    out.extend(subscribers::families(&inventory, &cgroup));
+    out.push(subscribers::callback_family(&callbacks));
+    out.extend(agent::families(&snap, 16, &report, &build, Instant::now()));
     out.push(agent::map_read_errors(&[("bracket_stats", 0)]));
-    let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     out.extend(agent::cgroup_families(&names));
-    let run = ProgramRun { program: "p".into(), run_time: Default::default(), run_count: 1 };
-    out.extend(programs::families(&[run]));
+    out.extend(programs::families(&runs));
     let rank = |name: &str| FAMILIES.iter().position(|(n, _)| *n == name).unwrap_or(usize::MAX);
-    out.sort_by_key(|f| rank(f.name()));
+    out.sort_by_key(|f| rank(f.name));
+    let mut rows: Vec<Row> = out.into_iter().map(Row::of).collect();
     let mut process = prometheus::process_collector::ProcessCollector::for_self().collect();
     process.sort_by(|a, b| a.name().cmp(b.name()));
-    out.extend(process);
-    out
-}
-
-fn type_name(f: &MetricFamily) -> &'static str {
-    use prometheus::proto::MetricType;
-    match f.get_field_type() {
-        MetricType::COUNTER => "counter",
-        MetricType::GAUGE => "gauge",
-        MetricType::HISTOGRAM => "histogram",
-        MetricType::SUMMARY => "summary",
-        MetricType::UNTYPED => "untyped",
-    }
+    rows.extend(process.iter().map(Row::of_process));
+    rows
 }
 
 /// The Markdown text of `docs/metrics.md`.
@@ -133,13 +158,9 @@ pub fn metrics_reference() -> String {
     );
     s.push_str("| metric | type | labels | description |\n|---|---|---|---|\n");
     for f in all_families() {
-        let labels: Vec<String> = f
-            .get_metric()
-            .first()
-            .map(|m| m.get_label().iter().map(|l| format!("`{}`", l.name())).collect())
-            .unwrap_or_default();
-        let help = f.help().replace('|', "\\|");
-        let _ = writeln!(s, "| `{}` | {} | {} | {} |", f.name(), type_name(&f), labels.join(", "), help);
+        let labels: Vec<String> = f.labels.iter().map(|l| format!("`{l}`")).collect();
+        let help = f.help.replace('|', "\\|");
+        let _ = writeln!(s, "| `{}` | {} | {} | {} |", f.name, f.type_name, labels.join(", "), help);
     }
     s
 }
@@ -152,14 +173,14 @@ mod tests {
     fn every_family_is_documented_with_a_sample() {
         let fams = all_families();
         for (name, help) in FAMILIES {
-            let f = fams.iter().find(|f| f.name() == *name);
+            let f = fams.iter().find(|f| f.name == *name);
             let f = f.unwrap_or_else(|| panic!("{name} is in help.rs but no builder produced it in reference.rs"));
-            assert!(!f.get_metric().is_empty(), "{name}: add a sample row to sample_snapshot()");
-            assert_eq!(f.help(), *help);
+            assert!(f.sampled, "{name}: add a sample row to sample_snapshot()");
+            assert_eq!(f.help, *help);
         }
         for f in &fams {
-            if !f.name().starts_with("process_") {
-                assert!(FAMILIES.iter().any(|(n, _)| *n == f.name()), "{} has no help.rs entry", f.name());
+            if !f.name.starts_with("process_") {
+                assert!(FAMILIES.iter().any(|(n, _)| *n == f.name), "{} has no help.rs entry", f.name);
             }
         }
     }

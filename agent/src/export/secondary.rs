@@ -1,15 +1,9 @@
 //! Secondary-TLB invalidations and double notifications.
 
-use std::collections::BTreeMap;
-
 use mmuscope_abi::{Context, DoubleKind, Scope};
-use prometheus::proto::MetricFamily;
 
-use super::{
-    families::{Labels, counter},
-    help::help,
-};
-use crate::collect::Snapshot;
+use super::series::{Family, Kind, Value};
+use crate::{cgroups::CgroupLabels, collect::Snapshot};
 
 fn scope_label(v: u8) -> &'static str {
     if v == Scope::FullMm as u8 { "full_mm" } else { "range" }
@@ -24,53 +18,29 @@ fn context_label(v: u8) -> &'static str {
 }
 
 /// Left out entirely when the family is not attached, so "0" always means "watched, none".
-pub fn families(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> Labels, attached: bool) -> Vec<MetricFamily> {
+pub fn families<'a>(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>, attached: bool) -> Vec<Family<'a>> {
     if !attached {
         return Vec::new();
     }
-    let mut calls: BTreeMap<Labels, u64> = BTreeMap::new();
+    let mut calls =
+        Family::per_cgroup("mmuscope_secondary_tlb_invalidations_total", Kind::Counter, &["scope", "context"]);
     for (k, v) in &snap.secondary {
-        let mut l = cgroup(k.flags, k.cgroup_id);
-        l.push(("scope", scope_label(k.scope).to_string()));
-        l.push(("context", context_label(k.context).to_string()));
-        *calls.entry(l).or_default() += v.count;
+        let labels = [scope_label(k.scope), context_label(k.context)];
+        calls.add(Some(cgroup(k.flags, k.cgroup_id)), &labels, Value::Count(v.count));
     }
-    let mut doubles: BTreeMap<Labels, (u64, u64)> = BTreeMap::new();
-    let mut avoided: BTreeMap<Labels, u64> = BTreeMap::new();
+    let mut doubles = Family::per_cgroup("mmuscope_double_notifications_total", Kind::Counter, &["kind"]);
+    let mut bytes = Family::per_cgroup("mmuscope_redundant_invalidation_bytes_total", Kind::Counter, &["kind"]);
+    let mut avoided = Family::per_cgroup("mmuscope_double_notifications_avoided_total", Kind::Counter, &[]);
     for (k, v) in &snap.doubles {
-        let l = cgroup(k.flags, k.cgroup_id);
+        let labels = Some(cgroup(k.flags, k.cgroup_id));
         match DoubleKind::from_u32(k.kind) {
-            Some(DoubleKind::Avoided) => *avoided.entry(l).or_default() += v.count,
+            Some(DoubleKind::Avoided) => avoided.add(labels, &[], Value::Count(v.count)),
             Some(kind) => {
-                let mut l = l;
-                l.push(("kind", kind.label().to_string()));
-                let e = doubles.entry(l).or_default();
-                e.0 += v.count;
-                e.1 += v.bytes;
+                doubles.add(labels, &[kind.label()], Value::Count(v.count));
+                bytes.add(labels, &[kind.label()], Value::Count(v.bytes));
             }
             None => {}
         }
     }
-    vec![
-        counter(
-            "mmuscope_secondary_tlb_invalidations_total",
-            help("mmuscope_secondary_tlb_invalidations_total"),
-            calls.into_iter().map(|(l, n)| (l, n as f64)),
-        ),
-        counter(
-            "mmuscope_double_notifications_total",
-            help("mmuscope_double_notifications_total"),
-            doubles.iter().map(|(l, (n, _))| (l.clone(), *n as f64)),
-        ),
-        counter(
-            "mmuscope_redundant_invalidation_bytes_total",
-            help("mmuscope_redundant_invalidation_bytes_total"),
-            doubles.iter().map(|(l, (_, b))| (l.clone(), *b as f64)),
-        ),
-        counter(
-            "mmuscope_double_notifications_avoided_total",
-            help("mmuscope_double_notifications_avoided_total"),
-            avoided.into_iter().map(|(l, n)| (l, n as f64)),
-        ),
-    ]
+    vec![calls, doubles, bytes, avoided]
 }

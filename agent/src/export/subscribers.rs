@@ -4,43 +4,36 @@
 use std::collections::BTreeMap;
 
 use mmuscope_abi::BracketStats;
-use prometheus::proto::MetricFamily;
 
-use super::{
-    families::{HistogramRow, Labels, gauge, histogram},
-    help::help,
-    histogram as buckets,
-};
-use crate::subscribers::Inventory;
+use super::series::{Family, Kind, Value};
+use crate::{cgroups::CgroupLabels, subscribers::Inventory};
 
-pub fn families(inv: &Inventory, cgroup: &dyn Fn(u32, u64) -> Labels) -> Vec<MetricFamily> {
-    let mut kinds: BTreeMap<String, u64> = inv.kinds_seen.iter().map(|k| (k.clone(), 0)).collect();
-    let mut pinned: BTreeMap<Labels, u64> = BTreeMap::new();
+pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>) -> Vec<Family<'a>> {
+    let mut subscriptions = Family::plain("mmuscope_notifier_subscriptions", Kind::Gauge, &["subscriber"]);
+    // Every kind seen since start has a series, 0 while none is subscribed.
+    for kind in &inv.kinds_seen {
+        subscriptions.add(None, &[kind], Value::Count(0));
+    }
+    let mut pinned = Family::per_cgroup("mmuscope_pinned_mms", Kind::Gauge, &[]);
     for mm in &inv.mms {
         for s in &mm.subscriptions {
-            *kinds.entry(s.kind.clone()).or_default() += 1;
+            subscriptions.add(None, &[&s.kind], Value::Count(1));
         }
         if mm.pinned_pages > 0 {
-            *pinned.entry(cgroup(mm.cgroup_flags, mm.cgroup_id)).or_default() += 1;
+            pinned.add(Some(cgroup(mm.cgroup_flags, mm.cgroup_id)), &[], Value::Count(1));
         }
     }
-    let name = "mmuscope_notifier_subscriptions";
-    let kinds = kinds.into_iter().map(|(k, n)| (vec![("subscriber", k)], n as f64));
-    let subs = gauge(name, help(name), kinds);
-    let name = "mmuscope_pinned_mms";
-    vec![subs, gauge(name, help(name), pinned.into_iter().map(|(l, n)| (l, n as f64)))]
+    vec![subscriptions, pinned]
 }
 
 /// `subscriber_callback_duration_seconds{subscriber,callback}`, same log2 buckets as the bracket histogram.
-pub fn callback_family(stats: &BTreeMap<(String, &'static str), BracketStats>) -> MetricFamily {
+pub fn callback_family<'a>(stats: &'a BTreeMap<(String, &'static str), BracketStats>) -> Family<'a> {
     let name = "mmuscope_subscriber_callback_duration_seconds";
-    let rows = stats.iter().map(|((subscriber, callback), s)| HistogramRow {
-        labels: vec![("subscriber", subscriber.clone()), ("callback", callback.to_string())],
-        buckets: buckets::cumulative_seconds(s),
-        sum: s.sum_ns as f64 / 1e9,
-        count: s.count,
-    });
-    histogram(name, help(name), rows)
+    let mut f = Family::plain(name, Kind::Histogram, &["subscriber", "callback"]);
+    for ((subscriber, callback), s) in stats {
+        f.add(None, &[subscriber, callback], Value::Histogram(Box::new(*s)));
+    }
+    f
 }
 
 /// One KVM subscription on a pinned mm, so the metrics reference shows both families with their labels.

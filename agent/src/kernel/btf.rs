@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Type};
 
-use super::deny::Deny;
+use super::{btf_source::NameIndex, deny::Deny};
 
 /// Errors of BTF look-ups. A missing item is an ordinary answer (`Ok(None)`), not an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,7 @@ pub struct Prototype {
 /// The kernel's type information.
 pub struct KernelBtf {
     btf: Btf,
+    names: NameIndex,
     path: PathBuf,
     /// Names the planner must not see (`--probes.deny`).
     hidden: Deny,
@@ -48,16 +49,21 @@ pub struct KernelBtf {
 impl KernelBtf {
     pub const DEFAULT_PATH: &'static str = "/sys/kernel/btf/vmlinux";
 
+    /// Maps the file (see [`super::btf_source`] for why not parse it) and indexes its names.
     pub fn open(path: &Path) -> Result<Self, BtfError> {
-        let btf = Btf::from_file(path).map_err(|source| BtfError::Open { path: path.into(), source })?;
-        Ok(Self { btf, path: path.into(), hidden: Deny::default() })
+        let btf = super::btf_source::map(path).map_err(|source| BtfError::Open { path: path.into(), source })?;
+        Ok(Self::indexed(btf, path))
     }
 
     /// BTF from memory (`path` only names it in messages); used by the fuzz targets (agent/fuzz) and tests.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, BtfError> {
         let btf = Btf::from_bytes(bytes).map_err(|source| BtfError::Open { path: path.into(), source })?;
-        Ok(Self { btf, path: path.into(), hidden: Deny::default() })
+        Ok(Self::indexed(btf, path))
+    }
+
+    fn indexed(btf: Btf, path: &Path) -> Self {
+        Self { names: NameIndex::build(&btf), btf, path: path.into(), hidden: Deny::default() }
     }
 
     /// The same BTF without the names in `deny` (as a kernel that lacks them would look).
@@ -76,7 +82,9 @@ impl KernelBtf {
 
     /// All types with `name` (a name can be shared, e.g. a struct and a function).
     fn types(&self, name: &str) -> Vec<Type> {
-        self.btf.resolve_types_by_name(name).unwrap_or_default()
+        let named = |t: &Type| t.as_btf_type().and_then(|b| self.btf.resolve_name(b).ok()).is_some_and(|n| n == name);
+        let candidates = self.names.candidates(name).filter_map(|id| self.btf.resolve_type_by_id(id).ok());
+        candidates.filter(named).collect()
     }
 
     /// The struct named `name`, if BTF has a complete definition of it.

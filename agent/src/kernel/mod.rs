@@ -4,6 +4,7 @@
 //! Everything is derived from the kernel itself (BTF, /proc, sysfs), never from its version.
 
 pub mod btf;
+mod btf_source;
 pub mod caps;
 pub mod deny;
 pub mod generation;
@@ -41,11 +42,12 @@ pub struct KernelInfo {
 impl KernelInfo {
     #[cfg(test)]
     pub fn probe(btf_path: &Path) -> anyhow::Result<Self> {
-        Self::probe_with(btf_path, Deny::default())
+        Self::probe_with(btf_path, Deny::default(), &crate::probes::table::kallsyms_functions())
     }
 
-    /// [`Self::probe`] with the names in `deny` hidden from the planner.
-    pub fn probe_with(btf_path: &Path, deny: Deny) -> anyhow::Result<Self> {
+    /// [`Self::probe`] with the names in `deny` hidden from the planner; `functions` are those the planner will look
+    /// up in kallsyms.
+    pub fn probe_with(btf_path: &Path, deny: Deny, functions: &[&'static str]) -> anyhow::Result<Self> {
         if !deny.is_empty() {
             tracing::warn!(names = ?deny.names().collect::<Vec<_>>(), "--probes.deny hides these from the probe planner");
         }
@@ -57,7 +59,7 @@ impl KernelInfo {
                 )
             })?
             .hiding(deny.clone());
-        let kallsyms = Kallsyms::load(Path::new(Kallsyms::PATH)).unwrap_or_default();
+        let kallsyms = Kallsyms::load(Path::new(Kallsyms::PATH), functions).unwrap_or_default();
         let layout = ResolvedLayout::resolve(&btf)?;
         let generation = Generation::detect(&btf)?;
         let events = EventNames::from_pairs(

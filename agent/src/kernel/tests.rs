@@ -153,3 +153,39 @@ fn bad_btf_file_is_a_clear_error() {
     assert!(err.contains("absent"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The name index finds what btf-rs's own scan finds, for every kind the planner asks about, and the memfd copy (what
+/// kernels before 6.15 get) answers like the mapped file.
+#[test]
+fn name_index_agrees_with_a_full_scan_and_the_memfd_copy_with_the_file() {
+    let path = Path::new(KernelBtf::DEFAULT_PATH);
+    let mapped = btf_source::map(path).unwrap();
+    let copied = btf_source::map_copy(path).unwrap();
+    let index = btf_source::NameIndex::build(&mapped);
+    let names = [
+        "mmu_notifier_range",
+        "task_struct",
+        "__mmu_notifier_invalidate_range_start",
+        "mmu_notifier_event",
+        "btf_trace_mm_page_alloc",
+        "int",
+        "no_such_type_anywhere",
+    ];
+    for name in names {
+        let scanned = mapped.resolve_ids_by_name(name).unwrap();
+        let found: Vec<u32> = index
+            .candidates(name)
+            .filter(|id| {
+                let t = mapped.resolve_type_by_id(*id).unwrap();
+                mapped.resolve_name(t.as_btf_type().unwrap()).unwrap() == name
+            })
+            .collect();
+        assert_eq!(found, scanned, "{name}");
+        assert_eq!(copied.resolve_ids_by_name(name).unwrap(), scanned, "{name} in the memfd copy");
+    }
+    let btf = host_btf();
+    assert_eq!(
+        btf.member("task_struct", "mm").unwrap(),
+        KernelBtf::from_bytes(path, &std::fs::read(path).unwrap()).unwrap().member("task_struct", "mm").unwrap()
+    );
+}

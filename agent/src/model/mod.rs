@@ -125,7 +125,6 @@ fn view(which: Which, id: u64, a: Acc, names: &CgroupNames, available: Available
     let labels = names.labels(which, id);
     let info = names.info(which, id);
     let pod = info.and_then(|i| i.kubernetes.as_ref());
-    let label = |n: &str| labels.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()).unwrap_or_default();
     let latency = a.hist.filter(|_| available.latency).map(|h| LatencyView {
         count: h.count,
         sum_seconds: h.sum_ns as f64 / 1e9,
@@ -137,9 +136,9 @@ fn view(which: Which, id: u64, a: Acc, names: &CgroupNames, available: Available
         hierarchy: which,
         // The real path even when aggregated in /metrics.
         cgroup: info.map_or_else(|| UNKNOWN.to_string(), |i| i.path.clone()),
-        namespace: pod.map(|p| p.namespace.clone()).unwrap_or_else(|| label("namespace")),
-        pod: pod.map(|p| p.pod.clone()).unwrap_or_else(|| label("pod")),
-        container: pod.map(|p| p.container.clone()).unwrap_or_else(|| label("container")),
+        namespace: pod.map_or(labels.namespace, |p| &p.namespace).to_string(),
+        pod: pod.map_or(labels.pod, |p| &p.pod).to_string(),
+        container: pod.map_or(labels.container, |p| &p.container).to_string(),
         kubernetes: pod.map(|p| KubernetesView {
             pod_uid: p.pod_uid.clone(),
             container_id: p.container_id.clone(),

@@ -61,6 +61,12 @@ pub struct Probes {
 
 impl Probes {
     pub fn load(kernel: &KernelInfo, options: &Options) -> anyhow::Result<Self> {
+        // `EbpfLoader::new` parses /sys/kernel/btf/vmlinux itself (aya offers no constructor without it), and aya's
+        // parse of a kernel's BTF is ~15 MiB. So the loader comes first and its parse is dropped before ours is
+        // made (ours may be `--btf PATH`, and `attach` needs one to hand to every program): the two are never
+        // alive together, which is what made the start-up peak (BENCHMARKS.md).
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
         let btf = aya::Btf::parse_file(kernel.btf.path(), aya::Endianness::default())
             .with_context(|| format!("aya cannot parse BTF at {}", kernel.btf.path().display()))?;
         let layout = kernel.layout.layout;
@@ -70,7 +76,6 @@ impl Probes {
             Some(dir) => pinning::plan(dir, options.stats_map_entries)?,
             None => Vec::new(),
         };
-        let mut loader = EbpfLoader::new();
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }

@@ -324,6 +324,28 @@ pub const FENTRY_PROBE_TARGETS: &[&str] = &[START, "do_nanosleep", "vfs_read"];
 /// Functions with more than six arguments on common kernels, to probe for wide trampolines.
 pub const WIDE_PROBE_TARGETS: &[&str] = &["migrate_pages", "copy_huge_pmd", "copy_huge_pud"];
 
+/// Every function the planner may look up in kallsyms (fentry and kprobe targets, `Function` and `TrampolineArgs`
+/// needs, each name of an `a|b` list), so that only these are read from it.
+pub fn kallsyms_functions() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for alt in FAMILIES.iter().flat_map(|f| f.alternatives) {
+        let whens = alt.programs.iter().filter_map(|p| p.when.as_ref());
+        for need in alt.needs.iter().chain(whens) {
+            if let Need::Function(n) | Need::TrampolineArgs(n) = need {
+                names.extend(n.split('|'));
+            }
+        }
+        for p in alt.programs {
+            if matches!(p.hook, Hook::FEntry | Hook::FExit | Hook::KProbe | Hook::KRetProbe) {
+                names.extend(p.target.split('|'));
+            }
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ use super::{Bench, fixture, http};
 
 const AGENT_ARGS: [&str; 2] = ["--map.stats-entries", "16384"];
 const MIB: f64 = 1024.0 * 1024.0;
+/// `/metrics` p99 under wrk at the top level (issue 21; issue 7 had 50 ms).
+const P99_TARGET_MS: f64 = 25.0;
 
 pub fn run(b: &Bench) -> Result<Report> {
     let (levels, window, wrk_secs): (&[usize], u64, u64) =
@@ -160,9 +162,9 @@ fn build_report(b: &Bench, levels: &[usize], raw: BTreeMap<String, Vec<f64>>) ->
             met: rss.median <= 40.0 && peak.median <= 40.0,
         },
         Target {
-            target: format!("/metrics p99 ≤ 50 ms at {top} cgroups"),
+            target: format!("/metrics p99 ≤ {P99_TARGET_MS} ms at {top} cgroups"),
             measured: format!("{:.1} ms (median of runs; max {:.1})", p99.median, p99.max),
-            met: p99.median <= 50.0,
+            met: p99.median <= P99_TARGET_MS,
         },
         Target {
             target: "ready ≤ 2 s after start".into(),
