@@ -91,7 +91,7 @@ fn requires_tracefs(unit: &str) -> Result<String> {
 }
 
 /// The overall exposure and the names of the ✗ items of a `systemd-analyze security` report.
-fn parse_security(report: &str) -> Option<(f64, Vec<String>)> {
+pub(in crate::tiers) fn parse_security(report: &str) -> Option<(f64, Vec<String>)> {
     let score = report.lines().find_map(|l| l.split_once("Overall exposure level for ")?.1.split(": ").nth(1))?;
     let score = score.split_whitespace().next()?.parse().ok()?;
     let flagged = report
