@@ -85,6 +85,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .with_subscribers(sweeper);
     let exporter = Arc::new(exporter);
+    match &probes.births {
+        Ok(()) => match crate::births::spawn_reader(&mut probes, exporter.clone()) {
+            Ok(_task) => tracing::info!("cgroup names: taken when a cgroup is created (tp_btf cgroup_mkdir)"),
+            Err(e) => tracing::warn!("cgroup names: from cgroupfs walks only ({e:#})"),
+        },
+        Err(why) => tracing::warn!(
+            why = why.as_str(),
+            "cgroup names: from cgroupfs walks only; a cgroup removed before the next scrape is counted as `unknown`"
+        ),
+    }
     registry.register(Box::new(export::Shared(exporter.clone()))).context("registering the collector")?;
     registry.register(Box::new(ProgramStatsCollector::new(program_stats))).context("registering BPF program stats")?;
     registry

@@ -11,6 +11,9 @@
 //! had no memory css. The index is refreshed by walking a hierarchy on a miss and every
 //! [`Policy::rescan_interval`]; a known cgroup missing from a walk is deleted, and its series disappear
 //! `--cgroups.deleted-ttl` later. `--max-cgroups` caps the cgroups with their own series ([`admission`]).
+//! Cgroups are also learned at creation ([`CgroupNames::learn`], from the `cgroup_mkdir` tracepoint, see
+//! `crate::births`): a cgroup whose brackets were counted but which was removed before the next scrape (a short
+//! `systemd-run --scope`, a job's service) keeps its name instead of becoming `unknown`.
 
 mod admission;
 pub mod kubelet;
@@ -126,6 +129,13 @@ impl CgroupNames {
         let mut ids: Vec<(Which, u64)> = ids.into_iter().filter(|(_, id)| *id != 0).collect();
         ids.sort_unstable();
         ids.dedup();
+        // Known ids of this snapshot are in use before any walk: a cgroup learned at creation and already removed
+        // is then kept as deleted (named until its TTL) rather than forgotten by the walk.
+        for k in &ids {
+            if let Some(info) = self.index.get_mut(k) {
+                info.used = true;
+            }
+        }
         let rescan = self.policy.rescan_interval();
         for which in [Which::Memory, Which::Default] {
             let stale = self.last_walk.get(&which).is_none_or(|t| now.saturating_duration_since(*t) >= rescan);
@@ -152,6 +162,34 @@ impl CgroupNames {
         let live =
             ids.iter().filter_map(|k| self.index.get(k)).filter(|i| !i.expired(now, ttl)).map(|i| i.path.as_str());
         self.admission.update(self.policy.max_cgroups, live);
+    }
+
+    /// A cgroup just created at `path` (below the root of its hierarchy, as the kernel's `cgroup_path()` writes it):
+    /// its directory is looked up in each hierarchy the agent attributes to while it still exists, and the id is
+    /// remembered under the label path the walks would give it. Paths outside the mounted part of a hierarchy, and
+    /// cgroups already gone, are ignored (the walks name what they find, as before). Returns how many hierarchies
+    /// had it.
+    pub fn learn(&mut self, path: &str) -> usize {
+        let mut found = 0;
+        for which in [Which::Memory, Which::Default] {
+            let Some(h) = self.hierarchy(which) else { continue };
+            let Some(rel) = below_root(path, &h.root) else { continue };
+            let Ok(meta) = std::fs::metadata(h.mount.join(rel)) else { continue };
+            if !meta.is_dir() {
+                continue;
+            }
+            let label = walk::label_path(&h.root, std::path::Path::new(rel));
+            let id = std::os::unix::fs::MetadataExt::ino(&meta);
+            found += 1;
+            if self.index.contains_key(&(which, id)) {
+                continue;
+            }
+            self.unresolved.remove(&(which, id));
+            let mut refreshed = false;
+            let kubernetes = identity(&label, &mut self.kubelet, &mut refreshed);
+            self.index.insert((which, id), CgroupInfo { path: label, kubernetes, deleted_at: None, used: false });
+        }
+        found
     }
 
     /// Walks one hierarchy: adds new cgroups, marks used ones that vanished as deleted, forgets unused ones.
@@ -269,6 +307,16 @@ impl CgroupNames {
             Which::Default => self.hierarchies.default.as_ref(),
         }
     }
+}
+
+/// The part of `path` below a mount's `root` (`""` for the root itself), if `path` is inside it.
+fn below_root<'a>(path: &'a str, root: &str) -> Option<&'a str> {
+    let root = root.trim_end_matches('/');
+    let rest = path.strip_prefix(root)?;
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return None; // "/kubepods-x" is not below "/kubepods"
+    }
+    Some(rest.trim_start_matches('/'))
 }
 
 /// The Kubernetes identity of a path, with names when the kubelet's files have them (refreshing its index at most

@@ -225,6 +225,12 @@ impl Exporter {
         Ok(f(&snap, &names, &self.events))
     }
 
+    /// A cgroup just created at `path` (see `crate::births`).
+    pub fn learn_cgroup(&self, path: &str) {
+        let found = self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).learn(path);
+        tracing::debug!(path, hierarchies = found, "cgroup created");
+    }
+
     /// Figures of the cgroup index without a new snapshot (`tracked`, `overflow_total`, policy).
     pub fn with_cgroups<R>(&self, f: impl FnOnce(&CgroupNames) -> R) -> R {
         f(&self.cgroups.lock().unwrap_or_else(|e| e.into_inner()))
