@@ -85,6 +85,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .with_subscribers(sweeper);
     let exporter = Arc::new(exporter);
+    match exporter.forget_vanished_cgroups() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(cgroups = n, "pinned counters of cgroups removed before this start dropped"),
+        Err(e) => tracing::warn!("checking the pinned counters' cgroups failed: {e:#}"),
+    }
     match &probes.births {
         Ok(()) => match crate::births::spawn_reader(&mut probes, exporter.clone()) {
             Ok(_task) => tracing::info!("cgroup names: taken when a cgroup is created (tp_btf cgroup_mkdir)"),
