@@ -24,7 +24,7 @@ const UNIT: &str = "deploy/systemd/mmuscope.service";
 const CONFIG: &str = "deploy/systemd/mmuscope.toml";
 /// The limit for `systemd-analyze security` (lower is better).
 const MAX_EXPOSURE: f64 = 2.5;
-/// `nobody`: any uid without privileges will do, like the unit's DynamicUser.
+/// `nobody`: any uid without privileges will do, like the unit's system user `mmuscope`.
 const UNPRIVILEGED_UID: &str = "65534";
 
 /// `systemd-analyze verify` (with ExecStart pointed at the built binary, which is not installed yet) and
@@ -166,7 +166,7 @@ pub fn runtime(ws: &Workspace, agent: &Path) -> Result<()> {
 }
 
 /// The agent as the unit starts it: `setpriv` gives it an unprivileged uid, exactly the unit's ambient
-/// capabilities (also as the bounding set) and no_new_privs, like DynamicUser=, AmbientCapabilities=,
+/// capabilities (also as the bounding set) and no_new_privs, like User=, AmbientCapabilities=,
 /// CapabilityBoundingSet= and NoNewPrivileges= do. Before that, what the unit's `RequiresMountsFor=` makes systemd
 /// do: mount tracefs where it is not mounted ([`process::with_tracefs`]).
 fn unit_like(agent: &Path, caps: &str, config: &Path, addr: std::net::SocketAddr) -> Command {
