@@ -155,6 +155,7 @@ impl Host<'_> {
         self.restart_continues(&held)?;
         self.end_scope(2)?;
         self.stop_leaves_nothing(&baseline, "systemctl stop (maps pinned)", true)?;
+        self.no_restart_loop()?;
         self.journal()?;
         self.purge(&baseline)
     }
@@ -558,6 +559,25 @@ impl Host<'_> {
         self.report.compare(format!("brackets of {cgroup} (live) after systemctl restart (pinned)"), b, a);
         let grown = unknown(&text).saturating_sub(unknown_before);
         self.report.compare("brackets turned into cgroup=\"unknown\" by systemctl restart (pinned)", 0, grown);
+        Ok(())
+    }
+
+    /// A broken config file is exit 2, which a restart cannot fix: the unit must end up failed, not restart every 5 s.
+    fn no_restart_loop(&mut self) -> Result<()> {
+        let out = self.guest.run(
+            "cp /etc/mmuscope/mmuscope.toml /root/config.good; \
+             echo 'max-cgroups = true' >> /etc/mmuscope/mmuscope.toml; systemctl start mmuscope; echo \"start: exit $?\"; \
+             sleep 7; systemctl show mmuscope -p ActiveState -p Result -p ExecMainStatus -p NRestarts; \
+             journalctl -b -u mmuscope --no-pager -n 3 | cut -c1-300; \
+             mv /root/config.good /etc/mmuscope/mmuscope.toml; systemctl reset-failed mmuscope",
+            SHORT,
+        )?;
+        self.report.section("a broken config file (exit 2): no restart loop", &out.output);
+        for want in ["ActiveState=failed", "ExecMainStatus=2", "NRestarts=0"] {
+            if !out.output.lines().any(|l| l == want) {
+                self.report.problem(format!("a broken config file: expected {want}"));
+            }
+        }
         Ok(())
     }
 
