@@ -8,6 +8,7 @@
 //! ([`client`]) read that API from a local or remote agent.
 
 mod api;
+mod births;
 mod bpfstats;
 mod cgroups;
 mod check;

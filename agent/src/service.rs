@@ -83,6 +83,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .with_subscribers(sweeper);
     let exporter = Arc::new(exporter);
+    match exporter.forget_vanished_cgroups() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(cgroups = n, "pinned counters of cgroups removed before this start dropped"),
+        Err(e) => tracing::warn!("checking the pinned counters' cgroups failed: {e:#}"),
+    }
+    match &probes.births {
+        Ok(()) => match crate::births::spawn_reader(&mut probes, exporter.clone()) {
+            Ok(_task) => tracing::info!("cgroup names: taken when a cgroup is created (tp_btf cgroup_mkdir)"),
+            Err(e) => tracing::warn!("cgroup names: from cgroupfs walks only ({e:#})"),
+        },
+        Err(why) => tracing::warn!(
+            why = why.as_str(),
+            "cgroup names: from cgroupfs walks only; a cgroup removed before the next scrape is counted as `unknown`"
+        ),
+    }
     let scrape = Scrape::new(exporter.clone(), program_stats);
     let slow = slow_source(&mut probes, &options);
     // The planner's mapped BTF and its index are not needed once attached.

@@ -347,3 +347,42 @@ fn run_stats_case(env: &HostEnv, agent: &Agent, asked: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// A cgroup created, counted and removed between two scrapes (a short `systemd-run --scope`, a job's service) keeps
+/// its name: the agent learns cgroups when they are created (`cgroup_mkdir`), not only from cgroupfs walks at scrape
+/// time, which no longer find it. Found on a booted Debian host by the `fleet` tier (docs/hardening.md).
+#[test]
+fn a_cgroup_removed_before_the_next_scrape_keeps_its_name() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else {
+        return;
+    };
+    let agent = Agent::start(&env.agent_bin, READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+    let scraper = agent.scraper();
+    let result = (|| -> Result<()> {
+        // A scrape (and its cgroupfs walk) before the cgroup exists.
+        let before = counter_by_cgroup(&scraper.metrics()?, INVALIDATIONS);
+        let name = format!("short-lived-h{}", std::process::id());
+        let rel = CgroupPath::parse(CGROUP_PARENT)?.join(&name)?;
+        let guard = CgroupGuard::new(env.hierarchies.clone(), rel.clone());
+        let args = ["kvm-madvise", "--iterations", "300", "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name];
+        let truth = run_workload(&env.workload_bin, args)?;
+        drop(guard); // removed before anything scrapes again
+        let label = truth.cgroups.attributed().path.as_str().to_owned();
+        let expected = truth.expected_tracepoint_total() as f64;
+        let after = settle(&scraper, &label, expected)?;
+        let observed = after.get(&label).copied().unwrap_or(0.0);
+        let unknown = after.get("unknown").copied().unwrap_or(0.0) - before.get("unknown").copied().unwrap_or(0.0);
+        println!("removed cgroup {label}: expected {expected}, observed {observed}; `unknown` grew by {unknown}");
+        ensure!(
+            observed == expected,
+            "{INVALIDATIONS}{{cgroup={label:?}}} is {observed}, ground truth says {expected}"
+        );
+        ensure!(unknown == 0.0, "{unknown} invalidations went to cgroup=\"unknown\"");
+        Ok(())
+    })();
+    let tail = agent.output_tail();
+    agent.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    if let Err(e) = result {
+        panic!("{e:#}\n--- agent output tail ---\n{tail}");
+    }
+}

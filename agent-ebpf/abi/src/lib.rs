@@ -9,6 +9,7 @@
 //! BTF by the agent and handed to the programs in [`KernelLayout`].
 #![no_std]
 
+mod births;
 mod cause;
 mod histogram;
 mod interval;
@@ -18,6 +19,7 @@ mod secondary;
 mod slow;
 mod subscribers;
 
+pub use births::{CGROUP_PATH_BYTES, CgroupBirth};
 pub use cause::{Cause, caller_stack};
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use interval::{IntervalKey, IntervalRead};
@@ -59,4 +61,5 @@ pub mod names {
     pub const SLOW_MIN_NS: &str = "SLOW_MIN_NS";
     pub const SUBSCRIBER_LAYOUT: &str = "SUBSCRIBER_LAYOUT";
     pub const SUBSCRIBER_CHANGES: &str = "SUBSCRIBER_CHANGES";
+    pub const CGROUP_BIRTHS: &str = "CGROUP_BIRTHS";
 }

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod births;
 mod brackets;
 mod callbacks;
 mod capability;

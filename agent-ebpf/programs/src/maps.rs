@@ -65,6 +65,10 @@ pub static SLOW_MIN_NS: Global<u64> = Global::new(u64::MAX);
 #[map]
 pub static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
+/// Paths of newly created cgroups (`births`); a full ring drops records (the agent then walks cgroupfs as before).
+#[map]
+pub static CGROUP_BIRTHS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
 /// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
 /// end (kretprobe overflow, detach mid-bracket) cannot fill it for good.
 #[map]

@@ -11,6 +11,9 @@
 //! had no memory css. The index is refreshed by walking a hierarchy on a miss and every
 //! [`Policy::rescan_interval`]; a known cgroup missing from a walk is deleted, and its series disappear
 //! `--cgroups.deleted-ttl` later. `--max-cgroups` caps the cgroups with their own series ([`admission`]).
+//! Cgroups are also learned at creation ([`CgroupNames::learn`], from the `cgroup_mkdir` tracepoint, see
+//! `crate::births`): a cgroup whose brackets were counted but which was removed before the next scrape (a short
+//! `systemd-run --scope`, a job's service) keeps its name instead of becoming `unknown`.
 
 mod admission;
 pub mod kubelet;
@@ -215,6 +218,13 @@ impl CgroupNames {
         let mut ids: Vec<(Which, u64)> = ids.into_iter().filter(|(_, id)| *id != 0).collect();
         ids.sort_unstable();
         ids.dedup();
+        // Known ids of this snapshot are in use before any walk: a cgroup learned at creation and already removed
+        // is then kept as deleted (named until its TTL) rather than forgotten by the walk.
+        for k in &ids {
+            if let Some(info) = self.index.get_mut(k) {
+                info.used = true;
+            }
+        }
         let rescan = self.policy.rescan_interval();
         // One pass over the ids when no walk is due (every scrape of a steady host); again after walking.
         let (mut live, missed) = self.mark(&ids, now);
@@ -323,6 +333,37 @@ impl CgroupNames {
         for info in self.index.values_mut() {
             info.text = if info.aggregated { String::new() } else { crate::export::label_text(&own_labels(info)) };
         }
+    }
+
+    /// A cgroup just created at `path` (below the root of its hierarchy, as the kernel's `cgroup_path()` writes it):
+    /// its directory is looked up in each hierarchy the agent attributes to while it still exists, and the id is
+    /// remembered under the label path the walks would give it. Paths outside the mounted part of a hierarchy, and
+    /// cgroups already gone, are ignored (the walks name what they find, as before). Returns how many hierarchies
+    /// had it.
+    pub fn learn(&mut self, path: &str) -> usize {
+        let mut found = 0;
+        for which in [Which::Memory, Which::Default] {
+            let Some(h) = self.hierarchy(which) else { continue };
+            let Some(rel) = below_root(path, &h.root) else { continue };
+            let Ok(meta) = std::fs::metadata(h.mount.join(rel)) else { continue };
+            if !meta.is_dir() {
+                continue;
+            }
+            let label = walk::label_path(&h.root, std::path::Path::new(rel));
+            let id = std::os::unix::fs::MetadataExt::ino(&meta);
+            found += 1;
+            if self.index.contains_key(&(which, id)) {
+                continue;
+            }
+            self.unresolved.remove(&(which, id));
+            let mut refreshed = false;
+            let kubernetes = identity(&label, &mut self.kubelet, &mut refreshed);
+            let (aggregated, rank, text) = (false, 0, String::new());
+            let info = CgroupInfo { path: label, kubernetes, deleted_at: None, used: false, aggregated, rank, text };
+            self.index.insert((which, id), info);
+            self.generation += 1; // a new label set: admission and ranks are recomputed at the next resolve
+        }
+        found
     }
 
     /// Walks one hierarchy: adds new cgroups, marks used ones that vanished as deleted, forgets unused ones.
@@ -441,6 +482,16 @@ fn own_labels(info: &CgroupInfo) -> CgroupLabels<'_> {
         pod.map_or("", |p| &p.pod),
         pod.map_or("", |p| &p.container),
     )
+}
+
+/// The part of `path` below a mount's `root` (`""` for the root itself), if `path` is inside it.
+fn below_root<'a>(path: &'a str, root: &str) -> Option<&'a str> {
+    let root = root.trim_end_matches('/');
+    let rest = path.strip_prefix(root)?;
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return None; // "/kubepods-x" is not below "/kubepods"
+    }
+    Some(rest.trim_start_matches('/'))
 }
 
 /// The Kubernetes identity of a path, with names when the kubelet's files have them (refreshing its index at most

@@ -184,3 +184,30 @@ fn label_ranks_order_as_the_values() {
         assert_eq!(l.text, r#"cgroup="/b\\q",namespace="",pod="",container="""#, "escaped once, when rendered");
     }
 }
+
+#[test]
+fn a_cgroup_learned_at_creation_keeps_its_name_after_removal() {
+    let f = Fixture::new("births");
+    let mut n = f.names(UNLIMITED);
+    // Known to a walk before it exists: a scrape happened earlier.
+    n.resolve_all([]);
+    let id = f.mkdir("system.slice/fleet-kvm.scope");
+    assert_eq!(n.learn("/system.slice/fleet-kvm.scope"), 1);
+    // The scope ends before the next scrape; its brackets are in the maps.
+    std::fs::remove_dir(f.cgroups().join("system.slice/fleet-kvm.scope")).unwrap();
+    // Force the walk that used to forget it (a miss of another id).
+    n.resolve_all([(Which::Memory, id), (Which::Memory, 999_999_999)]);
+    assert_eq!(n.name(Which::Memory, id), "/system.slice/fleet-kvm.scope");
+    assert!(n.info(Which::Memory, id).unwrap().deleted_at.is_some(), "noticed as deleted");
+    // Gone before it could be looked up, or outside the mount: nothing learned.
+    assert_eq!(n.learn("/system.slice/never-made.scope"), 0);
+}
+
+#[test]
+fn learned_paths_are_taken_below_the_mount_root() {
+    assert_eq!(below_root("/kubepods/pod1/c", "/kubepods"), Some("pod1/c"));
+    assert_eq!(below_root("/kubepods", "/kubepods"), Some(""));
+    assert_eq!(below_root("/kubepods-x/a", "/kubepods"), None);
+    assert_eq!(below_root("/a/b", "/"), Some("a/b"));
+    assert_eq!(below_root("/other", "/kubepods"), None);
+}

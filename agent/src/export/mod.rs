@@ -212,6 +212,33 @@ impl Exporter {
         Ok(f(&snap, &names, &self.events))
     }
 
+    /// At start-up: removes from the kernel maps the keys of cgroups that no longer exist — counted by the agent
+    /// before a restart with `--pin`, and removed since. Their series ended with that agent; exported again they
+    /// would all land in `cgroup="unknown"` (the new agent never saw their names) and make it jump. Returns how many
+    /// cgroups were dropped (none without pinned maps: the maps start empty).
+    pub fn forget_vanished_cgroups(&self) -> anyhow::Result<usize> {
+        let snap = self.maps().snapshot()?;
+        let ids: HashSet<(u32, u64)> = snap.cgroup_ids().filter(|(_, id)| *id != 0).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        names.resolve_all(ids.iter().map(|(flags, id)| (hierarchy_of(*flags), *id)));
+        let gone: HashSet<(u32, u64)> =
+            ids.into_iter().filter(|(flags, id)| names.info(hierarchy_of(*flags), *id).is_none()).collect();
+        drop(names);
+        if !gone.is_empty() {
+            self.maps().remove_cgroups(|flags, id| gone.contains(&(flags, id)));
+        }
+        Ok(gone.len())
+    }
+
+    /// A cgroup just created at `path` (see `crate::births`).
+    pub fn learn_cgroup(&self, path: &str) {
+        let found = self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).learn(path);
+        tracing::debug!(path, hierarchies = found, "cgroup created");
+    }
+
     /// Figures of the cgroup index without a new snapshot (`tracked`, `overflow_total`, policy).
     pub fn with_cgroups<R>(&self, f: impl FnOnce(&CgroupNames) -> R) -> R {
         f(&self.cgroups.lock().unwrap_or_else(|e| e.into_inner()))

@@ -5,8 +5,9 @@
 //! Needed: CAP_BPF (maps, programs) and CAP_PERFMON (tracing programs, perf-event attachment) — either can be
 //! CAP_SYS_ADMIN, the only one before Linux 5.8 — and CAP_DAC_READ_SEARCH when tracefs (mode 0700, owned by root)
 //! is not readable otherwise, as for a non-root user (classic tracepoints are attached by the ids tracefs lists).
-//! Not needed on ≥ 5.11: CAP_SYS_RESOURCE (memlock; BPF memory is charged to the cgroup), CAP_SYSLOG (kallsyms
-//! names are readable without it; the agent never needs kernel addresses).
+//! Not needed on ≥ 5.11: CAP_SYS_RESOURCE (memlock; BPF memory is charged to the cgroup). Optional: CAP_SYSLOG, for
+//! kernel addresses in /proc/kallsyms (the subscriber inventory names subscribers and finds the callbacks it times
+//! by them; without it they are `unknown` and untimed, which the log says), so it is not checked here.
 
 use std::ffi::CString;
 

@@ -57,6 +57,8 @@ impl Default for Options {
 pub struct Probes {
     ebpf: Ebpf,
     pub report: PlanReport,
+    /// Whether cgroups are learned at creation (`crate::births`), or why not.
+    pub births: Result<(), String>,
 }
 
 impl Probes {
@@ -119,6 +121,7 @@ impl Probes {
                 aya::maps::Array::<_, u32>::try_from(map)?.set(0, 1, 0)?;
             }
         }
+        let births = crate::births::attach(&mut ebpf, &btf, kernel);
         let report = PlanReport {
             kernel_release: kernel.release.clone(),
             btf_path: kernel.btf.path().display().to_string(),
@@ -131,7 +134,7 @@ impl Probes {
             },
             families,
         };
-        Ok(Self { ebpf, report })
+        Ok(Self { ebpf, report, births })
     }
 
     /// Takes a map out of the object for the collector (programs keep using it).

@@ -52,6 +52,58 @@ pub fn create_and_enter(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupPlace
     Ok(placement)
 }
 
+/// Where the calling process already is, in every hierarchy of `h`: the cgroup it was started in, e.g. the one
+/// systemd made for `systemd-run --scope` or a service. Nothing is created or moved. Refuses a process in a
+/// hierarchy's root: its invalidations would be attributed to the root, not to anything of its own.
+pub fn current(h: &Hierarchies) -> Result<CgroupPlacement, CgroupError> {
+    let text = fs::read_to_string("/proc/self/cgroup").map_err(|e| CgroupError::io("read", "/proc/self/cgroup", e))?;
+    let mut default = None;
+    let mut memory_v1 = None;
+    for (kind, mount) in h.iter() {
+        let found = proc_self_cgroup(&text, kind).ok_or_else(|| CgroupError::InvalidPath {
+            path: "/proc/self/cgroup".to_owned(),
+            reason: format!("no line for the {kind:?} hierarchy"),
+        })?;
+        let path = CgroupPath::parse(&found)?;
+        // /proc/self/cgroup is relative to the cgroup namespace, the mount may show a sub-tree of it.
+        let rel = match path.as_str().strip_prefix(mount.root.as_str()) {
+            Some(rest) if !mount.root.is_root() => CgroupPath::parse(if rest.is_empty() { "/" } else { rest })?,
+            _ => path.clone(),
+        };
+        if path.is_root() {
+            return Err(CgroupError::InvalidPath {
+                path: path.to_string(),
+                reason: "this process is in the hierarchy root; start it in a cgroup of its own".to_owned(),
+            });
+        }
+        let dir = rel.under(&mount.mount_point);
+        let id = fs::metadata(&dir).map_err(|e| CgroupError::io("stat", &dir, e))?.ino();
+        let cg = CgroupRef { path: rel.below(&mount.root), id, dir };
+        match kind {
+            HierarchyKind::Default => default = Some(cg),
+            HierarchyKind::MemoryV1 => memory_v1 = Some(cg),
+        }
+    }
+    Ok(CgroupPlacement {
+        default: default.expect("Hierarchies::iter always yields the default hierarchy"),
+        memory_v1,
+        attribution: h.attribution,
+    })
+}
+
+/// The path of `kind`'s line in a `/proc/self/cgroup` text (`0::/a/b` for cgroup2, `N:…memory…:/a/b` for v1).
+fn proc_self_cgroup(text: &str, kind: HierarchyKind) -> Option<String> {
+    text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (id, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        let wanted = match kind {
+            HierarchyKind::Default => id == "0" && ctrls.is_empty(),
+            HierarchyKind::MemoryV1 => ctrls.split(',').any(|c| c == "memory"),
+        };
+        wanted.then(|| path.to_owned())
+    })
+}
+
 /// Removes `rel` from every hierarchy (already absent is fine), then, with `prune_parents`, its ancestors that are
 /// now empty. An ancestor still in use (other runs' cgroups) stops the pruning quietly.
 pub fn remove(h: &Hierarchies, rel: &CgroupPath, prune_parents: bool) -> Result<(), CgroupError> {
@@ -138,4 +190,19 @@ fn verify_membership(p: &CgroupPlacement) -> Result<(), CgroupError> {
         check("memory_v1", m, find(&|_, ctrls| ctrls.split(',').any(|c| c == "memory")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_self_cgroup_lines_by_hierarchy() {
+        let v2 = "0::/system.slice/fleet-kvm.scope\n";
+        assert_eq!(proc_self_cgroup(v2, HierarchyKind::Default).as_deref(), Some("/system.slice/fleet-kvm.scope"));
+        assert_eq!(proc_self_cgroup(v2, HierarchyKind::MemoryV1), None);
+        let hybrid = "12:cpu,cpuacct:/\n4:memory:/process_api/7\n0::/\n";
+        assert_eq!(proc_self_cgroup(hybrid, HierarchyKind::MemoryV1).as_deref(), Some("/process_api/7"));
+        assert_eq!(proc_self_cgroup(hybrid, HierarchyKind::Default).as_deref(), Some("/"));
+    }
 }

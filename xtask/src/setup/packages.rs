@@ -74,6 +74,7 @@ pub const PACKAGES: &[Package] = &[
     pkg("xz-utils", Group::Vm, "decompresses .ko.xz modules (6.12+) for the guest's insmod"),
     pkg("binutils", Group::Vm, "objcopy --strip-debug shrinks the debug binaries copied into the guest"),
     pkg("zstd", Group::Vm, "decompresses zstd kernel images (6.12+) for `cargo xtask vm btf`"),
+    pkg("e2fsprogs", Group::Vm, "mkfs.ext4 -d packs the fleet tier's root filesystems and data disks without mounting them"),
     // eco: the ecosystem tier (Prometheus and promtool come from test-tools' `prometheus`).
     pkg("curl", Group::Eco, "the real HTTP client of the TLS and basic-auth checks"),
     pkg("openssl", Group::Eco, "generates the test CA, server and client certificates"),
@@ -87,7 +88,7 @@ pub const PACKAGES: &[Package] = &[
     pkg("buildah", Group::Ship, "builds the OCI image from deploy/container/Containerfile"),
     pkg("podman", Group::Ship, "runs the image with the DaemonSet's capabilities, mounts and security context"),
     pkg("runc", Group::Ship, "podman's runtime here (crun refuses hybrid cgroup hierarchies)"),
-    pkg("mmdebstrap", Group::Ship, "makes the image's local Debian base (no registry is reachable)"),
+    pkg("mmdebstrap", Group::Ship, "makes the image's local Debian base (no registry is reachable) and the fleet tier's root filesystems"),
     // bench: `cargo xtask bench` and its smoke in the host tier.
     pkg("bpftrace", Group::Bench, "the equivalent bpftrace script the probes are compared with"),
 ];

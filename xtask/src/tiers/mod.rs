@@ -3,6 +3,7 @@
 //! `TIERS`; its package groups are set up before any tier runs.
 
 mod eco;
+mod fleet;
 mod host;
 mod lint;
 mod ship;
@@ -69,6 +70,13 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Eco, Group::Vm, Group::Ship],
         needs_build: true,
         run: ship::run,
+    },
+    Tier {
+        name: "fleet",
+        about: "the .deb on booted Debian systems (systemd as PID 1, 6.1 and 6.12 in fentry mode), scraped by Prometheus",
+        groups: &[Group::EbpfBuild, Group::TestTools, Group::Vm, Group::Ship],
+        needs_build: true,
+        run: fleet::run,
     },
 ];
 

@@ -343,6 +343,7 @@ mod tests {
                 archive: String::new(),
                 modules: vec![],
                 top_modules: vec![],
+                rootfs_modules: vec![],
                 fetched_at: 0,
             },
         };

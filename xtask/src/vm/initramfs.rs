@@ -179,7 +179,7 @@ fn parse_ldd(text: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// `cpio -o -H newc` of everything under `root` (owned by root in the archive) into `out`.
-fn pack(root: &Path, out: &Path) -> Result<()> {
+pub fn pack(root: &Path, out: &Path) -> Result<()> {
     let mut names = Vec::new();
     walk(root, root, &mut names)?;
     names.sort();

@@ -9,6 +9,11 @@
 //! a temporary name and renamed at the end, so an interrupted fetch leaves nothing that looks
 //! cached; a cached release is fetched again only when its entry lacks one of [`TOP_MODULES`]
 //! (an entry made before that module was added to the list).
+//!
+//! For booted systems (`rootfs`: a Debian root filesystem with systemd, for the `fleet` tier) the entry also keeps
+//! `rootfs/lib/modules/<release>/`: the closures of [`ROOTFS_MODULES`] (disk, network, file system and KVM
+//! drivers), decompressed, with `modules.dep` from `depmod`, so that the guest's own `modprobe` and udev load them.
+//! An entry without that tree is fetched again once.
 
 use std::{
     fs,
@@ -32,6 +37,12 @@ use crate::workspace::Workspace;
 /// guest `/dev/kvm`; `zram` a swap device for the `swap-out` scenario (Debian builds both as
 /// modules).
 pub const TOP_MODULES: &[&str] = &["kvm_amd", "zram"];
+/// The modules a booted Debian system under QEMU needs from its kernel (with their dependency closures):
+/// `virtio_pci`, `virtio_blk` and `ext4` to mount its root disk, `virtio_net` for user-mode networking, and
+/// what [`TOP_MODULES`] names. Debian builds all of them as modules (6.12 has `virtio_pci` built in).
+pub const ROOTFS_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "ext4", "kvm_amd", "zram"];
+/// The module tree for root filesystems, below the cache entry.
+const ROOTFS_TREE: &str = "rootfs";
 const META_FILE: &str = "kernel.json";
 const TOOL_LIMIT: Duration = Duration::from_secs(600);
 
@@ -51,6 +62,9 @@ pub struct KernelMeta {
     /// grew: those hold only `kvm_amd`'s).
     #[serde(default = "kvm_only")]
     pub top_modules: Vec<String>,
+    /// The [`ROOTFS_MODULES`] whose closures `rootfs/lib/modules/<release>/` holds (absent in older entries).
+    #[serde(default)]
+    pub rootfs_modules: Vec<String>,
     /// Unix seconds.
     pub fetched_at: u64,
 }
@@ -75,9 +89,15 @@ impl CachedKernel {
         self.meta.series.parse().ok()
     }
 
-    /// Whether the entry holds the closure of every module in [`TOP_MODULES`].
+    /// Whether the entry holds the closure of every module in [`TOP_MODULES`] and [`ROOTFS_MODULES`].
     pub fn complete(&self) -> bool {
         TOP_MODULES.iter().all(|m| self.meta.top_modules.iter().any(|t| t == m))
+            && ROOTFS_MODULES.iter().all(|m| self.meta.rootfs_modules.iter().any(|t| t == m))
+    }
+
+    /// The root of the module tree for root filesystems: it holds `lib/modules/<release>/`.
+    pub fn rootfs_modules(&self) -> PathBuf {
+        self.dir.join(ROOTFS_TREE)
     }
 }
 
@@ -154,8 +174,8 @@ pub fn fetch(ws: &Workspace, request: &Request, refresh: bool) -> Result<CachedK
         Some(k) => say(format!(
             "{} is cached with the modules of {} only; fetching it again for {}",
             resolved.release,
-            k.meta.top_modules.join(", "),
-            TOP_MODULES.join(", ")
+            k.meta.top_modules.iter().chain(&k.meta.rootfs_modules).cloned().collect::<Vec<_>>().join(", "),
+            TOP_MODULES.iter().chain(ROOTFS_MODULES).copied().collect::<Vec<_>>().join(", ")
         )),
         None => {}
     }
@@ -190,7 +210,7 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
     if let Some(config) = find_file(&root, &r.release, "config") {
         fs::copy(&config, partial.join("config"))?;
     }
-    let modules = module_closures(&root, &r.release)?;
+    let modules = module_closures(&root, &r.release, TOP_MODULES)?;
     let mut names = Vec::new();
     for module in &modules {
         let name = decompress_module(module, &partial.join("modules"))?;
@@ -199,6 +219,8 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
         }
     }
     say(format!("{}: modules {}", r.release, names.join(" ")));
+    let tree = rootfs_tree(&root, &r.release, &partial.join(ROOTFS_TREE))?;
+    say(format!("{}: {} modules for root filesystems ({})", r.release, tree, ROOTFS_MODULES.join(", ")));
 
     let meta = KernelMeta {
         release: r.release.clone(),
@@ -209,6 +231,7 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
         archive: r.archive.clone(),
         modules: names,
         top_modules: TOP_MODULES.iter().map(|m| m.to_string()).collect(),
+        rootfs_modules: ROOTFS_MODULES.iter().map(|m| m.to_string()).collect(),
         fetched_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     fs::write(partial.join(META_FILE), serde_json::to_string_pretty(&meta)? + "\n")?;
@@ -253,9 +276,9 @@ fn find_file(root: &Path, release: &str, name: &str) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// The module files `modprobe` would load for each of [`TOP_MODULES`], in order (a module two
-/// closures share appears once, at its first place), from the extracted tree.
-fn module_closures(root: &Path, release: &str) -> Result<Vec<PathBuf>> {
+/// The module files `modprobe` would load for each of `tops`, in order (a module two closures share
+/// appears once, at its first place), from the extracted tree.
+pub fn module_closures(root: &Path, release: &str, tops: &[&str]) -> Result<Vec<PathBuf>> {
     // kmod looks under <base>/lib/modules; newer packages ship /usr/lib/modules only.
     if !root.join("lib/modules").exists() && root.join("usr/lib/modules").exists() {
         std::os::unix::fs::symlink("usr/lib", root.join("lib")).context("linking lib -> usr/lib")?;
@@ -265,12 +288,16 @@ fn module_closures(root: &Path, release: &str) -> Result<Vec<PathBuf>> {
     }
     exec::output(Command::new("depmod").arg("-b").arg(root).arg(release), TOOL_LIMIT)?;
     let mut modules: Vec<PathBuf> = Vec::new();
-    for top in TOP_MODULES {
+    for top in tops {
         let out = exec::output(
             Command::new("modprobe").arg("-d").arg(root).args(["-S", release, "--show-depends", top]),
             TOOL_LIMIT,
         )?;
-        let closure = parse_show_depends(&String::from_utf8_lossy(&out.stdout));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let closure = parse_show_depends(&text);
+        if closure.is_empty() && text.lines().any(|l| l.trim() == format!("builtin {top}")) {
+            continue; // built into this kernel (virtio_pci on 6.12)
+        }
         if closure.is_empty() {
             bail!("`modprobe --show-depends {top}` for {release} listed no module to load");
         }
@@ -281,6 +308,34 @@ fn module_closures(root: &Path, release: &str) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(modules)
+}
+
+/// Copies the closures of [`ROOTFS_MODULES`] from the extracted package tree `root` into `out` as
+/// `lib/modules/<release>/<same relative path>.ko` (decompressed), with the package's `modules.order`,
+/// `modules.builtin*` files, and runs `depmod` over the result; returns how many modules it holds.
+fn rootfs_tree(root: &Path, release: &str, out: &Path) -> Result<usize> {
+    let src = root.join("lib/modules").join(release);
+    let dst = out.join("lib/modules").join(release);
+    fs::create_dir_all(&dst)?;
+    let modules = module_closures(root, release, ROOTFS_MODULES)?;
+    for module in &modules {
+        // modprobe prints paths below its -d root (through the lib -> usr/lib link on split packages).
+        let rel = module
+            .strip_prefix(&src)
+            .or_else(|_| module.strip_prefix(root.join("usr/lib/modules").join(release)))
+            .with_context(|| format!("{} is not below {}", module.display(), src.display()))?;
+        let target_dir = dst.join(rel.parent().unwrap_or(Path::new("")));
+        fs::create_dir_all(&target_dir)?;
+        decompress_module(module, &target_dir)?;
+    }
+    for name in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+        let file = src.join(name);
+        if file.is_file() {
+            fs::copy(&file, dst.join(name)).with_context(|| format!("copying {}", file.display()))?;
+        }
+    }
+    exec::output(Command::new("depmod").arg("-b").arg(out).arg(release), TOOL_LIMIT)?;
+    Ok(modules.len())
 }
 
 /// `insmod <path> [params]` lines; `builtin <name>` lines need nothing.

@@ -25,6 +25,8 @@ pub mod kernels;
 pub mod qemu;
 pub mod resolve;
 pub mod results;
+pub mod rootfs;
+pub mod system;
 pub mod table;
 
 use std::{

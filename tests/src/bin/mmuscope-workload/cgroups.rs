@@ -7,7 +7,17 @@ use crate::cli::{CgroupArgs, CleanupArgs};
 
 /// Creates `<parent>/<name>` (default name `<scenario>-<pid>`) in every hierarchy and moves this process in. Runs
 /// before anything else a scenario does, so every invalidation of the run belongs to the new cgroup.
+/// With `--cgroup-current`, stays where it was started instead (see [`cgroup::current`]).
 pub fn enter_fresh(scenario: &str, args: &CgroupArgs) -> Result<CgroupPlacement> {
+    if args.cgroup_current {
+        let placement = cgroup::current(&Hierarchies::discover()?)?;
+        let a = placement.attributed();
+        eprintln!(
+            "mmuscope-workload: staying in cgroup {} (attribution {:?}: id {})",
+            a.path, placement.attribution, a.id
+        );
+        return Ok(placement);
+    }
     let name = args.cgroup_name.clone().unwrap_or_else(|| format!("{scenario}-{}", std::process::id()));
     let path = CgroupPath::parse(&args.cgroup_parent)
         .and_then(|parent| parent.join(&name))

@@ -99,6 +99,10 @@ pub struct CgroupArgs {
     /// Parent cgroup path below each hierarchy's root; created if missing.
     #[arg(long, value_name = "PATH", default_value = "/mmuscope-test")]
     pub cgroup_parent: String,
+    /// Stay in the cgroup this process was started in (e.g. `systemd-run --scope`'s or a service's) instead of
+    /// creating a fresh one; the ground truth names that cgroup. Nothing else may run in it.
+    #[arg(long, conflicts_with_all = ["cgroup_name", "cgroup_parent"])]
+    pub cgroup_current: bool,
 }
 
 #[derive(Debug, Args)]
@@ -271,7 +275,14 @@ mod tests {
         let cli = Cli::try_parse_from(["w", "kvm-madvise", "--iterations", "5"]).unwrap();
         let Command::KvmMadvise(a) = cli.command else { panic!("wrong subcommand") };
         assert_eq!((a.iterations, a.cgroup.cgroup_parent.as_str()), (5, "/mmuscope-test"));
-        assert!(a.cgroup.cgroup_name.is_none());
+        assert!(a.cgroup.cgroup_name.is_none() && !a.cgroup.cgroup_current);
+        let cli = Cli::try_parse_from(["w", "kvm-madvise", "--iterations", "5", "--cgroup-current"]).unwrap();
+        let Command::KvmMadvise(a) = cli.command else { panic!("wrong subcommand") };
+        assert!(a.cgroup.cgroup_current);
+        assert!(
+            Cli::try_parse_from(["w", "kvm-madvise", "--iterations", "5", "--cgroup-current", "--cgroup-name", "x"])
+                .is_err()
+        );
         assert!(Cli::try_parse_from(["w", "kvm-madvise", "--iterations", "0"]).is_err());
         assert!(Cli::try_parse_from(["w", "kvm-madvise"]).is_err());
     }

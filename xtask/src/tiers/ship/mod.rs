@@ -23,23 +23,23 @@
 //! tier's QEMU and kernel cache. Tools from registries go to `.tools/ship/` ([`tools`]). Every step runs even when
 //! an earlier one failed, so one run shows all problems.
 
-mod daemon;
+pub(super) mod daemon;
 mod dashboards;
 mod dashlint;
 mod deb;
 mod guest;
-mod http;
+pub(super) mod http;
 mod image;
 mod kube;
 mod kubepod;
 mod live;
 mod operator;
-mod prometheus;
+pub(super) mod prometheus;
 mod render;
 mod rules;
 mod seccomp;
-mod systemd;
-mod tools;
+pub(super) mod systemd;
+pub(super) mod tools;
 
 use std::time::Instant;
 

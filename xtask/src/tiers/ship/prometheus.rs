@@ -92,7 +92,7 @@ impl Prometheus {
         self.launch()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(in crate::tiers) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 

@@ -24,7 +24,7 @@ const UNIT: &str = "deploy/systemd/mmuscope.service";
 const CONFIG: &str = "deploy/systemd/mmuscope.toml";
 /// The limit for `systemd-analyze security` (lower is better).
 const MAX_EXPOSURE: f64 = 2.5;
-/// `nobody`: any uid without privileges will do, like the unit's DynamicUser.
+/// `nobody`: any uid without privileges will do, like the unit's system user `mmuscope`.
 const UNPRIVILEGED_UID: &str = "65534";
 
 /// `systemd-analyze verify` (with ExecStart pointed at the built binary, which is not installed yet) and
@@ -91,7 +91,7 @@ fn requires_tracefs(unit: &str) -> Result<String> {
 }
 
 /// The overall exposure and the names of the ✗ items of a `systemd-analyze security` report.
-fn parse_security(report: &str) -> Option<(f64, Vec<String>)> {
+pub(in crate::tiers) fn parse_security(report: &str) -> Option<(f64, Vec<String>)> {
     let score = report.lines().find_map(|l| l.split_once("Overall exposure level for ")?.1.split(": ").nth(1))?;
     let score = score.split_whitespace().next()?.parse().ok()?;
     let flagged = report
@@ -166,7 +166,7 @@ pub fn runtime(ws: &Workspace, agent: &Path) -> Result<()> {
 }
 
 /// The agent as the unit starts it: `setpriv` gives it an unprivileged uid, exactly the unit's ambient
-/// capabilities (also as the bounding set) and no_new_privs, like DynamicUser=, AmbientCapabilities=,
+/// capabilities (also as the bounding set) and no_new_privs, like User=, AmbientCapabilities=,
 /// CapabilityBoundingSet= and NoNewPrivileges= do. Before that, what the unit's `RequiresMountsFor=` makes systemd
 /// do: mount tracefs where it is not mounted ([`process::with_tracefs`]).
 fn unit_like(agent: &Path, caps: &str, config: &Path, addr: std::net::SocketAddr) -> Command {

@@ -112,7 +112,7 @@ fn npm_packages(npm_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn cargo_deb(ws: &Workspace) -> Result<PathBuf> {
+pub(in crate::tiers) fn cargo_deb(ws: &Workspace) -> Result<PathBuf> {
     let bin = ws.tools_bin().join("cargo-deb");
     let version = process::capture(Command::new(&bin).arg("--version")).ok().filter(|o| o.status.success());
     let version = version.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
