@@ -26,6 +26,7 @@ use crate::{
 pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
     let selected = tiers::select(&args.tiers);
     let groups: Vec<Group> = selected.iter().flat_map(|t| t.groups).copied().collect();
+    warn_if_disk_is_short(ws, selected.len());
     setup::setup(ws, &groups, Mode::Install)?;
 
     let build_ok = !selected.iter().any(|t| t.needs_build) || build(ws);
@@ -79,6 +80,38 @@ fn build(ws: &Workspace) -> bool {
             progress::say("test", format!("build FAILED in {seconds} s: {err:#}"));
             false
         }
+    }
+}
+
+/// What a run of every tier from a clean clone leaves in `target/` and `.tools/` (debug, release and fuzz builds,
+/// the kernel cache, root filesystem images, tool installs), rounded up from a measured 7 GiB.
+const FULL_RUN_BYTES: u64 = 9 << 30;
+
+/// Says up front when the file system of `target/` has less room than a full run writes: without it, a full disk
+/// shows up much later as a tool's `No space left on device` in the middle of a tier. A warning, not an error:
+/// caches from earlier runs may make the run fit.
+fn warn_if_disk_is_short(ws: &Workspace, tiers: usize) {
+    let dir = ws.target_dir();
+    let probe = if dir.exists() { dir.clone() } else { ws.root.clone() };
+    let Ok(path) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else { return };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed out-struct the call fills.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return;
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let need = if tiers >= tiers::TIERS.len() { FULL_RUN_BYTES } else { FULL_RUN_BYTES / 2 };
+    if free < need {
+        progress::say(
+            "test",
+            format!(
+                "WARNING: {:.1} GiB free on the file system of {}; a run of every tier from a clean clone writes about \
+                 {} GiB (free space, or remove old clones' target/ directories)",
+                free as f64 / f64::from(1 << 30),
+                probe.display(),
+                FULL_RUN_BYTES >> 30,
+            ),
+        );
     }
 }
 
