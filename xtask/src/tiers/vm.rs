@@ -242,7 +242,7 @@ fn collect(run: &mut RunResult, records: Vec<GuestRecord>, expected_generation: 
                 run.check = Some(c);
             }
             GuestRecord::Scenario(s) => {
-                let unequal = s.comparisons.iter().any(|c| c.pass != (c.expected == c.observed));
+                let unequal = s.comparisons.iter().any(|c| c.pass != (i64::try_from(c.expected) == Ok(c.observed)));
                 if s.pass && (s.comparisons.is_empty() || unequal || s.comparisons.iter().any(|c| !c.pass)) {
                     run.errors.push(format!("{}: the checker passed unequal or no comparisons", s.scenario));
                 }

@@ -18,7 +18,7 @@ use crate::workspace::Workspace;
 pub const RECORD_PREFIX: &str = "MMUSCOPE-GUEST-RESULT ";
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub type EventCounts = BTreeMap<String, u64>;
+pub type EventCounts = BTreeMap<String, i64>;
 
 /// One series group the guest compared with the ground truth.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +26,8 @@ pub struct Comparison {
     /// `metric{cgroup="…",label="…"}`.
     pub series: String,
     pub expected: u64,
-    pub observed: u64,
+    /// Signed: a counter that went down shows as a negative increase.
+    pub observed: i64,
     pub pass: bool,
 }
 

@@ -146,7 +146,7 @@ mod tests {
             pass: true,
             problems: vec![],
         };
-        let counts = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let counts = |pairs: &[(&str, i64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let scenario = ScenarioRecord {
             kernel_release: kernel.release.clone(),
             mode: "fentry".into(),

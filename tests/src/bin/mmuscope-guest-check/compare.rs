@@ -94,7 +94,7 @@ fn run(
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
         let now = agent.scraper.metrics()?;
-        if checks.iter().all(|c| increase(&before, &now, c) >= c.expected) || Instant::now() >= deadline {
+        if checks.iter().all(|c| increase(&before, &now, c) >= expected(c)) || Instant::now() >= deadline {
             break;
         }
         thread::sleep(Duration::from_millis(200));
@@ -108,7 +108,7 @@ fn run(
         .iter()
         .map(|c| {
             let observed = increase(&before, &after, c);
-            Comparison { series: c.series(), expected: c.expected, observed, pass: observed == c.expected }
+            Comparison { series: c.series(), expected: c.expected, observed, pass: observed == expected(c) }
         })
         .collect();
     problems.extend(
@@ -155,7 +155,10 @@ impl Outcome {
                 .iter()
                 .filter_map(|c| {
                     let event = c.series.strip_prefix(metric)?.split("event=\"").nth(1)?.split('"').next()?;
-                    Some((event.to_owned(), if observed { c.observed } else { c.expected }))
+                    Some((
+                        event.to_owned(),
+                        if observed { c.observed } else { i64::try_from(c.expected).unwrap_or(i64::MAX) },
+                    ))
                 })
                 .filter(|(_, n)| *n != 0)
                 .collect()
@@ -234,15 +237,21 @@ fn unasserted(checks: &[Check], owner: &str, before: &Exposition, after: &Exposi
         .collect()
 }
 
+/// A check's expected increase, as [`increase`] gives increases.
+fn expected(c: &Check) -> i64 {
+    i64::try_from(c.expected).unwrap_or(i64::MAX)
+}
+
 fn matches(s: &Sample, c: &Check) -> bool {
     s.labels.get("cgroup") == Some(&c.cgroup) && c.labels.iter().all(|(k, v)| s.labels.get(*k) == Some(v))
 }
 
-/// Increase of the series group `c` selects (absent = 0; a reset counts as 0).
-fn increase(before: &Exposition, after: &Exposition, c: &Check) -> u64 {
+/// Increase of the series group `c` selects (absent = 0). Signed: a counter that went down (a reset, a series that
+/// vanished) is a negative increase, which fails every check, the checks for zero included.
+fn increase(before: &Exposition, after: &Exposition, c: &Check) -> i64 {
     let sum = |e: &Exposition| e.samples_named(c.metric).filter(|s| matches(s, c)).map(|s| s.value).sum::<f64>();
     // Counters are integers well below 2^53, so the f64 difference is exact.
-    (sum(after) - sum(before)).max(0.0) as u64
+    (sum(after) - sum(before)) as i64
 }
 
 /// Non-zero increases of `metric` per cgroup and event (diagnostics).
@@ -262,8 +271,9 @@ fn by_cgroup_event(before: &Exposition, after: &Exposition, metric: &str) -> BTr
     let mut out: BTreeMap<String, EventCounts> = BTreeMap::new();
     for ((cgroup, event), value) in new {
         let delta = value - old.get(&(cgroup.clone(), event.clone())).copied().unwrap_or(0.0);
-        if delta > 0.0 {
-            out.entry(cgroup).or_default().insert(event, delta as u64);
+        // A decrease is shown too (negative): it is as wrong as unexplained growth.
+        if delta != 0.0 {
+            out.entry(cgroup).or_default().insert(event, delta as i64);
         }
     }
     out
@@ -325,5 +335,14 @@ mod tests {
         assert_eq!(all.len(), 2, "unmap grew and is not listed; release did not grow; /b is another cgroup");
         assert_eq!(all[1].series(), "m{cgroup=\"/a\",event=\"unmap\"}");
         assert_eq!((all[1].expected, increase(&before, &after, &all[1])), (0, 2));
+    }
+
+    #[test]
+    fn a_counter_that_went_down_fails_a_check_for_zero() {
+        let before = exposition("m{cgroup=\"/a\",kind=\"x\"} 5\n");
+        let after = exposition("m{cgroup=\"/a\",kind=\"x\"} 2\n");
+        let check = Check::new("m", "/a", &[("kind", "x")], 0);
+        assert_eq!(increase(&before, &after, &check), -3);
+        assert_ne!(increase(&before, &after, &check), expected(&check));
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 pub const PREFIX: &str = "MMUSCOPE-GUEST-RESULT ";
 
 /// Counts per `event` label value.
-pub type EventCounts = BTreeMap<String, u64>;
+pub type EventCounts = BTreeMap<String, i64>;
 
 /// One series group compared with the ground truth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,7 +18,8 @@ pub struct Comparison {
     /// `metric{cgroup="…",label="…"}`: the labels selected; the increase is summed over all others.
     pub series: String,
     pub expected: u64,
-    pub observed: u64,
+    /// Signed: a counter that went down shows as a negative increase.
+    pub observed: i64,
     pub pass: bool,
 }
 
