@@ -218,22 +218,26 @@ fn tls_case(env: &HostEnv, agent: &Agent, certs: &TestCerts, config: &Path, base
     // Without our CA the client refuses the server (curl exit 60: certificate problem).
     check("TLS without trusting the test CA → refused", &["-u", "alice:s3cret", &metrics], 0, 60, "")?;
 
-    // `mmuscope snapshot` as a client over TLS with basic auth.
+    // `mmuscope snapshot` as a client over TLS with basic auth: the workload's cgroup with its exact count.
+    let (_guard, truth) = workload(env, &format!("eco-tls-{}", std::process::id()), 300)?;
+    let label = truth.cgroups.attributed().path.to_string();
+    let expected = truth.expected_tracepoint_total();
     let out = Command::new(&env.agent_bin)
         .args(["snapshot", "--json", "--url", &https, "--tls.ca-file", ca, "--auth.username", "alice"])
+        .args(["--limit", "10000"])
         .env("MMUSCOPE_PASSWORD", "s3cret")
         .output()?;
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    let row = v["cgroups"]["cgroups"].as_array().into_iter().flatten().find(|c| c["cgroup"] == label.as_str());
+    let observed = row.and_then(|c| c["invalidations"].as_u64());
     println!(
-        "{:<58} exit {}, kernel {}",
-        "mmuscope snapshot --json over TLS + basic auth", out.status, v["status"]["kernel_release"]
+        "{:<58} exit {}, {label}: {observed:?} invalidations (ground truth {expected})",
+        "mmuscope snapshot --json over TLS + basic auth", out.status
     );
-    ensure!(
-        out.status.success() && v["status"]["version"].is_string(),
-        "snapshot failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(v["status"]["version"].is_string(), "snapshot has no status.version: {}", v["status"]);
+    ensure!(observed == Some(expected), "snapshot: {label} has {observed:?} invalidations, ground truth {expected}");
 
     // Require client certificates: the next connections see the new file, no restart.
     let with_client_ca = base_config.replace(
@@ -387,17 +391,18 @@ fn top_in_tmux_shows_the_workload_cgroup() {
         let cmd = format!("{} top --url {} --interval 500ms", env.agent_bin.display(), agent.base_url());
         let t = Tmux::start("mmuscope-top", &cmd, 220, 40)?;
         let has_row = |s: &str| s.lines().any(|l| l.contains(&label) && l.split_whitespace().any(|w| w == expected));
-        // The second poll has a rate (INV/S) for the row too.
+        // The second poll has a rate (INV/S) for the row too. The workload ended before `top` started, so the
+        // ground truth for the rate between two polls is exactly no new invalidation: `0.0`.
         let with_rate = |s: &str| {
             s.lines().any(|l| {
                 l.contains(&label)
                     && l.split_whitespace().any(|w| w == expected)
-                    && l.split_whitespace().next().is_some_and(|w| w.parse::<f64>().is_ok())
+                    && l.split_whitespace().next() == Some("0.0")
             })
         };
         let screen = t.wait_for_screen(Duration::from_secs(15), with_rate)?;
         println!("--- tmux capture-pane (sort: rate) ---\n{}\n---", screen.trim_end());
-        ensure!(with_rate(&screen), "top does not show {label} with {expected} invalidations and a rate");
+        ensure!(with_rate(&screen), "top does not show {label} with {expected} invalidations and a rate of 0.0");
         ensure!(screen.contains("sort: rate"), "header missing");
         t.send_keys("s")?;
         let screen = t.wait_for_screen(Duration::from_secs(5), |s| s.contains("sort: total"))?;
