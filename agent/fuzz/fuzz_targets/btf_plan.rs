@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mmuscope_fuzz::kernel::{Deny, EventNames, Generation, Kallsyms, KernelBtf, KernelInfo, ResolvedLayout};
-use mmuscope_fuzz::probes::{needs, table};
+use mmuscope::kernel::{Deny, EventNames, Generation, Kallsyms, KernelBtf, KernelInfo, ResolvedLayout};
+use mmuscope::probes::{needs, table};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(btf) = KernelBtf::from_bytes(Path::new("fuzz.btf"), data) else { return };

@@ -18,7 +18,7 @@
 mod admission;
 pub mod kubelet;
 pub mod kubernetes;
-mod mounts;
+pub mod mounts;
 mod policy;
 mod walk;
 

@@ -8,7 +8,7 @@
 mod attach;
 mod causes;
 mod intervals;
-mod needs;
+pub mod needs;
 mod overlaps;
 mod pinning;
 pub mod report;
