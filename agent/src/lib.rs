@@ -17,6 +17,7 @@ mod client;
 mod collect;
 pub mod config;
 mod export;
+mod exposition;
 mod generate;
 pub mod kernel;
 mod logging;

@@ -1,20 +1,18 @@
-//! Probe families and their attachment: the declarative [`table`], the per-kernel plan and
-//! what actually attached ([`report`]).
+//! Probe families and their attachment: the declarative table ([`families`], written in the types of [`spec`]), the
+//! per-kernel plan and what actually attached ([`report`]).
 //!
 //! [`Probes::load`] loads the embedded eBPF object with the BTF-derived layout, probes for
 //! trampoline support, attaches the best alternative of each family and keeps everything
 //! alive until dropped (dropping detaches and unloads).
 
 mod attach;
-mod causes;
-mod intervals;
+mod births;
+pub mod families;
 pub mod needs;
-mod overlaps;
 mod pinning;
 pub mod report;
+pub mod spec;
 mod syscalls;
-pub mod table;
-mod table_subscribers;
 
 use anyhow::Context;
 use aya::{Ebpf, EbpfLoader, maps::Map};
@@ -22,7 +20,7 @@ use mmuscope_abi::names;
 
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
-pub use table::Mode;
+pub use spec::Mode;
 
 use crate::kernel::KernelInfo;
 
@@ -114,14 +112,14 @@ impl Probes {
         // Switches read by the bracket programs, set once the hooks they depend on run: per-operation records
         // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist.
         for (family, switch) in
-            [(overlaps::OVERLAPPING_BRACKETS.name, names::OPERATIONS_ON), (causes::CAUSES.name, names::CAUSES_ON)]
+            [(families::OVERLAPPING_BRACKETS.name, names::OPERATIONS_ON), (families::CAUSES.name, names::CAUSES_ON)]
         {
             if attached(family) {
                 let map = ebpf.map_mut(switch).with_context(|| format!("map {switch} is missing"))?;
                 aya::maps::Array::<_, u32>::try_from(map)?.set(0, 1, 0)?;
             }
         }
-        let births = crate::births::attach(&mut ebpf, &btf, kernel);
+        let births = births::attach(&mut ebpf, &btf, kernel);
         let report = PlanReport {
             kernel_release: kernel.release.clone(),
             btf_path: kernel.btf.path().display().to_string(),

@@ -23,7 +23,7 @@ use super::{Inventory, Symbols, classify};
 use crate::probes::{
     Mode, Probes, Status,
     report::{AlternativeReport, FamilyReport, HookReport},
-    table::Hook,
+    spec::Hook,
 };
 
 const ENTRY: &str = "callback_entry_kprobe";
