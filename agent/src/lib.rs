@@ -10,6 +10,7 @@
 mod api;
 mod births;
 mod bpfstats;
+mod cgroup_maps;
 pub mod cgroups;
 mod check;
 mod cli;

@@ -22,7 +22,7 @@ pub use pinning::PinError;
 pub use report::{PlanReport, Status};
 pub use spec::Mode;
 
-use crate::kernel::KernelInfo;
+use crate::{cgroup_maps, kernel::KernelInfo};
 
 /// `--probes.strict`: required families that attached nothing, each with why.
 #[derive(Debug, thiserror::Error)]
@@ -79,20 +79,14 @@ impl Probes {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        for map in cgroup_maps::MAPS {
+            loader.map_max_entries(map.name, options.stats_map_entries);
+        }
         let mut ebpf = loader
             .btf(Some(&btf))
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::SLOW_MIN_NS, &slow_min_ns, true)
             .override_global(names::SUBSCRIBER_LAYOUT, &kernel.layout.subscribers, true)
-            .map_max_entries(names::BRACKET_STATS, options.stats_map_entries)
-            .map_max_entries(names::KVM_UNMAP_COUNTS, options.stats_map_entries)
-            .map_max_entries(names::FORK_STATS, options.stats_map_entries)
-            .map_max_entries(names::SECONDARY_STATS, options.stats_map_entries)
-            .map_max_entries(names::DOUBLE_STATS, options.stats_map_entries)
-            .map_max_entries(names::CROSS_STATS, options.stats_map_entries)
-            .map_max_entries(names::INTERVAL_WAITS, options.stats_map_entries)
-            .map_max_entries(names::INTERVAL_HITS, options.stats_map_entries)
-            .map_max_entries(names::HMM_BUSY, options.stats_map_entries)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;
         syscalls::fill(&mut ebpf).context("filling the system-call cause table")?;
