@@ -5,7 +5,7 @@ use aya::{Btf, Ebpf, programs::BtfTracePoint};
 use super::attach::error_chain;
 use crate::kernel::KernelInfo;
 
-const PROGRAM: &str = "cgroup_mkdir_tp_btf";
+pub const PROGRAM: &str = "cgroup_mkdir_tp_btf";
 const TRACEPOINT: &str = "cgroup_mkdir";
 const RUNNING_KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 

@@ -18,6 +18,9 @@ use anyhow::Context;
 use aya::{Ebpf, EbpfLoader, maps::Map};
 use mmuscope_abi::names;
 
+#[cfg(test)]
+mod object_tests;
+
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
 pub use spec::Mode;

@@ -17,7 +17,7 @@ use aya::{
     maps::{MapData, PerCpuHashMap},
     programs::KProbe,
 };
-use mmuscope_abi::BracketStats;
+use mmuscope_abi::{BracketStats, names};
 
 use super::{Inventory, Symbols, classify};
 use crate::probes::{
@@ -28,7 +28,8 @@ use crate::probes::{
 
 const ENTRY: &str = "callback_entry_kprobe";
 const RETURN: &str = "callback_return_kretprobe";
-const STATS: &str = "CALLBACK_STATS";
+/// The programs of the callback timers, which attach outside the probe table (per subscriber callback found).
+pub const PROGRAMS: [&str; 2] = [ENTRY, RETURN];
 pub const FAMILY: &str = "subscriber_callbacks";
 /// Callbacks that are not about invalidation (release, young-bit tests) are not timed.
 const TIMED: &[&str] =
@@ -126,7 +127,7 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
 /// Loads both programs and attaches them to every target it can; the targets attached and why others were not.
 fn load_and_attach(probes: &mut Probes, targets: Vec<Target>) -> Result<(CallbackTimer, String), String> {
     let e = |e: &dyn std::error::Error| e.to_string();
-    for program in [ENTRY, RETURN] {
+    for program in PROGRAMS {
         let p = kprobe(probes, program)?;
         p.load().map_err(|x| format!("{program}: {}", e(&x)))?;
     }
@@ -146,7 +147,7 @@ fn load_and_attach(probes: &mut Probes, targets: Vec<Target>) -> Result<(Callbac
     if attached.is_empty() {
         return Err(failures.join("; "));
     }
-    let map = probes.take_map(STATS).map_err(|x| format!("{x:#}"))?;
+    let map = probes.take_map(names::CALLBACK_STATS).map_err(|x| format!("{x:#}"))?;
     let stats = map.try_into().map_err(|x: aya::maps::MapError| e(&x))?;
     Ok((CallbackTimer { stats, targets: attached }, failures.join("; ")))
 }
