@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use mmuscope_abi::names;
 
 use super::{OBJECT, births, families};
-use crate::{cgroup_maps, subscribers::callbacks};
+use crate::cgroup_maps;
 
 /// Loaded only by the benchmark fixture (`tests/src/bin/mmuscope-bench-fixture/floor.rs`), never by the agent.
 const BENCHMARK_PROGRAMS: [&str; 3] = ["floor_tp_btf", "floor_tracepoint", "floor_count_tp_btf"];
@@ -24,11 +24,15 @@ fn the_tables_programs_and_the_objects_programs_match() {
     let table: BTreeSet<&str> =
         families::FAMILIES.iter().flat_map(|f| f.alternatives).flat_map(|a| a.programs).map(|p| p.program).collect();
     // Attached outside the table: the trampoline probe, the cgroup-birth reader, the callback timers.
-    let outside: BTreeSet<&str> = [families::FENTRY_PROBE_PROGRAM, births::PROGRAM]
-        .into_iter()
-        .chain(callbacks::PROGRAMS)
-        .chain(BENCHMARK_PROGRAMS)
-        .collect();
+    let outside: BTreeSet<&str> = [
+        families::FENTRY_PROBE_PROGRAM,
+        births::PROGRAM,
+        families::CALLBACK_ENTRY_PROGRAM,
+        families::CALLBACK_RETURN_PROGRAM,
+    ]
+    .into_iter()
+    .chain(BENCHMARK_PROGRAMS)
+    .collect();
     assert!(
         table.is_disjoint(&outside),
         "programs both in the table and outside it: {:?}",

@@ -21,15 +21,13 @@ use mmuscope_abi::{BracketStats, names};
 
 use super::{Inventory, Symbols, classify};
 use crate::probes::{
-    Mode, Probes, Status,
+    Mode, Probes, Status, families,
     report::{AlternativeReport, FamilyReport, HookReport},
     spec::Hook,
 };
 
-const ENTRY: &str = "callback_entry_kprobe";
-const RETURN: &str = "callback_return_kretprobe";
-/// The programs of the callback timers, which attach outside the probe table (per subscriber callback found).
-pub const PROGRAMS: [&str; 2] = [ENTRY, RETURN];
+const ENTRY: &str = families::CALLBACK_ENTRY_PROGRAM;
+const RETURN: &str = families::CALLBACK_RETURN_PROGRAM;
 pub const FAMILY: &str = "subscriber_callbacks";
 /// Callbacks that are not about invalidation (release, young-bit tests) are not timed.
 const TIMED: &[&str] =
@@ -127,7 +125,7 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
 /// Loads both programs and attaches them to every target it can; the targets attached and why others were not.
 fn load_and_attach(probes: &mut Probes, targets: Vec<Target>) -> Result<(CallbackTimer, String), String> {
     let e = |e: &dyn std::error::Error| e.to_string();
-    for program in PROGRAMS {
+    for program in [ENTRY, RETURN] {
         let p = kprobe(probes, program)?;
         p.load().map_err(|x| format!("{program}: {}", e(&x)))?;
     }

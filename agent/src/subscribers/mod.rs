@@ -20,7 +20,7 @@
 //!
 //! The result is an immutable [`Inventory`] shared with `/metrics` and `/api/v1/subscribers`.
 
-pub(crate) mod callbacks;
+mod callbacks;
 mod classify;
 mod iter;
 mod records;

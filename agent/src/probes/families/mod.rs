@@ -29,6 +29,10 @@ pub static FAMILIES: &[&super::spec::Family] = &[
 /// it is loaded against (the first one present in BTF).
 pub const FENTRY_PROBE_PROGRAM: &str = "probe_fentry";
 pub const FENTRY_PROBE_TARGETS: &[&str] = &[brackets::START, "do_nanosleep", "vfs_read"];
+/// The subscriber-callback timers (entry and return), attached outside the table by `crate::subscribers` to each
+/// invalidation callback found at start-up.
+pub const CALLBACK_ENTRY_PROGRAM: &str = "callback_entry_kprobe";
+pub const CALLBACK_RETURN_PROGRAM: &str = "callback_return_kretprobe";
 /// Functions with more than six arguments on common kernels, to probe for wide trampolines.
 pub const WIDE_PROBE_TARGETS: &[&str] = &["migrate_pages", "copy_huge_pmd", "copy_huge_pud"];
 
