@@ -38,10 +38,10 @@ pub use policy::{DEFAULT_MAX_CGROUPS, Policy, parse_duration};
 use admission::Admission;
 use kubelet::KubeletNames;
 
-/// Which kind of cgroup hierarchy an id belongs to: the memory controller's or the default (cgroup2) one.
+/// Which hierarchy an id belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[schema(as = Which)] // the API description's name for it since its first version
+#[schema(as = Which)] // the API description keeps its first name and text, byte for byte
 pub enum HierarchyKind {
     Memory,
     Default,
