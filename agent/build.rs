@@ -1,5 +1,6 @@
 //! Builds the eBPF programs (`agent-ebpf/programs`) for `bpfel-unknown-none` with Debian's
-//! rustc-web toolchain and bpf-linker, and hands the object to `src/ebpf_object.rs`.
+//! rustc-web toolchain and bpf-linker, and hands the object to `src/probes/mod.rs` (`OBJECT`, embedded with
+//! `include_bytes_aligned!`).
 //!
 //! The outer build may run under rustup's cargo; the inner one must not see rustup at all
 //! (it would pick a rustc without a bpf `core`), so PATH and the cargo environment are reset.

@@ -71,7 +71,7 @@ impl KernelArgs {
     /// The kernel as the planner sees it, `--probes.deny` applied.
     pub fn probe(&self) -> anyhow::Result<crate::kernel::KernelInfo> {
         let deny = crate::kernel::Deny::new(self.deny.iter().cloned());
-        crate::kernel::KernelInfo::probe_with(&self.btf, deny, &crate::probes::table::kallsyms_functions())
+        crate::kernel::KernelInfo::probe_with(&self.btf, deny, &crate::probes::families::kallsyms_functions())
     }
 }
 

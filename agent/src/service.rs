@@ -89,7 +89,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("checking the pinned counters' cgroups failed: {e:#}"),
     }
     match &probes.births {
-        Ok(()) => match crate::births::spawn_reader(&mut probes, exporter.clone()) {
+        Ok(()) => match crate::births::spawn_reader(&mut probes, {
+            let exporter = exporter.clone();
+            move |path: &str| exporter.learn_cgroup(path)
+        }) {
             Ok(_task) => tracing::info!("cgroup names: taken when a cgroup is created (tp_btf cgroup_mkdir)"),
             Err(e) => tracing::warn!("cgroup names: from cgroupfs walks only ({e:#})"),
         },

@@ -1,5 +1,5 @@
-//! The command line of `cargo xtask` (clap derive). Only flags live here; the commands are in
-//! `commands/`.
+//! The command line of `cargo xtask` (clap derive): the commands and their flags, except `bench` and `vm`, which
+//! declare theirs beside their code. The commands run in `commands/`, `bench/` and `vm/`.
 
 use clap::{Args, Parser, Subcommand};
 
@@ -36,26 +36,7 @@ pub enum Command {
     /// Long hardening runs (root): churn soak with the agent's RSS slope, 200 clients for a minute, longer fuzzing.
     Soak(SoakArgs),
     /// Benchmarks (probe cost per invalidation, fork with pins, the agent at scale) → target/bench/, BENCHMARKS.md.
-    Bench(BenchArgs),
-}
-
-#[derive(Args)]
-pub struct BenchArgs {
-    /// Benchmarks to run (default: all).
-    #[arg(value_name = "NAME", value_parser = crate::bench::name_parser())]
-    pub names: Vec<String>,
-    /// Harness smoke: debug binaries, tiny counts, one run; results go to target/bench/quick/ and mean nothing.
-    #[arg(long)]
-    pub quick: bool,
-    /// Rewrite each benchmark's generated block in BENCHMARKS.md (ignored with --quick).
-    #[arg(long)]
-    pub update: bool,
-    /// Measure nothing: rewrite the generated blocks from the last full run's target/bench/NAME.json.
-    #[arg(long, conflicts_with_all = ["quick", "update", "runs"])]
-    pub from_json: bool,
-    /// Rounds per benchmark [default: 5, 7 for unrelated; 1 with --quick].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
-    pub runs: Option<usize>,
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args)]

@@ -62,4 +62,5 @@ pub mod names {
     pub const SUBSCRIBER_LAYOUT: &str = "SUBSCRIBER_LAYOUT";
     pub const SUBSCRIBER_CHANGES: &str = "SUBSCRIBER_CHANGES";
     pub const CGROUP_BIRTHS: &str = "CGROUP_BIRTHS";
+    pub const CALLBACK_STATS: &str = "CALLBACK_STATS";
 }

@@ -26,7 +26,7 @@ use crate::{
         BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, SLOW_EVENTS, SLOW_MIN_NS, THREADS, bump,
         per_cpu_entry,
     },
-    operations,
+    operations, regs,
     secondary::has_subscribers,
     threads,
 };
@@ -46,7 +46,7 @@ fn open(range: u64) {
         flags |= key_flags::BLOCKABLE;
     }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
-    let regs = cause::user_regs(&layout);
+    let regs = regs::user_regs(&layout);
     if let (Ok(start), Ok(end)) =
         (unsafe { read::<u64>(range, layout.range_start) }, unsafe { read::<u64>(range, layout.range_end) })
         && let Some(ts) = threads::current()

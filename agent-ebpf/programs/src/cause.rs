@@ -10,10 +10,7 @@
 //!    mode, including the tracepoint fallback.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_task_btf},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -25,18 +22,8 @@ use crate::{
     maps::{CALLER_CAUSES, CAUSES_ON, LAYOUT, SYSCALL_CAUSES},
 };
 
-/// The current task's `pt_regs` at kernel entry (0 without the context fields), read once per
-/// bracket for both [`current`] and [`user_regs_key`].
-#[inline(always)]
-pub fn user_regs(layout: &KernelLayout) -> u64 {
-    if layout.cause_context == 0 {
-        return 0;
-    }
-    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
-}
-
 /// The cause of an invalidation of `mm` (0 where unknown) started now by the current task, whose
-/// entry registers are at `regs` ([`user_regs`]).
+/// entry registers are at `regs` ([`user_regs`](crate::regs::user_regs)).
 #[inline(always)]
 pub fn current(layout: &KernelLayout, mm: u64, regs: u64) -> u32 {
     if let Some(top) = caller_window() {
@@ -107,23 +94,6 @@ fn syscall(nr: i64) -> Cause {
         Some(&c) if c != 0 => Cause::from_raw(c),
         _ => Cause::OtherSyscall,
     }
-}
-
-/// The current task's user registers at kernel entry (system call number, ip, sp and the first three
-/// arguments), folded into one value: equal for every bracket of one system call or fault. 0 when the
-/// context fields did not resolve.
-#[inline(always)]
-pub fn user_regs_key(layout: &KernelLayout, regs: u64) -> u64 {
-    if regs == 0 {
-        return 0;
-    }
-    let r = |off: u32| unsafe { read::<u64>(regs, off) }.unwrap_or(0);
-    r(layout.pt_regs_orig_ax)
-        ^ r(layout.pt_regs_ip).rotate_left(13)
-        ^ r(layout.pt_regs_sp).rotate_left(29)
-        ^ r(layout.pt_regs_di).rotate_left(41)
-        ^ r(layout.pt_regs_si).rotate_left(7)
-        ^ r(layout.pt_regs_dx).rotate_left(53)
 }
 
 /// A kernel thread's cause from its name (kswapd0, kcompactd0, khugepaged, ksmd).

@@ -1,8 +1,9 @@
 //! Reference programs for `cargo xtask bench madvise`, loaded by `mmuscope-bench-fixture` (tests crate), never by
 //! the agent:
 //!
-//! * the floor: empty programs, one per hook the agent uses in tracepoint mode (the fixture takes the hook list from
-//!   `mmuscope check --mode tracepoint --json`), the cost of merely having a program there;
+//! * the floor: two empty programs (`floor_tp_btf`, `floor_tracepoint`) attached to every hook the agent uses in
+//!   tracepoint mode (the fixture takes the hook list from `mmuscope check --mode tracepoint --json`), the cost of
+//!   merely having a program there;
 //! * the count: the least a per-cgroup counter can do on `tp_btf/kvm_unmap_hva_range` (one helper for the current
 //!   task's cgroup id, one per-CPU hash update), to tell what attribution itself costs against the agent's extra
 //!   work (memory-cgroup walk, cause, flags).

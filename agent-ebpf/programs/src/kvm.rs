@@ -18,13 +18,14 @@ use crate::{
     cgroup::{current_memcg_btf, task_memcg},
     layout_field,
     maps::{KVM_UNMAP_COUNTS, LAYOUT, per_cpu_entry},
+    regs,
 };
 
 #[inline(always)]
 fn count_current() {
     let layout = LAYOUT.load();
     let (cgroup_id, flags) = task_memcg(&layout, unsafe { bpf_get_current_task() });
-    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, cause::user_regs(&layout)) });
+    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, regs::user_regs(&layout)) });
 }
 
 #[inline(always)]

@@ -19,6 +19,7 @@ mod interval;
 mod kvm;
 mod maps;
 mod operations;
+mod regs;
 mod secondary;
 mod subscribers;
 mod threads;

@@ -20,16 +20,16 @@ use aya_ebpf::{
 use mmuscope_abi::{DoubleKind, Intervals, KernelLayout, Operation};
 
 use crate::{
-    cause,
     cgroup::{load, read},
     layout_field,
     maps::{OPERATIONS, OPERATIONS_ON},
+    regs,
     secondary::add_double,
     threads::{self, overlap_and_record},
 };
 
 /// A bracket `[start, end)` on `mm` opened by the current thread, whose entry registers are at
-/// `regs` ([`cause::user_regs`]).
+/// `regs` ([`regs::user_regs`]).
 #[inline(always)]
 pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgroup_id: u64, flags: u32, regs: u64) {
     if OPERATIONS_ON.get(0).is_none_or(|on| *on == 0) {
@@ -40,7 +40,7 @@ pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgro
         return; // kernel thread: no operation boundary
     }
     let tid = threads::tid();
-    let regs_key = cause::user_regs_key(layout, regs);
+    let regs_key = regs::user_regs_key(layout, regs);
     if let Some(op) = OPERATIONS.get_ptr_mut(tid)
         && unsafe { (*op).mm } == mm
         && unsafe { (*op).regs_key } == regs_key

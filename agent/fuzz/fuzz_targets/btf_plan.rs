@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mmuscope_fuzz::kernel::{Deny, EventNames, Generation, Kallsyms, KernelBtf, KernelInfo, ResolvedLayout};
-use mmuscope_fuzz::probes::{needs, table};
+use mmuscope::kernel::{Deny, EventNames, Generation, Kallsyms, KernelBtf, KernelInfo, ResolvedLayout};
+use mmuscope::probes::{families, needs, spec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(btf) = KernelBtf::from_bytes(Path::new("fuzz.btf"), data) else { return };
@@ -25,17 +25,17 @@ fuzz_target!(|data: &[u8]| {
         deny: Deny::default(),
     };
     let probed = needs::Probed { trampolines: Ok(()), wide_trampolines: Ok(()), attached: Vec::new() };
-    for family in table::FAMILIES {
+    for family in families::FAMILIES {
         for alt in family.alternatives {
             let programs = alt.programs.iter().filter_map(|p| p.when.as_ref());
             for need in alt.needs.iter().chain(programs) {
                 // Needs answered by the running system rather than by BTF are left out.
                 if matches!(
                     need,
-                    table::Need::Function(_)
-                        | table::Need::Arity(..)
-                        | table::Need::Fields(_)
-                        | table::Need::BtfTracepoint(_)
+                    spec::Need::Function(_)
+                        | spec::Need::Arity(..)
+                        | spec::Need::Fields(_)
+                        | spec::Need::BtfTracepoint(_)
                 ) {
                     let _ = needs::check(need, alt.mode, &kernel, &probed);
                 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmuscope_fuzz::cgroups::{kubernetes, mounts::Hierarchies};
+use mmuscope::cgroups::{kubernetes, mounts::Hierarchies};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

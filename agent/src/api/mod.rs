@@ -33,7 +33,7 @@ use subscribers::SubscribersView;
 use views::{CgroupsStatus, FamilyStatus, ProbesView, StatusView};
 
 use crate::{
-    cgroups::Which,
+    cgroups::HierarchyKind,
     export::Exporter,
     model::{self, Available, CgroupView, KubernetesView, LatencyView},
     probes::Mode,
@@ -90,7 +90,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         license(name = "GPL-2.0-only OR MIT")
     ),
     paths(status, probes, cgroups, cgroup, subscribers, slow::slow, openapi),
-    components(schemas(SortKey, Which)),
+    components(schemas(SortKey, HierarchyKind)),
     tags(
         (name = "agent", description = "The agent and its probes"),
         (name = "cgroups", description = "Invalidation activity per memory cgroup"),
@@ -222,7 +222,7 @@ fn sort_cgroups(all: &mut [CgroupView], key: &str) {
 #[allow(dead_code)] // documentation only, see CgroupsParams
 struct CgroupParams {
     /// The hierarchy of the id (default `memory`, the memory controller's).
-    hierarchy: Option<Which>,
+    hierarchy: Option<HierarchyKind>,
 }
 
 /// One cgroup by id (kernfs node id = inode number of its directory).
@@ -233,8 +233,8 @@ struct CgroupParams {
 async fn cgroup(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Json<CgroupView>, ApiError> {
     let q = Query::parse(q.as_deref(), &["hierarchy"])?;
     let which = match q.choice("hierarchy", &["memory", "default"], "memory")? {
-        "default" => Which::Default,
-        _ => Which::Memory,
+        "default" => HierarchyKind::Default,
+        _ => HierarchyKind::Memory,
     };
     let id: u64 = id
         .parse()

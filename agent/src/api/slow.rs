@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiState, ErrorBody, error::ApiError, params::Query};
-use crate::{export::hierarchy_of, slow};
+use crate::{cgroups::HierarchyKind, slow};
 
 /// `GET /api/v1/slow`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,7 +101,8 @@ pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Resu
 }
 
 fn view(s: &ApiState, r: &SlowBracket, now: u64) -> SlowBracketView {
-    let cgroup = s.exporter.with_cgroups(|names| names.labels(hierarchy_of(r.flags), r.cgroup_id).cgroup.to_string());
+    let cgroup =
+        s.exporter.with_cgroups(|names| names.labels(HierarchyKind::of_key(r.flags), r.cgroup_id).cgroup.to_string());
     let comm_len = r.comm.iter().position(|b| *b == 0).unwrap_or(r.comm.len());
     SlowBracketView {
         cgroup,

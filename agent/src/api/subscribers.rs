@@ -5,8 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
-    cgroups::{CgroupNames, Which},
-    export::hierarchy_of,
+    cgroups::{CgroupNames, HierarchyKind},
     subscribers::Inventory,
 };
 
@@ -32,7 +31,7 @@ pub struct MmView {
     /// Memory cgroup path of the mm's owner (not subject to `--max-cgroups`), `unknown` if not resolved.
     pub cgroup: String,
     pub cgroup_id: u64,
-    pub hierarchy: Which,
+    pub hierarchy: HierarchyKind,
     /// Distinct subscriber kinds, sorted (e.g. `["kvm"]`).
     pub kinds: Vec<String>,
     pub subscriptions: Vec<SubscriptionView>,
@@ -69,7 +68,7 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
         .mms
         .iter()
         .map(|m| {
-            let which = hierarchy_of(m.cgroup_flags);
+            let which = HierarchyKind::of_key(m.cgroup_flags);
             let mut kinds: Vec<String> = m.subscriptions.iter().map(|s| s.kind.clone()).collect();
             kinds.sort();
             kinds.dedup();

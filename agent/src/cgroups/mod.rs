@@ -18,7 +18,7 @@
 mod admission;
 pub mod kubelet;
 pub mod kubernetes;
-mod mounts;
+pub mod mounts;
 mod policy;
 mod walk;
 
@@ -41,9 +41,17 @@ use kubelet::KubeletNames;
 /// Which hierarchy an id belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Which {
+#[schema(as = Which)] // the API description keeps its first name and text, byte for byte
+pub enum HierarchyKind {
     Memory,
     Default,
+}
+
+impl HierarchyKind {
+    /// The hierarchy of a map key's cgroup id, from the key's flags.
+    pub fn of_key(flags: u32) -> Self {
+        if flags & mmuscope_abi::key_flags::DEFAULT_HIERARCHY != 0 { Self::Default } else { Self::Memory }
+    }
 }
 
 /// Label for ids that cannot be resolved (no mm owner, or a cgroup gone before we saw it).
@@ -149,10 +157,10 @@ pub struct CgroupNames {
     hierarchies: Hierarchies,
     policy: Policy,
     kubelet: KubeletNames,
-    index: HashMap<(Which, u64), CgroupInfo>,
+    index: HashMap<(HierarchyKind, u64), CgroupInfo>,
     /// Ids a walk did not find (gone before we saw them), with when; retried after a rescan interval.
-    unresolved: HashMap<(Which, u64), Instant>,
-    last_walk: HashMap<Which, Instant>,
+    unresolved: HashMap<(HierarchyKind, u64), Instant>,
+    last_walk: HashMap<HierarchyKind, Instant>,
     admission: Admission,
     /// Bumped whenever an entry is added, renamed, marked deleted or removed: with the live ids it says whether
     /// the admission's input changed since the last scrape.
@@ -174,7 +182,7 @@ struct ShownLabels {
 
 impl ShownLabels {
     fn new(value: &'static str) -> Self {
-        Self { value, rank: 0, text: crate::export::label_text(&CgroupLabels::new(value, "", "", "")) }
+        Self { value, rank: 0, text: label_text(&CgroupLabels::new(value, "", "", "")) }
     }
 
     fn labels(&self) -> CgroupLabels<'_> {
@@ -210,12 +218,12 @@ impl CgroupNames {
 
     /// Resolves the ids of one snapshot (walking each hierarchy at most once), notices deletions, and decides which
     /// cgroups have their own series. Call it with *all* ids of a snapshot before [`labels`](Self::labels).
-    pub fn resolve_all(&mut self, ids: impl IntoIterator<Item = (Which, u64)>) {
+    pub fn resolve_all(&mut self, ids: impl IntoIterator<Item = (HierarchyKind, u64)>) {
         self.resolve_at(ids, Instant::now());
     }
 
-    fn resolve_at(&mut self, ids: impl IntoIterator<Item = (Which, u64)>, now: Instant) {
-        let mut ids: Vec<(Which, u64)> = ids.into_iter().filter(|(_, id)| *id != 0).collect();
+    fn resolve_at(&mut self, ids: impl IntoIterator<Item = (HierarchyKind, u64)>, now: Instant) {
+        let mut ids: Vec<(HierarchyKind, u64)> = ids.into_iter().filter(|(_, id)| *id != 0).collect();
         ids.sort_unstable();
         ids.dedup();
         // Known ids of this snapshot are in use before any walk: a cgroup learned at creation and already removed
@@ -229,7 +237,7 @@ impl CgroupNames {
         // One pass over the ids when no walk is due (every scrape of a steady host); again after walking.
         let (mut live, missed) = self.mark(&ids, now);
         let mut walked = false;
-        for (which, missed) in [Which::Memory, Which::Default].into_iter().zip(missed) {
+        for (which, missed) in [HierarchyKind::Memory, HierarchyKind::Default].into_iter().zip(missed) {
             let stale = self.last_walk.get(&which).is_none_or(|t| now.saturating_duration_since(*t) >= rescan);
             if stale || missed {
                 self.walk(which, now);
@@ -246,8 +254,8 @@ impl CgroupNames {
     }
 
     /// Marks the known ones of `ids` used, retries kubelet names, remembers the unknown ones; returns the live ids
-    /// and, per hierarchy ([`Which::Memory`], [`Which::Default`]), whether an unknown id is due for a walk.
-    fn mark(&mut self, ids: &[(Which, u64)], now: Instant) -> (Vec<(Which, u64)>, [bool; 2]) {
+    /// and, per hierarchy ([`HierarchyKind::Memory`], [`HierarchyKind::Default`]), whether an unknown id is due for a walk.
+    fn mark(&mut self, ids: &[(HierarchyKind, u64)], now: Instant) -> (Vec<(HierarchyKind, u64)>, [bool; 2]) {
         let (rescan, ttl) = (self.policy.rescan_interval(), self.policy.deleted_ttl);
         let mut live = Vec::with_capacity(ids.len());
         let mut missed = [false; 2];
@@ -257,7 +265,7 @@ impl CgroupNames {
                 let unresolved = self.unresolved.entry(*k).or_insert(now);
                 // Unknown since this call, or since a rescan interval: a walk may find it now.
                 if *unresolved == now || now.saturating_duration_since(*unresolved) >= rescan {
-                    missed[usize::from(k.0 == Which::Default)] = true;
+                    missed[usize::from(k.0 == HierarchyKind::Default)] = true;
                 }
                 continue;
             };
@@ -279,7 +287,7 @@ impl CgroupNames {
     /// Decides which of the `live` cgroups have their own series, unless nothing changed since the last call.
     /// Oldest cgroups (smallest ids, the order of `live`) first, so the cap keeps long-lived cgroups rather than
     /// newcomers.
-    fn admit(&mut self, live: &[(Which, u64)]) {
+    fn admit(&mut self, live: &[(HierarchyKind, u64)]) {
         // Fixed seed: the fingerprint must be comparable across calls.
         let state = foldhash::quality::FixedState::with_seed(0x6d6d_7573);
         let fingerprint = std::hash::BuildHasher::hash_one(&state, (self.policy.max_cgroups, self.generation, live));
@@ -302,7 +310,7 @@ impl CgroupNames {
         const OTHER_LABELS: CgroupLabels<'static> = CgroupLabels::new(OTHER, "", "", "");
         const UNKNOWN_LABELS: CgroupLabels<'static> = CgroupLabels::new(UNKNOWN, "", "", "");
         let (ranks, other, unknown) = {
-            let mut shown: Vec<(CgroupLabels<'_>, Option<(Which, u64)>)> = self
+            let mut shown: Vec<(CgroupLabels<'_>, Option<(HierarchyKind, u64)>)> = self
                 .index
                 .iter()
                 .map(|(k, i)| (if i.aggregated { OTHER_LABELS } else { own_labels(i) }, Some(*k)))
@@ -331,7 +339,7 @@ impl CgroupNames {
         }
         (self.other.rank, self.unknown.rank) = (other, unknown);
         for info in self.index.values_mut() {
-            info.text = if info.aggregated { String::new() } else { crate::export::label_text(&own_labels(info)) };
+            info.text = if info.aggregated { String::new() } else { label_text(&own_labels(info)) };
         }
     }
 
@@ -342,7 +350,7 @@ impl CgroupNames {
     /// had it.
     pub fn learn(&mut self, path: &str) -> usize {
         let mut found = 0;
-        for which in [Which::Memory, Which::Default] {
+        for which in [HierarchyKind::Memory, HierarchyKind::Default] {
             let Some(h) = self.hierarchy(which) else { continue };
             let Some(rel) = below_root(path, &h.root) else { continue };
             let Ok(meta) = std::fs::metadata(h.mount.join(rel)) else { continue };
@@ -367,7 +375,7 @@ impl CgroupNames {
     }
 
     /// Walks one hierarchy: adds new cgroups, marks used ones that vanished as deleted, forgets unused ones.
-    fn walk(&mut self, which: Which, now: Instant) {
+    fn walk(&mut self, which: HierarchyKind, now: Instant) {
         self.last_walk.insert(which, now);
         let Some(h) = self.hierarchy(which).cloned() else { return };
         let mut seen: HashMap<u64, String> = HashMap::new();
@@ -409,7 +417,7 @@ impl CgroupNames {
 
     /// Forgets expired cgroups whose keys were just deleted from the kernel maps (`collect::prune`); without it the
     /// index would keep one entry per deleted cgroup for ever under churn. Only entries that are expired go.
-    pub fn forget_expired(&mut self, ids: impl IntoIterator<Item = (Which, u64)>) {
+    pub fn forget_expired(&mut self, ids: impl IntoIterator<Item = (HierarchyKind, u64)>) {
         let (now, ttl) = (Instant::now(), self.policy.deleted_ttl);
         for k in ids {
             if self.index.get(&k).is_some_and(|i| i.expired(now, ttl)) {
@@ -420,7 +428,7 @@ impl CgroupNames {
     }
 
     /// The `cgroup`, `namespace`, `pod`, `container` labels of an id (after [`resolve_all`](Self::resolve_all)).
-    pub fn labels(&self, which: Which, id: u64) -> CgroupLabels<'_> {
+    pub fn labels(&self, which: HierarchyKind, id: u64) -> CgroupLabels<'_> {
         match self.index.get(&(which, id)) {
             Some(i) if i.aggregated => self.other.labels(),
             Some(i) => CgroupLabels { rank: i.rank, text: &i.text, ..own_labels(i) },
@@ -430,7 +438,7 @@ impl CgroupNames {
 
     /// The `cgroup` label alone.
     #[cfg(test)]
-    pub fn name(&self, which: Which, id: u64) -> &str {
+    pub fn name(&self, which: HierarchyKind, id: u64) -> &str {
         match self.index.get(&(which, id)) {
             Some(i) if i.aggregated => OTHER,
             Some(i) => &i.path,
@@ -440,18 +448,18 @@ impl CgroupNames {
 
     /// Whether an id's series are still exported as of now (unknown ids are; deleted ones until their TTL has
     /// passed), for many ids with one clock read.
-    pub fn liveness(&self) -> impl Fn(Which, u64) -> bool + '_ {
+    pub fn liveness(&self) -> impl Fn(HierarchyKind, u64) -> bool + '_ {
         let (now, ttl) = (Instant::now(), self.policy.deleted_ttl);
         move |which, id| self.index.get(&(which, id)).is_none_or(|i| !i.expired(now, ttl))
     }
 
     /// What is known about an id.
-    pub fn info(&self, which: Which, id: u64) -> Option<&CgroupInfo> {
+    pub fn info(&self, which: HierarchyKind, id: u64) -> Option<&CgroupInfo> {
         self.index.get(&(which, id))
     }
 
     /// Whether an id's series are aggregated into `cgroup="other"`.
-    pub fn is_aggregated(&self, which: Which, id: u64) -> bool {
+    pub fn is_aggregated(&self, which: HierarchyKind, id: u64) -> bool {
         self.index.get(&(which, id)).is_some_and(|i| i.aggregated)
     }
 
@@ -465,10 +473,10 @@ impl CgroupNames {
         self.admission.overflow_total()
     }
 
-    fn hierarchy(&self, which: Which) -> Option<&Hierarchy> {
+    fn hierarchy(&self, which: HierarchyKind) -> Option<&Hierarchy> {
         match which {
-            Which::Memory => self.hierarchies.memory.as_ref().or(self.hierarchies.default.as_ref()),
-            Which::Default => self.hierarchies.default.as_ref(),
+            HierarchyKind::Memory => self.hierarchies.memory.as_ref().or(self.hierarchies.default.as_ref()),
+            HierarchyKind::Default => self.hierarchies.default.as_ref(),
         }
     }
 }
@@ -521,6 +529,17 @@ fn identity(path: &str, kubelet: &mut KubeletNames, refreshed: &mut bool) -> Opt
         runtime: pod.runtime,
         named,
     })
+}
+
+/// The cgroup label pairs as the exposition writes them in a series, without the braces: what [`CgroupLabels::text`]
+/// caches.
+fn label_text(labels: &CgroupLabels<'_>) -> String {
+    let (mut out, mut separator) = (Vec::new(), b'{');
+    for (n, v) in CgroupLabels::NAMES.iter().zip(labels.values()) {
+        crate::exposition::pair(&mut out, &mut separator, format!("{n}=\"").as_bytes(), v);
+    }
+    out.remove(0); // the `{`
+    String::from_utf8(out).expect("escaping keeps UTF-8")
 }
 
 #[cfg(test)]

@@ -46,16 +46,16 @@ fn plain_paths_have_empty_kubernetes_labels() {
     let f = Fixture::new("plain");
     let a = f.mkdir("system.slice/libvirtd.service");
     let mut n = f.names(UNLIMITED);
-    n.resolve_all([(Which::Memory, a), (Which::Memory, 999_999_999)]);
-    let l = n.labels(Which::Memory, a);
+    n.resolve_all([(HierarchyKind::Memory, a), (HierarchyKind::Memory, 999_999_999)]);
+    let l = n.labels(HierarchyKind::Memory, a);
     assert_eq!(l.text, r#"cgroup="/system.slice/libvirtd.service",namespace="",pod="",container="""#);
     assert_eq!(get(&l, "cgroup"), "/system.slice/libvirtd.service");
     assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("", "", ""));
-    assert_eq!(get(&n.labels(Which::Memory, 999_999_999), "cgroup"), UNKNOWN);
-    assert_eq!(get(&n.labels(Which::Memory, 0), "cgroup"), UNKNOWN);
+    assert_eq!(get(&n.labels(HierarchyKind::Memory, 999_999_999), "cgroup"), UNKNOWN);
+    assert_eq!(get(&n.labels(HierarchyKind::Memory, 0), "cgroup"), UNKNOWN);
     // The default hierarchy is not mounted in this fixture: its ids stay unknown.
-    n.resolve_all([(Which::Default, a)]);
-    assert_eq!(n.name(Which::Default, a), UNKNOWN);
+    n.resolve_all([(HierarchyKind::Default, a)]);
+    assert_eq!(n.name(HierarchyKind::Default, a), UNKNOWN);
 }
 
 #[test]
@@ -69,19 +69,19 @@ fn kubernetes_names_from_the_kubelet_files_and_fallbacks() {
     let pod = f.mkdir(&pod_slice);
     let mut n = f.names(UNLIMITED);
     // Before the kubelet wrote its files: UID and short id.
-    n.resolve_all([(Which::Memory, container), (Which::Memory, pod)]);
-    let l = n.labels(Which::Memory, container);
+    n.resolve_all([(HierarchyKind::Memory, container), (HierarchyKind::Memory, pod)]);
+    let l = n.labels(HierarchyKind::Memory, container);
     assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("", uid, "3f4e5d6c7b8a"));
     // The kubelet's log files appear: names on the next resolution.
     std::fs::create_dir_all(f.base.join(format!("var/log/pods/shop_cart-6d9f_{uid}"))).unwrap();
     std::fs::create_dir_all(f.base.join("var/log/containers")).unwrap();
     std::fs::write(f.base.join(format!("var/log/containers/cart-6d9f_shop_cart-{cid}.log")), "").unwrap();
-    n.resolve_all([(Which::Memory, container), (Which::Memory, pod)]);
-    let l = n.labels(Which::Memory, container);
+    n.resolve_all([(HierarchyKind::Memory, container), (HierarchyKind::Memory, pod)]);
+    let l = n.labels(HierarchyKind::Memory, container);
     assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("shop", "cart-6d9f", "cart"));
-    let l = n.labels(Which::Memory, pod);
+    let l = n.labels(HierarchyKind::Memory, pod);
     assert_eq!((get(&l, "namespace"), get(&l, "pod"), get(&l, "container")), ("shop", "cart-6d9f", ""));
-    assert_eq!(n.info(Which::Memory, pod).unwrap().kubernetes.as_ref().unwrap().qos, Qos::Burstable);
+    assert_eq!(n.info(HierarchyKind::Memory, pod).unwrap().kubernetes.as_ref().unwrap().qos, Qos::Burstable);
 }
 
 #[test]
@@ -89,14 +89,14 @@ fn max_cgroups_aggregates_into_other() {
     let f = Fixture::new("cap");
     let ids: Vec<u64> = (0..5).map(|i| f.mkdir(&format!("c{i}"))).collect();
     let mut n = f.names(Policy { max_cgroups: Some(3), ..UNLIMITED });
-    n.resolve_all(ids.iter().map(|id| (Which::Memory, *id)));
-    let others = ids.iter().filter(|id| n.name(Which::Memory, **id) == OTHER).count();
+    n.resolve_all(ids.iter().map(|id| (HierarchyKind::Memory, *id)));
+    let others = ids.iter().filter(|id| n.name(HierarchyKind::Memory, **id) == OTHER).count();
     assert_eq!((others, n.tracked(), n.overflow_total()), (2, 3, 2));
-    let other = ids.iter().find(|id| n.is_aggregated(Which::Memory, **id)).unwrap();
-    let l = n.labels(Which::Memory, *other);
+    let other = ids.iter().find(|id| n.is_aggregated(HierarchyKind::Memory, **id)).unwrap();
+    let l = n.labels(HierarchyKind::Memory, *other);
     assert_eq!(l.values(), [OTHER, "", "", ""]);
     assert_eq!(l.text, r#"cgroup="other",namespace="",pod="",container="""#);
-    n.resolve_all(ids.iter().map(|id| (Which::Memory, *id)));
+    n.resolve_all(ids.iter().map(|id| (HierarchyKind::Memory, *id)));
     assert_eq!(n.overflow_total(), 2, "the same cgroups are not counted twice");
 }
 
@@ -108,20 +108,20 @@ fn deleted_cgroups_expire_after_the_ttl() {
     let policy = Policy { max_cgroups: Some(1), deleted_ttl: Duration::from_secs(10) };
     let mut n = f.names(policy);
     let t0 = Instant::now();
-    n.resolve_at([(Which::Memory, a), (Which::Memory, b)], t0);
-    assert_eq!(n.name(Which::Memory, b), OTHER);
+    n.resolve_at([(HierarchyKind::Memory, a), (HierarchyKind::Memory, b)], t0);
+    assert_eq!(n.name(HierarchyKind::Memory, b), OTHER);
     std::fs::remove_dir(f.cgroups().join("a")).unwrap();
     // Noticed at the next rescan; the label stays until the TTL has passed.
     let t1 = t0 + policy.rescan_interval();
-    n.resolve_at([(Which::Memory, a), (Which::Memory, b)], t1);
-    let info = n.info(Which::Memory, a).unwrap();
+    n.resolve_at([(HierarchyKind::Memory, a), (HierarchyKind::Memory, b)], t1);
+    let info = n.info(HierarchyKind::Memory, a).unwrap();
     assert_eq!((info.path.as_str(), info.deleted_at), ("/a", Some(t1)));
     assert!(!info.expired(t1, policy.deleted_ttl) && info.expired(t1 + policy.deleted_ttl, policy.deleted_ttl));
-    assert_eq!(n.name(Which::Memory, a), "/a");
+    assert_eq!(n.name(HierarchyKind::Memory, a), "/a");
     // After the TTL /a no longer holds its slot; /b stays in other (sticky), nothing new overflows.
-    n.resolve_at([(Which::Memory, a), (Which::Memory, b)], t1 + policy.deleted_ttl);
+    n.resolve_at([(HierarchyKind::Memory, a), (HierarchyKind::Memory, b)], t1 + policy.deleted_ttl);
     assert_eq!((n.tracked(), n.overflow_total()), (0, 1));
-    assert_eq!(n.name(Which::Memory, b), OTHER);
+    assert_eq!(n.name(HierarchyKind::Memory, b), OTHER);
     assert!(Path::new(&f.cgroups()).join("b").exists());
 }
 
@@ -132,11 +132,11 @@ fn unused_cgroups_are_forgotten_when_deleted() {
     let b = f.mkdir("b");
     let mut n = f.names(UNLIMITED);
     let t0 = Instant::now();
-    n.resolve_at([(Which::Memory, a)], t0);
+    n.resolve_at([(HierarchyKind::Memory, a)], t0);
     std::fs::remove_dir(f.cgroups().join("b")).unwrap();
-    n.resolve_at([(Which::Memory, a)], t0 + Duration::from_secs(3600));
-    assert!(n.info(Which::Memory, b).is_none());
-    assert!(n.info(Which::Memory, a).is_some_and(|i| i.deleted_at.is_none()));
+    n.resolve_at([(HierarchyKind::Memory, a)], t0 + Duration::from_secs(3600));
+    assert!(n.info(HierarchyKind::Memory, b).is_none());
+    assert!(n.info(HierarchyKind::Memory, a).is_some_and(|i| i.deleted_at.is_none()));
 }
 
 #[test]
@@ -145,17 +145,17 @@ fn expired_cgroups_are_forgotten_once_their_keys_are_gone() {
     let a = f.mkdir("a");
     let policy = Policy { max_cgroups: None, deleted_ttl: Duration::from_millis(0) };
     let mut n = f.names(policy);
-    n.resolve_all([(Which::Memory, a)]);
+    n.resolve_all([(HierarchyKind::Memory, a)]);
     // Still live: forgetting it is refused.
-    n.forget_expired([(Which::Memory, a)]);
-    assert!(n.info(Which::Memory, a).is_some());
+    n.forget_expired([(HierarchyKind::Memory, a)]);
+    assert!(n.info(HierarchyKind::Memory, a).is_some());
     std::fs::remove_dir(f.cgroups().join("a")).unwrap();
     std::thread::sleep(policy.rescan_interval());
-    n.resolve_all([(Which::Memory, a)]);
-    assert!(n.info(Which::Memory, a).is_some_and(|i| i.deleted_at.is_some()), "noticed as deleted, kept");
-    assert!(!n.liveness()(Which::Memory, a), "expired (TTL 0)");
-    n.forget_expired([(Which::Memory, a)]);
-    assert!(n.info(Which::Memory, a).is_none());
+    n.resolve_all([(HierarchyKind::Memory, a)]);
+    assert!(n.info(HierarchyKind::Memory, a).is_some_and(|i| i.deleted_at.is_some()), "noticed as deleted, kept");
+    assert!(!n.liveness()(HierarchyKind::Memory, a), "expired (TTL 0)");
+    n.forget_expired([(HierarchyKind::Memory, a)]);
+    assert!(n.info(HierarchyKind::Memory, a).is_none());
 }
 
 /// Series are ordered by the ranks of their cgroup labels: the ranks must order as the values do (`other` and
@@ -167,8 +167,8 @@ fn label_ranks_order_as_the_values() {
     // sibling by value but not by the rendered text (`/b` < `/b c` although `"` > ` `).
     let ids: Vec<u64> = ["b c", "a", "b", "b\\q", "c"].iter().map(|p| f.mkdir(p)).collect();
     let mut n = f.names(Policy { max_cgroups: Some(4), ..UNLIMITED });
-    let mut keys: Vec<(Which, u64)> = ids.iter().map(|id| (Which::Memory, *id)).collect();
-    keys.push((Which::Memory, 999_999_999)); // unknown
+    let mut keys: Vec<(HierarchyKind, u64)> = ids.iter().map(|id| (HierarchyKind::Memory, *id)).collect();
+    keys.push((HierarchyKind::Memory, 999_999_999)); // unknown
     n.resolve_all(keys.iter().copied());
     let labels: Vec<CgroupLabels<'_>> = keys.iter().map(|(w, id)| n.labels(*w, *id)).collect();
     for a in &labels {
@@ -196,9 +196,9 @@ fn a_cgroup_learned_at_creation_keeps_its_name_after_removal() {
     // The scope ends before the next scrape; its brackets are in the maps.
     std::fs::remove_dir(f.cgroups().join("system.slice/fleet-kvm.scope")).unwrap();
     // Force the walk that used to forget it (a miss of another id).
-    n.resolve_all([(Which::Memory, id), (Which::Memory, 999_999_999)]);
-    assert_eq!(n.name(Which::Memory, id), "/system.slice/fleet-kvm.scope");
-    assert!(n.info(Which::Memory, id).unwrap().deleted_at.is_some(), "noticed as deleted");
+    n.resolve_all([(HierarchyKind::Memory, id), (HierarchyKind::Memory, 999_999_999)]);
+    assert_eq!(n.name(HierarchyKind::Memory, id), "/system.slice/fleet-kvm.scope");
+    assert!(n.info(HierarchyKind::Memory, id).unwrap().deleted_at.is_some(), "noticed as deleted");
     // Gone before it could be looked up, or outside the mount: nothing learned.
     assert_eq!(n.learn("/system.slice/never-made.scope"), 0);
 }

@@ -154,3 +154,27 @@ fn pem_certs(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     }
     Ok(out)
 }
+
+/// `0.000012` → `12.0µs`.
+pub fn human_seconds(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2}s")
+    } else if s >= 1e-3 {
+        format!("{:.1}ms", s * 1e3)
+    } else if s >= 1e-6 {
+        format!("{:.1}µs", s * 1e6)
+    } else {
+        format!("{:.0}ns", s * 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_seconds() {
+        assert_eq!(super::human_seconds(0.000012), "12.0µs");
+        assert_eq!(super::human_seconds(0.0025), "2.5ms");
+        assert_eq!(super::human_seconds(3.0), "3.00s");
+        assert_eq!(super::human_seconds(5e-7), "500ns");
+    }
+}

@@ -35,7 +35,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     )?;
     writeln!(out, "{:>12} {:>10} {:>12}  CGROUP", "INVALIDATIONS", "P99", "FORK COPIES")?;
     for c in cgroups["cgroups"].as_array().into_iter().flatten() {
-        let p99 = c["latency"]["p99_seconds"].as_f64().map_or("-".to_string(), crate::top::human_seconds);
+        let p99 = c["latency"]["p99_seconds"].as_f64().map_or("-".to_string(), super::human_seconds);
         let fork = c["fork_pinned_page_copies"].as_u64().map_or("-".to_string(), |n| n.to_string());
         let mut name = s(&c["cgroup"]);
         if !s(&c["pod"]).is_empty() {

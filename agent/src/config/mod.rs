@@ -6,7 +6,7 @@
 //! built-in default. Errors name the file, the line and the key. The documented default file is
 //! `deploy/systemd/mmuscope.toml` (installed as /etc/mmuscope/mmuscope.toml).
 
-mod keys;
+pub mod keys;
 pub mod reload;
 
 use std::{ffi::OsString, path::Path};

@@ -1,9 +1,12 @@
 //! The Prometheus side: reads the kernel maps at scrape time and turns them into `mmuscope_*` families
 //! (ebpf_exporter's model: no user-space counters), written as the text exposition by [`text`].
 //!
-//! One file per group of families: [`brackets`] (invalidation counts and latency), [`agent`]
-//! (the agent's own health). [`help`] lists every family once; `docs/metrics.md` is made from it. [`series`] is the
-//! row model every group builds, [`scrape`] puts a whole `/metrics` response together.
+//! One file per group of families, named after its probe family where it has one: [`brackets`] (invalidation counts
+//! and latency), [`secondary`] (secondary-TLB invalidations and double notifications), [`cross`] (cross-cgroup
+//! invalidations), [`fork`] (fork copies of pinned pages), [`intervals`] (interval-notifier waits), [`subscribers`]
+//! (the subscriber inventory), [`programs`] (our eBPF programs' cost) and [`agent`] (the agent's own health).
+//! [`help`] lists every family once; `docs/metrics.md` is made from it ([`reference`]). [`series`] is the row model
+//! every group builds, [`scrape`] puts a whole `/metrics` response together.
 
 mod agent;
 mod brackets;
@@ -26,16 +29,13 @@ use std::{
     time::Instant,
 };
 
-use mmuscope_abi::key_flags;
-
 pub use agent::BuildInfo;
 pub use help::FAMILIES;
 pub use reference::metrics_reference;
 pub use scrape::Scrape;
-pub use text::label_text;
 
 use crate::{
-    cgroups::{CgroupNames, Which},
+    cgroups::{CgroupNames, HierarchyKind},
     collect::Maps,
     kernel::EventNames,
     probes::{Mode, PlanReport},
@@ -56,11 +56,6 @@ pub struct Exporter {
     interval_fields: bool,
     /// The subscriber inventory, when its family attached.
     subscribers: Option<Mutex<crate::subscribers::Sweeper>>,
-}
-
-/// Which hierarchy a key's cgroup id belongs to, from its flags.
-pub fn hierarchy_of(flags: u32) -> Which {
-    if flags & key_flags::DEFAULT_HIERARCHY != 0 { Which::Default } else { Which::Memory }
 }
 
 impl Exporter {
@@ -142,7 +137,7 @@ impl Exporter {
         let live = names.liveness();
         let mut expired: HashSet<(u32, u64)> = HashSet::new();
         snap.retain_cgroups(|flags, id| {
-            let keep = live(hierarchy_of(flags), id);
+            let keep = live(HierarchyKind::of_key(flags), id);
             if !keep {
                 expired.insert((flags, id));
             }
@@ -155,7 +150,7 @@ impl Exporter {
             let names = &*names;
             // `cgroup`, `namespace`, `pod`, `container` (with `--max-cgroups` aggregation): every cgroup-keyed
             // family takes its labels from here.
-            let cgroup = |flags: u32, id: u64| names.labels(hierarchy_of(flags), id);
+            let cgroup = |flags: u32, id: u64| names.labels(HierarchyKind::of_key(flags), id);
             let symbol = |a: u64| symbols.get(&a).map_or("unknown", String::as_str);
             let mut out = extra;
             out.extend(brackets::families(&snap, &cgroup, &self.events));
@@ -182,7 +177,7 @@ impl Exporter {
             let removed = self.maps().remove_cgroups(|flags, id| expired.contains(&(flags, id)));
             tracing::debug!(cgroups = expired.len(), keys = removed, "removed expired cgroups from the kernel maps");
             let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-            names.forget_expired(expired.iter().map(|(flags, id)| (hierarchy_of(*flags), *id)));
+            names.forget_expired(expired.iter().map(|(flags, id)| (HierarchyKind::of_key(*flags), *id)));
         }
         written
     }
@@ -191,8 +186,8 @@ impl Exporter {
 /// Resolves the cgroups of the snapshot and of the subscriber inventory in one go (the `--max-cgroups` admission
 /// is decided over all ids of one call).
 fn resolve(names: &mut CgroupNames, snap: &crate::collect::Snapshot, inv: Option<&crate::subscribers::Inventory>) {
-    let mms = inv.into_iter().flat_map(|i| i.mms.iter()).map(|m| (hierarchy_of(m.cgroup_flags), m.cgroup_id));
-    names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (hierarchy_of(flags), id)).chain(mms));
+    let mms = inv.into_iter().flat_map(|i| i.mms.iter()).map(|m| (HierarchyKind::of_key(m.cgroup_flags), m.cgroup_id));
+    names.resolve_all(snap.cgroup_ids().map(|(flags, id)| (HierarchyKind::of_key(flags), id)).chain(mms));
 }
 
 impl Exporter {
@@ -207,7 +202,7 @@ impl Exporter {
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         resolve(&mut names, &snap, inventory.as_deref());
         let live = names.liveness();
-        snap.retain_cgroups(|flags, id| live(hierarchy_of(flags), id));
+        snap.retain_cgroups(|flags, id| live(HierarchyKind::of_key(flags), id));
         drop(live);
         Ok(f(&snap, &names, &self.events))
     }
@@ -223,9 +218,9 @@ impl Exporter {
             return Ok(0);
         }
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-        names.resolve_all(ids.iter().map(|(flags, id)| (hierarchy_of(*flags), *id)));
+        names.resolve_all(ids.iter().map(|(flags, id)| (HierarchyKind::of_key(*flags), *id)));
         let gone: HashSet<(u32, u64)> =
-            ids.into_iter().filter(|(flags, id)| names.info(hierarchy_of(*flags), *id).is_none()).collect();
+            ids.into_iter().filter(|(flags, id)| names.info(HierarchyKind::of_key(*flags), *id).is_none()).collect();
         drop(names);
         if !gone.is_empty() {
             self.maps().remove_cgroups(|flags, id| gone.contains(&(flags, id)));

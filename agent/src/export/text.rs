@@ -12,7 +12,10 @@ use super::{
     histogram,
     series::{Family, Kind, Value},
 };
-use crate::cgroups::CgroupLabels;
+use crate::{
+    cgroups::CgroupLabels,
+    exposition::{escape, pair},
+};
 
 /// A family encoded elsewhere: its name and its text.
 pub struct Encoded {
@@ -148,15 +151,6 @@ impl Line<'_, '_> {
     }
 }
 
-/// `head` (`name="`) and the escaped value, after `{` (the first pair) or `,`.
-fn pair(out: &mut Vec<u8>, separator: &mut u8, head: &[u8], value: &str) {
-    out.push(*separator);
-    out.extend_from_slice(head);
-    escape(out, value, true);
-    out.push(b'"');
-    *separator = b',';
-}
-
 /// `n` in decimal, as `Display` writes it, in one copy (the formatting machinery was ~3 % of a collection).
 fn decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -170,34 +164,6 @@ fn decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[at..]);
-}
-
-/// The cgroup label pairs as [`write`] puts them in a series, without the braces: what [`CgroupLabels::text`] caches.
-pub fn label_text(labels: &CgroupLabels<'_>) -> String {
-    let (mut out, mut separator) = (Vec::new(), b'{');
-    for (n, v) in CgroupLabels::NAMES.iter().zip(labels.values()) {
-        pair(&mut out, &mut separator, format!("{n}=\"").as_bytes(), v);
-    }
-    out.remove(0); // the `{`
-    String::from_utf8(out).expect("escaping keeps UTF-8")
-}
-
-/// `\` → `\\`, newline → `\n`, and in label values `"` → `\"`.
-fn escape(out: &mut Vec<u8>, s: &str, quotes: bool) {
-    // A plain byte loop: label values are short (often empty), where memchr's set-up costs more than it saves
-    // (measured: 13 % of a collection with memchr3, 7 % with this).
-    let special = |b: &u8| matches!(b, b'\\' | b'\n') || (quotes && *b == b'"');
-    let mut rest = s.as_bytes();
-    while let Some(at) = rest.iter().position(special) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(match rest[at] {
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            _ => b"\\\"",
-        });
-        rest = &rest[at + 1..];
-    }
-    out.extend_from_slice(rest);
 }
 
 #[cfg(test)]

@@ -3,36 +3,10 @@
 
 use mmuscope_abi::KernelLayout;
 
-use super::btf::{BtfError, KernelBtf};
-
-/// A set of fields one kind of program needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldGroup {
-    /// `struct mmu_notifier_range` members read at bracket start.
-    NotifierRange,
-    /// task → css_set → memory css (or default cgroup) → cgroup → kernfs id.
-    TaskCgroup,
-    /// `mm_struct.owner` (needs `CONFIG_MEMCG`).
-    MmOwner,
-    /// `GFP_HIGHUSER_MOVABLE` composed from the `___GFP_*_BIT` enum (6.x BTF).
-    GfpMask,
-    /// mm → notifier subscriptions → `mmu_notifier` → ops → secondary-TLB callback slot, and
-    /// `mmu_gather.mm` (the gather hooks' early exit for mms without subscriptions).
-    NotifierOps,
-    /// `pt_regs.orig_ax` and `task_struct.reclaim_state`: the system call or reclaim context of
-    /// a cause tag (x86-64). Without them causes come from the caller hooks only.
-    CauseContext,
-    /// `mmu_interval_notifier` (mm, ops, invalidate_seq), its ops' `invalidate` and the
-    /// subscriptions' `invalidate_seq`.
-    IntervalNotifier,
-    /// `hmm_range.notifier` (`CONFIG_HMM_MIRROR`).
-    HmmRange,
-    /// `vm_area_struct.vm_mm`: the fork-copy hook's test for a foreign mm.
-    VmaMm,
-    /// task pid/tgid/comm, `mm->pinned_vm`, notifier ops callbacks and the interval tree (inventory).
-    Subscribers,
-}
+use super::{
+    btf::{BtfError, KernelBtf},
+    fields::{FieldGroup, Resolver},
+};
 
 /// The layout plus, per group, what could not be resolved.
 #[derive(Debug, Default)]
@@ -52,7 +26,7 @@ impl ResolvedLayout {
 
     /// Resolves every field; never fails for a missing field, only for unreadable BTF.
     pub fn resolve(btf: &KernelBtf) -> Result<Self, BtfError> {
-        let mut r = Resolver { btf, missing: Vec::new() };
+        let mut r = Resolver::new(btf);
         use FieldGroup::*;
         let layout = KernelLayout {
             range_mm: r.offset(NotifierRange, "mmu_notifier_range", "mm", Some(8))?,
@@ -73,12 +47,12 @@ impl ResolvedLayout {
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(u32::MAX),
             _pad: 0,
-            gfp_highuser_movable: r.gfp_highuser_movable()?,
+            gfp_highuser_movable: gfp_highuser_movable(&mut r)?,
             mm_notifier_subscriptions: r.offset(NotifierOps, "mm_struct", "notifier_subscriptions", Some(8))?,
             subscriptions_list: r.offset(NotifierOps, "mmu_notifier_subscriptions", "list", Some(8))?,
             notifier_hlist: r.offset(NotifierOps, "mmu_notifier", "hlist", None)?,
             notifier_ops: r.offset(NotifierOps, "mmu_notifier", "ops", Some(8))?,
-            ops_secondary_tlb: r.secondary_tlb_slot()?,
+            ops_secondary_tlb: secondary_tlb_slot(&mut r)?,
             hlist_next: r.offset(NotifierOps, "hlist_node", "next", Some(8))?,
             task_mm: r.offset(TaskCgroup, "task_struct", "mm", Some(8))?,
             subscriptions_has_itree: r.offset(NotifierOps, "mmu_notifier_subscriptions", "has_itree", Some(1))?,
@@ -108,80 +82,48 @@ impl ResolvedLayout {
             gather_mm: r.offset(NotifierOps, "mmu_gather", "mm", Some(8))?,
         };
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
-        let mut resolved = Self { layout, subscribers, missing: r.missing };
+        let mut resolved = Self { layout, subscribers, missing: r.into_missing() };
         resolved.layout.cause_context = u32::from(resolved.group(CauseContext).is_ok());
         resolved.layout.interval_fields = u32::from(resolved.group(IntervalNotifier).is_ok());
         Ok(resolved)
     }
 }
 
-pub(super) struct Resolver<'a> {
-    btf: &'a KernelBtf,
-    missing: Vec<(FieldGroup, String)>,
+/// The ops slot of the secondary-TLB callback: `arch_invalidate_secondary_tlbs` (6.6+) or `invalidate_range` (before
+/// 6.6).
+fn secondary_tlb_slot(r: &mut Resolver<'_>) -> Result<u32, BtfError> {
+    for name in ["arch_invalidate_secondary_tlbs", "invalidate_range"] {
+        if let Some(f) = r.btf().member("mmu_notifier_ops", name)? {
+            return Ok(f.offset);
+        }
+    }
+    r.missing(FieldGroup::NotifierOps, "mmu_notifier_ops.{arch_invalidate_secondary_tlbs,invalidate_range}".into());
+    Ok(0)
 }
 
-impl Resolver<'_> {
-    /// The ops slot of the secondary-TLB callback: `arch_invalidate_secondary_tlbs` (6.6+)
-    /// or `invalidate_range` (before 6.6).
-    fn secondary_tlb_slot(&mut self) -> Result<u32, BtfError> {
-        for name in ["arch_invalidate_secondary_tlbs", "invalidate_range"] {
-            if let Some(f) = self.btf.member("mmu_notifier_ops", name)? {
-                return Ok(f.offset);
-            }
-        }
-        self.missing.push((
-            FieldGroup::NotifierOps,
-            "mmu_notifier_ops.{arch_invalidate_secondary_tlbs,invalidate_range}".into(),
-        ));
-        Ok(0)
-    }
-
-    /// `GFP_HIGHUSER_MOVABLE` = `__GFP_RECLAIM | __GFP_IO | __GFP_FS | __GFP_HARDWALL |
-    /// __GFP_HIGHMEM | __GFP_MOVABLE` (its composition is stable; the bit numbers are not, so
-    /// they come from BTF). 0 and a missing-field note when the enum is absent (before 6.x).
-    fn gfp_highuser_movable(&mut self) -> Result<u64, BtfError> {
-        const BITS: [&str; 7] = [
-            "___GFP_DIRECT_RECLAIM_BIT",
-            "___GFP_KSWAPD_RECLAIM_BIT",
-            "___GFP_IO_BIT",
-            "___GFP_FS_BIT",
-            "___GFP_HARDWALL_BIT",
-            "___GFP_HIGHMEM_BIT",
-            "___GFP_MOVABLE_BIT",
-        ];
-        let found = self.btf.enumerators(&BITS);
-        let mut mask = 0u64;
-        for name in BITS {
-            match found.get(name) {
-                Some(&bit) if bit < 64 => mask |= 1 << bit,
-                _ => {
-                    self.missing.push((FieldGroup::GfpMask, format!("enumerator {name}")));
-                    return Ok(0);
-                }
-            }
-        }
-        Ok(mask)
-    }
-
-    /// Offset of `strukt.member`, checking its size where the programs read a fixed width.
-    pub(super) fn offset(
-        &mut self,
-        group: FieldGroup,
-        strukt: &str,
-        member: &str,
-        size: Option<u32>,
-    ) -> Result<u32, BtfError> {
-        match self.btf.member(strukt, member)? {
-            Some(f) if size.is_none_or(|s| s == f.size) => Ok(f.offset),
-            Some(f) => {
-                self.missing
-                    .push((group, format!("{strukt}.{member} of {} bytes (found {})", size.unwrap_or(0), f.size)));
-                Ok(0)
-            }
-            None => {
-                self.missing.push((group, format!("{strukt}.{member}")));
-                Ok(0)
+/// `GFP_HIGHUSER_MOVABLE` = `__GFP_RECLAIM | __GFP_IO | __GFP_FS | __GFP_HARDWALL | __GFP_HIGHMEM | __GFP_MOVABLE` (its
+/// composition is stable; the bit numbers are not, so they come from BTF). 0 and a missing-field note when the enum
+/// is absent (before 6.x).
+fn gfp_highuser_movable(r: &mut Resolver<'_>) -> Result<u64, BtfError> {
+    const BITS: [&str; 7] = [
+        "___GFP_DIRECT_RECLAIM_BIT",
+        "___GFP_KSWAPD_RECLAIM_BIT",
+        "___GFP_IO_BIT",
+        "___GFP_FS_BIT",
+        "___GFP_HARDWALL_BIT",
+        "___GFP_HIGHMEM_BIT",
+        "___GFP_MOVABLE_BIT",
+    ];
+    let found = r.btf().enumerators(&BITS);
+    let mut mask = 0u64;
+    for name in BITS {
+        match found.get(name) {
+            Some(&bit) if bit < 64 => mask |= 1 << bit,
+            _ => {
+                r.missing(FieldGroup::GfpMask, format!("enumerator {name}"));
+                return Ok(0);
             }
         }
     }
+    Ok(mask)
 }

@@ -10,7 +10,7 @@ use mmuscope_abi::SubscriberLayout;
 
 use super::{
     btf::BtfError,
-    layout::{FieldGroup, Resolver},
+    fields::{FieldGroup, Resolver},
 };
 
 pub(super) fn resolve(r: &mut Resolver<'_>) -> Result<SubscriberLayout, BtfError> {

@@ -7,6 +7,7 @@ pub mod btf;
 mod btf_source;
 pub mod caps;
 pub mod deny;
+mod fields;
 pub mod generation;
 pub mod kallsyms;
 pub mod layout;
@@ -19,9 +20,10 @@ use anyhow::Context;
 
 pub use btf::KernelBtf;
 pub use deny::Deny;
+pub use fields::FieldGroup;
 pub use generation::Generation;
 pub use kallsyms::Kallsyms;
-pub use layout::{FieldGroup, ResolvedLayout};
+pub use layout::ResolvedLayout;
 pub use tracefs::Tracefs;
 
 /// Everything the probe planner needs to know about the kernel.
@@ -40,13 +42,8 @@ pub struct KernelInfo {
 }
 
 impl KernelInfo {
-    #[cfg(test)]
-    pub fn probe(btf_path: &Path) -> anyhow::Result<Self> {
-        Self::probe_with(btf_path, Deny::default(), &crate::probes::table::kallsyms_functions())
-    }
-
-    /// [`Self::probe`] with the names in `deny` hidden from the planner; `functions` are those the planner will look
-    /// up in kallsyms.
+    /// Reads what the kernel offers from `btf_path`, kallsyms, sysfs and tracefs, with the names in `deny` hidden from
+    /// the planner; `functions` are those the planner will look up in kallsyms.
     pub fn probe_with(btf_path: &Path, deny: Deny, functions: &[&'static str]) -> anyhow::Result<Self> {
         if !deny.is_empty() {
             tracing::warn!(names = ?deny.names().collect::<Vec<_>>(), "--probes.deny hides these from the probe planner");

@@ -4,6 +4,11 @@ use std::{collections::HashMap, path::Path, process::Command};
 
 use super::*;
 
+/// [`KernelInfo::probe_with`] as the agent calls it, with nothing denied.
+fn probe(btf_path: &Path) -> anyhow::Result<KernelInfo> {
+    KernelInfo::probe_with(btf_path, Deny::default(), &crate::probes::families::kallsyms_functions())
+}
+
 fn host_btf() -> KernelBtf {
     KernelBtf::open(Path::new(KernelBtf::DEFAULT_PATH)).expect("this machine's /sys/kernel/btf/vmlinux")
 }
@@ -85,7 +90,7 @@ fn mmu_notifier_event_values() {
     for (i, name) in expected.iter().enumerate() {
         assert_eq!(btf.enum_value("mmu_notifier_event", &format!("MMU_NOTIFY_{name}")).unwrap(), Some(i as u64));
     }
-    let info = KernelInfo::probe(Path::new(KernelBtf::DEFAULT_PATH)).unwrap();
+    let info = probe(Path::new(KernelBtf::DEFAULT_PATH)).unwrap();
     assert_eq!(info.events.name(1), "clear");
     assert_eq!(info.events.name(0), "unmap");
     assert_eq!(info.events.name(999), "unknown");
@@ -175,9 +180,9 @@ fn bad_btf_file_is_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     let bogus = dir.join("not-btf");
     std::fs::write(&bogus, b"this is not BTF").unwrap();
-    let err = KernelInfo::probe(&bogus).err().expect("must fail").to_string();
+    let err = probe(&bogus).err().expect("must fail").to_string();
     assert!(err.contains("BTF"), "{err}");
-    let err = format!("{:#}", KernelInfo::probe(&dir.join("absent")).err().unwrap());
+    let err = format!("{:#}", probe(&dir.join("absent")).err().unwrap());
     assert!(err.contains("absent"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,9 +12,8 @@ use utoipa::ToSchema;
 pub use quantile::quantile_seconds;
 
 use crate::{
-    cgroups::{CgroupNames, Qos, UNKNOWN, Which},
+    cgroups::{CgroupNames, HierarchyKind, Qos, UNKNOWN},
     collect::Snapshot,
-    export::hierarchy_of,
     kernel::EventNames,
 };
 
@@ -24,7 +23,7 @@ pub struct CgroupView {
     /// Cgroup id (kernfs node id, the directory's inode number) in its hierarchy; 0 when the owner was unknown.
     pub id: u64,
     /// The hierarchy the id belongs to: the memory controller's (`memory`) or the default one.
-    pub hierarchy: Which,
+    pub hierarchy: HierarchyKind,
     /// Path below the hierarchy root, as in the `cgroup` label (`unknown` when unresolved).
     pub cgroup: String,
     /// Kubernetes namespace (empty outside Kubernetes or when not readable).
@@ -92,9 +91,9 @@ struct Acc {
 
 /// One record per `(hierarchy, id)` of the snapshot, in id order.
 pub fn cgroups(snap: &Snapshot, names: &CgroupNames, events: &EventNames, available: Available) -> Vec<CgroupView> {
-    let mut acc: HashMap<(Which, u64), Acc> = HashMap::new();
+    let mut acc: HashMap<(HierarchyKind, u64), Acc> = HashMap::new();
     for (k, s) in &snap.brackets {
-        let a = acc.entry((hierarchy_of(k.flags), k.cgroup_id)).or_default();
+        let a = acc.entry((HierarchyKind::of_key(k.flags), k.cgroup_id)).or_default();
         *a.by_event.entry(events.name(k.event.into()).to_string()).or_default() += s.count;
         let h = a.hist.get_or_insert_with(BracketStats::default);
         h.count += s.count;
@@ -104,15 +103,15 @@ pub fn cgroups(snap: &Snapshot, names: &CgroupNames, events: &EventNames, availa
         }
     }
     for (k, n) in &snap.kvm_unmaps {
-        let a = acc.entry((hierarchy_of(k.flags), k.cgroup_id)).or_default();
+        let a = acc.entry((HierarchyKind::of_key(k.flags), k.cgroup_id)).or_default();
         *a.by_event.entry("unknown".to_string()).or_default() += n;
     }
     for (k, s) in &snap.forks {
-        acc.entry((hierarchy_of(k.flags), k.cgroup_id)).or_default().fork_copies += s.copies;
+        acc.entry((HierarchyKind::of_key(k.flags), k.cgroup_id)).or_default().fork_copies += s.copies;
     }
     for (k, s) in &snap.doubles {
         if DoubleKind::from_u32(k.kind).is_some_and(|d| d != DoubleKind::Avoided) {
-            acc.entry((hierarchy_of(k.flags), k.cgroup_id)).or_default().doubles += s.count;
+            acc.entry((HierarchyKind::of_key(k.flags), k.cgroup_id)).or_default().doubles += s.count;
         }
     }
     let mut out: Vec<CgroupView> =
@@ -121,7 +120,7 @@ pub fn cgroups(snap: &Snapshot, names: &CgroupNames, events: &EventNames, availa
     out
 }
 
-fn view(which: Which, id: u64, a: Acc, names: &CgroupNames, available: Available) -> CgroupView {
+fn view(which: HierarchyKind, id: u64, a: Acc, names: &CgroupNames, available: Available) -> CgroupView {
     let labels = names.labels(which, id);
     let info = names.info(which, id);
     let pod = info.and_then(|i| i.kubernetes.as_ref());

@@ -7,19 +7,20 @@ use aya::{
 };
 
 use super::{
+    families,
     needs::{self, Probed},
     report::{AlternativeReport, FamilyReport, HookReport, Status},
-    table::{self, Alternative, Hook, Mode, ProgramSpec},
+    spec::{Alternative, Hook, Mode, ProgramSpec},
 };
 use crate::kernel::KernelInfo;
 
 /// Loads the trivial fentry program against the first available target, then unloads it.
 pub fn probe_trampolines(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -> Result<(), String> {
-    let target = table::FENTRY_PROBE_TARGETS
+    let target = families::FENTRY_PROBE_TARGETS
         .iter()
         .find(|f| kernel.btf.function(f).ok().flatten().is_some())
         .ok_or("none of the fentry probe targets is in BTF")?;
-    let prog: &mut FEntry = program(ebpf, table::FENTRY_PROBE_PROGRAM)?.try_into().map_err(|e| format!("{e}"))?;
+    let prog: &mut FEntry = program(ebpf, families::FENTRY_PROBE_PROGRAM)?.try_into().map_err(|e| format!("{e}"))?;
     let result = prog.load(target, btf).map_err(|e| {
         let msg = error_chain(&e);
         if msg.contains("Operation not permitted") {
@@ -37,8 +38,8 @@ pub fn probe_trampolines(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -> Res
 pub fn probe_wide_trampolines(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -> Result<(), String> {
     let wide = |f: &&&str| kernel.btf.function(f).ok().flatten().is_some_and(|p| p.params.len() > 6);
     let target =
-        table::WIDE_PROBE_TARGETS.iter().find(wide).ok_or("no function with more than six arguments to probe")?;
-    let prog: &mut FEntry = program(ebpf, table::FENTRY_PROBE_PROGRAM)?.try_into().map_err(|e| format!("{e}"))?;
+        families::WIDE_PROBE_TARGETS.iter().find(wide).ok_or("no function with more than six arguments to probe")?;
+    let prog: &mut FEntry = program(ebpf, families::FENTRY_PROBE_PROGRAM)?.try_into().map_err(|e| format!("{e}"))?;
     // The verifier accepts up to 12 arguments; the trampoline itself is built at attach time.
     let result = prog
         .load(target, btf)
@@ -56,7 +57,7 @@ pub fn attach_families(
     probed: &mut Probed,
     forced: Option<Mode>,
 ) -> Vec<FamilyReport> {
-    table::FAMILIES
+    families::FAMILIES
         .iter()
         .map(|family| {
             let mut attached = false;
@@ -240,7 +241,7 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
 }
 
 /// An error and its sources on one line, e.g. `load failed: Operation not permitted (os error 1)`.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -1,30 +1,31 @@
-//! Probe families and their attachment: the declarative [`table`], the per-kernel plan and
-//! what actually attached ([`report`]).
+//! Probe families and their attachment: the declarative table ([`families`], written in the types of [`spec`]), the
+//! per-kernel plan and what actually attached ([`report`]).
 //!
 //! [`Probes::load`] loads the embedded eBPF object with the BTF-derived layout, probes for
 //! trampoline support, attaches the best alternative of each family and keeps everything
 //! alive until dropped (dropping detaches and unloads).
 
 mod attach;
-mod causes;
-mod intervals;
-mod needs;
-mod overlaps;
+mod births;
+pub mod families;
+pub mod needs;
 mod pinning;
 pub mod report;
+pub mod spec;
 mod syscalls;
-pub mod table;
-mod table_subscribers;
 
 use anyhow::Context;
 use aya::{Ebpf, EbpfLoader, maps::Map};
 use mmuscope_abi::names;
 
+#[cfg(test)]
+mod object_tests;
+
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
-pub use table::Mode;
+pub use spec::Mode;
 
-use crate::kernel::KernelInfo;
+use crate::{cgroup_maps, kernel::KernelInfo};
 
 /// `--probes.strict`: required families that attached nothing, each with why.
 #[derive(Debug, thiserror::Error)]
@@ -81,20 +82,14 @@ impl Probes {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        for map in cgroup_maps::MAPS {
+            loader.map_max_entries(map.name, options.stats_map_entries);
+        }
         let mut ebpf = loader
             .btf(Some(&btf))
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::SLOW_MIN_NS, &slow_min_ns, true)
             .override_global(names::SUBSCRIBER_LAYOUT, &kernel.layout.subscribers, true)
-            .map_max_entries(names::BRACKET_STATS, options.stats_map_entries)
-            .map_max_entries(names::KVM_UNMAP_COUNTS, options.stats_map_entries)
-            .map_max_entries(names::FORK_STATS, options.stats_map_entries)
-            .map_max_entries(names::SECONDARY_STATS, options.stats_map_entries)
-            .map_max_entries(names::DOUBLE_STATS, options.stats_map_entries)
-            .map_max_entries(names::CROSS_STATS, options.stats_map_entries)
-            .map_max_entries(names::INTERVAL_WAITS, options.stats_map_entries)
-            .map_max_entries(names::INTERVAL_HITS, options.stats_map_entries)
-            .map_max_entries(names::HMM_BUSY, options.stats_map_entries)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;
         syscalls::fill(&mut ebpf).context("filling the system-call cause table")?;
@@ -114,14 +109,14 @@ impl Probes {
         // Switches read by the bracket programs, set once the hooks they depend on run: per-operation records
         // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist.
         for (family, switch) in
-            [(overlaps::OVERLAPPING_BRACKETS.name, names::OPERATIONS_ON), (causes::CAUSES.name, names::CAUSES_ON)]
+            [(families::OVERLAPPING_BRACKETS.name, names::OPERATIONS_ON), (families::CAUSES.name, names::CAUSES_ON)]
         {
             if attached(family) {
                 let map = ebpf.map_mut(switch).with_context(|| format!("map {switch} is missing"))?;
                 aya::maps::Array::<_, u32>::try_from(map)?.set(0, 1, 0)?;
             }
         }
-        let births = crate::births::attach(&mut ebpf, &btf, kernel);
+        let births = births::attach(&mut ebpf, &btf, kernel);
         let report = PlanReport {
             kernel_release: kernel.release.clone(),
             btf_path: kernel.btf.path().display().to_string(),

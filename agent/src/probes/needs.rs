@@ -1,6 +1,6 @@
 //! Evaluates a [`Need`] against the running kernel: `Ok` or the reason it is not met.
 
-use super::table::{Mode, Need};
+use super::spec::{Mode, Need};
 use crate::kernel::{KernelInfo, caps};
 
 /// Facts gathered by trying things, which the kernel description alone cannot tell.

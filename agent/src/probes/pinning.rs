@@ -9,30 +9,17 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, MapType};
-use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, ForkStats, IntervalKey, KvmUnmapKey,
-    SecondaryKey, names,
-};
+use mmuscope_abi::names;
+
+use crate::cgroup_maps;
 
 /// bpffs' `statfs` magic.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps whose contents are the agent's counters: `(name, type, key size, value size, sized by --map.stats-entries)`.
-fn persistent() -> [(&'static str, MapType, usize, usize, bool); 10] {
-    use std::mem::size_of as s;
-    let per_cpu = MapType::PerCpuHash;
-    [
-        (names::BRACKET_STATS, per_cpu, s::<BracketKey>(), s::<BracketStats>(), true),
-        (names::KVM_UNMAP_COUNTS, per_cpu, s::<KvmUnmapKey>(), s::<u64>(), true),
-        (names::FORK_STATS, per_cpu, s::<CgroupKey>(), s::<ForkStats>(), true),
-        (names::SECONDARY_STATS, per_cpu, s::<SecondaryKey>(), s::<CountBytes>(), true),
-        (names::DOUBLE_STATS, per_cpu, s::<DoubleKey>(), s::<CountBytes>(), true),
-        (names::CROSS_STATS, per_cpu, s::<CrossKey>(), s::<u64>(), true),
-        (names::INTERVAL_WAITS, per_cpu, s::<IntervalKey>(), s::<BracketStats>(), true),
-        (names::INTERVAL_HITS, per_cpu, s::<CgroupKey>(), s::<u64>(), true),
-        (names::HMM_BUSY, per_cpu, s::<CgroupKey>(), s::<u64>(), true),
-        (names::COUNTERS, MapType::PerCpuArray, s::<u32>(), s::<u64>(), false),
-    ]
+fn persistent() -> impl Iterator<Item = (&'static str, MapType, usize, usize, bool)> {
+    let per_cgroup = cgroup_maps::MAPS.iter().map(|m| (m.name, MapType::PerCpuHash, m.key_size, m.value_size, true));
+    per_cgroup.chain([(names::COUNTERS, MapType::PerCpuArray, size_of::<u32>(), size_of::<u64>(), false)])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +91,7 @@ mod tests {
 
     #[test]
     fn every_persistent_map_is_a_counter_map_of_the_object() {
-        let names: Vec<_> = persistent().iter().map(|p| p.0).collect();
+        let names: Vec<_> = persistent().map(|p| p.0).collect();
         assert!(!names.contains(&names::INFLIGHT) && !names.contains(&names::THREADS), "state maps are not pinned");
         assert_eq!(names.iter().collect::<std::collections::HashSet<_>>().len(), names.len());
     }

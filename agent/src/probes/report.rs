@@ -1,7 +1,7 @@
 //! The attach plan as it turned out: per family, every alternative with its status and reason.
 //! Shown by `mmuscope check`, exported as `probe_attached`, served by the API.
 
-use super::table::{Hook, Mode};
+use super::spec::{Hook, Mode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

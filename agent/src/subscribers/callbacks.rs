@@ -17,18 +17,17 @@ use aya::{
     maps::{MapData, PerCpuHashMap},
     programs::KProbe,
 };
-use mmuscope_abi::BracketStats;
+use mmuscope_abi::{BracketStats, names};
 
 use super::{Inventory, Symbols, classify};
 use crate::probes::{
-    Mode, Probes, Status,
+    Mode, Probes, Status, families,
     report::{AlternativeReport, FamilyReport, HookReport},
-    table::Hook,
+    spec::Hook,
 };
 
-const ENTRY: &str = "callback_entry_kprobe";
-const RETURN: &str = "callback_return_kretprobe";
-const STATS: &str = "CALLBACK_STATS";
+const ENTRY: &str = families::CALLBACK_ENTRY_PROGRAM;
+const RETURN: &str = families::CALLBACK_RETURN_PROGRAM;
 pub const FAMILY: &str = "subscriber_callbacks";
 /// Callbacks that are not about invalidation (release, young-bit tests) are not timed.
 const TIMED: &[&str] =
@@ -146,7 +145,7 @@ fn load_and_attach(probes: &mut Probes, targets: Vec<Target>) -> Result<(Callbac
     if attached.is_empty() {
         return Err(failures.join("; "));
     }
-    let map = probes.take_map(STATS).map_err(|x| format!("{x:#}"))?;
+    let map = probes.take_map(names::CALLBACK_STATS).map_err(|x| format!("{x:#}"))?;
     let stats = map.try_into().map_err(|x: aya::maps::MapError| e(&x))?;
     Ok((CallbackTimer { stats, targets: attached }, failures.join("; ")))
 }

@@ -40,7 +40,7 @@ use aya::{
 };
 use mmuscope_abi::{SubscriberRecord, callback_slot, names};
 
-use crate::probes::{Mode, Probes, table::Hook};
+use crate::probes::{Mode, Probes, spec::Hook};
 pub use classify::kind as classify;
 
 pub use records::{RawMm, parse};
@@ -190,7 +190,7 @@ impl Sweeper {
         let family = probes.report.families.iter().find(|f| f.name == "subscribers");
         let Some(alt) = family.and_then(|f| f.attached()) else { return Ok(None) };
         let mode = alt.mode;
-        let table = crate::probes::table::FAMILIES.iter().find(|f| f.name == "subscribers");
+        let table = crate::probes::families::FAMILIES.iter().find(|f| f.name == "subscribers");
         let spec = table
             .and_then(|f| f.alternatives.iter().find(|a| a.name == alt.name))
             .and_then(|a| a.programs.iter().find(|p| p.hook == Hook::Iter))

@@ -9,9 +9,10 @@ use ratatui::{
 };
 
 use super::{
-    Header, human_seconds,
+    Header,
     state::{Row, State},
 };
+use crate::client::human_seconds;
 
 pub fn draw(f: &mut Frame, header: &Header, state: &State) {
     let [top, body] = Layout::vertical([Constraint::Length(3), Constraint::Min(1)]).areas(f.area());

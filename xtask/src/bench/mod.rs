@@ -31,16 +31,34 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::builder::PossibleValuesParser;
+use clap::{Args, builder::PossibleValuesParser};
 
 use crate::{
-    cli::BenchArgs,
     privilege::Privilege,
     process, progress,
     setup::{self, Group, Mode},
     toolchain,
     workspace::{Profile, Workspace},
 };
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Benchmarks to run (default: all).
+    #[arg(value_name = "NAME", value_parser = name_parser())]
+    pub names: Vec<String>,
+    /// Harness smoke: debug binaries, tiny counts, one run; results go to target/bench/quick/ and mean nothing.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rewrite each benchmark's generated block in BENCHMARKS.md (ignored with --quick).
+    #[arg(long)]
+    pub update: bool,
+    /// Measure nothing: rewrite the generated blocks from the last full run's target/bench/NAME.json.
+    #[arg(long, conflicts_with_all = ["quick", "update", "runs"])]
+    pub from_json: bool,
+    /// Rounds per benchmark [default: 5, 7 for unrelated; 1 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub runs: Option<usize>,
+}
 
 pub struct Benchmark {
     pub name: &'static str,

@@ -10,14 +10,14 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Context, Outcome, host};
+use super::{Context, Outcome, prerequisites};
 use crate::{process, progress, toolchain, workspace::Profile};
 
 /// The schemathesis release the tier installs (pinned, so a new release cannot change the checks under us).
 const SCHEMATHESIS: &str = "4.32.5";
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
-    if let Some(skipped) = host::unmet_prerequisites(ctx)? {
+    if let Some(skipped) = prerequisites::unmet_prerequisites(ctx)? {
         return Ok(skipped);
     }
     let venv = ctx.ws.target_dir().join("eco/venv");

@@ -6,6 +6,7 @@ mod eco;
 mod fleet;
 mod host;
 mod lint;
+mod prerequisites;
 mod ship;
 pub mod summary;
 mod unit;

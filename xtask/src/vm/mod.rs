@@ -1,6 +1,6 @@
 //! `cargo xtask vm`: stock Debian kernels under QEMU, for the probe modes this machine's own
-//! kernel refuses (fentry/fexit, kprobes). See `shared/reference/vm-harness.md` for the facts
-//! behind it (TCG with `-cpu max`, nested KVM through kvm-amd, results over a serial port).
+//! kernel refuses (fentry/fexit, kprobes): TCG with `-cpu max`, nested KVM through kvm-amd, results over a serial
+//! port.
 //!
 //! * `fetch <kernel>`: resolve through a private apt configuration (`apt_sources`, `apt`,
 //!   `resolve`), download and cache vmlinuz + the KVM modules (`kernels`).

@@ -45,11 +45,11 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use super::{Context, Outcome, host};
+use super::{Context, Outcome, prerequisites};
 use crate::{process, progress, toolchain, workspace::Profile};
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
-    if let Some(skipped) = host::unmet_prerequisites(ctx)? {
+    if let Some(skipped) = prerequisites::unmet_prerequisites(ctx)? {
         return Ok(skipped);
     }
     let ws = ctx.ws;

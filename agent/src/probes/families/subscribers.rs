@@ -1,8 +1,8 @@
 //! Probe-table rows of the subscriber inventory: the `iter/task` sweep program, and per mode
 //! the hooks that tell the agent the inventory changed (see `crate::subscribers`).
 
-use super::table::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
 use crate::kernel::FieldGroup;
+use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
 
 const REGISTER: &str = "__mmu_notifier_register";
 const UNREGISTER: &str = "mmu_notifier_unregister";

@@ -2,8 +2,8 @@
 //! `hmm_range_fault` collisions. (Brackets that reach interval subscribers are counted by the
 //! bracket programs themselves when the interval fields resolve.)
 
-use super::table::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
 use crate::kernel::FieldGroup;
+use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
 
 const READ_BEGIN: &str = "mmu_interval_read_begin";
 const HMM_FAULT: &str = "hmm_range_fault";

@@ -8,7 +8,7 @@
 //! so they need no hook; `collapse_huge_page` would be wrong anyway, as `MADV_COLLAPSE` (a
 //! madvise cause) runs it too.
 
-use super::table::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
+use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
 
 const THP_SPLIT: &str = "__split_huge_pmd";
 /// Page reclaim: the folio API from 6.2, the page API before.

@@ -8,7 +8,7 @@
 //! server's `fork` loop) also end the operation at their entry. Hooking those few functions, rather
 //! than the `sys_enter` tracepoint, leaves every other system call on the host on its fast path.
 
-use super::table::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
+use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
 
 /// x86-64 system-call entry points (`SYSCALL_DEFINE` wrappers) that open brackets and are often
 /// repeated with identical arguments, each with its fentry program (a trampoline program is loaded
