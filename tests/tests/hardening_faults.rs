@@ -22,7 +22,7 @@ use aya::maps::{MapData, PerCpuHashMap};
 use mmuscope_abi::CgroupKey;
 use mmuscope_tests::cgroup::CgroupPath;
 use mmuscope_tests::eco::inject;
-use mmuscope_tests::hardening::{kvm_madvise, run_to_exit};
+use mmuscope_tests::hardening::{fork_pinned_counts_exactly, kvm_madvise, run_to_exit};
 use mmuscope_tests::harness::scrape::INVALIDATIONS;
 use mmuscope_tests::harness::{Agent, HostEnv, counter_by_cgroup};
 use mmuscope_tests::promtext::Exposition;
@@ -118,10 +118,12 @@ fn deny_case(env: &HostEnv, deny: &str, gone: &str, reason: &str, kept: &str) ->
             ready == 200 && body.contains(gone),
             "/readyz must be 200 and name the missing family {gone}: {ready} {body}"
         );
+        // The family that stayed still counts exactly: fork copies against the PFN truth when brackets are denied,
+        // brackets against kvm-madvise's truth otherwise.
         if gone == "brackets" {
-            return Ok(());
+            let name = format!("deny-{}-fork-{}", deny, std::process::id());
+            return fork_pinned_counts_exactly(env, &scraper, CGROUP_PARENT, &name);
         }
-        // The family that stayed still counts exactly.
         let name = format!("deny-{}-{}", gone, std::process::id());
         let (_guard, truth) = kvm_madvise(env, CGROUP_PARENT, &name, 400)?;
         let label = truth.cgroups.attributed().path.to_string();
