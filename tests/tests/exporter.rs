@@ -312,6 +312,10 @@ fn many_cgroups_case(agent: &Agent, h: &Hierarchies, parent: &str, n: usize, max
 
     let before = Exposition::parse(&agent.scraper().get("/metrics")?.1)?;
     let total_before: f64 = before.samples_named(INVALIDATIONS).map(|s| s.value).sum::<f64>() + 0.0;
+    let entries_before = before
+        .samples_named("mmuscope_map_entries")
+        .find(|s| s.labels.get("map").map(String::as_str) == Some("kvm_unmap_counts"))
+        .map_or(0.0, |s| s.value);
     let mut map = inject::kvm_unmap_counts(agent.pid())?;
     inject::set_counts(&mut map, &keys, count)?;
 
@@ -347,7 +351,17 @@ fn many_cgroups_case(agent: &Agent, h: &Hierarchies, parent: &str, n: usize, max
         if report.trim().is_empty() { String::new() } else { format!(": {report}") }
     );
 
-    ensure!(entries.is_some_and(|v| v >= n as f64), "map_entries does not show the {n} injected keys: {entries:?}");
+    // Exact over the injection, like the total below (nothing else adds keys between the two scrapes): n new keys.
+    ensure!(
+        entries == Some(entries_before + n as f64),
+        "map_entries {entries:?}, expected {entries_before} before + the {n} injected keys"
+    );
+    // Each of our cgroups that has its own series shows exactly the count injected into its key.
+    let wrong: Vec<(&String, &f64)> =
+        by_cgroup.iter().filter(|(c, v)| c.starts_with(&ours) && **v != count as f64).take(5).collect();
+    ensure!(wrong.is_empty(), "our cgroups' own series must each be {count}: {wrong:?}");
+    // Ranges, because the cap and the overflow are shared with the cgroups of this host that had counts before
+    // (other VMs on a shared machine, a number this test cannot know): they take tracked slots and overflow too.
     ensure!(tracked == max as f64, "cgroups_tracked {tracked}, expected the cap {max}");
     ensure!(own_series <= max, "{own_series} of our cgroups have their own series, cap {max}");
     ensure!(overflow >= (n - max) as f64, "cgroups_overflow_total {overflow} < {}", n - max);
@@ -373,6 +387,7 @@ fn many_cgroups_case(agent: &Agent, h: &Hierarchies, parent: &str, n: usize, max
     let ours_api = list.iter().filter(|c| c["cgroup"].as_str().is_some_and(|p| p.starts_with(&ours))).count();
     let aggregated = list.iter().filter(|c| c["aggregated"] == true).count();
     println!("  /api/v1/cgroups: total {}, ours in the first 10000: {ours_api}, aggregated: {aggregated}", v["total"]);
+    // Ranges for the same reason: the API lists this host's other cgroups with counts too.
     ensure!(v["total"].as_u64().is_some_and(|t| t >= n as u64), "API total {} < {n}", v["total"]);
     if aggregated < n - max - 1 {
         bail!("API marks only {aggregated} cgroups as aggregated");

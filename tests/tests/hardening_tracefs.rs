@@ -14,10 +14,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use mmuscope_tests::cgroup::CgroupPath;
-use mmuscope_tests::hardening::{WITHOUT_TRACEFS, run_command_to_exit, run_to_exit, wrapped};
-use mmuscope_tests::harness::scrape::Scraper;
-use mmuscope_tests::harness::{Agent, CgroupGuard, HostEnv, counter_by_cgroup, run_workload};
+use mmuscope_tests::hardening::{
+    WITHOUT_TRACEFS, fork_pinned_counts_exactly, run_command_to_exit, run_to_exit, wrapped,
+};
+use mmuscope_tests::harness::{Agent, HostEnv};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const CGROUP_PARENT: &str = "/mmuscope-hardening";
@@ -74,41 +74,9 @@ fn without_tracefs_the_agent_mounts_its_own_and_counts_a_pinned_fork_exactly() {
         let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt"));
         ensure!(ns(&agent_pid)? != ns("self")?, "the agent runs in the host's mount namespace");
 
-        pinned_fork_counts_exactly(&env, &scraper)
+        fork_pinned_counts_exactly(&env, &scraper, CGROUP_PARENT, &format!("no-tracefs-fork-{}", std::process::id()))
     })();
     agent.finish(result);
-}
-
-fn pinned_fork_counts_exactly(env: &HostEnv, scraper: &Scraper) -> Result<()> {
-    let name = format!("no-tracefs-fork-{}", std::process::id());
-    let _guard = CgroupGuard::new(env.hierarchies.clone(), CgroupPath::parse(CGROUP_PARENT)?.join(&name)?);
-    let truth = run_workload(
-        &env.workload_bin,
-        ["fork-pinned", "--pages", "64", "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name],
-    )?;
-    let fork = truth.fork.as_ref().context("fork-pinned reported no fork truth")?;
-    let label = truth.cgroups.attributed().path.to_string();
-    let expected = [
-        ("mmuscope_fork_pinned_page_copies_total", fork.copied_pages),
-        ("mmuscope_fork_pinned_copy_bytes_total", fork.copied_bytes),
-        ("mmuscope_forks_with_pinned_pages_total", fork.forks_with_pinned_pages),
-    ];
-    ensure!(fork.copied_pages > 0, "the workload's fork copied no page: {fork:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let e = scraper.metrics()?;
-        let got: Vec<f64> = expected
-            .iter()
-            .map(|(family, _)| counter_by_cgroup(&e, family).get(&label).copied().unwrap_or(0.0))
-            .collect();
-        let want: Vec<f64> = expected.iter().map(|(_, v)| *v as f64).collect();
-        if got == want {
-            println!("fork-pinned --pages 64 in {label}: ground truth (PFNs that changed) {want:?} = /metrics {got:?}");
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "{label}: /metrics {got:?} != ground truth {want:?} for {expected:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

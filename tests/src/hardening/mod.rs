@@ -1,6 +1,6 @@
 //! Support for the hardening tests (`tests/hardening_*.rs`): the agent run to completion (exit status and
-//! stderr), raw HTTP requests (oversized, malformed), the BPF objects a process holds, and kvm-madvise runs in
-//! fresh cgroups.
+//! stderr), raw HTTP requests (oversized, malformed), the BPF objects a process holds, and kvm-madvise and
+//! fork-pinned runs in fresh cgroups.
 
 pub mod bpf_objects;
 pub mod rawhttp;
@@ -10,10 +10,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::cgroup::CgroupPath;
-use crate::harness::{CgroupGuard, HostEnv, run_workload};
+use crate::harness::scrape::Scraper;
+use crate::harness::{CgroupGuard, HostEnv, counter_by_cgroup, run_workload};
 use crate::truth::GroundTruth;
 
 /// Runs its arguments in a mount namespace of their own where tracefs is mounted at `/sys/kernel/tracing`, as the
@@ -96,4 +97,37 @@ pub fn kvm_madvise(env: &HostEnv, parent: &str, name: &str, iterations: u64) -> 
         ["kvm-madvise", "--iterations", &n, "--cgroup-parent", parent, "--cgroup-name", name],
     )?;
     Ok((guard, truth))
+}
+
+/// fork-pinned with 64 pinned pages in a fresh cgroup `<parent>/<name>` (removed on return): the agent's fork-copy
+/// counters for it must equal the workload's truth (pages whose PFN changed across the fork) within 10 s.
+pub fn fork_pinned_counts_exactly(env: &HostEnv, scraper: &Scraper, parent: &str, name: &str) -> Result<()> {
+    let _guard = CgroupGuard::new(env.hierarchies.clone(), CgroupPath::parse(parent)?.join(name)?);
+    let truth = run_workload(
+        &env.workload_bin,
+        ["fork-pinned", "--pages", "64", "--cgroup-parent", parent, "--cgroup-name", name],
+    )?;
+    let fork = truth.fork.as_ref().context("fork-pinned reported no fork truth")?;
+    let label = truth.cgroups.attributed().path.to_string();
+    let expected = [
+        ("mmuscope_fork_pinned_page_copies_total", fork.copied_pages),
+        ("mmuscope_fork_pinned_copy_bytes_total", fork.copied_bytes),
+        ("mmuscope_forks_with_pinned_pages_total", fork.forks_with_pinned_pages),
+    ];
+    ensure!(fork.copied_pages > 0, "the workload's fork copied no page: {fork:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = scraper.metrics()?;
+        let got: Vec<f64> = expected
+            .iter()
+            .map(|(family, _)| counter_by_cgroup(&e, family).get(&label).copied().unwrap_or(0.0))
+            .collect();
+        let want: Vec<f64> = expected.iter().map(|(_, v)| *v as f64).collect();
+        if got == want {
+            println!("fork-pinned --pages 64 in {label}: ground truth (PFNs that changed) {want:?} = /metrics {got:?}");
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{label}: /metrics {got:?} != ground truth {want:?} for {expected:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -1,5 +1,5 @@
-//! Prerequisites of host tests, and the CI rule: in CI (`CI=true`) a missing prerequisite fails the test with its
-//! name; elsewhere the test prints a loud `SKIPPED: reason` and returns.
+//! Prerequisites of host tests, and the CI rule: in CI (`CI` set, see [`in_ci`]) a missing prerequisite fails the
+//! test with its name; elsewhere the test prints a loud `SKIPPED: reason` and returns.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -54,10 +54,9 @@ impl HostEnv {
     }
 }
 
-/// `CI=true` (or `1`), as set by the project's CI runner.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
+/// The project's one CI rule (`mmuscope_ci`), the same that `cargo xtask test` applies: `CI` set to anything but
+/// empty, `false` or `0`.
+pub use mmuscope_ci::in_ci;
 
 fn check_executable(path: &Path, what: &str, env: &str, missing: &mut Vec<String>) {
     use std::os::unix::fs::PermissionsExt;

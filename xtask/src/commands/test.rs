@@ -4,7 +4,6 @@
 //! failed.
 
 use std::{
-    env,
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -30,7 +29,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
     setup::setup(ws, &groups, Mode::Install)?;
 
     let build_ok = !selected.iter().any(|t| t.needs_build) || build(ws);
-    let ctx = Context { ws, ci: in_ci() };
+    let ctx = Context { ws, ci: mmuscope_ci::in_ci() };
     let mut rows = Vec::new();
     let mut stopped = false;
     for tier in selected {
@@ -113,9 +112,4 @@ fn warn_if_disk_is_short(ws: &Workspace, tiers: usize) {
             ),
         );
     }
-}
-
-/// `CI` set to anything but empty, `false` or `0`.
-fn in_ci() -> bool {
-    env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "false" | "0"))
 }

@@ -46,12 +46,14 @@ use crate::{
     workspace::{Profile, Workspace},
 };
 
-/// The matrix: kernel request, whether it must be there (sid is best effort), and its scenarios.
+/// The matrix: kernel request, whether it must be there (sid is best effort, except in CI where
+/// every kernel listed must be), and its scenarios.
 /// 6.1 and 6.12 are the two secondary-TLB generations the truths describe (source lines in each
 /// scenario's module); sid runs the basic scenarios as a smoke test of the newest layout.
 const KERNELS: &[(&str, bool, &[&str])] = &[("6.1", true, FULL), ("6.12", true, FULL), ("sid", false, BASIC)];
 const MODES: &[&str] = &["fentry", "kprobe"];
-/// Workload command lines; a scenario the workload binary does not offer is left out (and said so).
+/// Workload command lines; a scenario the workload binary does not offer is left out (and said so;
+/// in CI that fails the tier).
 /// Counts are modest: each figure is exact whatever N is, and TCG is slow.
 const BASIC: &[&str] =
     &["kvm-madvise --iterations 200", "kvm-munmap --iterations 200", "kvm-mprotect --iterations 100"];
@@ -126,14 +128,22 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             Err(err) => {
                 let reason = format!("{err:#}");
                 say(format!("kernel {name} unavailable: {reason}"));
-                if *required {
+                // A best-effort kernel (sid) may be missing on a developer's machine; in CI every kernel of the
+                // matrix is a prerequisite, and one left out would pass a tier that tested less than it lists.
+                if *required || ctx.ci {
                     failures.push(format!("kernel {name} could not be fetched: {reason}"));
                 }
                 results.unavailable.push(Unavailable { kernel: name.clone(), reason });
                 continue;
             }
         };
-        let scenarios = scenarios_for(name, &offered)?;
+        let (scenarios, missing) = scenarios_for(name, &offered)?;
+        if ctx.ci && !missing.is_empty() {
+            failures.push(format!(
+                "kernel {name}: scenarios listed but not offered by the workload: {}",
+                missing.join("; ")
+            ));
+        }
         for mode in &modes {
             let run = run_one(ws, &kernel, mode, &files, &scenarios, &agent_args);
             failures.extend(run.failures());
@@ -205,7 +215,13 @@ fn run_one(
         // Oops in __schedule of a kworker on 7.2 with kprobes armed). A crash whose trace has no
         // BPF program frame is retried once and recorded; one inside our programs never is.
         say(format!("{why}\n==> guest kernel crashed outside any BPF program; retrying the boot once"));
-        run.notes.push("guest kernel panic outside BPF programs once; retried".to_string());
+        if panic_is_a_failure(mode) {
+            // With kprobes armed, the crash may be ours (text patching at our attach points) even without a
+            // `bpf_prog_` frame: the retry still runs, for its figures, but the run fails.
+            run.errors.push(format!("guest kernel panic with kprobes armed (retried once for the figures): {why}"));
+        } else {
+            run.notes.push("guest kernel panic outside BPF programs once; retried".to_string());
+        }
         attempt = vm::run_in_guest(ws, kernel, files, &command, &opts);
     }
     match attempt {
@@ -224,6 +240,12 @@ fn run_one(
     let verdict = if run.passed() { "passed" } else { "FAILED" };
     say(format!("{} × {mode}: {verdict} in {:.1} s", kernel.meta.release, run.wall_seconds));
     run
+}
+
+/// Whether a guest panic outside any BPF program still fails the run: in kprobe mode the agent's
+/// probes patch kernel text (int3), which is exactly what such a crash may come from.
+fn panic_is_a_failure(mode: &str) -> bool {
+    mode == "kprobe"
 }
 
 /// A guest kernel panic whose console tail shows no BPF program frame (`bpf_prog_…`).
@@ -282,8 +304,9 @@ fn offered_scenarios(workload: &std::path::Path) -> Result<Vec<String>> {
 }
 
 /// The scenarios of kernel `name` in [`KERNELS`] ([`FULL`] for a kernel not listed there), or
-/// `MMUSCOPE_VM_SCENARIOS`, that the workload binary offers.
-fn scenarios_for(name: &str, offered: &[String]) -> Result<Vec<String>> {
+/// `MMUSCOPE_VM_SCENARIOS`, that the workload binary offers, and those it does not (left out here;
+/// a failure of the tier in CI).
+fn scenarios_for(name: &str, offered: &[String]) -> Result<(Vec<String>, Vec<String>)> {
     let listed = KERNELS.iter().find(|(k, _, _)| *k == name).map_or(FULL, |(_, _, s)| s);
     let wanted =
         list_from_env("MMUSCOPE_VM_SCENARIOS", ';').unwrap_or_else(|| listed.iter().map(|s| s.to_string()).collect());
@@ -296,7 +319,7 @@ fn scenarios_for(name: &str, offered: &[String]) -> Result<Vec<String>> {
     if available.is_empty() {
         bail!("none of the scenarios is offered by the workload (it lists {offered:?})");
     }
-    Ok(available)
+    Ok((available, missing))
 }
 
 /// Subcommand names from clap's `--help` (`Commands:` section).
@@ -367,5 +390,7 @@ mod panic_tests {
         assert!(!unrelated_panic(ours));
         assert!(unrelated_panic(theirs));
         assert!(!unrelated_panic("guest 6.1: command timed out"));
+        assert!(super::panic_is_a_failure("kprobe"));
+        assert!(!super::panic_is_a_failure("fentry"));
     }
 }

@@ -5,6 +5,7 @@
 //! the bounding set), `NoNewPrivileges=`, and a `NOTIFY_SOCKET` we listen on like systemd does for `Type=notify`.
 
 use std::{
+    collections::BTreeSet,
     fs,
     os::unix::{fs::PermissionsExt, net::UnixDatagram},
     path::Path,
@@ -154,39 +155,136 @@ pub fn runtime(ws: &Workspace, agent: &Path) -> Result<()> {
     say(format!("after READY=1: CapInh, CapPrm, CapEff and CapAmb are 0 on all {threads} threads of the agent"));
     http::get_ok(&format!("http://{addr}/readyz"))?;
     let metrics = http::get_ok(&format!("http://{addr}/metrics"))?;
-    let attached = metrics.lines().filter(|l| l.starts_with("mmuscope_probe_attached{") && l.ends_with(" 1")).count();
-    if attached == 0 {
-        bail!("no probe attached under the unit's privileges; agent log:\n{}", running.tail());
-    }
-    say(format!("without capabilities it still serves: /readyz 200, /metrics with {attached} attached probe(s)"));
+    // Exactly the families that `mmuscope check` plans under the same privileges are attached: a family the unit's
+    // privileges cost at attach time (or one attached that the plan left out) fails, not only "no probe at all".
+    let planned = planned_families(agent, &caps)?;
+    let attached = attached_families(&metrics);
+    same_families(&planned, &attached).with_context(|| format!("agent log:\n{}", running.tail()))?;
+    say(format!(
+        "without capabilities it still serves: /readyz 200, /metrics with the {} families `check` plans under the \
+         unit's privileges attached: {}",
+        attached.len(),
+        attached.iter().cloned().collect::<Vec<_>>().join(", ")
+    ));
     running.stop()?;
 
     let addr = daemon::free_port()?;
     seccomp::check(&unit, unit_like(agent, &caps, &config, addr), addr, agent, &dir)
 }
 
-/// The agent as the unit starts it: `setpriv` gives it an unprivileged uid, exactly the unit's ambient
+/// What the unit gives its command: `setpriv` gives it an unprivileged uid, exactly the unit's ambient
 /// capabilities (also as the bounding set) and no_new_privs, like User=, AmbientCapabilities=,
 /// CapabilityBoundingSet= and NoNewPrivileges= do. Before that, what the unit's `RequiresMountsFor=` makes systemd
-/// do: mount tracefs where it is not mounted ([`process::with_tracefs`]).
-fn unit_like(agent: &Path, caps: &str, config: &Path, addr: std::net::SocketAddr) -> Command {
+/// do: mount tracefs where it is not mounted ([`process::with_tracefs`]). The command follows.
+fn unit_privileges(caps: &str) -> Command {
     let mut cmd = process::with_tracefs("setpriv");
     cmd.args(["--reuid", UNPRIVILEGED_UID, "--regid", UNPRIVILEGED_UID, "--clear-groups"])
         .arg(format!("--inh-caps={caps}"))
         .arg(format!("--ambient-caps={caps}"))
         .arg(format!("--bounding-set=-all,{caps}"))
         .arg("--no-new-privs")
-        .arg("--")
-        .arg(agent)
+        .arg("--");
+    cmd
+}
+
+/// The agent as the unit starts it ([`unit_privileges`]).
+fn unit_like(agent: &Path, caps: &str, config: &Path, addr: std::net::SocketAddr) -> Command {
+    let mut cmd = unit_privileges(caps);
+    cmd.arg(agent)
         .arg("run")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--web.listen-address={addr}"));
     cmd
 }
 
+/// The families `mmuscope check --json` attaches in its plan, run with the unit's privileges. The unit's config
+/// file sets no probe option (no mode, no deny), so check's defaults plan what the unit's agent plans.
+fn planned_families(agent: &Path, caps: &str) -> Result<BTreeSet<String>> {
+    let mut cmd = unit_privileges(caps);
+    cmd.arg(agent).args(["check", "--json"]);
+    let out = process::capture(&mut cmd)?;
+    if !out.status.success() {
+        bail!(
+            "mmuscope check --json with the unit's privileges ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    planned_in(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Families with an alternative whose status is `attached` in a `check --json` document.
+fn planned_in(json: &str) -> Result<BTreeSet<String>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("mmuscope check --json output")?;
+    let families = v["families"].as_array().context("no families list in check --json")?;
+    let mut planned = BTreeSet::new();
+    for f in families {
+        let alternatives = f["alternatives"].as_array().context("a family without alternatives in check --json")?;
+        if alternatives.iter().any(|a| a["status"] == "attached") {
+            planned.insert(f["name"].as_str().context("a family without a name in check --json")?.to_string());
+        }
+    }
+    Ok(planned)
+}
+
+/// Families (`probe` label) whose `mmuscope_probe_attached` series sum to more than 0 in an exposition.
+fn attached_families(metrics: &str) -> BTreeSet<String> {
+    let mut sums: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("mmuscope_probe_attached{")) {
+        let Some(family) = line.split_once("probe=\"").and_then(|(_, rest)| rest.split_once('"')).map(|(f, _)| f)
+        else {
+            continue;
+        };
+        let value = line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *sums.entry(family.to_string()).or_default() += value;
+    }
+    sums.into_iter().filter(|(_, v)| *v > 0.0).map(|(f, _)| f).collect()
+}
+
+/// The families attached must be exactly the planned ones, and there must be some.
+fn same_families(planned: &BTreeSet<String>, attached: &BTreeSet<String>) -> Result<()> {
+    if planned.is_empty() {
+        bail!("mmuscope check plans no family under the unit's privileges");
+    }
+    if planned != attached {
+        let missing: Vec<&String> = planned.difference(attached).collect();
+        let extra: Vec<&String> = attached.difference(planned).collect();
+        bail!(
+            "under the unit's privileges the agent attached {attached:?}, check planned {planned:?}: \
+             missing {missing:?}, not planned {extra:?}"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attached_families_must_be_the_planned_ones() {
+        let check = r#"{"families":[
+            {"name":"brackets","alternatives":[{"name":"fentry","status":"attached"},{"name":"kprobe","status":"skipped"}]},
+            {"name":"fork_copies","alternatives":[{"name":"tp_btf","status":"attached"}]},
+            {"name":"subscribers","alternatives":[{"name":"fentry","status":"unavailable","reason":"x"}]}]}"#;
+        let planned = planned_in(check).unwrap();
+        assert_eq!(planned.iter().map(String::as_str).collect::<Vec<_>>(), ["brackets", "fork_copies"]);
+        let metrics = "# TYPE mmuscope_probe_attached gauge\n\
+            mmuscope_probe_attached{probe=\"brackets\",mode=\"fentry\",target=\"a\"} 1\n\
+            mmuscope_probe_attached{probe=\"brackets\",mode=\"fentry\",target=\"b\"} 1\n\
+            mmuscope_probe_attached{probe=\"fork_copies\",mode=\"tp_btf\",target=\"c\"} 1\n\
+            mmuscope_probe_attached{probe=\"subscribers\",mode=\"fentry\",target=\"d\"} 0\n";
+        let attached = attached_families(metrics);
+        same_families(&planned, &attached).unwrap();
+        // One family lost at attach time (as a missing capability would do) fails, although probes are attached.
+        let lost = metrics.replace("target=\"c\"} 1", "target=\"c\"} 0");
+        let e = same_families(&planned, &attached_families(&lost)).unwrap_err().to_string();
+        assert!(e.contains("missing [\"fork_copies\"]"), "{e}");
+        // One attached that the plan left out fails too, and so does an empty plan.
+        let more = metrics.replace("target=\"d\"} 0", "target=\"d\"} 1");
+        assert!(same_families(&planned, &attached_families(&more)).is_err());
+        assert!(same_families(&BTreeSet::new(), &BTreeSet::new()).is_err());
+    }
 
     #[test]
     fn reads_score_and_flagged_items() {
