@@ -5,14 +5,14 @@
 //! and latency), [`secondary`] (secondary-TLB invalidations and double notifications), [`cross`] (cross-cgroup
 //! invalidations), [`fork`] (fork copies of pinned pages), [`intervals`] (interval-notifier waits), [`subscribers`]
 //! (the subscriber inventory), [`programs`] (our eBPF programs' cost) and [`agent`] (the agent's own health).
-//! [`help`] lists every family once; `docs/metrics.md` is made from it ([`reference`]). [`series`] is the row model
-//! every group builds, [`scrape`] puts a whole `/metrics` response together.
+//! Each file declares its families ([`series::Metric`]: name, type, labels, help) in its own `METRICS`; [`METRICS`]
+//! gathers them, and `docs/metrics.md` is made from them ([`reference`]). [`series`] is the row model every group
+//! builds, [`scrape`] puts a whole `/metrics` response together.
 
 mod agent;
 mod brackets;
 mod cross;
 mod fork;
-mod help;
 mod histogram;
 mod intervals;
 mod programs;
@@ -30,7 +30,6 @@ use std::{
 };
 
 pub use agent::BuildInfo;
-pub use help::FAMILIES;
 pub use reference::metrics_reference;
 pub use scrape::Scrape;
 
@@ -40,7 +39,19 @@ use crate::{
     kernel::EventNames,
     probes::{Mode, PlanReport},
 };
-use series::Family;
+use series::{Family, Metric};
+
+/// Every metric family the agent can export, by file, in the order of the metrics reference.
+const METRICS: &[&[&Metric]] = &[
+    brackets::METRICS,
+    secondary::METRICS,
+    cross::METRICS,
+    fork::METRICS,
+    intervals::METRICS,
+    subscribers::METRICS,
+    agent::METRICS,
+    programs::METRICS,
+];
 
 pub struct Exporter {
     /// Locked for reading and for removing expired cgroups' keys.

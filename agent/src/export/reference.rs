@@ -2,8 +2,8 @@
 //! serves, run on a small synthetic snapshot so that every family shows its type and label names.
 //!
 //! `cargo xtask docs` writes it (through the hidden `mmuscope metrics-reference` command); a unit test fails when the
-//! committed file is out of date. A new family needs a `help.rs` entry and, if its data comes from a new snapshot
-//! field, a sample row in [`sample_snapshot`] (the test below says which family lacks one).
+//! committed file is out of date. A new family needs its [`Metric`] in its file's `METRICS` and, if its data comes
+//! from a new snapshot field, a sample row in [`sample_snapshot`] (the test below says which family lacks one).
 
 use std::{fmt::Write, time::Instant};
 
@@ -13,7 +13,11 @@ use mmuscope_abi::{
 };
 use prometheus::core::Collector;
 
-use super::{FAMILIES, agent, brackets, cross, fork, intervals, programs, secondary, series::Family, subscribers};
+use super::{
+    METRICS, agent, brackets, cross, fork, intervals, programs, secondary,
+    series::{Family, Metric},
+    subscribers,
+};
 use crate::{
     bpfstats::ProgramRun,
     cgroups::CgroupLabels,
@@ -103,7 +107,7 @@ impl Row {
     }
 }
 
-/// Every family the agent can export, in `help.rs` order, then the `process_*` families.
+/// Every family the agent can export, in [`METRICS`] order, then the `process_*` families.
 fn all_families() -> Vec<Row> {
     let snap = sample_snapshot();
     let cgroup = |_: u32, _: u64| CgroupLabels::new("/", "", "", "");
@@ -127,13 +131,18 @@ fn all_families() -> Vec<Row> {
     out.push(agent::map_read_errors(&[("bracket_stats", 0)]));
     out.extend(agent::cgroup_families(&names));
     out.extend(programs::families(&runs));
-    let rank = |name: &str| FAMILIES.iter().position(|(n, _)| *n == name).unwrap_or(usize::MAX);
+    let rank = |name: &str| declared().position(|m| m.name == name).unwrap_or(usize::MAX);
     out.sort_by_key(|f| rank(f.name));
     let mut rows: Vec<Row> = out.into_iter().map(Row::of).collect();
     let mut process = prometheus::process_collector::ProcessCollector::for_self().collect();
     process.sort_by(|a, b| a.name().cmp(b.name()));
     rows.extend(process.iter().map(Row::of_process));
     rows
+}
+
+/// Every declared family, in [`METRICS`] order.
+fn declared() -> impl Iterator<Item = &'static Metric> {
+    METRICS.iter().flat_map(|m| m.iter().copied())
 }
 
 /// The Markdown text of `docs/metrics.md`.
@@ -172,16 +181,25 @@ mod tests {
     #[test]
     fn every_family_is_documented_with_a_sample() {
         let fams = all_families();
-        for (name, help) in FAMILIES {
-            let f = fams.iter().find(|f| f.name == *name);
-            let f = f.unwrap_or_else(|| panic!("{name} is in help.rs but no builder produced it in reference.rs"));
-            assert!(f.sampled, "{name}: add a sample row to sample_snapshot()");
-            assert_eq!(f.help, *help);
+        for m in declared() {
+            let f = fams.iter().find(|f| f.name == m.name);
+            let f = f.unwrap_or_else(|| panic!("{} is declared but no builder produced it in reference.rs", m.name));
+            assert!(f.sampled, "{}: add a sample row to sample_snapshot()", m.name);
+            assert_eq!(f.help, m.help);
         }
         for f in &fams {
             if !f.name.starts_with("process_") {
-                assert!(FAMILIES.iter().any(|(n, _)| *n == f.name), "{} has no help.rs entry", f.name);
+                let n = declared().filter(|m| m.name == f.name).count();
+                assert_eq!(n, 1, "{} must be in exactly one file's METRICS (export/mod.rs lists the files)", f.name);
             }
+        }
+    }
+
+    #[test]
+    fn help_texts_are_short() {
+        // One or two sentences; what each mode and kernel sees is in docs/probes.md.
+        for m in declared() {
+            assert!(!m.help.is_empty() && m.help.len() <= 240, "{}: help of {} characters", m.name, m.help.len());
         }
     }
 
