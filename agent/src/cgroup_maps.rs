@@ -4,10 +4,11 @@
 //! snapshot read, its cgroup ids and TTL filter, and the removal of deleted cgroups' keys (`crate::collect`).
 //!
 //! A new per-cgroup map is one row in [`for_each_map`]: its key type needs `flags` and `cgroup_id` ([`ByCgroup`]).
+//! The same rows give the sample snapshot of the metrics reference (`Snapshot::sample`).
 
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, ForkStats, IntervalKey, KvmUnmapKey,
-    SecondaryKey,
+    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, IntervalKey,
+    KvmUnmapKey, SecondaryKey,
 };
 
 /// Calls `$then!` with every per-cgroup map as `field: NAME, "label", Key, Value, merge;` (`NAME` in
@@ -55,8 +56,12 @@ macro_rules! specs {
 for_each_map!(specs);
 
 /// `(key flags, cgroup id)` of a map key: which cgroup, in which hierarchy, the entry counts for.
-pub trait ByCgroup {
+pub trait ByCgroup: Sized {
     fn cgroup(&self) -> (u32, u64);
+
+    /// Keys of cgroup 1 that, one entry each, make every metric family built from the map show a series (for the
+    /// metrics reference): one default key, unless a field of the key chooses the family.
+    fn sample_keys() -> Vec<Self>;
 }
 
 macro_rules! by_cgroup {
@@ -65,10 +70,25 @@ macro_rules! by_cgroup {
             fn cgroup(&self) -> (u32, u64) {
                 (self.flags, self.cgroup_id)
             }
+
+            fn sample_keys() -> Vec<Self> {
+                vec![Self { cgroup_id: 1, ..Default::default() }]
+            }
         }
     )*};
 }
-by_cgroup!(BracketKey, CgroupKey, SecondaryKey, DoubleKey, CrossKey, KvmUnmapKey, IntervalKey);
+by_cgroup!(BracketKey, CgroupKey, SecondaryKey, CrossKey, KvmUnmapKey, IntervalKey);
+
+impl ByCgroup for DoubleKey {
+    fn cgroup(&self) -> (u32, u64) {
+        (self.flags, self.cgroup_id)
+    }
+
+    /// Every kind: `Avoided` goes to a family of its own.
+    fn sample_keys() -> Vec<Self> {
+        DoubleKind::ALL.iter().map(|k| Self { cgroup_id: 1, flags: 0, kind: *k as u32 }).collect()
+    }
+}
 
 pub fn add_u64(total: &mut u64, v: &u64) {
     *total = total.saturating_add(*v);

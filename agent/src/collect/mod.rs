@@ -49,6 +49,17 @@ macro_rules! maps_and_snapshot {
                 std::iter::empty()$(.chain(self.$field.iter().map(|(k, _)| k.cgroup())))*
             }
 
+            /// One default value for each of every map's [`ByCgroup::sample_keys`], for the metrics reference.
+            pub fn sample() -> Self {
+                Self {
+                    $($field: <$key as ByCgroup>::sample_keys()
+                        .into_iter()
+                        .map(|k| (k, <$value as Default>::default()))
+                        .collect(),)*
+                    ..Default::default()
+                }
+            }
+
             /// Keeps only the keys whose `(flags, cgroup id)` passes `keep` (drops deleted cgroups after their TTL).
             pub fn retain_cgroups(&mut self, mut keep: impl FnMut(u32, u64) -> bool) {
                 $(self.$field.retain(|(k, _)| {
