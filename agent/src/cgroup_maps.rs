@@ -11,22 +11,23 @@ use mmuscope_abi::{
     KvmUnmapKey, SecondaryKey,
 };
 
-/// Calls `$then!` with every per-cgroup map as `field: NAME, "label", Key, Value, merge;` (`NAME` in
-/// `mmuscope_abi::names`, `merge(&mut total, &value)` folds one CPU's value into the total), in the order of
-/// [`MAPS`].
+/// Calls `$then!` with every per-cgroup map as `field: "NAME", "label", Key, Value, merge;` (`"NAME"`: the map's
+/// static in `agent-ebpf/programs/src/maps.rs`, named only here on this side and held against the object, with its
+/// sizes and type, by `probes::object_tests`; `merge(&mut total, &value)` folds one CPU's value into the total), in
+/// the order of [`MAPS`].
 macro_rules! for_each_map {
     ($then:ident) => {
         $then! {
-            brackets: BRACKET_STATS, "bracket_stats", BracketKey, BracketStats, BracketStats::merge;
-            kvm_unmaps: KVM_UNMAP_COUNTS, "kvm_unmap_counts", KvmUnmapKey, u64, add_u64;
-            forks: FORK_STATS, "fork_stats", CgroupKey, ForkStats, add_fork_stats;
-            secondary: SECONDARY_STATS, "secondary_stats", SecondaryKey, CountBytes, add_count_bytes;
-            doubles: DOUBLE_STATS, "double_stats", DoubleKey, CountBytes, add_count_bytes;
-            cross: CROSS_STATS, "cross_stats", CrossKey, u64, add_u64;
+            brackets: "BRACKET_STATS", "bracket_stats", BracketKey, BracketStats, BracketStats::merge;
+            kvm_unmaps: "KVM_UNMAP_COUNTS", "kvm_unmap_counts", KvmUnmapKey, u64, add_u64;
+            forks: "FORK_STATS", "fork_stats", CgroupKey, ForkStats, add_fork_stats;
+            secondary: "SECONDARY_STATS", "secondary_stats", SecondaryKey, CountBytes, add_count_bytes;
+            doubles: "DOUBLE_STATS", "double_stats", DoubleKey, CountBytes, add_count_bytes;
+            cross: "CROSS_STATS", "cross_stats", CrossKey, u64, add_u64;
             // Interval-reader waits per (owner cgroup, `ops->invalidate` address).
-            interval_waits: INTERVAL_WAITS, "interval_waits", IntervalKey, BracketStats, BracketStats::merge;
-            interval_hits: INTERVAL_HITS, "interval_hits", CgroupKey, u64, add_u64;
-            hmm_busy: HMM_BUSY, "hmm_busy", CgroupKey, u64, add_u64;
+            interval_waits: "INTERVAL_WAITS", "interval_waits", IntervalKey, BracketStats, BracketStats::merge;
+            interval_hits: "INTERVAL_HITS", "interval_hits", CgroupKey, u64, add_u64;
+            hmm_busy: "HMM_BUSY", "hmm_busy", CgroupKey, u64, add_u64;
         }
     };
 }
@@ -34,7 +35,7 @@ pub(crate) use for_each_map;
 
 /// One per-cgroup map as the loader and the pinning check see it.
 pub struct MapSpec {
-    /// Its name in the eBPF object (`mmuscope_abi::names`).
+    /// Its name in the eBPF object.
     pub name: &'static str,
     /// The `map` label of its read errors.
     pub label: &'static str,
@@ -43,10 +44,10 @@ pub struct MapSpec {
 }
 
 macro_rules! specs {
-    ($($field:ident: $name:ident, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
+    ($($field:ident: $name:literal, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
         /// Every per-cgroup map (all per-CPU hash maps sized by `--map.stats-entries`).
         pub const MAPS: &[MapSpec] = &[$(MapSpec {
-            name: mmuscope_abi::names::$name,
+            name: $name,
             label: $label,
             key_size: size_of::<$key>(),
             value_size: size_of::<$value>(),

@@ -24,7 +24,7 @@ const COUNTERS_LABEL: &str = "counters";
 const READ_MAPS: usize = cgroup_maps::MAPS.len() + 1;
 
 macro_rules! maps_and_snapshot {
-    ($($field:ident: $name:ident, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
+    ($($field:ident: $name:literal, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
         /// The maps the collector reads.
         pub struct Maps {
             $($field: PerCpuHashMap<MapData, $key, $value>,)*
@@ -72,7 +72,7 @@ macro_rules! maps_and_snapshot {
         impl Maps {
             pub fn take(probes: &mut Probes, stats_capacity: u32) -> anyhow::Result<Self> {
                 Ok(Self {
-                    $($field: probes.take_map(names::$name)?.try_into()?,)*
+                    $($field: probes.take_map($name)?.try_into()?,)*
                     counters: probes.take_map(names::COUNTERS)?.try_into()?,
                     read_errors: Default::default(),
                     stats_capacity,
