@@ -165,7 +165,7 @@ pub fn probe_attached(report: &PlanReport) -> Family<'static> {
         for a in &family.alternatives {
             for target in &a.targets {
                 let attached = u64::from(a.status == Status::Attached);
-                f.add(None, &[family.name, a.name, target], Value::Count(attached));
+                f.add(None, &[family.name(), a.name, target], Value::Count(attached));
             }
         }
     }

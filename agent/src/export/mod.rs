@@ -37,7 +37,7 @@ use crate::{
     cgroups::{CgroupLabels, CgroupNames, HierarchyKind},
     collect::{Maps, Snapshot},
     kernel::EventNames,
-    probes::{Mode, PlanReport},
+    probes::{FamilyId, Mode, PlanReport},
 };
 use series::{Family, Metric};
 
@@ -212,12 +212,12 @@ impl Attached {
     };
 
     fn of(report: &PlanReport, interval_fields: bool) -> Self {
-        let timed = report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe]);
+        let timed = report.attached_in(FamilyId::Brackets, &[Mode::Fentry, Mode::Kprobe]);
         Self {
-            fork_splits: report.attached_in("fork_copies", &[Mode::Fentry, Mode::Kprobe]),
-            secondary_tlb: report.attached("secondary_tlb"),
+            fork_splits: report.attached_in(FamilyId::ForkCopies, &[Mode::Fentry, Mode::Kprobe]),
+            secondary_tlb: report.attached(FamilyId::SecondaryTlb),
             brackets_timed: timed,
-            interval_readers: report.attached("interval_notifiers"),
+            interval_readers: report.attached(FamilyId::IntervalNotifiers),
             interval_hits: timed && interval_fields,
         }
     }
