@@ -4,28 +4,30 @@
 //! snapshot read, its cgroup ids and TTL filter, and the removal of deleted cgroups' keys (`crate::collect`).
 //!
 //! A new per-cgroup map is one row in [`for_each_map`]: its key type needs `flags` and `cgroup_id` ([`ByCgroup`]).
+//! The same rows give the sample snapshot of the metrics reference (`Snapshot::sample`).
 
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, ForkStats, IntervalKey, KvmUnmapKey,
-    SecondaryKey,
+    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, IntervalKey,
+    KvmUnmapKey, SecondaryKey,
 };
 
-/// Calls `$then!` with every per-cgroup map as `field: NAME, "label", Key, Value, merge;` (`NAME` in
-/// `mmuscope_abi::names`, `merge(&mut total, &value)` folds one CPU's value into the total), in the order of
-/// [`MAPS`].
+/// Calls `$then!` with every per-cgroup map as `field: "NAME", "label", Key, Value, merge;` (`"NAME"`: the map's
+/// static in `agent-ebpf/programs/src/maps.rs`, named only here on this side and held against the object, with its
+/// sizes and type, by `probes::object_tests`; `merge(&mut total, &value)` folds one CPU's value into the total), in
+/// the order of [`MAPS`].
 macro_rules! for_each_map {
     ($then:ident) => {
         $then! {
-            brackets: BRACKET_STATS, "bracket_stats", BracketKey, BracketStats, BracketStats::merge;
-            kvm_unmaps: KVM_UNMAP_COUNTS, "kvm_unmap_counts", KvmUnmapKey, u64, add_u64;
-            forks: FORK_STATS, "fork_stats", CgroupKey, ForkStats, add_fork_stats;
-            secondary: SECONDARY_STATS, "secondary_stats", SecondaryKey, CountBytes, add_count_bytes;
-            doubles: DOUBLE_STATS, "double_stats", DoubleKey, CountBytes, add_count_bytes;
-            cross: CROSS_STATS, "cross_stats", CrossKey, u64, add_u64;
+            brackets: "BRACKET_STATS", "bracket_stats", BracketKey, BracketStats, BracketStats::merge;
+            kvm_unmaps: "KVM_UNMAP_COUNTS", "kvm_unmap_counts", KvmUnmapKey, u64, add_u64;
+            forks: "FORK_STATS", "fork_stats", CgroupKey, ForkStats, add_fork_stats;
+            secondary: "SECONDARY_STATS", "secondary_stats", SecondaryKey, CountBytes, add_count_bytes;
+            doubles: "DOUBLE_STATS", "double_stats", DoubleKey, CountBytes, add_count_bytes;
+            cross: "CROSS_STATS", "cross_stats", CrossKey, u64, add_u64;
             // Interval-reader waits per (owner cgroup, `ops->invalidate` address).
-            interval_waits: INTERVAL_WAITS, "interval_waits", IntervalKey, BracketStats, BracketStats::merge;
-            interval_hits: INTERVAL_HITS, "interval_hits", CgroupKey, u64, add_u64;
-            hmm_busy: HMM_BUSY, "hmm_busy", CgroupKey, u64, add_u64;
+            interval_waits: "INTERVAL_WAITS", "interval_waits", IntervalKey, BracketStats, BracketStats::merge;
+            interval_hits: "INTERVAL_HITS", "interval_hits", CgroupKey, u64, add_u64;
+            hmm_busy: "HMM_BUSY", "hmm_busy", CgroupKey, u64, add_u64;
         }
     };
 }
@@ -33,7 +35,7 @@ pub(crate) use for_each_map;
 
 /// One per-cgroup map as the loader and the pinning check see it.
 pub struct MapSpec {
-    /// Its name in the eBPF object (`mmuscope_abi::names`).
+    /// Its name in the eBPF object.
     pub name: &'static str,
     /// The `map` label of its read errors.
     pub label: &'static str,
@@ -42,10 +44,10 @@ pub struct MapSpec {
 }
 
 macro_rules! specs {
-    ($($field:ident: $name:ident, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
+    ($($field:ident: $name:literal, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
         /// Every per-cgroup map (all per-CPU hash maps sized by `--map.stats-entries`).
         pub const MAPS: &[MapSpec] = &[$(MapSpec {
-            name: mmuscope_abi::names::$name,
+            name: $name,
             label: $label,
             key_size: size_of::<$key>(),
             value_size: size_of::<$value>(),
@@ -55,8 +57,12 @@ macro_rules! specs {
 for_each_map!(specs);
 
 /// `(key flags, cgroup id)` of a map key: which cgroup, in which hierarchy, the entry counts for.
-pub trait ByCgroup {
+pub trait ByCgroup: Sized {
     fn cgroup(&self) -> (u32, u64);
+
+    /// Keys of cgroup 1 that, one entry each, make every metric family built from the map show a series (for the
+    /// metrics reference): one default key, unless a field of the key chooses the family.
+    fn sample_keys() -> Vec<Self>;
 }
 
 macro_rules! by_cgroup {
@@ -65,10 +71,25 @@ macro_rules! by_cgroup {
             fn cgroup(&self) -> (u32, u64) {
                 (self.flags, self.cgroup_id)
             }
+
+            fn sample_keys() -> Vec<Self> {
+                vec![Self { cgroup_id: 1, ..Default::default() }]
+            }
         }
     )*};
 }
-by_cgroup!(BracketKey, CgroupKey, SecondaryKey, DoubleKey, CrossKey, KvmUnmapKey, IntervalKey);
+by_cgroup!(BracketKey, CgroupKey, SecondaryKey, CrossKey, KvmUnmapKey, IntervalKey);
+
+impl ByCgroup for DoubleKey {
+    fn cgroup(&self) -> (u32, u64) {
+        (self.flags, self.cgroup_id)
+    }
+
+    /// Every kind: `Avoided` goes to a family of its own.
+    fn sample_keys() -> Vec<Self> {
+        DoubleKind::ALL.iter().map(|k| Self { cgroup_id: 1, flags: 0, kind: *k as u32 }).collect()
+    }
+}
 
 pub fn add_u64(total: &mut u64, v: &u64) {
     *total = total.saturating_add(*v);

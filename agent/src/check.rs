@@ -57,11 +57,11 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
         Err(why) => writeln!(out, "tracefs     unavailable: {why}")?,
     }
     writeln!(out)?;
-    let w = r.families.iter().map(|f| f.name.len()).chain([6]).max().unwrap_or(6);
+    let w = r.families.iter().map(|f| f.name().len()).chain([6]).max().unwrap_or(6);
     writeln!(out, "{:<w$} {:<11} {:<12} DETAIL", "FAMILY", "MODE", "STATUS")?;
     for f in &r.families {
         for (i, a) in f.alternatives.iter().enumerate() {
-            let family = if i == 0 { f.name } else { "" };
+            let family = if i == 0 { f.name() } else { "" };
             let detail = match a.status {
                 probes::Status::Attached if a.degraded.is_empty() => a.targets.join(", "),
                 probes::Status::Attached => format!("{} (degraded: {})", a.targets.join(", "), a.degraded),

@@ -39,9 +39,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut probes = Probes::load(&kernel, &options)?;
     for f in &probes.report.families {
         match (f.attached(), f.why_not_attached()) {
-            (Some(a), _) => tracing::info!(family = f.name, mode = a.name, "probe family attached"),
+            (Some(a), _) => tracing::info!(family = f.name(), mode = a.name, "probe family attached"),
             (None, why) => tracing::warn!(
-                family = f.name,
+                family = f.name(),
                 required = f.required,
                 why = why.unwrap_or_default(),
                 "probe family NOT attached; its metrics stay empty (`mmuscope check` shows the plan)"
@@ -246,7 +246,7 @@ impl Live {
 /// Forwards aya-log records from the programs to `tracing` (via the `log` bridge).
 /// The slow-bracket log and its reader task, where brackets are timed (fentry or kprobe mode).
 fn slow_source(probes: &mut Probes, options: &probes::Options) -> Option<crate::api::SlowSource> {
-    let timed = probes.report.attached_in("brackets", &[probes::Mode::Fentry, probes::Mode::Kprobe]);
+    let timed = probes.report.attached_in(probes::FamilyId::Brackets, &[probes::Mode::Fentry, probes::Mode::Kprobe]);
     let min = options.slow_min_duration?;
     if !timed {
         return None;

@@ -34,29 +34,22 @@ pub use secondary::{
 pub use slow::SlowBracket;
 pub use subscribers::{MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, callback_slot, record_kind};
 
-/// Names of the maps and globals, shared so that a rename cannot break the agent silently.
+/// Names of the maps and globals the agent reads or writes one by one, shared so that a rename cannot break the agent
+/// silently. The per-cgroup aggregation maps are named in the agent's `cgroup_maps` rows instead, which a unit test
+/// holds against the object (names, sizes, type).
 pub mod names {
     pub const LAYOUT: &str = "LAYOUT";
     pub const INFLIGHT: &str = "INFLIGHT";
-    pub const BRACKET_STATS: &str = "BRACKET_STATS";
-    pub const KVM_UNMAP_COUNTS: &str = "KVM_UNMAP_COUNTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const KPROBE_STASH: &str = "KPROBE_STASH";
     pub const FORK_WINDOWS: &str = "FORK_WINDOWS";
-    pub const FORK_STATS: &str = "FORK_STATS";
     pub const THREADS: &str = "THREADS";
-    pub const CROSS_STATS: &str = "CROSS_STATS";
-    pub const SECONDARY_STATS: &str = "SECONDARY_STATS";
-    pub const DOUBLE_STATS: &str = "DOUBLE_STATS";
     pub const CALLER_CAUSES: &str = "CALLER_CAUSES";
     pub const SYSCALL_CAUSES: &str = "SYSCALL_CAUSES";
     pub const OPERATIONS: &str = "OPERATIONS";
     pub const OPERATIONS_ON: &str = "OPERATIONS_ON";
     pub const CAUSES_ON: &str = "CAUSES_ON";
     pub const INTERVAL_READS: &str = "INTERVAL_READS";
-    pub const INTERVAL_WAITS: &str = "INTERVAL_WAITS";
-    pub const INTERVAL_HITS: &str = "INTERVAL_HITS";
-    pub const HMM_BUSY: &str = "HMM_BUSY";
     pub const SLOW_EVENTS: &str = "SLOW_EVENTS";
     pub const SLOW_MIN_NS: &str = "SLOW_MIN_NS";
     pub const SUBSCRIBER_LAYOUT: &str = "SUBSCRIBER_LAYOUT";

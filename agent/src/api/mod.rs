@@ -36,7 +36,7 @@ use crate::{
     cgroups::HierarchyKind,
     export::Exporter,
     model::{self, Available, CgroupView, KubernetesView, LatencyView},
-    probes::Mode,
+    probes::{FamilyId, Mode},
 };
 
 /// What the handlers read.
@@ -52,11 +52,10 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(exporter: Arc<Exporter>) -> Self {
         let report = exporter.report();
-        let attached = |family: &str| report.families.iter().find(|f| f.name == family).and_then(|f| f.attached());
         let available = Available {
-            latency: attached("brackets").is_some_and(|a| a.mode != Mode::Tracepoint),
-            fork_copies: attached("fork_copies").is_some(),
-            double_notifications: attached("secondary_tlb").is_some(),
+            latency: report.attached_alternative(FamilyId::Brackets).is_some_and(|a| a.mode != Mode::Tracepoint),
+            fork_copies: report.attached(FamilyId::ForkCopies),
+            double_notifications: report.attached(FamilyId::SecondaryTlb),
         };
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         Self { exporter, started: Instant::now(), started_unix, available, slow: None }

@@ -132,7 +132,7 @@ pub fn probes(r: &PlanReport) -> ProbesView {
             .families
             .iter()
             .map(|f| ProbeFamilyView {
-                name: f.name.to_string(),
+                name: f.name().to_string(),
                 description: f.description.to_string(),
                 required: f.required,
                 alternatives: f
@@ -158,7 +158,7 @@ pub fn families(r: &PlanReport) -> Vec<FamilyStatus> {
         .map(|f| {
             let a = f.attached();
             FamilyStatus {
-                name: f.name.to_string(),
+                name: f.name().to_string(),
                 required: f.required,
                 attached: a.map(|a| a.name.to_string()),
                 mode: a.map(|a| a.mode.as_str().to_string()),

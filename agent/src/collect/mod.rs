@@ -24,7 +24,7 @@ const COUNTERS_LABEL: &str = "counters";
 const READ_MAPS: usize = cgroup_maps::MAPS.len() + 1;
 
 macro_rules! maps_and_snapshot {
-    ($($field:ident: $name:ident, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
+    ($($field:ident: $name:literal, $label:literal, $key:ty, $value:ty, $merge:path;)*) => {
         /// The maps the collector reads.
         pub struct Maps {
             $($field: PerCpuHashMap<MapData, $key, $value>,)*
@@ -49,6 +49,17 @@ macro_rules! maps_and_snapshot {
                 std::iter::empty()$(.chain(self.$field.iter().map(|(k, _)| k.cgroup())))*
             }
 
+            /// One default value for each of every map's [`ByCgroup::sample_keys`], for the metrics reference.
+            pub fn sample() -> Self {
+                Self {
+                    $($field: <$key as ByCgroup>::sample_keys()
+                        .into_iter()
+                        .map(|k| (k, <$value as Default>::default()))
+                        .collect(),)*
+                    ..Default::default()
+                }
+            }
+
             /// Keeps only the keys whose `(flags, cgroup id)` passes `keep` (drops deleted cgroups after their TTL).
             pub fn retain_cgroups(&mut self, mut keep: impl FnMut(u32, u64) -> bool) {
                 $(self.$field.retain(|(k, _)| {
@@ -61,7 +72,7 @@ macro_rules! maps_and_snapshot {
         impl Maps {
             pub fn take(probes: &mut Probes, stats_capacity: u32) -> anyhow::Result<Self> {
                 Ok(Self {
-                    $($field: probes.take_map(names::$name)?.try_into()?,)*
+                    $($field: probes.take_map($name)?.try_into()?,)*
                     counters: probes.take_map(names::COUNTERS)?.try_into()?,
                     read_errors: Default::default(),
                     stats_capacity,

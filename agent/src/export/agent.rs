@@ -4,11 +4,90 @@ use std::time::Instant;
 
 use mmuscope_abi::Counter;
 
-use super::series::{Family, Kind, Value};
+use super::series::{Family, Kind, Metric, Value};
 use crate::{
     collect::Snapshot,
     probes::{PlanReport, Status},
 };
+
+pub const START_FAILURES: Metric = Metric::plain(
+    "mmuscope_invalidation_start_failures_total",
+    Kind::Counter,
+    &[],
+    "invalidate_range_start calls that returned an error (non-blocking callers such as the OOM reaper); no end follows.",
+);
+pub const UNMATCHED_ENDS: Metric = Metric::plain(
+    "mmuscope_unmatched_bracket_ends_total",
+    Kind::Counter,
+    &[],
+    "Bracket ends whose start was not seen (agent attached mid-bracket, or in-flight table eviction).",
+);
+pub const READ_FAULTS: Metric = Metric::plain(
+    "mmuscope_probe_read_errors_total",
+    Kind::Counter,
+    &[],
+    "Kernel memory reads that failed while attributing an event to a cgroup.",
+);
+pub const MAP_UPDATE_ERRORS: Metric = Metric::plain(
+    "mmuscope_map_update_errors_total",
+    Kind::Counter,
+    &["map"],
+    "Map updates that failed because the map was full, by map.",
+);
+pub const MAP_READ_ERRORS: Metric = Metric::plain(
+    "mmuscope_map_read_errors_total",
+    Kind::Counter,
+    &["map"],
+    "Reads of a kernel map that failed (the scrape or API request that needed it failed too), by map.",
+);
+pub const MAP_CAPACITY: Metric =
+    Metric::plain("mmuscope_map_capacity", Kind::Gauge, &["map"], "max_entries of the aggregation maps, by map.");
+pub const MAP_ENTRIES: Metric =
+    Metric::plain("mmuscope_map_entries", Kind::Gauge, &["map"], "Entries currently in the aggregation maps, by map.");
+pub const PROBE_ATTACHED: Metric = Metric::plain(
+    "mmuscope_probe_attached",
+    Kind::Gauge,
+    &["probe", "mode", "target"],
+    "1 if the probe family is attached with this alternative, 0 if the alternative is not in use.",
+);
+pub const BUILD_INFO: Metric = Metric::plain(
+    "mmuscope_build_info",
+    Kind::Gauge,
+    &["version", "revision", "kernel", "generation"],
+    "Build and kernel facts; value 1.",
+);
+pub const CGROUPS_TRACKED: Metric = Metric::plain(
+    "mmuscope_cgroups_tracked",
+    Kind::Gauge,
+    &[],
+    "Cgroups that have their own series now (at most --max-cgroups; the rest are aggregated into cgroup=\"other\").",
+);
+pub const CGROUPS_OVERFLOW: Metric = Metric::plain(
+    "mmuscope_cgroups_overflow_total",
+    Kind::Counter,
+    &[],
+    "Distinct cgroups aggregated into cgroup=\"other\" because --max-cgroups was reached.",
+);
+pub const SCRAPE_DURATION: Metric = Metric::plain(
+    "mmuscope_scrape_duration_seconds",
+    Kind::Gauge,
+    &[],
+    "Time spent reading the kernel maps and building this scrape.",
+);
+pub const METRICS: &[&Metric] = &[
+    &START_FAILURES,
+    &UNMATCHED_ENDS,
+    &READ_FAULTS,
+    &MAP_UPDATE_ERRORS,
+    &MAP_READ_ERRORS,
+    &MAP_CAPACITY,
+    &MAP_ENTRIES,
+    &PROBE_ATTACHED,
+    &BUILD_INFO,
+    &CGROUPS_TRACKED,
+    &CGROUPS_OVERFLOW,
+    &SCRAPE_DURATION,
+];
 
 /// Static facts exported as `mmuscope_build_info`.
 pub struct BuildInfo {
@@ -27,37 +106,30 @@ pub fn families<'a>(
     started: Instant,
 ) -> Vec<Family<'a>> {
     let counter = |c: Counter| snap.counters[c as usize];
-    let one = |name: &'static str, c: Counter| Family::single(name, Kind::Counter, Value::Count(counter(c)));
-    let by_map = |name: &'static str, kind: Kind, rows: [(&'static str, u64); 3]| {
-        let mut f = Family::plain(name, kind, &["map"]);
+    let one = |metric: &'static Metric, c: Counter| Family::single(metric, Value::Count(counter(c)));
+    let by_map = |metric: &'static Metric, rows: [(&'static str, u64); 3]| {
+        let mut f = Family::new(metric);
         rows.into_iter().for_each(|(map, n)| f.add(None, &[map], Value::Count(n)));
         f
     };
     let cap = u64::from(stats_capacity);
-    let mut build_info =
-        Family::plain("mmuscope_build_info", Kind::Gauge, &["version", "revision", "kernel", "generation"]);
+    let mut build_info = Family::new(&BUILD_INFO);
     build_info.add(None, &[build.version, build.revision, &build.kernel, build.generation], Value::Count(1));
     vec![
-        one("mmuscope_invalidation_start_failures_total", Counter::StartFailed),
-        one("mmuscope_unmatched_bracket_ends_total", Counter::EndWithoutStart),
-        one("mmuscope_probe_read_errors_total", Counter::ReadFault),
+        one(&START_FAILURES, Counter::StartFailed),
+        one(&UNMATCHED_ENDS, Counter::EndWithoutStart),
+        one(&READ_FAULTS, Counter::ReadFault),
         by_map(
-            "mmuscope_map_update_errors_total",
-            Kind::Counter,
+            &MAP_UPDATE_ERRORS,
             [
                 ("stats", counter(Counter::MapFull)),
                 ("inflight", counter(Counter::InflightFull)),
                 ("slow_events", counter(Counter::SlowDropped)),
             ],
         ),
+        by_map(&MAP_CAPACITY, [("bracket_stats", cap), ("kvm_unmap_counts", cap), ("fork_stats", cap)]),
         by_map(
-            "mmuscope_map_capacity",
-            Kind::Gauge,
-            [("bracket_stats", cap), ("kvm_unmap_counts", cap), ("fork_stats", cap)],
-        ),
-        by_map(
-            "mmuscope_map_entries",
-            Kind::Gauge,
+            &MAP_ENTRIES,
             [
                 ("bracket_stats", snap.brackets.len() as u64),
                 ("kvm_unmap_counts", snap.kvm_unmaps.len() as u64),
@@ -66,7 +138,7 @@ pub fn families<'a>(
         ),
         probe_attached(report),
         build_info,
-        Family::single("mmuscope_scrape_duration_seconds", Kind::Gauge, Value::Float(started.elapsed().as_secs_f64())),
+        Family::single(&SCRAPE_DURATION, Value::Float(started.elapsed().as_secs_f64())),
     ]
 }
 
@@ -74,26 +146,26 @@ pub fn families<'a>(
 /// `cgroup="other"` by `--max-cgroups`).
 pub fn cgroup_families(names: &crate::cgroups::CgroupNames) -> Vec<Family<'static>> {
     vec![
-        Family::single("mmuscope_cgroups_tracked", Kind::Gauge, Value::Count(names.tracked() as u64)),
-        Family::single("mmuscope_cgroups_overflow_total", Kind::Counter, Value::Count(names.overflow_total())),
+        Family::single(&CGROUPS_TRACKED, Value::Count(names.tracked() as u64)),
+        Family::single(&CGROUPS_OVERFLOW, Value::Count(names.overflow_total())),
     ]
 }
 
 /// `map_read_errors_total{map}`: failed reads of each kernel map, by scrapes and API requests alike.
 pub fn map_read_errors(rows: &[(&'static str, u64)]) -> Family<'static> {
-    let mut f = Family::plain("mmuscope_map_read_errors_total", Kind::Counter, &["map"]);
+    let mut f = Family::new(&MAP_READ_ERRORS);
     rows.iter().for_each(|(map, n)| f.add(None, &[map], Value::Count(*n)));
     f
 }
 
 /// `probe_attached{probe, mode, target}`: 1 for the attached alternative's targets, 0 for the rest.
 pub fn probe_attached(report: &PlanReport) -> Family<'static> {
-    let mut f = Family::plain("mmuscope_probe_attached", Kind::Gauge, &["probe", "mode", "target"]);
+    let mut f = Family::new(&PROBE_ATTACHED);
     for family in &report.families {
         for a in &family.alternatives {
             for target in &a.targets {
                 let attached = u64::from(a.status == Status::Attached);
-                f.add(None, &[family.name, a.name, target], Value::Count(attached));
+                f.add(None, &[family.name(), a.name, target], Value::Count(attached));
             }
         }
     }

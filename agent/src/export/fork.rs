@@ -1,7 +1,34 @@
 //! Fork copies of pinned pages: copies, bytes, THP splits and forks that copied anything.
 
-use super::series::{Family, Kind, Value};
+use super::series::{Family, Kind, Metric, Value};
 use crate::{cgroups::CgroupLabels, collect::Snapshot};
+
+pub const COPIES: Metric = Metric::per_cgroup(
+    "mmuscope_fork_pinned_page_copies_total",
+    Kind::Counter,
+    &[],
+    "Pages copied eagerly at fork() because the parent's page may be DMA-pinned (MMF_HAS_PINNED and \
+     folio_maybe_dma_pinned), by the parent mm owner's memory cgroup.",
+);
+pub const BYTES: Metric = Metric::per_cgroup(
+    "mmuscope_fork_pinned_copy_bytes_total",
+    Kind::Counter,
+    &[],
+    "Bytes of those eager fork copies.",
+);
+pub const THP_SPLITS: Metric = Metric::per_cgroup(
+    "mmuscope_fork_pinned_thp_splits_total",
+    Kind::Counter,
+    &[],
+    "PMD-mapped THPs split at fork() because they may be pinned (fentry and kprobe modes).",
+);
+pub const FORKS: Metric = Metric::per_cgroup(
+    "mmuscope_forks_with_pinned_pages_total",
+    Kind::Counter,
+    &[],
+    "Address-space copies (fork) that copied at least one maybe-pinned page eagerly.",
+);
+pub const METRICS: &[&Metric] = &[&COPIES, &BYTES, &THP_SPLITS, &FORKS];
 
 /// `page_size` converts copies (order-0 pages) to bytes; `splits_observable` is false in
 /// tracepoint mode, where no split hook exists and the family is left out rather than zero.
@@ -11,11 +38,10 @@ pub fn families<'a>(
     page_size: u64,
     splits_observable: bool,
 ) -> Vec<Family<'a>> {
-    let family = |name| Family::per_cgroup(name, Kind::Counter, &[]);
-    let mut copies = family("mmuscope_fork_pinned_page_copies_total");
-    let mut bytes = family("mmuscope_fork_pinned_copy_bytes_total");
-    let mut forks = family("mmuscope_forks_with_pinned_pages_total");
-    let mut splits = family("mmuscope_fork_pinned_thp_splits_total");
+    let mut copies = Family::new(&COPIES);
+    let mut bytes = Family::new(&BYTES);
+    let mut forks = Family::new(&FORKS);
+    let mut splits = Family::new(&THP_SPLITS);
     for (k, s) in &snap.forks {
         let labels = Some(cgroup(k.flags, k.cgroup_id));
         copies.add(labels, &[], Value::Count(s.copies));

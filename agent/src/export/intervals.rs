@@ -1,13 +1,37 @@
 //! Interval-notifier families: reader waits (count and histogram, per subscriber), brackets
 //! that reached interval subscribers, and `hmm_range_fault` collisions.
 
-use super::series::{Family, Kind, Value};
+use super::series::{Family, Kind, Metric, Value};
 use crate::{cgroups::CgroupLabels, collect::Snapshot};
 
-const WAITS: &str = "mmuscope_interval_read_waits_total";
-const WAIT_SECONDS: &str = "mmuscope_interval_read_wait_seconds";
-const HITS: &str = "mmuscope_interval_invalidations_total";
-const BUSY: &str = "mmuscope_hmm_range_fault_busy_total";
+pub const WAITS: Metric = Metric::per_cgroup(
+    "mmuscope_interval_read_waits_total",
+    Kind::Counter,
+    &["subscriber"],
+    "mmu_interval_read_begin calls (GPU/RDMA drivers through HMM) that had to wait for an invalidation in flight, by \
+     owner memory cgroup and subscriber (the notifier's ops->invalidate symbol). fentry and kprobe modes.",
+);
+pub const WAIT_SECONDS: Metric = Metric::per_cgroup(
+    "mmuscope_interval_read_wait_seconds",
+    Kind::Histogram,
+    &["subscriber"],
+    "Time those mmu_interval_read_begin calls waited, by owner memory cgroup and subscriber.",
+);
+pub const BUSY: Metric = Metric::per_cgroup(
+    "mmuscope_hmm_range_fault_busy_total",
+    Kind::Counter,
+    &[],
+    "hmm_range_fault calls that returned -EBUSY because an invalidation collided with the fault, by owner memory \
+     cgroup (kernels built with HMM).",
+);
+pub const HITS: Metric = Metric::per_cgroup(
+    "mmuscope_interval_invalidations_total",
+    Kind::Counter,
+    &[],
+    "Invalidation brackets that reached at least one interval notifier, by owner memory cgroup. fentry and kprobe \
+     modes.",
+);
+pub const METRICS: &[&Metric] = &[&WAITS, &WAIT_SECONDS, &BUSY, &HITS];
 
 /// What attached: the reader/hmm programs (`readers`) and the bracket programs that see
 /// `invalidate_seq` (`hits`). A family whose programs did not attach is left out.
@@ -25,27 +49,27 @@ pub fn families<'a>(
 ) -> Vec<Family<'a>> {
     let mut out = Vec::new();
     if attached.readers {
-        let mut waits = Family::per_cgroup(WAITS, Kind::Counter, &["subscriber"]);
-        let mut seconds = Family::per_cgroup(WAIT_SECONDS, Kind::Histogram, &["subscriber"]);
+        let mut waits = Family::new(&WAITS);
+        let mut seconds = Family::new(&WAIT_SECONDS);
         for (k, s) in &snap.interval_waits {
             let (labels, subscriber) = (Some(cgroup(k.flags, k.cgroup_id)), symbol(k.invalidate_fn));
             waits.add(labels, &[subscriber], Value::Count(s.count));
             seconds.add(labels, &[subscriber], Value::Histogram(Box::new(*s)));
         }
-        out.extend([waits, seconds, per_cgroup(BUSY, &snap.hmm_busy, cgroup)]);
+        out.extend([waits, seconds, per_cgroup(&BUSY, &snap.hmm_busy, cgroup)]);
     }
     if attached.hits {
-        out.push(per_cgroup(HITS, &snap.interval_hits, cgroup));
+        out.push(per_cgroup(&HITS, &snap.interval_hits, cgroup));
     }
     out
 }
 
 fn per_cgroup<'a>(
-    name: &'static str,
+    metric: &'static Metric,
     rows: &[(mmuscope_abi::CgroupKey, u64)],
     cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>,
 ) -> Family<'a> {
-    let mut f = Family::per_cgroup(name, Kind::Counter, &[]);
+    let mut f = Family::new(metric);
     for (k, n) in rows {
         f.add(Some(cgroup(k.flags, k.cgroup_id)), &[], Value::Count(*n));
     }
@@ -74,7 +98,7 @@ mod tests {
         let symbol = |a: u64| if a == 0xa0 { "amdgpu_hmm_invalidate_gfx" } else { "unknown" };
         let mut fams = families(&snap, &cgroup, &symbol, Attached { readers: true, hits: true });
         let names: Vec<&str> = fams.iter().map(|f| f.name).collect();
-        assert_eq!(names, [WAITS, WAIT_SECONDS, BUSY, HITS]);
+        assert_eq!(names, [WAITS.name, WAIT_SECONDS.name, BUSY.name, HITS.name]);
         assert_eq!(fams[0].series().len(), 2);
         assert_eq!(fams[0].value(Some("/gpu"), &["amdgpu_hmm_invalidate_gfx"]), Some(&Value::Count(3)));
         let Some(Value::Histogram(h)) = fams[1].value(Some("/gpu"), &["amdgpu_hmm_invalidate_gfx"]) else {

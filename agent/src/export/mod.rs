@@ -5,14 +5,14 @@
 //! and latency), [`secondary`] (secondary-TLB invalidations and double notifications), [`cross`] (cross-cgroup
 //! invalidations), [`fork`] (fork copies of pinned pages), [`intervals`] (interval-notifier waits), [`subscribers`]
 //! (the subscriber inventory), [`programs`] (our eBPF programs' cost) and [`agent`] (the agent's own health).
-//! [`help`] lists every family once; `docs/metrics.md` is made from it ([`reference`]). [`series`] is the row model
-//! every group builds, [`scrape`] puts a whole `/metrics` response together.
+//! Each file declares its families ([`series::Metric`]: name, type, labels, help) in its own `METRICS`; [`METRICS`]
+//! gathers them, and `docs/metrics.md` is made from them ([`reference`]). [`series`] is the row model every group
+//! builds, [`scrape`] puts a whole `/metrics` response together.
 
 mod agent;
 mod brackets;
 mod cross;
 mod fork;
-mod help;
 mod histogram;
 mod intervals;
 mod programs;
@@ -30,17 +30,28 @@ use std::{
 };
 
 pub use agent::BuildInfo;
-pub use help::FAMILIES;
 pub use reference::metrics_reference;
 pub use scrape::Scrape;
 
 use crate::{
-    cgroups::{CgroupNames, HierarchyKind},
-    collect::Maps,
+    cgroups::{CgroupLabels, CgroupNames, HierarchyKind},
+    collect::{Maps, Snapshot},
     kernel::EventNames,
-    probes::{Mode, PlanReport},
+    probes::{FamilyId, Mode, PlanReport},
 };
-use series::Family;
+use series::{Family, Metric};
+
+/// Every metric family the agent can export, by file, in the order of the metrics reference.
+const METRICS: &[&[&Metric]] = &[
+    brackets::METRICS,
+    secondary::METRICS,
+    cross::METRICS,
+    fork::METRICS,
+    intervals::METRICS,
+    subscribers::METRICS,
+    agent::METRICS,
+    programs::METRICS,
+];
 
 pub struct Exporter {
     /// Locked for reading and for removing expired cgroups' keys.
@@ -50,10 +61,8 @@ pub struct Exporter {
     report: PlanReport,
     build: BuildInfo,
     page_size: u64,
-    /// The fork family attached with an alternative that sees THP splits.
-    fork_splits_observable: bool,
-    /// The interval-notifier fields resolved, so the bracket programs count interval hits.
-    interval_fields: bool,
+    /// What attached, so families whose programs did not are left out rather than zero.
+    attached: Attached,
     /// The subscriber inventory, when its family attached.
     subscribers: Option<Mutex<crate::subscribers::Sweeper>>,
 }
@@ -69,12 +78,7 @@ impl Exporter {
     ) -> Self {
         // SAFETY: sysconf has no preconditions.
         let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let fork_splits_observable = report
-            .families
-            .iter()
-            .find(|f| f.name == "fork_copies")
-            .and_then(|f| f.attached())
-            .is_some_and(|a| a.mode != Mode::Tracepoint);
+        let attached = Attached::of(&report, interval_fields);
         Self {
             maps: Mutex::new(maps),
             cgroups: Mutex::new(cgroups),
@@ -82,8 +86,7 @@ impl Exporter {
             report,
             build,
             page_size,
-            fork_splits_observable,
-            interval_fields,
+            attached,
             subscribers: None,
         }
     }
@@ -153,16 +156,8 @@ impl Exporter {
             let cgroup = |flags: u32, id: u64| names.labels(HierarchyKind::of_key(flags), id);
             let symbol = |a: u64| symbols.get(&a).map_or("unknown", String::as_str);
             let mut out = extra;
-            out.extend(brackets::families(&snap, &cgroup, &self.events));
-            out.extend(fork::families(&snap, &cgroup, self.page_size, self.fork_splits_observable));
-            out.extend(secondary::families(&snap, &cgroup, self.report.attached("secondary_tlb")));
-            let timed = self.report.attached_in("brackets", &[Mode::Fentry, Mode::Kprobe]);
-            out.extend(cross::families(&snap, &cgroup, timed));
-            let attached = intervals::Attached {
-                readers: self.report.attached("interval_notifiers"),
-                hits: timed && self.interval_fields,
-            };
-            out.extend(intervals::families(&snap, &cgroup, &symbol, attached));
+            let context = Context { cgroup: &cgroup, symbol: &symbol, events: &self.events, page_size: self.page_size };
+            out.extend(snapshot_families(&snap, &context, &self.attached));
             if let Some(inv) = &inventory {
                 out.extend(subscribers::families(inv, &cgroup));
                 out.push(subscribers::callback_family(&callbacks));
@@ -181,6 +176,64 @@ impl Exporter {
         }
         written
     }
+}
+
+/// What the families built from a map snapshot need besides it.
+struct Context<'c, 'a> {
+    /// `cgroup(flags, id)`: the labels of a key's cgroup.
+    cgroup: &'c dyn Fn(u32, u64) -> CgroupLabels<'a>,
+    /// `symbol(addr)`: the kernel text symbol at `addr`.
+    symbol: &'c dyn Fn(u64) -> &'a str,
+    events: &'a EventNames,
+    page_size: u64,
+}
+
+/// Which probe programs attached, for the families that are left out (rather than zero) without them.
+#[derive(Clone, Copy, Debug)]
+struct Attached {
+    /// `fork_copies` with an alternative that sees THP splits.
+    fork_splits: bool,
+    secondary_tlb: bool,
+    /// The bracket programs run in fentry or kprobe mode, where they know the mm's owner and time brackets.
+    brackets_timed: bool,
+    interval_readers: bool,
+    /// Timed brackets with the interval-notifier fields resolved, so they count interval hits.
+    interval_hits: bool,
+}
+
+impl Attached {
+    /// Everything, for the metrics reference.
+    const ALL: Self = Self {
+        fork_splits: true,
+        secondary_tlb: true,
+        brackets_timed: true,
+        interval_readers: true,
+        interval_hits: true,
+    };
+
+    fn of(report: &PlanReport, interval_fields: bool) -> Self {
+        let timed = report.attached_in(FamilyId::Brackets, &[Mode::Fentry, Mode::Kprobe]);
+        Self {
+            fork_splits: report.attached_in(FamilyId::ForkCopies, &[Mode::Fentry, Mode::Kprobe]),
+            secondary_tlb: report.attached(FamilyId::SecondaryTlb),
+            brackets_timed: timed,
+            interval_readers: report.attached(FamilyId::IntervalNotifiers),
+            interval_hits: timed && interval_fields,
+        }
+    }
+}
+
+/// Every family built from the per-cgroup maps. The metrics reference runs the same function on a sample snapshot,
+/// so a family added here is documented without another edit.
+fn snapshot_families<'a>(snap: &Snapshot, context: &Context<'_, 'a>, attached: &Attached) -> Vec<Family<'a>> {
+    let Context { cgroup, symbol, events, page_size } = *context;
+    let mut out = brackets::families(snap, cgroup, events);
+    out.extend(fork::families(snap, cgroup, page_size, attached.fork_splits));
+    out.extend(secondary::families(snap, cgroup, attached.secondary_tlb));
+    out.extend(cross::families(snap, cgroup, attached.brackets_timed));
+    let intervals = intervals::Attached { readers: attached.interval_readers, hits: attached.interval_hits };
+    out.extend(intervals::families(snap, cgroup, symbol, intervals));
+    out
 }
 
 /// Resolves the cgroups of the snapshot and of the subscriber inventory in one go (the `--max-cgroups` admission

@@ -2,48 +2,30 @@
 //! serves, run on a small synthetic snapshot so that every family shows its type and label names.
 //!
 //! `cargo xtask docs` writes it (through the hidden `mmuscope metrics-reference` command); a unit test fails when the
-//! committed file is out of date. A new family needs a `help.rs` entry and, if its data comes from a new snapshot
-//! field, a sample row in [`sample_snapshot`] (the test below says which family lacks one).
+//! committed file is out of date. The families built from the per-cgroup maps come from the same function the
+//! exporter calls ([`snapshot_families`]), run on [`Snapshot::sample`] (one entry per sample key of every map in
+//! `crate::cgroup_maps`): a new family needs its [`Metric`] in its file's `METRICS` and no edit here.
 
 use std::{fmt::Write, time::Instant};
 
-use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, Initiator,
-    IntervalKey, KvmUnmapKey, SecondaryKey,
-};
+use mmuscope_abi::BracketStats;
 use prometheus::core::Collector;
 
-use super::{FAMILIES, agent, brackets, cross, fork, intervals, programs, secondary, series::Family, subscribers};
+use super::{
+    Attached, Context, METRICS, agent, programs,
+    series::{Family, Metric},
+    snapshot_families, subscribers,
+};
 use crate::{
     bpfstats::ProgramRun,
     cgroups::CgroupLabels,
     collect::Snapshot,
     kernel::{EventNames, Generation},
     probes::{
-        Mode, PlanReport, Status,
+        FamilyId, Mode, PlanReport, Status,
         report::{AlternativeReport, Capabilities, FamilyReport},
     },
 };
-
-/// One row of every per-cgroup map, so every family has a series.
-fn sample_snapshot() -> Snapshot {
-    let mut stats = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
-    stats.buckets[10] = 1;
-    Snapshot {
-        brackets: vec![(BracketKey { cgroup_id: 1, event: 0, flags: 0, cause: 1, _pad: 0 }, stats)],
-        kvm_unmaps: vec![(KvmUnmapKey { cgroup_id: 1, flags: 0, cause: 1 }, 1)],
-        forks: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, ForkStats { forks: 1, ..Default::default() })],
-        secondary: vec![(SecondaryKey { cgroup_id: 1, ..Default::default() }, CountBytes { count: 1, bytes: 4096 })],
-        doubles: [DoubleKind::EndAfterInLock, DoubleKind::Avoided]
-            .map(|k| (DoubleKey { cgroup_id: 1, flags: 0, kind: k as u32 }, CountBytes { count: 1, bytes: 4096 }))
-            .to_vec(),
-        cross: vec![(CrossKey { cgroup_id: 1, flags: 0, initiator: Initiator::Kthread as u32 }, 1)],
-        interval_waits: vec![(IntervalKey { cgroup_id: 1, flags: 0, _pad: 0, invalidate_fn: 0 }, stats)],
-        interval_hits: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, 1)],
-        hmm_busy: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, 1)],
-        ..Default::default()
-    }
-}
 
 fn sample_report() -> PlanReport {
     let alternative = AlternativeReport {
@@ -62,7 +44,7 @@ fn sample_report() -> PlanReport {
         generation_description: "",
         capabilities: Capabilities { trampolines: Ok(()), kprobes: Ok(()), tracefs: Err("not probed".into()) },
         families: vec![FamilyReport {
-            name: "brackets",
+            id: FamilyId::Brackets,
             description: "",
             required: true,
             alternatives: vec![alternative],
@@ -103,9 +85,9 @@ impl Row {
     }
 }
 
-/// Every family the agent can export, in `help.rs` order, then the `process_*` families.
+/// Every family the agent can export, in [`METRICS`] order, then the `process_*` families.
 fn all_families() -> Vec<Row> {
-    let snap = sample_snapshot();
+    let snap = Snapshot::sample();
     let cgroup = |_: u32, _: u64| CgroupLabels::new("/", "", "", "");
     let events = EventNames::from_pairs(vec![(0, "unmap".into())]);
     let build = agent::BuildInfo { version: "", revision: "", kernel: String::new(), generation: "" };
@@ -115,25 +97,27 @@ fn all_families() -> Vec<Row> {
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
     let runs = [ProgramRun { program: "p".into(), run_time: Default::default(), run_count: 1 }];
     let report = sample_report();
-    let mut out = brackets::families(&snap, &cgroup, &events);
-    out.extend(fork::families(&snap, &cgroup, 4096, true));
-    out.extend(secondary::families(&snap, &cgroup, true));
-    out.extend(cross::families(&snap, &cgroup, true));
     let symbol = |_: u64| "amdgpu_hmm_invalidate_gfx";
-    out.extend(intervals::families(&snap, &cgroup, &symbol, intervals::Attached { readers: true, hits: true }));
+    let context = Context { cgroup: &cgroup, symbol: &symbol, events: &events, page_size: 4096 };
+    let mut out = snapshot_families(&snap, &context, &Attached::ALL);
     out.extend(subscribers::families(&inventory, &cgroup));
     out.push(subscribers::callback_family(&callbacks));
     out.extend(agent::families(&snap, 16, &report, &build, Instant::now()));
     out.push(agent::map_read_errors(&[("bracket_stats", 0)]));
     out.extend(agent::cgroup_families(&names));
     out.extend(programs::families(&runs));
-    let rank = |name: &str| FAMILIES.iter().position(|(n, _)| *n == name).unwrap_or(usize::MAX);
+    let rank = |name: &str| declared().position(|m| m.name == name).unwrap_or(usize::MAX);
     out.sort_by_key(|f| rank(f.name));
     let mut rows: Vec<Row> = out.into_iter().map(Row::of).collect();
     let mut process = prometheus::process_collector::ProcessCollector::for_self().collect();
     process.sort_by(|a, b| a.name().cmp(b.name()));
     rows.extend(process.iter().map(Row::of_process));
     rows
+}
+
+/// Every declared family, in [`METRICS`] order.
+fn declared() -> impl Iterator<Item = &'static Metric> {
+    METRICS.iter().flat_map(|m| m.iter().copied())
 }
 
 /// The Markdown text of `docs/metrics.md`.
@@ -172,16 +156,27 @@ mod tests {
     #[test]
     fn every_family_is_documented_with_a_sample() {
         let fams = all_families();
-        for (name, help) in FAMILIES {
-            let f = fams.iter().find(|f| f.name == *name);
-            let f = f.unwrap_or_else(|| panic!("{name} is in help.rs but no builder produced it in reference.rs"));
-            assert!(f.sampled, "{name}: add a sample row to sample_snapshot()");
-            assert_eq!(f.help, *help);
+        for m in declared() {
+            let f = fams.iter().find(|f| f.name == m.name);
+            let f = f.unwrap_or_else(|| {
+                panic!("{} is declared but no builder produced it (export/mod.rs, reference.rs)", m.name)
+            });
+            assert!(f.sampled, "{}: no series from the sample snapshot (ByCgroup::sample_keys)", m.name);
+            assert_eq!(f.help, m.help);
         }
         for f in &fams {
             if !f.name.starts_with("process_") {
-                assert!(FAMILIES.iter().any(|(n, _)| *n == f.name), "{} has no help.rs entry", f.name);
+                let n = declared().filter(|m| m.name == f.name).count();
+                assert_eq!(n, 1, "{} must be in exactly one file's METRICS (export/mod.rs lists the files)", f.name);
             }
+        }
+    }
+
+    #[test]
+    fn help_texts_are_short() {
+        // One or two sentences; what each mode and kernel sees is in docs/probes.md.
+        for m in declared() {
+            assert!(!m.help.is_empty() && m.help.len() <= 240, "{}: help of {} characters", m.name, m.help.len());
         }
     }
 

@@ -2,8 +2,36 @@
 
 use mmuscope_abi::{Context, DoubleKind, Scope};
 
-use super::series::{Family, Kind, Value};
+use super::series::{Family, Kind, Metric, Value};
 use crate::{cgroups::CgroupLabels, collect::Snapshot};
+
+pub const INVALIDATIONS: Metric = Metric::per_cgroup(
+    "mmuscope_secondary_tlb_invalidations_total",
+    Kind::Counter,
+    &["scope", "context"],
+    "Secondary-TLB invalidations, by owner memory cgroup, scope (range or full_mm) and context (bracket, gather, \
+     outside). The functions hooked on each kernel generation are in docs/probes.md.",
+);
+pub const DOUBLES: Metric = Metric::per_cgroup(
+    "mmuscope_double_notifications_total",
+    Kind::Counter,
+    &["kind"],
+    "Secondary-TLB ranges invalidated again within one operation, by owner memory cgroup and mechanism \
+     (end_after_in_lock, end_then_gather, overlapping_secondary_tlb, overlapping_brackets; see docs/probes.md).",
+);
+pub const REDUNDANT_BYTES: Metric = Metric::per_cgroup(
+    "mmuscope_redundant_invalidation_bytes_total",
+    Kind::Counter,
+    &["kind"],
+    "Bytes invalidated more than once, by mechanism (see double_notifications_total).",
+);
+pub const AVOIDED: Metric = Metric::per_cgroup(
+    "mmuscope_double_notifications_avoided_total",
+    Kind::Counter,
+    &[],
+    "invalidate_range_end calls with only_end set (pre-6.6), which skip the repeated ->invalidate_range.",
+);
+pub const METRICS: &[&Metric] = &[&INVALIDATIONS, &DOUBLES, &REDUNDANT_BYTES, &AVOIDED];
 
 fn scope_label(v: u8) -> &'static str {
     if v == Scope::FullMm as u8 { "full_mm" } else { "range" }
@@ -22,15 +50,14 @@ pub fn families<'a>(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'
     if !attached {
         return Vec::new();
     }
-    let mut calls =
-        Family::per_cgroup("mmuscope_secondary_tlb_invalidations_total", Kind::Counter, &["scope", "context"]);
+    let mut calls = Family::new(&INVALIDATIONS);
     for (k, v) in &snap.secondary {
         let labels = [scope_label(k.scope), context_label(k.context)];
         calls.add(Some(cgroup(k.flags, k.cgroup_id)), &labels, Value::Count(v.count));
     }
-    let mut doubles = Family::per_cgroup("mmuscope_double_notifications_total", Kind::Counter, &["kind"]);
-    let mut bytes = Family::per_cgroup("mmuscope_redundant_invalidation_bytes_total", Kind::Counter, &["kind"]);
-    let mut avoided = Family::per_cgroup("mmuscope_double_notifications_avoided_total", Kind::Counter, &[]);
+    let mut doubles = Family::new(&DOUBLES);
+    let mut bytes = Family::new(&REDUNDANT_BYTES);
+    let mut avoided = Family::new(&AVOIDED);
     for (k, v) in &snap.doubles {
         let labels = Some(cgroup(k.flags, k.cgroup_id));
         match DoubleKind::from_u32(k.kind) {

@@ -7,7 +7,6 @@ use std::cmp::Ordering;
 
 use mmuscope_abi::BracketStats;
 
-use super::help::help;
 use crate::cgroups::CgroupLabels;
 
 /// Most labels a family has besides the cgroup ones (`build_info` has four).
@@ -28,6 +27,48 @@ impl Kind {
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
         }
+    }
+}
+
+/// A metric family as declared next to the code that builds it: what `# HELP` and `# TYPE` say, its labels, and
+/// so its row in `docs/metrics.md` (every file lists its own in a `METRICS` slice, gathered in [`super::METRICS`]).
+#[derive(Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The series carry the four cgroup labels first.
+    pub per_cgroup: bool,
+    /// Names of the family's own labels (after the cgroup ones).
+    pub labels: &'static [&'static str],
+    /// One or two sentences; what each mode sees belongs in `docs/probes.md`.
+    pub help: &'static str,
+}
+
+impl Metric {
+    /// A family whose series carry the cgroup labels, then `labels`.
+    pub const fn per_cgroup(
+        name: &'static str,
+        kind: Kind,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        Self::new(name, kind, true, labels, help)
+    }
+
+    /// A family without cgroup labels.
+    pub const fn plain(name: &'static str, kind: Kind, labels: &'static [&'static str], help: &'static str) -> Self {
+        Self::new(name, kind, false, labels, help)
+    }
+
+    const fn new(
+        name: &'static str,
+        kind: Kind,
+        per_cgroup: bool,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        assert!(labels.len() <= MAX_OWN, "a metric with more than MAX_OWN labels");
+        Self { name, kind, per_cgroup, labels, help }
     }
 }
 
@@ -85,19 +126,10 @@ pub struct Family<'a> {
 }
 
 impl<'a> Family<'a> {
-    /// A family whose series carry the cgroup labels, then `own`.
-    pub fn per_cgroup(name: &'static str, kind: Kind, own: &'static [&'static str]) -> Self {
-        Self::new(name, kind, true, own)
-    }
-
-    /// A family without cgroup labels.
-    pub fn plain(name: &'static str, kind: Kind, own: &'static [&'static str]) -> Self {
-        Self::new(name, kind, false, own)
-    }
-
-    fn new(name: &'static str, kind: Kind, per_cgroup: bool, own: &'static [&'static str]) -> Self {
-        assert!(own.len() <= MAX_OWN, "{name}: more than {MAX_OWN} labels");
-        Self { name, help: help(name), kind, per_cgroup, own, series: Vec::new(), order: None }
+    /// An empty family of `metric`.
+    pub fn new(metric: &'static Metric) -> Self {
+        let Metric { name, kind, per_cgroup, labels, help } = *metric;
+        Self { name, help, kind, per_cgroup, own: labels, series: Vec::new(), order: None }
     }
 
     /// Adds a series; one with the same labels as an earlier one is summed with it.
@@ -111,8 +143,8 @@ impl<'a> Family<'a> {
     }
 
     /// A family with one unlabelled series.
-    pub fn single(name: &'static str, kind: Kind, value: Value) -> Self {
-        let mut f = Self::plain(name, kind, &[]);
+    pub fn single(metric: &'static Metric, value: Value) -> Self {
+        let mut f = Self::new(metric);
         f.add(None, &[], value);
         f
     }
@@ -175,7 +207,8 @@ mod tests {
 
     #[test]
     fn series_sharing_labels_are_summed_and_sorted_by_label_values() {
-        let mut f = Family::per_cgroup("mmuscope_invalidations_total", Kind::Counter, &["event"]);
+        static METRIC: Metric = Metric::per_cgroup("mmuscope_invalidations_total", Kind::Counter, &["event"], "");
+        let mut f = Family::new(&METRIC);
         f.add(Some(cg("/b")), &["clear"], Value::Count(1));
         f.add(Some(cg("/a")), &["unmap"], Value::Count(2));
         f.add(Some(cg("/a b")), &["clear"], Value::Count(4));
@@ -197,7 +230,9 @@ mod tests {
 
     #[test]
     fn histograms_merge_their_buckets() {
-        let mut f = Family::per_cgroup("mmuscope_invalidation_duration_seconds", Kind::Histogram, &["event"]);
+        static METRIC: Metric =
+            Metric::per_cgroup("mmuscope_invalidation_duration_seconds", Kind::Histogram, &["event"], "");
+        let mut f = Family::new(&METRIC);
         f.add(Some(cg("/a")), &["clear"], Value::Histogram(Box::new(BracketStats::of(&[100, 3000]))));
         f.add(Some(cg("/a")), &["clear"], Value::Histogram(Box::new(BracketStats::of(&[5000]))));
         let Some(Value::Histogram(h)) = f.value(Some("/a"), &["clear"]) else { panic!("no histogram") };

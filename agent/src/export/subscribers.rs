@@ -5,16 +5,39 @@ use std::collections::BTreeMap;
 
 use mmuscope_abi::BracketStats;
 
-use super::series::{Family, Kind, Value};
+use super::series::{Family, Kind, Metric, Value};
 use crate::{cgroups::CgroupLabels, subscribers::Inventory};
 
+pub const SUBSCRIPTIONS: Metric = Metric::plain(
+    "mmuscope_notifier_subscriptions",
+    Kind::Gauge,
+    &["subscriber"],
+    "Registered mmu_notifier subscriptions by subscriber (from the callback symbols, e.g. kvm = one per VM; interval \
+     notifiers once per mm). From the task-iterator inventory.",
+);
+pub const PINNED_MMS: Metric = Metric::per_cgroup(
+    "mmuscope_pinned_mms",
+    Kind::Gauge,
+    &[],
+    "Address spaces with long-term pinned pages (mm->pinned_vm > 0: io_uring fixed buffers, RDMA, VFIO/iommufd), by \
+     owner memory cgroup. From the task-iterator inventory.",
+);
+pub const CALLBACK_DURATION: Metric = Metric::plain(
+    "mmuscope_subscriber_callback_duration_seconds",
+    Kind::Histogram,
+    &["subscriber", "callback"],
+    "Time spent in each subscriber's invalidation callbacks, by subscriber (from the callback symbol, e.g. kvm) and \
+     callback. kprobe/kretprobe on the callbacks found at start-up; not on kernels without kprobes.",
+);
+pub const METRICS: &[&Metric] = &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &PINNED_MMS];
+
 pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>) -> Vec<Family<'a>> {
-    let mut subscriptions = Family::plain("mmuscope_notifier_subscriptions", Kind::Gauge, &["subscriber"]);
+    let mut subscriptions = Family::new(&SUBSCRIPTIONS);
     // Every kind seen since start has a series, 0 while none is subscribed.
     for kind in &inv.kinds_seen {
         subscriptions.add(None, &[kind], Value::Count(0));
     }
-    let mut pinned = Family::per_cgroup("mmuscope_pinned_mms", Kind::Gauge, &[]);
+    let mut pinned = Family::new(&PINNED_MMS);
     for mm in &inv.mms {
         for s in &mm.subscriptions {
             subscriptions.add(None, &[&s.kind], Value::Count(1));
@@ -28,8 +51,7 @@ pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabel
 
 /// `subscriber_callback_duration_seconds{subscriber,callback}`, same log2 buckets as the bracket histogram.
 pub fn callback_family<'a>(stats: &'a BTreeMap<(String, &'static str), BracketStats>) -> Family<'a> {
-    let name = "mmuscope_subscriber_callback_duration_seconds";
-    let mut f = Family::plain(name, Kind::Histogram, &["subscriber", "callback"]);
+    let mut f = Family::new(&CALLBACK_DURATION);
     for ((subscriber, callback), s) in stats {
         f.add(None, &[subscriber, callback], Value::Histogram(Box::new(*s)));
     }

@@ -74,6 +74,6 @@ fn read_probe(ebpf: &Ebpf) -> io::Result<()> {
 /// One line for logs and systemd's STATUS=: the mode each family attached with.
 fn describe(report: &PlanReport) -> String {
     let families: Vec<String> =
-        report.families.iter().map(|f| format!("{}={}", f.name, f.attached().map_or("none", |a| a.name))).collect();
+        report.families.iter().map(|f| format!("{}={}", f.name(), f.attached().map_or("none", |a| a.name))).collect();
     format!("probes attached: {}", families.join(" "))
 }

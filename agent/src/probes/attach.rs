@@ -69,7 +69,7 @@ pub fn attach_families(
                         (Status::NotTried, "a preferred alternative is attached".to_string())
                     } else if forced.is_some_and(|m| m != alt.mode) {
                         (Status::Excluded, format!("--mode {}", forced.unwrap().as_str()))
-                    } else if let Some(why) = kernel.deny.family(family.name) {
+                    } else if let Some(why) = kernel.deny.family(family.id.name()) {
                         (Status::Unavailable, why)
                     } else if let Err(why) = unmet(alt, kernel, probed) {
                         (Status::Unavailable, why)
@@ -77,16 +77,16 @@ pub fn attach_families(
                         match attach_alternative(ebpf, btf, kernel, probed, alt) {
                             Ok(()) => {
                                 attached = true;
-                                probed.attached.push((family.name, alt.mode));
+                                probed.attached.push((family.id, alt.mode));
                                 (Status::Attached, String::new())
                             }
                             Err(why) => (Status::Failed, why),
                         }
                     };
                     match status {
-                        Status::Attached => tracing::debug!(family = family.name, alternative = alt.name, "attached"),
+                        Status::Attached => tracing::debug!(family = family.id.name(), alternative = alt.name, "attached"),
                         Status::Failed | Status::Unavailable => {
-                            tracing::debug!(family = family.name, alternative = alt.name, %reason, "{}", status.as_str())
+                            tracing::debug!(family = family.id.name(), alternative = alt.name, %reason, "{}", status.as_str())
                         }
                         _ => {}
                     }
@@ -102,7 +102,7 @@ pub fn attach_families(
                     }
                 })
                 .collect();
-            FamilyReport { name: family.name, description: family.description, required: family.required, alternatives }
+            FamilyReport { id: family.id, description: family.description, required: family.required, alternatives }
         })
         .collect()
 }

@@ -23,7 +23,7 @@ mod object_tests;
 
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
-pub use spec::Mode;
+pub use spec::{FamilyId, Mode};
 
 use crate::{cgroup_maps, kernel::KernelInfo};
 
@@ -105,11 +105,11 @@ impl Probes {
         };
         let mut probed = needs::Probed { trampolines: trampolines.clone(), wide_trampolines, attached: Vec::new() };
         let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode);
-        let attached = |family: &str| probed.attached.iter().any(|(f, _)| *f == family);
+        let attached = |family: FamilyId| probed.attached.iter().any(|(f, _)| *f == family);
         // Switches read by the bracket programs, set once the hooks they depend on run: per-operation records
         // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist.
         for (family, switch) in
-            [(families::OVERLAPPING_BRACKETS.name, names::OPERATIONS_ON), (families::CAUSES.name, names::CAUSES_ON)]
+            [(FamilyId::OverlappingBrackets, names::OPERATIONS_ON), (FamilyId::Causes, names::CAUSES_ON)]
         {
             if attached(family) {
                 let map = ebpf.map_mut(switch).with_context(|| format!("map {switch} is missing"))?;
@@ -150,7 +150,7 @@ impl Probes {
             .families
             .iter()
             .filter(|f| f.required)
-            .filter_map(|f| f.why_not_attached().map(|why| format!("{} ({why})", f.name)))
+            .filter_map(|f| f.why_not_attached().map(|why| format!("{} ({why})", f.name())))
             .collect();
         if missing.is_empty() { Ok(()) } else { Err(MissingRequired(missing.join("; "))) }
     }

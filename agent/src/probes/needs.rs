@@ -1,6 +1,6 @@
 //! Evaluates a [`Need`] against the running kernel: `Ok` or the reason it is not met.
 
-use super::spec::{Mode, Need};
+use super::spec::{FamilyId, Mode, Need};
 use crate::kernel::{KernelInfo, caps};
 
 /// Facts gathered by trying things, which the kernel description alone cannot tell.
@@ -10,7 +10,7 @@ pub struct Probed {
     /// Whether it also loaded on a function with more than six arguments.
     pub wide_trampolines: Result<(), String>,
     /// Families attached so far, with their mode.
-    pub attached: Vec<(&'static str, Mode)>,
+    pub attached: Vec<(FamilyId, Mode)>,
 }
 
 /// Checks `need` for an alternative of `mode`.

@@ -1,7 +1,7 @@
 //! The attach plan as it turned out: per family, every alternative with its status and reason.
 //! Shown by `mmuscope check`, exported as `probe_attached`, served by the API.
 
-use super::spec::{Hook, Mode};
+use super::spec::{FamilyId, Hook, Mode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,13 +55,18 @@ pub struct HookReport {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FamilyReport {
-    pub name: &'static str,
+    #[serde(rename = "name")]
+    pub id: FamilyId,
     pub description: &'static str,
     pub required: bool,
     pub alternatives: Vec<AlternativeReport>,
 }
 
 impl FamilyReport {
+    pub fn name(&self) -> &'static str {
+        self.id.name()
+    }
+
     pub fn attached(&self) -> Option<&AlternativeReport> {
         self.alternatives.iter().find(|a| a.status == Status::Attached)
     }
@@ -124,19 +129,24 @@ pub struct PlanReport {
 }
 
 impl PlanReport {
-    /// Whether family `name` attached with any alternative.
-    pub fn attached(&self, name: &str) -> bool {
-        self.families.iter().any(|f| f.name == name && f.attached().is_some())
+    /// The alternative family `id` attached with, if any.
+    pub fn attached_alternative(&self, id: FamilyId) -> Option<&AlternativeReport> {
+        self.families.iter().find(|f| f.id == id).and_then(|f| f.attached())
     }
 
-    /// Whether family `name` attached in one of `modes`.
-    pub fn attached_in(&self, name: &str, modes: &[Mode]) -> bool {
-        self.families.iter().any(|f| f.name == name && f.attached().is_some_and(|a| modes.contains(&a.mode)))
+    /// Whether family `id` attached with any alternative.
+    pub fn attached(&self, id: FamilyId) -> bool {
+        self.attached_alternative(id).is_some()
+    }
+
+    /// Whether family `id` attached in one of `modes`.
+    pub fn attached_in(&self, id: FamilyId, modes: &[Mode]) -> bool {
+        self.attached_alternative(id).is_some_and(|a| modes.contains(&a.mode))
     }
 
     /// Required families with nothing attached.
     pub fn missing_required(&self) -> Vec<&'static str> {
-        self.families.iter().filter(|f| f.required && f.attached().is_none()).map(|f| f.name).collect()
+        self.families.iter().filter(|f| f.required && f.attached().is_none()).map(|f| f.name()).collect()
     }
 
     /// Families attached with a fallback although a preferred alternative (not excluded by
@@ -148,7 +158,7 @@ impl PlanReport {
                 let best = f.alternatives.iter().find(|a| a.status != Status::Excluded);
                 f.attached().is_some() && best.is_some_and(|b| b.status != Status::Attached)
             })
-            .map(|f| f.name)
+            .map(|f| f.name())
             .collect()
     }
 }

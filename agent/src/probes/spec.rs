@@ -3,6 +3,49 @@
 
 use crate::kernel::FieldGroup;
 
+/// Which probe family: code that asks whether a family attached names it by this, never by a string. Serialized
+/// (and shown) as [`FamilyId::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FamilyId {
+    Brackets,
+    SecondaryTlb,
+    OverlappingBrackets,
+    ForkCopies,
+    Causes,
+    IntervalNotifiers,
+    Subscribers,
+    /// The subscriber-callback timers, attached outside the table (`crate::subscribers::callbacks`).
+    SubscriberCallbacks,
+}
+
+impl FamilyId {
+    /// As in `check`, `--probes.deny` and `probe_attached{probe}`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FamilyId::Brackets => "brackets",
+            FamilyId::SecondaryTlb => "secondary_tlb",
+            FamilyId::OverlappingBrackets => "overlapping_brackets",
+            FamilyId::ForkCopies => "fork_copies",
+            FamilyId::Causes => "causes",
+            FamilyId::IntervalNotifiers => "interval_notifiers",
+            FamilyId::Subscribers => "subscribers",
+            FamilyId::SubscriberCallbacks => "subscriber_callbacks",
+        }
+    }
+}
+
+impl std::fmt::Display for FamilyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for FamilyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// How an alternative attaches, as shown in `check` and in `probe_attached{mode}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -78,7 +121,7 @@ pub enum Need {
     TrampolineArgs(&'static str),
     /// The named family (attached earlier) runs in this alternative's mode: its programs keep
     /// the per-thread state this one reads.
-    SameModeAs(&'static str),
+    SameModeAs(FamilyId),
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -94,7 +137,8 @@ pub struct Alternative {
 
 #[derive(Debug, serde::Serialize)]
 pub struct Family {
-    pub name: &'static str,
+    #[serde(rename = "name")]
+    pub id: FamilyId,
     pub description: &'static str,
     /// `check --strict` fails when a required family attaches nothing.
     pub required: bool,

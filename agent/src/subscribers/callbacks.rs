@@ -21,14 +21,14 @@ use mmuscope_abi::{BracketStats, names};
 
 use super::{Inventory, Symbols, classify};
 use crate::probes::{
-    Mode, Probes, Status, families,
+    FamilyId, Mode, Probes, Status, families,
     report::{AlternativeReport, FamilyReport, HookReport},
     spec::Hook,
 };
 
 const ENTRY: &str = families::CALLBACK_ENTRY_PROGRAM;
 const RETURN: &str = families::CALLBACK_RETURN_PROGRAM;
-pub const FAMILY: &str = "subscriber_callbacks";
+pub const FAMILY: FamilyId = FamilyId::SubscriberCallbacks;
 /// Callbacks that are not about invalidation (release, young-bit tests) are not timed.
 const TIMED: &[&str] =
     &["invalidate_range_start", "invalidate_range_end", "invalidate_range", "arch_invalidate_secondary_tlbs"];
@@ -105,7 +105,7 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
         })
         .collect();
     probes.report.families.push(FamilyReport {
-        name: FAMILY,
+        id: FAMILY,
         description: "duration of each subscriber's invalidation callbacks (e.g. KVM's invalidate_range_start)",
         required: false,
         alternatives: vec![AlternativeReport {

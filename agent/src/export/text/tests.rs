@@ -11,25 +11,23 @@ use prometheus::{
 };
 
 use super::*;
-use crate::export::{histogram, series::Family};
+use crate::export::{
+    agent, brackets, histogram, programs,
+    series::{Family, Metric},
+    subscribers,
+};
 
 /// One test series: cgroup label values (per-cgroup families), own label values, value.
 type Row = (Option<[&'static str; 4]>, Vec<&'static str>, Value);
 
+/// A family as declared (name, type, labels, help) and its test series.
 struct Spec {
-    name: &'static str,
-    kind: Kind,
-    own: &'static [&'static str],
-    per_cgroup: bool,
+    metric: &'static Metric,
     rows: Vec<Row>,
 }
 
 fn ours(spec: &Spec) -> Family<'static> {
-    let mut f = if spec.per_cgroup {
-        Family::per_cgroup(spec.name, spec.kind, spec.own)
-    } else {
-        Family::plain(spec.name, spec.kind, spec.own)
-    };
+    let mut f = Family::new(spec.metric);
     for (cgroup, own, value) in &spec.rows {
         let cgroup =
             cgroup.map(|[cgroup, namespace, pod, container]| CgroupLabels::new(cgroup, namespace, pod, container));
@@ -46,7 +44,7 @@ fn theirs(spec: &Spec) -> MetricFamily {
         if let Some(c) = cgroup {
             labels.extend(CgroupLabels::NAMES.iter().zip(c).map(|(n, v)| (*n, v.to_string())));
         }
-        labels.extend(spec.own.iter().zip(own).map(|(n, v)| (*n, v.to_string())));
+        labels.extend(spec.metric.labels.iter().zip(own).map(|(n, v)| (*n, v.to_string())));
         match by_labels.get_mut(&labels) {
             Some(Value::Count(n)) => {
                 *n += match value {
@@ -87,7 +85,7 @@ fn theirs(spec: &Spec) -> MetricFamily {
                 Value::Float(f) => *f,
                 Value::Histogram(_) => unreachable!(),
             };
-            match (spec.kind, &value) {
+            match (spec.metric.kind, &value) {
                 (Kind::Counter, v) => {
                     let mut c = proto::Counter::default();
                     c.set_value(number(v));
@@ -120,9 +118,9 @@ fn theirs(spec: &Spec) -> MetricFamily {
         })
         .collect();
     let mut f = MetricFamily::default();
-    f.set_name(spec.name.to_string());
-    f.set_help(crate::export::help::help(spec.name).to_string());
-    f.set_field_type(match spec.kind {
+    f.set_name(spec.metric.name.to_string());
+    f.set_help(spec.metric.help.to_string());
+    f.set_field_type(match spec.metric.kind {
         Kind::Counter => MetricType::COUNTER,
         Kind::Gauge => MetricType::GAUGE,
         Kind::Histogram => MetricType::HISTOGRAM,
@@ -163,10 +161,7 @@ fn cg(path: &'static str) -> Option<[&'static str; 4]> {
 fn specs() -> Vec<Spec> {
     vec![
         Spec {
-            name: "mmuscope_invalidations_total",
-            kind: Kind::Counter,
-            own: &["event", "cause", "blockable"],
-            per_cgroup: true,
+            metric: &brackets::INVALIDATIONS,
             rows: vec![
                 (cg("/b"), vec!["clear", "madvise", "true"], Value::Count(1)),
                 (cg("/a b"), vec!["clear", "madvise", "true"], Value::Count(2)),
@@ -186,10 +181,7 @@ fn specs() -> Vec<Spec> {
             ],
         },
         Spec {
-            name: "mmuscope_invalidation_duration_seconds",
-            kind: Kind::Histogram,
-            own: &["event"],
-            per_cgroup: true,
+            metric: &brackets::DURATION,
             rows: vec![
                 (cg("/a"), vec!["clear"], hist(&[100, 3000, 1 << 40])),
                 (cg("/"), vec!["unmap"], hist(&[])),
@@ -197,38 +189,23 @@ fn specs() -> Vec<Spec> {
             ],
         },
         Spec {
-            name: "mmuscope_subscriber_callback_duration_seconds",
-            kind: Kind::Histogram,
-            own: &["subscriber", "callback"],
-            per_cgroup: false,
+            metric: &subscribers::CALLBACK_DURATION,
             rows: vec![(None, vec!["kvm", "invalidate_range_start"], hist(&[5000]))],
         },
         Spec {
-            name: "mmuscope_build_info",
-            kind: Kind::Gauge,
-            own: &["version", "revision", "kernel", "generation"],
-            per_cgroup: false,
+            metric: &agent::BUILD_INFO,
             rows: vec![(None, vec!["0.1.0", "abc", "6.18.0-x", "arch_invalidate_secondary_tlbs"], Value::Count(1))],
         },
+        Spec { metric: &agent::SCRAPE_DURATION, rows: vec![(None, vec![], Value::Float(0.012_345_678_9))] },
         Spec {
-            name: "mmuscope_scrape_duration_seconds",
-            kind: Kind::Gauge,
-            own: &[],
-            per_cgroup: false,
-            rows: vec![(None, vec![], Value::Float(0.012_345_678_9))],
-        },
-        Spec {
-            name: "mmuscope_bpf_program_run_seconds_total",
-            kind: Kind::Counter,
-            own: &["program"],
-            per_cgroup: false,
+            metric: &programs::RUN_SECONDS,
             rows: vec![
                 (None, vec!["z"], Value::Float(1e21)),
                 (None, vec!["a"], Value::Float(1e-9)),
                 (None, vec!["m"], Value::Float(0.1 + 0.2)),
             ],
         },
-        Spec { name: "mmuscope_pinned_mms", kind: Kind::Gauge, own: &[], per_cgroup: true, rows: vec![] },
+        Spec { metric: &subscribers::PINNED_MMS, rows: vec![] },
     ]
 }
 
@@ -245,7 +222,9 @@ fn writes_what_the_prometheus_crate_wrote() {
 
 #[test]
 fn encoded_families_are_merged_in_name_order() {
-    let one = |name: &'static str| Family::single(name, Kind::Gauge, Value::Count(1));
+    let one = |name: &'static str| {
+        Family::single(Box::leak(Box::new(Metric::plain(name, Kind::Gauge, &[], ""))), Value::Count(1))
+    };
     let encoded = |name: &str| Encoded { name: name.to_string(), text: format!("{name} 2\n").into_bytes() };
     let mut out = Vec::new();
     write(

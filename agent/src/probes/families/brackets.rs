@@ -2,14 +2,14 @@
 
 use crate::{
     kernel::FieldGroup,
-    probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec},
+    probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec},
 };
 
 pub const START: &str = "__mmu_notifier_invalidate_range_start";
 pub const END: &str = "__mmu_notifier_invalidate_range_end";
 
 pub static BRACKETS: Family = Family {
-    name: "brackets",
+    id: FamilyId::Brackets,
     description: "invalidate_range_start → _end brackets per owner memory cgroup and event, with latency",
     required: true,
     alternatives: &[

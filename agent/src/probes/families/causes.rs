@@ -8,7 +8,7 @@
 //! so they need no hook; `collapse_huge_page` would be wrong anyway, as `MADV_COLLAPSE` (a
 //! madvise cause) runs it too.
 
-use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
+use crate::probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec};
 
 const THP_SPLIT: &str = "__split_huge_pmd";
 /// Page reclaim: the folio API from 6.2, the page API before.
@@ -77,7 +77,7 @@ const fn concat_specs(pairs: [[ProgramSpec; 2]; 7]) -> [ProgramSpec; 14] {
 }
 
 pub static CAUSES: Family = Family {
-    name: "causes",
+    id: FamilyId::Causes,
     description: "caller windows that tag brackets with a precise cause (thp_split, reclaim, migration, numa, soft_dirty, userfaultfd, exit); without them the cause comes from the task's context",
     required: false,
     alternatives: &[

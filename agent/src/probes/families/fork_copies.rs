@@ -2,7 +2,7 @@
 
 use crate::{
     kernel::FieldGroup,
-    probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec},
+    probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec},
 };
 
 /// The fork window: `dup_mmap` (out of line on most builds), else its caller `copy_process`.
@@ -12,7 +12,7 @@ const COPY_MARKER: &str = "folio_add_new_anon_rmap|page_add_new_anon_rmap";
 const SPLIT: &str = "__split_huge_pmd";
 
 pub static FORK_COPIES: Family = Family {
-    name: "fork_copies",
+    id: FamilyId::ForkCopies,
     description: "pages copied eagerly at fork() because they may be DMA-pinned, and THPs split for it, per parent cgroup",
     required: true,
     alternatives: &[

@@ -3,14 +3,14 @@
 //! bracket programs themselves when the interval fields resolve.)
 
 use crate::kernel::FieldGroup;
-use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
+use crate::probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec};
 
 const READ_BEGIN: &str = "mmu_interval_read_begin";
 const HMM_FAULT: &str = "hmm_range_fault";
 const HMM: Option<Need> = Some(Need::Function(HMM_FAULT));
 
 pub static INTERVAL_NOTIFIERS: Family = Family {
-    name: "interval_notifiers",
+    id: FamilyId::IntervalNotifiers,
     description: "interval-notifier readers that waited for an invalidation, and hmm_range_fault -EBUSY collisions",
     required: false,
     alternatives: &[

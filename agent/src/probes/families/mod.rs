@@ -61,7 +61,16 @@ pub fn kallsyms_functions() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::spec::Mode;
+    use crate::probes::spec::{FamilyId, Mode};
+
+    #[test]
+    fn no_two_rows_share_a_family_id() {
+        let ids: Vec<FamilyId> = FAMILIES.iter().map(|f| f.id).collect();
+        for id in &ids {
+            assert_eq!(ids.iter().filter(|i| *i == id).count(), 1, "{id} has two rows");
+        }
+        assert!(!ids.contains(&FamilyId::SubscriberCallbacks), "the callback timers attach outside the table");
+    }
 
     #[test]
     fn alternatives_are_ordered_by_preference_and_programs_are_unique() {
@@ -72,7 +81,7 @@ mod tests {
         };
         let mut seen = std::collections::HashSet::new();
         for f in FAMILIES {
-            assert!(f.alternatives.windows(2).all(|w| rank(w[0].mode) <= rank(w[1].mode)), "{}", f.name);
+            assert!(f.alternatives.windows(2).all(|w| rank(w[0].mode) <= rank(w[1].mode)), "{}", f.id);
             for a in f.alternatives {
                 assert!(!a.programs.is_empty());
                 // A program may attach to several targets within one alternative, never in two.

@@ -8,7 +8,7 @@
 //! server's `fork` loop) also end the operation at their entry. Hooking those few functions, rather
 //! than the `sys_enter` tracepoint, leaves every other system call on the host on its fast path.
 
-use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
+use crate::probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec};
 
 /// x86-64 system-call entry points (`SYSCALL_DEFINE` wrappers) that open brackets and are often
 /// repeated with identical arguments, each with its fentry program (a trampoline program is loaded
@@ -50,21 +50,21 @@ const FENTRY_PROGRAMS: [ProgramSpec; SYSCALLS.len()] = specs(Hook::FEntry);
 const KPROBE_PROGRAMS: [ProgramSpec; SYSCALLS.len()] = specs(Hook::KProbe);
 
 pub static OVERLAPPING_BRACKETS: Family = Family {
-    name: "overlapping_brackets",
+    id: FamilyId::OverlappingBrackets,
     description: "brackets overlapping an earlier bracket on the same mm within one system call or page fault",
     required: false,
     alternatives: &[
         Alternative {
             name: "fentry",
             mode: Mode::Fentry,
-            needs: &[Need::SameModeAs("brackets"), Need::Function(SYSCALLS[0].0)],
+            needs: &[Need::SameModeAs(FamilyId::Brackets), Need::Function(SYSCALLS[0].0)],
             programs: &FENTRY_PROGRAMS,
             degraded: "",
         },
         Alternative {
             name: "kprobe",
             mode: Mode::Kprobe,
-            needs: &[Need::SameModeAs("brackets"), Need::Function(SYSCALLS[0].0)],
+            needs: &[Need::SameModeAs(FamilyId::Brackets), Need::Function(SYSCALLS[0].0)],
             programs: &KPROBE_PROGRAMS,
             degraded: "",
         },

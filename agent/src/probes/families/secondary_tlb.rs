@@ -4,7 +4,7 @@
 use super::brackets::END;
 use crate::{
     kernel::FieldGroup,
-    probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec},
+    probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec},
 };
 
 /// The secondary-TLB entry point: 6.6+ name first, the pre-6.6 one otherwise (same arguments).
@@ -15,7 +15,7 @@ const GATHER_END: &str = "tlb_finish_mmu";
 const ONLY_END: Option<Need> = Some(Need::Arity(END, 2));
 
 pub static SECONDARY_TLB: Family = Family {
-    name: "secondary_tlb",
+    id: FamilyId::SecondaryTlb,
     description: "secondary-TLB invalidations by scope and context, and double notifications",
     required: false,
     alternatives: &[
@@ -24,7 +24,7 @@ pub static SECONDARY_TLB: Family = Family {
             mode: Mode::Fentry,
             needs: &[
                 Need::Trampolines,
-                Need::SameModeAs("brackets"),
+                Need::SameModeAs(FamilyId::Brackets),
                 Need::Function(SECONDARY),
                 Need::Function(GATHER),
                 Need::Function(GATHER_END),
@@ -45,7 +45,7 @@ pub static SECONDARY_TLB: Family = Family {
             mode: Mode::Kprobe,
             needs: &[
                 Need::Kprobes,
-                Need::SameModeAs("brackets"),
+                Need::SameModeAs(FamilyId::Brackets),
                 Need::Function(SECONDARY),
                 Need::Function(GATHER),
                 Need::Function(GATHER_END),

@@ -2,7 +2,7 @@
 //! the hooks that tell the agent the inventory changed (see `crate::subscribers`).
 
 use crate::kernel::FieldGroup;
-use crate::probes::spec::{Alternative, Family, Hook, Mode, Need, ProgramSpec};
+use crate::probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec};
 
 const REGISTER: &str = "__mmu_notifier_register";
 const UNREGISTER: &str = "mmu_notifier_unregister";
@@ -52,7 +52,7 @@ const fn needs<const N: usize>(first: Need) -> [Need; N] {
 }
 
 pub static SUBSCRIBERS: Family = Family {
-    name: "subscribers",
+    id: FamilyId::Subscribers,
     description: "mmu_notifier subscriptions and long-term pinned memory per mm (task-iterator inventory)",
     required: false,
     alternatives: &[
