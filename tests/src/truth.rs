@@ -426,6 +426,7 @@ mod tests {
             forks_with_pinned_pages: u64::from(copied > 0),
             thp_splits: 0,
             kernel_path: "copy_present_page".into(),
+            forker_cgroup: None,
         }
     }
 

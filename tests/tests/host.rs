@@ -119,6 +119,7 @@ const SCENARIOS: &[&[&str]] = &[
     &["multi-vm", "--iterations", "300", "--vms", "3"],
     &["cross-cgroup", "--regions", "2"],
     &["fork-pinned", "--pages", "64"],
+    &["fork-pinned", "--pages", "64", "--fork-from-sibling-memcg"],
     &["fork-pinned-thp"],
     &["fork-unpinned", "--pages", "64"],
 ];
@@ -227,6 +228,10 @@ fn expectations(truth: &GroundTruth) -> Result<Vec<Expect>> {
             (FORKS_WITH_PINNED, f.forks_with_pinned_pages),
         ] {
             out.push(Expect::new(family, &owner, v));
+            // Attribution is to the mm owner's memory cgroup, never to the forking thread's (cgroup v1).
+            if let Some(forker) = &f.forker_cgroup {
+                out.push(Expect::new(family, forker, 0));
+            }
         }
     }
     Ok(out)

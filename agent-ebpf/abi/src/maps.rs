@@ -168,7 +168,7 @@ mod pod {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForkWindow {
-    /// Memory cgroup of the parent mm's owner (tracepoint mode: of the forking task).
+    /// Memory cgroup of the parent mm's owner (`mm->owner`), in every mode.
     pub key: CgroupKey,
     /// Pages copied eagerly because they may be DMA-pinned (`copy_present_page`).
     pub copies: u64,

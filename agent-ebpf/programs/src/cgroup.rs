@@ -64,6 +64,22 @@ pub fn current_memcg_btf(task: *const u8) -> (u64, u32) {
     (unsafe { load(kn, kn_id) }, flags)
 }
 
+/// Memory cgroup of the owner of the current task's mm (`task->mm->owner`), walked with [`load`]s like
+/// [`current_memcg_btf`]. The owner is the task the memory is charged to; on cgroup v1 another thread of the same
+/// process can sit in another memory cgroup. Falls back to `task` itself (flagged) when it has no mm or the mm
+/// no owner, as [`mm_owner_memcg`] does.
+#[inline(always)]
+pub fn current_owner_memcg_btf(task: *const u8) -> (u64, u32) {
+    let (task_mm, mm_owner) = (layout_field!(task_mm), layout_field!(mm_owner));
+    let mm: *const u8 = unsafe { load(task, task_mm) };
+    let owner: *const u8 = if mm.is_null() { core::ptr::null() } else { unsafe { load(mm, mm_owner) } };
+    if owner.is_null() {
+        let (id, flags) = current_memcg_btf(task);
+        return (id, flags | key_flags::OWNER_FROM_CURRENT);
+    }
+    current_memcg_btf(owner)
+}
+
 /// Cgroup id and [`key_flags`] of `task`'s memory cgroup.
 #[inline(always)]
 pub fn task_memcg(layout: &KernelLayout, task: u64) -> (u64, u32) {

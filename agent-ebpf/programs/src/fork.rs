@@ -21,7 +21,7 @@ use aya_ebpf::{
 use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow};
 
 use crate::{
-    cgroup::{current_memcg_btf, load, read, task_memcg},
+    cgroup::{current_owner_memcg_btf, load, mm_owner_memcg, read},
     layout_field,
     maps::{FORK_STATS, FORK_WINDOWS, LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
 };
@@ -73,11 +73,15 @@ fn mark_split() {
     }
 }
 
-/// The window opens at `dup_mmap` or, where that is inlined (Debian's 6.12), `copy_process`.
-/// Both run in the forking task, whose memory cgroup is that of the mm being copied.
+/// The window opens at `dup_mmap` or, where that is inlined (Debian's 6.12), `copy_process`, both in the
+/// forking task. Its key is the memory cgroup of the copied mm's owner, the cgroup the pinned memory is charged
+/// to: on cgroup v1 the forking thread may sit in another memory cgroup than the owner.
 #[inline(always)]
 fn open_for_current() {
-    open(task_memcg(&LAYOUT.load(), unsafe { bpf_get_current_task() }));
+    let layout = LAYOUT.load();
+    let task = unsafe { bpf_get_current_task() };
+    let mm = unsafe { read::<u64>(task, layout.task_mm) }.unwrap_or(0);
+    open(mm_owner_memcg(&layout, mm));
 }
 
 /// Whether an anon rmap for `vma` can be a fork copy: the copy goes into the child's mm, while an
@@ -172,7 +176,7 @@ pub fn fork_page_alloc(ctx: BtfTracePointContext) -> i32 {
         unsafe { (*w).copies += 1 };
         return 0;
     }
-    let (cgroup_id, flags) = current_memcg_btf(task as *const u8);
+    let (cgroup_id, flags) = current_owner_memcg_btf(task as *const u8);
     let window = ForkWindow { key: CgroupKey { cgroup_id, flags, _pad: 0 }, copies: 1, thp_splits: 0 };
     let _ = FORK_WINDOWS.insert(tid(), window, 0);
     0

@@ -52,6 +52,38 @@ pub fn create_and_enter(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupPlace
     Ok(placement)
 }
 
+/// Creates `rel` in the v1 memory hierarchy only and moves the calling **thread** into it (its `tasks` file), leaving
+/// the rest of the process where it is. This is how a thread charges another memory cgroup than its mm's owner, which
+/// only cgroup v1 allows: cgroup2's memory controller is not threaded, so on a host where cgroup2 owns memory this
+/// fails with a reason. Checked through `/proc/thread-self/cgroup`. Fails if the leaf exists already.
+pub fn create_and_enter_thread(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupRef, CgroupError> {
+    let Some(mount) = h.memory_v1.as_ref().filter(|_| h.attribution == HierarchyKind::MemoryV1) else {
+        return Err(CgroupError::InvalidPath {
+            path: rel.to_string(),
+            reason: "a thread can sit in another memory cgroup than its process only with the v1 memory controller; \
+                     on this host cgroup2 owns memory"
+                .to_owned(),
+        });
+    };
+    for ancestor in rel.ancestors() {
+        mkdir(&ancestor.under(&mount.mount_point), true)?;
+    }
+    let dir = rel.under(&mount.mount_point);
+    mkdir(&dir, false)?;
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    write_file(&dir.join("tasks"), &format!("{tid}\n"))?;
+    let id = fs::metadata(&dir).map_err(|e| CgroupError::io("stat", &dir, e))?.ino();
+    let cg = CgroupRef { path: rel.below(&mount.root), id, dir };
+    let text = fs::read_to_string("/proc/thread-self/cgroup")
+        .map_err(|e| CgroupError::io("read", "/proc/thread-self/cgroup", e))?;
+    let actual = proc_self_cgroup(&text, HierarchyKind::MemoryV1).unwrap_or_default();
+    if actual != cg.path.as_str() {
+        return Err(CgroupError::NotEntered { hierarchy: "memory_v1 (thread)", expected: cg.path.to_string(), actual });
+    }
+    Ok(cg)
+}
+
 /// Where the calling process already is, in every hierarchy of `h`: the cgroup it was started in, e.g. the one
 /// systemd made for `systemd-run --scope` or a service. Nothing is created or moved. Refuses a process in a
 /// hierarchy's root: its invalidations would be attributed to the root, not to anything of its own.

@@ -23,6 +23,10 @@ pub struct ForkTruth {
     /// PMD-mapped THPs of the parent's region that fork split (parent `AnonHugePages` before − after, in THPs).
     pub thp_splits: u64,
     pub kernel_path: String,
+    /// The forking thread's memory cgroup when it was not the mm owner's (`--fork-from-sibling-memcg`): the fork
+    /// families must count nothing there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forker_cgroup: Option<String>,
 }
 
 /// PMD-mapped THPs a scenario built and split (outside fork).

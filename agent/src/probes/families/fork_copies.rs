@@ -13,7 +13,7 @@ const SPLIT: &str = "__split_huge_pmd";
 
 pub static FORK_COPIES: Family = Family {
     id: FamilyId::ForkCopies,
-    description: "pages copied eagerly at fork() because they may be DMA-pinned, and THPs split for it, per parent cgroup",
+    description: "pages copied eagerly at fork() because they may be DMA-pinned, and THPs split for it, per cgroup of the parent mm's owner",
     required: true,
     alternatives: &[
         Alternative {
@@ -25,6 +25,7 @@ pub static FORK_COPIES: Family = Family {
                 Need::Function(COPY_MARKER),
                 Need::Function(SPLIT),
                 Need::Fields(FieldGroup::TaskCgroup),
+                Need::Fields(FieldGroup::MmOwner),
                 Need::Fields(FieldGroup::VmaMm),
             ],
             programs: &[
@@ -44,6 +45,7 @@ pub static FORK_COPIES: Family = Family {
                 Need::Function(COPY_MARKER),
                 Need::Function(SPLIT),
                 Need::Fields(FieldGroup::TaskCgroup),
+                Need::Fields(FieldGroup::MmOwner),
                 Need::Fields(FieldGroup::VmaMm),
             ],
             programs: &[
@@ -61,6 +63,7 @@ pub static FORK_COPIES: Family = Family {
                 Need::BtfTracepoint("mm_page_alloc"),
                 Need::BtfTracepoint("task_newtask"),
                 Need::Fields(FieldGroup::TaskCgroup),
+                Need::Fields(FieldGroup::MmOwner),
                 Need::Fields(FieldGroup::GfpMask),
                 Need::Fields(FieldGroup::CauseContext),
             ],
@@ -68,7 +71,7 @@ pub static FORK_COPIES: Family = Family {
                 ProgramSpec { program: "fork_page_alloc", hook: Hook::TpBtf, target: "mm_page_alloc", when: None },
                 ProgramSpec { program: "fork_newtask_close", hook: Hook::TpBtf, target: "task_newtask", when: None },
             ],
-            degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation by the parent in the clone system call; forking task's cgroup",
+            degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation by the parent in the clone system call",
         },
     ],
 };

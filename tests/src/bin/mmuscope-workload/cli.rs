@@ -155,6 +155,10 @@ pub struct ForkPagesArgs {
     /// Before tearing down, say so on stderr and wait until stdin is closed (the harness inspects the agent).
     #[arg(long)]
     pub hold: bool,
+    /// Fork from a second thread moved into the sibling memory cgroup `<cgroup>-initiator` (cgroup v1 memory only):
+    /// the copies must still count for the mm owner's cgroup, and nothing for the forking thread's.
+    #[arg(long)]
+    pub fork_from_sibling_memcg: bool,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

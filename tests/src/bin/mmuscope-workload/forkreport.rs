@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use anyhow::{Context, Result, bail};
 
 use crate::pagemap::{self, decode};
-use crate::sys::{ensure_single_threaded, errno_name};
+use crate::sys::{ensure_threads, errno_name};
 
 /// Where the child failed, as its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +43,13 @@ pub struct ChildReport {
 }
 
 /// Forks; the child reports the PFNs of `pages` pages at `addr`. Returns after the child has exited successfully.
-pub fn fork_and_report_pfns(addr: u64, pages: usize, page: usize) -> Result<ChildReport> {
-    ensure_single_threaded()?;
+/// `threads` is how many threads the process has: 1, or 2 when the caller is a thread its main thread joins.
+pub fn fork_and_report_pfns(addr: u64, pages: usize, page: usize, threads: usize) -> Result<ChildReport> {
+    ensure_threads(threads)?;
     let (reader, writer) = pipe()?;
     let mut buf = vec![0u8; pages * 8];
     let offset = (addr / page as u64 * 8) as libc::off_t;
-    // SAFETY: single-threaded (checked above); the child only runs `child_main`, which uses raw syscalls on memory
+    // SAFETY: no other running thread (checked above); the child only runs `child_main`, which uses raw syscalls on memory
     // that exists already and never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -176,7 +177,7 @@ mod tests {
             let page = page_size()?;
             let r = AnonRegion::map(4 * page)?;
             r.touch_all();
-            let child = fork_and_report_pfns(r.addr(), 4, page)?;
+            let child = fork_and_report_pfns(r.addr(), 4, page, 1)?;
             let parent = Pagemap::open_self(page)?.pfns(r.addr(), 4)?;
             Ok((child.pfns, parent))
         })();

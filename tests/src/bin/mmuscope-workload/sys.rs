@@ -28,9 +28,15 @@ pub fn errno_name(e: &io::Error) -> String {
 /// Fails unless this process has exactly one thread: fork() copies only the calling thread, and the scenarios that
 /// fork rely on the child being able to run ordinary code.
 pub fn ensure_single_threaded() -> Result<()> {
+    ensure_threads(1)
+}
+
+/// Fails unless this process has exactly `expected` threads: the caller's own plus the ones it knows are parked
+/// (joining it), so no other thread can hold a lock or change memory while it forks.
+pub fn ensure_threads(expected: usize) -> Result<()> {
     let threads = std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")?.count();
-    if threads != 1 {
-        bail!("this process has {threads} threads; the fork scenarios need exactly one");
+    if threads != expected {
+        bail!("this process has {threads} threads; this fork needs exactly {expected}");
     }
     Ok(())
 }

@@ -178,6 +178,7 @@ mod tests {
             forks_with_pinned_pages: 1,
             thp_splits: 1,
             kernel_path: String::new(),
+            forker_cgroup: None,
         });
         let s = series(&expectations(&t, SecondaryTlbApi::InvalidateRange, false));
         for want in [

@@ -18,11 +18,12 @@
 //! without any subscriber, so the truth here is the copies alone; `invalidations` is empty.
 
 use anyhow::{Context, Result, bail};
+use mmuscope_tests::cgroup::{self, CgroupPlacement, Hierarchies};
 use mmuscope_tests::truth::{ForkParams, ForkTruth, GroundTruth, InvalidationTruth, ScenarioParams};
 
 use crate::cgroups;
 use crate::cli::CgroupArgs;
-use crate::forkreport::fork_and_report_pfns;
+use crate::forkreport::{ChildReport, fork_and_report_pfns};
 use crate::pagemap::Pagemap;
 use crate::pin::IoUring;
 use crate::region::{AnonRegion, Thp, page_size};
@@ -39,7 +40,9 @@ pub struct ForkSpec {
     pub params: fn(ForkParams) -> ScenarioParams,
 }
 
-pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool) -> Result<GroundTruth> {
+/// With `from_sibling_memcg`, a second thread moves into the sibling memory cgroup `<leaf>-initiator` and forks
+/// (see [`fork_from_sibling_memcg`]).
+pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool, from_sibling_memcg: bool) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(spec.name, cgroup)?;
     let page = page_size()?;
     let region = if spec.thp {
@@ -62,7 +65,12 @@ pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool) -> Result<GroundTru
     let parent_before = pagemap.pfns(region.addr(), pages).context("parent PFNs before fork")?;
     let thps_before = thp::pmd_mapped_kib(region.addr())? / (PMD_BYTES as u64 / 1024);
 
-    let child = fork_and_report_pfns(region.addr(), pages, page)?;
+    let (child, forker_cgroup) = if from_sibling_memcg {
+        let (child, forker) = fork_from_sibling_memcg(&cgroups, region.addr(), pages, page)?;
+        (child, Some(forker))
+    } else {
+        (fork_and_report_pfns(region.addr(), pages, page, 1)?, None)
+    };
 
     let parent_after = pagemap.pfns(region.addr(), pages).context("parent PFNs after fork")?;
     let thps_after = thp::pmd_mapped_kib(region.addr())? / (PMD_BYTES as u64 / 1024);
@@ -91,11 +99,39 @@ pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool) -> Result<GroundTru
         forks_with_pinned_pages: u64::from(copied > 0),
         thp_splits,
         kernel_path: kernel_path(spec).to_owned(),
+        forker_cgroup,
     };
     let params = ForkParams { pages: pages as u64, page_bytes: page as u64, thp: spec.thp, pinned: spec.pinned };
     let mut truth = GroundTruth::new((spec.params)(params), cgroups, 0, InvalidationTruth::from_sources(vec![]));
     truth.fork = Some(fork);
     Ok(truth)
+}
+
+/// Forks from a second thread that first moves itself into `<leaf>-initiator` in the v1 memory hierarchy, while
+/// the main thread (the mm's owner) stays in the scenario's cgroup and waits in `join`. Returns the child's report
+/// and the forking thread's cgroup path.
+fn fork_from_sibling_memcg(
+    placement: &CgroupPlacement,
+    addr: u64,
+    pages: usize,
+    page: usize,
+) -> Result<(ChildReport, String)> {
+    let owner = &placement.attributed().path;
+    let leaf = owner.as_str().rsplit('/').next().unwrap_or_default();
+    let sibling = owner.parent().and_then(|p| p.join(&format!("{leaf}-initiator")).ok());
+    let sibling = sibling.with_context(|| format!("no sibling cgroup name for {owner}"))?;
+    let hierarchies = Hierarchies::discover()?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<(ChildReport, String)> {
+            let forker = cgroup::create_and_enter_thread(&hierarchies, &sibling)
+                .with_context(|| format!("moving the forking thread into {sibling}"))?;
+            eprintln!("mmuscope-workload: forking thread entered memory cgroup {} (id {})", forker.path, forker.id);
+            let child = fork_and_report_pfns(addr, pages, page, 2)?;
+            Ok((child, forker.path.to_string()))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the forking thread panicked"))?
+    })
 }
 
 /// The measured outcome must be what the kernel source says, or the scenario did not test what it claims.
