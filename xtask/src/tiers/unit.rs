@@ -1,6 +1,6 @@
 //! Tier `unit`: every test that needs neither root nor a kernel, i.e. all test targets except
 //! `mmuscope-tests`' `host` integration test, plus a bounded fuzz run of every cargo-fuzz target
-//! ([`crate::fuzz::TIER_SECONDS`] each).
+//! ([`crate::fuzz::smoke`]: unoptimized builds, [`crate::fuzz::TIER_SECONDS`] each).
 
 use anyhow::Result;
 
@@ -15,8 +15,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     tests_crate.args(["test", "-p", "mmuscope-tests", "--lib", "--bins"]);
 
     let tests = run_all([workspace, tests_crate]);
-    let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
-    let fuzzed = fuzz::run(ctx.ws, &targets, fuzz::TIER_SECONDS);
+    let fuzzed = fuzz::smoke(ctx.ws);
     match (tests, fuzzed) {
         (Ok(outcome), Ok(())) => Ok(outcome),
         (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
