@@ -32,7 +32,9 @@ pub use secondary::{
     Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey, ThreadState,
 };
 pub use slow::SlowBracket;
-pub use subscribers::{MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, callback_slot, record_kind};
+pub use subscribers::{
+    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, callback_slot, record_kind,
+};
 
 /// Names of the maps and globals the agent reads or writes one by one, shared so that a rename cannot break the agent
 /// silently. The per-cgroup aggregation maps are named in the agent's `cgroup_maps` rows instead, which a unit test

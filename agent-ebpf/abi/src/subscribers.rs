@@ -7,7 +7,7 @@ pub const MAX_NOTIFIERS: u32 = 16;
 
 /// [`SubscriberRecord::kind`] values.
 pub mod record_kind {
-    /// An mm with subscriptions or long-term pinned pages (`pinned_vm > 0`).
+    /// An mm with subscriptions, long-term pinned pages (`pinned_vm > 0`) or the has-pinned flag.
     pub const MM: u32 = 1;
     /// One `struct mmu_notifier` of the preceding mm; `callbacks` = release, invalidate_range_start,
     /// invalidate_range_end, secondary-TLB callback (`invalidate_range` / `arch_invalidate_secondary_tlbs`).
@@ -30,16 +30,26 @@ pub struct SubscriberRecord {
     pub cgroup_flags: u32,
     /// MM record: notifiers on the list (at most [`MAX_NOTIFIERS`] are reported).
     pub notifiers: u32,
-    /// MM record: `mm->pinned_vm`, pages pinned long-term (io_uring fixed buffers, RDMA, VFIO/iommufd).
+    /// MM record: `mm->pinned_vm`, pages pinned long-term and accounted there (io_uring fixed buffers, RDMA, vDPA;
+    /// not VFIO type1 or iommufd, which account in `locked_vm`).
     pub pinned_pages: u64,
     /// MM record: the interval tree has entries; the list was longer than [`MAX_NOTIFIERS`].
     pub has_itree: u32,
     pub truncated: u32,
+    /// MM record: 1 if the mm is flagged as having had pages pinned (`MMF_HAS_PINNED`, 5.9–5.12
+    /// `mm->has_pinned`): sticky, and what makes fork() copy maybe-pinned pages eagerly.
+    pub has_pinned: u32,
+    pub _pad: u32,
     pub comm: [u8; 16],
     /// NOTIFIER/INTERVAL record: the ops table and the callbacks (0 = NULL).
     pub ops: u64,
     pub callbacks: [u64; 4],
 }
+
+/// [`SubscriberLayout::has_pinned_bit`]: the flag is the whole `atomic_t mm->has_pinned` (5.9–5.12).
+pub const HAS_PINNED_WORD: u32 = u32::MAX;
+/// [`SubscriberLayout::has_pinned_bit`]: this kernel's bit number is not known; nothing reads the flag.
+pub const HAS_PINNED_UNKNOWN: u32 = u32::MAX - 1;
 
 /// Indices into [`SubscriberRecord::callbacks`] of a NOTIFIER record.
 pub mod callback_slot {
@@ -60,6 +70,11 @@ pub struct SubscriberLayout {
     pub task_comm: u32,
     /// `mm_struct.pinned_vm` (`atomic64_t`).
     pub mm_pinned_vm: u32,
+    /// Where the has-pinned flag is: `mm_struct.flags` (bit [`Self::has_pinned_bit`]) or, on 5.9–5.12, the
+    /// `atomic_t mm_struct.has_pinned` ([`HAS_PINNED_WORD`]).
+    pub mm_has_pinned: u32,
+    /// The bit number of `MMF_HAS_PINNED` in the flags word, [`HAS_PINNED_WORD`] or [`HAS_PINNED_UNKNOWN`].
+    pub has_pinned_bit: u32,
     /// `mmu_notifier_subscriptions.itree` + `rb_root_cached.rb_root` (its `rb_node`), and
     /// + `rb_root_cached.rb_leftmost`.
     pub itree_root: u32,

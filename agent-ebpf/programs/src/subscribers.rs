@@ -20,7 +20,9 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{BtfTracePointContext, FExitContext, RetProbeContext},
 };
-use mmuscope_abi::{KernelLayout, MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, record_kind};
+use mmuscope_abi::{
+    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, KernelLayout, MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, record_kind,
+};
 
 use crate::{
     cgroup::{mm_owner_memcg, read},
@@ -33,6 +35,8 @@ pub static SUBSCRIBER_LAYOUT: Global<SubscriberLayout> = Global::new(SubscriberL
     task_tgid: 0,
     task_comm: 0,
     mm_pinned_vm: 0,
+    mm_has_pinned: 0,
+    has_pinned_bit: HAS_PINNED_UNKNOWN,
     itree_root: 0,
     itree_leftmost: 0,
     interval_node_to_notifier: 0,
@@ -77,6 +81,23 @@ fn inventory(ctx: *mut c_void) -> i32 {
     0
 }
 
+/// The mm's has-pinned flag: bit `has_pinned_bit` of the flags word, or the 5.9–5.12 `atomic_t has_pinned`.
+#[inline(always)]
+unsafe fn has_pinned(s: &SubscriberLayout, mm: u64) -> Result<bool, ()> {
+    let set = match s.has_pinned_bit {
+        HAS_PINNED_UNKNOWN => false,
+        HAS_PINNED_WORD => {
+            let count: u32 = unsafe { read(mm, s.mm_has_pinned)? };
+            count != 0
+        }
+        bit => {
+            let flags: u64 = unsafe { read(mm, s.mm_has_pinned)? };
+            (flags >> (bit & 63)) & 1 != 0
+        }
+    };
+    Ok(set)
+}
+
 #[inline(always)]
 unsafe fn visit(seq: *mut seq_file, task: u64) -> Result<(), ()> {
     let l: KernelLayout = LAYOUT.load();
@@ -100,7 +121,8 @@ unsafe fn visit(seq: *mut seq_file, task: u64) -> Result<(), ()> {
             itree_node = unsafe { read(subs, s.itree_leftmost)? };
         }
     }
-    if first == 0 && itree_node == 0 && pinned_pages == 0 {
+    let has_pinned = unsafe { has_pinned(&s, mm)? };
+    if first == 0 && itree_node == 0 && pinned_pages == 0 && !has_pinned {
         return Ok(());
     }
     let (cgroup_id, cgroup_flags) = mm_owner_memcg(&l, mm);
@@ -112,6 +134,7 @@ unsafe fn visit(seq: *mut seq_file, task: u64) -> Result<(), ()> {
         cgroup_flags,
         pinned_pages,
         has_itree: (itree_node != 0) as u32,
+        has_pinned: has_pinned as u32,
         ..Default::default()
     };
     if let Ok(comm) = unsafe { bpf_probe_read_kernel((task + s.task_comm as u64) as *const [u8; 16]) } {

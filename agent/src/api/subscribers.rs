@@ -1,5 +1,5 @@
 //! `GET /api/v1/subscribers`: the subscriber inventory (see `crate::subscribers`), one entry
-//! per address space with subscriptions or long-term pinned pages.
+//! per address space with subscriptions, long-term pinned pages or the has-pinned flag.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -35,8 +35,12 @@ pub struct MmView {
     /// Distinct subscriber kinds, sorted (e.g. `["kvm"]`).
     pub kinds: Vec<String>,
     pub subscriptions: Vec<SubscriptionView>,
-    /// `mm->pinned_vm` in bytes: memory pinned long-term (io_uring fixed buffers, RDMA, VFIO/iommufd).
+    /// `mm->pinned_vm` in bytes: memory pinned long-term and accounted there (io_uring fixed buffers, RDMA, vDPA;
+    /// VFIO type1 and iommufd account in `locked_vm` and are not included).
     pub pinned_bytes: u64,
+    /// The mm carries the has-pinned flag (`MMF_HAS_PINNED`; 5.9–5.12 `mm->has_pinned`): some page was pinned with
+    /// `FOLL_PIN` (VFIO included) while it lived, so fork() copies its maybe-pinned pages eagerly. Never cleared.
+    pub has_pinned: bool,
     /// More notifiers are registered than the inventory walks (16); only those are listed.
     pub truncated: bool,
 }
@@ -94,6 +98,7 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
                 kinds,
                 subscriptions,
                 pinned_bytes: m.pinned_pages.saturating_mul(page_size),
+                has_pinned: m.has_pinned,
                 truncated: m.truncated,
             }
         })

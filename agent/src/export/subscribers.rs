@@ -1,4 +1,4 @@
-//! `notifier_subscriptions{subscriber}` and `pinned_mms{cgroup}` from the last subscriber
+//! `notifier_subscriptions{subscriber}`, `pinned_mms{cgroup}` and `has_pinned_mms{cgroup}` from the last subscriber
 //! inventory (see `crate::subscribers` for when it is re-swept).
 
 use std::collections::BTreeMap;
@@ -19,8 +19,15 @@ pub const PINNED_MMS: Metric = Metric::per_cgroup(
     "mmuscope_pinned_mms",
     Kind::Gauge,
     &[],
-    "Address spaces with long-term pinned pages (mm->pinned_vm > 0: io_uring fixed buffers, RDMA, VFIO/iommufd), by \
-     owner memory cgroup. From the task-iterator inventory.",
+    "Address spaces with pages pinned long-term now (mm->pinned_vm > 0: io_uring fixed buffers, RDMA, vDPA; not VFIO \
+     type1 or iommufd), by owner memory cgroup. From the task-iterator inventory.",
+);
+pub const HAS_PINNED_MMS: Metric = Metric::per_cgroup(
+    "mmuscope_has_pinned_mms",
+    Kind::Gauge,
+    &[],
+    "Address spaces flagged has-pinned (MMF_HAS_PINNED): a page was pinned while they lived (VFIO included), so \
+     fork() copies their maybe-pinned pages eagerly. Sticky. By owner memory cgroup, from the inventory.",
 );
 pub const CALLBACK_DURATION: Metric = Metric::plain(
     "mmuscope_subscriber_callback_duration_seconds",
@@ -29,7 +36,7 @@ pub const CALLBACK_DURATION: Metric = Metric::plain(
     "Time spent in each subscriber's invalidation callbacks, by subscriber (from the callback symbol, e.g. kvm) and \
      callback. kprobe/kretprobe on the callbacks found at start-up; not on kernels without kprobes.",
 );
-pub const METRICS: &[&Metric] = &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &PINNED_MMS];
+pub const METRICS: &[&Metric] = &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &PINNED_MMS, &HAS_PINNED_MMS];
 
 pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>) -> Vec<Family<'a>> {
     let mut subscriptions = Family::new(&SUBSCRIPTIONS);
@@ -38,6 +45,7 @@ pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabel
         subscriptions.add(None, &[kind], Value::Count(0));
     }
     let mut pinned = Family::new(&PINNED_MMS);
+    let mut has_pinned = Family::new(&HAS_PINNED_MMS);
     for mm in &inv.mms {
         for s in &mm.subscriptions {
             subscriptions.add(None, &[&s.kind], Value::Count(1));
@@ -45,8 +53,11 @@ pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabel
         if mm.pinned_pages > 0 {
             pinned.add(Some(cgroup(mm.cgroup_flags, mm.cgroup_id)), &[], Value::Count(1));
         }
+        if mm.has_pinned {
+            has_pinned.add(Some(cgroup(mm.cgroup_flags, mm.cgroup_id)), &[], Value::Count(1));
+        }
     }
-    vec![subscriptions, pinned]
+    vec![subscriptions, pinned, has_pinned]
 }
 
 /// `subscriber_callback_duration_seconds{subscriber,callback}`, same log2 buckets as the bracket histogram.
@@ -58,7 +69,7 @@ pub fn callback_family<'a>(stats: &'a BTreeMap<(String, &'static str), BracketSt
     f
 }
 
-/// One KVM subscription on a pinned mm, so the metrics reference shows both families with their labels.
+/// One KVM subscription on a pinned mm, so the metrics reference shows the families with their labels.
 pub fn sample_inventory() -> Inventory {
     use crate::subscribers::{MmEntry, Subscription};
     let kvm = Subscription { kind: "kvm".into(), interval: false, callbacks: Vec::new() };
@@ -68,6 +79,7 @@ pub fn sample_inventory() -> Inventory {
         cgroup_id: 1,
         cgroup_flags: 0,
         pinned_pages: 1,
+        has_pinned: true,
         subscriptions: vec![kvm],
         truncated: false,
     };

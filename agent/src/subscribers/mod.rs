@@ -1,5 +1,5 @@
 //! The subscriber inventory: which mms have which mmu_notifier subscribers, and which have
-//! long-term pinned pages.
+//! long-term pinned pages or the has-pinned flag.
 //!
 //! A *sweep* runs the `iter/task` program (see `agent-ebpf/programs/src/subscribers.rs`) over
 //! every task, parses its records ([`records`]), names each callback through kallsyms
@@ -78,6 +78,8 @@ pub struct MmEntry {
     pub cgroup_id: u64,
     pub cgroup_flags: u32,
     pub pinned_pages: u64,
+    /// The sticky has-pinned flag (`MMF_HAS_PINNED`): fork() copies this mm's maybe-pinned pages eagerly.
+    pub has_pinned: bool,
     pub subscriptions: Vec<Subscription>,
     /// More notifiers than the program walks ([`mmuscope_abi::MAX_NOTIFIERS`]).
     pub truncated: bool,
@@ -151,6 +153,7 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
                 cgroup_id: m.mm.cgroup_id,
                 cgroup_flags: m.mm.cgroup_flags,
                 pinned_pages: m.mm.pinned_pages,
+                has_pinned: m.mm.has_pinned != 0,
                 subscriptions,
                 truncated: m.mm.truncated != 0,
             }

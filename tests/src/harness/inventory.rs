@@ -15,6 +15,7 @@ const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 const SEEN_TIMEOUT: Duration = Duration::from_secs(10);
 const SUBSCRIPTIONS: &str = "mmuscope_notifier_subscriptions";
 const PINNED_MMS: &str = "mmuscope_pinned_mms";
+const HAS_PINNED_MMS: &str = "mmuscope_has_pinned_mms";
 
 fn inventory(scraper: &Scraper) -> Result<Value> {
     let (status, body) = scraper.get("/api/v1/subscribers")?;
@@ -115,8 +116,8 @@ fn kvm_gauge_equal_to_listing(scraper: &Scraper, when: &str, pid: u32, own: usiz
     anyhow::bail!("{when}: the kvm gauge does not match the API: {last}")
 }
 
-/// `fork-pinned --pages N --hold`: the workload's mm is listed with N pinned pages and counted once in
-/// `pinned_mms{cgroup=<its cgroup>}`; after exit it is neither.
+/// `fork-pinned --pages N --hold`: the workload's mm is listed with N pinned pages and the has-pinned flag, and
+/// counted once in `pinned_mms` and `has_pinned_mms` of its cgroup; after exit it is in neither.
 pub fn pinned_case(env: &HostEnv, scraper: &Scraper, cgroup_parent: &str, name: &str, pages: u64) -> Result<()> {
     let pages_arg = pages.to_string();
     let args = ["fork-pinned", "--pages", &pages_arg, "--hold"];
@@ -142,14 +143,21 @@ pub fn pinned_case(env: &HostEnv, scraper: &Scraper, cgroup_parent: &str, name: 
         fork.pinned_pages
     );
     ensure!(seen["kinds"] == serde_json::json!([]), "kinds {} for an mm without notifiers", seen["kinds"]);
-    let held_gauge = gauge(&metrics, PINNED_MMS, "cgroup", label);
-    println!("{PINNED_MMS}{{cgroup={label:?}}} while held: {held_gauge}");
-    ensure!(held_gauge == 1.0, "{PINNED_MMS}{{cgroup={label:?}}} = {held_gauge} while the workload held its pin");
+    // Pinning through io_uring (FOLL_PIN) set the has-pinned flag: fork copied because of it.
+    ensure!(seen["has_pinned"] == true, "has_pinned {} for an mm that pinned pages", seen["has_pinned"]);
+    for family in [PINNED_MMS, HAS_PINNED_MMS] {
+        let held_gauge = gauge(&metrics, family, "cgroup", label);
+        println!("{family}{{cgroup={label:?}}} while held: {held_gauge}");
+        ensure!(held_gauge == 1.0, "{family}{{cgroup={label:?}}} = {held_gauge} while the workload held its pin");
+    }
 
     let gone = wait_for(scraper, pid, false)?;
     ensure!(gone.is_none(), "pid {pid} still listed after it exited: {gone:?}");
-    let after = gauge(&scraper.metrics()?, PINNED_MMS, "cgroup", label);
-    println!("{PINNED_MMS}{{cgroup={label:?}}} after exit: {after}");
-    ensure!(after == 0.0, "{PINNED_MMS}{{cgroup={label:?}}} = {after} after the workload exited");
+    let metrics = scraper.metrics()?;
+    for family in [PINNED_MMS, HAS_PINNED_MMS] {
+        let after = gauge(&metrics, family, "cgroup", label);
+        println!("{family}{{cgroup={label:?}}} after exit: {after}");
+        ensure!(after == 0.0, "{family}{{cgroup={label:?}}} = {after} after the workload exited");
+    }
     Ok(())
 }

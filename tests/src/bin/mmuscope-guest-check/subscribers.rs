@@ -20,6 +20,8 @@ const CALLBACK_COUNT: &str = "mmuscope_subscriber_callback_duration_seconds_coun
 pub struct Listed {
     pub kinds: Vec<String>,
     pub subscriptions: u64,
+    /// The has-pinned flag: a KVM scenario pins nothing (a wrong bit number reads some other mm flag).
+    pub has_pinned: bool,
 }
 
 /// Polls the API until the pid is listed (or the timeout); `None` if it never was.
@@ -40,7 +42,8 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
         if let Some(e) = entry {
             let kinds = e["kinds"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_owned));
             let subscriptions = e["subscriptions"].as_array().map_or(0, |s| s.len() as u64);
-            return Ok(Some(Listed { kinds: kinds.collect(), subscriptions }));
+            let has_pinned = e["has_pinned"].as_bool().context("has_pinned in /api/v1/subscribers")?;
+            return Ok(Some(Listed { kinds: kinds.collect(), subscriptions, has_pinned }));
         }
         if Instant::now() >= deadline {
             return Ok(None);
@@ -51,7 +54,8 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
 
 /// Problems of the inventory against the truth.
 pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth) -> Vec<String> {
-    let want = Listed { kinds: vec!["kvm".into()], subscriptions: u64::from(truth.vms) };
+    let has_pinned = truth.fork.as_ref().is_some_and(|f| f.pinned_pages > 0);
+    let want = Listed { kinds: vec!["kvm".into()], subscriptions: u64::from(truth.vms), has_pinned };
     match listed {
         None => vec![format!("pid {} never appeared in /api/v1/subscribers", truth.pid)],
         Some(l) if *l != want => {
