@@ -8,12 +8,14 @@
 //! **When to sweep.** Walking every task costs a few milliseconds on a busy host, so sweeps are
 //! not periodic:
 //! - at start-up (still privileged, which also opens kallsyms);
-//! - in fentry and kprobe modes, at scrape or API time **only when the change generation
-//!   moved**: programs on the return of `__mmu_notifier_register`, `mmu_notifier_unregister`,
+//! - in fentry and kprobe modes, at scrape or API time **when the change generation moved**:
+//!   programs on the return of `__mmu_notifier_register`, `mmu_notifier_unregister`,
 //!   `mmu_notifier_put`, `mmu_interval_notifier_insert{,_locked}`, `mmu_interval_notifier_remove`
 //!   and on `mmap:exit_mmap` (mms with subscriptions or pins only) bump a per-CPU counter whose
 //!   sum is the generation. It is read before the sweep, so a change during a sweep causes
-//!   another one next time;
+//!   another one next time. Pinning has no such hook (every GUP passes the functions that could
+//!   tell, storage I/O included), so these modes also sweep when the last one is older than
+//!   [`HOOKED_MAX_AGE`]: a process that only pins shows in the pinned gauges within that time;
 //! - where no such hook can attach (tracepoint mode, e.g. kernels without kprobes and
 //!   trampolines), at scrape or API time **at most once per [`THROTTLE`]**: the view is then at
 //!   most that old, which the gauges' users (dashboards, alerts over minutes) tolerate.
@@ -48,6 +50,8 @@ pub use symbols::Symbols;
 
 /// Minimum time between sweeps when no change hook is attached.
 pub const THROTTLE: Duration = Duration::from_secs(1);
+/// The oldest inventory served in fentry and kprobe modes, where pins open no change generation.
+pub const HOOKED_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// One callback of a subscription, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,9 +230,10 @@ impl Sweeper {
 
     /// The inventory, re-swept first if the policy says it may be stale.
     pub fn current(&mut self) -> Arc<Inventory> {
+        let older_than = |age| self.current.swept_at.is_none_or(|t| t.elapsed() >= age);
         let due = match &self.changes {
-            Some(_) => self.read_generation() != self.generation,
-            None => self.current.swept_at.is_none_or(|t| t.elapsed() >= THROTTLE),
+            Some(_) => self.read_generation() != self.generation || older_than(HOOKED_MAX_AGE),
+            None => older_than(THROTTLE),
         };
         if due {
             self.sweep();

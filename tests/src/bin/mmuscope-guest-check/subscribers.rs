@@ -1,5 +1,5 @@
-//! Subscriber checks of one scenario: the inventory while a `--hold` workload keeps its VMs (one `kvm` subscription
-//! per VM of its truth, under its pid), and the KVM callback histogram (`invalidate_range_start` count = the KVM
+//! Subscriber checks of one scenario: the inventory while a `--hold` workload keeps its VMs or its pin (one `kvm`
+//! subscription per VM of its truth, under its pid, and the has-pinned flag when it pinned), and the KVM callback histogram (`invalidate_range_start` count = the KVM
 //! start callbacks the truth knows: one per VM per bracket, which is what `kvm_unmap_hva_range` counts).
 
 use std::thread;
@@ -20,7 +20,7 @@ const CALLBACK_COUNT: &str = "mmuscope_subscriber_callback_duration_seconds_coun
 pub struct Listed {
     pub kinds: Vec<String>,
     pub subscriptions: u64,
-    /// The has-pinned flag: a KVM scenario pins nothing (a wrong bit number reads some other mm flag).
+    /// The has-pinned flag: set for `fork-pinned`, clear for a KVM scenario (a wrong bit number reads another flag).
     pub has_pinned: bool,
 }
 
@@ -55,7 +55,8 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
 /// Problems of the inventory against the truth.
 pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth) -> Vec<String> {
     let has_pinned = truth.fork.as_ref().is_some_and(|f| f.pinned_pages > 0);
-    let want = Listed { kinds: vec!["kvm".into()], subscriptions: u64::from(truth.vms), has_pinned };
+    let kinds = if truth.vms > 0 { vec!["kvm".into()] } else { Vec::new() };
+    let want = Listed { kinds, subscriptions: u64::from(truth.vms), has_pinned };
     match listed {
         None => vec![format!("pid {} never appeared in /api/v1/subscribers", truth.pid)],
         Some(l) if *l != want => {
