@@ -17,7 +17,7 @@ use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 use crate::families::{self, Check, Closed, Expectations};
 use crate::record::{Comparison, EventCounts, Record};
 use crate::subscribers::{self, Listed};
-use crate::{agent, slow};
+use crate::{agent, reference, slow};
 
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Scenarios whose workload is held while the inventory is checked (fentry and kprobe modes): `kvm-madvise` (one
@@ -73,8 +73,11 @@ fn run(
     hooked: bool,
     check_inventory: bool,
 ) -> Result<Outcome> {
-    let before = agent.scraper.metrics().context("scrape before the workload")?;
     let mut problems = Vec::new();
+    let reference = reference::KprobeCounter::arm(reference::kvm_callbacks(api))
+        .map_err(|e| problems.push(format!("the kprobe reference could not be armed: {e:#}")))
+        .ok();
+    let before = agent.scraper.metrics().context("scrape before the workload")?;
     let (truth, listed) = if check_inventory {
         let held =
             HeldWorkload::spawn(workload, args.iter().map(String::as_str).chain(["--hold"]), SETTLE_TIMEOUT * 3)?;
@@ -106,6 +109,9 @@ fn run(
     thread::sleep(QUIET_PERIOD);
     let after = agent.scraper.metrics().context("final scrape")?;
     remove_cgroup(&truth);
+    if let Some(reference) = reference {
+        problems.extend(reference_problems(&reference, &truth, &owner, &before, &after));
+    }
 
     let all = with_closed(checks, &closed, &before, &after);
     let comparisons: Vec<Comparison> = all
@@ -242,6 +248,45 @@ fn unasserted(checks: &[Check], owner: &str, before: &Exposition, after: &Exposi
 }
 
 /// A check's expected increase, as [`increase`] gives increases.
+/// KVM's callback hits, counted by the kernel, against the truth's brackets × VMs and (before 6.6) the agent's
+/// secondary-TLB increase for the owner × VMs. Prints each comparison; returns the failed ones.
+fn reference_problems(
+    reference: &reference::KprobeCounter,
+    truth: &GroundTruth,
+    owner: &str,
+    before: &Exposition,
+    after: &Exposition,
+) -> Vec<String> {
+    let hits = match reference.hits() {
+        Ok(h) => h,
+        Err(e) => return vec![format!("the kprobe reference could not be read: {e:#}")],
+    };
+    let secondary = increase(before, after, &Check::new(families::SECONDARY_TLB, owner, &[], 0));
+    let start_want = i64::try_from(truth.expected_tracepoint_total()).unwrap_or(i64::MAX);
+    let rows = [
+        (reference::KVM_START, "the truth's brackets × VMs".to_owned(), start_want),
+        (
+            reference::KVM_SECONDARY,
+            format!("{}{{cgroup={owner:?}}} increase × VMs", families::SECONDARY_TLB),
+            secondary.saturating_mul(i64::from(truth.vms)),
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (function, what, want) in rows {
+        let Some(counted) = hits.get(function) else { continue }; // not probed on this generation
+        let counted = i64::try_from(*counted).unwrap_or(i64::MAX);
+        let pass = counted == want;
+        println!(
+            "  {} reference: kprobe hits on {function} {counted}, {what} {want}",
+            if pass { "ok  " } else { "FAIL" }
+        );
+        if !pass {
+            problems.push(format!("kprobe reference: {function} ran {counted} times, {what} is {want}"));
+        }
+    }
+    problems
+}
+
 fn expected(c: &Check) -> i64 {
     i64::try_from(c.expected).unwrap_or(i64::MAX)
 }

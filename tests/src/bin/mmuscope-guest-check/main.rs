@@ -19,6 +19,7 @@ mod compare;
 mod families;
 mod plan;
 mod record;
+mod reference;
 mod slow;
 mod subscribers;
 

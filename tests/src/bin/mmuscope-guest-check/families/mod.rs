@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 pub use brackets::{HIST_COUNT, INVALIDATIONS};
 use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
+pub use secondary_tlb::SECONDARY_TLB;
 
 /// Every metric some family compares (the diagnostics list their series the truth leaves unspecified).
 pub const METRICS: &[&str] = &[
