@@ -191,10 +191,10 @@ impl Sweeper {
         let mode = alt.mode;
         let table = crate::probes::families::FAMILIES.iter().find(|f| f.id == FamilyId::Subscribers);
         let spec = table
-            .and_then(|f| f.alternatives.iter().find(|a| a.name == alt.name))
-            .and_then(|a| a.programs.iter().find(|p| p.hook == Hook::Iter))
+            .and_then(|f| f.alternatives().into_iter().find(|a| a.name == alt.name))
+            .and_then(|a| a.programs.into_iter().find(|p| p.hook == Hook::Iter))
             .context("the subscribers family has no iterator program")?;
-        let program = probes.program_fd(spec.program)?;
+        let program = probes.program_fd(&spec.program.to_string())?;
         let changes = match mode {
             Mode::Fentry | Mode::Kprobe => Some(probes.take_map(names::SUBSCRIBER_CHANGES)?.try_into()?),
             Mode::Tracepoint => None,
