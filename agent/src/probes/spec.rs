@@ -3,34 +3,19 @@
 
 use crate::kernel::FieldGroup;
 
-/// Which probe family: code that asks whether a family attached names it by this, never by a string. Serialized
-/// (and shown) as [`FamilyId::name`].
+/// Which probe family, by its name (what `check`, `--probes.deny` and `probe_attached{probe}` show). Each family
+/// declares its own beside its row (`families::<family>::ID`); code that asks whether a family attached compares
+/// with that constant, never with a string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FamilyId {
-    Brackets,
-    SecondaryTlb,
-    OverlappingBrackets,
-    ForkCopies,
-    Causes,
-    IntervalNotifiers,
-    Subscribers,
-    /// The subscriber-callback timers, attached outside the table (`crate::subscribers::callbacks`).
-    SubscriberCallbacks,
-}
+pub struct FamilyId(&'static str);
 
 impl FamilyId {
-    /// As in `check`, `--probes.deny` and `probe_attached{probe}`.
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
     pub const fn name(self) -> &'static str {
-        match self {
-            FamilyId::Brackets => "brackets",
-            FamilyId::SecondaryTlb => "secondary_tlb",
-            FamilyId::OverlappingBrackets => "overlapping_brackets",
-            FamilyId::ForkCopies => "fork_copies",
-            FamilyId::Causes => "causes",
-            FamilyId::IntervalNotifiers => "interval_notifiers",
-            FamilyId::Subscribers => "subscribers",
-            FamilyId::SubscriberCallbacks => "subscriber_callbacks",
-        }
+        self.0
     }
 }
 

@@ -12,8 +12,11 @@ pub const END: &str = "__mmu_notifier_invalidate_range_end";
 const KVM_ONLY: &str =
     "KVM subscribers only, one count per VM per bracket, current task's cgroup, no event type, no latency";
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("brackets");
+
 pub static BRACKETS: Family = Family {
-    id: FamilyId::Brackets,
+    id: ID,
     description: "invalidate_range_start → _end brackets per owner memory cgroup and event, with latency",
     required: true,
     traced: Traced {

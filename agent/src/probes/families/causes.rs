@@ -22,8 +22,11 @@ const EXIT: &str = "exit_mmap";
 const ANY: &str = "__split_huge_pmd|shrink_folio_list|shrink_page_list|migrate_pages|change_prot_numa|\
                    clear_refs_write|mwriteprotect_range|exit_mmap";
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("causes");
+
 pub static CAUSES: Family = Family {
-    id: FamilyId::Causes,
+    id: ID,
     description: "caller windows that tag brackets with a precise cause (thp_split, reclaim, migration, numa, soft_dirty, userfaultfd, exit); without them the cause comes from the task's context",
     required: false,
     traced: Traced {

@@ -11,8 +11,11 @@ const DUP_MMAP: &str = "dup_mmap|copy_process";
 const COPY_MARKER: &str = "folio_add_new_anon_rmap|page_add_new_anon_rmap";
 const SPLIT: &str = "__split_huge_pmd";
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("fork_copies");
+
 pub static FORK_COPIES: Family = Family {
-    id: FamilyId::ForkCopies,
+    id: ID,
     description: "pages copied eagerly at fork() because they may be DMA-pinned, and THPs split for it, per parent cgroup",
     required: true,
     traced: Traced {

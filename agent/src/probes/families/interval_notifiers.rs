@@ -8,8 +8,11 @@ use crate::probes::spec::{Family, FamilyId, Need, Traced, TracedHook};
 const READ_BEGIN: &str = "mmu_interval_read_begin";
 const HMM_FAULT: &str = "hmm_range_fault";
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("interval_notifiers");
+
 pub static INTERVAL_NOTIFIERS: Family = Family {
-    id: FamilyId::IntervalNotifiers,
+    id: ID,
     description: "interval-notifier readers that waited for an invalidation, and hmm_range_fault -EBUSY collisions",
     required: false,
     traced: Traced {

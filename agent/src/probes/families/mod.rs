@@ -1,18 +1,15 @@
-//! The probe table: every probe family, one file each, in attach order. Adding a family is a file here and a row in
-//! [`FAMILIES`]; the types the rows are written in are in [`super::spec`].
+//! The probe table: every probe family, one file each, in attach order. Adding a family is a file here (its `ID` and
+//! its row) and the row in [`FAMILIES`]; the types the rows are written in are in [`super::spec`].
 
-mod brackets;
-mod causes;
-mod fork_copies;
-mod interval_notifiers;
-mod overlapping_brackets;
-mod secondary_tlb;
-mod subscribers;
+pub mod brackets;
+pub mod causes;
+pub mod fork_copies;
+pub mod interval_notifiers;
+pub mod overlapping_brackets;
+pub mod secondary_tlb;
+pub mod subscribers;
 
-pub use causes::CAUSES;
-pub use overlapping_brackets::OVERLAPPING_BRACKETS;
-
-use super::spec::{Hook, Need};
+use super::spec::{FamilyId, Hook, Need};
 
 /// Every probe family, in attach order.
 pub static FAMILIES: &[&super::spec::Family] = &[
@@ -30,7 +27,8 @@ pub static FAMILIES: &[&super::spec::Family] = &[
 pub const FENTRY_PROBE_PROGRAM: &str = "probe_fentry";
 pub const FENTRY_PROBE_TARGETS: &[&str] = &[brackets::START, "do_nanosleep", "vfs_read"];
 /// The subscriber-callback timers (entry and return), attached outside the table by `crate::subscribers` to each
-/// invalidation callback found at start-up.
+/// invalidation callback found at start-up, reported as this family.
+pub const SUBSCRIBER_CALLBACKS: FamilyId = FamilyId::new("subscriber_callbacks");
 pub const CALLBACK_ENTRY_PROGRAM: &str = "callback_entry_kprobe";
 pub const CALLBACK_RETURN_PROGRAM: &str = "callback_return_kretprobe";
 /// Functions with more than six arguments on common kernels, to probe for wide trampolines.
@@ -61,7 +59,7 @@ pub fn kallsyms_functions() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::spec::{FamilyId, Mode};
+    use crate::probes::spec::Mode;
 
     #[test]
     fn no_two_rows_share_a_family_id() {
@@ -69,7 +67,7 @@ mod tests {
         for id in &ids {
             assert_eq!(ids.iter().filter(|i| *i == id).count(), 1, "{id} has two rows");
         }
-        assert!(!ids.contains(&FamilyId::SubscriberCallbacks), "the callback timers attach outside the table");
+        assert!(!ids.contains(&SUBSCRIBER_CALLBACKS), "the callback timers attach outside the table");
     }
 
     #[test]
@@ -130,7 +128,7 @@ mod tests {
                 let (fentry_base, kprobe_base) = (base(p, ["_fentry", "_fexit"]), base(k, ["_kprobe", "_kretprobe"]));
                 // One kprobe program may serve several targets (the operation boundaries).
                 assert!(
-                    fentry_base == kprobe_base || f.id == FamilyId::OverlappingBrackets,
+                    fentry_base == kprobe_base || f.id == overlapping_brackets::ID,
                     "{}: {} vs {}",
                     f.id,
                     p.program,

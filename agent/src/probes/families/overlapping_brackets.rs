@@ -43,12 +43,15 @@ const HOOKS: [TracedHook; SYSCALLS.len()] = {
     out
 };
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("overlapping_brackets");
+
 pub static OVERLAPPING_BRACKETS: Family = Family {
-    id: FamilyId::OverlappingBrackets,
+    id: ID,
     description: "brackets overlapping an earlier bracket on the same mm within one system call or page fault",
     required: false,
     traced: Traced {
-        needs: &[Need::SameModeAs(FamilyId::Brackets), Need::Function(SYSCALLS[0].0)],
+        needs: &[Need::SameModeAs(super::brackets::ID), Need::Function(SYSCALLS[0].0)],
         hooks: &HOOKS,
         kprobe_degraded: "",
     },

@@ -1,7 +1,7 @@
 //! The secondary-TLB family: `arch_invalidate_secondary_tlbs` (6.6+) or `->invalidate_range` (before) by scope and
 //! context, and the double notifications among them.
 
-use super::brackets::END;
+use super::brackets::{self, END};
 use crate::{
     kernel::FieldGroup,
     probes::spec::{Family, FamilyId, Need, Traced, TracedHook},
@@ -14,14 +14,17 @@ const GATHER_END: &str = "tlb_finish_mmu";
 /// Pre-6.6 only: `_end(range, only_end)` tells whether `_end` repeats `->invalidate_range`.
 const ONLY_END: Need = Need::Arity(END, 2);
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("secondary_tlb");
+
 pub static SECONDARY_TLB: Family = Family {
-    id: FamilyId::SecondaryTlb,
+    id: ID,
     description: "secondary-TLB invalidations by scope and context, and double notifications",
     required: false,
     traced: Traced {
         needs: &[
             Need::ModeAvailable,
-            Need::SameModeAs(FamilyId::Brackets),
+            Need::SameModeAs(brackets::ID),
             Need::Function(SECONDARY),
             Need::Function(GATHER),
             Need::Function(GATHER_END),

@@ -21,8 +21,11 @@ const FIELDS: [Need; 4] = [
     Need::Fields(FieldGroup::Subscribers),
 ];
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("subscribers");
+
 pub static SUBSCRIBERS: Family = Family {
-    id: FamilyId::Subscribers,
+    id: ID,
     description: "mmu_notifier subscriptions and long-term pinned memory per mm (task-iterator inventory)",
     required: false,
     traced: Traced {
