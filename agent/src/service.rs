@@ -246,7 +246,8 @@ impl Live {
 /// Forwards aya-log records from the programs to `tracing` (via the `log` bridge).
 /// The slow-bracket log and its reader task, where brackets are timed (fentry or kprobe mode).
 fn slow_source(probes: &mut Probes, options: &probes::Options) -> Option<crate::api::SlowSource> {
-    let timed = probes.report.attached_in(probes::FamilyId::Brackets, &[probes::Mode::Fentry, probes::Mode::Kprobe]);
+    let timed =
+        probes.report.attached_in(probes::families::brackets::ID, &[probes::Mode::Fentry, probes::Mode::Kprobe]);
     let min = options.slow_min_duration?;
     if !timed {
         return None;

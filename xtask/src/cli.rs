@@ -1,9 +1,12 @@
-//! The command line of `cargo xtask` (clap derive): the commands and their flags, except `bench` and `vm`, which
-//! declare theirs beside their code. The commands run in `commands/`, `bench/` and `vm/`.
+//! The command line of `cargo xtask` (clap derive) and its dispatch: each command declares its flags beside its
+//! code (`commands/`, `bench/`, `vm/`), and this file only names the commands and runs the one chosen.
 
-use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
 
-use crate::{setup::Group, tiers};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::{bench, commands, vm, workspace::Workspace};
 
 #[derive(Parser)]
 #[command(
@@ -20,91 +23,38 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Install the toolchain: Debian packages (apt) and bpf-linker (into .tools/). Idempotent.
-    Setup(SetupArgs),
+    Setup(commands::setup::SetupArgs),
     /// Build the workspace (agent with its embedded eBPF programs, workload generator).
-    Build(BuildArgs),
+    Build(commands::build::BuildArgs),
     /// Build the agent in release mode and start it (`mmuscope run`); needs root.
-    Run(RunArgs),
+    Run(commands::run::RunArgs),
     /// Run the test tiers and print a summary.
-    Test(TestArgs),
+    Test(commands::test::TestArgs),
     /// Regenerate the generated docs (docs/metrics.md from the agent's metric families).
-    Docs(DocsArgs),
+    Docs(commands::docs::DocsArgs),
     /// Stock Debian kernels under QEMU: fetch, run a command in a guest, the tested-kernels table.
-    Vm(crate::vm::cli::VmArgs),
+    Vm(vm::cli::VmArgs),
     /// Fuzz the agent's parsers (config, web config, cgroup paths, BTF → probe plan) with cargo-fuzz and nightly.
-    Fuzz(FuzzArgs),
+    Fuzz(commands::fuzz::FuzzArgs),
     /// Long hardening runs (root): churn soak with the agent's RSS slope, 200 clients for a minute, longer fuzzing.
-    Soak(SoakArgs),
+    Soak(commands::soak::SoakArgs),
     /// Benchmarks (probe cost per invalidation, fork with pins, the agent at scale) → target/bench/, BENCHMARKS.md.
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
-#[derive(Args)]
-pub struct SoakArgs {
-    /// Length of the churn soak.
-    #[arg(long, default_value_t = 30.0)]
-    pub minutes: f64,
-    /// Length of the 200-client load run.
-    #[arg(long, default_value_t = 60)]
-    pub load_seconds: u32,
-    /// Seconds of fuzzing per target afterwards (0: none).
-    #[arg(long, default_value_t = 120)]
-    pub fuzz_seconds: u32,
-}
-
-#[derive(Args)]
-pub struct FuzzArgs {
-    /// Seconds per target.
-    #[arg(long, default_value_t = 60)]
-    pub seconds: u32,
-    /// Targets to run (repeatable or comma-separated; default: all).
-    #[arg(long = "target", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::fuzz::TARGETS))]
-    pub targets: Vec<String>,
-}
-
-#[derive(Args)]
-pub struct DocsArgs {
-    /// Only check that the generated files are up to date; exit non-zero if not.
-    #[arg(long)]
-    pub check: bool,
-}
-
-#[derive(Args)]
-pub struct SetupArgs {
-    /// Only report what is present and what is missing; exit non-zero if anything is missing.
-    #[arg(long)]
-    pub check: bool,
-    /// Set up only these package groups (repeatable; default: all).
-    #[arg(long = "group", value_enum, value_name = "GROUP")]
-    pub groups: Vec<Group>,
-}
-
-#[derive(Args)]
-pub struct BuildArgs {
-    /// Build with the release profile.
-    #[arg(long)]
-    pub release: bool,
-}
-
-#[derive(Args)]
-pub struct RunArgs {
-    /// Build with the release profile (the default; accepted for symmetry with `build`).
-    #[arg(long, conflicts_with = "debug")]
-    pub release: bool,
-    /// Build and run the debug profile instead.
-    #[arg(long)]
-    pub debug: bool,
-    /// Arguments for `mmuscope run` (after `--`).
-    #[arg(last = true, value_name = "AGENT_ARGS")]
-    pub agent_args: Vec<String>,
-}
-
-#[derive(Args)]
-pub struct TestArgs {
-    /// Tier to run (repeatable or comma-separated; default: all). Tiers run in their fixed order.
-    #[arg(long = "tier", value_name = "TIER", value_delimiter = ',', value_parser = tiers::name_parser())]
-    pub tiers: Vec<String>,
-    /// Stop after the first failed tier (default: run every selected tier).
-    #[arg(long)]
-    pub fail_fast: bool,
+impl Command {
+    /// Runs the command in the workspace `ws`.
+    pub fn run(&self, ws: &Workspace) -> Result<ExitCode> {
+        match self {
+            Command::Setup(args) => commands::setup::run(ws, args),
+            Command::Build(args) => commands::build::run(ws, args),
+            Command::Run(args) => commands::run::run(ws, args),
+            Command::Test(args) => commands::test::run(ws, args),
+            Command::Docs(args) => commands::docs::run(ws, args),
+            Command::Vm(args) => vm::run(ws, args),
+            Command::Fuzz(args) => commands::fuzz::run(ws, args),
+            Command::Soak(args) => commands::soak::run(ws, args),
+            Command::Bench(args) => bench::run(ws, args),
+        }
+    }
 }

@@ -4,8 +4,9 @@
 //! builds the workspace, `run` builds and starts the agent, `test` runs the test tiers. `build`,
 //! `run` and `test` do the part of the set-up they need first, so a fresh clone needs nothing else.
 //!
-//! Layout: `cli` (flags), `commands/` (one file per command), `setup/` (the installer), `tiers/`
-//! (one file per test tier plus the table and the summary), and small helpers: `workspace`
+//! Layout: `cli` (the commands and their dispatch), `commands/` (one file per command, with its
+//! flags), `setup/` (the installer), `tiers/` (one file per test tier plus the table and the
+//! summary), `bench/` and `vm/` (commands with modules of their own), and small helpers: `workspace`
 //! (paths), `toolchain` (which cargo runs what), `process` (running commands), `progress`
 //! (the `==>` lines), `privilege` (root and capabilities).
 
@@ -29,17 +30,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let ws = workspace::Workspace::locate();
-    let result = match cli.command {
-        cli::Command::Setup(args) => commands::setup::run(&ws, &args),
-        cli::Command::Build(args) => commands::build::run(&ws, &args),
-        cli::Command::Run(args) => commands::run::run(&ws, &args),
-        cli::Command::Test(args) => commands::test::run(&ws, &args),
-        cli::Command::Docs(args) => commands::docs::run(&ws, &args),
-        cli::Command::Vm(args) => vm::run(&ws, &args),
-        cli::Command::Fuzz(args) => commands::fuzz::run(&ws, &args),
-        cli::Command::Soak(args) => commands::soak::run(&ws, &args),
-        cli::Command::Bench(args) => bench::run(&ws, &args),
-    };
+    let result = cli.command.run(&ws);
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -3,10 +3,17 @@
 //! directory up and remembers its id. Cgroup creation is rare, so this costs nothing measurable, and it needs no
 //! struct offset.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel_str_bytes,
+    macros::{btf_tracepoint, map},
+    maps::RingBuf,
+    programs::BtfTracePointContext,
+};
 use mmuscope_abi::CgroupBirth;
 
-use crate::maps::CGROUP_BIRTHS;
+/// Paths of newly created cgroups (`births`); a full ring drops records (the agent then walks cgroupfs as before).
+#[map]
+static CGROUP_BIRTHS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// `cgroup_mkdir(struct cgroup *cgrp, const char *path)`.
 #[btf_tracepoint]

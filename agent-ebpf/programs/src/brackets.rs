@@ -6,11 +6,13 @@
 //! see no arguments, so the kprobe half stashes the range pointer per thread.
 
 use aya_ebpf::{
+    Global,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         generated::bpf_get_current_comm as bpf_get_current_comm_raw,
     },
-    macros::{fentry, fexit, kprobe, kretprobe},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::{LruHashMap, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use mmuscope_abi::{
@@ -22,14 +24,32 @@ use crate::{
     cause,
     cgroup::{is_kthread, mm_owner_memcg, read, task_memcg},
     interval,
-    maps::{
-        BRACKET_STATS, CROSS_STATS, INFLIGHT, KPROBE_STASH, LAYOUT, SLOW_EVENTS, SLOW_MIN_NS, THREADS, bump,
-        per_cpu_entry,
-    },
+    maps::{KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
     operations, regs,
     secondary::has_subscribers,
     threads,
 };
+
+/// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.
+#[unsafe(no_mangle)]
+static SLOW_MIN_NS: Global<u64> = Global::new(u64::MAX);
+
+/// Slow-bracket records for `/api/v1/slow`; a full ring drops records (counted).
+#[map]
+static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
+/// end (kretprobe overflow, detach mid-bracket) cannot fill it for good.
+#[map]
+static INFLIGHT: LruHashMap<u64, InflightBracket> = LruHashMap::with_max_entries(16384, 0);
+
+/// Completed brackets per (owner cgroup, event, flags). Size set by the agent.
+#[map]
+static BRACKET_STATS: PerCpuHashMap<BracketKey, BracketStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Brackets whose initiator is not a task of the owning cgroup, per (owner cgroup, initiator).
+#[map]
+static CROSS_STATS: PerCpuHashMap<CrossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// Records a bracket opening at `range`.
 #[inline(always)]

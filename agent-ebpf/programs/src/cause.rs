@@ -11,7 +11,8 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_task_btf},
-    macros::{fentry, fexit, kprobe, kretprobe},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::{Array, LruHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use mmuscope_abi::{Cause, KernelLayout, caller_stack};
@@ -19,8 +20,17 @@ use mmuscope_abi::{Cause, KernelLayout, caller_stack};
 use crate::{
     cgroup::{is_kthread, load, read},
     layout_field,
-    maps::{CALLER_CAUSES, CAUSES_ON, LAYOUT, SYSCALL_CAUSES},
+    maps::{LAYOUT, SYSCALL_CAUSES},
 };
+
+/// Open caller windows of the cause hooks per thread id (see `cause`). LRU: a window whose
+/// return was missed (kretprobe overflow) must not pin its entry.
+#[map]
+static CALLER_CAUSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Slot 0 is 1 once the agent attached the causes family's caller windows (`CALLER_CAUSES` is filled).
+#[map]
+static CAUSES_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The cause of an invalidation of `mm` (0 where unknown) started now by the current task, whose
 /// entry registers are at `regs` ([`user_regs`](crate::regs::user_regs)).

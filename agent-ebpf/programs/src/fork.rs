@@ -15,7 +15,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
-    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
+    maps::{LruHashMap, PerCpuHashMap},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow};
@@ -23,8 +24,17 @@ use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow};
 use crate::{
     cgroup::{current_owner_memcg_btf, load, mm_owner_memcg, read},
     layout_field,
-    maps::{FORK_STATS, FORK_WINDOWS, LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
+    maps::{LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
 };
+
+/// Forks in progress, per thread id. LRU: in tracepoint mode a clone that fails after copying never
+/// reaches `task_newtask`, and its record must not hold a slot forever.
+#[map]
+static FORK_WINDOWS: LruHashMap<u32, ForkWindow> = LruHashMap::with_max_entries(8192, 0);
+
+/// Fork statistics per parent memory cgroup. Size set by the agent.
+#[map]
+static FORK_STATS: PerCpuHashMap<CgroupKey, ForkStats> = PerCpuHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 fn tid() -> u32 {

@@ -7,16 +7,33 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{fentry, fexit, kprobe, kretprobe},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::{LruHashMap, PerCpuHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use mmuscope_abi::{BracketStats, CgroupKey, IntervalKey, IntervalRead, KernelLayout};
 
 use crate::{
     cgroup::{mm_owner_memcg, read},
-    maps::{HMM_BUSY, INTERVAL_HITS, INTERVAL_READS, KPROBE_STASH, LAYOUT, per_cpu_entry},
+    maps::{KPROBE_STASH, LAYOUT, per_cpu_entry},
     threads,
 };
+
+/// `mmu_interval_read_begin` calls in progress per thread id.
+#[map]
+static INTERVAL_READS: LruHashMap<u32, IntervalRead> = LruHashMap::with_max_entries(4096, 0);
+
+/// Interval-reader waits per (owner cgroup, subscriber), as a latency histogram. Size set by the agent.
+#[map]
+static INTERVAL_WAITS: PerCpuHashMap<IntervalKey, BracketStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Brackets that reached interval subscribers (`invalidate_seq` odd after start), per owner cgroup.
+#[map]
+static INTERVAL_HITS: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// `hmm_range_fault` calls that returned -EBUSY (an invalidation collided), per owner cgroup.
+#[map]
+static HMM_BUSY: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// `-EBUSY`.
 const EBUSY: i64 = -16;
@@ -60,7 +77,7 @@ fn read_returned() {
         .unwrap_or(0);
     let key = IntervalKey { cgroup_id, flags, _pad: 0, invalidate_fn };
     let dt = unsafe { bpf_ktime_get_ns() }.saturating_sub(state.t_start_ns);
-    if let Some(s) = per_cpu_entry(&crate::maps::INTERVAL_WAITS, &key, &BracketStats::default()) {
+    if let Some(s) = per_cpu_entry(&INTERVAL_WAITS, &key, &BracketStats::default()) {
         unsafe { (*s).record(dt) };
     }
 }

@@ -1,15 +1,13 @@
-//! Maps and the load-time layout global, plus small helpers to bump counters.
+//! The maps several program files share, the load-time layout global, and small helpers to bump counters. A map
+//! that one file's programs use is declared in that file (`fork.rs` holds `FORK_STATS`).
 
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use aya_log_ebpf::warn;
-use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, ForkWindow,
-    InflightBracket, IntervalKey, IntervalRead, KernelLayout, KvmUnmapKey, Operation, SecondaryKey, ThreadState,
-};
+use mmuscope_abi::{Counter, KernelLayout, KvmUnmapKey, ThreadState};
 
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
@@ -57,27 +55,6 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     gather_mm: 0,
 });
 
-/// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.
-#[unsafe(no_mangle)]
-pub static SLOW_MIN_NS: Global<u64> = Global::new(u64::MAX);
-
-/// Slow-bracket records for `/api/v1/slow`; a full ring drops records (counted).
-#[map]
-pub static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
-
-/// Paths of newly created cgroups (`births`); a full ring drops records (the agent then walks cgroupfs as before).
-#[map]
-pub static CGROUP_BIRTHS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
-
-/// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
-/// end (kretprobe overflow, detach mid-bracket) cannot fill it for good.
-#[map]
-pub static INFLIGHT: LruHashMap<u64, InflightBracket> = LruHashMap::with_max_entries(16384, 0);
-
-/// Completed brackets per (owner cgroup, event, flags). Size set by the agent.
-#[map]
-pub static BRACKET_STATS: PerCpuHashMap<BracketKey, BracketStats> = PerCpuHashMap::with_max_entries(4096, 0);
-
 /// `kvm:kvm_unmap_hva_range` events per current-task memory cgroup (tracepoint mode).
 #[map]
 pub static KVM_UNMAP_COUNTS: PerCpuHashMap<KvmUnmapKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
@@ -87,40 +64,10 @@ pub static KVM_UNMAP_COUNTS: PerCpuHashMap<KvmUnmapKey, u64> = PerCpuHashMap::wi
 #[map]
 pub static KPROBE_STASH: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 
-/// Brackets whose initiator is not a task of the owning cgroup, per (owner cgroup, initiator).
-#[map]
-pub static CROSS_STATS: PerCpuHashMap<CrossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
-
-/// Forks in progress, per thread id. LRU: in tracepoint mode a clone that fails after copying never
-/// reaches `task_newtask`, and its record must not hold a slot forever.
-#[map]
-pub static FORK_WINDOWS: LruHashMap<u32, ForkWindow> = LruHashMap::with_max_entries(8192, 0);
-
-/// Fork statistics per parent memory cgroup. Size set by the agent.
-#[map]
-pub static FORK_STATS: PerCpuHashMap<CgroupKey, ForkStats> = PerCpuHashMap::with_max_entries(4096, 0);
-
 /// Per-thread bracket stack and TLB-gather window (secondary-TLB context and doubles). LRU:
 /// a thread that dies inside a window must not hold its entry for good.
 #[map]
 pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(16384, 0);
-
-/// A zeroed [`ThreadState`], the source for inserts (too large for the BPF stack). Never written.
-#[map]
-pub static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);
-
-/// Secondary-TLB invalidations per (owner cgroup, scope, context). Size set by the agent.
-#[map]
-pub static SECONDARY_STATS: PerCpuHashMap<SecondaryKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
-
-/// Double notifications per (owner cgroup, kind), with redundant bytes. Size set by the agent.
-#[map]
-pub static DOUBLE_STATS: PerCpuHashMap<DoubleKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
-
-/// Open caller windows of the cause hooks per thread id (see `cause`). LRU: a window whose
-/// return was missed (kretprobe overflow) must not pin its entry.
-#[map]
-pub static CALLER_CAUSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// `Cause` per system call number, filled by the agent (0 = another system call).
 #[map]
@@ -128,11 +75,6 @@ pub static SYSCALL_CAUSES: Array<u32> = Array::with_max_entries(SYSCALL_SLOTS, 0
 
 /// System call numbers the cause table covers (x86-64 has about 460).
 pub const SYSCALL_SLOTS: u32 = 512;
-
-/// The brackets each thread opened in its current operation (see `operations`). LRU: a
-/// thread that exits mid-operation must not keep its entry.
-#[map]
-pub static OPERATIONS: LruHashMap<u32, Operation> = LruHashMap::with_max_entries(16384, 0);
 
 /// One field of `LAYOUT` (a volatile read of that field only; `Global::load` copies the whole struct).
 #[macro_export]
@@ -145,30 +87,6 @@ macro_rules! layout_field {
         }
     };
 }
-
-/// Slot 0 is 1 once the agent attached the causes family's caller windows (`CALLER_CAUSES` is filled).
-#[map]
-pub static CAUSES_ON: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Slot 0 is 1 once the agent attached the operation boundary hooks.
-#[map]
-pub static OPERATIONS_ON: Array<u32> = Array::with_max_entries(1, 0);
-
-/// `mmu_interval_read_begin` calls in progress per thread id.
-#[map]
-pub static INTERVAL_READS: LruHashMap<u32, IntervalRead> = LruHashMap::with_max_entries(4096, 0);
-
-/// Interval-reader waits per (owner cgroup, subscriber), as a latency histogram. Size set by the agent.
-#[map]
-pub static INTERVAL_WAITS: PerCpuHashMap<IntervalKey, BracketStats> = PerCpuHashMap::with_max_entries(4096, 0);
-
-/// Brackets that reached interval subscribers (`invalidate_seq` odd after start), per owner cgroup.
-#[map]
-pub static INTERVAL_HITS: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
-
-/// `hmm_range_fault` calls that returned -EBUSY (an invalidation collided), per owner cgroup.
-#[map]
-pub static HMM_BUSY: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// The programs' own error accounting, indexed by [`Counter`].
 #[map]

@@ -4,7 +4,7 @@
 //! PMD-mapped THP: the split brackets [A, A+2M), then the unmap brackets [A+1M, A+2M)).
 //!
 //! An operation ends when the thread enters one of the system calls the agent hooks for this
-//! (`probes/overlaps.rs`: those that repeat the same invalidation with the same registers, like a
+//! (`agent/src/probes/families/overlapping_brackets.rs`: those that repeat the same invalidation with the same registers, like a
 //! `madvise` loop) or a soft-dirty or userfaultfd write-protect window (the cause hooks); any other
 //! entry is told apart by the user registers it brought (system-call number or fault error code,
 //! ip, sp, arguments), which brackets must share to be one operation. Kernel threads have no such
@@ -14,19 +14,27 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, generated::bpf_get_current_task_btf},
-    macros::{fentry, kprobe},
+    macros::{fentry, kprobe, map},
+    maps::{Array, LruHashMap},
     programs::{FEntryContext, ProbeContext},
 };
 use mmuscope_abi::{DoubleKind, Intervals, KernelLayout, Operation};
 
 use crate::{
     cgroup::{load, read},
-    layout_field,
-    maps::{OPERATIONS, OPERATIONS_ON},
-    regs,
+    layout_field, regs,
     secondary::add_double,
     threads::{self, overlap_and_record},
 };
+
+/// The brackets each thread opened in its current operation (see `operations`). LRU: a
+/// thread that exits mid-operation must not keep its entry.
+#[map]
+static OPERATIONS: LruHashMap<u32, Operation> = LruHashMap::with_max_entries(16384, 0);
+
+/// Slot 0 is 1 once the agent attached the operation boundary hooks.
+#[map]
+static OPERATIONS_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// A bracket `[start, end)` on `mm` opened by the current thread, whose entry registers are at
 /// `regs` ([`regs::user_regs`]).

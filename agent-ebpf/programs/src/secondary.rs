@@ -5,7 +5,8 @@
 //! subscriber of the mm implements the secondary-TLB callback; otherwise the call reaches no one.
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe, kretprobe},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::PerCpuHashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Scope, SecondaryKey};
@@ -13,9 +14,17 @@ use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Sco
 use crate::{
     cgroup::{load, mm_owner_memcg, read},
     layout_field,
-    maps::{DOUBLE_STATS, LAYOUT, SECONDARY_STATS, THREADS, per_cpu_entry},
+    maps::{LAYOUT, THREADS, per_cpu_entry},
     threads::{self, overlap_and_record, top},
 };
+
+/// Secondary-TLB invalidations per (owner cgroup, scope, context). Size set by the agent.
+#[map]
+static SECONDARY_STATS: PerCpuHashMap<SecondaryKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Double notifications per (owner cgroup, kind), with redundant bytes. Size set by the agent.
+#[map]
+static DOUBLE_STATS: PerCpuHashMap<DoubleKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// Most subscribers walked on one mm (KVM registers one per VM).
 const MAX_SUBSCRIBERS: u32 = 8;

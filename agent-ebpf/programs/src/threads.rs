@@ -1,10 +1,14 @@
 //! Per-thread state shared by the bracket and secondary-TLB programs: the stack of open
 //! brackets (they nest, e.g. a THP split inside a zap) and the open TLB-gather window.
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::map, maps::PerCpuArray};
 use mmuscope_abi::{Frame, Intervals, ThreadState};
 
-use crate::maps::{THREADS, ZERO_THREAD};
+use crate::maps::THREADS;
+
+/// A zeroed [`ThreadState`], the source for inserts (too large for the BPF stack). Never written.
+#[map]
+static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn tid() -> u32 {

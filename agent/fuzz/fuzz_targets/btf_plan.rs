@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let probed = needs::Probed { trampolines: Ok(()), wide_trampolines: Ok(()), attached: Vec::new() };
     for family in families::FAMILIES {
-        for alt in family.alternatives {
+        for alt in family.alternatives() {
             let programs = alt.programs.iter().filter_map(|p| p.when.as_ref());
             for need in alt.needs.iter().chain(programs) {
                 // Needs answered by the running system rather than by BTF are left out.
@@ -34,13 +34,14 @@ fuzz_target!(|data: &[u8]| {
                     need,
                     spec::Need::Function(_)
                         | spec::Need::Arity(..)
+                        | spec::Need::FexitArity(..)
                         | spec::Need::Fields(_)
                         | spec::Need::BtfTracepoint(_)
                 ) {
                     let _ = needs::check(need, alt.mode, &kernel, &probed);
                 }
             }
-            for p in alt.programs {
+            for p in &alt.programs {
                 let _ = needs::resolve_function(&kernel, p.target);
             }
         }

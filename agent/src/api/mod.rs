@@ -36,7 +36,7 @@ use crate::{
     cgroups::HierarchyKind,
     export::Exporter,
     model::{self, Available, CgroupView, KubernetesView, LatencyView},
-    probes::{FamilyId, Mode},
+    probes::{Mode, families},
 };
 
 /// What the handlers read.
@@ -53,9 +53,9 @@ impl ApiState {
     pub fn new(exporter: Arc<Exporter>) -> Self {
         let report = exporter.report();
         let available = Available {
-            latency: report.attached_alternative(FamilyId::Brackets).is_some_and(|a| a.mode != Mode::Tracepoint),
-            fork_copies: report.attached(FamilyId::ForkCopies),
-            double_notifications: report.attached(FamilyId::SecondaryTlb),
+            latency: report.attached_alternative(families::brackets::ID).is_some_and(|a| a.mode != Mode::Tracepoint),
+            fork_copies: report.attached(families::fork_copies::ID),
+            double_notifications: report.attached(families::secondary_tlb::ID),
         };
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         Self { exporter, started: Instant::now(), started_unix, available, slow: None }

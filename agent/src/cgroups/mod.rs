@@ -18,7 +18,9 @@
 mod admission;
 pub mod kubelet;
 pub mod kubernetes;
+mod labels;
 pub mod mounts;
+mod pods;
 mod policy;
 mod walk;
 
@@ -32,11 +34,15 @@ use foldhash::{HashMap, HashMapExt};
 
 pub use admission::OTHER;
 pub use kubernetes::Qos;
+pub use labels::CgroupLabels;
 pub use mounts::{Hierarchies, Hierarchy};
+pub use pods::PodIdentity;
 pub use policy::{DEFAULT_MAX_CGROUPS, Policy, parse_duration};
 
 use admission::Admission;
 use kubelet::KubeletNames;
+use labels::{ShownLabels, label_text};
+use pods::identity;
 
 /// Which hierarchy an id belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
@@ -56,22 +62,6 @@ impl HierarchyKind {
 
 /// Label for ids that cannot be resolved (no mm owner, or a cgroup gone before we saw it).
 pub const UNKNOWN: &str = "unknown";
-
-/// Kubernetes identity of a cgroup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodIdentity {
-    pub namespace: String,
-    /// Pod name, or the pod UID while the name is not readable.
-    pub pod: String,
-    /// Container name, the short container id while the name is not readable, empty for pod-level cgroups.
-    pub container: String,
-    pub pod_uid: String,
-    pub container_id: Option<String>,
-    pub qos: Qos,
-    pub runtime: &'static str,
-    /// Names came from the kubelet's files (not UID / id fallbacks).
-    pub named: bool,
-}
 
 /// One known cgroup.
 #[derive(Clone, Debug)]
@@ -97,62 +87,6 @@ impl CgroupInfo {
     }
 }
 
-/// The `cgroup`, `namespace`, `pod`, `container` label values of a series, borrowed from the index. Ordered as the
-/// exposition orders series: by value, in label order.
-#[derive(Clone, Copy, Debug)]
-pub struct CgroupLabels<'a> {
-    pub cgroup: &'a str,
-    pub namespace: &'a str,
-    pub pod: &'a str,
-    pub container: &'a str,
-    /// The position of these values among all label sets the index shows (see `CgroupNames::rank_labels`), so
-    /// that ordering series compares integers, not paths. 0 for label sets made with [`new`](Self::new): then the
-    /// values decide. Label sets of the two kinds are never compared with each other.
-    rank: u32,
-    /// The four pairs as the text exposition writes them (`cgroup="…",namespace="…",…`), rendered when the index
-    /// changes rather than for every series of every scrape; empty for label sets made with [`new`](Self::new).
-    pub text: &'a str,
-}
-
-impl<'a> CgroupLabels<'a> {
-    pub const NAMES: [&'static str; 4] = ["cgroup", "namespace", "pod", "container"];
-
-    /// Labels from outside the index (tests, the metrics reference).
-    pub const fn new(cgroup: &'a str, namespace: &'a str, pod: &'a str, container: &'a str) -> Self {
-        Self { cgroup, namespace, pod, container, rank: 0, text: "" }
-    }
-
-    /// The position among the index's label sets (0 outside the index), for sorting.
-    pub fn rank(&self) -> u32 {
-        self.rank
-    }
-
-    /// The values in [`NAMES`](Self::NAMES) order.
-    pub fn values(&self) -> [&'a str; 4] {
-        [self.cgroup, self.namespace, self.pod, self.container]
-    }
-}
-
-impl Ord for CgroupLabels<'_> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.rank.cmp(&other.rank).then_with(|| self.values().cmp(&other.values()))
-    }
-}
-
-impl PartialOrd for CgroupLabels<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for CgroupLabels<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for CgroupLabels<'_> {}
-
 pub struct CgroupNames {
     hierarchies: Hierarchies,
     policy: Policy,
@@ -171,23 +105,6 @@ pub struct CgroupNames {
     /// The `other` and `unknown` label sets, ranked and rendered.
     other: ShownLabels,
     unknown: ShownLabels,
-}
-
-/// A label set that is not a cgroup's own, with its rank and text (see [`CgroupLabels`]).
-struct ShownLabels {
-    value: &'static str,
-    rank: u32,
-    text: String,
-}
-
-impl ShownLabels {
-    fn new(value: &'static str) -> Self {
-        Self { value, rank: 0, text: label_text(&CgroupLabels::new(value, "", "", "")) }
-    }
-
-    fn labels(&self) -> CgroupLabels<'_> {
-        CgroupLabels { rank: self.rank, text: &self.text, ..CgroupLabels::new(self.value, "", "", "") }
-    }
 }
 
 impl CgroupNames {
@@ -500,46 +417,6 @@ fn below_root<'a>(path: &'a str, root: &str) -> Option<&'a str> {
         return None; // "/kubepods-x" is not below "/kubepods"
     }
     Some(rest.trim_start_matches('/'))
-}
-
-/// The Kubernetes identity of a path, with names when the kubelet's files have them (refreshing its index at most
-/// once per call site batch).
-fn identity(path: &str, kubelet: &mut KubeletNames, refreshed: &mut bool) -> Option<PodIdentity> {
-    let pod = kubernetes::parse(path)?;
-    if !*refreshed && !kubelet.knows(&pod.pod_uid, pod.container_id.as_deref()) {
-        kubelet.refresh();
-        *refreshed = true;
-    }
-    let names = kubelet.pod(&pod.pod_uid);
-    let container_name = pod.container_id.as_deref().and_then(|id| kubelet.container(id)).map(str::to_string);
-    let named = names.is_some() && (pod.container_id.is_none() || container_name.is_some());
-    let container = match (&container_name, &pod.container_id) {
-        (Some(n), _) => n.clone(),
-        (None, Some(id)) => kubernetes::short_id(id).to_string(),
-        (None, None) => String::new(),
-    };
-    let (namespace, name) = names.map_or((String::new(), pod.pod_uid.clone()), |n| (n.namespace, n.name));
-    Some(PodIdentity {
-        namespace,
-        pod: name,
-        container,
-        pod_uid: pod.pod_uid,
-        container_id: pod.container_id,
-        qos: pod.qos,
-        runtime: pod.runtime,
-        named,
-    })
-}
-
-/// The cgroup label pairs as the exposition writes them in a series, without the braces: what [`CgroupLabels::text`]
-/// caches.
-fn label_text(labels: &CgroupLabels<'_>) -> String {
-    let (mut out, mut separator) = (Vec::new(), b'{');
-    for (n, v) in CgroupLabels::NAMES.iter().zip(labels.values()) {
-        crate::exposition::pair(&mut out, &mut separator, format!("{n}=\"").as_bytes(), v);
-    }
-    out.remove(0); // the `{`
-    String::from_utf8(out).expect("escaping keeps UTF-8")
 }
 
 #[cfg(test)]

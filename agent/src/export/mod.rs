@@ -37,7 +37,7 @@ use crate::{
     cgroups::{CgroupLabels, CgroupNames, HierarchyKind},
     collect::{Maps, Snapshot},
     kernel::EventNames,
-    probes::{FamilyId, Mode, PlanReport},
+    probes::{Mode, PlanReport, families},
 };
 use series::{Family, Metric};
 
@@ -212,12 +212,12 @@ impl Attached {
     };
 
     fn of(report: &PlanReport, interval_fields: bool) -> Self {
-        let timed = report.attached_in(FamilyId::Brackets, &[Mode::Fentry, Mode::Kprobe]);
+        let timed = report.attached_in(families::brackets::ID, &[Mode::Fentry, Mode::Kprobe]);
         Self {
-            fork_splits: report.attached_in(FamilyId::ForkCopies, &[Mode::Fentry, Mode::Kprobe]),
-            secondary_tlb: report.attached(FamilyId::SecondaryTlb),
+            fork_splits: report.attached_in(families::fork_copies::ID, &[Mode::Fentry, Mode::Kprobe]),
+            secondary_tlb: report.attached(families::secondary_tlb::ID),
             brackets_timed: timed,
-            interval_readers: report.attached(FamilyId::IntervalNotifiers),
+            interval_readers: report.attached(families::interval_notifiers::ID),
             interval_hits: timed && interval_fields,
         }
     }

@@ -22,7 +22,7 @@ use crate::{
     collect::Snapshot,
     kernel::{EventNames, Generation},
     probes::{
-        FamilyId, Mode, PlanReport, Status,
+        Mode, PlanReport, Status, families,
         report::{AlternativeReport, Capabilities, FamilyReport},
     },
 };
@@ -44,7 +44,7 @@ fn sample_report() -> PlanReport {
         generation_description: "",
         capabilities: Capabilities { trampolines: Ok(()), kprobes: Ok(()), tracefs: Err("not probed".into()) },
         families: vec![FamilyReport {
-            id: FamilyId::Brackets,
+            id: families::brackets::ID,
             description: "",
             required: true,
             alternatives: vec![alternative],

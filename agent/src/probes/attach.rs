@@ -62,7 +62,7 @@ pub fn attach_families(
         .map(|family| {
             let mut attached = false;
             let alternatives = family
-                .alternatives
+                .alternatives()
                 .iter()
                 .map(|alt| {
                     let (status, reason) = if attached {
@@ -112,7 +112,7 @@ fn hooks(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<HookRep
     alt.programs
         .iter()
         .filter(|p| p.when.as_ref().is_none_or(|w| needs::check(w, alt.mode, kernel, probed).is_ok()))
-        .map(|p| HookReport { program: p.program, hook: p.hook, target: resolve(kernel, p) })
+        .map(|p| HookReport { program: p.program.to_string(), hook: p.hook, target: resolve(kernel, p) })
         .collect()
 }
 
@@ -176,7 +176,7 @@ fn attach_alternative(
 }
 
 fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec, target: &str) -> Result<(), String> {
-    let prog = program(ebpf, spec.program)?;
+    let prog = program(ebpf, &spec.program.to_string())?;
     let e = |e: aya::programs::ProgramError| error_chain(&e);
     match spec.hook {
         Hook::FEntry => {
@@ -225,7 +225,7 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec, target: &str) 
 fn unload(ebpf: &mut Ebpf, spec: &ProgramSpec) {
     use aya::programs::Program;
     // Unloading also detaches the program's links.
-    let _ = match ebpf.program_mut(spec.program) {
+    let _ = match ebpf.program_mut(&spec.program.to_string()) {
         Some(Program::FEntry(p)) => p.unload(),
         Some(Program::FExit(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),

@@ -109,7 +109,7 @@ impl Probes {
         // Switches read by the bracket programs, set once the hooks they depend on run: per-operation records
         // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist.
         for (family, switch) in
-            [(FamilyId::OverlappingBrackets, names::OPERATIONS_ON), (FamilyId::Causes, names::CAUSES_ON)]
+            [(families::overlapping_brackets::ID, names::OPERATIONS_ON), (families::causes::ID, names::CAUSES_ON)]
         {
             if attached(family) {
                 let map = ebpf.map_mut(switch).with_context(|| format!("map {switch} is missing"))?;

@@ -21,13 +21,12 @@ pub fn check(need: &Need, mode: Mode, kernel: &KernelInfo, probed: &Probed) -> R
             Some((_, m)) => Err(format!("{family} is attached in {} mode, not {}", m.as_str(), mode.as_str())),
             None => Err(format!("{family} is not attached")),
         },
-        Need::Function(name) => resolve_function(kernel, name).map(|_| ()),
-        Need::Arity(name, n) => match kernel.btf.function(name).map_err(|e| e.to_string())? {
-            Some(p) if p.params.len() == n => Ok(()),
-            Some(p) => Err(format!("{name} takes {} arguments in BTF, expected {n}", p.params.len())),
-            None => Err(format!("{name} is not in BTF")),
+        Need::ModeAvailable => match mode {
+            Mode::Fentry => probed.trampolines.clone(),
+            Mode::Kprobe => kernel.kprobes.clone(),
+            Mode::Tracepoint => Ok(()), // each tracepoint is a need of its own
         },
-        Need::TrampolineArgs(names) => {
+        Need::Hookable(names) if mode == Mode::Fentry => {
             let name = resolve_function(kernel, names)?;
             match kernel.btf.function(name).map_err(|e| e.to_string())? {
                 Some(p) if p.params.len() <= 6 => Ok(()),
@@ -37,9 +36,16 @@ pub fn check(need: &Need, mode: Mode, kernel: &KernelInfo, probed: &Probed) -> R
                 None => Err(format!("{name} is not in BTF")),
             }
         }
+        Need::Hookable(names) | Need::Function(names) => resolve_function(kernel, names).map(|_| ()),
+        Need::FexitArity(..) if mode != Mode::Fentry => Ok(()),
+        Need::Arity(name, n) | Need::FexitArity(name, n) => {
+            match kernel.btf.function(name).map_err(|e| e.to_string())? {
+                Some(p) if p.params.len() == n => Ok(()),
+                Some(p) => Err(format!("{name} takes {} arguments in BTF, expected {n}", p.params.len())),
+                None => Err(format!("{name} is not in BTF")),
+            }
+        }
         Need::Fields(group) => kernel.layout.group(group),
-        Need::Trampolines => probed.trampolines.clone(),
-        Need::Kprobes => kernel.kprobes.clone(),
         Need::BtfTracepoint(name) => {
             if kernel.btf.has_type(&format!("btf_trace_{name}")) {
                 Ok(())

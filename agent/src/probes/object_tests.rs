@@ -21,8 +21,13 @@ fn object() -> aya_obj::Object {
 fn the_tables_programs_and_the_objects_programs_match() {
     let object = object();
     let in_object: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
-    let table: BTreeSet<&str> =
-        families::FAMILIES.iter().flat_map(|f| f.alternatives).flat_map(|a| a.programs).map(|p| p.program).collect();
+    let table: BTreeSet<String> = families::FAMILIES
+        .iter()
+        .flat_map(|f| f.alternatives())
+        .flat_map(|a| a.programs)
+        .map(|p| p.program.to_string())
+        .collect();
+    let table: BTreeSet<&str> = table.iter().map(String::as_str).collect();
     // Attached outside the table: the trampoline probe, the cgroup-birth reader, the callback timers.
     let outside: BTreeSet<&str> = [
         families::FENTRY_PROBE_PROGRAM,

@@ -47,7 +47,7 @@ pub struct AlternativeReport {
 /// One program of an alternative on one hook of this kernel.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HookReport {
-    pub program: &'static str,
+    pub program: String,
     pub hook: Hook,
     /// Function, tracepoint name or `group:name`, `a|b` resolved.
     pub target: &'static str,

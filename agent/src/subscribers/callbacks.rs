@@ -28,7 +28,7 @@ use crate::probes::{
 
 const ENTRY: &str = families::CALLBACK_ENTRY_PROGRAM;
 const RETURN: &str = families::CALLBACK_RETURN_PROGRAM;
-pub const FAMILY: FamilyId = FamilyId::SubscriberCallbacks;
+pub const FAMILY: FamilyId = families::SUBSCRIBER_CALLBACKS;
 /// Callbacks that are not about invalidation (release, young-bit tests) are not timed.
 const TIMED: &[&str] =
     &["invalidate_range_start", "invalidate_range_end", "invalidate_range", "arch_invalidate_secondary_tlbs"];
@@ -99,8 +99,8 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
         .iter()
         .flat_map(|&target| {
             [
-                HookReport { program: ENTRY, hook: Hook::KProbe, target },
-                HookReport { program: RETURN, hook: Hook::KRetProbe, target },
+                HookReport { program: ENTRY.to_string(), hook: Hook::KProbe, target },
+                HookReport { program: RETURN.to_string(), hook: Hook::KRetProbe, target },
             ]
         })
         .collect();

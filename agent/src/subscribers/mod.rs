@@ -42,7 +42,7 @@ use aya::{
 };
 use mmuscope_abi::{SubscriberRecord, callback_slot, names};
 
-use crate::probes::{FamilyId, Mode, Probes, spec::Hook};
+use crate::probes::{Mode, Probes, families, spec::Hook};
 pub use classify::kind as classify;
 
 pub use records::{RawMm, parse};
@@ -194,14 +194,14 @@ impl Sweeper {
         generation: crate::kernel::Generation,
         forced: Option<Mode>,
     ) -> anyhow::Result<Option<Self>> {
-        let Some(alt) = probes.report.attached_alternative(FamilyId::Subscribers) else { return Ok(None) };
+        let Some(alt) = probes.report.attached_alternative(families::subscribers::ID) else { return Ok(None) };
         let mode = alt.mode;
-        let table = crate::probes::families::FAMILIES.iter().find(|f| f.id == FamilyId::Subscribers);
+        let table = families::FAMILIES.iter().find(|f| f.id == families::subscribers::ID);
         let spec = table
-            .and_then(|f| f.alternatives.iter().find(|a| a.name == alt.name))
-            .and_then(|a| a.programs.iter().find(|p| p.hook == Hook::Iter))
+            .and_then(|f| f.alternatives().into_iter().find(|a| a.name == alt.name))
+            .and_then(|a| a.programs.into_iter().find(|p| p.hook == Hook::Iter))
             .context("the subscribers family has no iterator program")?;
-        let program = probes.program_fd(spec.program)?;
+        let program = probes.program_fd(&spec.program.to_string())?;
         let changes = match mode {
             Mode::Fentry | Mode::Kprobe => Some(probes.take_map(names::SUBSCRIBER_CHANGES)?.try_into()?),
             Mode::Tracepoint => None,

@@ -34,13 +34,7 @@ pub fn run(b: &Bench) -> Result<Report> {
     let with = With { b, hooks: &hooks, script: &script_path, oneliner: &oneliner_path };
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..b.runs {
-        b.await_quiet_host();
-        let mut runs = BTreeMap::new();
-        for i in 0..VARIANTS.len() {
-            let v = VARIANTS[(i + round) % VARIANTS.len()];
-            runs.insert(v, measure(&with, v, iterations)?);
-        }
-        let closing = measure(&with, "none", iterations)?;
+        let (runs, closing) = b.interleaved_round(round, &VARIANTS, |v| measure(&with, v, iterations))?;
         let show = |m: fn(&PerOp) -> f64| VARIANTS.map(|v| format!("{v} {:.1}", m(&runs[v]))).join(", ");
         b.say(format!(
             "round {}/{}: CPU ns/op {}, none again {:.1}; wall ns/op {}",

@@ -170,6 +170,26 @@ impl Bench<'_> {
         }
     }
 
+    /// One round of interleaved runs: waits for a quiet host, runs `measure` on each of `variants` in an order
+    /// rotated by `round` (no variant always runs first), then on the first variant (the baseline) again, so that the
+    /// round's two baseline runs bracket the others and slow drifts of the machine's load cancel. Returns the runs by
+    /// variant and the closing baseline run.
+    pub fn interleaved_round<T>(
+        &self,
+        round: usize,
+        variants: &[&'static str],
+        mut measure: impl FnMut(&'static str) -> Result<T>,
+    ) -> Result<(BTreeMap<&'static str, T>, T)> {
+        self.await_quiet_host();
+        let mut runs = BTreeMap::new();
+        for i in 0..variants.len() {
+            let v = variants[(i + round) % variants.len()];
+            runs.insert(v, measure(v)?);
+        }
+        let closing = measure(variants[0])?;
+        Ok((runs, closing))
+    }
+
     pub fn say(&self, msg: String) {
         progress::say(&format!("bench {}", self.name), msg);
     }

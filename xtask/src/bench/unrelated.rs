@@ -70,13 +70,7 @@ const VARIANTS: [&str; 2] = ["none", "agent"];
 pub fn run(b: &Bench) -> Result<Report> {
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..b.runs {
-        b.await_quiet_host();
-        let mut runs = BTreeMap::new();
-        for i in 0..VARIANTS.len() {
-            let v = VARIANTS[(i + round) % VARIANTS.len()];
-            runs.insert(v, every_loop(b, v == "agent")?);
-        }
-        let closing = every_loop(b, false)?;
+        let (runs, closing) = b.interleaved_round(round, &VARIANTS, |v| every_loop(b, v == "agent"))?;
         let mut said = Vec::new();
         for (l, lp) in LOOPS.iter().enumerate() {
             for (metric, m) in [("cpu", (|r: &PerOp| r.cpu) as fn(&PerOp) -> f64), ("wall", |r: &PerOp| r.wall)] {

@@ -7,12 +7,19 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::{
-    cli::BuildArgs,
     process,
     setup::{self, Group, Mode},
     toolchain,
     workspace::Workspace,
 };
+
+/// The flags of `cargo xtask build`.
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// Build with the release profile.
+    #[arg(long)]
+    pub release: bool,
+}
 
 /// What building needs.
 pub const GROUPS: &[Group] = &[Group::EbpfBuild];

@@ -9,7 +9,6 @@ use std::{fs, process::ExitCode};
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    cli::DocsArgs,
     commands::build,
     process, progress,
     setup::{self, Mode},
@@ -19,6 +18,14 @@ use crate::{
 
 /// Generated files, relative to the workspace root, with the agent command that prints each.
 const GENERATED: &[(&str, &str)] = &[("docs/metrics.md", "metrics-reference")];
+
+/// The flags of `cargo xtask docs`.
+#[derive(clap::Args)]
+pub struct DocsArgs {
+    /// Only check that the generated files are up to date; exit non-zero if not.
+    #[arg(long)]
+    pub check: bool,
+}
 
 pub fn run(ws: &Workspace, args: &DocsArgs) -> Result<ExitCode> {
     setup::setup(ws, build::GROUPS, Mode::Install)?;

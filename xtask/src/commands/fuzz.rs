@@ -4,7 +4,18 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::{cli::FuzzArgs, fuzz, workspace::Workspace};
+use crate::{fuzz, workspace::Workspace};
+
+/// The flags of `cargo xtask fuzz`.
+#[derive(clap::Args)]
+pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u32,
+    /// Targets to run (repeatable or comma-separated; default: all).
+    #[arg(long = "target", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::fuzz::TARGETS))]
+    pub targets: Vec<String>,
+}
 
 pub fn run(ws: &Workspace, args: &FuzzArgs) -> Result<ExitCode> {
     let targets: Vec<String> = if args.targets.is_empty() {

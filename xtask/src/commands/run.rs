@@ -7,7 +7,6 @@ use std::{os::unix::process::CommandExt, process::Command, process::ExitCode};
 use anyhow::{Result, bail};
 
 use crate::{
-    cli::RunArgs,
     commands::build,
     privilege::Privilege,
     process, progress,
@@ -15,6 +14,20 @@ use crate::{
     toolchain,
     workspace::{Profile, Workspace},
 };
+
+/// The flags of `cargo xtask run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Build with the release profile (the default; accepted for symmetry with `build`).
+    #[arg(long, conflicts_with = "debug")]
+    pub release: bool,
+    /// Build and run the debug profile instead.
+    #[arg(long)]
+    pub debug: bool,
+    /// Arguments for `mmuscope run` (after `--`).
+    #[arg(last = true, value_name = "AGENT_ARGS")]
+    pub agent_args: Vec<String>,
+}
 
 pub fn run(ws: &Workspace, args: &RunArgs) -> Result<ExitCode> {
     let privilege = Privilege::current();

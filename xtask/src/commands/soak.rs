@@ -6,7 +6,21 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use crate::{cli::SoakArgs, fuzz, process, setup, toolchain, workspace::Profile, workspace::Workspace};
+use crate::{fuzz, process, setup, toolchain, workspace::Profile, workspace::Workspace};
+
+/// The flags of `cargo xtask soak`.
+#[derive(clap::Args)]
+pub struct SoakArgs {
+    /// Length of the churn soak.
+    #[arg(long, default_value_t = 30.0)]
+    pub minutes: f64,
+    /// Length of the 200-client load run.
+    #[arg(long, default_value_t = 60)]
+    pub load_seconds: u32,
+    /// Seconds of fuzzing per target afterwards (0: none).
+    #[arg(long, default_value_t = 120)]
+    pub fuzz_seconds: u32,
+}
 
 pub fn run(ws: &Workspace, args: &SoakArgs) -> Result<ExitCode> {
     setup::setup(ws, &[setup::Group::EbpfBuild, setup::Group::TestTools], setup::Mode::Install)?;

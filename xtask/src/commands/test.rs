@@ -11,7 +11,6 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    cli::TestArgs,
     commands::build,
     progress,
     setup::{self, Group, Mode},
@@ -21,6 +20,17 @@ use crate::{
     },
     workspace::Workspace,
 };
+
+/// The flags of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Tier to run (repeatable or comma-separated; default: all). Tiers run in their fixed order.
+    #[arg(long = "tier", value_name = "TIER", value_delimiter = ',', value_parser = tiers::name_parser())]
+    pub tiers: Vec<String>,
+    /// Stop after the first failed tier (default: run every selected tier).
+    #[arg(long)]
+    pub fail_fast: bool,
+}
 
 pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
     let selected = tiers::select(&args.tiers);

@@ -2,7 +2,7 @@
 
 use crate::{
     kernel::FieldGroup,
-    probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec},
+    probes::spec::{Fallback, Family, FamilyId, Hook, Need, ProgramSpec, Traced, TracedHook},
 };
 
 /// The fork window: `dup_mmap` (out of line on most builds), else its caller `copy_process`.
@@ -11,67 +11,44 @@ const DUP_MMAP: &str = "dup_mmap|copy_process";
 const COPY_MARKER: &str = "folio_add_new_anon_rmap|page_add_new_anon_rmap";
 const SPLIT: &str = "__split_huge_pmd";
 
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("fork_copies");
+
 pub static FORK_COPIES: Family = Family {
-    id: FamilyId::ForkCopies,
+    id: ID,
     description: "pages copied eagerly at fork() because they may be DMA-pinned, and THPs split for it, per cgroup of the parent mm's owner",
     required: true,
-    alternatives: &[
-        Alternative {
-            name: "fentry",
-            mode: Mode::Fentry,
-            needs: &[
-                Need::Trampolines,
-                Need::Function(DUP_MMAP),
-                Need::Function(COPY_MARKER),
-                Need::Function(SPLIT),
-                Need::Fields(FieldGroup::TaskCgroup),
-                Need::Fields(FieldGroup::MmOwner),
-                Need::Fields(FieldGroup::VmaMm),
-            ],
-            programs: &[
-                ProgramSpec { program: "fork_window_fentry", hook: Hook::FEntry, target: DUP_MMAP, when: None },
-                ProgramSpec { program: "fork_window_fexit", hook: Hook::FExit, target: DUP_MMAP, when: None },
-                ProgramSpec { program: "fork_copy_fentry", hook: Hook::FEntry, target: COPY_MARKER, when: None },
-                ProgramSpec { program: "fork_split_fentry", hook: Hook::FEntry, target: SPLIT, when: None },
-            ],
-            degraded: "",
-        },
-        Alternative {
-            name: "kprobe",
-            mode: Mode::Kprobe,
-            needs: &[
-                Need::Kprobes,
-                Need::Function(DUP_MMAP),
-                Need::Function(COPY_MARKER),
-                Need::Function(SPLIT),
-                Need::Fields(FieldGroup::TaskCgroup),
-                Need::Fields(FieldGroup::MmOwner),
-                Need::Fields(FieldGroup::VmaMm),
-            ],
-            programs: &[
-                ProgramSpec { program: "fork_window_kprobe", hook: Hook::KProbe, target: DUP_MMAP, when: None },
-                ProgramSpec { program: "fork_window_kretprobe", hook: Hook::KRetProbe, target: DUP_MMAP, when: None },
-                ProgramSpec { program: "fork_copy_kprobe", hook: Hook::KProbe, target: COPY_MARKER, when: None },
-                ProgramSpec { program: "fork_split_kprobe", hook: Hook::KProbe, target: SPLIT, when: None },
-            ],
-            degraded: "higher per-event cost",
-        },
-        Alternative {
-            name: "tp_btf",
-            mode: Mode::Tracepoint,
-            needs: &[
-                Need::BtfTracepoint("mm_page_alloc"),
-                Need::BtfTracepoint("task_newtask"),
-                Need::Fields(FieldGroup::TaskCgroup),
-                Need::Fields(FieldGroup::MmOwner),
-                Need::Fields(FieldGroup::GfpMask),
-                Need::Fields(FieldGroup::CauseContext),
-            ],
-            programs: &[
-                ProgramSpec { program: "fork_page_alloc", hook: Hook::TpBtf, target: "mm_page_alloc", when: None },
-                ProgramSpec { program: "fork_newtask_close", hook: Hook::TpBtf, target: "task_newtask", when: None },
-            ],
-            degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation by the parent in the clone system call",
-        },
-    ],
+    traced: Traced {
+        needs: &[
+            Need::ModeAvailable,
+            Need::Function(DUP_MMAP),
+            Need::Function(COPY_MARKER),
+            Need::Function(SPLIT),
+            Need::Fields(FieldGroup::TaskCgroup),
+            Need::Fields(FieldGroup::MmOwner),
+            Need::Fields(FieldGroup::VmaMm),
+        ],
+        hooks: &[
+            TracedHook::entry_and_exit("fork_window", DUP_MMAP),
+            TracedHook::entry("fork_copy", COPY_MARKER),
+            TracedHook::entry("fork_split", SPLIT),
+        ],
+        kprobe_degraded: "higher per-event cost",
+    },
+    fallbacks: &[Fallback {
+        name: "tp_btf",
+        needs: &[
+            Need::BtfTracepoint("mm_page_alloc"),
+            Need::BtfTracepoint("task_newtask"),
+            Need::Fields(FieldGroup::TaskCgroup),
+            Need::Fields(FieldGroup::MmOwner),
+            Need::Fields(FieldGroup::GfpMask),
+            Need::Fields(FieldGroup::CauseContext),
+        ],
+        programs: &[
+            ProgramSpec::new("fork_page_alloc", Hook::TpBtf, "mm_page_alloc"),
+            ProgramSpec::new("fork_newtask_close", Hook::TpBtf, "task_newtask"),
+        ],
+        degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation by the parent in the clone system call",
+    }],
 };

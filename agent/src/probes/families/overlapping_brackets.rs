@@ -8,65 +8,52 @@
 //! server's `fork` loop) also end the operation at their entry. Hooking those few functions, rather
 //! than the `sys_enter` tracepoint, leaves every other system call on the host on its fast path.
 
-use crate::probes::spec::{Alternative, Family, FamilyId, Hook, Mode, Need, ProgramSpec};
+use crate::probes::spec::{Family, FamilyId, Need, Traced, TracedHook};
 
 /// x86-64 system-call entry points (`SYSCALL_DEFINE` wrappers) that open brackets and are often
-/// repeated with identical arguments, each with its fentry program (a trampoline program is loaded
-/// for one function; the kprobe program attaches to all of them). Each is hooked where the kernel has it.
+/// repeated with identical arguments, each with the base name of its fentry program (a trampoline
+/// program is loaded for one function; the kprobe program attaches to all of them). Each is hooked
+/// where the kernel has it.
 const SYSCALLS: [(&str, &str); 14] = [
-    ("__x64_sys_madvise", "operation_madvise_fentry"),
-    ("__x64_sys_process_madvise", "operation_process_madvise_fentry"),
-    ("__x64_sys_munmap", "operation_munmap_fentry"),
-    ("__x64_sys_mmap", "operation_mmap_fentry"),
-    ("__x64_sys_brk", "operation_brk_fentry"),
-    ("__x64_sys_mremap", "operation_mremap_fentry"),
-    ("__x64_sys_mprotect", "operation_mprotect_fentry"),
-    ("__x64_sys_pkey_mprotect", "operation_pkey_mprotect_fentry"),
-    ("__x64_sys_clone", "operation_clone_fentry"),
-    ("__x64_sys_clone3", "operation_clone3_fentry"),
-    ("__x64_sys_fork", "operation_fork_fentry"),
-    ("__x64_sys_migrate_pages", "operation_migrate_pages_fentry"),
-    ("__x64_sys_move_pages", "operation_move_pages_fentry"),
-    ("__x64_sys_mbind", "operation_mbind_fentry"),
+    ("__x64_sys_madvise", "operation_madvise"),
+    ("__x64_sys_process_madvise", "operation_process_madvise"),
+    ("__x64_sys_munmap", "operation_munmap"),
+    ("__x64_sys_mmap", "operation_mmap"),
+    ("__x64_sys_brk", "operation_brk"),
+    ("__x64_sys_mremap", "operation_mremap"),
+    ("__x64_sys_mprotect", "operation_mprotect"),
+    ("__x64_sys_pkey_mprotect", "operation_pkey_mprotect"),
+    ("__x64_sys_clone", "operation_clone"),
+    ("__x64_sys_clone3", "operation_clone3"),
+    ("__x64_sys_fork", "operation_fork"),
+    ("__x64_sys_migrate_pages", "operation_migrate_pages"),
+    ("__x64_sys_move_pages", "operation_move_pages"),
+    ("__x64_sys_mbind", "operation_mbind"),
 ];
 
-/// The specs of one mode: fentry programs one per entry point, the kprobe program on every one.
-const fn specs(hook: Hook) -> [ProgramSpec; SYSCALLS.len()] {
-    let mut out = [ProgramSpec { program: "", hook, target: "", when: None }; SYSCALLS.len()];
+/// One hook per entry point: its own fentry program, the shared kprobe program.
+const HOOKS: [TracedHook; SYSCALLS.len()] = {
+    let mut out = [TracedHook::entry("", ""); SYSCALLS.len()];
     let mut i = 0;
     while i < SYSCALLS.len() {
         let (target, fentry) = SYSCALLS[i];
-        out[i].target = target;
-        (out[i].program, out[i].when) = match hook {
-            Hook::FEntry => (fentry, Some(Need::TrampolineArgs(target))),
-            _ => ("operation_syscall_kprobe", Some(Need::Function(target))),
-        };
+        out[i] = TracedHook::entry(fentry, target).where_hookable().kprobe_program("operation_syscall");
         i += 1;
     }
     out
-}
+};
 
-const FENTRY_PROGRAMS: [ProgramSpec; SYSCALLS.len()] = specs(Hook::FEntry);
-const KPROBE_PROGRAMS: [ProgramSpec; SYSCALLS.len()] = specs(Hook::KProbe);
+/// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
+pub const ID: FamilyId = FamilyId::new("overlapping_brackets");
 
 pub static OVERLAPPING_BRACKETS: Family = Family {
-    id: FamilyId::OverlappingBrackets,
+    id: ID,
     description: "brackets overlapping an earlier bracket on the same mm within one system call or page fault",
     required: false,
-    alternatives: &[
-        Alternative {
-            name: "fentry",
-            mode: Mode::Fentry,
-            needs: &[Need::SameModeAs(FamilyId::Brackets), Need::Function(SYSCALLS[0].0)],
-            programs: &FENTRY_PROGRAMS,
-            degraded: "",
-        },
-        Alternative {
-            name: "kprobe",
-            mode: Mode::Kprobe,
-            needs: &[Need::SameModeAs(FamilyId::Brackets), Need::Function(SYSCALLS[0].0)],
-            programs: &KPROBE_PROGRAMS,
-            degraded: "",
-        },
-    ],
+    traced: Traced {
+        needs: &[Need::SameModeAs(super::brackets::ID), Need::Function(SYSCALLS[0].0)],
+        hooks: &HOOKS,
+        kprobe_degraded: "",
+    },
+    fallbacks: &[],
 };
