@@ -56,14 +56,17 @@ impl Hierarchies {
     }
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`. A sequence above `\377` is not a byte and stays
+/// as written.
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+        let octal = (b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)))
+            .then(|| b[i + 1..i + 4].iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        if let Some(v) = octal {
             out.push(v);
             i += 4;
         } else {
@@ -77,6 +80,15 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn octal_escapes_above_a_byte_stay_as_written() {
+        assert_eq!(unescape("a\\040b"), "a b");
+        assert_eq!(unescape("\\377"), String::from_utf8_lossy(&[0xff]));
+        // Found by the cgroup_path fuzz target: `\777` overflowed the byte arithmetic.
+        assert_eq!(unescape("x\\777y"), "x\\777y");
+        assert_eq!(unescape("\\40"), "\\40");
+    }
 
     const HYBRID: &str = "\
 30 23 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755

@@ -64,16 +64,21 @@ pub fn memory_hierarchy_id(proc_cgroups: &str) -> Option<u32> {
         .and_then(|f| f.get(1)?.parse().ok())
 }
 
-/// Undoes mountinfo's octal escapes (`\040` → space).
+/// Undoes mountinfo's octal escapes (`\040` → space). `\777` is not a byte and stays as written (it overflowed
+/// before; the agent's copy of this parser had the same bug, found by its fuzz target).
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        // Three octal digits of at most `\377`; anything else stays as written.
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| u8::try_from(d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))).ok());
         match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            (b'\\', Some(v)) => {
+                out.push(v);
                 i += 4;
             }
             (c, _) => {
