@@ -6,9 +6,11 @@
 //! exactly: every family the truth describes for the kernel's secondary-TLB generation (brackets
 //! and histogram counts by event, secondary-TLB invalidations by context/scope, double
 //! notifications and redundant bytes by kind, avoided doubles, fork copies, cross-cgroup
-//! invalidations). 6.1 and 6.12 run every scenario ([`FULL`]; `swap-out` swaps to zram), sid the
-//! basic ones. The tier prints expected vs observed per kernel × mode × scenario × series,
-//! writes `target/vm/results.json` (the README's tested-kernels table is generated from it:
+//! invalidations, interval-notifier collisions). 6.1 and 6.12 run every scenario ([`FULL`]; `swap-out` swaps to
+//! zram; `mirror-collide` needs the HMM mirror module built for the kernel, see `vm::kmod`, and is left out, said in
+//! the run's notes, where the kernel's headers cannot build it), sid the basic ones. The tier prints expected vs
+//! observed per kernel × mode × scenario × series, writes `target/vm/results.json` (the README's tested-kernels
+//! table is generated from it:
 //! `cargo xtask vm table`) and fails on any mismatch.
 //!
 //! One boot per kernel × mode keeps the modes independent (an oops in one cannot spoil the other).
@@ -70,6 +72,7 @@ const FULL: &[&str] = &[
     "cross-cgroup --regions 2",
     "multi-vm --iterations 100 --vms 2",
     "swap-out --pages 256 --zram-mib 64",
+    "mirror-collide --rounds 2 --hits 10 --misses 10",
 ];
 /// The first generation whose secondary-TLB hook is `arch_invalidate_secondary_tlbs`.
 const SECONDARY_TLBS_SINCE: Series = Series { major: 6, minor: 6 };
@@ -90,6 +93,9 @@ const OVERRIDES: &[&str] = &[
     "MMUSCOPE_VM_FILES",
     "MMUSCOPE_VM_AGENT_ARGS",
 ];
+
+/// Guest path of the HMM mirror test module (the workload's `mirror-*` scenarios load it from there).
+const MIRROR_MODULE: &str = "/usr/lib/mmuscope/mmuscope_mirror.ko";
 
 /// Guest paths of the binaries, and where they come from on the host.
 const BINARIES: &[(&str, &str, &str)] = &[
@@ -137,7 +143,9 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
                 continue;
             }
         };
-        let (scenarios, missing) = scenarios_for(name, &offered)?;
+        let (mut scenarios, missing) = scenarios_for(name, &offered)?;
+        let (kernel_files, notes) = module_files(ws, &kernel, &mut scenarios);
+        let files: Vec<GuestFile> = files.iter().cloned().chain(kernel_files).collect();
         if ctx.ci && !missing.is_empty() {
             failures.push(format!(
                 "kernel {name}: scenarios listed but not offered by the workload: {}",
@@ -145,7 +153,8 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             ));
         }
         for mode in &modes {
-            let run = run_one(ws, &kernel, mode, &files, &scenarios, &agent_args);
+            let mut run = run_one(ws, &kernel, mode, &files, &scenarios, &agent_args);
+            run.notes.extend(notes.iter().cloned());
             failures.extend(run.failures());
             results.runs.push(run);
         }
@@ -240,6 +249,34 @@ fn run_one(
     let verdict = if run.passed() { "passed" } else { "FAILED" };
     say(format!("{} × {mode}: {verdict} in {:.1} s", kernel.meta.release, run.wall_seconds));
     run
+}
+
+/// The test modules the scenarios of `kernel` need, built for it (`vm::kmod`): the HMM mirror module for the
+/// `mirror-*` scenarios, at [`MIRROR_MODULE`] in the guest. A kernel whose headers cannot build it here loses those
+/// scenarios only, said on the progress output and in each run's notes.
+fn module_files(ws: &Workspace, kernel: &CachedKernel, scenarios: &mut Vec<String>) -> (Vec<GuestFile>, Vec<String>) {
+    if !scenarios.iter().any(|s| needs_mirror(s)) {
+        return (Vec::new(), Vec::new());
+    }
+    match vm::kmod::build(ws, kernel, vm::kmod::MIRROR) {
+        Ok(ko) => (vec![GuestFile { host: ko, guest: PathBuf::from(MIRROR_MODULE) }], Vec::new()),
+        Err(why) => {
+            let left_out: Vec<String> = scenarios.iter().filter(|s| needs_mirror(s)).cloned().collect();
+            scenarios.retain(|s| !needs_mirror(s));
+            let note = format!(
+                "HMM mirror module not built for {}: {why}; left out: {}",
+                kernel.meta.release,
+                left_out.join("; ")
+            );
+            say(format!("SKIPPED {note}"));
+            (Vec::new(), vec![note])
+        }
+    }
+}
+
+/// Whether a scenario command line drives the HMM mirror module.
+fn needs_mirror(scenario: &str) -> bool {
+    scenario.split_whitespace().next().is_some_and(|name| name.starts_with("mirror-"))
 }
 
 /// Whether a guest panic outside any BPF program still fails the run: in kprobe mode the agent's
