@@ -98,8 +98,12 @@ fn start_returned(range: u64, ret: i32) {
     } else if unsafe { INFLIGHT.get(range) }.is_some() {
         // Only brackets that reached a subscriber are in flight.
         let layout = LAYOUT.load();
-        if let Ok(mm) = unsafe { read::<u64>(range, layout.range_mm) } {
-            interval::bracket_started(&layout, mm);
+        if let (Ok(mm), Ok(start), Ok(end)) = (
+            unsafe { read::<u64>(range, layout.range_mm) },
+            unsafe { read::<u64>(range, layout.range_start) },
+            unsafe { read::<u64>(range, layout.range_end) },
+        ) {
+            interval::bracket_started(&layout, mm, start, end);
         }
     }
 }

@@ -36,6 +36,7 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     hlist_next: 0,
     task_mm: 0,
     subscriptions_has_itree: 0,
+    subscriptions_itree_root: 0,
     pt_regs_orig_ax: 0,
     task_reclaim_state: 0,
     cause_context: 0,
@@ -55,6 +56,12 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     pt_regs_ax: 0,
     vma_mm: 0,
     gather_mm: 0,
+    itree_rb_right: 0,
+    itree_rb_left: 0,
+    itree_start: 0,
+    itree_last: 0,
+    itree_subtree_last: 0,
+    _pad_itree: 0,
 });
 
 /// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.
