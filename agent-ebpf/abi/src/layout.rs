@@ -45,10 +45,8 @@ pub struct KernelLayout {
     pub hlist_next: u32,
     /// `task_struct.mm` (NULL for kernel threads).
     pub task_mm: u32,
-    /// `mmu_notifier_subscriptions.has_itree` (interval notifiers registered).
-    pub subscriptions_has_itree: u32,
     /// `mmu_notifier_subscriptions.itree.rb_root.rb_node`: the root of the interval tree, non-NULL while an
-    /// interval notifier is registered.
+    /// interval notifier is registered (`has_itree` is not used: it stays set once the mm used one).
     pub subscriptions_itree_root: u32,
     /// `struct pt_regs.orig_ax` (x86-64: the system call number, -1 outside a system call) and
     /// `task_struct.reclaim_state` (set during kswapd and direct reclaim): the context half of
@@ -95,7 +93,6 @@ pub struct KernelLayout {
     pub itree_start: u32,
     pub itree_last: u32,
     pub itree_subtree_last: u32,
-    pub _pad_itree: u32,
 }
 
 #[cfg(feature = "user")]

@@ -35,7 +35,6 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     ops_secondary_tlb: 0,
     hlist_next: 0,
     task_mm: 0,
-    subscriptions_has_itree: 0,
     subscriptions_itree_root: 0,
     pt_regs_orig_ax: 0,
     task_reclaim_state: 0,
@@ -61,7 +60,6 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     itree_start: 0,
     itree_last: 0,
     itree_subtree_last: 0,
-    _pad_itree: 0,
 });
 
 /// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.

@@ -55,7 +55,6 @@ impl ResolvedLayout {
             ops_secondary_tlb: secondary_tlb_slot(&mut r)?,
             hlist_next: r.offset(NotifierOps, "hlist_node", "next", Some(8))?,
             task_mm: r.offset(TaskCgroup, "task_struct", "mm", Some(8))?,
-            subscriptions_has_itree: r.offset(NotifierOps, "mmu_notifier_subscriptions", "has_itree", Some(1))?,
             subscriptions_itree_root: itree_root(&mut r)?,
             pt_regs_orig_ax: r.offset(CauseContext, "pt_regs", "orig_ax", Some(8))?,
             task_reclaim_state: r.offset(CauseContext, "task_struct", "reclaim_state", Some(8))?,
@@ -86,7 +85,6 @@ impl ResolvedLayout {
             itree_start: interval_node_field(&mut r, "start")?,
             itree_last: interval_node_field(&mut r, "last")?,
             itree_subtree_last: interval_node_field(&mut r, "__subtree_last")?,
-            _pad_itree: 0,
         };
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
         let mut resolved = Self { layout, subscribers, missing: r.into_missing() };
