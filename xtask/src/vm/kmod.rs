@@ -5,7 +5,8 @@
 //! private apt configuration and unpacked with `dpkg-deb -x` into `<kernel cache>/headers/` (never
 //! installed). Their `Makefile` includes the common tree by its absolute `/usr/src/…` path; the copy
 //! here points it at the unpacked one. The module is then built with the host's `make` and `gcc`
-//! (`cargo xtask setup` installs both) into `<kernel cache>/kmod/`.
+//! (`cargo xtask setup` installs both) into `<kernel cache>/kmod/`, without module BTF (that would
+//! need pahole; nothing hooks the module's own functions).
 //!
 //! A kernel built with a compiler this host does not have (trixie's 6.12 with gcc-14 on a bookworm
 //! host with gcc-12: kbuild calls `x86_64-linux-gnu-gcc-14`, and gcc-12 rejects its flags such as
@@ -77,8 +78,15 @@ pub fn build(ws: &Workspace, kernel: &CachedKernel, module: (&str, &str)) -> Res
         }
     }
     say(format!("building {object} for {release} with kbuild ({cc})"));
+    // No BTF for the module (`CONFIG_DEBUG_INFO_BTF_MODULES` off for this build): it would need pahole, and the
+    // scenarios hook only kernel functions, never the module's.
     let made = exec::output(
-        Command::new("make").arg("-C").arg(&tree).arg(format!("M={}", build.display())).arg("modules"),
+        Command::new("make")
+            .arg("-C")
+            .arg(&tree)
+            .arg(format!("M={}", build.display()))
+            .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
+            .arg("modules"),
         LIMIT,
     );
     if let Err(err) = made {
