@@ -12,8 +12,7 @@ use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Sco
 
 use crate::{
     cgroup::{load, mm_owner_memcg, read},
-    interval,
-    layout_field,
+    interval, layout_field,
     maps::{DOUBLE_STATS, LAYOUT, SECONDARY_STATS, THREADS, per_cpu_entry},
     threads::{self, overlap_and_record, top},
 };
