@@ -32,10 +32,10 @@ pub use notifications::{
     DoubleKind, DoubleNotificationTruth, DoubleSource, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
-pub use outcomes::{CrossCgroupTruth, ForkTruth, SwapTruth, ThpTruth};
+pub use outcomes::{CrossCgroupTruth, ForkTruth, IntervalTruth, SwapTruth, ThpTruth};
 pub use params::{
-    CrossCgroupParams, ForkParams, KvmMprotectParams, KvmMunmapParams, MultiVmParams, SwapOutParams,
-    ThpPartialMunmapParams,
+    CrossCgroupParams, ForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams, MultiVmParams,
+    SwapOutParams, ThpPartialMunmapParams,
 };
 
 use std::collections::BTreeMap;
@@ -75,6 +75,8 @@ pub struct GroundTruth {
     pub swap: Option<SwapTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_cgroup: Option<CrossCgroupTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<IntervalTruth>,
 }
 
 /// The scenario and its parameters, one variant per scenario (names as on the command line).
@@ -91,6 +93,7 @@ pub enum ScenarioParams {
     CrossCgroup(CrossCgroupParams),
     MultiVm(MultiVmParams),
     SwapOut(SwapOutParams),
+    MirrorCollide(MirrorCollideParams),
 }
 
 impl ScenarioParams {
@@ -106,6 +109,7 @@ impl ScenarioParams {
             Self::CrossCgroup(_) => "cross-cgroup",
             Self::MultiVm(_) => "multi-vm",
             Self::SwapOut(_) => "swap-out",
+            Self::MirrorCollide(_) => "mirror-collide",
         }
     }
 }
@@ -274,6 +278,7 @@ impl GroundTruth {
             thp: None,
             swap: None,
             cross_cgroup: None,
+            interval: None,
         }
     }
 

@@ -45,8 +45,9 @@ pub struct KernelLayout {
     pub hlist_next: u32,
     /// `task_struct.mm` (NULL for kernel threads).
     pub task_mm: u32,
-    /// `mmu_notifier_subscriptions.has_itree` (interval notifiers registered).
-    pub subscriptions_has_itree: u32,
+    /// `mmu_notifier_subscriptions.itree.rb_root.rb_node`: the root of the interval tree, non-NULL while an
+    /// interval notifier is registered (`has_itree` is not used: it stays set once the mm used one).
+    pub subscriptions_itree_root: u32,
     /// `struct pt_regs.orig_ax` (x86-64: the system call number, -1 outside a system call) and
     /// `task_struct.reclaim_state` (set during kswapd and direct reclaim): the context half of
     /// the cause tag. `cause_context` is 1 when both resolved; otherwise causes come from the
@@ -85,6 +86,13 @@ pub struct KernelLayout {
     pub vma_mm: u32,
     /// `mmu_gather.mm`: the gather hooks skip every gather of an mm without notifier subscriptions.
     pub gather_mm: u32,
+    /// The interval tree's nodes (interval-notifier group), relative to the `rb_node` the tree links:
+    /// `rb_node.rb_right`/`rb_left` and `interval_tree_node.start`/`last`/`__subtree_last`.
+    pub itree_rb_right: u32,
+    pub itree_rb_left: u32,
+    pub itree_start: u32,
+    pub itree_last: u32,
+    pub itree_subtree_last: u32,
 }
 
 #[cfg(feature = "user")]

@@ -56,7 +56,12 @@ static CROSS_STATS: PerCpuHashMap<CrossKey, u64> = PerCpuHashMap::with_max_entri
 fn open(range: u64) {
     let layout = LAYOUT.load();
     let Ok(mm) = (unsafe { read::<u64>(range, layout.range_mm) }) else { return };
-    if !has_subscribers(&layout, mm) {
+    let (Ok(start), Ok(end)) =
+        (unsafe { read::<u64>(range, layout.range_start) }, unsafe { read::<u64>(range, layout.range_end) })
+    else {
+        return;
+    };
+    if !has_subscribers(&layout, mm, start, end) {
         return; // no one to invalidate: the close finds no in-flight entry and stays silent
     }
     let Ok(event) = (unsafe { read::<u32>(range, layout.range_event) }) else { return };
@@ -67,10 +72,7 @@ fn open(range: u64) {
     }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
     let regs = regs::user_regs(&layout);
-    if let (Ok(start), Ok(end)) =
-        (unsafe { read::<u64>(range, layout.range_start) }, unsafe { read::<u64>(range, layout.range_end) })
-        && let Some(ts) = threads::current()
-    {
+    if let Some(ts) = threads::current() {
         let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
         threads::push(ts, &frame);
         operations::bracket_opened(&layout, mm, start, end, cgroup_id, flags, regs);
@@ -118,8 +120,12 @@ fn start_returned(range: u64, ret: i32) {
     } else if unsafe { INFLIGHT.get(range) }.is_some() {
         // Only brackets that reached a subscriber are in flight.
         let layout = LAYOUT.load();
-        if let Ok(mm) = unsafe { read::<u64>(range, layout.range_mm) } {
-            interval::bracket_started(&layout, mm);
+        if let (Ok(mm), Ok(start), Ok(end)) = (
+            unsafe { read::<u64>(range, layout.range_mm) },
+            unsafe { read::<u64>(range, layout.range_start) },
+            unsafe { read::<u64>(range, layout.range_end) },
+        ) {
+            interval::bracket_started(&layout, mm, start, end);
         }
     }
 }
@@ -141,7 +147,12 @@ fn close(range: u64) {
         // Brackets skipped at start because the mm had no subscriber end here too: only a
         // bracket on an mm that has one is an unmatched end.
         let layout = LAYOUT.load();
-        if unsafe { read::<u64>(range, layout.range_mm) }.is_ok_and(|mm| has_subscribers(&layout, mm)) {
+        if let (Ok(mm), Ok(start), Ok(end)) = (
+            unsafe { read::<u64>(range, layout.range_mm) },
+            unsafe { read::<u64>(range, layout.range_start) },
+            unsafe { read::<u64>(range, layout.range_end) },
+        ) && has_subscribers(&layout, mm, start, end)
+        {
             bump(Counter::EndWithoutStart);
         }
         return;

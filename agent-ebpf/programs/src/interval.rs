@@ -94,17 +94,81 @@ fn hmm_returned(range: u64, ret: i64) {
     count(&HMM_BUSY, &l, mm);
 }
 
-/// Called by the bracket programs when `invalidate_range_start` on `mm` returned: an odd
-/// `invalidate_seq` means this invalidation reached at least one interval notifier.
+/// Called by the bracket programs when `invalidate_range_start` of `[start, end)` on `mm` returned: it
+/// reached an interval notifier when an interval of the mm's tree intersects the range, the test
+/// `mn_itree_inv_start_range` made (the tree cannot change meanwhile: while an invalidation that hit it
+/// runs, `invalidate_seq` is odd and insertions and removals are deferred). An odd `invalidate_seq`
+/// alone is not enough: it stays odd until every concurrent bracket of the mm has ended, so a bracket
+/// that hit no interval sees it odd too.
 #[inline(always)]
-pub fn bracket_started(l: &KernelLayout, mm: u64) {
+pub fn bracket_started(l: &KernelLayout, mm: u64, start: u64, end: u64) {
     if l.interval_fields == 0 {
         return;
     }
     let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return };
-    if subs != 0 && unsafe { read::<u64>(subs, l.subscriptions_invalidate_seq) }.is_ok_and(|seq| seq & 1 == 1) {
+    if subs == 0 || !unsafe { read::<u64>(subs, l.subscriptions_invalidate_seq) }.is_ok_and(|seq| seq & 1 == 1) {
+        return;
+    }
+    let Ok(root) = (unsafe { read::<u64>(subs, l.subscriptions_itree_root) }) else { return };
+    if itree_intersects(l, root, start, end) {
         count(&INTERVAL_HITS, l, mm);
     }
+}
+
+/// Deepest interval tree walked: a red-black tree of depth 64 holds billions of nodes.
+const MAX_TREE_DEPTH: u32 = 64;
+
+/// Whether an interval of the tree at `root` (an `rb_node`, NULL for an empty tree) intersects
+/// `[start, end)`: the search of the kernel's `interval_tree_iter_first(root, start, end - 1)`
+/// (include/linux/interval_tree_generic.h, `interval_tree_subtree_search`). A node that cannot be
+/// read or a tree deeper than [`MAX_TREE_DEPTH`] counts as a hit (the old, coarser answer).
+#[inline(always)]
+pub fn itree_intersects(l: &KernelLayout, root: u64, start: u64, end: u64) -> bool {
+    if root == 0 || end <= start {
+        return false;
+    }
+    if l.interval_fields == 0 {
+        return true;
+    }
+    let last = end - 1;
+    let subtree_last = |node: u64| unsafe { read::<u64>(node, l.itree_subtree_last) };
+    let mut node = root;
+    match subtree_last(node) {
+        Ok(v) if v < start => return false,
+        Ok(_) => {}
+        Err(()) => return true,
+    }
+    for _ in 0..MAX_TREE_DEPTH {
+        let Ok(left) = (unsafe { read::<u64>(node, l.itree_rb_left) }) else { return true };
+        if left != 0 {
+            let Ok(v) = subtree_last(left) else { return true };
+            if start <= v {
+                node = left;
+                continue;
+            }
+        }
+        let (Ok(node_start), Ok(node_last)) =
+            (unsafe { read::<u64>(node, l.itree_start) }, unsafe { read::<u64>(node, l.itree_last) })
+        else {
+            return true;
+        };
+        if node_start > last {
+            return false;
+        }
+        if start <= node_last {
+            return true;
+        }
+        let Ok(right) = (unsafe { read::<u64>(node, l.itree_rb_right) }) else { return true };
+        if right == 0 {
+            return false;
+        }
+        let Ok(v) = subtree_last(right) else { return true };
+        if start > v {
+            return false;
+        }
+        node = right;
+    }
+    true
 }
 
 #[inline(always)]

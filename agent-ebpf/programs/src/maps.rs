@@ -33,7 +33,7 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     ops_secondary_tlb: 0,
     hlist_next: 0,
     task_mm: 0,
-    subscriptions_has_itree: 0,
+    subscriptions_itree_root: 0,
     pt_regs_orig_ax: 0,
     task_reclaim_state: 0,
     cause_context: 0,
@@ -53,6 +53,11 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     pt_regs_ax: 0,
     vma_mm: 0,
     gather_mm: 0,
+    itree_rb_right: 0,
+    itree_rb_left: 0,
+    itree_start: 0,
+    itree_last: 0,
+    itree_subtree_last: 0,
 });
 
 /// `kvm:kvm_unmap_hva_range` events per current-task memory cgroup (tracepoint mode).

@@ -13,7 +13,7 @@ use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Sco
 
 use crate::{
     cgroup::{load, mm_owner_memcg, read},
-    layout_field,
+    interval, layout_field,
     maps::{LAYOUT, THREADS, per_cpu_entry},
     threads::{self, overlap_and_record, top},
 };
@@ -29,12 +29,15 @@ static DOUBLE_STATS: PerCpuHashMap<DoubleKey, CountBytes> = PerCpuHashMap::with_
 /// Most subscribers walked on one mm (KVM registers one per VM).
 const MAX_SUBSCRIBERS: u32 = 8;
 
-/// Whether `mm` has any subscriber: a notifier on its list or an interval notifier. The
-/// subscriptions struct outlives its subscribers (it is freed with the mm), so after e.g. a VM
-/// is destroyed the hooks still run for every later invalidation, reaching no one; those are
-/// not invalidations of any secondary MMU and are not counted.
+/// Whether an invalidation of `[start, end)` on `mm` reaches a subscriber: a notifier on the mm's
+/// list (those see every range), or an interval notifier whose interval intersects the range (the
+/// tree walk of `interval::itree_intersects`). The subscriptions struct outlives its subscribers (it
+/// is freed with the mm), so after e.g. a VM is destroyed or an interval notifier removed the hooks
+/// still run for every later invalidation, reaching no one; neither do brackets of an mm whose only
+/// subscribers are intervals elsewhere. Those are not invalidations of any secondary MMU and are not
+/// counted. `has_itree` cannot tell: `__mmu_notifier_register(NULL, mm)` sets it and nothing clears it.
 #[inline(always)]
-pub fn has_subscribers(l: &KernelLayout, mm: u64) -> bool {
+pub fn has_subscribers(l: &KernelLayout, mm: u64, start: u64, end: u64) -> bool {
     let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return false };
     if subs == 0 {
         return false;
@@ -42,7 +45,8 @@ pub fn has_subscribers(l: &KernelLayout, mm: u64) -> bool {
     if unsafe { read::<u64>(subs, l.subscriptions_list) }.is_ok_and(|first| first != 0) {
         return true;
     }
-    unsafe { read::<u8>(subs, l.subscriptions_has_itree) }.is_ok_and(|itree| itree != 0)
+    let Ok(root) = (unsafe { read::<u64>(subs, l.subscriptions_itree_root) }) else { return false };
+    interval::itree_intersects(l, root, start, end)
 }
 
 /// Whether any subscriber of `mm` implements the secondary-TLB callback.
@@ -97,7 +101,7 @@ pub fn add_double(cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
 #[inline(always)]
 fn secondary_call(mm: u64, start: u64, end: u64) {
     let l = LAYOUT.load();
-    if !has_subscribers(&l, mm) {
+    if !has_subscribers(&l, mm, start, end) {
         return;
     }
     let scope = if start == 0 && end == u64::MAX { Scope::FullMm } else { Scope::Range };

@@ -55,7 +55,7 @@ impl ResolvedLayout {
             ops_secondary_tlb: secondary_tlb_slot(&mut r)?,
             hlist_next: r.offset(NotifierOps, "hlist_node", "next", Some(8))?,
             task_mm: r.offset(TaskCgroup, "task_struct", "mm", Some(8))?,
-            subscriptions_has_itree: r.offset(NotifierOps, "mmu_notifier_subscriptions", "has_itree", Some(1))?,
+            subscriptions_itree_root: itree_root(&mut r)?,
             pt_regs_orig_ax: r.offset(CauseContext, "pt_regs", "orig_ax", Some(8))?,
             task_reclaim_state: r.offset(CauseContext, "task_struct", "reclaim_state", Some(8))?,
             cause_context: 0,
@@ -80,6 +80,11 @@ impl ResolvedLayout {
             pt_regs_ax: r.offset(CauseContext, "pt_regs", "ax", Some(8))?,
             vma_mm: r.offset(VmaMm, "vm_area_struct", "vm_mm", Some(8))?,
             gather_mm: r.offset(NotifierOps, "mmu_gather", "mm", Some(8))?,
+            itree_rb_right: r.offset(IntervalNotifier, "rb_node", "rb_right", Some(8))?,
+            itree_rb_left: r.offset(IntervalNotifier, "rb_node", "rb_left", Some(8))?,
+            itree_start: interval_node_field(&mut r, "start")?,
+            itree_last: interval_node_field(&mut r, "last")?,
+            itree_subtree_last: interval_node_field(&mut r, "__subtree_last")?,
         };
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
         let mut resolved = Self { layout, subscribers, missing: r.into_missing() };
@@ -87,6 +92,20 @@ impl ResolvedLayout {
         resolved.layout.interval_fields = u32::from(resolved.group(IntervalNotifier).is_ok());
         Ok(resolved)
     }
+}
+
+/// `mmu_notifier_subscriptions.itree` (a `rb_root_cached`) + `rb_root.rb_node`: where the interval tree's root sits.
+fn itree_root(r: &mut Resolver<'_>) -> Result<u32, BtfError> {
+    let itree = r.offset(FieldGroup::NotifierOps, "mmu_notifier_subscriptions", "itree", None)?;
+    let root = r.offset(FieldGroup::NotifierOps, "rb_root_cached", "rb_root.rb_node", Some(8))?;
+    Ok(itree + root)
+}
+
+/// An `interval_tree_node` field relative to the node's `rb` member (the tree links `rb_node`s).
+fn interval_node_field(r: &mut Resolver<'_>, name: &str) -> Result<u32, BtfError> {
+    let field = r.offset(FieldGroup::IntervalNotifier, "interval_tree_node", name, Some(8))?;
+    let rb = r.offset(FieldGroup::IntervalNotifier, "interval_tree_node", "rb", None)?;
+    Ok(field.wrapping_sub(rb))
 }
 
 /// The ops slot of the secondary-TLB callback: `arch_invalidate_secondary_tlbs` (6.6+) or `invalidate_range` (before

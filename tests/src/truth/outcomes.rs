@@ -61,3 +61,23 @@ pub struct CrossCgroupTruth {
     /// The `initiator` label value.
     pub initiator_kind: String,
 }
+
+/// What an interval-notifier subscriber (the project's HMM mirror test module) saw, counted by the module itself
+/// (its `MIRROR_STATUS` counters) and cross-checked by the workload against what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntervalTruth {
+    /// Brackets that hit the interval: `ops->invalidate` calls.
+    pub invalidations: u64,
+    /// Brackets on the same mm that miss the interval and that the workload issued (its own madvise calls; the
+    /// process makes others too, e.g. thread stacks, none of which reach a subscriber either).
+    pub misses: u64,
+    /// Of those, issued while an invalidation of the interval was held in flight (`invalidate_seq` odd).
+    pub concurrent_misses: u64,
+    /// `mmu_interval_read_begin` calls that slept until an invalidation ended (confirmed by the module).
+    pub read_waits: u64,
+    /// `mmu_interval_read_retry` calls that said "retry".
+    pub read_retries: u64,
+    /// `hmm_range_fault` calls that returned -EBUSY.
+    pub hmm_busy: u64,
+    pub kernel_path: String,
+}

@@ -69,3 +69,15 @@ pub struct SwapOutParams {
     pub pages: u64,
     pub page_bytes: u64,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorCollideParams {
+    /// Rounds of (held invalidation + waiting reader + concurrent miss, retry, -EBUSY).
+    pub rounds: u64,
+    /// Plain invalidations of the interval besides the rounds'.
+    pub hits: u64,
+    /// Plain brackets on the same mm missing the interval.
+    pub misses: u64,
+    /// Bytes of the mirrored interval.
+    pub interval_bytes: u64,
+}

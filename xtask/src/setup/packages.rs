@@ -74,6 +74,8 @@ pub const PACKAGES: &[Package] = &[
     pkg("xz-utils", Group::Vm, "decompresses .ko.xz modules (6.12+) for the guest's insmod"),
     pkg("binutils", Group::Vm, "objcopy --strip-debug shrinks the debug binaries copied into the guest"),
     pkg("zstd", Group::Vm, "decompresses zstd kernel images (6.12+) for `cargo xtask vm btf`"),
+    pkg("gcc", Group::Vm, "kbuild compiles the HMM mirror test module (tests/kmod/) against each guest kernel's headers package"),
+    pkg("make", Group::Vm, "runs kbuild for that module (headers unpacked with dpkg -x, never installed)"),
     pkg("e2fsprogs", Group::Vm, "mkfs.ext4 -d packs the fleet tier's root filesystems and data disks without mounting them"),
     // eco: the ecosystem tier (Prometheus and promtool come from test-tools' `prometheus`).
     pkg("curl", Group::Eco, "the real HTTP client of the TLS and basic-auth checks"),

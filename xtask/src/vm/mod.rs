@@ -22,6 +22,7 @@ pub mod exec;
 mod guest_init;
 pub mod initramfs;
 pub mod kernels;
+pub mod kmod;
 pub mod qemu;
 pub mod resolve;
 pub mod results;

@@ -142,9 +142,23 @@ pub fn resolve(apt: &PrivateApt, request: &Request) -> Result<Resolved> {
         Request::Package(package) => {
             let found = apt.madison(package)?;
             let chosen = newest(found.iter())?.expect("madison returns at least one row");
+            if is_metapackage(apt, chosen)? {
+                // e.g. `linux-image-6.12-amd64`: bookworm's build of 6.12 (gcc-12), newest of its suite.
+                return image_of(apt, chosen);
+            }
             resolved(chosen)
         }
     }
+}
+
+/// Whether `c` is a metapackage: it depends on a `linux-image-<release>` package (an image does not).
+fn is_metapackage(apt: &PrivateApt, c: &Candidate) -> Result<bool> {
+    let fields = apt.show(&c.package, &c.version)?;
+    let depends = fields.iter().find(|(k, _)| k == "Depends").map_or("", |(_, v)| v.as_str());
+    Ok(depends
+        .split([',', '|'])
+        .filter_map(|d| d.split_whitespace().next())
+        .any(|name| name.starts_with(IMAGE_PREFIX) && name != c.package))
 }
 
 /// The concrete image the metapackage version depends on.

@@ -31,6 +31,9 @@ pub enum Command {
     ForkUnpinned(ForkPagesArgs),
     /// A process in another fresh cgroup collapses this process's KVM-registered memory with process_madvise.
     CrossCgroup(CrossCgroupArgs),
+    /// The HMM mirror test module's interval notifier on a region; plain hits and misses, then rounds of a held
+    /// invalidation with a waiting reader, a read retry and an hmm_range_fault -EBUSY (exact, counted by the module).
+    MirrorCollide(MirrorCollideArgs),
     /// Several KVM VMs on one mm; N × (MADV_DONTNEED one page, touch it): one bracket, one KVM call per VM.
     MultiVm(MultiVmArgs),
     /// MADV_PAGEOUT of KVM-registered memory to swap (needs an active swap area, or --zram-mib).
@@ -88,6 +91,24 @@ pub enum UnrelatedLoop {
     Fork,
     /// mmap one anonymous page, write it, munmap it.
     Mmap,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorCollideArgs {
+    /// Rounds of (held invalidation + waiting reader + concurrent miss, read retry, hmm_range_fault -EBUSY).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub rounds: u64,
+    /// Plain madvise(MADV_DONTNEED) calls on the mirrored interval.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub hits: u64,
+    /// Plain madvise(MADV_DONTNEED) calls on another region of the same mm (brackets that miss the interval).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub misses: u64,
+    /// The module to load (`cargo xtask vm` builds it per kernel and puts it there).
+    #[arg(long, value_name = "PATH", default_value = "/usr/lib/mmuscope/mmuscope_mirror.ko")]
+    pub module: std::path::PathBuf,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
 }
 
 /// Where a scenario's fresh cgroup goes: `<parent>/<name>` in every hierarchy.

@@ -16,6 +16,7 @@ mod cli;
 mod forkreport;
 mod hold;
 mod kernel_api;
+mod mirror;
 mod pagemap;
 mod pin;
 mod region;
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::CrossCgroup(a) => s::cross_cgroup::run(&a)?,
         Command::MultiVm(a) => s::multi_vm::run(&a)?,
         Command::SwapOut(a) => s::swap_out::run(&a)?,
+        Command::MirrorCollide(a) => s::mirror_collide::run(&a)?,
         Command::CrossCgroupInitiator(a) => return s::cross_cgroup::initiator(&a),
         Command::CleanupCgroup(a) => return cgroups::cleanup(&a),
         Command::BenchMadvise(a) => return print_json(&bench::madvise::run(&a)?),

@@ -36,6 +36,7 @@ pub const METRICS: &[&str] = &[
     cross_cgroup::CROSS_CGROUP,
     intervals::INTERVAL_HITS,
     intervals::INTERVAL_WAITS,
+    intervals::INTERVAL_WAIT_COUNT,
     intervals::HMM_BUSY,
 ];
 
@@ -164,6 +165,34 @@ mod tests {
             )
         );
         assert!(!s.iter().any(|l| l.contains("avoided") || l.contains("bracket")), "unspecified on 6.6+: {s:?}");
+    }
+
+    #[test]
+    fn interval_figures_come_from_the_mirror_truth() {
+        let mut t = truth();
+        let hooked = |t: &GroundTruth| series(&expectations(t, SecondaryTlbApi::InvalidateRange, true));
+        assert!(hooked(&t).contains(&"mmuscope_interval_invalidations_total{cgroup=\"/t/a\"} = 0".to_owned()));
+        t.interval = Some(mmuscope_tests::truth::IntervalTruth {
+            invalidations: 16,
+            misses: 12,
+            concurrent_misses: 2,
+            read_waits: 2,
+            read_retries: 2,
+            hmm_busy: 2,
+            kernel_path: String::new(),
+        });
+        let s = hooked(&t);
+        for want in [
+            "mmuscope_interval_invalidations_total{cgroup=\"/t/a\"} = 16",
+            "mmuscope_interval_read_waits_total{cgroup=\"/t/a\"} = 2",
+            "mmuscope_interval_read_wait_seconds_count{cgroup=\"/t/a\"} = 2",
+            "mmuscope_hmm_range_fault_busy_total{cgroup=\"/t/a\"} = 2",
+        ] {
+            assert!(s.contains(&want.to_owned()), "{want} in {s:?}");
+        }
+        assert!(
+            !series(&expectations(&t, SecondaryTlbApi::InvalidateRange, false)).iter().any(|l| l.contains("interval"))
+        );
     }
 
     #[test]

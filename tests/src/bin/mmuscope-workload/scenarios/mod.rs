@@ -19,6 +19,7 @@
 //! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
+//! | `mirror_collide` | hits of an interval notifier (CLEAR), misses, reader waits, read retries, -EBUSY (module-counted) |
 
 pub mod cross_cgroup;
 mod fork_common;
@@ -28,6 +29,7 @@ pub mod fork_unpinned;
 pub mod kvm_madvise;
 pub mod kvm_mprotect;
 pub mod kvm_munmap;
+pub mod mirror_collide;
 pub mod multi_vm;
 pub mod swap_out;
 pub mod thp_partial_munmap;
