@@ -6,16 +6,17 @@
 //! see no arguments, so the kprobe half stashes the range pointer per thread.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         generated::bpf_get_current_comm as bpf_get_current_comm_raw,
     },
     macros::{fentry, fexit, kprobe, kretprobe},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use mmuscope_abi::{
     BracketKey, BracketStats, Counter, CrossKey, Frame, InflightBracket, Initiator, KernelLayout, SlowBracket,
-    key_flags,
+    StackKind, key_flags,
 };
 
 use crate::{
@@ -28,12 +29,12 @@ use crate::{
     },
     operations, regs,
     secondary::has_subscribers,
-    threads,
+    stacks, threads,
 };
 
-/// Records a bracket opening at `range`.
+/// Records a bracket opening at `range` (and its stack while a stack request runs).
 #[inline(always)]
-fn open(range: u64) {
+fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
     let layout = LAYOUT.load();
     let Ok(mm) = (unsafe { read::<u64>(range, layout.range_mm) }) else { return };
     if !has_subscribers(&layout, mm) {
@@ -44,6 +45,9 @@ fn open(range: u64) {
     let (cgroup_id, mut flags) = mm_owner_memcg(&layout, mm);
     if rflags & 1 != 0 {
         flags |= key_flags::BLOCKABLE;
+    }
+    if stacks::armed() {
+        stacks::capture(ctx, StackKind::Invalidation, cgroup_id, flags);
     }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
     let regs = regs::user_regs(&layout);
@@ -170,7 +174,7 @@ fn report_slow(range: u64, now: u64, dt: u64, key: &BracketKey) {
 
 #[fentry]
 pub fn bracket_start_fentry(ctx: FEntryContext) -> i32 {
-    open(ctx.arg::<u64>(0));
+    open(&ctx, ctx.arg::<u64>(0));
     0
 }
 
@@ -207,7 +211,7 @@ fn stash_take(which: u64) -> Option<u64> {
 #[kprobe]
 pub fn bracket_start_kprobe(ctx: ProbeContext) -> u32 {
     let Some(range) = ctx.arg::<u64>(0) else { return 0 };
-    open(range);
+    open(&ctx, range);
     let _ = KPROBE_STASH.insert(stash_key(STASH_START), range, 0);
     0
 }
