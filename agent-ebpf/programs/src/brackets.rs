@@ -57,7 +57,7 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
     {
         let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
         threads::push(ts, &frame);
-        operations::bracket_opened(&layout, mm, start, end, cgroup_id, flags, regs);
+        operations::bracket_opened(ctx, &layout, mm, start, end, cgroup_id, flags, regs);
     }
     let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm, regs), _pad: 0 };
     let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };

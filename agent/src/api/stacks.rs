@@ -79,8 +79,10 @@ fn available(s: &ApiState) -> Vec<StackKind> {
         .into_iter()
         .filter(|k| match k {
             StackKind::Invalidation => report.attached(FamilyId::Brackets),
-            StackKind::DoubleNotification => false, // capture not wired into the double-notification programs yet
-            StackKind::ForkCopy => false,           // nor into the fork-copy programs
+            StackKind::DoubleNotification => {
+                report.attached(FamilyId::SecondaryTlb) || report.attached(FamilyId::OverlappingBrackets)
+            }
+            StackKind::ForkCopy => report.attached(FamilyId::ForkCopies),
         })
         .collect()
 }
@@ -99,8 +101,7 @@ fn parse_kinds(raw: Option<&str>, available: &[StackKind]) -> Result<Vec<StackKi
         })?;
         if !available.contains(&k) {
             return Err(ApiError::BadRequest(format!(
-                "kind {part:?} is not captured by this agent (its probes are not attached, or carry no stack capture \
-                 yet; see `mmuscope check`)"
+                "kind {part:?} is not captured by this agent (its probes are not attached; see `mmuscope check`)"
             )));
         }
         if !kinds.contains(&k) {
@@ -110,7 +111,7 @@ fn parse_kinds(raw: Option<&str>, available: &[StackKind]) -> Result<Vec<StackKi
     Ok(kinds)
 }
 
-/// Kernel stacks of invalidations (and, where captured, double notifications and eager fork copies) for `seconds`,
+/// Kernel stacks of invalidations, double notifications and eager fork copies (those whose probes attached) for `seconds`,
 /// per owner cgroup, symbolized. One request at a time (429 while another runs).
 #[utoipa::path(get, path = "/api/v1/stacks", tag = "cgroups", params(StacksParams),
     responses(
@@ -128,8 +129,7 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
     let kinds = parse_kinds(q.get("kind"), &available(&s))?;
     if kinds.is_empty() {
         return Err(ApiError::BadRequest(
-            "no kind of stack is captured by this agent (the bracket probes are not attached; see `mmuscope check`)"
-                .into(),
+            "no kind of stack is captured by this agent (none of their probes attached; see `mmuscope check`)".into(),
         ));
     }
     let cgroup_id = match q.get("cgroup") {
