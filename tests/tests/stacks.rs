@@ -2,7 +2,8 @@
 //! known call path. A kvm-madvise run of N rounds in a fresh cgroup must yield stacks through the madvise system
 //! call that total exactly what its ground truth says (N `kvm_unmap_hva_range` events), all in its cgroup; a
 //! capture filtered on a cgroup made beforehand (by path) must see none of them while the workload runs elsewhere,
-//! and all of them when the workload runs in it. Also: the SVG is well-formed, and a second concurrent request, a too long capture, an unknown kind and an
+//! and all of them when the workload runs in it. A fork-pinned run's eager fork copies give stacks through the
+//! fork path that total the pages its ground truth saw copied. Also: the SVG is well-formed, and a second concurrent request, a too long capture, an unknown kind and an
 //! unknown cgroup path get their 4xx.
 //!
 //! Run: `cargo test -p mmuscope-tests --test stacks -- --nocapture` (as root; the agent binary must be built, see
@@ -53,6 +54,7 @@ fn run_all(env: &HostEnv, agent: &Agent) -> Result<()> {
     thread::sleep(Duration::from_millis(500)); // the agent learns it from tp_btf/cgroup_mkdir
     filtered_elsewhere(env, &scraper, &target)?;
     filtered_here(env, &scraper, &target)?;
+    fork_copies(env, &scraper)?;
     svg_and_errors(&scraper)
 }
 
@@ -227,6 +229,45 @@ fn filtered_here(env: &HostEnv, scraper: &Scraper, target: &CgroupPlacement) -> 
     println!("  {madvise} through madvise (truth {expected}), {total} in all (truth {all})");
     ensure!(madvise == expected, "folded stacks through madvise: {madvise}, truth says {expected}");
     ensure!(total == all, "folded stacks: {total}, truth says {all}");
+    Ok(())
+}
+
+/// Eager copies of pinned pages at fork: stacks of kind `fork_copy` in the workload's cgroup, through the clone
+/// system call and `copy_process`, total the pages whose PFN differs between parent and child.
+fn fork_copies(env: &HostEnv, scraper: &Scraper) -> Result<()> {
+    let name = format!("stacks-h{}-fork", std::process::id());
+    let _guard = CgroupGuard::new(env.hierarchies.clone(), CgroupPath::parse(CGROUP_PARENT)?.join(&name)?);
+    let args = ["fork-pinned", "--pages", "64", "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name];
+    let request = format!("/api/v1/stacks?seconds={SECONDS}&kind=fork_copy&format=json");
+    let (body, truth) = capture_during(env, scraper, &request, &args)?;
+    let view: Value = serde_json::from_str(&body)?;
+    let fork = truth.fork.as_ref().context("fork-pinned truth without a fork part")?;
+    let cg = truth.cgroups.attributed();
+    ensure!(fork.copied_pages > 0, "the workload saw no eager copy: {fork:?}");
+    println!("fork copies: workload cgroup {} (id {}), truth: {} pages copied", cg.path, cg.id, fork.copied_pages);
+    print_top(&view, 3);
+    let (mut total, mut through_fork) = (0, 0);
+    for s in view["stacks"].as_array().context("stacks")? {
+        if s["cgroup_id"] != cg.id {
+            continue;
+        }
+        let n = s["count"].as_u64().context("count")?;
+        let frames: Vec<&str> = s["frames"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        total += n;
+        if frames.contains(&"copy_process")
+            && frames.iter().any(|f| f.ends_with("_sys_clone") || f.ends_with("_sys_clone3"))
+        {
+            through_fork += n;
+        }
+    }
+    println!("  {through_fork} through clone and copy_process, {total} in all, lost {}", view["lost"]);
+    ensure!(view["lost"] == 0, "stacks lost: {}", view["lost"]);
+    ensure!(
+        through_fork == fork.copied_pages,
+        "fork-copy stacks through the fork path: {through_fork}, truth says {}",
+        fork.copied_pages
+    );
+    ensure!(total == fork.copied_pages, "fork-copy stacks: {total}, truth says {}", fork.copied_pages);
     Ok(())
 }
 
