@@ -26,7 +26,7 @@ static STACK_TRACES: StackTrace<1024, 0, STACK_DEPTH> = StackTrace::new();
 
 /// Events per (owner cgroup, kind, stack id) of the current request. Emptied by the agent after each request.
 #[map]
-pub static STACK_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+pub static STACK_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_entries(2048, 0);
 
 /// True while a stack request runs.
 #[inline(always)]
