@@ -325,6 +325,14 @@ mod tests {
             .clone();
         assert_eq!(limit["schema"]["maximum"], 10000);
         assert!(doc["components"]["schemas"]["CgroupView"].is_object());
+        let stacks = &doc["paths"]["/api/v1/stacks"]["get"]["responses"];
+        for (code, types) in
+            [("200", &["text/plain", "application/json", "image/svg+xml"][..]), ("429", &["application/json"][..])]
+        {
+            for t in types {
+                assert!(stacks[code]["content"][t].is_object(), "/api/v1/stacks {code} lacks {t}: {}", stacks[code]);
+            }
+        }
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
         let params = doc["paths"]["/api/v1/cgroups"]["get"]["parameters"].as_array().unwrap().clone();
         let sort = params.iter().find(|p| p["name"] == "sort").unwrap()["schema"].clone();

@@ -115,8 +115,9 @@ fn parse_kinds(raw: Option<&str>, available: &[StackKind]) -> Result<Vec<StackKi
 /// per owner cgroup, symbolized. One request at a time (429 while another runs).
 #[utoipa::path(get, path = "/api/v1/stacks", tag = "cgroups", params(StacksParams),
     responses(
-        (status = 200, description = "`format=folded`: text/plain folded stacks; `format=svg`: image/svg+xml",
-            body = StacksView),
+        (status = 200, description = "Folded stacks (`format=folded`), the stacks as JSON (`format=json`) or an SVG \
+            flame graph (`format=svg`)",
+            content((String = "text/plain"), (StacksView = "application/json"), (String = "image/svg+xml"))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -186,18 +187,32 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
 
 /// A cgroup id from `cgroup=`: an integer, or a path the agent knows.
 fn cgroup_id(s: &ApiState, raw: &str) -> Result<u64, ApiError> {
-    if raw.starts_with('/') {
-        return s
+    match parse_cgroup(raw)? {
+        CgroupArg::Id(id) => Ok(id),
+        CgroupArg::Path(path) => s
             .exporter
-            .with_cgroups(|n| n.id_of(raw))
+            .with_cgroups(|n| n.id_of(path))
             .map(|(_, id)| id)
-            .ok_or_else(|| ApiError::NotFound(format!("no live cgroup with path {raw:?} is known to the agent")));
+            .ok_or_else(|| ApiError::NotFound(format!("no live cgroup with path {path:?} is known to the agent"))),
+    }
+}
+
+/// What `cgroup=` names.
+#[derive(Debug, PartialEq, Eq)]
+enum CgroupArg<'a> {
+    Id(u64),
+    Path(&'a str),
+}
+
+fn parse_cgroup(raw: &str) -> Result<CgroupArg<'_>, ApiError> {
+    if raw.starts_with('/') {
+        return Ok(CgroupArg::Path(raw));
     }
     match raw.parse::<u64>() {
-        Ok(0) | Err(_) => Err(ApiError::BadRequest(format!(
+        Ok(id) if id > 0 => Ok(CgroupArg::Id(id)),
+        _ => Err(ApiError::BadRequest(format!(
             "cgroup must be a cgroup id (a positive integer) or a path starting with '/', got {raw:?}"
         ))),
-        Ok(id) => Ok(id),
     }
 }
 
@@ -241,5 +256,21 @@ mod tests {
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}: {e}");
         }
         assert!(parse_kinds(Some("fork_copy"), &avail).unwrap_err().to_string().contains("not captured"));
+    }
+
+    #[test]
+    fn cgroup_is_a_positive_id_or_a_path() {
+        assert_eq!(parse_cgroup("279380").unwrap(), CgroupArg::Id(279380));
+        assert_eq!(parse_cgroup("/system.slice/a b").unwrap(), CgroupArg::Path("/system.slice/a b"));
+        for bad in ["0", "-1", "", "system.slice", "12x", "99999999999999999999999"] {
+            let e = parse_cgroup(bad).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}: {e}");
+            assert!(e.to_string().contains("cgroup must be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn too_many_is_a_429() {
+        assert_eq!(ApiError::TooMany("x".into()).status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }

@@ -73,7 +73,7 @@ struct Maps {
 pub struct Stacks {
     maps: Mutex<Maps>,
     /// Held by the running request.
-    busy: Mutex<bool>,
+    busy: Slot,
     symbols: SymbolSnapshot,
 }
 
@@ -99,19 +99,15 @@ impl Stacks {
         let counts = PerCpuHashMap::try_from(probes.take_map(names::STACK_COUNTS)?).context(names::STACK_COUNTS)?;
         Ok(Self {
             maps: Mutex::new(Maps { filter, traces, counts }),
-            busy: Mutex::new(false),
+            busy: Slot::default(),
             symbols: SymbolSnapshot::snapshot(),
         })
     }
 
     /// Arms the capture with `filter`, unless a request runs already.
     pub fn begin(&self, filter: Filter) -> Result<Session<'_>, BeginError> {
-        {
-            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            if *busy {
-                return Err(BeginError::Busy);
-            }
-            *busy = true;
+        if !self.busy.take() {
+            return Err(BeginError::Busy);
         }
         let session = Session { stacks: self };
         let mut maps = self.lock();
@@ -154,7 +150,23 @@ impl Drop for Session<'_> {
         }
         maps.clear();
         drop(maps);
-        *self.stacks.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.stacks.busy.give_back();
+    }
+}
+
+/// One request at a time.
+#[derive(Default)]
+struct Slot(Mutex<bool>);
+
+impl Slot {
+    /// Takes the slot; false if it is taken.
+    fn take(&self) -> bool {
+        let mut taken = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        !std::mem::replace(&mut *taken, true)
+    }
+
+    fn give_back(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = false;
     }
 }
 
@@ -207,6 +219,15 @@ impl Maps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_request_at_a_time() {
+        let slot = Slot::default();
+        assert!(slot.take());
+        assert!(!slot.take(), "a second request while one runs");
+        slot.give_back();
+        assert!(slot.take(), "free again once the first ended");
+    }
 
     #[test]
     fn kind_names_round_trip() {
