@@ -33,6 +33,9 @@ pub enum Command {
     Top(crate::client::TopArgs),
     /// Print an agent's API view once: status and cgroups (table, or JSON with --json).
     Snapshot(crate::client::SnapshotArgs),
+    /// Capture kernel stacks of invalidations from an agent for a few seconds: folded stacks, an SVG flame graph or
+    /// JSON.
+    Stacks(crate::client::StacksArgs),
     /// Print the metrics reference (Markdown) made from the metric families; `cargo xtask docs` writes it to
     /// docs/metrics.md.
     #[command(hide = true)]

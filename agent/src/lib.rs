@@ -27,6 +27,7 @@ mod privileges;
 pub mod probes;
 mod service;
 mod slow;
+mod stacks;
 mod subscribers;
 mod top;
 mod version;
@@ -49,6 +50,7 @@ pub fn main() -> ! {
         Some(cli::Command::Run(args)) => run(args),
         Some(cli::Command::Top(args)) => top::run(&args),
         Some(cli::Command::Snapshot(args)) => client::snapshot(&args),
+        Some(cli::Command::Stacks(args)) => client::stacks(&args),
         Some(cli::Command::MetricsReference) => {
             print!("{}", export::metrics_reference());
             Ok(0)

@@ -103,6 +103,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let scrape = Scrape::new(exporter.clone(), program_stats);
     let slow = slow_source(&mut probes, &options);
+    // After attaching (kallsyms then lists our own programs too) and before the drop (kallsyms shows addresses to
+    // privileged readers only).
+    let stacks = crate::stacks::Stacks::take(&mut probes)
+        .inspect_err(|e| tracing::warn!("/api/v1/stacks unavailable: {e:#}"))
+        .ok()
+        .map(Arc::new);
     // The planner's mapped BTF and its index are not needed once attached.
     drop(kernel);
     release_free_heap();
@@ -111,8 +117,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::privileges::ready(&probes.report);
 
     let api = ApiState::new(exporter);
-    let api = Arc::new(match slow {
+    let api = match slow {
         Some(source) => api.with_slow(source),
+        None => api,
+    };
+    let api = Arc::new(match stacks {
+        Some(stacks) => api.with_stacks(stacks),
         None => api,
     });
     let access = Arc::new(web::Access::new(&args.access));

@@ -28,6 +28,9 @@ _mmuscope() {
             mmuscope,snapshot)
                 cmd="mmuscope__subcmd__snapshot"
                 ;;
+            mmuscope,stacks)
+                cmd="mmuscope__subcmd__stacks"
+                ;;
             mmuscope,top)
                 cmd="mmuscope__subcmd__top"
                 ;;
@@ -43,6 +46,9 @@ _mmuscope() {
             mmuscope__subcmd__help,snapshot)
                 cmd="mmuscope__subcmd__help__subcmd__snapshot"
                 ;;
+            mmuscope__subcmd__help,stacks)
+                cmd="mmuscope__subcmd__help__subcmd__stacks"
+                ;;
             mmuscope__subcmd__help,top)
                 cmd="mmuscope__subcmd__help__subcmd__top"
                 ;;
@@ -53,7 +59,7 @@ _mmuscope() {
 
     case "${cmd}" in
         mmuscope)
-            opts="-h -V --btf --mode --map.stats-entries --slow.min-duration --probes.deny --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --probes.strict --pin --bpf.run-stats --config.file --help --version run check top snapshot help"
+            opts="-h -V --btf --mode --map.stats-entries --slow.min-duration --probes.deny --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --probes.strict --pin --bpf.run-stats --config.file --help --version run check top snapshot stacks help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -169,7 +175,7 @@ _mmuscope() {
             return 0
             ;;
         mmuscope__subcmd__help)
-            opts="run check top snapshot help"
+            opts="run check top snapshot stacks help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,6 +231,20 @@ _mmuscope() {
             return 0
             ;;
         mmuscope__subcmd__help__subcmd__snapshot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mmuscope__subcmd__help__subcmd__stacks)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -362,6 +382,68 @@ _mmuscope() {
                     return 0
                     ;;
                 --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mmuscope__subcmd__stacks)
+            opts="-o -h --url --auth.username --auth.password-file --tls.ca-file --tls.cert-file --tls.key-file --tls.insecure-skip-verify --seconds --cgroup --kind --format --output --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth.username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth.password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls.ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls.cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls.key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seconds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "folded svg json" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -55,6 +55,7 @@ complete -c mmuscope -n "__fish_mmuscope_needs_command" -f -a "run" -d 'Attach t
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -f -a "check" -d 'Show the probe plan for this kernel: what attaches, in which mode, and why not'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -f -a "top" -d 'Live terminal view of the busiest cgroups, read from an agent\'s HTTP API (local or remote)'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -f -a "snapshot" -d 'Print an agent\'s API view once: status and cgroups (table, or JSON with --json)'
+complete -c mmuscope -n "__fish_mmuscope_needs_command" -f -a "stacks" -d 'Capture kernel stacks of invalidations from an agent for a few seconds: folded stacks, an SVG flame graph or JSON'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l btf -d 'Kernel BTF to read struct layouts and prototypes from' -r -F
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l mode -d 'Only use attach alternatives of this mode' -r -f -a "fentry\t''
@@ -124,8 +125,24 @@ complete -c mmuscope -n "__fish_mmuscope_using_subcommand snapshot" -l limit -d 
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand snapshot" -l tls.insecure-skip-verify -d 'Do not verify the agent\'s certificate (testing only)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand snapshot" -l json -d 'Print JSON (`{"status": ..., "cgroups": ...}`) instead of a table'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand snapshot" -s h -l help -d 'Print help'
-complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot help" -f -a "run" -d 'Attach the probes and serve metrics (the default)'
-complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot help" -f -a "check" -d 'Show the probe plan for this kernel: what attaches, in which mode, and why not'
-complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot help" -f -a "top" -d 'Live terminal view of the busiest cgroups, read from an agent\'s HTTP API (local or remote)'
-complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot help" -f -a "snapshot" -d 'Print an agent\'s API view once: status and cgroups (table, or JSON with --json)'
-complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l url -d 'Base URL of the agent' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l auth.username -d 'Basic-auth user name' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l auth.password-file -d 'File holding the basic-auth password (or set MMUSCOPE_PASSWORD)' -r -F
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l tls.ca-file -d 'CA certificate(s) (PEM) to verify the agent\'s certificate; default: the Mozilla roots' -r -F
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l tls.cert-file -d 'Client certificate (PEM) for agents that require one; with --tls.key-file' -r -F
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l tls.key-file -d 'Private key (PEM) of --tls.cert-file' -r -F
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l seconds -d 'How long the agent captures, in seconds (at most 60)' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l cgroup -d 'Only events of this owner cgroup: its id or its path (e.g. /system.slice/libvirtd.service)' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l kind -d 'Kinds to capture: all, or a comma-separated list of invalidation, double_notification, fork_copy' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l format -d 'Output format: folded stacks (text), an SVG flame graph, or the API\'s JSON' -r -f -a "folded\t''
+svg\t''
+json\t''"
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -s o -l output -d 'Write to this file instead of standard output' -r -F
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l tls.insecure-skip-verify -d 'Do not verify the agent\'s certificate (testing only)'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -s h -l help -d 'Print help'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot stacks help" -f -a "run" -d 'Attach the probes and serve metrics (the default)'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot stacks help" -f -a "check" -d 'Show the probe plan for this kernel: what attaches, in which mode, and why not'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot stacks help" -f -a "top" -d 'Live terminal view of the busiest cgroups, read from an agent\'s HTTP API (local or remote)'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot stacks help" -f -a "snapshot" -d 'Print an agent\'s API view once: status and cgroups (table, or JSON with --json)'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot stacks help" -f -a "stacks" -d 'Capture kernel stacks of invalidations from an agent for a few seconds: folded stacks, an SVG flame graph or JSON'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand help; and not __fish_seen_subcommand_from run check top snapshot stacks help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -139,6 +139,9 @@ fn schemathesis_finds_no_server_errors_and_responses_conform() {
             .current_dir(&cwd)
             .args(["run", &schema, "--checks", "all", "--max-examples", "50", "--workers", "2", "--seed", "1"])
             .args(["--request-timeout", "10", "--no-color", "--generation-database", "none"])
+            // A valid stack request holds its connection for the whole capture (1 to 60 s) and only one runs at a
+            // time: beyond the timeout and the two workers. Its formats and 4xx are checked by the `stacks` test.
+            .args(["--exclude-path", "/api/v1/stacks"])
             .env("SCHEMATHESIS_HOOKS", "")
             .output()
             .context("running schemathesis")?;

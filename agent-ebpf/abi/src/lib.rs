@@ -17,6 +17,7 @@ mod layout;
 mod maps;
 mod secondary;
 mod slow;
+mod stacks;
 mod subscribers;
 
 pub use births::{CGROUP_PATH_BYTES, CgroupBirth};
@@ -32,6 +33,7 @@ pub use secondary::{
     Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey, ThreadState,
 };
 pub use slow::SlowBracket;
+pub use stacks::{STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind};
 pub use subscribers::{
     HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, callback_slot, record_kind,
 };
@@ -58,4 +60,8 @@ pub mod names {
     pub const SUBSCRIBER_CHANGES: &str = "SUBSCRIBER_CHANGES";
     pub const CGROUP_BIRTHS: &str = "CGROUP_BIRTHS";
     pub const CALLBACK_STATS: &str = "CALLBACK_STATS";
+    /// The writable data section holding the `StackFilter` (a one-slot array map).
+    pub const STACK_FILTER: &str = ".data.stacks";
+    pub const STACK_TRACES: &str = "STACK_TRACES";
+    pub const STACK_COUNTS: &str = "STACK_COUNTS";
 }

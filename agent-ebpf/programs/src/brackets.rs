@@ -6,18 +6,18 @@
 //! see no arguments, so the kprobe half stashes the range pointer per thread.
 
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         generated::bpf_get_current_comm as bpf_get_current_comm_raw,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuHashMap, RingBuf},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use mmuscope_abi::{
     BracketKey, BracketStats, Counter, CrossKey, Frame, InflightBracket, Initiator, KernelLayout, SlowBracket,
-    key_flags,
+    StackKind, key_flags,
 };
 
 use crate::{
@@ -27,7 +27,7 @@ use crate::{
     maps::{KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
     operations, regs,
     secondary::has_subscribers,
-    threads,
+    stacks, threads,
 };
 
 /// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.
@@ -51,9 +51,9 @@ static BRACKET_STATS: PerCpuHashMap<BracketKey, BracketStats> = PerCpuHashMap::w
 #[map]
 static CROSS_STATS: PerCpuHashMap<CrossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
-/// Records a bracket opening at `range`.
+/// Records a bracket opening at `range` (and its stack while a stack request runs).
 #[inline(always)]
-fn open(range: u64) {
+fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
     let layout = LAYOUT.load();
     let Ok(mm) = (unsafe { read::<u64>(range, layout.range_mm) }) else { return };
     let (Ok(start), Ok(end)) =
@@ -70,12 +70,15 @@ fn open(range: u64) {
     if rflags & 1 != 0 {
         flags |= key_flags::BLOCKABLE;
     }
+    if stacks::armed() {
+        stacks::capture(ctx, StackKind::Invalidation, cgroup_id, flags);
+    }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
     let regs = regs::user_regs(&layout);
     if let Some(ts) = threads::current() {
         let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
         threads::push(ts, &frame);
-        operations::bracket_opened(&layout, mm, start, end, cgroup_id, flags, regs);
+        operations::bracket_opened(ctx, &layout, mm, start, end, cgroup_id, flags, regs);
     }
     let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm, regs), _pad: 0 };
     let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };
@@ -201,7 +204,7 @@ fn report_slow(range: u64, now: u64, dt: u64, key: &BracketKey) {
 
 #[fentry]
 pub fn bracket_start_fentry(ctx: FEntryContext) -> i32 {
-    open(ctx.arg::<u64>(0));
+    open(&ctx, ctx.arg::<u64>(0));
     0
 }
 
@@ -238,7 +241,7 @@ fn stash_take(which: u64) -> Option<u64> {
 #[kprobe]
 pub fn bracket_start_kprobe(ctx: ProbeContext) -> u32 {
     let Some(range) = ctx.arg::<u64>(0) else { return 0 };
-    open(range);
+    open(&ctx, range);
     let _ = KPROBE_STASH.insert(stash_key(STASH_START), range, 0);
     0
 }

@@ -11,20 +11,24 @@
 //! system call on the host through the slow path.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuHashMap},
-    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{
+        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
+    },
 };
-use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow};
+use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow, StackKind};
 
 use crate::{
     cgroup::{current_owner_memcg_btf, load, mm_owner_memcg, read},
     layout_field,
     maps::{LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
+    stacks,
 };
 
 /// Forks in progress, per thread id. LRU: in tracepoint mode a clone that fails after copying never
@@ -69,10 +73,15 @@ fn close() {
     }
 }
 
+/// Counts one eager copy in the thread's window (and, while a stack request runs, its stack).
 #[inline(always)]
-fn mark_copy() {
+fn mark_copy<C: EbpfContext + StackIdContext>(ctx: &C) {
     if let Some(w) = FORK_WINDOWS.get_ptr_mut(tid()) {
         unsafe { (*w).copies += 1 };
+        if stacks::armed() {
+            let key = unsafe { (*w).key };
+            stacks::capture(ctx, StackKind::ForkCopy, key.cgroup_id, key.flags);
+        }
     }
 }
 
@@ -123,7 +132,7 @@ pub fn fork_copy_fentry(ctx: FEntryContext) -> i32 {
     let vma: *const u8 = ctx.arg(1);
     let vma_mm = layout_field!(vma_mm);
     if for_foreign_mm(unsafe { load(vma, vma_mm) }) {
-        mark_copy();
+        mark_copy(&ctx);
     }
     0
 }
@@ -154,7 +163,7 @@ pub fn fork_copy_kprobe(ctx: ProbeContext) -> u32 {
     if let Ok(vma_mm) = unsafe { read::<u64>(vma, vma_mm) }
         && for_foreign_mm(vma_mm)
     {
-        mark_copy();
+        mark_copy(&ctx);
     }
     0
 }
@@ -184,11 +193,18 @@ pub fn fork_page_alloc(ctx: BtfTracePointContext) -> i32 {
     }
     if let Some(w) = FORK_WINDOWS.get_ptr_mut(tid()) {
         unsafe { (*w).copies += 1 };
+        if stacks::armed() {
+            let key = unsafe { (*w).key };
+            stacks::capture(&ctx, StackKind::ForkCopy, key.cgroup_id, key.flags);
+        }
         return 0;
     }
     let (cgroup_id, flags) = current_owner_memcg_btf(task as *const u8);
     let window = ForkWindow { key: CgroupKey { cgroup_id, flags, _pad: 0 }, copies: 1, thp_splits: 0 };
     let _ = FORK_WINDOWS.insert(tid(), window, 0);
+    if stacks::armed() {
+        stacks::capture(&ctx, StackKind::ForkCopy, cgroup_id, flags);
+    }
     0
 }
 

@@ -11,20 +11,23 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use mmuscope_abi::KvmUnmapKey;
+use mmuscope_abi::{KvmUnmapKey, StackKind};
 
 use crate::{
     cause,
     cgroup::{current_memcg_btf, task_memcg},
     layout_field,
     maps::{KVM_UNMAP_COUNTS, LAYOUT, per_cpu_entry},
-    regs,
+    regs, stacks,
 };
 
 #[inline(always)]
-fn count_current() {
+fn count_current(ctx: &TracePointContext) {
     let layout = LAYOUT.load();
     let (cgroup_id, flags) = task_memcg(&layout, unsafe { bpf_get_current_task() });
+    if stacks::armed() {
+        stacks::capture(ctx, StackKind::Invalidation, cgroup_id, flags);
+    }
     count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, regs::user_regs(&layout)) });
 }
 
@@ -38,9 +41,12 @@ fn count(key: KvmUnmapKey) {
 /// The same count with the task's fields read by direct BTF loads instead of helper calls (the hot path on hosts
 /// without trampolines; see `cgroup::load`).
 #[btf_tracepoint]
-pub fn kvm_unmap_tp_btf(_ctx: BtfTracePointContext) -> i32 {
+pub fn kvm_unmap_tp_btf(ctx: BtfTracePointContext) -> i32 {
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let (cgroup_id, flags) = current_memcg_btf(task);
+    if stacks::armed() {
+        stacks::capture(&ctx, StackKind::Invalidation, cgroup_id, flags);
+    }
     let regs = if layout_field!(cause_context) == 0 {
         core::ptr::null()
     } else {
@@ -51,7 +57,7 @@ pub fn kvm_unmap_tp_btf(_ctx: BtfTracePointContext) -> i32 {
 }
 
 #[tracepoint]
-pub fn kvm_unmap_tracepoint(_ctx: TracePointContext) -> u32 {
-    count_current();
+pub fn kvm_unmap_tracepoint(ctx: TracePointContext) -> u32 {
+    count_current(&ctx);
     0
 }

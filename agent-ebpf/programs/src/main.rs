@@ -21,6 +21,7 @@ mod maps;
 mod operations;
 mod regs;
 mod secondary;
+mod stacks;
 mod subscribers;
 mod threads;
 

@@ -13,10 +13,11 @@
 //! no record can outlive its operation.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_task, generated::bpf_get_current_task_btf},
     macros::{fentry, kprobe, map},
     maps::{Array, LruHashMap},
-    programs::{FEntryContext, ProbeContext},
+    programs::{FEntryContext, ProbeContext, tracing::StackIdContext},
 };
 use mmuscope_abi::{DoubleKind, Intervals, KernelLayout, Operation};
 
@@ -39,7 +40,17 @@ static OPERATIONS_ON: Array<u32> = Array::with_max_entries(1, 0);
 /// A bracket `[start, end)` on `mm` opened by the current thread, whose entry registers are at
 /// `regs` ([`regs::user_regs`]).
 #[inline(always)]
-pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgroup_id: u64, flags: u32, regs: u64) {
+#[allow(clippy::too_many_arguments)]
+pub fn bracket_opened<C: EbpfContext + StackIdContext>(
+    ctx: &C,
+    layout: &KernelLayout,
+    mm: u64,
+    start: u64,
+    end: u64,
+    cgroup_id: u64,
+    flags: u32,
+    regs: u64,
+) {
     if OPERATIONS_ON.get(0).is_none_or(|on| *on == 0) {
         return;
     }
@@ -55,7 +66,7 @@ pub fn bracket_opened(layout: &KernelLayout, mm: u64, start: u64, end: u64, cgro
     {
         let (bytes, _) = overlap_and_record(unsafe { &mut (*op).seen }, start, end, false);
         if bytes > 0 {
-            add_double(cgroup_id, flags, DoubleKind::OverlappingBrackets, bytes);
+            add_double(ctx, cgroup_id, flags, DoubleKind::OverlappingBrackets, bytes);
         }
         return;
     }

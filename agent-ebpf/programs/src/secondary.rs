@@ -5,16 +5,18 @@
 //! subscriber of the mm implements the secondary-TLB callback; otherwise the call reaches no one.
 
 use aya_ebpf::{
+    EbpfContext,
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::PerCpuHashMap,
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
-use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Scope, SecondaryKey};
+use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Scope, SecondaryKey, StackKind};
 
 use crate::{
     cgroup::{load, mm_owner_memcg, read},
     interval, layout_field,
     maps::{LAYOUT, THREADS, per_cpu_entry},
+    stacks,
     threads::{self, overlap_and_record, top},
 };
 
@@ -86,8 +88,12 @@ fn add(map_key: SecondaryKey, bytes: u64) {
     }
 }
 
+/// Counts a double notification of `kind` (or one avoided) and, while a stack request runs, its stack.
 #[inline(always)]
-pub fn add_double(cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
+pub fn add_double<C: EbpfContext + StackIdContext>(ctx: &C, cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
+    if kind != DoubleKind::Avoided && stacks::armed() {
+        stacks::capture(ctx, StackKind::DoubleNotification, cgroup_id, flags);
+    }
     let key = DoubleKey { cgroup_id, flags, kind: kind as u32 };
     if let Some(v) = per_cpu_entry(&DOUBLE_STATS, &key, &CountBytes::default()) {
         unsafe {
@@ -99,7 +105,7 @@ pub fn add_double(cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
 
 /// One secondary-TLB invalidation of `[start, end)` on `mm`.
 #[inline(always)]
-fn secondary_call(mm: u64, start: u64, end: u64) {
+fn secondary_call<C: EbpfContext + StackIdContext>(ctx: &C, mm: u64, start: u64, end: u64) {
     let l = LAYOUT.load();
     if !has_subscribers(&l, mm, start, end) {
         return;
@@ -133,14 +139,14 @@ fn secondary_call(mm: u64, start: u64, end: u64) {
     add(SecondaryKey { cgroup_id, flags, scope: scope as u8, context: context as u8, _pad: 0 }, bytes);
     if overlap.0 > 0 && has_secondary_implementer(&l, mm) {
         let kind = if overlap.1 { DoubleKind::EndThenGather } else { DoubleKind::OverlappingSecondaryTlb };
-        add_double(cgroup_id, flags, kind, overlap.0);
+        add_double(ctx, cgroup_id, flags, kind, overlap.0);
     }
 }
 
 /// Pre-6.6 `__mmu_notifier_invalidate_range_end(range, only_end)` entry: unless `only_end`,
 /// the end calls `->invalidate_range(start, end)` itself for implementers.
 #[inline(always)]
-fn end_entry(range: u64, only_end: bool) {
+fn end_entry<C: EbpfContext + StackIdContext>(ctx: &C, range: u64, only_end: bool) {
     let Some(ts) = THREADS.get_ptr_mut(threads::tid()) else { return };
     let Some(f) = top(ts) else { return };
     if unsafe { (*f).range } != range {
@@ -148,7 +154,7 @@ fn end_entry(range: u64, only_end: bool) {
     }
     let (mm, start, end, cgroup_id, flags) = unsafe { ((*f).mm, (*f).start, (*f).end, (*f).cgroup_id, (*f).flags) };
     if only_end {
-        add_double(cgroup_id, flags, DoubleKind::Avoided, 0);
+        add_double(ctx, cgroup_id, flags, DoubleKind::Avoided, 0);
         return;
     }
     let l = LAYOUT.load();
@@ -161,7 +167,7 @@ fn end_entry(range: u64, only_end: bool) {
     );
     let (in_lock, _) = overlap_and_record(unsafe { &mut (*f).seen }, start, end, true);
     if in_lock > 0 {
-        add_double(cgroup_id, flags, DoubleKind::EndAfterInLock, in_lock);
+        add_double(ctx, cgroup_id, flags, DoubleKind::EndAfterInLock, in_lock);
     }
     // A gather flush of this mm after the end would repeat the range.
     if unsafe { (*ts).gather_mm } == mm {
@@ -189,13 +195,13 @@ fn gather_close() {
 
 #[fentry]
 pub fn secondary_fentry(ctx: FEntryContext) -> i32 {
-    secondary_call(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    secondary_call(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
 #[fentry]
 pub fn secondary_end_fentry(ctx: FEntryContext) -> i32 {
-    end_entry(ctx.arg(0), ctx.arg::<u64>(1) & 0xff != 0);
+    end_entry(&ctx, ctx.arg(0), ctx.arg::<u64>(1) & 0xff != 0);
     0
 }
 
@@ -225,7 +231,7 @@ pub fn gather_close_fexit(ctx: FExitContext) -> i32 {
 #[kprobe]
 pub fn secondary_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(mm), Some(s), Some(e)) = (ctx.arg(0), ctx.arg(1), ctx.arg(2)) {
-        secondary_call(mm, s, e);
+        secondary_call(&ctx, mm, s, e);
     }
     0
 }
@@ -233,7 +239,7 @@ pub fn secondary_kprobe(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn secondary_end_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(range), Some(only_end)) = (ctx.arg(0), ctx.arg::<u64>(1)) {
-        end_entry(range, only_end & 0xff != 0);
+        end_entry(&ctx, range, only_end & 0xff != 0);
     }
     0
 }

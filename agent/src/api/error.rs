@@ -21,6 +21,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A limit on concurrent requests of one kind (`/api/v1/stacks`).
+    #[error("{0}")]
+    TooMany(String),
     #[error("reading the kernel maps failed: {0}")]
     Unavailable(String),
 }
@@ -30,6 +33,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -7,6 +7,7 @@
 mod error;
 mod params;
 mod slow;
+mod stacks;
 mod subscribers;
 mod views;
 
@@ -29,6 +30,7 @@ use error::ApiError;
 pub use error::{ErrorBody, json_error};
 use params::Query;
 pub use slow::SlowSource;
+pub use stacks::MAX_SECONDS as MAX_STACK_SECONDS;
 use subscribers::SubscribersView;
 use views::{CgroupsStatus, FamilyStatus, ProbesView, StatusView};
 
@@ -47,6 +49,8 @@ pub struct ApiState {
     available: Available,
     /// Slow-bracket records, where the brackets are timed.
     slow: Option<SlowSource>,
+    /// The on-demand stack capture (`/api/v1/stacks`).
+    stacks: Option<Arc<crate::stacks::Stacks>>,
 }
 
 impl ApiState {
@@ -58,12 +62,17 @@ impl ApiState {
             double_notifications: report.attached(families::secondary_tlb::ID),
         };
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        Self { exporter, started: Instant::now(), started_unix, available, slow: None }
+        Self { exporter, started: Instant::now(), started_unix, available, slow: None, stacks: None }
     }
 
     /// Serves `/api/v1/slow` from `source`.
     pub fn with_slow(self, source: SlowSource) -> Self {
         Self { slow: Some(source), ..self }
+    }
+
+    /// Serves `/api/v1/stacks` from `stacks`.
+    pub fn with_stacks(self, stacks: Arc<crate::stacks::Stacks>) -> Self {
+        Self { stacks: Some(stacks), ..self }
     }
 }
 
@@ -77,6 +86,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .route("/api/v1/cgroups/{id}", get(cgroup))
         .route("/api/v1/subscribers", get(subscribers))
         .route("/api/v1/slow", get(slow::slow))
+        .route("/api/v1/stacks", get(stacks::stacks))
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -88,7 +98,7 @@ pub fn router() -> Router<Arc<ApiState>> {
                        a JSON object `{\"error\": \"...\"}` with a 4xx status.",
         license(name = "GPL-2.0-only OR MIT")
     ),
-    paths(status, probes, cgroups, cgroup, subscribers, slow::slow, openapi),
+    paths(status, probes, cgroups, cgroup, subscribers, slow::slow, stacks::stacks, openapi),
     components(schemas(SortKey, HierarchyKind)),
     tags(
         (name = "agent", description = "The agent and its probes"),
@@ -301,6 +311,7 @@ mod tests {
             "/api/v1/cgroups/{id}",
             "/api/v1/subscribers",
             "/api/v1/slow",
+            "/api/v1/stacks",
             "/api/v1/openapi.json",
         ] {
             assert!(doc["paths"][p]["get"].is_object(), "{p} missing");
@@ -314,6 +325,14 @@ mod tests {
             .clone();
         assert_eq!(limit["schema"]["maximum"], 10000);
         assert!(doc["components"]["schemas"]["CgroupView"].is_object());
+        let stacks = &doc["paths"]["/api/v1/stacks"]["get"]["responses"];
+        for (code, types) in
+            [("200", &["text/plain", "application/json", "image/svg+xml"][..]), ("429", &["application/json"][..])]
+        {
+            for t in types {
+                assert!(stacks[code]["content"][t].is_object(), "/api/v1/stacks {code} lacks {t}: {}", stacks[code]);
+            }
+        }
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
         let params = doc["paths"]["/api/v1/cgroups"]["get"]["parameters"].as_array().unwrap().clone();
         let sort = params.iter().find(|p| p["name"] == "sort").unwrap()["schema"].clone();

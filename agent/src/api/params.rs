@@ -36,6 +36,11 @@ impl Query {
         Ok(n)
     }
 
+    /// The raw value of `name`, if given.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     /// One of `choices`, `default` when absent.
     pub fn choice<'a>(&self, name: &str, choices: &[&'a str], default: &'a str) -> Result<&'a str, ApiError> {
         let Some(v) = self.0.get(name) else { return Ok(default) };

@@ -370,6 +370,16 @@ impl CgroupNames {
         move |which, id| self.index.get(&(which, id)).is_none_or(|i| !i.expired(now, ttl))
     }
 
+    /// The id of a live cgroup by its `cgroup` label path, the memory hierarchy's first (`/api/v1/stacks?cgroup=`).
+    pub fn id_of(&self, path: &str) -> Option<(HierarchyKind, u64)> {
+        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        self.index
+            .iter()
+            .filter(|(_, i)| i.deleted_at.is_none() && i.path == path)
+            .map(|(k, _)| *k)
+            .min_by_key(|(which, _)| *which)
+    }
+
     /// What is known about an id.
     pub fn info(&self, which: HierarchyKind, id: u64) -> Option<&CgroupInfo> {
         self.index.get(&(which, id))

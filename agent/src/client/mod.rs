@@ -2,6 +2,7 @@
 //! remote agent: base URL, basic auth, a CA file for the agent's certificate, an optional client certificate.
 
 mod snapshot;
+mod stacks;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -11,6 +12,7 @@ use clap::Args;
 use serde::de::DeserializeOwned;
 
 pub use snapshot::run as snapshot;
+pub use stacks::{StacksArgs, run as stacks};
 
 /// Where the agent is and how to authenticate.
 #[derive(Args, Debug, Clone)]
@@ -119,6 +121,29 @@ impl Client {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// `GET path` with its own time limit, the body as is; a non-2xx answer becomes an error quoting the agent's
+    /// `{"error": ...}`.
+    pub fn get_bytes(&self, path: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).config().timeout_global(Some(timeout)).build();
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req.call().with_context(|| format!("GET {url}"))?;
+        let status = resp.status().as_u16();
+        let body =
+            resp.body_mut().with_config().limit(64 << 20).read_to_vec().with_context(|| format!("reading {url}"))?;
+        if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(&body);
+            let msg = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| text.into_owned());
+            bail!("GET {url}: HTTP {status}: {}", msg.trim());
+        }
+        Ok(body)
     }
 
     /// `GET path` as JSON; a non-2xx answer becomes an error quoting the agent's `{"error": ...}`.

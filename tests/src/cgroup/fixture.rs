@@ -14,13 +14,24 @@ use super::{CgroupError, CgroupPath, CgroupPlacement, CgroupRef, Hierarchies, Hi
 /// `/proc/self/cgroup` agrees, and returns the placement. Fails if the leaf already exists: a scenario's cgroup must
 /// be fresh so that nothing else was ever counted there.
 pub fn create_and_enter(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupPlacement, CgroupError> {
+    let placement = make(h, rel, Some(std::process::id()))?;
+    verify_membership(&placement)?;
+    Ok(placement)
+}
+
+/// Creates `rel` as [`create_and_enter`] does, without moving anything into it: a cgroup that exists before the
+/// process that will run in it (which enters it by writing `0` to each `cgroup.procs` of the placement).
+pub fn create(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupPlacement, CgroupError> {
+    make(h, rel, None)
+}
+
+fn make(h: &Hierarchies, rel: &CgroupPath, enter: Option<u32>) -> Result<CgroupPlacement, CgroupError> {
     if rel.is_root() {
         return Err(CgroupError::InvalidPath {
             path: rel.to_string(),
             reason: "a scenario cannot run in the hierarchy root".to_owned(),
         });
     }
-    let pid = std::process::id();
     let mut default = None;
     let mut memory_v1 = None;
     for (kind, mount) in h.iter() {
@@ -35,7 +46,9 @@ pub fn create_and_enter(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupPlace
             enable_memory_down_to(&mount.mount_point, rel)?;
         }
         mkdir(&dir, false)?;
-        write_file(&dir.join("cgroup.procs"), &format!("{pid}\n"))?;
+        if let Some(pid) = enter {
+            write_file(&dir.join("cgroup.procs"), &format!("{pid}\n"))?;
+        }
         let id = fs::metadata(&dir).map_err(|e| CgroupError::io("stat", &dir, e))?.ino();
         let cg = CgroupRef { path: rel.below(&mount.root), id, dir };
         match kind {
@@ -48,7 +61,6 @@ pub fn create_and_enter(h: &Hierarchies, rel: &CgroupPath) -> Result<CgroupPlace
         memory_v1,
         attribution: h.attribution,
     };
-    verify_membership(&placement)?;
     Ok(placement)
 }
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use error::CgroupError;
-pub use fixture::{create_and_enter, create_and_enter_thread, current, remove};
+pub use fixture::{create, create_and_enter, create_and_enter_thread, current, remove};
 pub use mountinfo::{CgroupMount, CgroupMounts, memory_hierarchy_id, parse_mountinfo};
 pub use path::CgroupPath;
 

@@ -14,4 +14,4 @@ pub use agent::Agent;
 pub use cleanup::CgroupGuard;
 pub use prereq::HostEnv;
 pub use scrape::{Scraper, changed_cgroups, counter_by_cgroup};
-pub use workload::run_workload;
+pub use workload::{run_workload, run_workload_command};

@@ -31,6 +31,11 @@ impl Scraper {
         Self { base: base_url.trim_end_matches('/').to_owned(), http }
     }
 
+    /// The agent's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `GET path` → (status, body).
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
         let url = format!("{}{path}", self.base);

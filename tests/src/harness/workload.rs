@@ -16,7 +16,13 @@ where
     S: AsRef<OsStr>,
 {
     let mut cmd = Command::new(bin);
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args);
+    run_workload_command(cmd)
+}
+
+/// [`run_workload`] of a command set up by the caller (e.g. with a `pre_exec` step).
+pub fn run_workload_command(mut cmd: Command) -> Result<GroundTruth> {
+    cmd.stdin(Stdio::null());
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("running {shown}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,5 +1,5 @@
 //! Tier `host`: the agent and the workload generator on this machine's kernel
-//! (`mmuscope-tests`' `host` test target and the `hardening_*` ones). Needs root, `/dev/kvm` and kernel BTF; without them
+//! (`mmuscope-tests`' `host` and `stacks` test targets and the `hardening_*` ones). Needs root, `/dev/kvm` and kernel BTF; without them
 //! the tier is skipped with the reason, except in CI, where that is a failure. It ends with the smoke of the
 //! benchmark harness (`cargo xtask bench --quick`: debug binaries, tiny counts, structural checks only).
 
@@ -35,7 +35,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     }
     // Every test binary runs even when one fails, and each failure is named at the end.
     let mut failures = Vec::new();
-    for target in std::iter::once(&"host").chain(HARDENING) {
+    for target in ["host", "stacks"].iter().chain(HARDENING) {
         let mut cmd = toolchain::host_cargo(ctx.ws);
         cmd.args(["test", "-p", "mmuscope-tests", "--test", target, "--", "--test-threads=1", "--nocapture"]);
         for (var, name) in BINARIES {
@@ -49,7 +49,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         failures.push(format!("bench smoke: {e:#}"));
     }
     if !failures.is_empty() {
-        bail!("{} of {} parts failed: {}", failures.len(), HARDENING.len() + 2, failures.join("; "));
+        bail!("{} of {} parts failed: {}", failures.len(), HARDENING.len() + 3, failures.join("; "));
     }
     Ok(Outcome::Passed)
 }

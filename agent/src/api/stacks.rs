@@ -1,0 +1,276 @@
+//! `GET /api/v1/stacks`: kernel stacks of invalidations, double notifications and eager fork copies, captured on
+//! demand for a few seconds, as folded stacks, JSON or an SVG flame graph.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use mmuscope_abi::StackKind;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiState, ErrorBody, error::ApiError, params::Query};
+use crate::{
+    cgroups::HierarchyKind,
+    probes::families,
+    stacks::{self, Filter, NamedStack, Stacks},
+};
+
+/// Longest capture a request may ask for.
+pub const MAX_SECONDS: u64 = 60;
+/// Frame names of addresses no symbol covers (raw kernel addresses are never shown: they would reveal the
+/// kernel's randomized base).
+const UNKNOWN_FRAME: &str = "[unknown]";
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only, see CgroupsParams
+pub struct StacksParams {
+    /// How long to capture, in seconds (1 to 60). Default 10. The response comes when the capture ends.
+    #[param(minimum = 1, maximum = 60)]
+    seconds: Option<u64>,
+    /// Only events of this owner cgroup: its id (as in `/api/v1/cgroups`) or its path (the `cgroup` label).
+    cgroup: Option<String>,
+    /// Comma-separated kinds: `invalidation`, `double_notification`, `fork_copy`, or `all` (default: every kind
+    /// this agent captures).
+    kind: Option<String>,
+    /// `folded` (text, one `cgroup;kind;outermost;…;innermost count` per line), `json`, or `svg` (a flame graph).
+    /// Default `folded`.
+    format: Option<String>,
+}
+
+/// `GET /api/v1/stacks?format=json`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StacksView {
+    pub seconds: u64,
+    /// The kinds captured.
+    pub kinds: Vec<String>,
+    /// The owner cgroup id captured, when filtered.
+    pub cgroup_id: Option<u64>,
+    /// Events counted, over every stack (not including `lost`).
+    pub total: u64,
+    /// Events whose stack the kernel could not keep (its stack map of 1024 stacks was full or had a collision).
+    pub lost: u64,
+    /// Why frames are `[unknown]`, when symbols are unavailable.
+    pub note: String,
+    pub stacks: Vec<StackView>,
+}
+
+/// One kernel stack with its count.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StackView {
+    /// Owner cgroup path and id.
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    pub kind: String,
+    pub count: u64,
+    /// Functions, innermost first; `name [module]` for module and BPF code.
+    pub frames: Vec<String>,
+}
+
+/// The kinds this agent captures: those whose programs attached.
+fn available(s: &ApiState) -> Vec<StackKind> {
+    let report = s.exporter.report();
+    StackKind::ALL
+        .into_iter()
+        .filter(|k| match k {
+            StackKind::Invalidation => report.attached(families::brackets::ID),
+            StackKind::DoubleNotification => {
+                report.attached(families::secondary_tlb::ID) || report.attached(families::overlapping_brackets::ID)
+            }
+            StackKind::ForkCopy => report.attached(families::fork_copies::ID),
+        })
+        .collect()
+}
+
+/// Parses `kind`: a comma-separated list of names or `all`, each one available here.
+fn parse_kinds(raw: Option<&str>, available: &[StackKind]) -> Result<Vec<StackKind>, ApiError> {
+    let names: Vec<&str> = StackKind::ALL.into_iter().map(stacks::kind_name).collect();
+    let Some(raw) = raw.filter(|r| *r != "all") else { return Ok(available.to_vec()) };
+    let mut kinds = Vec::new();
+    for part in raw.split(',') {
+        let k = stacks::kind_of(part).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "kind must be `all` or a comma-separated list of {}, got {part:?}",
+                names.join(", ")
+            ))
+        })?;
+        if !available.contains(&k) {
+            return Err(ApiError::BadRequest(format!(
+                "kind {part:?} is not captured by this agent (its probes are not attached; see `mmuscope check`)"
+            )));
+        }
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    Ok(kinds)
+}
+
+/// Kernel stacks of invalidations, double notifications and eager fork copies (those whose probes attached) for `seconds`,
+/// per owner cgroup, symbolized. One request at a time (429 while another runs).
+#[utoipa::path(get, path = "/api/v1/stacks", tag = "cgroups", params(StacksParams),
+    responses(
+        (status = 200, description = "Folded stacks (`format=folded`), the stacks as JSON (`format=json`) or an SVG \
+            flame graph (`format=svg`)",
+            content((String = "text/plain"), (StacksView = "application/json"), (String = "image/svg+xml"))),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(q.as_deref(), &["seconds", "cgroup", "kind", "format"])?;
+    let seconds = q.int("seconds", 1, MAX_SECONDS, 10)?;
+    let format = q.choice("format", &["folded", "json", "svg"], "folded")?;
+    let Some(source) = s.stacks.as_deref() else {
+        return Err(ApiError::Unavailable("the stack maps are not available on this agent".into()));
+    };
+    let kinds = parse_kinds(q.get("kind"), &available(&s))?;
+    if kinds.is_empty() {
+        return Err(ApiError::BadRequest(
+            "no kind of stack is captured by this agent (none of their probes attached; see `mmuscope check`)".into(),
+        ));
+    }
+    let cgroup_id = match q.get("cgroup") {
+        None => None,
+        Some(c) => Some(cgroup_id(&s, c)?),
+    };
+    let filter = Filter { kinds: kinds.iter().fold(0, |b, k| b | k.bit()), cgroup_id: cgroup_id.unwrap_or(0) };
+    let session = source.begin(filter).map_err(|e| match e {
+        stacks::BeginError::Busy => ApiError::TooMany(e.to_string()),
+        stacks::BeginError::Map(_) => ApiError::Unavailable(e.to_string()),
+    })?;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let collected = session.collect().map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+    drop(session);
+    let named = name(&s, source, &collected.stacks);
+    let kind_names: Vec<String> = kinds.iter().map(|k| stacks::kind_name(*k).to_string()).collect();
+    match format {
+        "json" => Ok(Json(StacksView {
+            seconds,
+            kinds: kind_names,
+            cgroup_id,
+            total: named.iter().map(|n| n.0.count).sum(),
+            lost: collected.lost,
+            note: source.symbols_unavailable().map_or(String::new(), |w| format!("frames are {UNKNOWN_FRAME}: {w}")),
+            stacks: named
+                .into_iter()
+                .map(|(n, id)| StackView {
+                    cgroup: n.cgroup,
+                    cgroup_id: id,
+                    kind: n.kind.to_string(),
+                    count: n.count,
+                    frames: n.frames,
+                })
+                .collect(),
+        })
+        .into_response()),
+        _ => {
+            let stacks: Vec<NamedStack> = named.into_iter().map(|(n, _)| n).collect();
+            let lines = stacks::folded(&stacks);
+            if format == "svg" {
+                let title = format!("mmuscope: kernel stacks of {} over {seconds} s", kind_names.join(", "));
+                let svg = stacks::svg(&lines, &title).map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+                Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+            } else {
+                let mut body = lines.join("\n");
+                if !body.is_empty() {
+                    body.push('\n');
+                }
+                Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+            }
+        }
+    }
+}
+
+/// A cgroup id from `cgroup=`: an integer, or a path the agent knows.
+fn cgroup_id(s: &ApiState, raw: &str) -> Result<u64, ApiError> {
+    match parse_cgroup(raw)? {
+        CgroupArg::Id(id) => Ok(id),
+        CgroupArg::Path(path) => s
+            .exporter
+            .with_cgroups(|n| n.id_of(path))
+            .map(|(_, id)| id)
+            .ok_or_else(|| ApiError::NotFound(format!("no live cgroup with path {path:?} is known to the agent"))),
+    }
+}
+
+/// What `cgroup=` names.
+#[derive(Debug, PartialEq, Eq)]
+enum CgroupArg<'a> {
+    Id(u64),
+    Path(&'a str),
+}
+
+fn parse_cgroup(raw: &str) -> Result<CgroupArg<'_>, ApiError> {
+    if raw.starts_with('/') {
+        return Ok(CgroupArg::Path(raw));
+    }
+    match raw.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(CgroupArg::Id(id)),
+        _ => Err(ApiError::BadRequest(format!(
+            "cgroup must be a cgroup id (a positive integer) or a path starting with '/', got {raw:?}"
+        ))),
+    }
+}
+
+/// Stacks with their cgroup paths and function names.
+fn name(s: &ApiState, source: &Stacks, raw: &[stacks::RawStack]) -> Vec<(NamedStack, u64)> {
+    let addrs: HashSet<u64> = raw.iter().flat_map(|r| r.addrs.iter().copied()).collect();
+    let symbols = source.symbolize(&addrs).unwrap_or_else(|e| {
+        tracing::warn!("reading the kernel symbol snapshot failed: {e}");
+        Default::default()
+    });
+    s.exporter.with_cgroups(|names| {
+        raw.iter()
+            .map(|r| {
+                let which = HierarchyKind::of_key(r.key.flags);
+                let cgroup = names.info(which, r.key.cgroup_id).map_or(crate::cgroups::UNKNOWN, |i| i.path.as_str());
+                let kind =
+                    StackKind::ALL.into_iter().find(|k| *k as u32 == r.key.kind).map_or("unknown", stacks::kind_name);
+                let frames = r
+                    .addrs
+                    .iter()
+                    .map(|a| symbols.get(a).cloned().unwrap_or_else(|| UNKNOWN_FRAME.to_string()))
+                    .collect();
+                (NamedStack { cgroup: cgroup.to_string(), kind, frames, count: r.count }, r.key.cgroup_id)
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_validated_against_what_is_captured() {
+        let avail = [StackKind::Invalidation];
+        assert_eq!(parse_kinds(None, &avail).unwrap(), avail);
+        assert_eq!(parse_kinds(Some("all"), &avail).unwrap(), avail);
+        assert_eq!(parse_kinds(Some("invalidation,invalidation"), &avail).unwrap(), avail);
+        for bad in ["bogus", "invalidation,", "fork_copy", ""] {
+            let e = parse_kinds(Some(bad), &avail).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}: {e}");
+        }
+        assert!(parse_kinds(Some("fork_copy"), &avail).unwrap_err().to_string().contains("not captured"));
+    }
+
+    #[test]
+    fn cgroup_is_a_positive_id_or_a_path() {
+        assert_eq!(parse_cgroup("279380").unwrap(), CgroupArg::Id(279380));
+        assert_eq!(parse_cgroup("/system.slice/a b").unwrap(), CgroupArg::Path("/system.slice/a b"));
+        for bad in ["0", "-1", "", "system.slice", "12x", "99999999999999999999999"] {
+            let e = parse_cgroup(bad).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}: {e}");
+            assert!(e.to_string().contains("cgroup must be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn too_many_is_a_429() {
+        assert_eq!(ApiError::TooMany("x".into()).status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
