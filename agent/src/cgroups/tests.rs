@@ -103,26 +103,28 @@ fn max_cgroups_aggregates_into_other() {
 #[test]
 fn deleted_cgroups_expire_after_the_ttl() {
     let f = Fixture::new("ttl");
-    let a = f.mkdir("a");
-    let b = f.mkdir("b");
+    // The one slot goes to the lower id. Inode numbers are reused (other tests remove directories meanwhile), so
+    // `b` may get the lower one: name them by id order.
+    let (x, y) = (f.mkdir("x"), f.mkdir("y"));
+    let ((a_name, a), (b_name, b)) = if x < y { (("x", x), ("y", y)) } else { (("y", y), ("x", x)) };
     let policy = Policy { max_cgroups: Some(1), deleted_ttl: Duration::from_secs(10) };
     let mut n = f.names(policy);
     let t0 = Instant::now();
     n.resolve_at([(HierarchyKind::Memory, a), (HierarchyKind::Memory, b)], t0);
     assert_eq!(n.name(HierarchyKind::Memory, b), OTHER);
-    std::fs::remove_dir(f.cgroups().join("a")).unwrap();
+    std::fs::remove_dir(f.cgroups().join(a_name)).unwrap();
     // Noticed at the next rescan; the label stays until the TTL has passed.
     let t1 = t0 + policy.rescan_interval();
     n.resolve_at([(HierarchyKind::Memory, a), (HierarchyKind::Memory, b)], t1);
     let info = n.info(HierarchyKind::Memory, a).unwrap();
-    assert_eq!((info.path.as_str(), info.deleted_at), ("/a", Some(t1)));
+    assert_eq!((info.path.as_str(), info.deleted_at), (format!("/{a_name}").as_str(), Some(t1)));
     assert!(!info.expired(t1, policy.deleted_ttl) && info.expired(t1 + policy.deleted_ttl, policy.deleted_ttl));
-    assert_eq!(n.name(HierarchyKind::Memory, a), "/a");
+    assert_eq!(n.name(HierarchyKind::Memory, a), format!("/{a_name}"));
     // After the TTL /a no longer holds its slot; /b stays in other (sticky), nothing new overflows.
     n.resolve_at([(HierarchyKind::Memory, a), (HierarchyKind::Memory, b)], t1 + policy.deleted_ttl);
     assert_eq!((n.tracked(), n.overflow_total()), (0, 1));
     assert_eq!(n.name(HierarchyKind::Memory, b), OTHER);
-    assert!(Path::new(&f.cgroups()).join("b").exists());
+    assert!(Path::new(&f.cgroups()).join(b_name).exists());
 }
 
 #[test]
