@@ -32,6 +32,13 @@ pub fn enter_fresh(scenario: &str, args: &CgroupArgs) -> Result<CgroupPlacement>
     Ok(placement)
 }
 
+/// The leaf name of the scenario cgroup's sibling for a second party (`<leaf>-initiator`: the cross-cgroup
+/// initiator, the forking thread of `--fork-from-sibling-memcg`); the host tier removes it with the scenario's.
+pub fn initiator_leaf(placement: &CgroupPlacement) -> String {
+    let leaf = placement.default.path.as_str().rsplit('/').next().unwrap_or_default();
+    format!("{leaf}-initiator")
+}
+
 pub fn cleanup(args: &CleanupArgs) -> Result<()> {
     let path = CgroupPath::parse(&args.path).context("--path")?;
     let hierarchies = Hierarchies::discover()?;

@@ -73,9 +73,8 @@ pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
         regions.push(prepare_region().with_context(|| format!("preparing region {i}"))?);
     }
     let ranges = Ranges(regions.iter().map(|r| (r.addr(), r.len() as u64)).collect());
-    let leaf = cgroups.default.path.as_str().rsplit('/').next().unwrap_or(NAME).to_owned();
     let (mut child, ready, mut to_b, mut from_b) =
-        spawn_initiator(&ranges, &args.cgroup, &format!("{leaf}-initiator"))?;
+        spawn_initiator(&ranges, &args.cgroup, &cgroups::initiator_leaf(&cgroups))?;
     compact_memory();
     let kvm = Kvm::open()?;
     let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;

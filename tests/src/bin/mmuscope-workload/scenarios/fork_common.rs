@@ -117,8 +117,7 @@ fn fork_from_sibling_memcg(
     page: usize,
 ) -> Result<(ChildReport, String)> {
     let owner = &placement.attributed().path;
-    let leaf = owner.as_str().rsplit('/').next().unwrap_or_default();
-    let sibling = owner.parent().and_then(|p| p.join(&format!("{leaf}-initiator")).ok());
+    let sibling = owner.parent().and_then(|p| p.join(&cgroups::initiator_leaf(placement)).ok());
     let sibling = sibling.with_context(|| format!("no sibling cgroup name for {owner}"))?;
     let hierarchies = Hierarchies::discover()?;
     std::thread::scope(|s| {
