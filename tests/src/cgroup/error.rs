@@ -11,8 +11,8 @@ pub enum CgroupError {
     InvalidPath { path: String, reason: String },
     #[error("invalid cgroup name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
-    #[error("/proc/self/mountinfo line {line}: {reason}")]
-    Mountinfo { line: usize, reason: String },
+    #[error("/proc/self/mountinfo: the cgroup mount at {mount:?} shows an unusable root: {reason}")]
+    Mountinfo { mount: PathBuf, reason: String },
     #[error("no cgroup2 (default hierarchy) mount in /proc/self/mountinfo")]
     NoCgroup2Mount,
     #[error("not root: cannot create cgroups ({op} {path})")]

@@ -1,10 +1,11 @@
 //! The cgroup-related parts of `/proc/self/mountinfo` and `/proc/cgroups`.
 //!
-//! mountinfo (proc(5)): `id parent maj:min root mount_point mount_opts [optional...] - fstype source super_opts`.
-//! The optional fields vary in number, so everything after the `-` separator is located by the separator, not by
-//! position. Paths escape space, tab, newline and backslash as octal (`\040`).
+//! mountinfo is parsed by the agent's own parser (`mmuscope::cgroups::mounts`), so the tests find the hierarchies
+//! exactly as the agent does; this module only turns its result into the fixture's types.
 
 use std::path::PathBuf;
+
+use mmuscope::cgroups::mounts::{Hierarchies as AgentHierarchies, Hierarchy};
 
 use super::{CgroupError, CgroupPath};
 
@@ -24,32 +25,19 @@ pub struct CgroupMounts {
     pub memory_v1: Option<CgroupMount>,
 }
 
-/// Extracts the first cgroup2 mount and the first v1 mount carrying the `memory` controller.
+/// The first cgroup2 mount and the first v1 mount carrying the `memory` controller, as the agent finds them. A
+/// mounted root that is not a valid cgroup path is an error (the fixture could not name cgroups below it).
 pub fn parse_mountinfo(text: &str) -> Result<CgroupMounts, CgroupError> {
-    let mut out = CgroupMounts::default();
-    for (lineno, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |reason: &str| CgroupError::Mountinfo { line: lineno + 1, reason: reason.to_owned() };
-        let fields: Vec<&str> = line.split(' ').collect();
-        let sep = fields.iter().position(|f| *f == "-").ok_or_else(|| bad("no `-` separator"))?;
-        if sep < 6 || fields.len() < sep + 4 {
-            return Err(bad("too few fields"));
-        }
-        let (fstype, super_opts) = (fields[sep + 1], fields[sep + 3]);
-        let slot = match fstype {
-            "cgroup2" => &mut out.cgroup2,
-            "cgroup" if super_opts.split(',').any(|o| o == "memory") => &mut out.memory_v1,
-            _ => continue,
-        };
-        if slot.is_some() {
-            continue; // the same hierarchy bind-mounted again: the first mount is as good as any
-        }
-        let root = CgroupPath::parse(&unescape(fields[3])).map_err(|e| bad(&e.to_string()))?;
-        *slot = Some(CgroupMount { mount_point: PathBuf::from(unescape(fields[4])), root });
-    }
-    Ok(out)
+    let found = AgentHierarchies::parse(text);
+    let mount = |h: Option<Hierarchy>| -> Result<Option<CgroupMount>, CgroupError> {
+        h.map(|h| {
+            let root = CgroupPath::parse(&h.root)
+                .map_err(|e| CgroupError::Mountinfo { mount: h.mount.clone(), reason: e.to_string() })?;
+            Ok(CgroupMount { mount_point: h.mount, root })
+        })
+        .transpose()
+    };
+    Ok(CgroupMounts { cgroup2: mount(found.default)?, memory_v1: mount(found.memory)? })
 }
 
 /// The hierarchy id of the `memory` controller in `/proc/cgroups`: `Some(0)` means it is bound to the default
@@ -62,32 +50,6 @@ pub fn memory_hierarchy_id(proc_cgroups: &str) -> Option<u32> {
         .find(|f| f.first() == Some(&"memory"))
         .filter(|f| f.get(3) != Some(&"0")) // `enabled` column (absent in very old kernels)
         .and_then(|f| f.get(1)?.parse().ok())
-}
-
-/// Undoes mountinfo's octal escapes (`\040` → space). `\777` is not a byte and stays as written (it overflowed
-/// before; the agent's copy of this parser had the same bug, found by its fuzz target).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        // Three octal digits of at most `\377`; anything else stays as written.
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .and_then(|d| u8::try_from(d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))).ok());
-        match (b[i], octal) {
-            (b'\\', Some(v)) => {
-                out.push(v);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -134,9 +96,9 @@ mod tests {
     }
 
     #[test]
-    fn malformed_line_is_an_error() {
-        assert!(parse_mountinfo("garbage without separator\n").is_err());
-        assert!(parse_mountinfo("1 2 - cgroup2\n").is_err());
+    fn a_root_that_is_no_cgroup_path_is_an_error() {
+        let text = "50 1 0:40 /a/../b /mnt/x rw - cgroup2 cgroup2 rw\n";
+        assert!(matches!(parse_mountinfo(text), Err(CgroupError::Mountinfo { .. })));
     }
 
     #[test]
