@@ -7,9 +7,7 @@
 //! removed between two scrapes — a `systemd-run --scope` job, a short service, a VM that ran for less than the scrape
 //! interval — was exported as `cgroup="unknown"` (found on a booted Debian host, see docs/hardening.md).
 
-use aya::maps::{MapData, RingBuf};
 use mmuscope_abi::{CGROUP_PATH_BYTES, CgroupBirth, names};
-use tokio::io::unix::AsyncFd;
 
 use crate::probes::Probes;
 
@@ -18,27 +16,12 @@ pub fn spawn_reader(
     probes: &mut Probes,
     learn: impl Fn(&str) + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let ring: RingBuf<MapData> = probes.take_map(names::CGROUP_BIRTHS)?.try_into()?;
-    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring buffer, and `as_raw_fd`
-    // always returns that same fd.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let mut guard = match fd.readable_mut().await {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!("cgroup-birth ring buffer: {e}; new cgroups are named by cgroupfs walks only");
-                    return;
-                }
-            };
-            while let Some(item) = guard.get_inner_mut().next() {
-                if let Some(path) = parse(&item) {
-                    learn(&path);
-                }
-            }
-            guard.clear_ready();
+    let stopped = "new cgroups are named by cgroupfs walks only";
+    crate::ringbuf::spawn_reader(probes, names::CGROUP_BIRTHS, stopped, move |item| {
+        if let Some(path) = parse(item) {
+            learn(&path);
         }
-    }))
+    })
 }
 
 /// The path of one record.

@@ -25,6 +25,7 @@ mod logging;
 mod model;
 mod privileges;
 pub mod probes;
+mod ringbuf;
 mod service;
 mod slow;
 mod stacks;

@@ -7,9 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use aya::maps::{MapData, RingBuf};
 use mmuscope_abi::{SlowBracket, names};
-use tokio::io::unix::AsyncFd;
 
 use crate::probes::Probes;
 
@@ -44,27 +42,11 @@ impl SlowLog {
 
 /// Starts the task that moves records from the kernel's ring buffer into `log`.
 pub fn spawn_reader(probes: &mut Probes, log: Arc<SlowLog>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let ring: RingBuf<MapData> = probes.take_map(names::SLOW_EVENTS)?.try_into()?;
-    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring buffer, and
-    // `as_raw_fd` always returns that same fd.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let mut guard = match fd.readable_mut().await {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!("slow-bracket ring buffer: {e}; /api/v1/slow stops updating");
-                    return;
-                }
-            };
-            while let Some(item) = guard.get_inner_mut().next() {
-                if let Some(record) = parse(&item) {
-                    log.push(record);
-                }
-            }
-            guard.clear_ready();
+    crate::ringbuf::spawn_reader(probes, names::SLOW_EVENTS, "/api/v1/slow stops updating", move |item| {
+        if let Some(record) = parse(item) {
+            log.push(record);
         }
-    }))
+    })
 }
 
 fn parse(bytes: &[u8]) -> Option<SlowBracket> {
