@@ -12,7 +12,7 @@ use aya_ebpf::{
         generated::bpf_get_current_comm as bpf_get_current_comm_raw,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{LruHashMap, PerCpuHashMap, RingBuf},
+    maps::{PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use mmuscope_abi::{
@@ -24,7 +24,7 @@ use crate::{
     cause,
     cgroup::{is_kthread, mm_owner_memcg, read, task_memcg},
     interval,
-    maps::{KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
+    maps::{INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
     operations, regs,
     secondary::has_subscribers,
     stacks, threads,
@@ -37,11 +37,6 @@ static SLOW_MIN_NS: Global<u64> = Global::new(u64::MAX);
 /// Slow-bracket records for `/api/v1/slow`; a full ring drops records (counted).
 #[map]
 static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
-
-/// Brackets between `invalidate_range_start` entry and `_end` return. LRU so that a missed
-/// end (kretprobe overflow, detach mid-bracket) cannot fill it for good.
-#[map]
-static INFLIGHT: LruHashMap<u64, InflightBracket> = LruHashMap::with_max_entries(16384, 0);
 
 /// Completed brackets per (owner cgroup, event, flags). Size set by the agent.
 #[map]

@@ -20,7 +20,8 @@ use mmuscope_abi::{Cause, KernelLayout, caller_stack};
 use crate::{
     cgroup::{is_kthread, load, read},
     layout_field,
-    maps::{LAYOUT, SYSCALL_CAUSES},
+    maps::{INFLIGHT, LAYOUT, SYSCALL_CAUSES, THREADS},
+    threads,
 };
 
 /// Open caller windows of the cause hooks per thread id (see `cause`). LRU: a window whose
@@ -207,3 +208,45 @@ cause_hook!(
     cause_userfaultfd_kretprobe
 );
 cause_hook!(Cause::Exit, cause_exit_fentry, cause_exit_fexit, cause_exit_kprobe, cause_exit_kretprobe);
+
+/// `split_huge_pmd_locked(vma, address, pmd, freeze, …)` ran: a PMD split inside the bracket this thread has open
+/// over that mm and address makes it a THP-split bracket, whatever opened it (6.11+: `try_to_unmap_one` splits in its
+/// walk, after opening its bracket for reclaim). Inside `__split_huge_pmd`'s own bracket it changes nothing.
+#[inline(always)]
+fn split_in_bracket(vma: u64, address: u64) {
+    let Some(ts) = THREADS.get_ptr_mut(threads::tid()) else { return };
+    let Some(frame) = threads::top(ts) else { return };
+    let (range, mm, start, end) = unsafe { ((*frame).range, (*frame).mm, (*frame).start, (*frame).end) };
+    if address < start || address >= end {
+        return;
+    }
+    let Ok(vma_mm) = (unsafe { read::<u64>(vma, layout_field!(vma_mm)) }) else { return };
+    if vma_mm != mm {
+        return;
+    }
+    if let Some(b) = INFLIGHT.get_ptr_mut(&range) {
+        unsafe { (*b).key.cause = Cause::ThpSplit as u32 };
+    }
+}
+
+#[fentry]
+pub fn cause_thp_split_in_bracket_fentry(ctx: FEntryContext) -> i32 {
+    split_in_bracket(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[kprobe]
+pub fn cause_thp_split_in_bracket_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(vma), Some(address)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
+        split_in_bracket(vma, address);
+    }
+    0
+}
+
+cause_hook!(
+    Cause::ThpSplit,
+    cause_thp_split_page_fentry,
+    cause_thp_split_page_fexit,
+    cause_thp_split_page_kprobe,
+    cause_thp_split_page_kretprobe
+);

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use aya_log_ebpf::warn;
-use mmuscope_abi::{Counter, KernelLayout, KvmUnmapKey, ThreadState};
+use mmuscope_abi::{Counter, InflightBracket, KernelLayout, KvmUnmapKey, ThreadState};
 
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
@@ -92,6 +92,12 @@ macro_rules! layout_field {
         }
     };
 }
+
+/// Brackets between `invalidate_range_start` entry and `_end` return (`brackets.rs`); `cause.rs` re-tags the
+/// innermost one when a PMD is split inside it. LRU so that a missed end (kretprobe overflow, detach mid-bracket)
+/// cannot fill it for good.
+#[map]
+pub static INFLIGHT: LruHashMap<u64, InflightBracket> = LruHashMap::with_max_entries(16384, 0);
 
 /// The programs' own error accounting, indexed by [`Counter`].
 #[map]

@@ -26,7 +26,8 @@ pub enum FieldGroup {
     IntervalNotifier,
     /// `hmm_range.notifier` (`CONFIG_HMM_MIRROR`).
     HmmRange,
-    /// `vm_area_struct.vm_mm`: the fork-copy hook's test for a foreign mm.
+    /// `vm_area_struct.vm_mm`: the fork-copy hook's test for a foreign mm, and the cause hook of splits inside a
+    /// bracket.
     VmaMm,
     /// task pid/tgid/comm, `mm->pinned_vm`, notifier ops callbacks and the interval tree (inventory).
     Subscribers,

@@ -8,9 +8,19 @@
 //! so they need no hook; `collapse_huge_page` would be wrong anyway, as `MADV_COLLAPSE` (a
 //! madvise cause) runs it too.
 
-use crate::probes::spec::{Family, FamilyId, Need, Traced, TracedHook};
+use crate::{
+    kernel::FieldGroup,
+    probes::spec::{Family, FamilyId, Need, Traced, TracedHook},
+};
 
 const THP_SPLIT: &str = "__split_huge_pmd";
+/// `split_huge_page` and its successors: its unmap (`unmap_folio`, TTU_SYNC) opens brackets of its own in
+/// `try_to_migrate_one`/`try_to_unmap_one`, outside any `__split_huge_pmd` window. 7.2: `__folio_split`; 6.10–6.x:
+/// `split_huge_page_to_list_to_order`; before: `split_huge_page_to_list`.
+const THP_SPLIT_PAGE: &str = "__folio_split|split_huge_page_to_list_to_order|split_huge_page_to_list";
+/// A PMD split inside a bracket opened for another reason (6.11+: `try_to_unmap_one` splits in its walk, after
+/// opening its bracket); the hook re-tags the thread's innermost open bracket.
+const THP_SPLIT_IN_BRACKET: &str = "split_huge_pmd_locked";
 /// Page reclaim: the folio API from 6.2, the page API before.
 const RECLAIM: &str = "shrink_folio_list|shrink_page_list";
 const MIGRATION: &str = "migrate_pages";
@@ -19,7 +29,8 @@ const SOFT_DIRTY: &str = "clear_refs_write";
 const USERFAULTFD: &str = "mwriteprotect_range";
 const EXIT: &str = "exit_mmap";
 /// At least one of the callers must exist, or the family would attach nothing and say "attached".
-const ANY: &str = "__split_huge_pmd|shrink_folio_list|shrink_page_list|migrate_pages|change_prot_numa|\
+const ANY: &str = "__split_huge_pmd|__folio_split|split_huge_page_to_list_to_order|split_huge_page_to_list|\
+                   shrink_folio_list|shrink_page_list|migrate_pages|change_prot_numa|\
                    clear_refs_write|mwriteprotect_range|exit_mmap";
 
 /// The family's name, as `check`, `--probes.deny` and `probe_attached{probe}` show it.
@@ -30,9 +41,12 @@ pub static CAUSES: Family = Family {
     description: "caller windows that tag brackets with a precise cause (thp_split, reclaim, migration, numa, soft_dirty, userfaultfd, exit); without them the cause comes from the task's context",
     required: false,
     traced: Traced {
-        needs: &[Need::ModeAvailable, Need::Function(ANY)],
+        // `vm_area_struct.vm_mm`: the in-bracket split hook matches the split's mm with the open bracket's.
+        needs: &[Need::ModeAvailable, Need::Function(ANY), Need::Fields(FieldGroup::VmaMm)],
         hooks: &[
             TracedHook::entry_and_exit("cause_thp_split", THP_SPLIT).where_hookable(),
+            TracedHook::entry_and_exit("cause_thp_split_page", THP_SPLIT_PAGE).where_hookable(),
+            TracedHook::entry("cause_thp_split_in_bracket", THP_SPLIT_IN_BRACKET).where_hookable(),
             TracedHook::entry_and_exit("cause_reclaim", RECLAIM).where_hookable(),
             TracedHook::entry_and_exit("cause_migration", MIGRATION).where_hookable(),
             TracedHook::entry_and_exit("cause_numa", NUMA).where_hookable(),
