@@ -1,4 +1,5 @@
-//! Invalidation-bracket families: `invalidations_total` and `invalidation_duration_seconds`.
+//! Invalidation-bracket families: `invalidations_total`, `invalidation_duration_seconds` and, host-wide by cause,
+//! `invalidation_cause_duration_seconds`.
 
 use mmuscope_abi::{Cause, key_flags};
 
@@ -19,7 +20,16 @@ pub const DURATION: Metric = Metric::per_cgroup(
     "Time from __mmu_notifier_invalidate_range_start entry to __mmu_notifier_invalidate_range_end return, by owner \
      memory cgroup and event type (fentry and kprobe modes).",
 );
-pub const METRICS: &[&Metric] = &[&INVALIDATIONS, &DURATION];
+/// The per-cgroup histogram has no cause label (cgroups × events × causes × buckets would be too many series);
+/// this one answers "how long do THP-split (reclaim, migration …) invalidations take" for the whole host.
+pub const DURATION_BY_CAUSE: Metric = Metric::plain(
+    "mmuscope_invalidation_cause_duration_seconds",
+    Kind::Histogram,
+    &["cause"],
+    "Time from __mmu_notifier_invalidate_range_start entry to __mmu_notifier_invalidate_range_end return, by cause, \
+     over all cgroups (fentry and kprobe modes).",
+);
+pub const METRICS: &[&Metric] = &[&INVALIDATIONS, &DURATION, &DURATION_BY_CAUSE];
 
 /// `cgroup(flags, id)` gives the cgroup labels of a key.
 pub fn families<'a>(
@@ -29,10 +39,12 @@ pub fn families<'a>(
 ) -> Vec<Family<'a>> {
     let mut counts = Family::new(&INVALIDATIONS);
     let mut hists = Family::new(&DURATION);
+    let mut by_cause = Family::new(&DURATION_BY_CAUSE);
     // Several ids can share labels (e.g. "unknown", or "other"): the families sum their series.
     for (k, s) in &snap.brackets {
         let (labels, event) = (cgroup(k.flags, k.cgroup_id), events.name(k.event.into()));
         hists.add(Some(labels), &[event], Value::Histogram(Box::new(*s)));
+        by_cause.add(None, &[cause(k.cause)], Value::Histogram(Box::new(*s)));
         let blockable = if k.flags & key_flags::BLOCKABLE != 0 { "true" } else { "false" };
         counts.add(Some(labels), &[event, cause(k.cause), blockable], Value::Count(s.count));
     }
@@ -40,7 +52,7 @@ pub fn families<'a>(
     for (k, n) in &snap.kvm_unmaps {
         counts.add(Some(cgroup(k.flags, k.cgroup_id)), &["unknown", cause(k.cause), "unknown"], Value::Count(*n));
     }
-    vec![counts, hists]
+    vec![counts, hists, by_cause]
 }
 
 fn cause(raw: u32) -> &'static str {
@@ -84,5 +96,14 @@ mod tests {
         // The histogram has no cause label: both causes of the clear brackets are in one series.
         let Some(Value::Histogram(h)) = fams[1].value(Some("/a"), &["clear"]) else { panic!("no histogram") };
         assert_eq!((h.count, h.sum_ns), (4, 8500));
+        // By cause, all cgroups together: madvise from cgroups 10 and 11, THP split and munmap apart.
+        let mut by_cause = |cause: &str| match fams[2].value(None, &[cause]) {
+            Some(Value::Histogram(h)) => Some((h.count, h.sum_ns)),
+            _ => None,
+        };
+        assert_eq!(by_cause("madvise"), Some((3, 8100)));
+        assert_eq!(by_cause("thp_split"), Some((1, 400)));
+        assert_eq!(by_cause("munmap"), Some((1, 70)));
+        assert_eq!(by_cause("page_fault"), None, "tracepoint-mode counts have no duration");
     }
 }
