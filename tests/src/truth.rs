@@ -35,7 +35,7 @@ pub use notifications::{
 pub use outcomes::{CrossCgroupTruth, ForkTruth, IntervalTruth, SwapTruth, ThpTruth};
 pub use params::{
     CrossCgroupParams, ForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams, MultiVmParams,
-    SwapOutParams, ThpPartialMunmapParams,
+    SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
 };
 
 use std::collections::BTreeMap;
@@ -87,6 +87,8 @@ pub enum ScenarioParams {
     KvmMunmap(KvmMunmapParams),
     KvmMprotect(KvmMprotectParams),
     ThpPartialMunmap(ThpPartialMunmapParams),
+    ThpSplit(ThpSplitParams),
+    ThpSwapOut(ThpSwapOutParams),
     ForkPinned(ForkParams),
     ForkPinnedThp(ForkParams),
     ForkUnpinned(ForkParams),
@@ -103,6 +105,8 @@ impl ScenarioParams {
             Self::KvmMunmap(_) => "kvm-munmap",
             Self::KvmMprotect(_) => "kvm-mprotect",
             Self::ThpPartialMunmap(_) => "thp-partial-munmap",
+            Self::ThpSplit(_) => "thp-split",
+            Self::ThpSwapOut(_) => "thp-swap-out",
             Self::ForkPinned(_) => "fork-pinned",
             Self::ForkPinnedThp(_) => "fork-pinned-thp",
             Self::ForkUnpinned(_) => "fork-unpinned",

@@ -31,6 +31,20 @@ pub struct ThpPartialMunmapParams {
     pub unmapped_bytes: u64,
 }
 
+/// `thp-split`: N PMD-mapped THPs, each split whole by `split_huge_page` (debugfs `split_huge_pages`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThpSplitParams {
+    pub iterations: u64,
+    pub thp_bytes: u64,
+}
+
+/// `thp-swap-out`: N PMD-mapped THPs paged out whole by `MADV_PAGEOUT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThpSwapOutParams {
+    pub thps: u64,
+    pub thp_bytes: u64,
+}
+
 /// `fork-pinned`, `fork-pinned-thp`, `fork-unpinned`: one private anonymous region, optionally pinned with
 /// `IORING_REGISTER_BUFFERS`, then one fork().
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

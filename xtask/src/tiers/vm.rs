@@ -51,19 +51,26 @@ use crate::{
 /// The matrix: kernel request, whether it must be there (sid is best effort, except in CI where
 /// every kernel listed must be), and its scenarios.
 /// 6.1 and 6.12 are the two secondary-TLB generations the truths describe (source lines in each
-/// scenario's module); sid runs the basic scenarios as a smoke test of the newest layout.
+/// scenario's module); sid runs the basic scenarios as a smoke test of the newest layout, and the THP-split ones.
 /// The HMM mirror module's scenarios ([`MIRROR`]) run where its headers build with this host's gcc-12: on 6.1. The
 /// matrix's 6.12 (trixie's) was built with gcc-14, so they are left out there, visibly, with that reason; any other
 /// build failure fails the tier in CI. Bookworm's build of 6.12 (`linux-image-6.12-amd64`) builds the module, but as
 /// a row of its own it costs ~200 s per run and its kprobe mode still times out scraping under TCG; run it with
 /// `MMUSCOPE_VM_KERNELS=linux-image-6.12-amd64 MMUSCOPE_VM_SCENARIOS='mirror-collide …'`.
-const KERNELS: &[(&str, bool, &[&str])] = &[("6.1", true, FULL), ("6.12", true, FULL), ("sid", false, BASIC)];
+const KERNELS: &[(&str, bool, &[&str])] = &[("6.1", true, FULL), ("6.12", true, FULL), ("sid", false, NEWEST)];
 const MODES: &[&str] = &["fentry", "kprobe"];
 /// Workload command lines; a scenario the workload binary does not offer is left out (and said so;
 /// in CI that fails the tier).
 /// Counts are modest: each figure is exact whatever N is, and TCG is slow.
-const BASIC: &[&str] =
-    &["kvm-madvise --iterations 200", "kvm-munmap --iterations 200", "kvm-mprotect --iterations 100"];
+/// sid: the basic KVM scenarios, and those whose kernel path changed after 6.12 (`thp-split`: 6.16 splits inside
+/// `try_to_migrate_one`'s walk).
+const NEWEST: &[&str] = &[
+    "kvm-madvise --iterations 200",
+    "kvm-munmap --iterations 200",
+    "kvm-mprotect --iterations 100",
+    "thp-split --iterations 4",
+    "thp-swap-out --thps 2 --zram-mib 64",
+];
 /// Every scenario with ground truth (`swap-out` swaps to a zram device the workload creates: the
 /// kernel cache holds the zram modules, `vm::kernels::TOP_MODULES`).
 const FULL: &[&str] = &[
@@ -71,6 +78,8 @@ const FULL: &[&str] = &[
     "kvm-munmap --iterations 200",
     "kvm-mprotect --iterations 100",
     "thp-partial-munmap --iterations 4",
+    "thp-split --iterations 4",
+    "thp-swap-out --thps 2 --zram-mib 64",
     "fork-pinned --pages 64",
     "fork-pinned-thp",
     "fork-unpinned --pages 64",

@@ -23,6 +23,10 @@ pub enum Command {
     KvmMprotect(KvmMprotectArgs),
     /// One KVM VM; N PMD-mapped THPs, each loses its upper half to munmap: a split (CLEAR) and an UNMAP bracket.
     ThpPartialMunmap(ThpPartialMunmapArgs),
+    /// One KVM VM; N PMD-mapped THPs, each split whole by split_huge_page through debugfs: two CLEAR brackets.
+    ThpSplit(ThpSplitArgs),
+    /// One KVM VM; N PMD-mapped THPs paged out whole (MADV_PAGEOUT): reclaim splits each PMD (needs swap or --zram-mib).
+    ThpSwapOut(ThpSwapOutArgs),
     /// Private pages pinned with IORING_REGISTER_BUFFERS, then fork(): every pinned page is copied for the child.
     ForkPinned(ForkPagesArgs),
     /// A pinned 2 MiB PMD-mapped THP, then fork(): the PMD is split and all 512 pages are copied.
@@ -164,6 +168,28 @@ pub struct ThpPartialMunmapArgs {
     /// THPs to build (before the VM) and half-unmap (with the VM), 2 MiB of memory each.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub iterations: u64,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ThpSplitArgs {
+    /// THPs to build (before the VM) and split (with the VM), 2 MiB of memory each.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub iterations: u64,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ThpSwapOutArgs {
+    /// THPs to build (before the VM) and page out (with the VM), 2 MiB of memory each.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub thps: u64,
+    /// If no swap is active, create a temporary zram swap device of this many MiB (needs the zram module) and
+    /// remove it afterwards.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=4096))]
+    pub zram_mib: Option<u64>,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

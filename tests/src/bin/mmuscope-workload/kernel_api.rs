@@ -74,6 +74,27 @@ fn string_section(data: &[u8]) -> Result<&[u8]> {
     data.get(start..end).with_context(|| format!("string section {start}..{end} is outside the {} bytes", data.len()))
 }
 
+/// Whether `try_to_migrate_one` splits a PMD-mapped THP inside its page walk, under its own bracket (6.16+,
+/// commit 60fbb14396d5 "mm/huge_memory: adjust try_to_migrate_one() and split_huge_pmd_locked()"), rather than
+/// through `split_huge_pmd_address` before opening it (`__split_huge_pmd`'s bracket first). BTF tells them apart by
+/// `split_huge_pmd_locked`'s parameters: the same change series dropped its `folio` parameter (b960818d51b3). `None`
+/// where the kernel has no such function (6.1: the split always comes first). Parses every BTF type: seconds under
+/// TCG, so only the scenarios that need it ask.
+pub fn migrate_splits_in_walk() -> Result<Option<bool>> {
+    let btf = mmuscope::kernel::KernelBtf::open(Path::new(VMLINUX_BTF))?;
+    let proto = btf.function("split_huge_pmd_locked").context("reading split_huge_pmd_locked from BTF")?;
+    Ok(proto.map(|p| !p.params.iter().any(|name| name == "folio")))
+}
+
+/// Whether `try_to_unmap_one` splits a PMD-mapped THP inside its page walk, under the bracket it opened (6.11+), rather
+/// than through `split_huge_pmd_address` before opening it: `split_huge_pmd_locked` came with that change ("mm/rmap:
+/// integrate PMD-mapped folio splitting into pagewalk loop"). A name look-up in the string table, as [`detect`].
+pub fn unmap_splits_in_walk() -> Result<bool> {
+    let data = std::fs::read(VMLINUX_BTF).with_context(|| format!("reading {VMLINUX_BTF}"))?;
+    let strings = string_section(&data).with_context(|| format!("parsing {VMLINUX_BTF}"))?;
+    Ok(contains_string(strings, "split_huge_pmd_locked"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

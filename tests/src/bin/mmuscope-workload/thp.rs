@@ -47,6 +47,19 @@ pub fn pmd_mapped_kib(vma_start: u64) -> Result<u64> {
     }
 }
 
+/// The `/proc/vmstat` counters `names`, in that order (the kernel's own count of THP splits, swap-outs …).
+pub fn vmstat(names: &[&str]) -> Result<Vec<u64>> {
+    let text = std::fs::read_to_string("/proc/vmstat").context("reading /proc/vmstat")?;
+    names
+        .iter()
+        .map(|name| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+                .with_context(|| format!("/proc/vmstat has no {name}"))
+        })
+        .collect()
+}
+
 /// Size of a PMD-mapped THP on x86-64.
 pub const PMD_BYTES: usize = 2 << 20;
 

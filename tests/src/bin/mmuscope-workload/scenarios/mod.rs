@@ -15,6 +15,8 @@
 //! | `kvm_munmap` | N UNMAP |
 //! | `kvm_mprotect` | 2N PROTECTION_VMA |
 //! | `thp_partial_munmap` | N CLEAR (split) + N UNMAP, N overlapping-bracket doubles |
+//! | `thp_split` | 2N CLEAR (`split_huge_page`: the frozen PMD split, then `try_to_migrate_one`), all `thp_split` |
+//! | `thp_swap_out` | reclaim of N whole THPs: 6.1 N CLEAR split + N CLEAR unmap; 6.11+ N CLEAR unmap splitting in its walk (`thp_split`) |
 //! | `fork_pinned`, `fork_pinned_thp`, `fork_unpinned` (`fork_common`) | pages copied at fork, THP splits |
 //! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
@@ -33,3 +35,5 @@ pub mod mirror_collide;
 pub mod multi_vm;
 pub mod swap_out;
 pub mod thp_partial_munmap;
+pub mod thp_split;
+pub mod thp_swap_out;

@@ -49,7 +49,7 @@ pub const NAME: &str = "swap-out";
 
 pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
     // Before the cgroup, so that a refusal leaves nothing behind. Dropped last: swapoff after the memory is gone.
-    let (zram, swap_device) = swap_area(args)?;
+    let (zram, swap_device) = swap_area(NAME, args.zram_mib)?;
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
     let kernel_api = kernel_api::detect();
     let cpu = pin_to_current_cpu()?;
@@ -101,21 +101,22 @@ pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
     Ok(truth)
 }
 
-/// The swap area to use: the first active one, or a new zram device with `--zram-mib`; else a clear refusal.
-fn swap_area(args: &SwapOutArgs) -> Result<(Option<ZramSwap>, String)> {
+/// The swap area for scenario `name`: the first active one, or a new zram device of `zram_mib` MiB
+/// (`--zram-mib`); else a clear refusal.
+pub fn swap_area(name: &str, zram_mib: Option<u64>) -> Result<(Option<ZramSwap>, String)> {
     if let Some(area) = swap::active()?.into_iter().next() {
         return Ok((None, area.filename));
     }
-    let Some(mib) = args.zram_mib else {
+    let Some(mib) = zram_mib else {
         bail!(
-            "{NAME} needs an active swap area and {} lists none; pass --zram-mib 64 to create a temporary zram swap \
+            "{name} needs an active swap area and {} lists none; pass --zram-mib 64 to create a temporary zram swap \
              device (needs the zram module), or enable swap",
             swap::PROC_SWAPS
         );
     };
     let zram = ZramSwap::create(mib, page_size()?).context("creating a zram swap device")?;
     let device = zram.device();
-    eprintln!("mmuscope-workload: {NAME}: swapping to a temporary {mib} MiB {device}");
+    eprintln!("mmuscope-workload: {name}: swapping to a temporary {mib} MiB {device}");
     Ok((Some(zram), device))
 }
 
