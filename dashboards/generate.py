@@ -263,6 +263,12 @@ def host():
                         "return; fentry/kprobe modes).", f"sum by (le) (rate({hist}{RATE}))"), 12, 9),
         L.place(timeseries("Latency p50 / p99", "Median and 99th percentile bracket duration, interpolated "
                            "inside log2 buckets.", "s", target(q(0.5), "p50"), target(q(0.99), "p99")), 12, 9),
+        L.place(timeseries("Latency p99 by cause (whole host)", "99th percentile bracket duration by cause over all "
+                           "cgroups: what a THP split, reclaim or migration costs the subscribers (fentry/kprobe "
+                           "modes).", "s",
+                           target("histogram_quantile(0.99, sum by (cause, le) "
+                                  f"({rate('mmuscope_invalidation_cause_duration_seconds_bucket', HOST)}))",
+                                  "{{cause}}")), 24, 8),
         L.place(timeseries("Blockable and non-blockable", "Brackets by whether the caller allowed the subscribers "
                            "to sleep (non-blockable: OOM reaper and other atomic callers).", "ops",
                            target(f"sum by (blockable) ({rate('mmuscope_invalidations_total')})", "{{blockable}}")),
