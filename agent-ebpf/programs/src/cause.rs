@@ -220,11 +220,12 @@ fn split_in_bracket(vma: u64, address: u64) {
     if address < start || address >= end {
         return;
     }
-    let Ok(vma_mm) = (unsafe { read::<u64>(vma, layout_field!(vma_mm)) }) else { return };
+    let offset = layout_field!(vma_mm);
+    let Ok(vma_mm) = (unsafe { read::<u64>(vma, offset) }) else { return };
     if vma_mm != mm {
         return;
     }
-    if let Some(b) = INFLIGHT.get_ptr_mut(&range) {
+    if let Some(b) = INFLIGHT.get_ptr_mut(range) {
         unsafe { (*b).key.cause = Cause::ThpSplit as u32 };
     }
 }
