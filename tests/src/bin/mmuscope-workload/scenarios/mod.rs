@@ -16,6 +16,7 @@
 //! | `kvm_mprotect` | 2N PROTECTION_VMA |
 //! | `thp_partial_munmap` | N CLEAR (split) + N UNMAP, N overlapping-bracket doubles |
 //! | `fork_pinned`, `fork_pinned_thp`, `fork_unpinned` (`fork_common`) | pages copied at fork, THP splits |
+//! | `fork_hugetlb` (`fork-pinned-hugetlb`, `fork-unpinned-hugetlb`) | hugetlb pages copied at fork, their bytes |
 //! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
@@ -23,6 +24,7 @@
 
 pub mod cross_cgroup;
 mod fork_common;
+pub mod fork_hugetlb;
 pub mod fork_pinned;
 pub mod fork_pinned_thp;
 pub mod fork_unpinned;
