@@ -12,15 +12,16 @@ use mmuscope_abi::{
 };
 
 /// Calls `$then!` with every per-cgroup map as `field: "NAME", "label", Key, Value, merge;` (`"NAME"`: the map's
-/// static in `agent-ebpf/programs/src/maps.rs`, named only here on this side and held against the object, with its
-/// sizes and type, by `probes::object_tests`; `merge(&mut total, &value)` folds one CPU's value into the total), in
-/// the order of [`MAPS`].
+/// static in `agent-ebpf/programs/src/`, in the file of the programs that write it, named only here on this side
+/// and held against the object, with its sizes and type, by `probes::object_tests`; `merge(&mut total, &value)`
+/// folds one CPU's value into the total), in the order of [`MAPS`].
 macro_rules! for_each_map {
     ($then:ident) => {
         $then! {
             brackets: "BRACKET_STATS", "bracket_stats", BracketKey, BracketStats, BracketStats::merge;
             kvm_unmaps: "KVM_UNMAP_COUNTS", "kvm_unmap_counts", KvmUnmapKey, u64, add_u64;
             forks: "FORK_STATS", "fork_stats", CgroupKey, ForkStats, add_fork_stats;
+            hugetlb_forks: "FORK_HUGETLB_STATS", "fork_hugetlb_stats", CgroupKey, CountBytes, add_count_bytes;
             secondary: "SECONDARY_STATS", "secondary_stats", SecondaryKey, CountBytes, add_count_bytes;
             doubles: "DOUBLE_STATS", "double_stats", DoubleKey, CountBytes, add_count_bytes;
             cross: "CROSS_STATS", "cross_stats", CrossKey, u64, add_u64;

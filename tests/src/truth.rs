@@ -32,10 +32,10 @@ pub use notifications::{
     DoubleKind, DoubleNotificationTruth, DoubleSource, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
-pub use outcomes::{CrossCgroupTruth, ForkTruth, IntervalTruth, SwapTruth, ThpTruth};
+pub use outcomes::{CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, ThpTruth};
 pub use params::{
-    CrossCgroupParams, ForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams, MultiVmParams,
-    SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
+    CrossCgroupParams, ForkParams, HugetlbForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams,
+    MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
 };
 
 use std::collections::BTreeMap;
@@ -70,6 +70,8 @@ pub struct GroundTruth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork: Option<ForkTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugetlb_fork: Option<HugetlbForkTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thp: Option<ThpTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap: Option<SwapTruth>,
@@ -92,6 +94,8 @@ pub enum ScenarioParams {
     ForkPinned(ForkParams),
     ForkPinnedThp(ForkParams),
     ForkUnpinned(ForkParams),
+    ForkPinnedHugetlb(HugetlbForkParams),
+    ForkUnpinnedHugetlb(HugetlbForkParams),
     CrossCgroup(CrossCgroupParams),
     MultiVm(MultiVmParams),
     SwapOut(SwapOutParams),
@@ -110,6 +114,8 @@ impl ScenarioParams {
             Self::ForkPinned(_) => "fork-pinned",
             Self::ForkPinnedThp(_) => "fork-pinned-thp",
             Self::ForkUnpinned(_) => "fork-unpinned",
+            Self::ForkPinnedHugetlb(_) => "fork-pinned-hugetlb",
+            Self::ForkUnpinnedHugetlb(_) => "fork-unpinned-hugetlb",
             Self::CrossCgroup(_) => "cross-cgroup",
             Self::MultiVm(_) => "multi-vm",
             Self::SwapOut(_) => "swap-out",
@@ -279,6 +285,7 @@ impl GroundTruth {
             double_notifications: None,
             secondary_tlb: None,
             fork: None,
+            hugetlb_fork: None,
             thp: None,
             swap: None,
             cross_cgroup: None,
@@ -317,6 +324,14 @@ impl GroundTruth {
         }
         if let Some(f) = &self.fork {
             check_fork(f)?;
+        }
+        if let Some(h) = &self.hugetlb_fork
+            && (h.copied_huge_pages > h.huge_pages || h.copied_bytes != h.copied_huge_pages * h.huge_page_bytes)
+        {
+            return Err(TruthError::Inconsistent(format!(
+                "hugetlb_fork: {} of {} huge pages of {} bytes copied, {} bytes",
+                h.copied_huge_pages, h.huge_pages, h.huge_page_bytes, h.copied_bytes
+            )));
         }
         if let Some(c) = &self.cross_cgroup {
             let initiated: u64 = self
@@ -527,6 +542,27 @@ mod tests {
         assert_eq!(GroundTruth::from_json(&t.to_json()).unwrap(), t);
         t.cross_cgroup.as_mut().unwrap().invalidations = 4;
         assert!(matches!(t.check(), Err(TruthError::Inconsistent(m)) if m.contains("pid 77")));
+    }
+
+    #[test]
+    fn hugetlb_fork_arithmetic_is_checked() {
+        let mut t = sample();
+        let h = HugetlbForkTruth {
+            child_pid: 8,
+            huge_pages: 4,
+            huge_page_bytes: 2 << 20,
+            pinned_huge_pages: 4,
+            copied_huge_pages: 4,
+            copied_bytes: 4 * (2 << 20),
+            kernel_path: String::new(),
+        };
+        t.hugetlb_fork = Some(h.clone());
+        t.check().unwrap();
+        assert_eq!(GroundTruth::from_json(&t.to_json()).unwrap(), t);
+        t.hugetlb_fork = Some(HugetlbForkTruth { copied_bytes: 4 * 4096, ..h.clone() });
+        assert!(t.check().is_err(), "bytes are whole huge pages");
+        t.hugetlb_fork = Some(HugetlbForkTruth { copied_huge_pages: 5, copied_bytes: 5 * (2 << 20), ..h });
+        assert!(t.check().is_err(), "no more copies than huge pages");
     }
 
     #[test]

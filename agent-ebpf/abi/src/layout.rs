@@ -93,6 +93,10 @@ pub struct KernelLayout {
     pub itree_start: u32,
     pub itree_last: u32,
     pub itree_subtree_last: u32,
+    /// `folio._folio_nr_pages` (renamed `_nr_pages` by 7.2; 64-bit kernels): the base pages of a large folio, which
+    /// gives the bytes of a hugetlb page copied at fork.
+    pub folio_nr_pages: u32,
+    pub _pad_end: u32,
 }
 
 #[cfg(feature = "user")]

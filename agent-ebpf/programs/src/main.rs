@@ -15,6 +15,7 @@ mod cause;
 mod cgroup;
 mod floor;
 mod fork;
+mod fork_hugetlb;
 mod interval;
 mod kvm;
 mod maps;

@@ -58,6 +58,8 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     itree_start: 0,
     itree_last: 0,
     itree_subtree_last: 0,
+    folio_nr_pages: 0,
+    _pad_end: 0,
 });
 
 /// `kvm:kvm_unmap_hva_range` events per current-task memory cgroup (tracepoint mode).

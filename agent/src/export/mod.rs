@@ -3,7 +3,7 @@
 //!
 //! One file per group of families, named after its probe family where it has one: [`brackets`] (invalidation counts
 //! and latency), [`secondary`] (secondary-TLB invalidations and double notifications), [`cross`] (cross-cgroup
-//! invalidations), [`fork`] (fork copies of pinned pages), [`intervals`] (interval-notifier waits), [`subscribers`]
+//! invalidations), [`fork`] and [`fork_hugetlb`] (fork copies of pinned pages), [`intervals`] (interval-notifier waits), [`subscribers`]
 //! (the subscriber inventory), [`programs`] (our eBPF programs' cost) and [`agent`] (the agent's own health).
 //! Each file declares its families ([`series::Metric`]: name, type, labels, help) in its own `METRICS`; [`METRICS`]
 //! gathers them, and `docs/metrics.md` is made from them ([`reference`]). [`series`] is the row model every group
@@ -13,6 +13,7 @@ mod agent;
 mod brackets;
 mod cross;
 mod fork;
+mod fork_hugetlb;
 mod histogram;
 mod intervals;
 mod programs;
@@ -47,6 +48,7 @@ const METRICS: &[&[&Metric]] = &[
     secondary::METRICS,
     cross::METRICS,
     fork::METRICS,
+    fork_hugetlb::METRICS,
     intervals::METRICS,
     subscribers::METRICS,
     agent::METRICS,
@@ -193,6 +195,7 @@ struct Context<'c, 'a> {
 struct Attached {
     /// `fork_copies` with an alternative that sees THP splits.
     fork_splits: bool,
+    fork_hugetlb: bool,
     secondary_tlb: bool,
     /// The bracket programs run in fentry or kprobe mode, where they know the mm's owner and time brackets.
     brackets_timed: bool,
@@ -205,6 +208,7 @@ impl Attached {
     /// Everything, for the metrics reference.
     const ALL: Self = Self {
         fork_splits: true,
+        fork_hugetlb: true,
         secondary_tlb: true,
         brackets_timed: true,
         interval_readers: true,
@@ -215,6 +219,7 @@ impl Attached {
         let timed = report.attached_in(families::brackets::ID, &[Mode::Fentry, Mode::Kprobe]);
         Self {
             fork_splits: report.attached_in(families::fork_copies::ID, &[Mode::Fentry, Mode::Kprobe]),
+            fork_hugetlb: report.attached(families::fork_hugetlb::ID),
             secondary_tlb: report.attached(families::secondary_tlb::ID),
             brackets_timed: timed,
             interval_readers: report.attached(families::interval_notifiers::ID),
@@ -229,6 +234,7 @@ fn snapshot_families<'a>(snap: &Snapshot, context: &Context<'_, 'a>, attached: &
     let Context { cgroup, symbol, events, page_size } = *context;
     let mut out = brackets::families(snap, cgroup, events);
     out.extend(fork::families(snap, cgroup, page_size, attached.fork_splits));
+    out.extend(fork_hugetlb::families(snap, cgroup, attached.fork_hugetlb));
     out.extend(secondary::families(snap, cgroup, attached.secondary_tlb));
     out.extend(cross::families(snap, cgroup, attached.brackets_timed));
     let intervals = intervals::Attached { readers: attached.interval_readers, hits: attached.interval_hits };

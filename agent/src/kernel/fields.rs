@@ -29,6 +29,8 @@ pub enum FieldGroup {
     /// `vm_area_struct.vm_mm`: the fork-copy hook's test for a foreign mm, and the cause hook of splits inside a
     /// bracket.
     VmaMm,
+    /// `folio._nr_pages` (or `_folio_nr_pages`): the size of a hugetlb page copied at fork.
+    FolioSize,
     /// task pid/tgid/comm, `mm->pinned_vm`, notifier ops callbacks and the interval tree (inventory).
     Subscribers,
 }

@@ -85,6 +85,8 @@ impl ResolvedLayout {
             itree_start: interval_node_field(&mut r, "start")?,
             itree_last: interval_node_field(&mut r, "last")?,
             itree_subtree_last: interval_node_field(&mut r, "__subtree_last")?,
+            folio_nr_pages: folio_nr_pages(&mut r)?,
+            _pad_end: 0,
         };
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
         let mut resolved = Self { layout, subscribers, missing: r.into_missing() };
@@ -106,6 +108,19 @@ fn interval_node_field(r: &mut Resolver<'_>, name: &str) -> Result<u32, BtfError
     let field = r.offset(FieldGroup::IntervalNotifier, "interval_tree_node", name, Some(8))?;
     let rb = r.offset(FieldGroup::IntervalNotifier, "interval_tree_node", "rb", None)?;
     Ok(field.wrapping_sub(rb))
+}
+
+/// `folio._nr_pages` (7.2), `_folio_nr_pages` in 6.1 and 6.12.
+fn folio_nr_pages(r: &mut Resolver<'_>) -> Result<u32, BtfError> {
+    for name in ["_nr_pages", "_folio_nr_pages"] {
+        if let Some(f) = r.btf().member("folio", name)?
+            && f.size == 4
+        {
+            return Ok(f.offset);
+        }
+    }
+    r.missing(FieldGroup::FolioSize, "folio.{_nr_pages,_folio_nr_pages} of 4 bytes".into());
+    Ok(0)
 }
 
 /// The ops slot of the secondary-TLB callback: `arch_invalidate_secondary_tlbs` (6.6+) or `invalidate_range` (before

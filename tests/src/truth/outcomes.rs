@@ -29,6 +29,22 @@ pub struct ForkTruth {
     pub forker_cgroup: Option<String>,
 }
 
+/// One fork() of a process with private anonymous hugetlb pages, which may have been pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugetlbForkTruth {
+    pub child_pid: u32,
+    /// Huge pages of the region compared between parent and child.
+    pub huge_pages: u64,
+    /// Bytes of one huge page (`Hugepagesize` of `/proc/meminfo`, the size `MAP_HUGETLB` maps).
+    pub huge_page_bytes: u64,
+    /// Huge pages registered with `IORING_REGISTER_BUFFERS` (long-term pin) at fork time.
+    pub pinned_huge_pages: u64,
+    /// Huge pages whose PFNs in the child differ from the parent's: copied eagerly by fork.
+    pub copied_huge_pages: u64,
+    pub copied_bytes: u64,
+    pub kernel_path: String,
+}
+
 /// PMD-mapped THPs a scenario built and split (outside fork).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThpTruth {

@@ -58,6 +58,15 @@ pub struct ForkParams {
     pub pinned: bool,
 }
 
+/// `fork-pinned-hugetlb`, `fork-unpinned-hugetlb`: one private anonymous `MAP_HUGETLB` region, optionally pinned with
+/// `IORING_REGISTER_BUFFERS`, then one fork().
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugetlbForkParams {
+    pub huge_pages: u64,
+    pub huge_page_bytes: u64,
+    pub pinned: bool,
+}
+
 /// `cross-cgroup`: another process in another cgroup advises this process's memory with `process_madvise`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrossCgroupParams {

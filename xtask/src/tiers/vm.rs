@@ -8,8 +8,8 @@
 //! notifications and redundant bytes by kind, avoided doubles, fork copies, cross-cgroup
 //! invalidations, interval-notifier collisions). 6.1 and 6.12 run every scenario ([`FULL`]; `swap-out` swaps to
 //! zram; `mirror-collide` needs the HMM mirror module built for the kernel, see `vm::kmod`, and is left out, said in
-//! the run's notes, where the kernel's headers cannot build it), sid the basic ones. The tier prints expected vs
-//! observed per kernel × mode × scenario × series, writes `target/vm/results.json` (the README's tested-kernels
+//! the run's notes, where the kernel's headers cannot build it), sid the basic ones and the hugetlb fork pair
+//! ([`SID`]). The tier prints expected vs observed per kernel × mode × scenario × series, writes `target/vm/results.json` (the README's tested-kernels
 //! table is generated from it:
 //! `cargo xtask vm table`) and fails on any mismatch.
 //!
@@ -57,20 +57,20 @@ use crate::{
 /// build failure fails the tier in CI. Bookworm's build of 6.12 (`linux-image-6.12-amd64`) builds the module, but as
 /// a row of its own it costs ~200 s per run and its kprobe mode still times out scraping under TCG; run it with
 /// `MMUSCOPE_VM_KERNELS=linux-image-6.12-amd64 MMUSCOPE_VM_SCENARIOS='mirror-collide …'`.
-const KERNELS: &[(&str, bool, &[&str])] = &[("6.1", true, FULL), ("6.12", true, FULL), ("sid", false, NEWEST)];
+const KERNELS: &[(&str, bool, &[&str])] = &[("6.1", true, FULL), ("6.12", true, FULL), ("sid", false, SID)];
 const MODES: &[&str] = &["fentry", "kprobe"];
 /// Workload command lines; a scenario the workload binary does not offer is left out (and said so;
 /// in CI that fails the tier).
 /// Counts are modest: each figure is exact whatever N is, and TCG is slow.
-/// sid: the basic KVM scenarios, and those whose kernel path changed after 6.12 (`thp-split`: 6.16 splits inside
-/// `try_to_migrate_one`'s walk).
-const NEWEST: &[&str] = &[
-    "kvm-madvise --iterations 200",
-    "kvm-munmap --iterations 200",
-    "kvm-mprotect --iterations 100",
-    "thp-split --iterations 4",
-    "thp-swap-out --thps 2 --zram-mib 64",
-];
+const BASIC: &[&str] =
+    &["kvm-madvise --iterations 200", "kvm-munmap --iterations 200", "kvm-mprotect --iterations 100"];
+/// sid: the basic scenarios, the hugetlb fork pair (its hooks changed names there) and the THP splits (6.16 splits
+/// inside `try_to_migrate_one`'s walk).
+const SID: &[&str] = &[BASIC[0], BASIC[1], BASIC[2], HUGETLB[0], HUGETLB[1], THP_SPLITS[0], THP_SPLITS[1]];
+/// Fork copies of pinned hugetlb pages, and the unpinned control.
+const HUGETLB: &[&str] = &["fork-pinned-hugetlb --huge-pages 4", "fork-unpinned-hugetlb --huge-pages 4"];
+/// `split_huge_page` and reclaim's split of a PMD-mapped THP.
+const THP_SPLITS: &[&str] = &["thp-split --iterations 4", "thp-swap-out --thps 2 --zram-mib 64"];
 /// Every scenario with ground truth (`swap-out` swaps to a zram device the workload creates: the
 /// kernel cache holds the zram modules, `vm::kernels::TOP_MODULES`).
 const FULL: &[&str] = &[
@@ -78,11 +78,13 @@ const FULL: &[&str] = &[
     "kvm-munmap --iterations 200",
     "kvm-mprotect --iterations 100",
     "thp-partial-munmap --iterations 4",
-    "thp-split --iterations 4",
-    "thp-swap-out --thps 2 --zram-mib 64",
+    THP_SPLITS[0],
+    THP_SPLITS[1],
     "fork-pinned --pages 64",
     "fork-pinned-thp",
     "fork-unpinned --pages 64",
+    HUGETLB[0],
+    HUGETLB[1],
     "cross-cgroup --regions 2",
     "multi-vm --iterations 100 --vms 2",
     "swap-out --pages 256 --zram-mib 64",

@@ -4,6 +4,7 @@
 pub mod brackets;
 pub mod causes;
 pub mod fork_copies;
+pub mod fork_hugetlb;
 pub mod interval_notifiers;
 pub mod overlapping_brackets;
 pub mod secondary_tlb;
@@ -17,6 +18,7 @@ pub static FAMILIES: &[&super::spec::Family] = &[
     &secondary_tlb::SECONDARY_TLB,
     &overlapping_brackets::OVERLAPPING_BRACKETS,
     &fork_copies::FORK_COPIES,
+    &fork_hugetlb::FORK_HUGETLB,
     &causes::CAUSES,
     &interval_notifiers::INTERVAL_NOTIFIERS,
     &subscribers::SUBSCRIBERS,

@@ -33,6 +33,10 @@ pub enum Command {
     ForkPinnedThp(ForkThpArgs),
     /// fork-pinned without the pin: nothing is copied.
     ForkUnpinned(ForkPagesArgs),
+    /// Private anonymous hugetlb pages pinned with IORING_REGISTER_BUFFERS, then fork(): every one is copied.
+    ForkPinnedHugetlb(ForkHugetlbArgs),
+    /// fork-pinned-hugetlb without the pin: nothing is copied.
+    ForkUnpinnedHugetlb(ForkHugetlbArgs),
     /// A process in another fresh cgroup collapses this process's KVM-registered memory with process_madvise.
     CrossCgroup(CrossCgroupArgs),
     /// The HMM mirror test module's interval notifier on a region; plain hits and misses, then rounds of a held
@@ -206,6 +210,15 @@ pub struct ForkPagesArgs {
     /// the copies must still count for the mm owner's cgroup, and nothing for the forking thread's.
     #[arg(long)]
     pub fork_from_sibling_memcg: bool,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ForkHugetlbArgs {
+    /// Huge pages (of the default size) in the region; reserved in `/proc/sys/vm/nr_hugepages` for the run.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub huge_pages: u64,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

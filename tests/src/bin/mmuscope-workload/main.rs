@@ -57,6 +57,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::ForkPinned(a) => s::fork_pinned::run(&a)?,
         Command::ForkPinnedThp(a) => s::fork_pinned_thp::run(&a)?,
         Command::ForkUnpinned(a) => s::fork_unpinned::run(&a)?,
+        Command::ForkPinnedHugetlb(a) => s::fork_hugetlb::run(&a, true)?,
+        Command::ForkUnpinnedHugetlb(a) => s::fork_hugetlb::run(&a, false)?,
         Command::CrossCgroup(a) => s::cross_cgroup::run(&a)?,
         Command::MultiVm(a) => s::multi_vm::run(&a)?,
         Command::SwapOut(a) => s::swap_out::run(&a)?,

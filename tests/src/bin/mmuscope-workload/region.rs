@@ -57,6 +57,15 @@ impl AnonRegion {
         Ok(region)
     }
 
+    /// Maps `len` bytes of private anonymous hugetlb memory (`MAP_HUGETLB`, the default huge page size `huge`) at a
+    /// kernel-chosen, `huge`-aligned address. Its "pages" are the huge pages.
+    pub fn map_hugetlb(len: usize, huge: usize) -> io::Result<Self> {
+        check_len(len, huge)?;
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address; no existing memory is affected.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, RW, PRIVATE_ANON | libc::MAP_HUGETLB, -1, 0) };
+        Self::from_mmap(p, len, huge)
+    }
+
     /// Maps `len` bytes exactly at `addr` (`MAP_FIXED_NOREPLACE`: fails with `EEXIST` instead of replacing an
     /// existing mapping, which would unmap it). No madvise: one syscall.
     pub fn map_at(addr: u64, len: usize) -> io::Result<Self> {

@@ -12,6 +12,7 @@ mod causes;
 mod cross_cgroup;
 mod doubles;
 mod fork;
+mod fork_hugetlb;
 mod intervals;
 mod secondary_tlb;
 
@@ -33,6 +34,8 @@ pub const METRICS: &[&str] = &[
     fork::COPY_BYTES,
     fork::THP_SPLITS,
     fork::FORKS_WITH_PINNED,
+    fork_hugetlb::COPIES,
+    fork_hugetlb::COPY_BYTES,
     cross_cgroup::CROSS_CGROUP,
     intervals::INTERVAL_HITS,
     intervals::INTERVAL_WAITS,
@@ -90,6 +93,9 @@ pub fn expectations(truth: &GroundTruth, api: SecondaryTlbApi, hooked: bool) -> 
     secondary_tlb::expect(truth, owner, api, &mut out);
     doubles::expect(truth, owner, api, &mut out);
     fork::expect(truth, owner, &mut out);
+    if hooked {
+        fork_hugetlb::expect(truth, owner, &mut out);
+    }
     cross_cgroup::expect(truth, owner, &mut out);
     causes::expect(truth, owner, hooked, &mut out);
     if hooked {
@@ -193,6 +199,29 @@ mod tests {
         assert!(
             !series(&expectations(&t, SecondaryTlbApi::InvalidateRange, false)).iter().any(|l| l.contains("interval"))
         );
+    }
+
+    #[test]
+    fn hugetlb_fork_part_in_hooked_modes_only() {
+        let mut t = truth();
+        t.hugetlb_fork = Some(mmuscope_tests::truth::HugetlbForkTruth {
+            child_pid: 8,
+            huge_pages: 4,
+            huge_page_bytes: 2 << 20,
+            pinned_huge_pages: 4,
+            copied_huge_pages: 4,
+            copied_bytes: 4 * (2 << 20),
+            kernel_path: String::new(),
+        });
+        let s = series(&expectations(&t, SecondaryTlbApi::InvalidateRange, true));
+        for want in [
+            "mmuscope_fork_pinned_hugetlb_copies_total{cgroup=\"/t/a\"} = 4",
+            "mmuscope_fork_pinned_hugetlb_copy_bytes_total{cgroup=\"/t/a\"} = 8388608",
+        ] {
+            assert!(s.contains(&want.to_owned()), "{want} in {s:?}");
+        }
+        let tracepoint = series(&expectations(&t, SecondaryTlbApi::InvalidateRange, false));
+        assert!(!tracepoint.iter().any(|l| l.contains("hugetlb")), "no hugetlb family in tracepoint mode");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | `thp_split` | 2N CLEAR (`split_huge_page`: the frozen PMD split, then `try_to_migrate_one`), all `thp_split` |
 //! | `thp_swap_out` | reclaim of N whole THPs: 6.1 N CLEAR split + N CLEAR unmap; 6.11+ N CLEAR unmap splitting in its walk (`thp_split`) |
 //! | `fork_pinned`, `fork_pinned_thp`, `fork_unpinned` (`fork_common`) | pages copied at fork, THP splits |
+//! | `fork_hugetlb` (`fork-pinned-hugetlb`, `fork-unpinned-hugetlb`) | hugetlb pages copied at fork, their bytes |
 //! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
@@ -25,6 +26,7 @@
 
 pub mod cross_cgroup;
 mod fork_common;
+pub mod fork_hugetlb;
 pub mod fork_pinned;
 pub mod fork_pinned_thp;
 pub mod fork_unpinned;
