@@ -32,7 +32,7 @@ pub use notifications::{
     DoubleKind, DoubleNotificationTruth, DoubleSource, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
-pub use outcomes::{CrossCgroupTruth, ForkTruth, IntervalTruth, SwapTruth, ThpTruth};
+pub use outcomes::{CrossCgroupTruth, ForkTruth, IntervalTruth, SwapTruth, ThpTruth, TlbSubscriberTruth};
 pub use params::{
     CrossCgroupParams, ForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams, MultiVmParams,
     SwapOutParams, ThpPartialMunmapParams,
@@ -77,6 +77,8 @@ pub struct GroundTruth {
     pub cross_cgroup: Option<CrossCgroupTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<IntervalTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlb_subscriber: Option<TlbSubscriberTruth>,
 }
 
 /// The scenario and its parameters, one variant per scenario (names as on the command line).
@@ -279,6 +281,7 @@ impl GroundTruth {
             swap: None,
             cross_cgroup: None,
             interval: None,
+            tlb_subscriber: None,
         }
     }
 

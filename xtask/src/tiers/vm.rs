@@ -78,9 +78,21 @@ const FULL: &[&str] = &[
     "multi-vm --iterations 100 --vms 2",
     "swap-out --pages 256 --zram-mib 64",
     MIRROR[0],
+    SECTLB[0],
+    SECTLB[1],
+    SECTLB[2],
+    SECTLB[3],
 ];
 /// The scenarios of the HMM mirror test module (see `vm::kmod`).
 const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
+/// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
+/// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
+const SECTLB: &[&str] = &[
+    "kvm-madvise --iterations 50 --subscriber sectlb",
+    "kvm-munmap --iterations 50 --subscriber sectlb",
+    "kvm-mprotect --iterations 25 --subscriber sectlb",
+    "thp-partial-munmap --iterations 4 --subscriber sectlb",
+];
 /// The first generation whose secondary-TLB hook is `arch_invalidate_secondary_tlbs`.
 const SECONDARY_TLBS_SINCE: Series = Series { major: 6, minor: 6 };
 /// Hard limit per boot (boot ~5 s, debug agent start ~20–30 s under TCG, workloads).
@@ -287,7 +299,7 @@ fn module_files(
             let left_out: Vec<String> = scenarios.iter().filter(|s| needs_mirror(s)).cloned().collect();
             scenarios.retain(|s| !needs_mirror(s));
             let note = format!(
-                "HMM mirror module not built for {}: {why}; left out: {}",
+                "test module (HMM mirror, secondary-TLB subscriber) not built for {}: {why}; left out: {}",
                 kernel.meta.release,
                 left_out.join("; ")
             );
@@ -297,9 +309,10 @@ fn module_files(
     }
 }
 
-/// Whether a scenario command line drives the HMM mirror module.
+/// Whether a scenario command line drives the test module (the HMM mirror or the secondary-TLB subscriber).
 fn needs_mirror(scenario: &str) -> bool {
     scenario.split_whitespace().next().is_some_and(|name| name.starts_with("mirror-"))
+        || scenario.contains("--subscriber sectlb")
 }
 
 /// Whether a guest panic outside any BPF program still fails the run: in kprobe mode the agent's
@@ -411,6 +424,14 @@ mod tests {
         let help = "Drive …\n\nUsage: w <COMMAND>\n\nCommands:\n  kvm-madvise     One KVM VM\n  \
                     cleanup-cgroup  Remove\n  help            Print this\n\nOptions:\n  -h, --help  Print help\n";
         assert_eq!(subcommands(help), ["kvm-madvise", "cleanup-cgroup", "help"]);
+    }
+
+    #[test]
+    fn scenarios_that_need_the_test_module() {
+        assert!(needs_mirror(MIRROR[0]));
+        assert!(SECTLB.iter().all(|s| needs_mirror(s)));
+        assert!(!needs_mirror("kvm-madvise --iterations 200"));
+        assert!(!needs_mirror("kvm-madvise --iterations 200 --subscriber kvm"));
     }
 
     #[test]
