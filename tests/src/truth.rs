@@ -596,6 +596,34 @@ mod tests {
     }
 
     #[test]
+    fn unreached_zeroes_only_the_named_api() {
+        let src = |api, count| SecondaryTlbSource {
+            api,
+            context: TlbContext::Gather,
+            scope: Some(TlbScope::Range),
+            count,
+            bytes: Some(count * 4096),
+            cause: "flush".to_owned(),
+            kernel_path: String::new(),
+        };
+        let tlb = SecondaryTlbTruth {
+            sources: vec![
+                src(SecondaryTlbApi::InvalidateRange, 3),
+                src(SecondaryTlbApi::ArchInvalidateSecondaryTlbs, 5),
+            ],
+        }
+        .unreached(SecondaryTlbApi::ArchInvalidateSecondaryTlbs, "no implementer");
+        assert_eq!(tlb.expected(SecondaryTlbApi::InvalidateRange), BTreeMap::from([(TlbContext::Gather, 3)]));
+        assert_eq!(
+            tlb.expected(SecondaryTlbApi::ArchInvalidateSecondaryTlbs),
+            BTreeMap::from([(TlbContext::Gather, 0)]),
+            "still listed, with zero: specified as none"
+        );
+        assert_eq!((tlb.sources[0].bytes, tlb.sources[1].bytes), (Some(3 * 4096), Some(0)));
+        assert!(tlb.sources[1].cause.contains("no implementer"));
+    }
+
+    #[test]
     fn rejects_wrong_version_and_inconsistent_totals() {
         let mut t = sample();
         t.schema_version = 99;

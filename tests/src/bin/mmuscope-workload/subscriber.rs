@@ -3,8 +3,9 @@
 //! a classic notifier that implements only the running kernel's secondary-TLB op, as IOMMU SVA drivers do.
 //!
 //! The difference matters on 6.6+: KVM implements no `arch_invalidate_secondary_tlbs` (6.12 virt/kvm/kvm_main.c:917),
-//! so the secondary-TLB calls the kernel makes for the mm reach no one; the module implements it and receives each
-//! call, and its own count is the truth. Before 6.6 both implement `->invalidate_range` (KVM x86, 6.1 virt/kvm/kvm_main.c:918) and receive the same
+//! so the secondary-TLB calls the kernel makes for the mm reach no one and the agent counts none
+//! ([`SecondaryTlbTruth::unreached`]); the module implements it and receives each call, and its own count is the
+//! truth. Before 6.6 both implement `->invalidate_range` (KVM x86, 6.1 virt/kvm/kvm_main.c:918) and receive the same
 //! calls. The brackets are the same for both (a classic notifier is on the mm's list either way); only KVM's own
 //! families (`kvm_unmap_hva_range`) differ: the module is no VM.
 
@@ -69,11 +70,19 @@ impl Subscribed {
     }
 }
 
-/// Completes a scenario's truth for its subscriber: `secondary`, and the module's counts, checked first against
-/// `secondary` for the kernel's API.
+/// `secondary` on an mm whose only subscribers are KVM VMs: from 6.6 none of the calls reaches an implementer.
+pub fn kvm_only(secondary: SecondaryTlbTruth) -> SecondaryTlbTruth {
+    secondary.unreached(
+        SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
+        "KVM implements no arch_invalidate_secondary_tlbs (6.12 virt/kvm/kvm_main.c:917)",
+    )
+}
+
+/// Completes a scenario's truth for its subscriber: `secondary` as the agent must count it (KVM from 6.6: none
+/// reach it), and the module's counts, checked first against `secondary` for the kernel's API.
 pub fn finish(truth: &mut GroundTruth, secondary: SecondaryTlbTruth, received: Option<TlbStatus>) -> Result<()> {
     let Some(status) = received else {
-        truth.secondary_tlb = Some(secondary);
+        truth.secondary_tlb = Some(kvm_only(secondary));
         return Ok(());
     };
     eprintln!(
