@@ -289,11 +289,13 @@ def host():
                       {"excludeByName": {"Time": True}, "renameByName": {"Value": "per second"}}), 24, 7),
         L.row("Secondary TLB and double notifications"),
         L.place(timeseries("Secondary-TLB invalidations", "Secondary-TLB invalidations per second by scope "
-                           "(range, full_mm) and context (bracket, gather, outside).", "ops",
+                           "(range, full_mm) and context (bracket, gather, outside); only calls that reach a "
+                           "subscriber implementing the callback (on 6.6+ IOMMU SVA, not KVM).", "ops",
                            target(f"sum by (scope, context) ({rate('mmuscope_secondary_tlb_invalidations_total')})",
                                   "{{scope}} / {{context}}")), 8, 8),
         L.place(timeseries("Double notifications by kind", "Ranges invalidated again within one operation, by "
-                           "mechanism (end_after_in_lock, end_then_gather: before 6.6; overlapping_secondary_tlb; "
+                           "mechanism (end_after_in_lock, end_then_gather: before 6.6; overlapping_secondary_tlb: "
+                           "6.6+, with an implementer of arch_invalidate_secondary_tlbs such as IOMMU SVA; "
                            "overlapping_brackets: start/end subscribers such as KVM invalidating one range twice in "
                            "one system call).",
                            "ops", target(f"sum by (kind) ({rate('mmuscope_double_notifications_total')})", "{{kind}}")),

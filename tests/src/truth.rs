@@ -32,7 +32,9 @@ pub use notifications::{
     DoubleKind, DoubleNotificationTruth, DoubleSource, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
-pub use outcomes::{CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, ThpTruth};
+pub use outcomes::{
+    CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, ThpTruth, TlbSubscriberTruth,
+};
 pub use params::{
     CrossCgroupParams, ForkParams, HugetlbForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams,
     MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
@@ -79,6 +81,8 @@ pub struct GroundTruth {
     pub cross_cgroup: Option<CrossCgroupTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<IntervalTruth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlb_subscriber: Option<TlbSubscriberTruth>,
 }
 
 /// The scenario and its parameters, one variant per scenario (names as on the command line).
@@ -290,6 +294,7 @@ impl GroundTruth {
             swap: None,
             cross_cgroup: None,
             interval: None,
+            tlb_subscriber: None,
         }
     }
 
@@ -630,6 +635,34 @@ mod tests {
         let v = serde_json::to_value(&tlb).unwrap();
         assert_eq!(v["sources"][0]["api"], "invalidate_range");
         assert_eq!(v["sources"][0]["scope"], "range");
+    }
+
+    #[test]
+    fn unreached_zeroes_only_the_named_api() {
+        let src = |api, count| SecondaryTlbSource {
+            api,
+            context: TlbContext::Gather,
+            scope: Some(TlbScope::Range),
+            count,
+            bytes: Some(count * 4096),
+            cause: "flush".to_owned(),
+            kernel_path: String::new(),
+        };
+        let tlb = SecondaryTlbTruth {
+            sources: vec![
+                src(SecondaryTlbApi::InvalidateRange, 3),
+                src(SecondaryTlbApi::ArchInvalidateSecondaryTlbs, 5),
+            ],
+        }
+        .unreached(SecondaryTlbApi::ArchInvalidateSecondaryTlbs, "no implementer");
+        assert_eq!(tlb.expected(SecondaryTlbApi::InvalidateRange), BTreeMap::from([(TlbContext::Gather, 3)]));
+        assert_eq!(
+            tlb.expected(SecondaryTlbApi::ArchInvalidateSecondaryTlbs),
+            BTreeMap::from([(TlbContext::Gather, 0)]),
+            "still listed, with zero: specified as none"
+        );
+        assert_eq!((tlb.sources[0].bytes, tlb.sources[1].bytes), (Some(3 * 4096), Some(0)));
+        assert!(tlb.sources[1].cause.contains("no implementer"));
     }
 
     #[test]

@@ -9,8 +9,8 @@ pub const INVALIDATIONS: Metric = Metric::per_cgroup(
     "mmuscope_secondary_tlb_invalidations_total",
     Kind::Counter,
     &["scope", "context"],
-    "Secondary-TLB invalidations, by owner memory cgroup, scope (range or full_mm) and context (bracket, gather, \
-     outside). The functions hooked on each kernel generation are in docs/probes.md.",
+    "Secondary-TLB invalidations that reach a subscriber implementing the callback (none for KVM on 6.6+), by owner \
+     memory cgroup, scope (range or full_mm) and context (bracket, gather, outside). Hooked functions: docs/probes.md.",
 );
 pub const DOUBLES: Metric = Metric::per_cgroup(
     "mmuscope_double_notifications_total",

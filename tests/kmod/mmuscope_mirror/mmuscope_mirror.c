@@ -23,6 +23,13 @@
  *    MIRROR_RESUME; an invalidation meanwhile makes hmm_range_fault return -EBUSY.
  *  - MIRROR_PAUSE_BEFORE_RETRY: the first attempt stops between hmm_range_fault and the lock; an
  *    invalidation meanwhile makes mmu_interval_read_retry say "retry".
+ *
+ * A second, independent subscriber per open file (MIRROR_TLB_REGISTER): a classic mmu_notifier on the
+ * caller's mm that implements only the running kernel's secondary-TLB op, as IOMMU SVA drivers do
+ * (->arch_invalidate_secondary_tlbs from 6.6, ->invalidate_range before; the rename is upstream
+ * commit 1af5a8109904, 6.6-rc1). It counts the calls and the bytes it receives (MIRROR_TLB_STATUS):
+ * the ground truth of the agent's secondary-TLB and double-notification figures. The module is built
+ * per kernel, so the op is chosen at compile time.
  */
 #include <linux/delay.h>
 #include <linux/fs.h>
@@ -37,6 +44,7 @@
 #include <linux/sched/task.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <linux/wait.h>
 
 #include "mmuscope_mirror.h"
@@ -58,7 +66,66 @@ struct mirror {
 	bool paused, resume;
 	struct task_struct *reader;
 	struct mirror_status counts;
+	/* The secondary-TLB subscriber; its counts under state_lock. */
+	struct mmu_notifier tlb;
+	bool tlb_registered;
+	struct mirror_tlb_status tlb_counts;
 };
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+#define MIRROR_TLB_API MIRROR_TLB_API_ARCH_INVALIDATE_SECONDARY
+#else
+#define MIRROR_TLB_API MIRROR_TLB_API_INVALIDATE_RANGE
+#endif
+
+/* The secondary-TLB op: may run under the page-table lock (before 6.6) or with preemption off (the
+ * x86 TLB flush from 6.6), so it only counts, under a spinlock. */
+static void mirror_tlb_invalidate(struct mmu_notifier *mn, struct mm_struct *mm, unsigned long start,
+				  unsigned long end)
+{
+	struct mirror *m = container_of(mn, struct mirror, tlb);
+
+	spin_lock(&m->state_lock);
+	m->tlb_counts.calls++;
+	if (start == 0 && end == ULONG_MAX)
+		m->tlb_counts.full_mm++;
+	else
+		m->tlb_counts.range_bytes += end - start;
+	spin_unlock(&m->state_lock);
+}
+
+static const struct mmu_notifier_ops mirror_tlb_ops = {
+#if MIRROR_TLB_API == MIRROR_TLB_API_ARCH_INVALIDATE_SECONDARY
+	.arch_invalidate_secondary_tlbs = mirror_tlb_invalidate,
+#else
+	.invalidate_range = mirror_tlb_invalidate,
+#endif
+};
+
+static long mirror_tlb_register(struct mirror *m)
+{
+	int ret;
+
+	if (m->tlb_registered)
+		return -EBUSY;
+	spin_lock(&m->state_lock);
+	memset(&m->tlb_counts, 0, sizeof(m->tlb_counts));
+	m->tlb_counts.api = MIRROR_TLB_API;
+	spin_unlock(&m->state_lock);
+	m->tlb.ops = &mirror_tlb_ops;
+	ret = mmu_notifier_register(&m->tlb, current->mm);
+	if (ret)
+		return ret;
+	m->tlb_registered = true;
+	return 0;
+}
+
+static void mirror_tlb_unregister(struct mirror *m)
+{
+	/* Waits for callbacks in flight (SRCU); m->tlb.mm is the mm it was registered on. */
+	mmu_notifier_unregister(&m->tlb, m->tlb.mm);
+	m->tlb_registered = false;
+}
 
 static bool mirror_invalidate(struct mmu_interval_notifier *sub, const struct mmu_notifier_range *range,
 			      unsigned long cur_seq)
@@ -117,6 +184,8 @@ static int mirror_release_file(struct inode *inode, struct file *file)
 
 	if (m->registered)
 		mmu_interval_notifier_remove(&m->notifier);
+	if (m->tlb_registered)
+		mirror_tlb_unregister(m);
 	kfree(m);
 	return 0;
 }
@@ -284,6 +353,7 @@ static long mirror_ioctl(struct file *file, unsigned int cmd, unsigned long uarg
 	struct mirror *m = file->private_data;
 	void __user *arg = (void __user *)uarg;
 	struct mirror_status s;
+	struct mirror_tlb_status t;
 
 	switch (cmd) {
 	case MIRROR_REGISTER:
@@ -316,6 +386,18 @@ static long mirror_ioctl(struct file *file, unsigned int cmd, unsigned long uarg
 		s.paused = m->paused;
 		spin_unlock(&m->state_lock);
 		return copy_to_user(arg, &s, sizeof(s)) ? -EFAULT : 0;
+	case MIRROR_TLB_REGISTER:
+		return mirror_tlb_register(m);
+	case MIRROR_TLB_UNREGISTER:
+		if (!m->tlb_registered)
+			return -EINVAL;
+		mirror_tlb_unregister(m);
+		return 0;
+	case MIRROR_TLB_STATUS:
+		spin_lock(&m->state_lock);
+		t = m->tlb_counts;
+		spin_unlock(&m->state_lock);
+		return copy_to_user(arg, &t, sizeof(t)) ? -EFAULT : 0;
 	default:
 		return -ENOTTY;
 	}
@@ -337,5 +419,5 @@ static struct miscdevice mirror_dev = {
 
 module_misc_device(mirror_dev);
 
-MODULE_DESCRIPTION("mmuscope HMM mirror test module (interval notifier, collision-retry loop)");
+MODULE_DESCRIPTION("mmuscope test module: HMM mirror (interval notifier, collision-retry loop), secondary-TLB subscriber");
 MODULE_LICENSE("GPL");

@@ -44,6 +44,18 @@ struct mirror_status {
 /* MIRROR_RELEASE flags */
 #define MIRROR_RELEASE_AFTER_READER_BLOCKS 1
 
+/* The secondary-TLB op the module implements (the kernel it was built for has exactly one). */
+#define MIRROR_TLB_API_INVALIDATE_RANGE 1      /* ->invalidate_range, before 6.6 */
+#define MIRROR_TLB_API_ARCH_INVALIDATE_SECONDARY 2 /* ->arch_invalidate_secondary_tlbs, 6.6+ */
+
+/* MIRROR_TLB_STATUS: what the secondary-TLB subscriber received since MIRROR_TLB_REGISTER. */
+struct mirror_tlb_status {
+	__u64 api;         /* MIRROR_TLB_API_* */
+	__u64 calls;       /* calls of the op */
+	__u64 full_mm;     /* of them, over (0, ~0UL): the whole address space */
+	__u64 range_bytes; /* bytes of the others */
+};
+
 #define MIRROR_IOC 'M'
 #define MIRROR_REGISTER _IOW(MIRROR_IOC, 1, struct mirror_register)
 #define MIRROR_UNREGISTER _IO(MIRROR_IOC, 2)
@@ -52,5 +64,9 @@ struct mirror_status {
 #define MIRROR_RELEASE _IOW(MIRROR_IOC, 5, __u64) /* release it (flags above) */
 #define MIRROR_RESUME _IO(MIRROR_IOC, 6)        /* resume a paused fault */
 #define MIRROR_STATUS _IOR(MIRROR_IOC, 7, struct mirror_status)
+/* A classic mmu_notifier on the caller's mm implementing only the secondary-TLB op. */
+#define MIRROR_TLB_REGISTER _IO(MIRROR_IOC, 8)
+#define MIRROR_TLB_UNREGISTER _IO(MIRROR_IOC, 9)
+#define MIRROR_TLB_STATUS _IOR(MIRROR_IOC, 10, struct mirror_tlb_status)
 
 #endif

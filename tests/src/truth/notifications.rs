@@ -152,4 +152,15 @@ impl SecondaryTlbTruth {
         }
         out
     }
+
+    /// The same calls on an mm where no subscriber implements `api`'s callback (KVM from 6.6): the agent counts only
+    /// calls that reach an implementer, so none of them. Each source keeps its mechanism and says why it is 0.
+    pub fn unreached(mut self, api: SecondaryTlbApi, why: &str) -> Self {
+        for s in self.sources.iter_mut().filter(|s| s.api == api) {
+            s.count = 0;
+            s.bytes = s.bytes.map(|_| 0);
+            s.cause = format!("{}; reaches no implementer: {why}", s.cause);
+        }
+        self
+    }
 }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupPlacement;
+use crate::truth::SecondaryTlbApi;
 
 /// One fork() of a process whose region may have been pinned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,4 +97,19 @@ pub struct IntervalTruth {
     /// `hmm_range_fault` calls that returned -EBUSY.
     pub hmm_busy: u64,
     pub kernel_path: String,
+}
+
+/// What the test module's secondary-TLB subscriber received (its `MIRROR_TLB_STATUS` counters): a notifier on the
+/// scenario's mm that implements only the running kernel's secondary-TLB op. The workload checks it against the
+/// scenario's [`crate::truth::SecondaryTlbTruth`] for the kernel's API; the guest check compares the agent with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlbSubscriberTruth {
+    /// The op the module implements (it is built per kernel).
+    pub api: SecondaryTlbApi,
+    /// Calls of the op.
+    pub calls: u64,
+    /// Of them, over the whole address space `(0, ~0UL)`.
+    pub full_mm: u64,
+    /// Bytes of the other calls.
+    pub range_bytes: u64,
 }

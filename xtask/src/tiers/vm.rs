@@ -51,12 +51,14 @@ use crate::{
 /// The matrix: kernel request, whether it must be there (sid is best effort, except in CI where
 /// every kernel listed must be), and its scenarios.
 /// 6.1 and 6.12 are the two secondary-TLB generations the truths describe (source lines in each
-/// scenario's module); sid runs the basic scenarios as a smoke test of the newest layout, and the THP-split ones.
-/// The HMM mirror module's scenarios ([`MIRROR`]) run where its headers build with this host's gcc-12: on 6.1. The
-/// matrix's 6.12 (trixie's) was built with gcc-14, so they are left out there, visibly, with that reason; any other
-/// build failure fails the tier in CI. Bookworm's build of 6.12 (`linux-image-6.12-amd64`) builds the module, but as
-/// a row of its own it costs ~200 s per run and its kprobe mode still times out scraping under TCG; run it with
-/// `MMUSCOPE_VM_KERNELS=linux-image-6.12-amd64 MMUSCOPE_VM_SCENARIOS='mirror-collide …'`.
+/// scenario's module); sid runs the basic scenarios as a smoke test of the newest layout, and those whose hooks or
+/// kernel paths changed there.
+/// The test module's scenarios ([`MIRROR`], [`SECTLB`]) run where its headers build with this host's gcc-12: on 6.1.
+/// The matrix's 6.12 (trixie's) was built with gcc-14 (and its kbuild tools need glibc 2.38), so they are left out
+/// there, visibly, with that reason; any other build failure fails the tier in CI. Bookworm's build of the same
+/// 6.12.118 (`linux-image-6.12-amd64`) builds the module and passes every scenario in both modes except
+/// `mirror-collide`, after which the agent's scrape times out (fentry too); run it with
+/// `MMUSCOPE_VM_KERNELS=linux-image-6.12-amd64` (the 6.6+ proof of [`SECTLB`]).
 const KERNELS: &[(&str, bool, &[&str])] = &[("6.1", true, FULL), ("6.12", true, FULL), ("sid", false, SID)];
 const MODES: &[&str] = &["fentry", "kprobe"];
 /// Workload command lines; a scenario the workload binary does not offer is left out (and said so;
@@ -89,9 +91,21 @@ const FULL: &[&str] = &[
     "multi-vm --iterations 100 --vms 2",
     "swap-out --pages 256 --zram-mib 64",
     MIRROR[0],
+    SECTLB[0],
+    SECTLB[1],
+    SECTLB[2],
+    SECTLB[3],
 ];
 /// The scenarios of the HMM mirror test module (see `vm::kmod`).
 const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
+/// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
+/// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
+const SECTLB: &[&str] = &[
+    "kvm-madvise --iterations 50 --subscriber sectlb",
+    "kvm-munmap --iterations 50 --subscriber sectlb",
+    "kvm-mprotect --iterations 25 --subscriber sectlb",
+    "thp-partial-munmap --iterations 4 --subscriber sectlb",
+];
 /// The first generation whose secondary-TLB hook is `arch_invalidate_secondary_tlbs`.
 const SECONDARY_TLBS_SINCE: Series = Series { major: 6, minor: 6 };
 /// Hard limit per boot (boot ~5 s, debug agent start ~20–30 s under TCG, workloads).
@@ -298,7 +312,7 @@ fn module_files(
             let left_out: Vec<String> = scenarios.iter().filter(|s| needs_mirror(s)).cloned().collect();
             scenarios.retain(|s| !needs_mirror(s));
             let note = format!(
-                "HMM mirror module not built for {}: {why}; left out: {}",
+                "test module (HMM mirror, secondary-TLB subscriber) not built for {}: {why}; left out: {}",
                 kernel.meta.release,
                 left_out.join("; ")
             );
@@ -308,9 +322,10 @@ fn module_files(
     }
 }
 
-/// Whether a scenario command line drives the HMM mirror module.
+/// Whether a scenario command line drives the test module (the HMM mirror or the secondary-TLB subscriber).
 fn needs_mirror(scenario: &str) -> bool {
     scenario.split_whitespace().next().is_some_and(|name| name.starts_with("mirror-"))
+        || scenario.contains("--subscriber sectlb")
 }
 
 /// Whether a guest panic outside any BPF program still fails the run: in kprobe mode the agent's
@@ -422,6 +437,14 @@ mod tests {
         let help = "Drive …\n\nUsage: w <COMMAND>\n\nCommands:\n  kvm-madvise     One KVM VM\n  \
                     cleanup-cgroup  Remove\n  help            Print this\n\nOptions:\n  -h, --help  Print help\n";
         assert_eq!(subcommands(help), ["kvm-madvise", "cleanup-cgroup", "help"]);
+    }
+
+    #[test]
+    fn scenarios_that_need_the_test_module() {
+        assert!(needs_mirror(MIRROR[0]));
+        assert!(SECTLB.iter().all(|s| needs_mirror(s)));
+        assert!(!needs_mirror("kvm-madvise --iterations 200"));
+        assert!(!needs_mirror("kvm-madvise --iterations 200 --subscriber kvm"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Subscriber checks of one scenario: the inventory while a `--hold` workload keeps its VMs or its pin (one `kvm`
-//! subscription per VM of its truth, under its pid, and the has-pinned flag when it pinned), and the KVM callback histogram (`invalidate_range_start` count = the KVM
+//! subscription per VM of its truth, one `mmuscope_mirror` for the test module's secondary-TLB subscriber, under its
+//! pid, and the has-pinned flag when it pinned), and the KVM callback histogram (`invalidate_range_start` count = the KVM
 //! start callbacks the truth knows: one per VM per bracket, which is what `kvm_unmap_hva_range` counts).
 
 use std::thread;
@@ -13,6 +14,8 @@ use serde_json::Value;
 
 /// Sweeps are on demand; under TCG the API answers slowly (a request may even time out: retried).
 const SEEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The subscriber kind of the test module's secondary-TLB subscriber (its module's name).
+const TLB_SUBSCRIBER_KIND: &str = "mmuscope_mirror";
 const CALLBACK_COUNT: &str = "mmuscope_subscriber_callback_duration_seconds_count";
 
 /// What `/api/v1/subscribers` listed for the held workload's pid.
@@ -55,8 +58,18 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
 /// Problems of the inventory against the truth.
 pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth) -> Vec<String> {
     let has_pinned = truth.fork.as_ref().is_some_and(|f| f.pinned_pages > 0);
-    let kinds = if truth.vms > 0 { vec!["kvm".into()] } else { Vec::new() };
-    let want = Listed { kinds, subscriptions: u64::from(truth.vms), has_pinned };
+    // The agent names a subscriber by the module its ops live in: `kvm`, and the test module's secondary-TLB
+    // subscriber `mmuscope_mirror`; kinds come sorted.
+    let mut kinds: Vec<String> = Vec::new();
+    if truth.vms > 0 {
+        kinds.push("kvm".into());
+    }
+    let module = u64::from(truth.tlb_subscriber.is_some());
+    if module > 0 {
+        kinds.push(TLB_SUBSCRIBER_KIND.into());
+    }
+    kinds.sort();
+    let want = Listed { kinds, subscriptions: u64::from(truth.vms) + module, has_pinned };
     match listed {
         None => vec![format!("pid {} never appeared in /api/v1/subscribers", truth.pid)],
         Some(l) if *l != want => {

@@ -119,6 +119,25 @@ pub struct MirrorCollideArgs {
     pub cgroup: CgroupArgs,
 }
 
+/// Who subscribes to the scenario's mm (`crate::subscriber`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubscriberKind {
+    /// One KVM VM with a memslot over the scenario's memory.
+    Kvm,
+    /// The test module's secondary-TLB subscriber: a notifier implementing only the kernel's secondary-TLB op.
+    Sectlb,
+}
+
+#[derive(Debug, Args)]
+pub struct SubscriberArgs {
+    /// Who subscribes to the mm: a KVM VM, or the test module's secondary-TLB subscriber (see --module).
+    #[arg(long, value_enum, default_value_t = SubscriberKind::Kvm)]
+    pub subscriber: SubscriberKind,
+    /// The test module for `--subscriber sectlb` (`cargo xtask vm` builds it per kernel and puts it there).
+    #[arg(long, value_name = "PATH", default_value = "/usr/lib/mmuscope/mmuscope_mirror.ko")]
+    pub module: std::path::PathBuf,
+}
+
 /// Where a scenario's fresh cgroup goes: `<parent>/<name>` in every hierarchy.
 #[derive(Debug, Args)]
 pub struct CgroupArgs {
@@ -143,6 +162,8 @@ pub struct KvmMadviseArgs {
     #[arg(long)]
     pub hold: bool,
     #[command(flatten)]
+    pub subscriber: SubscriberArgs,
+    #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
 
@@ -155,6 +176,8 @@ pub struct KvmMunmapArgs {
     #[arg(long)]
     pub untouched: bool,
     #[command(flatten)]
+    pub subscriber: SubscriberArgs,
+    #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
 
@@ -164,6 +187,8 @@ pub struct KvmMprotectArgs {
     #[arg(long, value_name = "N", value_parser = parse_iterations)]
     pub iterations: u64,
     #[command(flatten)]
+    pub subscriber: SubscriberArgs,
+    #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
 
@@ -172,6 +197,8 @@ pub struct ThpPartialMunmapArgs {
     /// THPs to build (before the VM) and half-unmap (with the VM), 2 MiB of memory each.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub iterations: u64,
+    #[command(flatten)]
+    pub subscriber: SubscriberArgs,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

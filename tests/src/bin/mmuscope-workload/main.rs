@@ -21,6 +21,7 @@ mod pagemap;
 mod pin;
 mod region;
 mod scenarios;
+mod subscriber;
 mod swap;
 mod sys;
 mod thp;

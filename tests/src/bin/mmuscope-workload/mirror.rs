@@ -1,5 +1,6 @@
-//! The HMM mirror test module (`tests/kmod/mmuscope_mirror/`, GPL-2.0): loading it and its ioctls on
-//! `/dev/mmuscope_mirror`. The structures and numbers mirror `mmuscope_mirror.h`.
+//! The project's test module (`tests/kmod/mmuscope_mirror/`, GPL-2.0): loading it and its ioctls on
+//! `/dev/mmuscope_mirror`: the HMM mirror (an interval notifier) and the secondary-TLB subscriber (a classic
+//! notifier implementing only the kernel's secondary-TLB op). The structures and numbers mirror `mmuscope_mirror.h`.
 
 use std::{
     ffi::CString,
@@ -53,6 +54,19 @@ pub struct Status {
     pub reader_entered: u64,
 }
 
+/// `struct mirror_tlb_status`: what the secondary-TLB subscriber received since it registered (the ground truth).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TlbStatus {
+    /// `MIRROR_TLB_API_*`: 1 `->invalidate_range` (before 6.6), 2 `->arch_invalidate_secondary_tlbs`.
+    pub api: u64,
+    pub calls: u64,
+    /// Calls over `(0, ~0UL)`.
+    pub full_mm: u64,
+    /// Bytes of the other calls.
+    pub range_bytes: u64,
+}
+
 const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
     (dir << 30) | ((size as u64) << 16) | ((b'M' as u64) << 8) | nr
 }
@@ -65,6 +79,9 @@ const HOLD_NEXT: u64 = ioc(0, 4, 0);
 const RELEASE: u64 = ioc(IOC_W, 5, size_of::<u64>());
 const RESUME: u64 = ioc(0, 6, 0);
 const STATUS: u64 = ioc(IOC_R, 7, size_of::<Status>());
+const TLB_REGISTER: u64 = ioc(0, 8, 0);
+const TLB_UNREGISTER: u64 = ioc(0, 9, 0);
+const TLB_STATUS: u64 = ioc(IOC_R, 10, size_of::<TlbStatus>());
 
 /// Loads the module from `path` (already loaded is fine).
 pub fn load(path: &Path) -> Result<()> {
@@ -139,6 +156,22 @@ impl Mirror {
     pub fn status(&self) -> io::Result<Status> {
         let mut s = Status::default();
         self.ioctl(STATUS, &mut s)?;
+        Ok(s)
+    }
+
+    /// Registers the secondary-TLB subscriber (`mmu_notifier_register`) on this process's mm.
+    pub fn tlb_register(&self) -> io::Result<()> {
+        self.ioctl(TLB_REGISTER, std::ptr::null_mut::<u8>())
+    }
+
+    /// `mmu_notifier_unregister` of the secondary-TLB subscriber.
+    pub fn tlb_unregister(&self) -> io::Result<()> {
+        self.ioctl(TLB_UNREGISTER, std::ptr::null_mut::<u8>())
+    }
+
+    pub fn tlb_status(&self) -> io::Result<TlbStatus> {
+        let mut s = TlbStatus::default();
+        self.ioctl(TLB_STATUS, &mut s)?;
         Ok(s)
     }
 

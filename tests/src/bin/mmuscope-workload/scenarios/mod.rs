@@ -22,6 +22,7 @@
 //! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
+//! | `--subscriber sectlb` (kvm_madvise, kvm_munmap, kvm_mprotect, thp_partial_munmap) | the same, the test module's secondary-TLB subscriber instead of the VM (`crate::subscriber`): its own call count |
 //! | `mirror_collide` | hits of an interval notifier (CLEAR), misses, reader waits, read retries, -EBUSY (module-counted) |
 
 pub mod cross_cgroup;

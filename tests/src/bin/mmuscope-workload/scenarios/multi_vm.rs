@@ -23,6 +23,7 @@ use crate::cgroups;
 use crate::cli::MultiVmArgs;
 use crate::kernel_api;
 use crate::region::{AnonRegion, Thp};
+use crate::subscriber;
 use crate::thp::PMD_BYTES;
 use crate::vm::{GuestVm, Kvm};
 
@@ -64,7 +65,7 @@ pub fn run(args: &MultiVmArgs) -> Result<GroundTruth> {
     let mut truth = GroundTruth::new(ScenarioParams::MultiVm(params), cgroups, args.vms, invalidations);
     truth.kernel_api = kernel_api;
     truth.double_notifications = Some(kvm_madvise::doubles(args.iterations, page_bytes));
-    truth.secondary_tlb = Some(kvm_madvise::secondary_tlb(args.iterations, page_bytes));
+    truth.secondary_tlb = Some(subscriber::kvm_only(kvm_madvise::secondary_tlb(args.iterations, page_bytes)));
     Ok(truth)
 }
 

@@ -40,6 +40,7 @@ use crate::cli::SwapOutArgs;
 use crate::kernel_api;
 use crate::pagemap::Pagemap;
 use crate::region::{AnonRegion, Thp, page_size};
+use crate::subscriber;
 use crate::swap::{self, ZramSwap};
 use crate::sys::pin_to_current_cpu;
 use crate::thp::PMD_BYTES;
@@ -97,7 +98,7 @@ pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
     truth.kernel_api = kernel_api;
     truth.swap = Some(SwapTruth { advised_pages: args.pages, swapped_pages: swapped, swap_device });
     truth.double_notifications = Some(doubles(swapped, page as u64));
-    truth.secondary_tlb = Some(secondary_tlb(swapped, page as u64));
+    truth.secondary_tlb = Some(subscriber::kvm_only(secondary_tlb(swapped, page as u64)));
     Ok(truth)
 }
 

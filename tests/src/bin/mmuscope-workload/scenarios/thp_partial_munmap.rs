@@ -49,8 +49,8 @@ use crate::cgroups;
 use crate::cli::ThpPartialMunmapArgs;
 use crate::kernel_api;
 use crate::region::{AnonRegion, Thp};
+use crate::subscriber::{self, Subscribed};
 use crate::thp::{self, PMD_BYTES};
-use crate::vm::{GuestVm, Kvm};
 
 pub const NAME: &str = "thp-partial-munmap";
 const HALF: usize = PMD_BYTES / 2;
@@ -64,15 +64,15 @@ pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
     for i in 0..n {
         thps.push(thp::pmd_mapped_region().with_context(|| format!("THP {i}"))?);
     }
-    let kvm = Kvm::open()?;
     let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
-    let guest = GuestVm::over(&kvm, memory, 1)?;
-    // --- KVM notifier registered: no allocation, free, print or other mapping change until teardown ---
+    let guest = Subscribed::over(&args.subscriber, memory)?;
+    let vms = guest.vms();
+    // --- notifier registered: no allocation, free, print or other mapping change until teardown ---
     let exercised = exercise(&mut thps);
     let teardown = guest.teardown();
     // --- notifier gone ---
     exercised.context("munmap of a THP's upper half")?;
-    teardown?;
+    let received = teardown?;
     let mut splits = 0;
     for t in &thps {
         let kib = thp::pmd_mapped_kib(t.addr())?;
@@ -82,13 +82,15 @@ pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
         splits += 1;
     }
     drop(thps);
-    eprintln!("mmuscope-workload: {NAME}: {n} THPs half-unmapped and split, VM destroyed (kernel API {kernel_api:?})");
+    eprintln!(
+        "mmuscope-workload: {NAME}: {n} THPs half-unmapped and split, subscriber gone (kernel API {kernel_api:?})"
+    );
 
     let invalidations = InvalidationTruth::from_sources(vec![
         BracketSource::new(
             NotifyEvent::Clear,
             n,
-            1,
+            vms,
             "THP split [A, A+2M) when munmap splits the VMA at A+1M",
             "6.1: do_mas_align_munmap → __split_vma → __vma_adjust → vma_adjust_trans_huge (mm/mmap.c:735) → \
              split_huge_pmd_if_needed → __split_huge_pmd (mm/huge_memory.c:2312-2322, MMU_NOTIFY_CLEAR); 6.12: \
@@ -99,7 +101,7 @@ pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
         BracketSource::new(
             NotifyEvent::Unmap,
             n,
-            1,
+            vms,
             "munmap of the upper half [A+1M, A+2M) of a THP",
             "6.1: unmap_region → unmap_vmas (mm/memory.c:1724); 6.12: vms_clear_ptes → unmap_vmas \
              (mm/memory.c:1891); the PMD was already split, so no nested split",
@@ -113,12 +115,12 @@ pub fn run(args: &ThpPartialMunmapArgs) -> Result<GroundTruth> {
             unmapped_bytes: HALF as u64,
         }),
         cgroups,
-        1,
+        vms,
         invalidations,
     );
     truth.kernel_api = kernel_api;
     truth.double_notifications = Some(doubles(n));
-    truth.secondary_tlb = Some(secondary_tlb(n));
+    subscriber::finish(&mut truth, secondary_tlb(n), received)?;
     truth.thp = Some(ThpTruth {
         pmd_mapped: n,
         pmd_splits: splits,
@@ -240,8 +242,9 @@ fn doubles(n: u64) -> DoubleNotificationTruth {
                 0,
                 0,
                 Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs),
-                "one call per window, and no subscriber implements arch_invalidate_secondary_tlbs",
-                "KVM's mmu_notifier_ops (6.12 virt/kvm/kvm_main.c:917)",
+                "one call per window (the split's bracket, the unmap's gather): nothing to overlap (and with KVM the \
+                 calls reach no implementer)",
+                "see the secondary-TLB sources; KVM's mmu_notifier_ops 6.12 virt/kvm/kvm_main.c:917",
             ),
         ],
     }

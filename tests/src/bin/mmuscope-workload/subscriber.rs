@@ -1,0 +1,119 @@
+//! Who subscribes to a scenario's mm (`--subscriber`): one KVM VM with a memslot over the scenario's memory (the
+//! default), or the test module's secondary-TLB subscriber (`tests/kmod/mmuscope_mirror/`, `MIRROR_TLB_REGISTER`):
+//! a classic notifier that implements only the running kernel's secondary-TLB op, as IOMMU SVA drivers do.
+//!
+//! The difference matters on 6.6+: KVM implements no `arch_invalidate_secondary_tlbs` (6.12 virt/kvm/kvm_main.c:917),
+//! so the secondary-TLB calls the kernel makes for the mm reach no one and the agent counts none
+//! ([`SecondaryTlbTruth::unreached`]); the module implements it and receives each call, and its own count is the
+//! truth. Before 6.6 both implement `->invalidate_range` (KVM x86, 6.1 virt/kvm/kvm_main.c:918) and receive the same
+//! calls. The brackets are the same for both (a classic notifier is on the mm's list either way); only KVM's own
+//! families (`kvm_unmap_hva_range`) differ: the module is no VM.
+
+use anyhow::{Context, Result, ensure};
+use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi, SecondaryTlbTruth, TlbScope, TlbSubscriberTruth};
+
+use crate::cli::{SubscriberArgs, SubscriberKind};
+use crate::mirror::{self, Mirror, TlbStatus};
+use crate::region::AnonRegion;
+use crate::vm::{GuestVm, Kvm};
+
+/// The subscriber, registered, and the scenario's memory (a KVM memslot's, or just the mm's for the module).
+pub enum Subscribed {
+    Kvm(GuestVm),
+    Tlb { dev: Mirror, memory: AnonRegion },
+}
+
+impl Subscribed {
+    /// Registers the subscriber over `memory`, which the caller prepared; everything is opened first.
+    pub fn over(args: &SubscriberArgs, memory: AnonRegion) -> Result<Self> {
+        match args.subscriber {
+            SubscriberKind::Kvm => {
+                let kvm = Kvm::open()?;
+                Ok(Self::Kvm(GuestVm::over(&kvm, memory, 1)?))
+            }
+            SubscriberKind::Sectlb => {
+                mirror::load(&args.module)?;
+                let dev = Mirror::open()?;
+                dev.tlb_register().context("MIRROR_TLB_REGISTER")?;
+                Ok(Self::Tlb { dev, memory })
+            }
+        }
+    }
+
+    pub fn memory(&self) -> &AnonRegion {
+        match self {
+            Self::Kvm(guest) => &guest.memory,
+            Self::Tlb { memory, .. } => memory,
+        }
+    }
+
+    /// KVM VMs on the mm (the truth's `vms`).
+    pub fn vms(&self) -> u32 {
+        match self {
+            Self::Kvm(guest) => guest.vms.len() as u32,
+            Self::Tlb { .. } => 0,
+        }
+    }
+
+    /// Unregisters (destroys the VM), then unmaps the memory with no subscriber left; returns what the module
+    /// received, read before it unregisters.
+    pub fn teardown(self) -> Result<Option<TlbStatus>> {
+        match self {
+            Self::Kvm(guest) => guest.teardown().map(|()| None),
+            Self::Tlb { dev, memory } => {
+                let status = dev.tlb_status().context("MIRROR_TLB_STATUS");
+                dev.tlb_unregister().context("MIRROR_TLB_UNREGISTER")?;
+                memory.unmap().context("unmapping the scenario's memory")?;
+                status.map(Some)
+            }
+        }
+    }
+}
+
+/// `secondary` on an mm whose only subscribers are KVM VMs: from 6.6 none of the calls reaches an implementer.
+pub fn kvm_only(secondary: SecondaryTlbTruth) -> SecondaryTlbTruth {
+    secondary.unreached(
+        SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
+        "KVM implements no arch_invalidate_secondary_tlbs (6.12 virt/kvm/kvm_main.c:917)",
+    )
+}
+
+/// Completes a scenario's truth for its subscriber: `secondary` as the agent must count it (KVM from 6.6: none
+/// reach it), and the module's counts, checked first against `secondary` for the kernel's API.
+pub fn finish(truth: &mut GroundTruth, secondary: SecondaryTlbTruth, received: Option<TlbStatus>) -> Result<()> {
+    let Some(status) = received else {
+        truth.secondary_tlb = Some(kvm_only(secondary));
+        return Ok(());
+    };
+    eprintln!(
+        "mmuscope-workload: the secondary-TLB subscriber received {} calls ({} whole-mm, {} range bytes)",
+        status.calls, status.full_mm, status.range_bytes
+    );
+    let api = match status.api {
+        1 => SecondaryTlbApi::InvalidateRange,
+        2 => SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
+        other => anyhow::bail!("the module reports secondary-TLB API {other}"),
+    };
+    ensure!(
+        truth.kernel_api == Some(api),
+        "the module implements {api:?}, the kernel's BTF says {:?}",
+        truth.kernel_api
+    );
+    let sources: Vec<_> = secondary.sources.iter().filter(|s| s.api == api).collect();
+    let calls: u64 = sources.iter().map(|s| s.count).sum();
+    ensure!(status.calls == calls, "the module received {} secondary-TLB calls, the truth says {calls}", status.calls);
+    if sources.iter().all(|s| s.scope.is_some()) {
+        let full: u64 = sources.iter().filter(|s| s.scope == Some(TlbScope::FullMm)).map(|s| s.count).sum();
+        let bytes: u64 = sources.iter().filter(|s| s.scope == Some(TlbScope::Range)).filter_map(|s| s.bytes).sum();
+        ensure!(
+            (status.full_mm, status.range_bytes) == (full, bytes),
+            "the module received {} whole-mm calls and {} range bytes, the truth says {full} and {bytes}",
+            status.full_mm,
+            status.range_bytes
+        );
+    }
+    truth.secondary_tlb = Some(secondary);
+    truth.tlb_subscriber =
+        Some(TlbSubscriberTruth { api, calls: status.calls, full_mm: status.full_mm, range_bytes: status.range_bytes });
+    Ok(())
+}
