@@ -24,17 +24,17 @@
 //! `thp`, `swap` and `cross_cgroup` (measured page outcomes, see [`outcomes`]). A source whose bracket was started by
 //! another process names it in `initiator_pid`.
 
+mod cause;
 mod notifications;
 mod outcomes;
 mod params;
 
+pub use cause::Cause;
 pub use notifications::{
-    DoubleKind, DoubleNotificationTruth, DoubleSource, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
+    DoubleKind, DoubleNotificationTruth, DoubleSource, KindBound, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
-pub use outcomes::{
-    CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, ThpTruth, TlbSubscriberTruth,
-};
+pub use outcomes::{CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, TlbSubscriberTruth};
 pub use params::{
     CrossCgroupParams, ForkParams, HugetlbForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams,
     MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
@@ -42,7 +42,6 @@ pub use params::{
 
 use std::collections::BTreeMap;
 
-use mmuscope_abi::Cause;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupPlacement;
@@ -73,8 +72,6 @@ pub struct GroundTruth {
     pub fork: Option<ForkTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hugetlb_fork: Option<HugetlbForkTruth>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp: Option<ThpTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap: Option<SwapTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,7 +287,6 @@ impl GroundTruth {
             secondary_tlb: None,
             fork: None,
             hugetlb_fork: None,
-            thp: None,
             swap: None,
             cross_cgroup: None,
             interval: None,
@@ -595,32 +591,36 @@ mod tests {
 
     #[test]
     fn per_api_expectations_add_up() {
-        let src = |kind, count, bytes, api| DoubleSource {
-            kind,
-            count,
-            redundant_bytes: bytes,
-            api,
-            cause: String::new(),
-            kernel_path: String::new(),
-        };
+        let src = |kind, count, bytes, api| DoubleSource::new(kind, count, bytes, api, "", "");
         let d = DoubleNotificationTruth {
             sources: vec![
                 src(DoubleKind::OverlappingBrackets, 2, 2 << 20, None),
                 src(DoubleKind::AvoidedOnlyEnd, 2, 0, Some(SecondaryTlbApi::InvalidateRange)),
                 src(DoubleKind::EndAfterInLock, 0, 0, Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs)),
                 src(DoubleKind::OverlappingBrackets, 1, 4096, None),
+                src(DoubleKind::EndThenGather, 0, 0, Some(SecondaryTlbApi::InvalidateRange)).at_most(1, 8192),
             ],
         };
         let old = d.expected(SecondaryTlbApi::InvalidateRange);
-        assert_eq!(old.len(), 2);
-        assert_eq!(old[&DoubleKind::OverlappingBrackets], KindTotal { count: 3, bytes: (2 << 20) + 4096 });
-        assert_eq!(old[&DoubleKind::AvoidedOnlyEnd], KindTotal { count: 2, bytes: 0 });
+        assert_eq!(old.len(), 3);
+        let exact = |count, bytes| KindTotal { count, bytes, count_max: count, bytes_max: bytes };
+        assert_eq!(old[&DoubleKind::OverlappingBrackets], exact(3, (2 << 20) + 4096));
+        assert_eq!(old[&DoubleKind::AvoidedOnlyEnd], exact(2, 0));
+        assert_eq!(
+            old[&DoubleKind::EndThenGather],
+            KindTotal { count: 0, bytes: 0, count_max: 1, bytes_max: 8192 },
+            "a bound"
+        );
         let new = d.expected(SecondaryTlbApi::ArchInvalidateSecondaryTlbs);
         assert_eq!(new[&DoubleKind::EndAfterInLock], KindTotal::default(), "listed with zero: specified as none");
-        assert!(!new.contains_key(&DoubleKind::AvoidedOnlyEnd), "not listed: unspecified");
+        assert!(
+            !new.contains_key(&DoubleKind::AvoidedOnlyEnd),
+            "not listed for this API: none (the guest check closes the kinds)"
+        );
 
         let tlb = SecondaryTlbTruth {
             sources: vec![SecondaryTlbSource {
+                count_max: None,
                 api: SecondaryTlbApi::InvalidateRange,
                 context: TlbContext::Bracket,
                 scope: Some(TlbScope::Range),

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use mmuscope_tests::hardening::{kvm_madvise, wrk};
 use mmuscope_tests::harness::scrape::INVALIDATIONS;
-use mmuscope_tests::harness::{Agent, HostEnv, counter_by_cgroup};
+use mmuscope_tests::harness::{Agent, HostEnv, counter_by_cgroup, scrape_until};
+use mmuscope_tests::promtext::Exposition;
 
 const CGROUP_PARENT: &str = "/mmuscope-hardening";
 
@@ -54,8 +55,15 @@ fn load_case(env: &HostEnv, agent: &Agent, seconds: u32) -> Result<()> {
         );
         ensure!(s.socket_errors == [0; 4] && s.non_2xx == 0, "{what} under load:\n{}", s.raw);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let counts = counter_by_cgroup(&agent.scraper().metrics()?, INVALIDATIONS);
+    // Each workload has exited, so its events happened; scrape until every count has reached its truth.
+    let reached = |e: &Exposition| {
+        let counts = counter_by_cgroup(e, INVALIDATIONS);
+        runs.iter().all(|(_, t)| {
+            counts.get(&t.cgroups.attributed().path.to_string()).copied().unwrap_or(0.0)
+                >= t.expected_tracepoint_total() as f64
+        })
+    };
+    let counts = counter_by_cgroup(&scrape_until(&agent.scraper(), Duration::from_secs(10), reached)?, INVALIDATIONS);
     let mut wrong = Vec::new();
     println!("{:<44} {:>12} {:>12}", "workload cgroup (ran during the load)", "ground truth", "/metrics");
     for (_guard, truth) in &runs {

@@ -11,9 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use mmuscope_tests::hardening::{WITH_TRACEFS, kvm_madvise, rawhttp, run_command_to_exit, wrapped};
+use mmuscope_tests::hardening::{WITH_TRACEFS, kvm_madvise, rawhttp, run_command_to_exit};
 use mmuscope_tests::harness::scrape::INVALIDATIONS;
-use mmuscope_tests::harness::{HostEnv, counter_by_cgroup};
+use mmuscope_tests::harness::{Agent, HostEnv, counter_by_cgroup};
 
 const CGROUP_PARENT: &str = "/mmuscope-hardening";
 const NEEDED: [&str; 3] = ["bpf", "perfmon", "dac_read_search"];
@@ -21,16 +21,23 @@ const NEEDED: [&str; 3] = ["bpf", "perfmon", "dac_read_search"];
 /// `setpriv` as nobody with exactly `caps` (inheritable + ambient, so they survive the exec), where tracefs is
 /// mounted as under the systemd unit (its `RequiresMountsFor=`): CAP_DAC_READ_SEARCH is needed for tracefs.
 fn as_nobody_with(bin: &std::path::Path, caps: &[&str]) -> Command {
-    let plus: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
-    let mut cmd = wrapped(&WITH_TRACEFS);
-    cmd.args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
-    let inh = if plus.is_empty() { "-all".to_string() } else { format!("-all,{}", plus.join(",")) };
-    cmd.arg(format!("--inh-caps={inh}"));
-    if !plus.is_empty() {
-        cmd.arg(format!("--ambient-caps={}", plus.join(",")));
-    }
-    cmd.arg(bin);
+    let wrapper = nobody_wrapper(caps);
+    let mut cmd = Command::new(&wrapper[0]);
+    cmd.args(&wrapper[1..]).arg(bin);
     cmd
+}
+
+/// The command (tracefs mounted, then `setpriv` to uid nobody with only `caps`) that exec's its arguments.
+fn nobody_wrapper(caps: &[&str]) -> Vec<String> {
+    let plus: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
+    let mut w: Vec<String> = WITH_TRACEFS.iter().map(|s| s.to_string()).collect();
+    w.extend(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from));
+    let inh = if plus.is_empty() { "-all".to_string() } else { format!("-all,{}", plus.join(",")) };
+    w.push(format!("--inh-caps={inh}"));
+    if !plus.is_empty() {
+        w.push(format!("--ambient-caps={}", plus.join(",")));
+    }
+    w
 }
 
 #[test]
@@ -75,26 +82,20 @@ fn thread_caps(pid: u32) -> Result<Vec<(String, String)>> {
 #[test]
 fn with_exactly_the_needed_capabilities_it_counts_exactly_and_drops_them_all() {
     let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else { return };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut cmd = as_nobody_with(&env.agent_bin, &NEEDED);
-    cmd.args(["run", "--mode", "tracepoint", "--web.listen-address", &port.to_string()]);
-    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The harness starts it on port 0 and learns the port from its log line; setpriv exec()s the agent, so the
+    // child's pid is the agent's.
+    let wrapper = nobody_wrapper(&NEEDED);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let agent = Agent::start_wrapped(&wrapper, &env.agent_bin, &[], Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let port = agent.addr();
     let result = (|| -> Result<()> {
-        let scraper = mmuscope_tests::harness::Scraper::new(&format!("http://{port}"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let ready = loop {
-            if let Ok((200, body)) = scraper.get("/readyz") {
-                break body;
-            }
-            ensure!(child.try_wait()?.is_none(), "agent exited before ready");
-            ensure!(Instant::now() < deadline, "agent not ready in 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let scraper = agent.scraper();
+        let (_, ready) = scraper.get("/readyz")?;
         println!("/readyz as nobody with {NEEDED:?}: {}", ready.trim());
         ensure!(ready.contains("\"required_families_not_attached\":[]"), "a required family is missing: {ready}");
-        // setpriv exec()s the agent: the child's pid is the agent's.
-        let caps = thread_caps(child.id())?;
-        println!("agent pid {} (uid nobody) after attach, per thread: {caps:?}", child.id());
+        let caps = thread_caps(agent.pid())?;
+        println!("agent pid {} (uid nobody) after attach, per thread: {caps:?}", agent.pid());
         ensure!(caps.iter().all(|(_, v)| v == "0000000000000000"), "capabilities left: {caps:?}");
         let (_guard, truth) = kvm_madvise(&env, CGROUP_PARENT, &format!("caps-{}", std::process::id()), 500)?;
         let label = truth.cgroups.attributed().path.to_string();
@@ -118,14 +119,8 @@ fn with_exactly_the_needed_capabilities_it_counts_exactly_and_drops_them_all() {
         }
         Ok(())
     })();
-    // SAFETY: kill(2) on our own unreaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Err(e) = result {
-        panic!("{e:#}\n--- agent stderr ---\n{stderr}");
-    }
-    assert!(out.status.success(), "agent exit {} after SIGTERM: {stderr}", out.status);
+    // A clean exit (status 0) after SIGTERM, or the failure with the agent's output tail.
+    agent.finish(result);
 }
 
 #[test]

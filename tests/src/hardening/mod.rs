@@ -114,7 +114,11 @@ pub fn fork_pinned_counts_exactly(env: &HostEnv, scraper: &Scraper, parent: &str
         ("mmuscope_fork_pinned_copy_bytes_total", fork.copied_bytes),
         ("mmuscope_forks_with_pinned_pages_total", fork.forks_with_pinned_pages),
     ];
-    ensure!(fork.copied_pages > 0, "the workload's fork copied no page: {fork:?}");
+    // Exact: fork copies every pinned page of the parent eagerly (copy_present_page), and all 64 are pinned.
+    ensure!(
+        fork.pinned_pages == 64 && fork.copied_pages == 64,
+        "the workload's fork did not copy its 64 pinned pages: {fork:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let e = scraper.metrics()?;

@@ -1,4 +1,6 @@
-//! The agent as a child process: start on a free loopback port, wait for `/readyz`, stop with SIGTERM.
+//! The agent as a child process: start on loopback port 0, learn the port the kernel gave it from the agent's own
+//! `listening on http://…` log line, wait for `/readyz`, stop with SIGTERM. Nothing picks a port in advance, so no
+//! other process can take it between the pick and the bind.
 //!
 //! The agent's stdout and stderr are collected into a bounded tail so that every failure (never ready, early exit,
 //! non-zero exit) can show what the agent said. If a test panics while the agent runs, dropping [`Agent`] kills it
@@ -6,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,10 @@ const TAIL_LINES: usize = 80;
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Tail = Arc<Mutex<VecDeque<String>>>;
+/// The address the agent said it listens on, once it said so.
+type Listening = Arc<Mutex<Option<SocketAddr>>>;
+/// What the agent logs (logfmt or JSON) when its listener is bound, before the address.
+const LISTENING: &str = "listening on ";
 
 /// A running agent.
 pub struct Agent {
@@ -33,28 +39,30 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint` and waits until `/readyz` answers 200.
+    /// Starts `bin run --web.listen-address 127.0.0.1:0 --mode tracepoint` and waits until `/readyz` answers 200.
     pub fn start(bin: &Path, ready_timeout: Duration) -> Result<Self> {
-        let mut agent = Self::spawn(bin, &[])?;
-        agent.wait_ready(ready_timeout)?;
+        let deadline = Instant::now() + ready_timeout;
+        let mut agent = Self::spawn(bin, &[], deadline)?;
+        agent.wait_ready(deadline, ready_timeout)?;
         Ok(agent)
     }
 
     /// [`Self::start`] behind `wrapper`, a command that ends by exec'ing its arguments (e.g. `unshare … sh -c '…;
     /// exec "$@"'`), so that the agent keeps the child's pid.
     pub fn start_wrapped(wrapper: &[&str], bin: &Path, extra: &[&str], ready_timeout: Duration) -> Result<Self> {
-        let mut agent = Self::spawn_wrapped(wrapper, bin, extra)?;
-        agent.wait_ready(ready_timeout)?;
+        let deadline = Instant::now() + ready_timeout;
+        let mut agent = Self::spawn_wrapped(wrapper, bin, extra, deadline)?;
+        agent.wait_ready(deadline, ready_timeout)?;
         Ok(agent)
     }
 
-    /// Spawns `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint <extra>` with its output collected.
-    fn spawn(bin: &Path, extra: &[&str]) -> Result<Self> {
-        Self::spawn_wrapped(&[], bin, extra)
+    /// Spawns `bin run --web.listen-address 127.0.0.1:0 --mode tracepoint <extra>` with its output collected, and
+    /// waits (until `deadline`) for the address it then listens on.
+    fn spawn(bin: &Path, extra: &[&str], deadline: Instant) -> Result<Self> {
+        Self::spawn_wrapped(&[], bin, extra, deadline)
     }
 
-    fn spawn_wrapped(wrapper: &[&str], bin: &Path, extra: &[&str]) -> Result<Self> {
-        let addr = free_loopback_port()?;
+    fn spawn_wrapped(wrapper: &[&str], bin: &Path, extra: &[&str], deadline: Instant) -> Result<Self> {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -64,7 +72,7 @@ impl Agent {
             None => Command::new(bin),
         };
         let mut child = cmd
-            .args(["run", "--web.listen-address", &addr.to_string(), "--mode", "tracepoint"])
+            .args(["run", "--web.listen-address", "127.0.0.1:0", "--mode", "tracepoint"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -72,19 +80,36 @@ impl Agent {
             .spawn()
             .with_context(|| format!("spawning agent {}", bin.display()))?;
         let tail: Tail = Arc::default();
+        let listening: Listening = Arc::default();
         let readers = vec![
-            collect_lines(child.stdout.take(), "stdout", tail.clone()),
-            collect_lines(child.stderr.take(), "stderr", tail.clone()),
+            collect_lines(child.stdout.take(), "stdout", tail.clone(), listening.clone()),
+            collect_lines(child.stderr.take(), "stderr", tail.clone(), listening.clone()),
         ];
-        Ok(Self { child, addr, tail, readers })
+        // The agent binds only after attaching its probes; until then there is no address to learn.
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut agent = Self { child, addr: unbound, tail, readers };
+        loop {
+            if let Some(addr) = *listening.lock().unwrap_or_else(|p| p.into_inner()) {
+                agent.addr = addr;
+                return Ok(agent);
+            }
+            if let Some(status) = agent.child.try_wait()? {
+                agent.join_readers();
+                bail!("agent exited with {status} before listening; output tail:\n{}", agent.output_tail());
+            }
+            if Instant::now() >= deadline {
+                bail!("agent logged no \"{LISTENING}…\" address in time; output tail:\n{}", agent.output_tail());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
-    /// Starts `bin run --web.listen-address 127.0.0.1:PORT --mode tracepoint <extra>` and waits until the port
+    /// Starts `bin run --web.listen-address 127.0.0.1:0 --mode tracepoint <extra>` and waits until its port
     /// accepts connections (the agent listens only after attaching; works for TLS too, where `/readyz` over plain
     /// HTTP cannot be asked).
     pub fn start_with(bin: &Path, extra: &[&str], ready_timeout: Duration) -> Result<Self> {
-        let mut agent = Self::spawn(bin, extra)?;
         let deadline = Instant::now() + ready_timeout;
+        let mut agent = Self::spawn(bin, extra, deadline)?;
         loop {
             if let Some(status) = agent.child.try_wait()? {
                 agent.join_readers();
@@ -152,9 +177,8 @@ impl Agent {
         }
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    fn wait_ready(&mut self, deadline: Instant, timeout: Duration) -> Result<()> {
         let scraper = self.scraper();
-        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 self.join_readers();
@@ -219,18 +243,26 @@ impl Drop for Agent {
     }
 }
 
-/// A port the kernel just handed out on 127.0.0.1. Closed again before the agent binds it; the window for another
-/// process to take it is tiny on a test host.
-fn free_loopback_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
-    Ok(listener.local_addr()?)
+/// The address of an agent log line `… listening on http://127.0.0.1:40123 …` (logfmt or JSON; https too).
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
+    let rest = rest.strip_prefix("http://").or_else(|| rest.strip_prefix("https://"))?;
+    rest.split(|c: char| c == '"' || c == '\\' || c.is_whitespace()).next()?.parse().ok()
 }
 
-fn collect_lines(stream: Option<impl Read + Send + 'static>, name: &'static str, tail: Tail) -> JoinHandle<()> {
+fn collect_lines(
+    stream: Option<impl Read + Send + 'static>,
+    name: &'static str,
+    tail: Tail,
+    listening: Listening,
+) -> JoinHandle<()> {
     thread::spawn(move || {
         let Some(stream) = stream else { return };
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
+            if let Some(addr) = listening_address(&line) {
+                listening.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(addr);
+            }
             let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
             if t.len() == TAIL_LINES {
                 t.pop_front();
@@ -238,4 +270,19 @@ fn collect_lines(stream: Option<impl Read + Send + 'static>, name: &'static str,
             t.push_back(format!("[agent {name}] {line}"));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_address;
+
+    #[test]
+    fn the_listening_line_gives_the_address_in_both_log_formats() {
+        let logfmt = "ts=2026-12-05T16:00:00Z level=info target=mmuscope::web::serve \
+                      message=\"listening on http://127.0.0.1:40123\"";
+        assert_eq!(listening_address(logfmt), Some("127.0.0.1:40123".parse().unwrap()));
+        let json = r#"{"timestamp":"…","level":"INFO","fields":{"message":"listening on https://127.0.0.1:8443"}}"#;
+        assert_eq!(listening_address(json), Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(listening_address("level=info message=\"attached brackets\""), None);
+    }
 }

@@ -13,5 +13,5 @@ pub mod workload;
 pub use agent::Agent;
 pub use cleanup::CgroupGuard;
 pub use prereq::HostEnv;
-pub use scrape::{Scraper, changed_cgroups, counter_by_cgroup};
+pub use scrape::{Scraper, changed_cgroups, counter_by_cgroup, scrape_until};
 pub use workload::{run_workload, run_workload_command};

@@ -55,6 +55,20 @@ impl Scraper {
     }
 }
 
+/// Scrapes every 100 ms until `settled` holds for a scrape or `timeout` passes, and returns the last scrape: the
+/// caller compares it exactly either way (a timeout shows as the mismatch). Instead of a fixed sleep: as fast as the
+/// agent is, never too short.
+pub fn scrape_until(scraper: &Scraper, timeout: Duration, settled: impl Fn(&Exposition) -> bool) -> Result<Exposition> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let e = scraper.metrics()?;
+        if settled(&e) || std::time::Instant::now() >= deadline {
+            return Ok(e);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `name` summed over all other labels, per `cgroup` label value.
 pub fn counter_by_cgroup(e: &Exposition, name: &str) -> BTreeMap<String, f64> {
     e.sum_by(name, "cgroup")

@@ -4,8 +4,15 @@
 //! * [`SecondaryTlbApi::InvalidateRange`]: BTF has `__mmu_notifier_invalidate_range` (kernels before 6.6);
 //! * [`SecondaryTlbApi::ArchInvalidateSecondaryTlbs`]: BTF has `__mmu_notifier_arch_invalidate_secondary_tlbs` (6.6+).
 //!
-//! A scenario lists, per generation, every kind it makes a statement about — with a zero count where the kernel
-//! source says "none". A kind a scenario does not list is unspecified for it, and a test must not assert it.
+//! A scenario that has these parts lists, per generation, every double kind and every secondary-TLB context that can
+//! occur — with a zero count where the kernel source says "none"; any other kind or context must stay at zero (the
+//! vm tier's guest check closes both label sets). Where the kernel decides a figure at run time (young bits, the
+//! page tables a munmap frees), the source bounds it and its `cause` says why no exact value can be known. A
+//! scenario without the part (`None`) makes no statement about it.
+//!
+//! One thing BTF cannot show is how x86's `flush_tlb_mm_range` passes a range above its flush ceiling to the
+//! secondary-TLB notifier (the whole mm on 6.12, the range itself on 7.2): that scope is keyed by kernel series
+//! (the workload's `kernel_api::flush_scope`), and left open on a series nobody read.
 
 use std::collections::BTreeMap;
 
@@ -44,11 +51,14 @@ pub enum DoubleKind {
     AvoidedOnlyEnd,
 }
 
-/// Count and redundant bytes of one kind.
+/// Count and redundant bytes of one kind. Exact unless a source bounds them (`count_max`/`bytes_max` above
+/// `count`/`bytes`: the kernel decides at run time, see that source's `cause`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindTotal {
     pub count: u64,
     pub bytes: u64,
+    pub count_max: u64,
+    pub bytes_max: u64,
 }
 
 /// One mechanism that produces (or avoids) double notifications, explained.
@@ -61,9 +71,20 @@ pub struct DoubleSource {
     /// `None`: every generation; otherwise only kernels with this API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<SecondaryTlbApi>,
+    /// Upper bounds where the exact figure is decided at run time (then `count` and `redundant_bytes` are the lower
+    /// bounds, and `cause` says why no exact value can be known); `None`: exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_most: Option<KindBound>,
     pub cause: String,
     /// The kernel source this follows from (functions and the decisive lines, per generation).
     pub kernel_path: String,
+}
+
+/// The largest count and redundant bytes a bounded [`DoubleSource`] can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindBound {
+    pub count: u64,
+    pub redundant_bytes: u64,
 }
 
 impl DoubleSource {
@@ -75,7 +96,20 @@ impl DoubleSource {
         cause: &str,
         kernel_path: &str,
     ) -> Self {
-        Self { kind, count, redundant_bytes, api, cause: cause.to_owned(), kernel_path: kernel_path.to_owned() }
+        Self {
+            kind,
+            count,
+            redundant_bytes,
+            api,
+            at_most: None,
+            cause: cause.to_owned(),
+            kernel_path: kernel_path.to_owned(),
+        }
+    }
+
+    /// This source with upper bounds (`count` and `redundant_bytes` become the lower ones).
+    pub fn at_most(self, count: u64, redundant_bytes: u64) -> Self {
+        Self { at_most: Some(KindBound { count, redundant_bytes }), ..self }
     }
 }
 
@@ -93,6 +127,9 @@ impl DoubleNotificationTruth {
             let t = out.entry(s.kind).or_default();
             t.count += s.count;
             t.bytes += s.redundant_bytes;
+            let max = s.at_most.unwrap_or(KindBound { count: s.count, redundant_bytes: s.redundant_bytes });
+            t.count_max += max.count;
+            t.bytes_max += max.redundant_bytes;
         }
         out
     }
@@ -130,6 +167,10 @@ pub struct SecondaryTlbSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<TlbScope>,
     pub count: u64,
+    /// Upper bound where the count is decided at run time (`count` is then the lower bound, and `cause` says why
+    /// no exact value can be known); `None`: `count` is exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_max: Option<u64>,
     /// Bytes covered, where `scope` is [`TlbScope::Range`]; `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
@@ -137,7 +178,8 @@ pub struct SecondaryTlbSource {
     pub kernel_path: String,
 }
 
-/// Expected secondary-TLB invalidations of a run; only the (api, context) pairs listed are specified.
+/// Expected secondary-TLB invalidations of a run: the (api, context) pairs listed, and none in any other context
+/// of that API (an empty list: no secondary-TLB call reaches a subscriber).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondaryTlbTruth {
     pub sources: Vec<SecondaryTlbSource>,

@@ -46,16 +46,6 @@ pub struct HugetlbForkTruth {
     pub kernel_path: String,
 }
 
-/// PMD-mapped THPs a scenario built and split (outside fork).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThpTruth {
-    /// THPs verified PMD-mapped (`AnonHugePages`) before the operation.
-    pub pmd_mapped: u64,
-    /// PMD mappings split by the operation.
-    pub pmd_splits: u64,
-    pub kernel_path: String,
-}
-
 /// Pages moved to swap by the scenario.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwapTruth {

@@ -25,10 +25,30 @@ pub type EventCounts = BTreeMap<String, i64>;
 pub struct Comparison {
     /// `metric{cgroup="…",label="…"}`.
     pub series: String,
+    /// Exactly this, or the lower bound when `expected_max` is set.
     pub expected: u64,
+    /// The truth's upper bound where the exact figure cannot be known; `None`: exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_max: Option<u64>,
     /// Signed: a counter that went down shows as a negative increase.
     pub observed: i64,
     pub pass: bool,
+}
+
+impl Comparison {
+    /// `7`, or `0..=1` for a bound.
+    pub fn wanted(&self) -> String {
+        match self.expected_max {
+            Some(max) => format!("{}..={max}", self.expected),
+            None => self.expected.to_string(),
+        }
+    }
+
+    /// Whether `observed` is what the truth wants (re-checked here, not taken from the guest's `pass`).
+    pub fn holds(&self) -> bool {
+        let max = self.expected_max.unwrap_or(self.expected);
+        (i128::from(self.expected)..=i128::from(max)).contains(&i128::from(self.observed))
+    }
 }
 
 /// One line of the guest checker.

@@ -86,7 +86,7 @@ fn families(comparisons: &[Comparison]) -> String {
                 (Some((name, _)), None) => name.to_string(),
                 _ => series.to_string(),
             };
-            format!("`{short}` expected {}, observed {}", c.expected, c.observed)
+            format!("`{short}` expected {}, observed {}", c.wanted(), c.observed)
         })
         .collect();
     if !differ.is_empty() {
@@ -159,12 +159,14 @@ mod tests {
                 Comparison {
                     series: "mmuscope_invalidations_total{cgroup=\"/t\",event=\"clear\"}".into(),
                     expected: 1000,
+                    expected_max: None,
                     observed: 1000,
                     pass: true,
                 },
                 Comparison {
                     series: "mmuscope_invalidations_total{cgroup=\"/t\",event=\"unmap\"}".into(),
                     expected: 0,
+                    expected_max: None,
                     observed: 2,
                     pass: false,
                 },

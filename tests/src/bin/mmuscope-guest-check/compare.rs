@@ -113,19 +113,26 @@ fn run(
         problems.extend(reference_problems(&reference, &truth, &owner, &before, &after));
     }
 
-    let all = with_closed(checks, &closed, &before, &after);
+    let mut all = with_closed(checks, &closed, &before, &after);
+    all.extend(other_cgroups_grown(&owner, &before, &after));
     let comparisons: Vec<Comparison> = all
         .iter()
         .map(|c| {
             let observed = increase(&before, &after, c);
-            Comparison { series: c.series(), expected: c.expected, observed, pass: observed == expected(c) }
+            Comparison {
+                series: c.series(),
+                expected: c.expected,
+                expected_max: c.max,
+                observed,
+                pass: within(c, observed),
+            }
         })
         .collect();
     problems.extend(
-        comparisons
-            .iter()
-            .filter(|c| !c.pass)
-            .map(|c| format!("{}: expected {}, observed {}", c.series, c.expected, c.observed)),
+        all.iter()
+            .zip(&comparisons)
+            .filter(|(_, r)| !r.pass)
+            .map(|(c, r)| format!("{}: expected {}, observed {}", r.series, c.wanted(), r.observed)),
     );
     let callbacks = hooked.then(|| {
         let timed = subscribers::kvm_start_callbacks(&after).saturating_sub(subscribers::kvm_start_callbacks(&before));
@@ -220,6 +227,27 @@ fn with_closed(mut checks: Vec<Check>, closed: &[Closed], before: &Exposition, a
     checks
 }
 
+/// A zero check for every cgroup but `owner` whose series of a compared metric changed: the scenario's events all
+/// belong to its owner (cross-cgroup's initiator and a fork from a sibling cgroup included), and nothing else in
+/// the guest has a subscriber, pins pages or registers an interval, so no other cgroup may grow (or shrink).
+fn other_cgroups_grown(owner: &str, before: &Exposition, after: &Exposition) -> Vec<Check> {
+    let cgroups = |e: &Exposition, metric: &str| -> BTreeSet<String> {
+        e.samples_named(metric).filter_map(|s| s.labels.get("cgroup").cloned()).collect()
+    };
+    let mut out = Vec::new();
+    for metric in families::METRICS {
+        let mut seen = cgroups(before, metric);
+        seen.extend(cgroups(after, metric));
+        for cgroup in seen.into_iter().filter(|c| c != owner) {
+            let check = Check::new(metric, &cgroup, &[], 0);
+            if increase(before, after, &check) != 0 {
+                out.push(check);
+            }
+        }
+    }
+    out
+}
+
 /// Series of the compared metrics that grew for `owner` but no check selects, as `metric{labels}: +N`: what the
 /// agent counted where the truth makes no statement (recorded, not asserted).
 fn unasserted(checks: &[Check], owner: &str, before: &Exposition, after: &Exposition) -> Vec<String> {
@@ -247,7 +275,6 @@ fn unasserted(checks: &[Check], owner: &str, before: &Exposition, after: &Exposi
         .collect()
 }
 
-/// A check's expected increase, as [`increase`] gives increases.
 /// KVM's callback hits, counted by the kernel, against the truth's brackets × VMs and (before 6.6) the agent's
 /// secondary-TLB increase for the owner × VMs. Prints each comparison; returns the failed ones.
 fn reference_problems(
@@ -287,12 +314,22 @@ fn reference_problems(
     problems
 }
 
+/// A check's expected increase (its lower bound), as [`increase`] gives increases.
 fn expected(c: &Check) -> i64 {
     i64::try_from(c.expected).unwrap_or(i64::MAX)
 }
 
+/// Whether `observed` is what `c` wants: exactly its value, or within its bound.
+fn within(c: &Check, observed: i64) -> bool {
+    let max = i64::try_from(c.max.unwrap_or(c.expected)).unwrap_or(i64::MAX);
+    (expected(c)..=max).contains(&observed)
+}
+
+/// A check with an empty cgroup selects the agent's own series, which have no `cgroup` label.
 fn matches(s: &Sample, c: &Check) -> bool {
-    s.labels.get("cgroup") == Some(&c.cgroup) && c.labels.iter().all(|(k, v)| s.labels.get(*k) == Some(v))
+    let cgroup =
+        if c.cgroup.is_empty() { !s.labels.contains_key("cgroup") } else { s.labels.get("cgroup") == Some(&c.cgroup) };
+    cgroup && c.labels.iter().all(|(k, v)| s.labels.get(*k) == Some(v))
 }
 
 /// Increase of the series group `c` selects (absent = 0). Signed: a counter that went down (a reset, a series that
@@ -384,6 +421,39 @@ mod tests {
         assert_eq!(all.len(), 2, "unmap grew and is not listed; release did not grow; /b is another cgroup");
         assert_eq!(all[1].series(), "m{cgroup=\"/a\",event=\"unmap\"}");
         assert_eq!((all[1].expected, increase(&before, &after, &all[1])), (0, 2));
+    }
+
+    #[test]
+    fn bounds_pass_within_and_fail_outside() {
+        let c = Check::new("m", "/a", &[], 0).up_to(1);
+        assert!(within(&c, 0) && within(&c, 1));
+        assert!(!within(&c, 2) && !within(&c, -1));
+        let exact = Check::new("m", "/a", &[], 3).up_to(3);
+        assert_eq!(exact.max, None);
+        assert!(within(&exact, 3) && !within(&exact, 4));
+    }
+
+    #[test]
+    fn agent_wide_checks_select_series_without_a_cgroup() {
+        let before = exposition("e{map=\"stats\"} 1\nm{cgroup=\"/a\",map=\"stats\"} 5\n");
+        let after = exposition("e{map=\"stats\"} 3\ne{map=\"other\"} 1\nm{cgroup=\"/a\",map=\"stats\"} 9\n");
+        let check = Check::agent_wide("e", 0);
+        assert_eq!(check.series(), "e");
+        assert_eq!(increase(&before, &after, &check), 3);
+    }
+
+    #[test]
+    fn other_cgroups_that_changed_get_zero_checks() {
+        let m = families::INVALIDATIONS;
+        let before =
+            exposition(&format!("{m}{{cgroup=\"/own\"}} 1\n{m}{{cgroup=\"/gone\"}} 4\n{m}{{cgroup=\"/same\"}} 2\n"));
+        let after =
+            exposition(&format!("{m}{{cgroup=\"/own\"}} 9\n{m}{{cgroup=\"/new\"}} 1\n{m}{{cgroup=\"/same\"}} 2\n"));
+        let grown: Vec<(String, i64)> = other_cgroups_grown("/own", &before, &after)
+            .iter()
+            .map(|c| (c.cgroup.clone(), increase(&before, &after, c)))
+            .collect();
+        assert_eq!(grown, [("/gone".to_owned(), -4), ("/new".to_owned(), 1)]);
     }
 
     #[test]

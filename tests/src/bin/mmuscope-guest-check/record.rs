@@ -17,7 +17,11 @@ pub type EventCounts = BTreeMap<String, i64>;
 pub struct Comparison {
     /// `metric{cgroup="…",label="…"}`: the labels selected; the increase is summed over all others.
     pub series: String,
+    /// Exactly this, or the lower bound when `expected_max` is set.
     pub expected: u64,
+    /// The truth's upper bound where the exact figure cannot be known (its source says why); `None`: exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_max: Option<u64>,
     /// Signed: a counter that went down shows as a negative increase.
     pub observed: i64,
     pub pass: bool,
@@ -131,7 +135,11 @@ impl Record {
                 }
                 for c in comparisons {
                     let mark = if c.pass { "ok  " } else { "FAIL" };
-                    println!("  {mark} {}: expected {}, observed {}", c.series, c.expected, c.observed);
+                    let wanted = match c.expected_max {
+                        Some(max) => format!("{}..={max}", c.expected),
+                        None => c.expected.to_string(),
+                    };
+                    println!("  {mark} {}: expected {wanted}, observed {}", c.series, c.observed);
                 }
                 for n in notes {
                     println!("  note: {n}");

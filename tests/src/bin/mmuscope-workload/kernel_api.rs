@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use mmuscope_tests::truth::SecondaryTlbApi;
+use mmuscope_tests::truth::{SecondaryTlbApi, TlbScope};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -30,6 +30,26 @@ pub fn detect() -> Option<SecondaryTlbApi> {
             eprintln!("mmuscope-workload: warning: kernel API unknown: {e:#}");
             None
         }
+    }
+}
+
+/// On 6.6+, the scope x86's `flush_tlb_mm_range` passes to `mmu_notifier_arch_invalidate_secondary_tlbs` for a
+/// flush of more pages than its single-page ceiling (33): 6.12 first widens it to `(0, TLB_FLUSH_ALL)`
+/// (arch/x86/mm/tlb.c:1054-1058, then :1083), 7.2 passes the range itself (tlb.c:1402-1405, :1462). No type or
+/// function name in BTF tells the two apart, so the kernel series does, for the two series whose source was read;
+/// any other: `None` (the truth then gives the count without a scope, and says so).
+pub fn flush_scope_above_ceiling() -> Option<TlbScope> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    scope_for_release(&release)
+}
+
+fn scope_for_release(release: &str) -> Option<TlbScope> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let series = (parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?);
+    match series {
+        (6, 12) => Some(TlbScope::FullMm),
+        (7, 2) => Some(TlbScope::Range),
+        _ => None,
     }
 }
 
@@ -118,6 +138,15 @@ mod tests {
         let r = detect_from(&dir);
         let _ = std::fs::remove_file(&dir);
         r
+    }
+
+    #[test]
+    fn flush_scope_by_series_read() {
+        assert_eq!(scope_for_release("6.12.118+deb13-amd64\n"), Some(TlbScope::FullMm));
+        assert_eq!(scope_for_release("7.2.13+deb14-amd64"), Some(TlbScope::Range));
+        assert_eq!(scope_for_release("6.1.0-57-amd64"), None, "before 6.6 the API differs: not asked");
+        assert_eq!(scope_for_release("6.18.0"), None, "a series nobody read");
+        assert_eq!(scope_for_release("garbage"), None);
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //! already PMD-mapped would make `MADV_COLLAPSE` succeed without a bracket (`SCAN_PMD_MAPPED`), so the scenario
 //! checks `AnonHugePages` is 0 before and 2048 kB after, and that B advised every byte.
 //!
+//! Secondary-TLB calls: one per collapse, in its bracket: pre-6.6 the plain `_end`'s `->invalidate_range` over the
+//! 2 MiB; 6.6+ `pmdp_collapse_flush → flush_tlb_range` over 512 pages, whose scope x86 decides by kernel series
+//! (`kernel_api::flush_scope_above_ceiling`). None in a gather context (there is no gather window).
+//!
 //! Double notifications: none on either generation. Pre-6.6 the collapse bracket's only secondary-TLB call is
 //! the `->invalidate_range` of its plain `_end` (`pmdp_collapse_flush` → `flush_tlb_range` calls no notifier there),
 //! and no TLB-gather window surrounds it; on 6.6+ KVM implements no `arch_invalidate_secondary_tlbs`.
@@ -30,7 +34,7 @@
 //! pidfd for A and reports ready; A then creates the VM and sends `go`; B reports the bytes advised; A destroys the
 //! VM. Y stays behind like X, for the scrape; `cross_cgroup.initiator_cgroups` names it for clean-up.
 
-use mmuscope_abi::Cause;
+use mmuscope_tests::truth::Cause;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -38,7 +42,8 @@ use anyhow::{Context, Result, bail};
 use mmuscope_tests::cgroup::CgroupPlacement;
 use mmuscope_tests::truth::{
     BracketSource, CrossCgroupParams, CrossCgroupTruth, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth,
-    InvalidationTruth, NotifyEvent, ScenarioParams, SecondaryTlbApi,
+    InvalidationTruth, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext,
+    TlbScope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +132,42 @@ pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
         initiator_kind: "other_cgroup".to_owned(),
     });
     truth.double_notifications = Some(no_doubles());
+    truth.secondary_tlb = Some(secondary_tlb(n));
     Ok(truth)
+}
+
+/// One secondary-TLB call per collapse, in its bracket; no TLB-gather window (so no gather call).
+fn secondary_tlb(collapses: u64) -> SecondaryTlbTruth {
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    let region = PMD_BYTES as u64;
+    let src = |api, scope: Option<TlbScope>, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        api,
+        context: TlbContext::Bracket,
+        scope,
+        count: collapses,
+        count_max: None,
+        bytes: (scope == Some(TlbScope::Range)).then_some(collapses * region),
+        cause: cause.to_owned(),
+        kernel_path: kernel_path.to_owned(),
+    };
+    SecondaryTlbTruth {
+        sources: vec![
+            src(
+                Old,
+                Some(TlbScope::Range),
+                "the collapse bracket's plain _end calls ->invalidate_range over the 2 MiB",
+                "6.1 mm/khugepaged.c:1067 mmu_notifier_invalidate_range_end → mm/mmu_notifier.c:575",
+            ),
+            src(
+                New,
+                kernel_api::flush_scope_above_ceiling(),
+                "pmdp_collapse_flush → flush_tlb_range over 512 pages (above x86's 33-page ceiling): (0, ~0) on 6.12, \
+                 the range on 7.2 (keyed by series; no scope on another series)",
+                "6.12 mm/khugepaged.c:1183 → mm/pgtable-generic.c pmdp_collapse_flush → arch/x86/mm/tlb.c:1054-1058, \
+                 :1083",
+            ),
+        ],
+    }
 }
 
 fn no_doubles() -> DoubleNotificationTruth {

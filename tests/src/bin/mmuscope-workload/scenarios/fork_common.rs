@@ -19,7 +19,9 @@
 
 use anyhow::{Context, Result, bail};
 use mmuscope_tests::cgroup::{self, CgroupPlacement, Hierarchies};
-use mmuscope_tests::truth::{ForkParams, ForkTruth, GroundTruth, InvalidationTruth, ScenarioParams};
+use mmuscope_tests::truth::{
+    DoubleNotificationTruth, ForkParams, ForkTruth, GroundTruth, InvalidationTruth, ScenarioParams, SecondaryTlbTruth,
+};
 
 use crate::cgroups;
 use crate::cli::CgroupArgs;
@@ -104,6 +106,10 @@ pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool, from_sibling_memcg:
     let params = ForkParams { pages: pages as u64, page_bytes: page as u64, thp: spec.thp, pinned: spec.pinned };
     let mut truth = GroundTruth::new((spec.params)(params), cgroups, 0, InvalidationTruth::from_sources(vec![]));
     truth.fork = Some(fork);
+    // No VM, so no mmu_notifier subscriber: no secondary-TLB call and no double notification reaches anyone. Empty
+    // parts, not absent ones: every context and kind must stay at zero.
+    truth.secondary_tlb = Some(SecondaryTlbTruth { sources: Vec::new() });
+    truth.double_notifications = Some(DoubleNotificationTruth { sources: Vec::new() });
     Ok(truth)
 }
 

@@ -33,7 +33,7 @@
 //!   virt/kvm/kvm_main.c:917), so no double of any kind.
 
 use anyhow::{Context, Result};
-use mmuscope_abi::Cause;
+use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, KvmMadviseParams,
     NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext, TlbScope,
@@ -119,6 +119,7 @@ pub fn doubles(rounds: u64, page: u64) -> DoubleNotificationTruth {
 /// Secondary-TLB invalidations of `rounds` one-page zaps, per generation and context.
 pub fn secondary_tlb(rounds: u64, page: u64) -> SecondaryTlbTruth {
     let src = |api, context, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        count_max: None,
         api,
         context,
         scope: Some(TlbScope::Range),

@@ -25,7 +25,8 @@
 //! * 6.1: the bracket's plain `_end` repeat over the 2 MiB (bracket context), then `tlb_flush_mmu_tlbonly` over the
 //!   gathered 2 MiB (gather context), both ranges;
 //! * 6.6+: nothing in the bracket; `tlb_finish_mmu → tlb_flush → flush_tlb_mm_range(mm, A, A+2M, PAGE_SHIFT)`,
-//!   one call in the gather context. Its scope is not the same on every 6.6+ kernel, so the truth leaves it open:
+//!   one call in the gather context. Its scope is not the same on every 6.6+ kernel and BTF cannot tell them
+//!   apart, so the truth keys it by kernel series (`kernel_api::flush_scope_above_ceiling`; open on another series):
 //!   on 6.12, 512 pages exceed `tlb_single_page_flush_ceiling` (33, arch/x86/mm/tlb.c:998), so `start`/`end`
 //!   themselves become `(0, TLB_FLUSH_ALL)` (:1054-1058) and `mmu_notifier_arch_invalidate_secondary_tlbs(mm, 0, ~0)`
 //!   (:1083) is a whole-mm (`full_mm`) call; on 7.2 the same cut-off only rewrites the `flush_tlb_info`
@@ -37,7 +38,7 @@
 //! 6.12 :3725 → `wp_page_reuse`), which opens no bracket — only `wp_page_copy` does.
 
 use anyhow::{Context, Result};
-use mmuscope_abi::Cause;
+use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth,
     KvmMprotectParams, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext,
@@ -90,8 +91,10 @@ pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
 
 /// `calls` mprotects of the whole `bytes`-byte region.
 fn secondary_tlb(calls: u64, bytes: u64) -> SecondaryTlbTruth {
+    let flush_scope = kernel_api::flush_scope_above_ceiling();
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     let src = |api, context, scope, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        count_max: None,
         api,
         context,
         scope: Some(scope),
@@ -120,14 +123,15 @@ fn secondary_tlb(calls: u64, bytes: u64) -> SecondaryTlbTruth {
             ),
             src(New, TlbContext::Bracket, TlbScope::Range, 0, "change_pte_range only gathers", "6.12 mm/mprotect.c"),
             SecondaryTlbSource {
-                scope: None,
-                bytes: None,
+                scope: flush_scope,
+                bytes: (flush_scope == Some(TlbScope::Range)).then_some(calls * bytes),
                 ..src(
                     New,
                     TlbContext::Gather,
                     TlbScope::FullMm,
                     calls,
-                    "tlb_finish_mmu → flush_tlb_mm_range over the 512 changed PTEs: (0, ~0) on 6.12, the range on 7.2",
+                    "tlb_finish_mmu → flush_tlb_mm_range over the 512 changed PTEs: (0, ~0) on 6.12, the range on 7.2 \
+                     (keyed by series: kernel_api::flush_scope_above_ceiling; no scope on another series)",
                     "6.12 mm/mprotect.c:846 → arch/x86/mm/tlb.c:998, :1054-1058, :1083; 7.2 tlb.c:1402-1405, :1462",
                 )
             },

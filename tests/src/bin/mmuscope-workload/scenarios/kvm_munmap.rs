@@ -38,7 +38,7 @@
 //! munmap always removes exactly that VMA.
 
 use anyhow::{Context, Result};
-use mmuscope_abi::Cause;
+use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, KvmMunmapParams,
     NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext, TlbScope,
@@ -108,6 +108,7 @@ pub fn run(args: &KvmMunmapArgs) -> Result<GroundTruth> {
 fn secondary_tlb(munmaps: u64, gathered: u64, bytes: u64) -> SecondaryTlbTruth {
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     let src = |api, context, scope: Option<TlbScope>, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        count_max: None,
         api,
         context,
         scope,

@@ -35,7 +35,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use mmuscope_abi::Cause;
+use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
     BracketSource, GroundTruth, IntervalTruth, InvalidationTruth, MirrorCollideParams, NotifyEvent, ScenarioParams,
 };

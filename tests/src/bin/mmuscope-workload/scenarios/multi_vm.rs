@@ -13,7 +13,7 @@
 //! invalidation per round on 6.1, and one `end_then_gather` of 4 KiB; one gather-context call per round on 6.12.
 
 use anyhow::{Context, Result};
-use mmuscope_abi::Cause;
+use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
     BracketSource, GroundTruth, InvalidationTruth, MultiVmParams, NotifyEvent, ScenarioParams,
 };

@@ -22,13 +22,18 @@
 //!   one call per page inside the bracket, scope decided at run time. KVM implements no
 //!   `arch_invalidate_secondary_tlbs`, so no double of any kind.
 //!
+//! Both generations: `madvise_pageout` walks inside one TLB-gather window, and the PTEs it finds young are aged
+//! and gathered; `tlb_finish_mmu` then flushes them once (gather context; pre-6.6 that repeats the brackets' `_end`
+//! over those pages: one `end_then_gather`). Whether any PTE is young at that moment is up to the MMU, so the truth
+//! bounds these: at most one gather call and one `end_then_gather` of at most N pages.
+//!
 //! Exactness: pages still in another CPU's LRU-add batch would be skipped, so the process pins itself to one CPU
 //! before writing them (then `lru_add_drain()` puts them all on the LRU). The truth counts the pages whose pagemap
 //! entry is a swap entry afterwards, and the scenario fails unless that is all N (each such page had exactly one
 //! bracket; a skipped page has none).
 
 use anyhow::{Context, Result, bail};
-use mmuscope_abi::Cause;
+use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
     BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, NotifyEvent,
     ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, SwapOutParams, SwapTruth, TlbContext,
@@ -136,6 +141,16 @@ fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
                  mmu_notifier_invalidate_range_end; KVM x86 implements ->invalidate_range (kvm_main.c:918)",
             ),
             src(
+                DoubleKind::EndThenGather,
+                0,
+                0,
+                Some(Old),
+                YOUNG_FLUSH,
+                "6.1 madvise_pageout: tlb_gather_mmu … madvise_cold_or_pageout_pte_range (young PTEs aged, \
+                 tlb_remove_tlb_entry) … tlb_finish_mmu → tlb_flush_mmu_tlbonly",
+            )
+            .at_most(1, pages * page),
+            src(
                 DoubleKind::EndAfterInLock,
                 0,
                 0,
@@ -163,12 +178,38 @@ fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
     }
 }
 
-/// Only the bracket context is specified: the gather window of `madvise_pageout` flushes the aged PTEs once more
-/// (depends on their young bits), and anything after the VM's destruction notifies nobody.
+/// Why the gather flush of `madvise_pageout` is a bound, not a count.
+const YOUNG_FLUSH: &str = "madvise_pageout's one TLB-gather window flushes the PTEs madvise_cold_or_pageout_pte_range \
+    found young and aged before reclaim: once if any was young, not at all otherwise. Which were young when the walk \
+    reached them is up to the MMU and reclaim, not the workload, so only the bound (one flush over at most every \
+    page) is known";
+
+/// The bracket context exactly; the gather window of `madvise_pageout` flushes the aged PTEs once more, or not (a
+/// bound, [`YOUNG_FLUSH`]); anything after the VM's destruction notifies nobody.
 fn secondary_tlb(pages: u64, page: u64) -> SecondaryTlbTruth {
+    let young_flush = |api, kernel_path: &str| SecondaryTlbSource {
+        count_max: Some(1),
+        api,
+        context: TlbContext::Gather,
+        scope: None,
+        count: 0,
+        bytes: None,
+        cause: YOUNG_FLUSH.to_owned(),
+        kernel_path: kernel_path.to_owned(),
+    };
     SecondaryTlbTruth {
         sources: vec![
+            young_flush(
+                SecondaryTlbApi::InvalidateRange,
+                "6.1 madvise_pageout → tlb_finish_mmu → tlb_flush_mmu_tlbonly → mmu_notifier_invalidate_range",
+            ),
+            young_flush(
+                SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
+                "6.12 madvise_pageout → tlb_finish_mmu → flush_tlb_mm_range → \
+                 mmu_notifier_arch_invalidate_secondary_tlbs",
+            ),
             SecondaryTlbSource {
+                count_max: None,
                 api: SecondaryTlbApi::InvalidateRange,
                 context: TlbContext::Bracket,
                 scope: Some(TlbScope::Range),
@@ -178,6 +219,7 @@ fn secondary_tlb(pages: u64, page: u64) -> SecondaryTlbTruth {
                 kernel_path: "6.1 try_to_unmap_one → mmu_notifier_invalidate_range (mm/rmap.c:1767)".to_owned(),
             },
             SecondaryTlbSource {
+                count_max: None,
                 api: SecondaryTlbApi::InvalidateRange,
                 context: TlbContext::Bracket,
                 scope: Some(TlbScope::Range),
@@ -189,6 +231,7 @@ fn secondary_tlb(pages: u64, page: u64) -> SecondaryTlbTruth {
                     .to_owned(),
             },
             SecondaryTlbSource {
+                count_max: None,
                 api: SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
                 context: TlbContext::Bracket,
                 scope: None,

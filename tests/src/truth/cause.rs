@@ -1,0 +1,53 @@
+//! The `cause` label values a truth names, as docs/probes.md documents them. Written here from the documentation, not
+//! imported from the agent (`mmuscope_abi::Cause`): a truth that shared the agent's enum could not notice the agent
+//! naming a cause wrongly.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a bracket happened: a system call from the task's context, or the caller a hook names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    Madvise,
+    Munmap,
+    Mremap,
+    Mprotect,
+    Fork,
+    Exit,
+    PageFault,
+    Reclaim,
+    Migration,
+    ThpSplit,
+    Khugepaged,
+}
+
+impl Cause {
+    /// The label value (the `snake_case` name).
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::Madvise => "madvise",
+            Cause::Munmap => "munmap",
+            Cause::Mremap => "mremap",
+            Cause::Mprotect => "mprotect",
+            Cause::Fork => "fork",
+            Cause::Exit => "exit",
+            Cause::PageFault => "page_fault",
+            Cause::Reclaim => "reclaim",
+            Cause::Migration => "migration",
+            Cause::ThpSplit => "thp_split",
+            Cause::Khugepaged => "khugepaged",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cause;
+
+    #[test]
+    fn labels_are_the_serde_names() {
+        for c in [Cause::Madvise, Cause::PageFault, Cause::ThpSplit, Cause::Khugepaged] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.label());
+        }
+    }
+}
