@@ -644,6 +644,7 @@ mod tests {
             context: TlbContext::Gather,
             scope: Some(TlbScope::Range),
             count,
+            count_max: None,
             bytes: Some(count * 4096),
             cause: "flush".to_owned(),
             kernel_path: String::new(),

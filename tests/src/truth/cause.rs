@@ -19,6 +19,8 @@ pub enum Cause {
     Migration,
     ThpSplit,
     Khugepaged,
+    /// A system call the agent has no cause of its own for (e.g. a write to debugfs `split_huge_pages`).
+    OtherSyscall,
 }
 
 impl Cause {
@@ -36,6 +38,7 @@ impl Cause {
             Cause::Migration => "migration",
             Cause::ThpSplit => "thp_split",
             Cause::Khugepaged => "khugepaged",
+            Cause::OtherSyscall => "other_syscall",
         }
     }
 }
@@ -46,7 +49,7 @@ mod tests {
 
     #[test]
     fn labels_are_the_serde_names() {
-        for c in [Cause::Madvise, Cause::PageFault, Cause::ThpSplit, Cause::Khugepaged] {
+        for c in [Cause::Madvise, Cause::PageFault, Cause::ThpSplit, Cause::Khugepaged, Cause::OtherSyscall] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.label());
         }
     }

@@ -200,6 +200,7 @@ impl SecondaryTlbTruth {
     pub fn unreached(mut self, api: SecondaryTlbApi, why: &str) -> Self {
         for s in self.sources.iter_mut().filter(|s| s.api == api) {
             s.count = 0;
+            s.count_max = s.count_max.map(|_| 0);
             s.bytes = s.bytes.map(|_| 0);
             s.cause = format!("{}; reaches no implementer: {why}", s.cause);
         }

@@ -157,6 +157,7 @@ fn secondary_tlb(n: u64) -> SecondaryTlbTruth {
                 context: TlbContext::Bracket,
                 scope: Some(TlbScope::Range),
                 count: n,
+                count_max: None,
                 bytes: Some(n * PMD_BYTES as u64),
                 cause: "try_to_migrate_one's plain _end over the folio (the split's _only_end has none)".to_owned(),
                 kernel_path: "6.1 mm/rmap.c try_to_migrate_one → mmu_notifier_invalidate_range_end → \
@@ -168,6 +169,7 @@ fn secondary_tlb(n: u64) -> SecondaryTlbTruth {
                 context: TlbContext::Bracket,
                 scope: None,
                 count: n,
+                count_max: None,
                 bytes: None,
                 cause: "the frozen split's pmdp_invalidate flushes the PMD range (whichever bracket splits)".to_owned(),
                 kernel_path: "6.12 __split_huge_pmd_locked → pmdp_invalidate → flush_pmd_tlb_range → \
