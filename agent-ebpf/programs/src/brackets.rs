@@ -66,7 +66,7 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
         flags |= key_flags::BLOCKABLE;
     }
     if stacks::armed() {
-        stacks::capture(ctx, StackKind::Invalidation, cgroup_id, flags);
+        stacks::capture(ctx, StackKind::Invalidation, 0, cgroup_id, flags);
     }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
     let regs = regs::user_regs(&layout);
