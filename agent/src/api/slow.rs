@@ -95,7 +95,11 @@ pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Resu
     let pid = u32::try_from(pid).ok().filter(|p| *p != 0);
     let records = source.log.slowest(threshold_us.saturating_mul(1000), pid, limit as usize);
     let now = slow::monotonic_ns();
-    let symbols = symbolize(&s, &records);
+    // Reading the symbol snapshot blocks (a few MB): off the runtime's two workers, which serve /metrics.
+    let symbols = {
+        let (s, records) = (s.clone(), records.clone());
+        tokio::task::spawn_blocking(move || symbolize(&s, &records)).await.unwrap_or_default()
+    };
     let brackets = records.iter().map(|r| view(&s, r, now, &symbols)).collect();
     Ok(Json(SlowView {
         available: true,

@@ -149,7 +149,13 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let collected = session.collect().map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
     drop(session);
-    let named = name(&s, source, &collected.stacks);
+    // Reading the symbol snapshot blocks (a few MB): off the runtime's two workers, which serve /metrics.
+    let named = {
+        let (s, raw) = (s.clone(), collected.stacks);
+        tokio::task::spawn_blocking(move || s.stacks.as_deref().map(|src| name(&s, src, &raw)).unwrap_or_default())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("symbolizing the stacks: {e}")))?
+    };
     let kind_names: Vec<String> = kinds.iter().map(|k| stacks::kind_name(*k).to_string()).collect();
     match format {
         "json" => Ok(Json(StacksView {
