@@ -146,9 +146,8 @@ fn run(
              expected {want}, observed {got}"
         ));
     }
-    if hooked {
-        problems.extend(slow::problems(&agent.scraper, &truth));
-    }
+    // The stack request first: it ends on its own, and /api/v1/slow then symbolizes alone (under TCG each reads
+    // the 5 MB symbol snapshot for seconds).
     if let Some(capture) = capture {
         let (p, shown) = capture.problems(&truth, api, &comparisons);
         println!("  /api/v1/stacks of {owner}:");
@@ -156,6 +155,9 @@ fn run(
             println!("    {line}");
         }
         problems.extend(p);
+    }
+    if hooked {
+        problems.extend(slow::problems(&agent.scraper, &truth));
     }
     let unasserted = unasserted(&all, &owner, &before, &after);
     let mut other_cgroups = by_cgroup_event(&before, &after, families::INVALIDATIONS);
