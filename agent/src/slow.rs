@@ -89,6 +89,17 @@ mod tests {
     }
 
     #[test]
+    fn frames_are_the_filled_part_of_the_stack() {
+        let mut r = record(1, 1);
+        assert!(r.frames().is_empty(), "no stack taken");
+        r.stack[..3].copy_from_slice(&[10, 20, 30]);
+        r.stack_bytes = 24;
+        assert_eq!(r.frames(), [10, 20, 30]);
+        r.stack_bytes = u32::MAX; // never past the array, whatever the kernel wrote
+        assert_eq!(r.frames().len(), r.stack.len());
+    }
+
+    #[test]
     fn short_records_are_ignored() {
         assert!(parse(&[0u8; 8]).is_none());
         let r = record(7, 9);

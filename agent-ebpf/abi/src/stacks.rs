@@ -50,7 +50,9 @@ pub struct StackKey {
     pub kind: u32,
     /// Id in the stack-trace map, or [`STACK_LOST`].
     pub stack_id: u32,
-    pub _pad: u32,
+    /// For [`StackKind::DoubleNotification`], its [`crate::DoubleKind`] as u32 (doubles of each kind have their own
+    /// stacks); 0 for the other kinds.
+    pub detail: u32,
 }
 
 /// Frames kept per stack (the innermost ones; the deepest reclaim paths seen are about 40).

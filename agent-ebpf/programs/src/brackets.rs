@@ -9,7 +9,7 @@ use aya_ebpf::{
     EbpfContext, Global,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        generated::bpf_get_current_comm as bpf_get_current_comm_raw,
+        generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_stack},
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{PerCpuHashMap, RingBuf},
@@ -66,7 +66,7 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
         flags |= key_flags::BLOCKABLE;
     }
     if stacks::armed() {
-        stacks::capture(ctx, StackKind::Invalidation, cgroup_id, flags);
+        stacks::capture(ctx, StackKind::Invalidation, 0, cgroup_id, flags);
     }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
     let regs = regs::user_regs(&layout);
@@ -138,7 +138,7 @@ fn pop_frame(range: u64) {
 
 /// Closes the bracket at `range` when `_end` returns.
 #[inline(always)]
-fn close(range: u64) {
+fn close<C: EbpfContext>(ctx: &C, range: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     pop_frame(range);
     let Some(inflight) = (unsafe { INFLIGHT.get(range) }).copied() else {
@@ -158,7 +158,7 @@ fn close(range: u64) {
     let _ = INFLIGHT.remove(range);
     let dt = now.saturating_sub(inflight.t_start_ns);
     if dt >= SLOW_MIN_NS.load() {
-        report_slow(range, now, dt, &inflight.key);
+        report_slow(ctx, range, now, dt, &inflight.key);
     }
     let zero = BracketStats::default();
     let Some(stats) = per_cpu_entry(&BRACKET_STATS, &inflight.key, &zero) else { return };
@@ -169,7 +169,7 @@ fn close(range: u64) {
 /// Sends one slow bracket to user space (`/api/v1/slow`). The record is written in place in the ring
 /// buffer: built on the stack it would not fit next to `close`'s zeroed histogram (512-byte limit).
 #[inline(always)]
-fn report_slow(range: u64, now: u64, dt: u64, key: &BracketKey) {
+fn report_slow<C: EbpfContext>(ctx: &C, range: u64, now: u64, dt: u64, key: &BracketKey) {
     let Some(mut entry) = SLOW_EVENTS.reserve::<SlowBracket>(0) else {
         bump(Counter::SlowDropped);
         return;
@@ -189,7 +189,10 @@ fn report_slow(range: u64, now: u64, dt: u64, key: &BracketKey) {
         (*r).cause = key.cause;
         (*r).tgid = (pid_tgid >> 32) as u32;
         (*r).tid = pid_tgid as u32;
-        (*r)._pad = 0;
+        // Straight into the record: only slow brackets pay for the unwind, and no stack map can fill up.
+        let size = core::mem::size_of_val(&(*r).stack) as u32;
+        let n = bpf_get_stack(ctx.as_ptr(), (*r).stack.as_mut_ptr().cast(), size, 0);
+        (*r).stack_bytes = if n > 0 { n as u32 } else { 0 };
         if bpf_get_current_comm_raw((*r).comm.as_mut_ptr().cast(), 16) != 0 {
             (*r).comm = [0; 16];
         }
@@ -212,7 +215,7 @@ pub fn bracket_start_fexit(ctx: FExitContext) -> i32 {
 
 #[fexit]
 pub fn bracket_end_fexit(ctx: FExitContext) -> i32 {
-    close(ctx.arg::<u64>(0));
+    close(&ctx, ctx.arg::<u64>(0));
     0
 }
 
@@ -258,9 +261,9 @@ pub fn bracket_end_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn bracket_end_kretprobe(_ctx: RetProbeContext) -> u32 {
+pub fn bracket_end_kretprobe(ctx: RetProbeContext) -> u32 {
     if let Some(range) = stash_take(STASH_END) {
-        close(range);
+        close(&ctx, range);
     }
     0
 }

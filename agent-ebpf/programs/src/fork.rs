@@ -80,7 +80,7 @@ fn mark_copy<C: EbpfContext + StackIdContext>(ctx: &C) {
         unsafe { (*w).copies += 1 };
         if stacks::armed() {
             let key = unsafe { (*w).key };
-            stacks::capture(ctx, StackKind::ForkCopy, key.cgroup_id, key.flags);
+            stacks::capture(ctx, StackKind::ForkCopy, 0, key.cgroup_id, key.flags);
         }
     }
 }
@@ -195,7 +195,7 @@ pub fn fork_page_alloc(ctx: BtfTracePointContext) -> i32 {
         unsafe { (*w).copies += 1 };
         if stacks::armed() {
             let key = unsafe { (*w).key };
-            stacks::capture(&ctx, StackKind::ForkCopy, key.cgroup_id, key.flags);
+            stacks::capture(&ctx, StackKind::ForkCopy, 0, key.cgroup_id, key.flags);
         }
         return 0;
     }
@@ -203,7 +203,7 @@ pub fn fork_page_alloc(ctx: BtfTracePointContext) -> i32 {
     let window = ForkWindow { key: CgroupKey { cgroup_id, flags, _pad: 0 }, copies: 1, thp_splits: 0 };
     let _ = FORK_WINDOWS.insert(tid(), window, 0);
     if stacks::armed() {
-        stacks::capture(&ctx, StackKind::ForkCopy, cgroup_id, flags);
+        stacks::capture(&ctx, StackKind::ForkCopy, 0, cgroup_id, flags);
     }
     0
 }

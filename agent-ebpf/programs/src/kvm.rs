@@ -26,7 +26,7 @@ fn count_current(ctx: &TracePointContext) {
     let layout = LAYOUT.load();
     let (cgroup_id, flags) = task_memcg(&layout, unsafe { bpf_get_current_task() });
     if stacks::armed() {
-        stacks::capture(ctx, StackKind::Invalidation, cgroup_id, flags);
+        stacks::capture(ctx, StackKind::Invalidation, 0, cgroup_id, flags);
     }
     count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, regs::user_regs(&layout)) });
 }
@@ -45,7 +45,7 @@ pub fn kvm_unmap_tp_btf(ctx: BtfTracePointContext) -> i32 {
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let (cgroup_id, flags) = current_memcg_btf(task);
     if stacks::armed() {
-        stacks::capture(&ctx, StackKind::Invalidation, cgroup_id, flags);
+        stacks::capture(&ctx, StackKind::Invalidation, 0, cgroup_id, flags);
     }
     let regs = if layout_field!(cause_context) == 0 {
         core::ptr::null()

@@ -92,7 +92,7 @@ fn add(map_key: SecondaryKey, bytes: u64) {
 #[inline(always)]
 pub fn add_double<C: EbpfContext + StackIdContext>(ctx: &C, cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
     if kind != DoubleKind::Avoided && stacks::armed() {
-        stacks::capture(ctx, StackKind::DoubleNotification, cgroup_id, flags);
+        stacks::capture(ctx, StackKind::DoubleNotification, kind as u32, cgroup_id, flags);
     }
     let key = DoubleKey { cgroup_id, flags, kind: kind as u32 };
     if let Some(v) = per_cpu_entry(&DOUBLE_STATS, &key, &CountBytes::default()) {

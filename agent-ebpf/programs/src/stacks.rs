@@ -35,10 +35,10 @@ pub fn armed() -> bool {
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(STACK_FILTER.armed)) != 0 }
 }
 
-/// Counts the current kernel stack under (`cgroup_id`, `kind`) if the running request asks for them. Call only
-/// after [`armed`] returned true.
+/// Counts the current kernel stack under (`cgroup_id`, `kind`, `detail`: see [`StackKey::detail`]) if the running
+/// request asks for them. Call only after [`armed`] returned true.
 #[inline(always)]
-pub fn capture<C: EbpfContext + StackIdContext>(ctx: &C, kind: StackKind, cgroup_id: u64, flags: u32) {
+pub fn capture<C: EbpfContext + StackIdContext>(ctx: &C, kind: StackKind, detail: u32, cgroup_id: u64, flags: u32) {
     // SAFETY: as in `armed`.
     let (kinds, only) = unsafe {
         (
@@ -53,7 +53,7 @@ pub fn capture<C: EbpfContext + StackIdContext>(ctx: &C, kind: StackKind, cgroup
         Ok(id) => id as u32,
         Err(_) => STACK_LOST,
     };
-    let key = StackKey { cgroup_id, flags, kind: kind as u32, stack_id, _pad: 0 };
+    let key = StackKey { cgroup_id, flags, kind: kind as u32, stack_id, detail };
     if let Some(n) = per_cpu_entry(&STACK_COUNTS, &key, &0) {
         // SAFETY: per-CPU value owned by this CPU while the program runs.
         unsafe { *n += 1 };

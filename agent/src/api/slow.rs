@@ -1,5 +1,6 @@
-//! `GET /api/v1/slow`: the recent slowest brackets, with cause, process and range.
+//! `GET /api/v1/slow`: the recent slowest brackets, with cause, process, range and kernel stack.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -8,7 +9,7 @@ use mmuscope_abi::{Cause, SlowBracket};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, ErrorBody, error::ApiError, params::Query};
+use super::{ApiState, ErrorBody, error::ApiError, params::Query, stacks::UNKNOWN_FRAME};
 use crate::{cgroups::HierarchyKind, slow};
 
 /// `GET /api/v1/slow`.
@@ -43,6 +44,10 @@ pub struct SlowBracketView {
     pub duration_seconds: f64,
     /// How long ago the bracket ended.
     pub age_seconds: f64,
+    /// Kernel stack where the bracket ended (the callers of `invalidate_range_end`, which closes what the same
+    /// function opened), innermost first: function names, `name [module]` for module and BPF code, `[unknown]` where
+    /// no symbol is known (raw addresses are never shown). Empty when the kernel could not take it.
+    pub stack: Vec<String>,
 }
 
 #[derive(IntoParams)]
@@ -90,7 +95,12 @@ pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Resu
     let pid = u32::try_from(pid).ok().filter(|p| *p != 0);
     let records = source.log.slowest(threshold_us.saturating_mul(1000), pid, limit as usize);
     let now = slow::monotonic_ns();
-    let brackets = records.iter().map(|r| view(&s, r, now)).collect();
+    // Reading the symbol snapshot blocks (a few MB): off the runtime's two workers, which serve /metrics.
+    let symbols = {
+        let (s, records) = (s.clone(), records.clone());
+        tokio::task::spawn_blocking(move || symbolize(&s, &records)).await.unwrap_or_default()
+    };
+    let brackets = records.iter().map(|r| view(&s, r, now, &symbols)).collect();
     Ok(Json(SlowView {
         available: true,
         note: format!("The {} most recent brackets of at least the minimum are kept.", slow::CAPACITY),
@@ -100,7 +110,17 @@ pub async fn slow(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Resu
     }))
 }
 
-fn view(s: &ApiState, r: &SlowBracket, now: u64) -> SlowBracketView {
+/// Names of every frame of `records`, read once from the symbol snapshot of `/api/v1/stacks`.
+fn symbolize(s: &ApiState, records: &[SlowBracket]) -> BTreeMap<u64, String> {
+    let Some(stacks) = s.stacks.as_deref() else { return BTreeMap::new() };
+    let addrs: HashSet<u64> = records.iter().flat_map(|r| r.frames().iter().copied()).collect();
+    stacks.symbolize(&addrs).unwrap_or_else(|e| {
+        tracing::warn!("reading the kernel symbol snapshot failed: {e}");
+        BTreeMap::new()
+    })
+}
+
+fn view(s: &ApiState, r: &SlowBracket, now: u64, symbols: &BTreeMap<u64, String>) -> SlowBracketView {
     let cgroup =
         s.exporter.with_cgroups(|names| names.labels(HierarchyKind::of_key(r.flags), r.cgroup_id).cgroup.to_string());
     let comm_len = r.comm.iter().position(|b| *b == 0).unwrap_or(r.comm.len());
@@ -116,5 +136,10 @@ fn view(s: &ApiState, r: &SlowBracket, now: u64) -> SlowBracketView {
         bytes: r.end.saturating_sub(r.start),
         duration_seconds: r.duration_ns as f64 / 1e9,
         age_seconds: now.saturating_sub(r.t_end_ns) as f64 / 1e9,
+        stack: r
+            .frames()
+            .iter()
+            .map(|a| symbols.get(a).cloned().unwrap_or_else(|| UNKNOWN_FRAME.to_string()))
+            .collect(),
     }
 }

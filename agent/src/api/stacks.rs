@@ -9,7 +9,7 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use mmuscope_abi::StackKind;
+use mmuscope_abi::{DoubleKind, StackKind};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -24,7 +24,7 @@ use crate::{
 pub const MAX_SECONDS: u64 = 60;
 /// Frame names of addresses no symbol covers (raw kernel addresses are never shown: they would reveal the
 /// kernel's randomized base).
-const UNKNOWN_FRAME: &str = "[unknown]";
+pub(super) const UNKNOWN_FRAME: &str = "[unknown]";
 
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -38,8 +38,8 @@ pub struct StacksParams {
     /// Comma-separated kinds: `invalidation`, `double_notification`, `fork_copy`, or `all` (default: every kind
     /// this agent captures).
     kind: Option<String>,
-    /// `folded` (text, one `cgroup;kind;outermost;…;innermost count` per line), `json`, or `svg` (a flame graph).
-    /// Default `folded`.
+    /// `folded` (text, one `cgroup;kind;outermost;…;innermost count` per line, the kind of a double notification
+    /// as `double_notification:<double kind>`), `json`, or `svg` (a flame graph). Default `folded`.
     format: Option<String>,
 }
 
@@ -67,6 +67,10 @@ pub struct StackView {
     pub cgroup: String,
     pub cgroup_id: u64,
     pub kind: String,
+    /// For `double_notification`: which kind of double (the `kind` label of
+    /// `mmuscope_double_notifications_total`, e.g. `end_then_gather`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub double_kind: Option<String>,
     pub count: u64,
     /// Functions, innermost first; `name [module]` for module and BPF code.
     pub frames: Vec<String>,
@@ -145,7 +149,13 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let collected = session.collect().map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
     drop(session);
-    let named = name(&s, source, &collected.stacks);
+    // Reading the symbol snapshot blocks (a few MB): off the runtime's two workers, which serve /metrics.
+    let named = {
+        let (s, raw) = (s.clone(), collected.stacks);
+        tokio::task::spawn_blocking(move || s.stacks.as_deref().map(|src| name(&s, src, &raw)).unwrap_or_default())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("symbolizing the stacks: {e}")))?
+    };
     let kind_names: Vec<String> = kinds.iter().map(|k| stacks::kind_name(*k).to_string()).collect();
     match format {
         "json" => Ok(Json(StacksView {
@@ -161,6 +171,7 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
                     cgroup: n.cgroup,
                     cgroup_id: id,
                     kind: n.kind.to_string(),
+                    double_kind: n.double_kind.map(str::to_string),
                     count: n.count,
                     frames: n.frames,
                 })
@@ -228,14 +239,16 @@ fn name(s: &ApiState, source: &Stacks, raw: &[stacks::RawStack]) -> Vec<(NamedSt
             .map(|r| {
                 let which = HierarchyKind::of_key(r.key.flags);
                 let cgroup = names.info(which, r.key.cgroup_id).map_or(crate::cgroups::UNKNOWN, |i| i.path.as_str());
-                let kind =
-                    StackKind::ALL.into_iter().find(|k| *k as u32 == r.key.kind).map_or("unknown", stacks::kind_name);
+                let kind = StackKind::ALL.into_iter().find(|k| *k as u32 == r.key.kind);
+                let double_kind = (kind == Some(StackKind::DoubleNotification))
+                    .then(|| DoubleKind::from_u32(r.key.detail).map_or("unknown", DoubleKind::label));
+                let kind = kind.map_or("unknown", stacks::kind_name);
                 let frames = r
                     .addrs
                     .iter()
                     .map(|a| symbols.get(a).cloned().unwrap_or_else(|| UNKNOWN_FRAME.to_string()))
                     .collect();
-                (NamedStack { cgroup: cgroup.to_string(), kind, frames, count: r.count }, r.key.cgroup_id)
+                (NamedStack { cgroup: cgroup.to_string(), kind, double_kind, frames, count: r.count }, r.key.cgroup_id)
             })
             .collect()
     })

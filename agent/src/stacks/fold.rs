@@ -10,6 +10,9 @@ pub struct NamedStack {
     pub cgroup: String,
     /// [`super::kind_name`] of its kind.
     pub kind: &'static str,
+    /// For double notifications, the kind of double (`end_then_gather`, …), as in the `kind` label of
+    /// `mmuscope_double_notifications_total`.
+    pub double_kind: Option<&'static str>,
     /// Function names, innermost first (as the kernel stores them).
     pub frames: Vec<String>,
     pub count: u64,
@@ -20,11 +23,16 @@ fn clean(frame: &str) -> String {
     frame.chars().map(|c| if c == ';' || c.is_whitespace() { '_' } else { c }).collect()
 }
 
-/// The folded lines of `stacks`: `cgroup;kind;outermost;…;innermost count`, identical stacks merged, sorted.
+/// The folded lines of `stacks`: `cgroup;kind;outermost;…;innermost count`, identical stacks merged, sorted. The kind
+/// of a double notification is `double_notification:<double kind>`.
 pub fn folded(stacks: &[NamedStack]) -> Vec<String> {
     let mut merged: BTreeMap<String, u64> = BTreeMap::new();
     for s in stacks {
-        let mut parts = vec![clean(&s.cgroup), s.kind.to_string()];
+        let kind = match s.double_kind {
+            Some(d) => format!("{}:{d}", s.kind),
+            None => s.kind.to_string(),
+        };
+        let mut parts = vec![clean(&s.cgroup), kind];
         parts.extend(s.frames.iter().rev().map(|f| clean(f)));
         *merged.entry(parts.join(";")).or_default() += s.count;
     }
@@ -55,6 +63,7 @@ mod tests {
         NamedStack {
             cgroup: cgroup.into(),
             kind: "invalidation",
+            double_kind: None,
             frames: frames.iter().map(|f| f.to_string()).collect(),
             count,
         }
@@ -66,11 +75,17 @@ mod tests {
             stack("/a b", &["zap_page_range_single", "do_madvise", "__x64_sys_madvise"], 3),
             stack("/a b", &["zap_page_range_single", "do_madvise", "__x64_sys_madvise"], 4),
             stack("/c", &["unmap_vmas", "kvm_mmu_notifier_invalidate_range_start [kvm]"], 1),
+            NamedStack {
+                kind: "double_notification",
+                double_kind: Some("end_then_gather"),
+                ..stack("/c", &["__mmu_notifier_invalidate_range", "tlb_finish_mmu"], 2)
+            },
         ];
         assert_eq!(
             folded(&stacks),
             [
                 "/a_b;invalidation;__x64_sys_madvise;do_madvise;zap_page_range_single 7",
+                "/c;double_notification:end_then_gather;tlb_finish_mmu;__mmu_notifier_invalidate_range 2",
                 "/c;invalidation;kvm_mmu_notifier_invalidate_range_start_[kvm];unmap_vmas 1",
             ]
         );

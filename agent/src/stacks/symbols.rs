@@ -12,6 +12,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write},
     path::Path,
+    sync::Mutex,
 };
 
 /// Addresses further than this past the nearest symbol are shown raw (a gap, or an address outside the snapshot).
@@ -19,7 +20,9 @@ const MAX_OFFSET: u64 = 1 << 20;
 
 /// The start-up copy of the kernel's text symbols, or why there is none.
 pub struct SymbolSnapshot {
-    file: Result<File, String>,
+    /// Locked while a resolution reads it: clones of a file descriptor share its offset, so two requests reading at
+    /// once (`/api/v1/stacks` and `/api/v1/slow`) would read each other's positions.
+    file: Result<Mutex<File>, String>,
 }
 
 impl SymbolSnapshot {
@@ -35,7 +38,7 @@ impl SymbolSnapshot {
             Ok((_, n)) => tracing::info!(symbols = n, "kernel symbols for /api/v1/stacks copied from kallsyms"),
             Err(why) => tracing::warn!("stacks will show raw kernel addresses: {why}"),
         }
-        Self { file: file.map(|(f, _)| f) }
+        Self { file: file.map(|(f, _)| Mutex::new(f)) }
     }
 
     /// Why symbols are unavailable, if they are.
@@ -46,9 +49,9 @@ impl SymbolSnapshot {
     /// Names for `addrs`: `function` or `function [module]`; addresses without a symbol are absent.
     pub fn resolve(&self, addrs: &HashSet<u64>) -> std::io::Result<BTreeMap<u64, String>> {
         let Ok(file) = &self.file else { return Ok(BTreeMap::new()) };
-        let mut f = file.try_clone()?;
+        let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
         f.seek(SeekFrom::Start(0))?;
-        resolve(BufReader::new(f), addrs)
+        resolve(BufReader::new(&mut *f), addrs)
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! The machine is shared and noisy, so every benchmark interleaves its A/B variants within a round, pins the measured
 //! process to one CPU and the agent to the other (taskset), and reports median and min–max over the rounds, with
-//! ratios taken within a round. Files: one per benchmark (`madvise`, `fork`, `agent`, `unrelated`, `guests`), plus
+//! ratios taken within a round. Files: one per benchmark (`madvise`, `fork`, `agent`, `unrelated`, `stacks`, `guests`), plus
 //! `procs` (processes), `fixture`, `bpftrace` (the equivalent script), `bpfstats` (per-program run time), `http`,
 //! `stats`, `machine`, `report` (JSON and the Markdown block).
 
@@ -21,6 +21,7 @@ mod machine;
 mod madvise;
 mod procs;
 mod report;
+mod stacks;
 mod stats;
 mod unrelated;
 
@@ -93,6 +94,12 @@ pub const BENCHMARKS: &[Benchmark] = &[
         // Slowdowns of a few per cent need more rounds than the others to stand out of the noise.
         rounds: 7,
         run: unrelated::run,
+    },
+    Benchmark {
+        name: "stacks",
+        about: "the madvise loop with the agent and no stack request, and while a request captures (tracepoint mode)",
+        rounds: 5,
+        run: stacks::run,
     },
     Benchmark {
         name: "guests",
@@ -258,7 +265,7 @@ fn update_from_json(ws: &Workspace, names: &[String]) -> Result<()> {
 /// The `--quick` smoke of the host benchmarks, for the `host` tier: fails only if the harness breaks or produces a
 /// malformed result. (`guests` boots QEMU; the `vm` tier covers those kernels.)
 pub fn smoke(ws: &Workspace) -> Result<()> {
-    let names = ["madvise", "fork", "agent", "unrelated"].map(String::from).to_vec();
+    let names = ["madvise", "fork", "agent", "unrelated", "stacks"].map(String::from).to_vec();
     run_selected(ws, &BenchArgs { names, quick: true, update: false, from_json: false, runs: None })
 }
 

@@ -117,7 +117,7 @@ fn every_loop(b: &Bench, with_agent: bool) -> Result<Vec<PerOp>> {
 /// programs and maps through RCU callbacks and workqueues that run on every CPU, the measured one included (in a
 /// first measurement, the `none` run right after the agent stopped was the slower `none` of its round in every such
 /// round). Start-up work after `/readyz` (the first sweep) stays on the agent's CPU, but the pause is cheap.
-fn settle(b: &Bench) {
+pub(super) fn settle(b: &Bench) {
     if !b.quick {
         std::thread::sleep(SETTLE);
     }

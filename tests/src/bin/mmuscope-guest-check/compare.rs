@@ -17,7 +17,7 @@ use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 use crate::families::{self, Check, Closed, Expectations};
 use crate::record::{Comparison, EventCounts, Record};
 use crate::subscribers::{self, Listed};
-use crate::{agent, reference, slow};
+use crate::{agent, reference, slow, stacks};
 
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Scenarios whose workload is held while the inventory is checked (fentry and kprobe modes): `kvm-madvise` (one
@@ -78,9 +78,16 @@ fn run(
         .map_err(|e| problems.push(format!("the kprobe reference could not be armed: {e:#}")))
         .ok();
     let before = agent.scraper.metrics().context("scrape before the workload")?;
+    // Stacks are checked where brackets are hooked, during the scenarios that hold (their work ends at the hold).
+    let capture = (hooked && check_inventory)
+        .then(|| stacks::Capture::start(&agent.scraper, args.first().map_or("", String::as_str)))
+        .flatten();
     let (truth, listed) = if check_inventory {
         let held =
             HeldWorkload::spawn(workload, args.iter().map(String::as_str).chain(["--hold"]), SETTLE_TIMEOUT * 3)?;
+        if let Some(Err(e)) = capture.as_ref().map(stacks::Capture::work_done) {
+            problems.push(format!("/api/v1/stacks: {e:#}"));
+        }
         let listed = subscribers::listed(&agent.scraper, held.pid());
         let truth = held.release()?;
         let listed = listed?;
@@ -145,6 +152,16 @@ fn run(
             "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"kvm\",callback=\"invalidate_range_start\"}}: \
              expected {want}, observed {got}"
         ));
+    }
+    // The stack request first: it ends on its own, and /api/v1/slow then symbolizes alone (under TCG each reads
+    // the 5 MB symbol snapshot for seconds).
+    if let Some(capture) = capture {
+        let (p, shown) = capture.problems(&truth, api, &comparisons);
+        println!("  /api/v1/stacks of {owner}:");
+        for line in shown {
+            println!("    {line}");
+        }
+        problems.extend(p);
     }
     if hooked {
         problems.extend(slow::problems(&agent.scraper, &truth));

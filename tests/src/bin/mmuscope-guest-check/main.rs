@@ -9,7 +9,8 @@
 //!    workload, scrape again, and compare for the workload's attribution cgroup every family its ground truth
 //!    describes for this kernel's generation (`families`: brackets and histogram counts by event, secondary-TLB
 //!    invalidations by context/scope, double notifications and redundant bytes by kind, avoided doubles, fork
-//!    copies, cross-cgroup invalidations by initiator), exactly.
+//!    copies, cross-cgroup invalidations by initiator), exactly; in fentry/kprobe modes also `/api/v1/slow` and,
+//!    for `kvm-madvise` and `fork-pinned`, `/api/v1/stacks` captured during the workload (`stacks`).
 //!
 //! Every result is one line `MMUSCOPE-GUEST-RESULT {json}` on stdout (schema in `record`), which the xtask tier
 //! collects; everything else is human-readable progress. Exit status 0 only if every record passed.
@@ -21,6 +22,7 @@ mod plan;
 mod record;
 mod reference;
 mod slow;
+mod stacks;
 mod subscribers;
 
 use std::path::PathBuf;

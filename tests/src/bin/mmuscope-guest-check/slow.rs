@@ -1,6 +1,8 @@
 //! `/api/v1/slow` for one scenario: the guest agent runs with `--slow.min-duration=0s`, so every bracket is recorded;
 //! the records of each process the truth names must be exactly its brackets, with the truth's causes (the caller
-//! hooks are attached in fentry/kprobe modes).
+//! hooks are attached in fentry/kprobe modes). Each record carries its kernel stack: those of a system-call cause
+//! ([`SYSCALL_CAUSES`]) must pass through that system call's entry (`__x64_sys_madvise`, `__arm64_sys_madvise`, or
+//! the `process_`/`pkey_` variant), and no frame may be a raw address.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +10,9 @@ use anyhow::{Context, Result};
 use mmuscope_tests::harness::Scraper;
 use mmuscope_tests::truth::GroundTruth;
 use serde_json::Value;
+
+/// Causes that are one system call each: a record with one of them has a stack through `…_sys_<cause>`.
+const SYSCALL_CAUSES: &[&str] = &["madvise", "munmap", "mprotect"];
 
 /// The API's largest `limit`: a scenario with more brackets from one process cannot be compared, which fails it.
 const LIMIT: u64 = 1000;
@@ -42,8 +47,36 @@ fn compare(scraper: &Scraper, truth: &GroundTruth) -> Result<Vec<String>> {
         let v: Value = serde_json::from_str(&body).context("not JSON")?;
         anyhow::ensure!(v["available"] == true, "not available: {}", v["note"]);
         let mut got: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut syscall, mut through, mut shown) = (0, 0, false);
         for b in v["brackets"].as_array().into_iter().flatten() {
-            *got.entry(b["cause"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+            let cause = b["cause"].as_str().unwrap_or("?");
+            *got.entry(cause.to_owned()).or_default() += 1;
+            let frames: Vec<&str> = b["stack"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if let Some(raw) = frames.iter().find(|f| f.starts_with("0x")) {
+                problems.push(format!("/api/v1/slow?pid={pid}: a raw address in a stack: {raw}"));
+            }
+            if SYSCALL_CAUSES.contains(&cause) {
+                syscall += 1;
+                let entries = ["", "process_", "pkey_"].map(|p| format!("_sys_{p}{cause}"));
+                if frames.iter().any(|f| entries.iter().any(|e| f.ends_with(e.as_str()))) {
+                    through += 1;
+                }
+                if !shown {
+                    // One stack per process, in full, for the log.
+                    println!("  /api/v1/slow?pid={pid}: a {cause} bracket's stack: {}", frames.join(" <- "));
+                    shown = true;
+                }
+            }
+        }
+        if syscall > 0 {
+            println!(
+                "  /api/v1/slow?pid={pid}: {through} of {syscall} system-call brackets' stacks pass through the call"
+            );
+        }
+        if through != syscall {
+            problems.push(format!(
+                "/api/v1/slow?pid={pid}: {through} of {syscall} system-call brackets' stacks pass through the call"
+            ));
         }
         let causes: BTreeMap<String, u64> = causes.into_iter().filter(|(_, n)| *n > 0).collect();
         if got != causes {

@@ -24,6 +24,7 @@ mod secondary_tlb;
 use std::collections::BTreeMap;
 
 pub use brackets::{HIST_COUNT, INVALIDATIONS};
+pub use doubles::DOUBLES;
 use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 pub use secondary_tlb::SECONDARY_TLB;
 
@@ -134,7 +135,7 @@ pub fn expectations(truth: &GroundTruth, api: SecondaryTlbApi, hooked: bool) -> 
 }
 
 /// The `snake_case` wire name of a truth enum (the agent's label values are the same strings).
-fn wire<T: serde::Serialize>(value: &T) -> String {
+pub fn wire<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
