@@ -51,6 +51,7 @@ use crate::cgroups;
 use crate::cli::{CgroupArgs, CrossCgroupArgs, InitiatorArgs, Ranges};
 use crate::kernel_api;
 use crate::region::{AnonRegion, Thp};
+use crate::subscriber;
 use crate::sys::{errno_name, pidfd_open, process_madvise};
 use crate::thp::{self, PMD_BYTES};
 use crate::vm::{GuestVm, Kvm};
@@ -132,7 +133,7 @@ pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
         initiator_kind: "other_cgroup".to_owned(),
     });
     truth.double_notifications = Some(no_doubles());
-    truth.secondary_tlb = Some(secondary_tlb(n));
+    truth.secondary_tlb = Some(subscriber::kvm_only(secondary_tlb(n)));
     Ok(truth)
 }
 

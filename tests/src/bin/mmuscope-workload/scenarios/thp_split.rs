@@ -24,8 +24,8 @@
 //!   gather: no `end_after_in_lock`, no `end_then_gather`;
 //! * 6.6+: one, inside whichever bracket splits, from `pmdp_invalidate → flush_pmd_tlb_range → flush_tlb_mm_range`;
 //!   its scope depends on the stride x86 flushes a PMD range with (as in `thp-partial-munmap`: `full_mm` on 6.12,
-//!   the range on 7.2), so the truth gives the count. KVM implements no `arch_invalidate_secondary_tlbs`: no
-//!   `overlapping_secondary_tlb`.
+//!   the range on 7.2), so the truth gives the count. KVM implements no `arch_invalidate_secondary_tlbs`, so the
+//!   call reaches no implementer and the agent counts none (`subscriber::kvm_only`); no `overlapping_secondary_tlb`.
 //!
 //! The kernel's own counters are the premise: `/proc/vmstat` `thp_split_page` and `thp_split_pmd` grow by N each,
 //! `thp_split_page_failed` not at all.
@@ -48,6 +48,7 @@ use crate::cgroups;
 use crate::cli::ThpSplitArgs;
 use crate::kernel_api;
 use crate::region::{AnonRegion, Thp, page_size};
+use crate::subscriber;
 use crate::sys::pin_to_current_cpu;
 use crate::thp::{self, PMD_BYTES};
 use crate::vm::{GuestVm, Kvm};
@@ -143,7 +144,7 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
     let mut truth = GroundTruth::new(ScenarioParams::ThpSplit(params), cgroups, 1, invalidations);
     truth.kernel_api = kernel_api;
     truth.double_notifications = Some(doubles(n, in_walk));
-    truth.secondary_tlb = Some(secondary_tlb(n));
+    truth.secondary_tlb = Some(subscriber::kvm_only(secondary_tlb(n)));
     Ok(truth)
 }
 
