@@ -16,6 +16,8 @@ const SYSCALL_CAUSES: &[&str] = &["madvise", "munmap", "mprotect"];
 
 /// The API's largest `limit`: a scenario with more brackets from one process cannot be compared, which fails it.
 const LIMIT: u64 = 1000;
+/// How long a `/api/v1/slow` request may take before the check gives up on the agent.
+const SLOW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Mismatches between the slow log and the truth (empty when they agree).
 pub fn problems(scraper: &Scraper, truth: &GroundTruth) -> Vec<String> {
@@ -42,7 +44,10 @@ fn compare(scraper: &Scraper, truth: &GroundTruth) -> Result<Vec<String>> {
             problems.push(format!("/api/v1/slow?pid={pid}: {total} brackets exceed limit={LIMIT}, not comparable"));
             continue;
         }
-        let (status, body) = scraper.get(&format!("/api/v1/slow?threshold_us=0&limit={LIMIT}&pid={pid}"))?;
+        // Symbolizing up to LIMIT records of 64 frames reads the agent's kallsyms copy (172k symbols on 6.12): seconds
+        // for a debug build under TCG, over the scraper's 10 s once (6.12 multi-vm). Not a speed check: a longer limit.
+        let slow_scraper = Scraper::with_timeout(scraper.base(), SLOW_TIMEOUT);
+        let (status, body) = slow_scraper.get(&format!("/api/v1/slow?threshold_us=0&limit={LIMIT}&pid={pid}"))?;
         anyhow::ensure!(status == 200, "answered {status}: {body}");
         let v: Value = serde_json::from_str(&body).context("not JSON")?;
         anyhow::ensure!(v["available"] == true, "not available: {}", v["note"]);
