@@ -99,5 +99,12 @@ pub struct KernelLayout {
     pub _pad_end: u32,
 }
 
+impl KernelLayout {
+    /// Every offset 0, the value the programs' `LAYOUT` has until the agent writes the resolved one. Written as
+    /// `zeroed` so that a new field is declared in the struct alone.
+    // SAFETY: every field is an integer, for which all-zero bytes are a valid value.
+    pub const ZERO: Self = unsafe { core::mem::zeroed() };
+}
+
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelLayout {}
