@@ -13,7 +13,7 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
@@ -29,6 +29,7 @@ use crate::{
     layout_field,
     maps::{LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
     stacks,
+    threads::tid,
 };
 
 /// Forks in progress, per thread id. LRU: in tracepoint mode a clone that fails after copying never
@@ -39,11 +40,6 @@ static FORK_WINDOWS: LruHashMap<u32, ForkWindow> = LruHashMap::with_max_entries(
 /// Fork statistics per parent memory cgroup. Size set by the agent.
 #[map]
 static FORK_STATS: PerCpuHashMap<CgroupKey, ForkStats> = PerCpuHashMap::with_max_entries(4096, 0);
-
-#[inline(always)]
-fn tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
-}
 
 #[inline(always)]
 fn open(cgroup: (u64, u32)) {

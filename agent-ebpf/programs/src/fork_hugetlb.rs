@@ -10,7 +10,7 @@
 //! the rmap counts each installed copy once.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_task_btf},
+    helpers::generated::bpf_get_current_task_btf,
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
@@ -21,6 +21,7 @@ use crate::{
     cgroup::{load, mm_owner_memcg, read},
     layout_field,
     maps::{LAYOUT, per_cpu_entry},
+    threads::tid,
 };
 
 /// x86-64's base page: a folio's size is its page count (from the kernel) shifted by this.
@@ -34,11 +35,6 @@ static FORK_HUGETLB_WINDOWS: LruHashMap<u32, CgroupKey> = LruHashMap::with_max_e
 /// Huge pages copied at fork and their bytes, per memory cgroup of the parent mm's owner. Size set by the agent.
 #[map]
 static FORK_HUGETLB_STATS: PerCpuHashMap<CgroupKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
-
-#[inline(always)]
-fn tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
-}
 
 /// Opens the window keyed by the memcg of the owner of `src`, the parent mm (the copy is charged to the same
 /// attribution as the small-page fork copies).
