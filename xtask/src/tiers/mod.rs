@@ -12,12 +12,17 @@ pub mod summary;
 mod unit;
 mod vm;
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Result, bail};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 
-use crate::{process, setup::Group, workspace::Workspace};
+use crate::{
+    process,
+    setup::Group,
+    toolchain,
+    workspace::{Profile, Workspace},
+};
 
 pub struct Tier {
     pub name: &'static str,
@@ -107,6 +112,15 @@ pub fn name_parser() -> PossibleValuesParser {
 pub fn select(names: &[String]) -> Vec<&'static Tier> {
     let all = names.is_empty() || names.iter().any(|n| n == "all");
     TIERS.iter().filter(|t| all || names.iter().any(|n| n == t.name)).collect()
+}
+
+/// Builds the agent as it ships (`cargo build --release -p mmuscope`; nothing to do when it is current) and returns
+/// its path. The `vm`, `ship` and `fleet` tiers run this build, so a test run compiles it once.
+fn release_agent(ws: &Workspace) -> Result<PathBuf> {
+    let mut cmd = toolchain::host_cargo(ws);
+    cmd.args(["build", "--release", "-p", "mmuscope"]);
+    process::run(&mut cmd)?;
+    Ok(ws.binary(Profile::Release, "mmuscope"))
 }
 
 /// Runs every command even when one fails, so a tier reports all its problems at once.

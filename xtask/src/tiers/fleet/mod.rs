@@ -22,7 +22,7 @@ use std::{env, fs, path::PathBuf, process::Command, sync::Mutex, thread, time::I
 use anyhow::{Context as _, Result, bail};
 
 use super::{Context, Outcome, ship::tools};
-use crate::{privilege::Privilege, process, progress, toolchain, workspace::Profile};
+use crate::{privilege::Privilege, process, progress, workspace::Profile};
 
 /// A fleet host: a Debian release and the kernel series it runs (a request of the `vm` harness).
 pub struct System {
@@ -50,9 +50,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     fs::create_dir_all(&dir)?;
 
     // The package as it ships: the release build, packed like the ship tier packs it (stripped, -dbgsym apart).
-    let mut build = toolchain::host_cargo(ws);
-    build.args(["build", "--release", "-p", "mmuscope"]);
-    process::run(&mut build)?;
+    super::release_agent(ws)?;
     let deb = package(ws, &dir.join("deb"))?;
     let workload = ws.binary(Profile::Debug, "mmuscope-workload");
     let data = host::data_disk(&dir.join("data"), &deb, &workload)?;

@@ -46,7 +46,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use super::{Context, Outcome, prerequisites};
-use crate::{process, progress, toolchain, workspace::Profile};
+use crate::{progress, workspace::Profile};
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
     if let Some(skipped) = prerequisites::unmet_prerequisites(ctx)? {
@@ -60,13 +60,12 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     steps.run("dashboards (generated, linted, JSON Schema)", || dashboards::check(ws, &tools));
 
     // The release build is what the package ships; the live checks run it too.
-    let built = steps.run("release build of the agent", || {
-        let mut cmd = toolchain::host_cargo(ws);
-        cmd.args(["build", "--release", "-p", "mmuscope"]);
-        process::run(&mut cmd)
+    let mut agent = None;
+    steps.run("release build of the agent", || {
+        agent = Some(super::release_agent(ws)?);
+        Ok(())
     });
-    if built {
-        let agent = ws.binary(Profile::Release, "mmuscope");
+    if let Some(agent) = agent {
         let workload = ws.binary(Profile::Debug, "mmuscope-workload");
         steps.run("systemd unit (systemd-analyze verify, security)", || systemd::analyze(ws, &agent));
         steps.run("agent under the unit's privileges (READY=1, capabilities, system call filter)", || {
