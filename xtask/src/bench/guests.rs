@@ -63,7 +63,7 @@ pub fn run(b: &Bench) -> Result<Report> {
                 memory_mib: 1024,
                 cpus: 1,
                 timeout: Duration::from_secs(1200),
-                echo: false,
+                echo: None,
             };
             let cmd = vec!["sh".to_owned(), "-c".to_owned(), script(mode, &loops, b.runs)];
             let done = vm::run_in_guest(b.ws, &kernel, &files, &cmd, &opts)?;

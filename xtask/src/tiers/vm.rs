@@ -15,8 +15,12 @@
 //! table is generated from it:
 //! `cargo xtask vm table`) and fails on any mismatch.
 //!
-//! One boot per kernel × mode keeps the modes independent (an oops in one cannot spoil the other).
-//! The binaries are the debug builds `cargo xtask test` just made; `MMUSCOPE_AGENT_BIN`,
+//! One boot per kernel × mode keeps the modes independent (an oops in one cannot spoil the other). The boots run
+//! side by side, one per host CPU (`MMUSCOPE_VM_JOBS=N` to choose): each guest has one vCPU, which TCG runs on one
+//! host thread, so two guests on two CPUs take about the time of one each; their live output is prefixed with
+//! kernel and mode.
+//! The agent is the release build (as it ships; built here when not current), the workload and the checker the debug
+//! builds `cargo xtask test` just made; `MMUSCOPE_AGENT_BIN`,
 //! `MMUSCOPE_WORKLOAD_BIN` and `MMUSCOPE_GUEST_CHECK_BIN` override them. For development:
 //! `MMUSCOPE_VM_KERNELS=6.1,sid` (every kernel named there is required), `MMUSCOPE_VM_MODES=kprobe`,
 //! `MMUSCOPE_VM_SCENARIOS='kvm-madvise --iterations 10;…'`. To show that the tier catches a wrong
@@ -30,6 +34,7 @@ use std::{
     env,
     path::PathBuf,
     process::Command,
+    sync::Mutex,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -117,6 +122,8 @@ const GUEST_MEMORY_MIB: u32 = 2048;
 /// patching (seen: 6.1 kprobe soft lockup in kvm_destroy_vm, 7.2 kprobe "Oops: int3" in
 /// __schedule). Nothing in the scenarios needs a second CPU.
 const GUEST_CPUS: u32 = 1;
+/// At most this many guests at once by default (each takes [`GUEST_MEMORY_MIB`] and a host CPU).
+const MAX_PARALLEL: usize = 4;
 
 /// Variables that change what the tier runs (see the module docs).
 const OVERRIDES: &[&str] = &[
@@ -130,11 +137,13 @@ const OVERRIDES: &[&str] = &[
 /// Guest path of the HMM mirror test module (the workload's `mirror-*` scenarios load it from there).
 const MIRROR_MODULE: &str = "/usr/lib/mmuscope/mmuscope_mirror.ko";
 
-/// Guest paths of the binaries, and where they come from on the host.
-const BINARIES: &[(&str, &str, &str)] = &[
-    ("mmuscope", "/usr/bin/mmuscope", "MMUSCOPE_AGENT_BIN"),
-    ("mmuscope-workload", "/usr/bin/mmuscope-workload", "MMUSCOPE_WORKLOAD_BIN"),
-    ("mmuscope-guest-check", "/usr/bin/mmuscope-guest-check", "MMUSCOPE_GUEST_CHECK_BIN"),
+/// Guest paths of the binaries, and where they come from on the host: the agent as it ships (the release build, which
+/// the `ship` and `fleet` tiers package; also four times quicker to start under TCG than the debug build), the tests'
+/// binaries from the debug build `cargo xtask test` just made.
+const BINARIES: &[(&str, &str, &str, Profile)] = &[
+    ("mmuscope", "/usr/bin/mmuscope", "MMUSCOPE_AGENT_BIN", Profile::Release),
+    ("mmuscope-workload", "/usr/bin/mmuscope-workload", "MMUSCOPE_WORKLOAD_BIN", Profile::Debug),
+    ("mmuscope-guest-check", "/usr/bin/mmuscope-guest-check", "MMUSCOPE_GUEST_CHECK_BIN", Profile::Debug),
 ];
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
@@ -159,9 +168,10 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
 
     let mut results = Results { schema_version: vm::results::SCHEMA_VERSION, ..Results::default() };
     let mut failures = Vec::new();
-    let mut timings = Vec::new();
+    // First every kernel is fetched and its test module built (downloads and compilers, one at a time), then the
+    // boots run side by side.
+    let mut boots = Vec::new();
     for (name, required) in &kernels {
-        let kernel_started = Instant::now();
         let kernel = match name.parse::<Request>().and_then(|r| vm::kernels::fetch(ws, &r, false)) {
             Ok(k) => k,
             Err(err) => {
@@ -189,21 +199,38 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             results.unavailable.push(Unavailable { kernel: name.clone(), reason });
             continue;
         }
-        let files: Vec<GuestFile> = files.iter().cloned().chain(kernel_files).collect();
         if ctx.ci && !missing.is_empty() {
             failures.push(format!(
                 "kernel {name}: scenarios listed but not offered by the workload: {}",
                 missing.join("; ")
             ));
         }
+        let files: Vec<GuestFile> = files.iter().cloned().chain(kernel_files).collect();
         for mode in &modes {
-            let mut run = run_one(ws, &kernel, mode, &files, &scenarios, &agent_args);
-            run.notes.extend(notes.iter().cloned());
-            failures.extend(run.failures());
-            results.runs.push(run);
+            boots.push(Boot {
+                kernel: kernel.clone(),
+                mode: mode.clone(),
+                files: files.clone(),
+                scenarios: scenarios.clone(),
+                notes: notes.clone(),
+            });
         }
-        timings.push(format!("{} {:.1} s", kernel.meta.release, kernel_started.elapsed().as_secs_f64()));
     }
+
+    let parallel = parallel_boots(boots.len())?;
+    say(format!("{} boot(s), {parallel} at a time (MMUSCOPE_VM_JOBS)", boots.len()));
+    for run in run_boots(ws, &boots, &agent_args, parallel) {
+        failures.extend(run.failures());
+        results.runs.push(run);
+    }
+    let mut timings: Vec<(String, f64)> = Vec::new();
+    for run in &results.runs {
+        match timings.iter_mut().find(|(release, _)| *release == run.kernel.release) {
+            Some((_, seconds)) => *seconds += run.wall_seconds,
+            None => timings.push((run.kernel.release.clone(), run.wall_seconds)),
+        }
+    }
+    let timings: Vec<String> = timings.iter().map(|(release, s)| format!("{release} {s:.1} s")).collect();
 
     results.wall_seconds = started.elapsed().as_secs_f64();
     results.finished_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -212,7 +239,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     results.write(&path)?;
     println!("\n{}", table::render(&results));
     say(format!(
-        "wall time per kernel: {}; total {:.1} s; results in {}",
+        "guest time per kernel (its boots added up): {}; wall time {:.1} s; results in {}",
         timings.join(", "),
         results.wall_seconds,
         ws.display(&path)
@@ -223,15 +250,56 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
+/// One boot of the matrix: a kernel, the mode the agent is forced into, and what the guest runs.
+struct Boot {
+    kernel: CachedKernel,
+    mode: String,
+    files: Vec<GuestFile>,
+    scenarios: Vec<String>,
+    /// Said in the run's record (e.g. scenarios left out).
+    notes: Vec<String>,
+}
+
+/// How many guests boot at once: `MMUSCOPE_VM_JOBS`, or one per CPU of this machine (each guest has one vCPU, which
+/// TCG runs on one host thread), at most [`MAX_PARALLEL`] and never more than there are boots.
+fn parallel_boots(boots: usize) -> Result<usize> {
+    let wanted = match env::var("MMUSCOPE_VM_JOBS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => bail!("MMUSCOPE_VM_JOBS={v:?}: expected a number of guests above 0"),
+        },
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PARALLEL),
+    };
+    Ok(wanted.min(boots.max(1)))
+}
+
+/// Runs `boots`, `parallel` at a time, the ones with most scenarios first (so that the last to start are short);
+/// the results come back in the matrix's order.
+fn run_boots(ws: &Workspace, boots: &[Boot], agent_args: &[String], parallel: usize) -> Vec<RunResult> {
+    let mut order: Vec<usize> = (0..boots.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(boots[i].scenarios.len()));
+    let queue = Mutex::new(order.into_iter());
+    let done: Mutex<Vec<Option<RunResult>>> = Mutex::new((0..boots.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            scope.spawn(|| {
+                loop {
+                    // Its own statement: in a `while let` the guard would live through the whole boot.
+                    let next = queue.lock().expect("boot queue").next();
+                    let Some(i) = next else { break };
+                    let mut run = run_one(ws, &boots[i], agent_args, parallel > 1);
+                    run.notes.extend(boots[i].notes.iter().cloned());
+                    done.lock().expect("boot results")[i] = Some(run);
+                }
+            });
+        }
+    });
+    done.into_inner().expect("boot results").into_iter().flatten().collect()
+}
+
 /// One boot: `kernel` with the agent forced into `mode`.
-fn run_one(
-    ws: &Workspace,
-    kernel: &CachedKernel,
-    mode: &str,
-    files: &[GuestFile],
-    scenarios: &[String],
-    agent_args: &[String],
-) -> RunResult {
+fn run_one(ws: &Workspace, boot: &Boot, agent_args: &[String], side_by_side: bool) -> RunResult {
+    let Boot { kernel, mode, files, scenarios, .. } = boot;
     let expected_generation = generation_for(kernel);
     say(format!("{} × {mode}: expecting generation {expected_generation}", kernel.meta.release));
     let mut command: Vec<String> =
@@ -240,12 +308,13 @@ fn run_one(
         command.extend(["--scenario".to_string(), s.clone()]);
     }
     command.extend(agent_args.iter().map(|a| format!("--agent-arg={a}")));
+    let echo = if side_by_side { format!("guest {} {mode}|", kernel.meta.release) } else { "guest|".to_string() };
     let opts = GuestOptions {
         label: mode.to_string(),
         memory_mib: GUEST_MEMORY_MIB,
         cpus: GUEST_CPUS,
         timeout: BOOT_LIMIT,
-        echo: true,
+        echo: Some(echo),
     };
     let started = Instant::now();
     let mut run = RunResult {
@@ -356,12 +425,16 @@ fn generation_for(kernel: &CachedKernel) -> &'static str {
     }
 }
 
-/// The three binaries, from the debug build unless overridden.
+/// The three binaries ([`BINARIES`]), unless overridden; the release build of the agent is made here if needed.
 fn binaries(ws: &Workspace) -> Result<Vec<GuestFile>> {
     BINARIES
         .iter()
-        .map(|(name, guest, var)| {
-            let host = env::var_os(var).map(PathBuf::from).unwrap_or_else(|| ws.binary(Profile::Debug, name));
+        .map(|(name, guest, var, profile)| {
+            let host = match (env::var_os(var), profile) {
+                (Some(path), _) => PathBuf::from(path),
+                (None, Profile::Release) => super::release_agent(ws)?,
+                (None, Profile::Debug) => ws.binary(Profile::Debug, name),
+            };
             if !host.is_file() {
                 bail!("{} is missing: build the workspace (`cargo build --workspace`) or set {var}", host.display());
             }

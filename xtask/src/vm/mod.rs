@@ -55,8 +55,9 @@ pub struct GuestOptions {
     pub memory_mib: u32,
     pub cpus: u32,
     pub timeout: Duration,
-    /// Echo the guest's output live (`guest| …`).
-    pub echo: bool,
+    /// Echo the guest's output live, each line after this prefix (`guest|`; the `vm` tier names kernel and mode,
+    /// as its guests run side by side).
+    pub echo: Option<String>,
 }
 
 pub fn run(ws: &Workspace, args: &VmArgs) -> Result<ExitCode> {
@@ -115,7 +116,7 @@ pub fn run_in_guest(
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
         timeout: opts.timeout,
-        echo: opts.echo,
+        echo: opts.echo.as_deref(),
     });
     // The logs stay for a post-mortem; the initramfs is large and rebuilt every time.
     let _ = fs::remove_file(&initrd);
@@ -161,7 +162,7 @@ fn run_command(ws: &Workspace, args: &RunArgs) -> Result<ExitCode> {
         memory_mib: args.memory,
         cpus: args.cpus,
         timeout: Duration::from_secs(args.timeout),
-        echo: true,
+        echo: Some("guest|".into()),
     };
     let done = run_in_guest(ws, &kernel, &args.files, &args.command, &opts)?;
     say(format!(

@@ -1,8 +1,8 @@
 //! Booting a guest: `qemu-system-x86_64 -accel tcg -cpu max` (TCG with `-cpu max` gives the guest
 //! SVM + NPT, hence nested KVM through kvm-amd; `-accel kvm` cannot run stock kernels on these
 //! hosts), kernel console on `ttyS0` → `console.log`, the command's output on `ttyS1` →
-//! `output.log`, QEMU's own messages → `qemu.log`. The guest's output is echoed live as
-//! `guest| …` lines (except the `MMUSCOPE-…` marker and result lines meant for the harness); QEMU
+//! `output.log`, QEMU's own messages → `qemu.log`. The guest's output is echoed live after a
+//! prefix (`guest| …`, or naming the kernel and mode when several guests run at once) (except the `MMUSCOPE-…` marker and result lines meant for the harness); QEMU
 //! is killed when the hard time limit passes.
 
 use std::{
@@ -41,8 +41,8 @@ pub struct Boot<'a> {
     pub memory_mib: u32,
     pub cpus: u32,
     pub timeout: Duration,
-    /// Echo the guest's output live.
-    pub echo: bool,
+    /// Echo the guest's output live, each line after this prefix (`guest|`).
+    pub echo: Option<&'a str>,
 }
 
 /// A guest whose command ran to the end.
@@ -87,7 +87,7 @@ pub fn boot(b: &Boot) -> Result<Finished> {
         .with_context(|| format!("could not start `{line}` (is qemu-system-x86 installed?)"))?;
 
     let start = Instant::now();
-    let mut echo = Echo { offset: 0, pending: String::new(), on: b.echo };
+    let mut echo = Echo { offset: 0, pending: String::new(), prefix: b.echo };
     let mut ready = false;
     let exit = loop {
         echo.poll(&output_log);
@@ -218,14 +218,14 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Echoes complete new lines of the output log as `guest| …`.
-struct Echo {
+/// Echoes complete new lines of the output log after a prefix (`guest| …`).
+struct Echo<'a> {
     offset: u64,
     pending: String,
-    on: bool,
+    prefix: Option<&'a str>,
 }
 
-impl Echo {
+impl Echo<'_> {
     fn poll(&mut self, path: &Path) {
         let Ok(mut f) = fs::File::open(path) else { return };
         if f.seek(SeekFrom::Start(self.offset)).is_err() {
@@ -251,8 +251,8 @@ impl Echo {
 
     fn show(&self, line: &str) {
         // Marker and result lines are for the harness (all of them are in output.log).
-        if self.on && !line.starts_with("MMUSCOPE-") {
-            println!("guest| {}", line.trim_end_matches(['\r', '\n']));
+        if let Some(prefix) = self.prefix.filter(|_| !line.starts_with("MMUSCOPE-")) {
+            println!("{prefix} {}", line.trim_end_matches(['\r', '\n']));
         }
     }
 }

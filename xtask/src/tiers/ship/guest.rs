@@ -58,7 +58,7 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<GuestSamples
         // One vCPU, as in the vm tier: two occasionally soft-lock under multi-threaded TCG.
         cpus: 1,
         timeout: Duration::from_secs(300),
-        echo: false,
+        echo: None,
     };
     let done = vm::run_in_guest(ws, &kernel, &files, &command, &opts)?;
     let ended = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
