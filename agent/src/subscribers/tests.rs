@@ -133,3 +133,37 @@ fn callback_addresses_match_the_probed_function_start_or_just_past_its_endbr() {
     assert!(target_of(&targets, 0x0fff).is_none());
     assert!(target_of(&targets, 0x1010).is_none());
 }
+
+#[test]
+fn a_new_callback_is_named_off_the_request_path() {
+    use std::{
+        sync::mpsc,
+        time::{Duration, Instant},
+    };
+    // A kallsyms read that lasts until the test releases it (an emulated guest takes over ten seconds).
+    let (release, released) = mpsc::channel::<()>();
+    let mut symbols = Symbols::with_source_for_test(move |wanted: &HashSet<u64>| {
+        released.recv().unwrap();
+        wanted
+            .iter()
+            .filter(|a| **a == 0x40)
+            .map(|a| (*a, sym("dmirror_invalidate", Some("mmuscope_mirror"))))
+            .collect()
+    });
+    let before = symbols.answered();
+    let asked = Instant::now();
+    symbols.request([0x40, 0x50]);
+    assert!(asked.elapsed() < Duration::from_secs(1), "request waited for the read");
+    assert!(symbols.pending(0x40) && symbols.get(0x40).is_none(), "no name until the reader answers");
+    symbols.request([0x40]); // already queued: not read twice
+    release.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while symbols.answered() == before {
+        assert!(Instant::now() < deadline, "the reader never answered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(symbols.get(0x40), Some(sym("dmirror_invalidate", Some("mmuscope_mirror"))));
+    assert!(!symbols.pending(0x40) && !symbols.pending(0x50));
+    assert_eq!(symbols.get(0x50), None, "no symbol is an answer too");
+    assert_eq!(symbols.answered(), before + 1, "one read for both addresses");
+}
