@@ -13,7 +13,9 @@
 //! on, and returns at once. Until the reader answers, the address has no name (its subscriber
 //! reads `unknown` and [`Symbols::pending`] says why); when it has answered, [`Symbols::answered`]
 //! moves and the sweeper re-takes the inventory with the names. Answers, including "no symbol", are
-//! cached; only the few addresses sweeps meet are kept.
+//! cached; only the few addresses sweeps meet are kept, with the other text symbols of the modules that hold
+//! them (a module's next callback, e.g. the test module's second notifier, then needs no read: a few thousand
+//! entries at most for `kvm`, none for built-in callbacks).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -40,7 +42,7 @@ struct Answers {
 }
 
 /// What the reader thread reads: the names of the wanted addresses it finds (kallsyms, or a test's stand-in).
-type Source = Box<dyn FnMut(&HashSet<u64>) -> HashMap<u64, Symbol> + Send>;
+type Source = Box<dyn FnMut(&HashSet<u64>) -> Found + Send>;
 
 #[derive(Default)]
 pub struct Symbols {
@@ -77,7 +79,7 @@ impl Symbols {
         }
         let found = match self.file.as_mut() {
             Some(f) => read(f, &wanted),
-            None => HashMap::new(), // unreadable, or the reader thread has it: never blocks on it
+            None => Found::default(), // unreadable, or the reader thread has it: never blocks on it
         };
         store(&mut self.answers(), wanted, found);
     }
@@ -108,7 +110,7 @@ impl Symbols {
         if !sent {
             // No handle (unreadable at start-up) or no thread: answer "no symbol" rather than stay pending.
             self.reader = None;
-            store(&mut self.answers(), wanted, HashMap::new());
+            store(&mut self.answers(), wanted, Found::default());
         }
     }
 
@@ -134,22 +136,25 @@ impl Symbols {
     }
 }
 
-/// Records the answers for `wanted` (`None` where `found` has none).
-fn store(answers: &mut Answers, wanted: HashSet<u64>, mut found: HashMap<u64, Symbol>) {
+/// Records the answers for `wanted` (`None` where `found` has none) and the module mates found with them.
+fn store(answers: &mut Answers, wanted: HashSet<u64>, mut found: Found) {
     for a in wanted {
         answers.pending.remove(&a);
-        let sym = found.remove(&a);
+        let sym = found.named.remove(&a);
         answers.cache.insert(a, sym);
+    }
+    for (a, sym) in found.mates {
+        answers.cache.entry(a).or_insert(Some(sym));
     }
 }
 
 /// One pass over the file from its start; a failed read answers nothing (logged).
-fn read(f: &mut File, wanted: &HashSet<u64>) -> HashMap<u64, Symbol> {
+fn read(f: &mut File, wanted: &HashSet<u64>) -> Found {
     match f.rewind().and_then(|()| lookup(BufReader::new(&*f), wanted)) {
-        Ok(m) => m,
+        Ok(found) => found,
         Err(e) => {
             tracing::warn!("reading /proc/kallsyms failed: {e}");
-            HashMap::new()
+            Found::default()
         }
     }
 }
@@ -160,25 +165,48 @@ fn spawn_reader(mut source: Source, answers: Arc<Mutex<Answers>>) -> Option<mpsc
     let spawned = std::thread::Builder::new().name("mmuscope-kallsyms".into()).spawn(move || {
         while let Ok(mut wanted) = rx.recv() {
             wanted.extend(rx.try_iter().flatten());
+            // Answered meanwhile as a module mate of an earlier read: no read for them.
+            let unanswered: HashSet<u64> = {
+                let a = answers.lock().unwrap_or_else(|e| e.into_inner());
+                wanted.iter().copied().filter(|x| !a.cache.contains_key(x)).collect()
+            };
             let started = std::time::Instant::now();
-            let found = source(&wanted);
-            tracing::debug!(
-                addresses = wanted.len(),
-                named = found.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "kallsyms read for new subscriber callbacks"
-            );
+            let found = if unanswered.is_empty() { Found::default() } else { source(&unanswered) };
+            if !unanswered.is_empty() {
+                tracing::info!(
+                    addresses = unanswered.len(),
+                    named = found.named.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "kallsyms read for subscriber callbacks first met after start-up"
+                );
+            }
             let mut a = answers.lock().unwrap_or_else(|e| e.into_inner());
-            store(&mut a, wanted, found);
+            for x in wanted.difference(&unanswered) {
+                a.pending.remove(x);
+            }
+            store(&mut a, unanswered, found);
             a.generation = a.generation.wrapping_add(1);
         }
     });
     spawned.inspect_err(|e| tracing::warn!("no kallsyms reader thread ({e}): new callbacks stay `unknown`")).ok()?;
     Some(tx)
 }
-/// The text symbol at exactly each wanted address (callbacks point at function starts).
-pub fn lookup(reader: impl BufRead, wanted: &HashSet<u64>) -> io::Result<HashMap<u64, Symbol>> {
-    let mut out = HashMap::new();
+/// What one pass over kallsyms found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The text symbol at exactly each wanted address (callbacks point at function starts).
+    pub named: HashMap<u64, Symbol>,
+    /// The other text symbols of the modules that hold a wanted address: a module's other callbacks (e.g. the test
+    /// module's secondary-TLB subscriber after its interval notifier) are then answered without another read.
+    pub mates: Vec<(u64, Symbol)>,
+}
+
+/// One pass over kallsyms text: the wanted addresses' symbols and their modules' other text symbols (kallsyms
+/// lists each module's symbols together).
+pub fn lookup(reader: impl BufRead, wanted: &HashSet<u64>) -> io::Result<Found> {
+    let mut found = Found::default();
+    // The module being read, its text symbols so far, and whether one of them was wanted.
+    let (mut module, mut lines, mut hit): (Option<String>, Vec<(u64, Symbol)>, bool) = (None, Vec::new(), false);
     for line in reader.lines() {
         let line = line?;
         let mut it = line.split_whitespace();
@@ -187,13 +215,30 @@ pub fn lookup(reader: impl BufRead, wanted: &HashSet<u64>) -> io::Result<HashMap
             continue;
         }
         let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
-        if addr == 0 || !wanted.contains(&addr) || out.contains_key(&addr) {
+        if addr == 0 {
             continue;
         }
-        let module = it.next().map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
-        out.insert(addr, Symbol { name: name.to_string(), module });
+        let this = it.next().map(|m| m.trim_start_matches('[').trim_end_matches(']'));
+        if this != module.as_deref() {
+            if std::mem::take(&mut hit) {
+                found.mates.append(&mut lines);
+            }
+            lines.clear();
+            module = this.map(str::to_string);
+        }
+        let symbol = || Symbol { name: name.to_string(), module: module.clone() };
+        if module.is_some() {
+            lines.push((addr, symbol()));
+        }
+        if wanted.contains(&addr) && !found.named.contains_key(&addr) {
+            found.named.insert(addr, symbol());
+            hit |= module.is_some();
+        }
     }
-    Ok(out)
+    if hit {
+        found.mates.append(&mut lines);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -203,7 +248,7 @@ impl Symbols {
     }
 
     /// Symbols whose reader thread reads `source` instead of kallsyms.
-    pub fn with_source_for_test(source: impl FnMut(&HashSet<u64>) -> HashMap<u64, Symbol> + Send + 'static) -> Self {
+    pub fn with_source_for_test(source: impl FnMut(&HashSet<u64>) -> Found + Send + 'static) -> Self {
         Self { source: Some(Box::new(source)), ..Self::default() }
     }
 }
