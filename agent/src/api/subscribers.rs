@@ -18,6 +18,9 @@ pub struct SubscribersView {
     pub age_seconds: Option<f64>,
     /// Why the last sweep failed, if it did (the previous inventory is served).
     pub error: Option<String>,
+    /// A callback met for the first time (a module loaded after the agent started) is still being named from
+    /// kallsyms, which is read off the request path: its subscription reads `unknown` until a later request.
+    pub symbols_pending: bool,
     /// Page size used for `pinned_bytes`.
     pub page_size: u64,
     pub mms: Vec<MmView>,
@@ -66,7 +69,15 @@ pub struct CallbackView {
 
 pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> SubscribersView {
     let Some(inv) = inv else {
-        return SubscribersView { available: false, age_seconds: None, error: None, page_size, mms: Vec::new() };
+        let mms = Vec::new();
+        return SubscribersView {
+            available: false,
+            age_seconds: None,
+            error: None,
+            symbols_pending: false,
+            page_size,
+            mms,
+        };
     };
     let mms = inv
         .mms
@@ -107,6 +118,7 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
         available: true,
         age_seconds: inv.swept_at.map(|t| t.elapsed().as_secs_f64()),
         error: inv.error.clone(),
+        symbols_pending: inv.symbols_pending,
         page_size,
         mms,
     }

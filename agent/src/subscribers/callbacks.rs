@@ -72,7 +72,7 @@ fn targets(inv: &Inventory, symbols: &Symbols) -> Vec<Target> {
     }
     for (name, callback) in KNOWN {
         let Some(address) = symbols.address_of(name) else { continue };
-        let subscriber = classify(symbols.get(address));
+        let subscriber = classify(symbols.get(address).as_ref());
         by_addr.entry(address).or_insert(Target { address, symbol: name.to_string(), subscriber, callback });
     }
     by_addr.into_values().collect()

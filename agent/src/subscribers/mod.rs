@@ -100,6 +100,9 @@ pub struct Inventory {
     /// Every subscriber kind seen since start-up, so that a kind whose last subscription went away reads 0
     /// rather than vanishing from `/metrics`.
     pub kinds_seen: std::collections::BTreeSet<String>,
+    /// Some callback's name is still being read from kallsyms (off the request path, see [`symbols`]): its
+    /// subscription reads `unknown` (`interval`) until a later sweep.
+    pub symbols_pending: bool,
 }
 
 /// The secondary-TLB slot's name on this kernel's generation.
@@ -136,7 +139,7 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
                     // The subscriber is whoever implements the first non-NULL callback.
                     let first = slots.iter().find(|(_, a)| *a != 0).map(|(_, a)| *a).unwrap_or(0);
                     Subscription {
-                        kind: classify(symbols.get(first)),
+                        kind: classify(symbols.get(first).as_ref()),
                         interval: false,
                         callbacks: slots.iter().filter(|(_, a)| *a != 0).map(|(s, a)| named(s, *a)).collect(),
                     }
@@ -144,7 +147,7 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
                 .collect();
             if let Some(i) = &m.interval {
                 let invalidate = i.callbacks[0];
-                let kind = match classify(symbols.get(invalidate)) {
+                let kind = match classify(symbols.get(invalidate).as_ref()) {
                     k if k == "unknown" => "interval".to_string(),
                     k => k,
                 };
@@ -165,12 +168,21 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
         .collect()
 }
 
-/// Every callback address of `raw`, for [`Symbols::resolve`].
+/// Every callback address of `raw`, for [`Symbols::request`].
 fn addresses(raw: &[RawMm]) -> impl Iterator<Item = u64> + '_ {
     raw.iter().flat_map(|m| {
         let notifiers = m.notifiers.iter().flat_map(|n: &SubscriberRecord| n.callbacks);
         notifiers.chain(m.interval.iter().map(|i| i.callbacks[0]))
     })
+}
+
+/// How a sweep names callbacks it has not met before.
+#[derive(Clone, Copy)]
+enum Names {
+    /// Read kallsyms now (start-up: privileged, and nobody waits on a request).
+    Now,
+    /// Queue them for the reader thread (requests: the names come with a later sweep).
+    Queued,
 }
 
 /// Runs sweeps per the module's policy and keeps the last inventory.
@@ -181,6 +193,8 @@ pub struct Sweeper {
     symbols: Symbols,
     secondary_slot: &'static str,
     generation: u64,
+    /// [`Symbols::answered`] when the current inventory was built.
+    answered: u64,
     current: Arc<Inventory>,
     callbacks: Option<callbacks::CallbackTimer>,
 }
@@ -214,10 +228,11 @@ impl Sweeper {
             symbols,
             secondary_slot: secondary_slot_name(generation),
             generation: 0,
+            answered: 0,
             current: Arc::new(Inventory::default()),
             callbacks: None,
         };
-        s.sweep();
+        s.sweep(Names::Now);
         let inventory = s.current.clone();
         s.callbacks = callbacks::attach(probes, &inventory, &s.symbols, forced);
         if let Some(e) = &s.current.error {
@@ -228,24 +243,26 @@ impl Sweeper {
         Ok(Some(s))
     }
 
-    /// The inventory, re-swept first if the policy says it may be stale.
+    /// The inventory, re-swept first if the policy says it may be stale, or if names it lacked have been read
+    /// since. Never waits for kallsyms.
     pub fn current(&mut self) -> Arc<Inventory> {
         let older_than = |age| self.current.swept_at.is_none_or(|t| t.elapsed() >= age);
         let due = match &self.changes {
             Some(_) => self.read_generation() != self.generation || older_than(HOOKED_MAX_AGE),
             None => older_than(THROTTLE),
         };
-        if due {
-            self.sweep();
+        if due || self.symbols.answered() != self.answered {
+            self.sweep(Names::Queued);
         }
         self.current.clone()
     }
 
-    /// The text symbol at each address (`unknown` where none), through the kallsyms handle opened while
-    /// privileged; for other kernel callbacks read at scrape time (interval notifiers' `ops->invalidate`).
+    /// The text symbol at each address (`unknown` where none, or while it is being read: see [`symbols`]), through
+    /// the kallsyms handle opened while privileged; for other kernel callbacks read at scrape time (interval
+    /// notifiers' `ops->invalidate`). Never waits for kallsyms.
     pub fn symbol_names(&mut self, addrs: &[u64]) -> std::collections::BTreeMap<u64, String> {
-        self.symbols.resolve(addrs.iter().copied());
-        let name = |a: &u64| self.symbols.get(*a).map_or_else(|| "unknown".to_string(), |s| s.name.clone());
+        self.symbols.request(addrs.iter().copied());
+        let name = |a: &u64| self.symbols.get(*a).map_or_else(|| "unknown".to_string(), |s| s.name);
         addrs.iter().map(|a| (*a, name(a))).collect()
     }
 
@@ -265,8 +282,9 @@ impl Sweeper {
         }
     }
 
-    fn sweep(&mut self) {
+    fn sweep(&mut self, names: Names) {
         self.generation = self.read_generation();
+        self.answered = self.symbols.answered();
         let started = Instant::now();
         let raw = iter::run(&self.program)
             .context("running the subscriber iterator")
@@ -278,11 +296,20 @@ impl Sweeper {
         }
         let next = match raw {
             Ok(raw) => {
-                self.symbols.resolve(addresses(&raw));
+                match names {
+                    Names::Now => self.symbols.resolve_now(addresses(&raw)),
+                    Names::Queued => self.symbols.request(addresses(&raw)),
+                }
                 let mms = build(&raw, &self.symbols, self.secondary_slot);
+                // A subscription is named after its first callback; one still being read is not a kind (it would
+                // stay in `kinds_seen`, a zero series for ever).
+                let pending = |s: &Subscription| s.callbacks.first().is_some_and(|c| self.symbols.pending(c.address));
+                let symbols_pending = mms.iter().flat_map(|m| &m.subscriptions).any(pending);
                 let mut kinds_seen = self.current.kinds_seen.clone();
-                kinds_seen.extend(mms.iter().flat_map(|m| m.subscriptions.iter().map(|s| s.kind.clone())));
-                Inventory { mms, swept_at: Some(Instant::now()), error: None, kinds_seen }
+                kinds_seen.extend(
+                    mms.iter().flat_map(|m| m.subscriptions.iter().filter(|s| !pending(s)).map(|s| s.kind.clone())),
+                );
+                Inventory { mms, swept_at: Some(Instant::now()), error: None, kinds_seen, symbols_pending }
             }
             Err(e) => {
                 Inventory { error: Some(format!("{e:#}")), swept_at: Some(Instant::now()), ..(*self.current).clone() }

@@ -5,7 +5,7 @@ use mmuscope_abi::{SubscriberRecord, record_kind};
 use super::{
     classify,
     records::ParseError,
-    symbols::{Symbol, lookup},
+    symbols::{Found, Symbol, lookup},
     *,
 };
 
@@ -30,12 +30,20 @@ fn kallsyms_lookup_names_exact_text_addresses_with_their_module() {
                 ffffffff81200000 t kvm_mmu_notifier_invalidate_range_start\n\
                 ffffffff81300000 D kvm_mmu_notifier_ops\n\
                 ffffffffc0001000 t mn_invalidate_range\t[amd_iommu_v2]\n\
+                ffffffffc0002000 t mn_release\t[amd_iommu_v2]\n\
+                ffffffffc0002100 d mn_ops\t[amd_iommu_v2]\n\
+                ffffffffc0009000 t other_function\t[other]\n\
                 0000000000000000 t hidden_when_unprivileged\n";
     let wanted: HashSet<u64> = [0xffffffff81200000, 0xffffffff81300000, 0xffffffffc0001000, 0xffffffff81200001].into();
     let found = lookup(text.as_bytes(), &wanted).unwrap();
-    assert_eq!(found[&0xffffffff81200000], sym("kvm_mmu_notifier_invalidate_range_start", None));
-    assert_eq!(found[&0xffffffffc0001000], sym("mn_invalidate_range", Some("amd_iommu_v2")));
-    assert_eq!(found.len(), 2, "data symbols and inexact addresses are not callbacks: {found:?}");
+    let named = &found.named;
+    assert_eq!(named[&0xffffffff81200000], sym("kvm_mmu_notifier_invalidate_range_start", None));
+    assert_eq!(named[&0xffffffffc0001000], sym("mn_invalidate_range", Some("amd_iommu_v2")));
+    assert_eq!(named.len(), 2, "data symbols and inexact addresses are not callbacks: {named:?}");
+    // The wanted module's other text symbols come along (not vmlinux's, not another module's, not data).
+    let mates: Vec<u64> = found.mates.iter().map(|(a, _)| *a).collect();
+    assert_eq!(mates, [0xffffffffc0001000, 0xffffffffc0002000]);
+    assert_eq!(found.mates[1].1, sym("mn_release", Some("amd_iommu_v2")));
 }
 
 fn bytes(records: &[SubscriberRecord]) -> Vec<u8> {
@@ -132,4 +140,41 @@ fn callback_addresses_match_the_probed_function_start_or_just_past_its_endbr() {
     assert_eq!(target_of(&targets, 0x2000).unwrap().callback, "invalidate_range_end");
     assert!(target_of(&targets, 0x0fff).is_none());
     assert!(target_of(&targets, 0x1010).is_none());
+}
+
+#[test]
+fn a_new_callback_is_named_off_the_request_path() {
+    use std::{
+        sync::mpsc,
+        time::{Duration, Instant},
+    };
+    // A kallsyms read that lasts until the test releases it (an emulated guest takes over ten seconds).
+    let (release, released) = mpsc::channel::<()>();
+    let mut symbols = Symbols::with_source_for_test(move |wanted: &HashSet<u64>| {
+        released.recv().unwrap();
+        let named =
+            wanted.iter().filter(|a| **a == 0x40).map(|a| (*a, sym("dmirror_invalidate", Some("mmuscope_mirror"))));
+        // The module's other callback comes with it: a later request for it needs no read.
+        let mates = vec![(0x60, sym("mirror_tlb_invalidate", Some("mmuscope_mirror")))];
+        Found { named: named.collect(), mates }
+    });
+    let before = symbols.answered();
+    let asked = Instant::now();
+    symbols.request([0x40, 0x50]);
+    assert!(asked.elapsed() < Duration::from_secs(1), "request waited for the read");
+    assert!(symbols.pending(0x40) && symbols.get(0x40).is_none(), "no name until the reader answers");
+    symbols.request([0x40]); // already queued: not read twice
+    release.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while symbols.answered() == before {
+        assert!(Instant::now() < deadline, "the reader never answered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(symbols.get(0x40), Some(sym("dmirror_invalidate", Some("mmuscope_mirror"))));
+    assert!(!symbols.pending(0x40) && !symbols.pending(0x50));
+    assert_eq!(symbols.get(0x50), None, "no symbol is an answer too");
+    assert_eq!(symbols.answered(), before + 1, "one read for both addresses");
+    symbols.request([0x60]);
+    assert!(!symbols.pending(0x60), "a module mate is answered without a read");
+    assert_eq!(symbols.get(0x60).map(|s| s.name), Some("mirror_tlb_invalidate".to_string()));
 }

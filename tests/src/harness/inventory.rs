@@ -30,12 +30,15 @@ fn entry(v: &Value, pid: u32) -> Option<Value> {
     v["mms"].as_array()?.iter().find(|m| m["pid"] == pid).cloned()
 }
 
-/// Polls the API until `pid` is listed (`want`) or not listed (`!want`); returns the last entry seen.
+/// Polls the API until `pid` is listed (`want`) with its callbacks named (a callback first met is named off the
+/// request path: `symbols_pending` until then), or not listed (`!want`); returns the last entry seen.
 fn wait_for(scraper: &Scraper, pid: u32, want: bool) -> Result<Option<Value>> {
     let deadline = Instant::now() + SEEN_TIMEOUT;
     loop {
-        let e = entry(&inventory(scraper)?, pid);
-        if e.is_some() == want || Instant::now() >= deadline {
+        let v = inventory(scraper)?;
+        let named = v["symbols_pending"] == false;
+        let e = entry(&v, pid);
+        if (e.is_some() == want && (named || !want)) || Instant::now() >= deadline {
             return Ok(e);
         }
         thread::sleep(Duration::from_millis(250));

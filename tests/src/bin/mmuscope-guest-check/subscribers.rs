@@ -42,7 +42,10 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
         anyhow::ensure!(status == 200, "/api/v1/subscribers answered {status}: {body}");
         let v: Value = serde_json::from_str(&body).context("/api/v1/subscribers is not JSON")?;
         let entry = v["mms"].as_array().and_then(|mms| mms.iter().find(|m| m["pid"] == pid));
-        if let Some(e) = entry {
+        // A callback first met by this request is named off the request path (kallsyms takes seconds under TCG):
+        // its subscription reads `unknown` until then, so wait for the names rather than compare that.
+        let pending = v["symbols_pending"].as_bool().context("symbols_pending in /api/v1/subscribers")?;
+        if let Some(e) = entry.filter(|_| !pending || Instant::now() >= deadline) {
             let kinds = e["kinds"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_owned));
             let subscriptions = e["subscriptions"].as_array().map_or(0, |s| s.len() as u64);
             let has_pinned = e["has_pinned"].as_bool().context("has_pinned in /api/v1/subscribers")?;
