@@ -7,8 +7,8 @@
 //! The same rows give the sample snapshot of the metrics reference (`Snapshot::sample`).
 
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats, IntervalKey,
-    KvmUnmapKey, SecondaryKey,
+    BracketKey, BracketStats, CgroupKey, ChangePteCounts, CountBytes, CrossKey, DoubleKey, DoubleKind, ForkStats,
+    IntervalKey, KvmUnmapKey, SecondaryKey,
 };
 
 /// Calls `$then!` with every per-cgroup map as `field: "NAME", "label", Key, Value, merge;` (`"NAME"`: the map's
@@ -23,6 +23,7 @@ macro_rules! for_each_map {
             forks: "FORK_STATS", "fork_stats", CgroupKey, ForkStats, add_fork_stats;
             hugetlb_forks: "FORK_HUGETLB_STATS", "fork_hugetlb_stats", CgroupKey, CountBytes, add_count_bytes;
             secondary: "SECONDARY_STATS", "secondary_stats", SecondaryKey, CountBytes, add_count_bytes;
+            change_pte: "CHANGE_PTE_STATS", "change_pte_stats", CgroupKey, ChangePteCounts, add_change_pte;
             doubles: "DOUBLE_STATS", "double_stats", DoubleKey, CountBytes, add_count_bytes;
             cross: "CROSS_STATS", "cross_stats", CrossKey, u64, add_u64;
             // Interval-reader waits per (owner cgroup, `ops->invalidate` address).
@@ -99,6 +100,11 @@ pub fn add_u64(total: &mut u64, v: &u64) {
 pub fn add_count_bytes(total: &mut CountBytes, v: &CountBytes) {
     total.count = total.count.saturating_add(v.count);
     total.bytes = total.bytes.saturating_add(v.bytes);
+}
+
+pub fn add_change_pte(total: &mut ChangePteCounts, v: &ChangePteCounts) {
+    total.bracket = total.bracket.saturating_add(v.bracket);
+    total.outside = total.outside.saturating_add(v.outside);
 }
 
 pub fn add_fork_stats(total: &mut ForkStats, v: &ForkStats) {

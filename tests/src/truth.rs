@@ -34,10 +34,12 @@ pub use notifications::{
     DoubleKind, DoubleNotificationTruth, DoubleSource, KindBound, KindTotal, SecondaryTlbApi, SecondaryTlbSource,
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
-pub use outcomes::{CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, TlbSubscriberTruth};
+pub use outcomes::{
+    ChangePteTruth, CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, TlbSubscriberTruth,
+};
 pub use params::{
-    CrossCgroupParams, ForkParams, HugetlbForkParams, KvmMprotectParams, KvmMunmapParams, MirrorCollideParams,
-    MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
+    CrossCgroupParams, ForkParams, HugetlbForkParams, KsmMergeParams, KvmMprotectParams, KvmMunmapParams,
+    MirrorCollideParams, MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
 };
 
 use std::collections::BTreeMap;
@@ -80,6 +82,9 @@ pub struct GroundTruth {
     pub interval: Option<IntervalTruth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tlb_subscriber: Option<TlbSubscriberTruth>,
+    /// `change_pte` notifications, on kernels whose BTF has `__mmu_notifier_change_pte`; `None` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_pte: Option<ChangePteTruth>,
 }
 
 /// The scenario and its parameters, one variant per scenario (names as on the command line).
@@ -101,6 +106,7 @@ pub enum ScenarioParams {
     MultiVm(MultiVmParams),
     SwapOut(SwapOutParams),
     MirrorCollide(MirrorCollideParams),
+    KsmMerge(KsmMergeParams),
 }
 
 impl ScenarioParams {
@@ -121,6 +127,7 @@ impl ScenarioParams {
             Self::MultiVm(_) => "multi-vm",
             Self::SwapOut(_) => "swap-out",
             Self::MirrorCollide(_) => "mirror-collide",
+            Self::KsmMerge(_) => "ksm-merge",
         }
     }
 }
@@ -291,6 +298,7 @@ impl GroundTruth {
             cross_cgroup: None,
             interval: None,
             tlb_subscriber: None,
+            change_pte: None,
         }
     }
 
@@ -373,7 +381,12 @@ impl GroundTruth {
         for s in &self.invalidations.sources {
             let path = match (s.initiator_pid, &self.cross_cgroup) {
                 (None, _) => self.cgroups.attributed().path.as_str(),
-                (Some(pid), Some(c)) if c.initiator_pid == pid => c.initiator_cgroups.attributed().path.as_str(),
+                // A kernel thread initiator (no placement) is not in a cgroup the run knows.
+                (Some(pid), Some(CrossCgroupTruth { initiator_pid, initiator_cgroups: Some(g), .. }))
+                    if *initiator_pid == pid =>
+                {
+                    g.attributed().path.as_str()
+                }
                 (Some(pid), _) => {
                     return Err(TruthError::Inconsistent(format!("initiator pid {pid} has no cgroup in the truth")));
                 }
@@ -529,7 +542,7 @@ mod tests {
         placement.memory_v1.as_mut().unwrap().path = CgroupPath::parse("/mmuscope-test/initiator").unwrap();
         t.cross_cgroup = Some(CrossCgroupTruth {
             initiator_pid: 77,
-            initiator_cgroups: placement,
+            initiator_cgroups: Some(placement),
             invalidations: 5,
             initiator_kind: "other_cgroup".into(),
         });

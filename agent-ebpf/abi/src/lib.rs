@@ -30,12 +30,14 @@ pub use maps::{
     KvmUnmapKey, key_flags,
 };
 pub use secondary::{
-    Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey, ThreadState,
+    ChangePteCounts, Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey,
+    ThreadState,
 };
 pub use slow::SlowBracket;
 pub use stacks::{STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind};
 pub use subscribers::{
-    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, MAX_NOTIFIERS, SubscriberLayout, SubscriberRecord, callback_slot, record_kind,
+    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, MAX_NOTIFIERS, NO_CHANGE_PTE, SubscriberLayout, SubscriberRecord,
+    callback_slot, record_kind,
 };
 
 /// Names of the maps and globals the agent reads or writes one by one, shared so that a rename cannot break the agent

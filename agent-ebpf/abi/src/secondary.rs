@@ -100,6 +100,15 @@ pub struct CountBytes {
     pub bytes: u64,
 }
 
+/// `change_pte` notifications (kernels that still have them), split by whether a bracket of the same mm was open on the
+/// thread: inside one, KVM's handler finds the invalidation in progress and does nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangePteCounts {
+    pub bracket: u64,
+    pub outside: u64,
+}
+
 /// Ranges already invalidated in one bracket or gather window, with where each came from.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -164,5 +173,6 @@ mod pod {
     unsafe impl aya::Pod for super::SecondaryKey {}
     unsafe impl aya::Pod for super::DoubleKey {}
     unsafe impl aya::Pod for super::CountBytes {}
+    unsafe impl aya::Pod for super::ChangePteCounts {}
     unsafe impl aya::Pod for super::Operation {}
 }

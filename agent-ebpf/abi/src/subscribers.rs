@@ -10,7 +10,8 @@ pub mod record_kind {
     /// An mm with subscriptions, long-term pinned pages (`pinned_vm > 0`) or the has-pinned flag.
     pub const MM: u32 = 1;
     /// One `struct mmu_notifier` of the preceding mm; `callbacks` = release, invalidate_range_start,
-    /// invalidate_range_end, secondary-TLB callback (`invalidate_range` / `arch_invalidate_secondary_tlbs`).
+    /// invalidate_range_end, secondary-TLB callback (`invalidate_range` / `arch_invalidate_secondary_tlbs`),
+    /// `change_pte` (0 on kernels without that op).
     pub const NOTIFIER: u32 = 2;
     /// The first (leftmost) interval notifier of the preceding mm; `callbacks[0]` = `ops->invalidate`.
     pub const INTERVAL: u32 = 3;
@@ -43,7 +44,7 @@ pub struct SubscriberRecord {
     pub comm: [u8; 16],
     /// NOTIFIER/INTERVAL record: the ops table and the callbacks (0 = NULL).
     pub ops: u64,
-    pub callbacks: [u64; 4],
+    pub callbacks: [u64; 5],
 }
 
 /// [`SubscriberLayout::has_pinned_bit`]: the flag is the whole `atomic_t mm->has_pinned` (5.9–5.12).
@@ -57,6 +58,8 @@ pub mod callback_slot {
     pub const INVALIDATE_RANGE_START: usize = 1;
     pub const INVALIDATE_RANGE_END: usize = 2;
     pub const SECONDARY_TLB: usize = 3;
+    /// `change_pte`: only kernels whose `mmu_notifier_ops` has it (removed in 2024).
+    pub const CHANGE_PTE: usize = 4;
 }
 
 /// Offsets the inventory program needs beyond [`crate::KernelLayout`] (which supplies the
@@ -89,7 +92,12 @@ pub struct SubscriberLayout {
     pub ops_release: u32,
     pub ops_start: u32,
     pub ops_end: u32,
+    /// `mmu_notifier_ops.change_pte`, or [`NO_CHANGE_PTE`] where BTF has no such member (nothing reads it then).
+    pub ops_change_pte: u32,
 }
+
+/// [`SubscriberLayout::ops_change_pte`] of a kernel without the op.
+pub const NO_CHANGE_PTE: u32 = u32::MAX;
 
 #[cfg(feature = "user")]
 mod pod {

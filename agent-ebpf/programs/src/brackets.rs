@@ -75,7 +75,7 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
         threads::push(ts, &frame);
         operations::bracket_opened(ctx, &layout, mm, start, end, cgroup_id, flags, regs);
     }
-    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm, regs), _pad: 0 };
+    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm, cgroup_id, regs), _pad: 0 };
     let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };
     if INFLIGHT.insert(range, inflight, 0).is_err() {
         bump(Counter::InflightFull);

@@ -34,27 +34,29 @@ static CALLER_CAUSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384,
 static CAUSES_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The cause of an invalidation of `mm` (0 where unknown) started now by the current task, whose
-/// entry registers are at `regs` ([`user_regs`](crate::regs::user_regs)).
+/// entry registers are at `regs` ([`user_regs`](crate::regs::user_regs)). `owner_cgroup` is the memory cgroup of
+/// `mm`'s owner (0: unknown), which tells the owner tearing down its own mm from a kernel thread that borrowed that
+/// mm lazily as its `active_mm` (ksmd right after the owner ran on the same CPU).
 #[inline(always)]
-pub fn current(layout: &KernelLayout, mm: u64, regs: u64) -> u32 {
+pub fn current(layout: &KernelLayout, mm: u64, owner_cgroup: u64, regs: u64) -> u32 {
     if let Some(top) = caller_window() {
         return top;
     }
     if layout.cause_context == 0 || regs == 0 {
         return Cause::Unknown as u32;
     }
-    context(layout, mm, regs) as u32
+    context(layout, mm, owner_cgroup, regs) as u32
 }
 
 #[inline(always)]
-fn context(layout: &KernelLayout, mm: u64, regs: u64) -> Cause {
+fn context(layout: &KernelLayout, mm: u64, owner_cgroup: u64, regs: u64) -> Cause {
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     if unsafe { read::<u64>(task, layout.task_reclaim_state) }.is_ok_and(|r| r != 0) {
         return Cause::Reclaim;
     }
     let Ok(own_mm) = (unsafe { read::<u64>(task, layout.task_mm) }) else { return Cause::Unknown };
     if own_mm == 0 {
-        return if is_kthread(layout, task, mm, 0) { kthread() } else { Cause::Exit };
+        return if is_kthread(layout, task, mm, owner_cgroup) { kthread() } else { Cause::Exit };
     }
     let Ok(nr) = (unsafe { read::<i64>(regs, layout.pt_regs_orig_ax) }) else { return Cause::Unknown };
     syscall(nr)

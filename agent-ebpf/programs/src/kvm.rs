@@ -28,7 +28,7 @@ fn count_current(ctx: &TracePointContext) {
     if stacks::armed() {
         stacks::capture(ctx, StackKind::Invalidation, 0, cgroup_id, flags);
     }
-    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, regs::user_regs(&layout)) });
+    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, 0, regs::user_regs(&layout)) });
 }
 
 #[inline(always)]

@@ -13,6 +13,7 @@ mod callbacks;
 mod capability;
 mod cause;
 mod cgroup;
+mod change_pte;
 mod floor;
 mod fork;
 mod fork_hugetlb;

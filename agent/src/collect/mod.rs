@@ -4,14 +4,14 @@
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use mmuscope_abi::{
-    BracketKey, BracketStats, CgroupKey, CountBytes, Counter, CrossKey, DoubleKey, ForkStats, IntervalKey, KvmUnmapKey,
-    SecondaryKey, names,
+    BracketKey, BracketStats, CgroupKey, ChangePteCounts, CountBytes, Counter, CrossKey, DoubleKey, ForkStats,
+    IntervalKey, KvmUnmapKey, SecondaryKey, names,
 };
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
-    cgroup_maps::{self, ByCgroup, add_count_bytes, add_fork_stats, add_u64, for_each_map},
+    cgroup_maps::{self, ByCgroup, add_change_pte, add_count_bytes, add_fork_stats, add_u64, for_each_map},
     probes::Probes,
 };
 

@@ -11,6 +11,7 @@
 
 mod agent;
 mod brackets;
+mod change_pte;
 mod cross;
 mod fork;
 mod fork_hugetlb;
@@ -46,6 +47,7 @@ use series::{Family, Metric};
 const METRICS: &[&[&Metric]] = &[
     brackets::METRICS,
     secondary::METRICS,
+    change_pte::METRICS,
     cross::METRICS,
     fork::METRICS,
     fork_hugetlb::METRICS,
@@ -196,6 +198,7 @@ struct Attached {
     /// `fork_copies` with an alternative that sees THP splits.
     fork_splits: bool,
     fork_hugetlb: bool,
+    change_pte: bool,
     secondary_tlb: bool,
     /// The bracket programs run in fentry or kprobe mode, where they know the mm's owner and time brackets.
     brackets_timed: bool,
@@ -209,6 +212,7 @@ impl Attached {
     const ALL: Self = Self {
         fork_splits: true,
         fork_hugetlb: true,
+        change_pte: true,
         secondary_tlb: true,
         brackets_timed: true,
         interval_readers: true,
@@ -220,6 +224,7 @@ impl Attached {
         Self {
             fork_splits: report.attached_in(families::fork_copies::ID, &[Mode::Fentry, Mode::Kprobe]),
             fork_hugetlb: report.attached(families::fork_hugetlb::ID),
+            change_pte: report.attached(families::change_pte::ID),
             secondary_tlb: report.attached(families::secondary_tlb::ID),
             brackets_timed: timed,
             interval_readers: report.attached(families::interval_notifiers::ID),
@@ -236,6 +241,7 @@ fn snapshot_families<'a>(snap: &Snapshot, context: &Context<'_, 'a>, attached: &
     out.extend(fork::families(snap, cgroup, page_size, attached.fork_splits));
     out.extend(fork_hugetlb::families(snap, cgroup, attached.fork_hugetlb));
     out.extend(secondary::families(snap, cgroup, attached.secondary_tlb));
+    out.extend(change_pte::families(snap, cgroup, attached.change_pte));
     out.extend(cross::families(snap, cgroup, attached.brackets_timed));
     let intervals = intervals::Attached { readers: attached.interval_readers, hits: attached.interval_hits };
     out.extend(intervals::families(snap, cgroup, symbol, intervals));

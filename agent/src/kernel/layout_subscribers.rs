@@ -9,7 +9,7 @@
 //!   `MMF_HAS_PINNED` in `mm->flags`, a `#define` that BTF does not carry, so its bit number comes from the kernel
 //!   release ([`mmf_has_pinned_bit`]); the vm and host tiers check it on every kernel they run.
 
-use mmuscope_abi::{HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, SubscriberLayout};
+use mmuscope_abi::{HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, NO_CHANGE_PTE, SubscriberLayout};
 
 use super::{
     btf::BtfError,
@@ -39,6 +39,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>) -> Result<SubscriberLayout, BtfError
         ops_release: r.offset(S, "mmu_notifier_ops", "release", Some(8))?,
         ops_start: r.offset(S, "mmu_notifier_ops", "invalidate_range_start", Some(8))?,
         ops_end: r.offset(S, "mmu_notifier_ops", "invalidate_range_end", Some(8))?,
+        // Optional: the op was removed in 2024; its absence is no missing field.
+        ops_change_pte: r.btf().member("mmu_notifier_ops", "change_pte")?.map_or(NO_CHANGE_PTE, |f| f.offset),
     })
 }
 

@@ -135,6 +135,7 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
                         ("invalidate_range_end", c[callback_slot::INVALIDATE_RANGE_END]),
                         (secondary_slot, c[callback_slot::SECONDARY_TLB]),
                         ("release", c[callback_slot::RELEASE]),
+                        ("change_pte", c[callback_slot::CHANGE_PTE]),
                     ];
                     // The subscriber is whoever implements the first non-NULL callback.
                     let first = slots.iter().find(|(_, a)| *a != 0).map(|(_, a)| *a).unwrap_or(0);

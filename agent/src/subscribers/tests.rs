@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use mmuscope_abi::{SubscriberRecord, record_kind};
+use mmuscope_abi::{SubscriberRecord, callback_slot, record_kind};
 
 use super::{
     classify,
@@ -68,7 +68,7 @@ fn notifier(mm: u64, start: u64) -> SubscriberRecord {
         kind: record_kind::NOTIFIER,
         mm,
         ops: 0x1000,
-        callbacks: [0x10, start, 0x30, 0],
+        callbacks: [0x10, start, 0x30, 0, 0],
         ..Default::default()
     }
 }
@@ -82,7 +82,7 @@ fn records_group_by_mm_and_duplicate_mms_are_kept_once() {
         mm(11, 0xa, 2), // vfork child sharing the mm: skipped with its notifiers
         notifier(0xa, 0x20),
         mm(12, 0xb, 0),
-        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0], ..Default::default() },
+        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0, 0], ..Default::default() },
     ]);
     let raw = parse(&stream).unwrap();
     assert_eq!(raw.len(), 2);
@@ -110,7 +110,7 @@ fn subscriptions_are_named_and_classified_from_their_first_callback() {
         mm(10, 0xa, 1),
         notifier(0xa, 0x20),
         mm(12, 0xb, 0),
-        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0], ..Default::default() },
+        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0, 0], ..Default::default() },
     ]))
     .unwrap();
     let built = build(&raw, &symbols, "arch_invalidate_secondary_tlbs");
@@ -123,6 +123,15 @@ fn subscriptions_are_named_and_classified_from_their_first_callback() {
     let interval = &built[1].subscriptions[0];
     assert!(interval.interval);
     assert_eq!(interval.kind, "interval", "an unnamed interval callback counts as `interval`");
+    // A kernel with the change_pte op: the subscriber that implements it lists it.
+    let mut with_change_pte = notifier(0xa, 0x20);
+    with_change_pte.callbacks[callback_slot::CHANGE_PTE] = 0x50;
+    symbols.insert_for_test(0x50, sym("kvm_mmu_notifier_change_pte", None));
+    let raw = parse(&bytes(&[mm(10, 0xa, 1), with_change_pte])).unwrap();
+    let built = build(&raw, &symbols, "invalidate_range");
+    let slots: Vec<&str> = built[0].subscriptions[0].callbacks.iter().map(|c| c.slot).collect();
+    assert_eq!(slots, ["invalidate_range_start", "invalidate_range_end", "release", "change_pte"]);
+    assert_eq!(built[0].subscriptions[0].callbacks[3].symbol.as_deref(), Some("kvm_mmu_notifier_change_pte"));
 }
 
 #[test]

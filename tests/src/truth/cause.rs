@@ -19,6 +19,8 @@ pub enum Cause {
     Migration,
     ThpSplit,
     Khugepaged,
+    /// ksmd merging pages (`write_protect_page`, `replace_page`).
+    Ksm,
     /// A system call the agent has no cause of its own for (e.g. a write to debugfs `split_huge_pages`).
     OtherSyscall,
 }
@@ -38,6 +40,7 @@ impl Cause {
             Cause::Migration => "migration",
             Cause::ThpSplit => "thp_split",
             Cause::Khugepaged => "khugepaged",
+            Cause::Ksm => "ksm",
             Cause::OtherSyscall => "other_syscall",
         }
     }

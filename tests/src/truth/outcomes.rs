@@ -62,7 +62,9 @@ pub struct SwapTruth {
 pub struct CrossCgroupTruth {
     /// The initiating process (its brackets carry `initiator_pid` in the sources).
     pub initiator_pid: u32,
-    pub initiator_cgroups: CgroupPlacement,
+    /// `None`: a kernel thread (ksmd), which sits in no cgroup the run made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_cgroups: Option<CgroupPlacement>,
     /// `cross_cgroup_invalidations_total{initiator="other_cgroup"}` for the owner cgroup (`GroundTruth::cgroups`).
     pub invalidations: u64,
     /// The `initiator` label value.
@@ -102,4 +104,14 @@ pub struct TlbSubscriberTruth {
     pub full_mm: u64,
     /// Bytes of the other calls.
     pub range_bytes: u64,
+}
+
+/// `change_pte` notifications the scenario's mm received, counted from the kernel source of what it did: by whether
+/// the caller had a bracket of the same mm open (every caller in the kernels read does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePteTruth {
+    pub bracket: u64,
+    pub outside: u64,
+    /// Where each one comes from (the kernel functions that call `set_pte_at_notify`).
+    pub sources: String,
 }

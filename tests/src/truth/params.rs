@@ -104,3 +104,11 @@ pub struct MirrorCollideParams {
     /// Bytes of the mirrored interval.
     pub interval_bytes: u64,
 }
+
+/// `ksm-merge`: identical pages under a KVM notifier merged by ksmd into one KSM page, then each written once (its
+/// sharing broken by a copy on write).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KsmMergeParams {
+    pub pages: u64,
+    pub page_bytes: u64,
+}

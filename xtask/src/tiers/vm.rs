@@ -98,6 +98,7 @@ const FULL: &[&str] = &[
     "cross-cgroup --regions 2",
     "multi-vm --iterations 100 --vms 2",
     "swap-out --pages 256 --zram-mib 64",
+    "ksm-merge --pages 32",
 ];
 /// The scenarios of the HMM mirror test module (see `vm::kmod`).
 const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];

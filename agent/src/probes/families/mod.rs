@@ -3,6 +3,7 @@
 
 pub mod brackets;
 pub mod causes;
+pub mod change_pte;
 pub mod fork_copies;
 pub mod fork_hugetlb;
 pub mod interval_notifiers;
@@ -16,6 +17,7 @@ use super::spec::{FamilyId, Hook, Need};
 pub static FAMILIES: &[&super::spec::Family] = &[
     &brackets::BRACKETS,
     &secondary_tlb::SECONDARY_TLB,
+    &change_pte::CHANGE_PTE_FAMILY,
     &overlapping_brackets::OVERLAPPING_BRACKETS,
     &fork_copies::FORK_COPIES,
     &fork_hugetlb::FORK_HUGETLB,

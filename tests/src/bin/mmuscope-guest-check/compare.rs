@@ -394,12 +394,12 @@ fn remove_cgroup(truth: &GroundTruth) {
     if let Err(e) = result {
         eprintln!("warning: could not remove cgroup {}: {e:#}", truth.cgroups.default.path);
     }
-    if let Some(c) = &truth.cross_cgroup {
+    if let Some(g) = truth.cross_cgroup.as_ref().and_then(|c| c.initiator_cgroups.as_ref()) {
         let initiator = Hierarchies::discover()
             .map_err(anyhow::Error::from)
-            .and_then(|h| cgroup::remove(&h, &c.initiator_cgroups.default.path, true).map_err(anyhow::Error::from));
+            .and_then(|h| cgroup::remove(&h, &g.default.path, true).map_err(anyhow::Error::from));
         if let Err(e) = initiator {
-            eprintln!("warning: could not remove cgroup {}: {e:#}", c.initiator_cgroups.default.path);
+            eprintln!("warning: could not remove cgroup {}: {e:#}", g.default.path);
         }
     }
 }

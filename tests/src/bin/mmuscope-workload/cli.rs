@@ -42,6 +42,8 @@ pub enum Command {
     /// The HMM mirror test module's interval notifier on a region; plain hits and misses, then rounds of a held
     /// invalidation with a waiting reader, a read retry and an hmm_range_fault -EBUSY (exact, counted by the module).
     MirrorCollide(MirrorCollideArgs),
+    /// One KVM VM over N identical pages; ksmd merges them into one KSM page, then each is written (COW break).
+    KsmMerge(KsmMergeArgs),
     /// Several KVM VMs on one mm; N × (MADV_DONTNEED one page, touch it): one bracket, one KVM call per VM.
     MultiVm(MultiVmArgs),
     /// MADV_PAGEOUT of KVM-registered memory to swap (needs an active swap area, or --zram-mib).
@@ -199,6 +201,15 @@ pub struct ThpPartialMunmapArgs {
     pub iterations: u64,
     #[command(flatten)]
     pub subscriber: SubscriberArgs,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KsmMergeArgs {
+    /// Identical pages to merge (one KSM page; ksmd's max_page_sharing defaults to 256) and then write.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(2..=128))]
+    pub pages: u64,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

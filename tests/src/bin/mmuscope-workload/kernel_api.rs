@@ -115,6 +115,14 @@ pub fn unmap_splits_in_walk() -> Result<bool> {
     Ok(contains_string(strings, "split_huge_pmd_locked"))
 }
 
+/// Whether the kernel still notifies `change_pte` (`set_pte_at_notify` → `__mmu_notifier_change_pte`; removed in
+/// 2024): a name look-up in the string table, as [`detect`].
+pub fn has_change_pte() -> Result<bool> {
+    let data = std::fs::read(VMLINUX_BTF).with_context(|| format!("reading {VMLINUX_BTF}"))?;
+    let strings = string_section(&data).with_context(|| format!("parsing {VMLINUX_BTF}"))?;
+    Ok(contains_string(strings, "__mmu_notifier_change_pte"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

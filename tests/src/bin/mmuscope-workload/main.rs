@@ -61,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::ForkPinnedHugetlb(a) => s::fork_hugetlb::run(&a, true)?,
         Command::ForkUnpinnedHugetlb(a) => s::fork_hugetlb::run(&a, false)?,
         Command::CrossCgroup(a) => s::cross_cgroup::run(&a)?,
+        Command::KsmMerge(a) => s::ksm_merge::run(&a)?,
         Command::MultiVm(a) => s::multi_vm::run(&a)?,
         Command::SwapOut(a) => s::swap_out::run(&a)?,
         Command::MirrorCollide(a) => s::mirror_collide::run(&a)?,

@@ -76,6 +76,12 @@ impl Pagemap {
         Ok(decode(&buf))
     }
 
+    /// The raw entries of `buf.len() / 8` pages from `addr`, into `buf`: no allocation, for use while a notifier is
+    /// registered.
+    pub fn read_into(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, addr / self.page * 8)
+    }
+
     /// PFNs of `pages` present pages from `addr`.
     pub fn pfns(&self, addr: u64, pages: usize) -> Result<Vec<u64>> {
         pfns(&self.entries(addr, pages)?, addr, self.page)

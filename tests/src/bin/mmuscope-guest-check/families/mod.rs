@@ -13,6 +13,7 @@
 
 mod brackets;
 mod causes;
+mod change_pte;
 mod cross_cgroup;
 mod doubles;
 mod fork;
@@ -43,6 +44,7 @@ pub const METRICS: &[&str] = &[
     fork_hugetlb::COPIES,
     fork_hugetlb::COPY_BYTES,
     cross_cgroup::CROSS_CGROUP,
+    change_pte::CHANGE_PTE,
     intervals::INTERVAL_HITS,
     intervals::INTERVAL_WAITS,
     intervals::INTERVAL_WAIT_COUNT,
@@ -126,6 +128,9 @@ pub fn expectations(truth: &GroundTruth, api: SecondaryTlbApi, hooked: bool) -> 
         fork_hugetlb::expect(truth, owner, &mut out);
     }
     cross_cgroup::expect(truth, owner, &mut out);
+    if hooked {
+        change_pte::expect(truth, owner, &mut out);
+    }
     causes::expect(truth, owner, hooked, &mut out);
     health::expect(&mut out);
     if hooked {

@@ -128,7 +128,7 @@ pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
     truth.kernel_api = kernel_api;
     truth.cross_cgroup = Some(CrossCgroupTruth {
         initiator_pid: ready.pid,
-        initiator_cgroups: ready.cgroups,
+        initiator_cgroups: Some(ready.cgroups),
         invalidations: n,
         initiator_kind: "other_cgroup".to_owned(),
     });

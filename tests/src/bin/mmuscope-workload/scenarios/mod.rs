@@ -23,6 +23,7 @@
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
 //! | `--subscriber sectlb` (kvm_madvise, kvm_munmap, kvm_mprotect, thp_partial_munmap) | the same, the test module's secondary-TLB subscriber instead of the VM (`crate::subscriber`): its own call count |
+//! | `ksm_merge` | ksmd: N + (N-1) CLEAR (`write_protect_page`, `replace_page`, `ksm`), N CLEAR COW breaks (`page_fault`); 3N-1 `change_pte` in brackets where the kernel has it |
 //! | `mirror_collide` | hits of an interval notifier (CLEAR), misses, reader waits, read retries, -EBUSY (module-counted) |
 
 pub mod cross_cgroup;
@@ -31,6 +32,7 @@ pub mod fork_hugetlb;
 pub mod fork_pinned;
 pub mod fork_pinned_thp;
 pub mod fork_unpinned;
+pub mod ksm_merge;
 pub mod kvm_madvise;
 pub mod kvm_mprotect;
 pub mod kvm_munmap;
