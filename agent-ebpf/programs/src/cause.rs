@@ -40,7 +40,7 @@ pub fn current(layout: &KernelLayout, mm: u64, regs: u64) -> u32 {
     if let Some(top) = caller_window() {
         return top;
     }
-    if layout.cause_context == 0 || regs == 0 {
+    if layout_field!(cause_context) == 0 || regs == 0 {
         return Cause::Unknown as u32;
     }
     context(layout, mm, regs) as u32
