@@ -4,7 +4,8 @@
 //!   total the truth's madvise brackets, and all its invalidation stacks its brackets; the double-notification stacks
 //!   of each kind total the truth's doubles of that kind on this kernel's API and the increase of
 //!   `mmuscope_double_notifications_total{kind}`; every `end_then_gather` stack passes through the zap
-//!   (`zap_page_range_single`, 6.1 mm/memory.c:1786-1795) and the TLB-gather flush that repeats `_end`'s call
+//!   (`zap_page_range_single`, 6.1 mm/memory.c:1786-1795; `zap_page_range` on 5.10, which `madvise_dontneed_single_vma`
+//!   called until 6.1's commit 21b85b09527c; both exist in 5.10's BTF, so either frame is the zap) and the TLB-gather flush that repeats `_end`'s call
 //!   (`tlb_finish_mmu`, whose `tlb_flush_mmu_tlbonly` is inline, include/asm-generic/tlb.h:447) into
 //!   `__mmu_notifier_invalidate_range`. A function the agent traces itself (`tlb_finish_mmu`, `dup_mmap`) shows twice
 //!   in a stack around its BPF trampoline on 6.1, and not at all on 6.12 (its unwinder skips the frame of a function
@@ -36,8 +37,9 @@ const SECONDS: u64 = 10;
 const ARM_DELAY: Duration = Duration::from_secs(2);
 /// Frames every fork-copy stack must pass through.
 const FORK_PATH: &[&str] = &["copy_process", "copy_page_range"];
-/// Frames every `end_then_gather` stack must pass through (see the module docs).
-const END_THEN_GATHER_PATH: &[&str] = &["zap_page_range_single", "tlb_finish_mmu", "__mmu_notifier_invalidate_range"];
+/// Frames every `end_then_gather` stack must pass through (see the module docs); `a|b`: either.
+const END_THEN_GATHER_PATH: &[&str] =
+    &["zap_page_range_single|zap_page_range", "tlb_finish_mmu", "__mmu_notifier_invalidate_range"];
 
 /// What a scenario's capture checks.
 #[derive(Clone, Copy)]
@@ -162,7 +164,7 @@ fn madvise(
         let kind = s["double_kind"].as_str().unwrap_or("?").to_owned();
         if kind == "end_then_gather" {
             let f = frames(s);
-            if END_THEN_GATHER_PATH.iter().all(|want| f.contains(want)) {
+            if END_THEN_GATHER_PATH.iter().all(|want| want.split('|').any(|w| f.contains(&w))) {
                 through_path += count(s);
             }
         }
