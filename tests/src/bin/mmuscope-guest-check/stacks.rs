@@ -103,6 +103,12 @@ impl Capture {
     }
 }
 
+/// Whether `/proc/kallsyms` names `symbol` (a function of the running kernel).
+fn kallsyms_has(symbol: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|text| text.lines().any(|l| l.split_whitespace().nth(2) == Some(symbol)))
+}
+
 fn frames(s: &Value) -> Vec<&str> {
     s["frames"].as_array().into_iter().flatten().filter_map(Value::as_str).collect()
 }
@@ -160,11 +166,18 @@ fn madvise(
     let doubles = truth.double_notifications.as_ref().context("kvm-madvise truth without doubles")?;
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut through_path = 0;
+    // Before 5.16 the unwinder cannot step over a kretprobe's trampoline (the kprobe mode's return hook on
+    // `tlb_finish_mmu`): the stack ends there, at the kernel's own `kretprobe_trampoline` frame. 5.16 taught it
+    // (`kretprobe_find_ret_addr`, commit 03bac0df2886); without that symbol, the frames below the trampoline are not
+    // required.
+    let unwinds_kretprobes = kallsyms_has("kretprobe_find_ret_addr");
     for s in mine.iter().filter(|s| s["kind"] == "double_notification") {
         let kind = s["double_kind"].as_str().unwrap_or("?").to_owned();
         if kind == "end_then_gather" {
             let f = frames(s);
-            if END_THEN_GATHER_PATH.iter().all(|want| want.split('|').any(|w| f.contains(&w))) {
+            let cut = !unwinds_kretprobes && f.last() == Some(&"kretprobe_trampoline");
+            let path = if cut { &END_THEN_GATHER_PATH[1..] } else { END_THEN_GATHER_PATH };
+            if path.iter().all(|want| want.split('|').any(|w| f.contains(&w))) {
                 through_path += count(s);
             }
         }
