@@ -8,8 +8,8 @@
 //! notifications and redundant bytes by kind, avoided doubles, fork copies, cross-cgroup
 //! invalidations, interval-notifier collisions). 6.1 and 6.12 run every scenario ([`FULL`]; `swap-out` swaps to
 //! zram), 6.1 also the test module's ([`MODULE`]: the HMM mirror and the secondary-TLB subscriber, built for the
-//! kernel, see `vm::kmod`), sid the basic ones, the hugetlb fork pair and the THP splits ([`SID`]), 5.10 the basic
-//! ones and the fork pair ([`BULLSEYE`]).
+//! kernel, see `vm::kmod`), sid the basic ones, the hugetlb fork pair and the THP splits ([`SID`]), 5.10 munmap,
+//! mprotect and the fork pair ([`BULLSEYE`]).
 //! In CI every kernel and scenario listed must run: one left out (not offered, module not built, kernel not
 //! fetched) fails the tier. The tier prints expected vs
 //! observed per kernel × mode × scenario × series, writes `target/vm/results.json` (the README's tested-kernels
@@ -79,8 +79,11 @@ const BASIC: &[&str] =
 /// inside `try_to_migrate_one`'s walk).
 const SID: &[&str] = &[BASIC[0], BASIC[1], BASIC[2], HUGETLB[0], HUGETLB[1], THP_SPLITS[0], THP_SPLITS[1]];
 /// 5.10 (Debian bullseye), the oldest generation tested: fork's pinned-page test reads `mm->has_pinned` there (5.9–5.12)
-/// instead of `MMF_HAS_PINNED`. The basic scenarios and the fork pair prove it; kept short for the tier's wall time.
-const BULLSEYE: &[&str] = &[BASIC[0], BASIC[1], BASIC[2], FORK[0], FORK[1]];
+/// instead of `MMF_HAS_PINNED`. Two basic scenarios and the fork pair prove it; kept short for the tier's wall time.
+/// Not `kvm-madvise` yet: it passes in fentry mode, but in kprobe mode 5.10's unwinder stops at the bracket hook's
+/// `kretprobe_trampoline` (fixed in 5.16), so its stack check cannot see the madvise system call and needs a model
+/// of that first.
+const BULLSEYE: &[&str] = &[BASIC[1], BASIC[2], FORK[0], FORK[1]];
 /// Fork copies of pinned small pages, and the unpinned control.
 const FORK: &[&str] = &["fork-pinned --pages 64", "fork-unpinned --pages 64"];
 /// Fork copies of pinned hugetlb pages, and the unpinned control.
