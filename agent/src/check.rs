@@ -52,6 +52,14 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
     writeln!(out, "generation  {}", r.generation_description)?;
     writeln!(out, "fentry      {}", cap(&r.capabilities.trampolines))?;
     writeln!(out, "kprobe      {}", cap(&r.capabilities.kprobes))?;
+    writeln!(
+        out,
+        "causes      {}",
+        match &r.capabilities.cause_context {
+            Ok(()) => "system call and reclaim context read per bracket".to_string(),
+            Err(why) => format!("caller hooks only (no system call context: {why})"),
+        }
+    )?;
     match &r.capabilities.tracefs {
         Ok(t) => writeln!(out, "tracefs     {}", t.describe())?,
         Err(why) => writeln!(out, "tracefs     unavailable: {why}")?,

@@ -96,7 +96,11 @@ pub struct KernelLayout {
     /// `folio._folio_nr_pages` (renamed `_nr_pages` by 7.2; 64-bit kernels): the base pages of a large folio, which
     /// gives the bytes of a hugetlb page copied at fork.
     pub folio_nr_pages: u32,
-    pub _pad_end: u32,
+    /// 1 when the kernel has `bpf_get_current_task_btf` (5.11+; `BPF_FUNC_get_current_task_btf` in BTF's
+    /// `enum bpf_func_id`): the hot paths then read the current task with direct BTF loads, else with
+    /// `bpf_get_current_task` and probe reads. Read as a frozen constant, so the verifier drops the branch this
+    /// kernel cannot load.
+    pub task_btf: u32,
 }
 
 impl KernelLayout {

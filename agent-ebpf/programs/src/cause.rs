@@ -42,7 +42,7 @@ pub fn current(layout: &KernelLayout, mm: u64, owner_cgroup: u64, regs: u64) -> 
     if let Some(top) = caller_window() {
         return top;
     }
-    if layout.cause_context == 0 || regs == 0 {
+    if layout_field!(cause_context) == 0 || regs == 0 {
         return Cause::Unknown as u32;
     }
     context(layout, mm, owner_cgroup, regs) as u32

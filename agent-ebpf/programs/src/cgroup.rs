@@ -28,6 +28,20 @@ pub unsafe fn load<T>(base: *const u8, off: u32) -> T {
     unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
 }
 
+/// `current->mm` (0 for a kernel thread): one direct BTF load where the kernel has `bpf_get_current_task_btf`
+/// (5.11+), a probe read from `bpf_get_current_task` before. `task_btf` is a frozen constant, so the verifier
+/// never sees the helper a kernel lacks.
+#[inline(always)]
+pub fn current_task_mm() -> u64 {
+    let task_mm = layout_field!(task_mm);
+    if layout_field!(task_btf) != 0 {
+        let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() } as *const u8;
+        unsafe { load(task, task_mm) }
+    } else {
+        unsafe { read::<u64>(bpf_get_current_task(), task_mm) }.unwrap_or(0)
+    }
+}
+
 /// [`task_memcg`] of the current task, walked with [`load`]s from `bpf_get_current_task_btf()`. Each offset is read
 /// from `LAYOUT` alone ([`layout_field!`]): this runs on the hot path of observed processes, where copying the
 /// whole layout would cost more than the walk.

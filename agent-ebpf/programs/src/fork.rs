@@ -25,7 +25,7 @@ use aya_ebpf::{
 use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow, StackKind};
 
 use crate::{
-    cgroup::{current_owner_memcg_btf, load, mm_owner_memcg, read},
+    cgroup::{current_owner_memcg_btf, current_task_mm, load, mm_owner_memcg, read},
     layout_field,
     maps::{LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
     stacks,
@@ -103,10 +103,7 @@ fn open_for_current() {
 /// ordinary fault adds it to the faulting task's own mm. `load_vma_mm` reads `vma->vm_mm`.
 #[inline(always)]
 fn for_foreign_mm(vma_mm: u64) -> bool {
-    let task_mm = layout_field!(task_mm);
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let own: u64 = unsafe { load(task, task_mm) };
-    vma_mm != own
+    vma_mm != current_task_mm()
 }
 
 #[fentry]

@@ -10,7 +10,6 @@
 //! the rmap counts each installed copy once.
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_task_btf,
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
@@ -18,7 +17,7 @@ use aya_ebpf::{
 use mmuscope_abi::{CgroupKey, CountBytes};
 
 use crate::{
-    cgroup::{load, mm_owner_memcg, read},
+    cgroup::{current_task_mm, load, mm_owner_memcg, read},
     layout_field,
     maps::{LAYOUT, per_cpu_entry},
     threads::tid,
@@ -53,10 +52,7 @@ fn close() {
 /// Whether an rmap for a VMA of `vma_mm` is for another mm than the current task's.
 #[inline(always)]
 fn for_foreign_mm(vma_mm: u64) -> bool {
-    let task_mm = layout_field!(task_mm);
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let own: u64 = unsafe { load(task, task_mm) };
-    vma_mm != own
+    vma_mm != current_task_mm()
 }
 
 /// Counts one copied huge page of `nr_pages` base pages in the thread's window, if one is open.

@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_task, generated::bpf_get_current_task_btf},
+    helpers::bpf_get_current_task,
     macros::{fentry, kprobe, map},
     maps::{Array, LruHashMap},
     programs::{FEntryContext, ProbeContext, tracing::StackIdContext},
@@ -22,7 +22,7 @@ use aya_ebpf::{
 use mmuscope_abi::{DoubleKind, Intervals, KernelLayout, Operation};
 
 use crate::{
-    cgroup::{load, read},
+    cgroup::{current_task_mm, load, read},
     layout_field, regs,
     secondary::add_double,
     threads::{self, overlap_and_record},
@@ -85,10 +85,18 @@ pub fn end_operation() {
 /// record and leaves after two loads.
 #[inline(always)]
 fn syscall_entry_btf() {
-    let (task_mm, subs) = (layout_field!(task_mm), layout_field!(mm_notifier_subscriptions));
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let mm: *const u8 = unsafe { load(task, task_mm) };
-    if !mm.is_null() && unsafe { load::<u64>(mm, subs) } != 0 {
+    let subs = layout_field!(mm_notifier_subscriptions);
+    let mm = current_task_mm();
+    if mm == 0 {
+        return;
+    }
+    // `mm` came from a BTF load only where the kernel has the BTF task helper (see `current_task_mm`).
+    let subscribed = if layout_field!(task_btf) != 0 {
+        (unsafe { load::<u64>(mm as *const u8, subs) }) != 0
+    } else {
+        unsafe { read::<u64>(mm, subs) }.is_ok_and(|s| s != 0)
+    };
+    if subscribed {
         end_operation();
     }
 }

@@ -4,13 +4,15 @@
 use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
 use mmuscope_abi::KernelLayout;
 
-use crate::cgroup::read;
+use crate::{cgroup::read, layout_field};
 
 /// The current task's `pt_regs` at kernel entry (0 without the context fields), read once per
 /// bracket for both [`crate::cause::current`] and [`user_regs_key`].
 #[inline(always)]
-pub fn user_regs(layout: &KernelLayout) -> u64 {
-    if layout.cause_context == 0 {
+pub fn user_regs(_layout: &KernelLayout) -> u64 {
+    // Read alone as a frozen constant: without the group (e.g. no `bpf_task_pt_regs`, before 5.15) the verifier
+    // drops the helper calls below.
+    if layout_field!(cause_context) == 0 {
         return 0;
     }
     unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }

@@ -42,7 +42,12 @@ fn sample_report() -> PlanReport {
         btf_path: String::new(),
         generation: Generation::Unknown,
         generation_description: "",
-        capabilities: Capabilities { trampolines: Ok(()), kprobes: Ok(()), tracefs: Err("not probed".into()) },
+        capabilities: Capabilities {
+            trampolines: Ok(()),
+            kprobes: Ok(()),
+            cause_context: Ok(()),
+            tracefs: Err("not probed".into()),
+        },
         families: vec![FamilyReport {
             id: families::brackets::ID,
             description: "",

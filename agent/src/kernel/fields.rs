@@ -19,7 +19,8 @@ pub enum FieldGroup {
     /// `mmu_gather.mm` (the gather hooks' early exit for mms without subscriptions).
     NotifierOps,
     /// `pt_regs.orig_ax` and `task_struct.reclaim_state`: the system call or reclaim context of
-    /// a cause tag (x86-64). Without them causes come from the caller hooks only.
+    /// a cause tag (x86-64), and the BPF helpers that reach them (`bpf_get_current_task_btf`,
+    /// `bpf_task_pt_regs`: 5.15). Without them causes come from the caller hooks only.
     CauseContext,
     /// `mmu_interval_notifier` (mm, ops, invalidate_seq), its ops' `invalidate` and the
     /// subscriptions' `invalidate_seq`.

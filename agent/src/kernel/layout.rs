@@ -86,14 +86,37 @@ impl ResolvedLayout {
             itree_last: interval_node_field(&mut r, "last")?,
             itree_subtree_last: interval_node_field(&mut r, "__subtree_last")?,
             folio_nr_pages: folio_nr_pages(&mut r)?,
-            _pad_end: 0,
+            task_btf: 0,
         };
+        let helpers = task_helpers(&mut r);
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
         let mut resolved = Self { layout, subscribers, missing: r.into_missing() };
         resolved.layout.cause_context = u32::from(resolved.group(CauseContext).is_ok());
         resolved.layout.interval_fields = u32::from(resolved.group(IntervalNotifier).is_ok());
+        resolved.layout.task_btf = u32::from(helpers.task_btf);
         Ok(resolved)
     }
+}
+
+/// Which task helpers the kernel's BPF offers, from BTF's `enum bpf_func_id` (no version check).
+struct TaskHelpers {
+    /// `bpf_get_current_task_btf` (5.11+).
+    task_btf: bool,
+}
+
+/// Reads [`TaskHelpers`]. Without `bpf_task_pt_regs` (5.15+) the programs cannot find the current task's user
+/// registers (x86-64's `task_pt_regs` needs `THREAD_SIZE`, which BTF does not carry): the cause-context group is
+/// noted missing, so causes come from the caller hooks only and `check` says why.
+fn task_helpers(r: &mut Resolver<'_>) -> TaskHelpers {
+    const TASK_BTF: &str = "BPF_FUNC_get_current_task_btf";
+    const PT_REGS: &str = "BPF_FUNC_task_pt_regs";
+    let found = r.btf().enumerators(&[TASK_BTF, PT_REGS]);
+    for (name, helper) in [(TASK_BTF, "bpf_get_current_task_btf"), (PT_REGS, "bpf_task_pt_regs")] {
+        if !found.contains_key(name) {
+            r.missing(FieldGroup::CauseContext, format!("the BPF helper {helper} (no {name} in enum bpf_func_id)"));
+        }
+    }
+    TaskHelpers { task_btf: found.contains_key(TASK_BTF) }
 }
 
 /// `mmu_notifier_subscriptions.itree` (a `rb_root_cached`) + `rb_root.rb_node`: where the interval tree's root sits.

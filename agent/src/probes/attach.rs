@@ -252,7 +252,13 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    // aya appends the verifier log, which is empty for EPERM and long otherwise.
-    let first = msg.lines().next().unwrap_or_default();
-    first.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string()
+    // aya appends the verifier log, which is empty for EPERM and long otherwise. Its last line is the verifier's
+    // verdict (e.g. `unknown func bpf_get_current_task_btf#158`), so it is kept after the first.
+    let mut lines = msg.lines().map(str::trim_end).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    let first = first.trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string();
+    match lines.rfind(|l| !l.starts_with("processed ")) {
+        Some(last) => format!("{first} … {last}"),
+        None => first,
+    }
 }

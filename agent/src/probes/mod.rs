@@ -125,6 +125,7 @@ impl Probes {
             capabilities: report::Capabilities {
                 trampolines,
                 kprobes: kernel.kprobes.clone(),
+                cause_context: kernel.layout.group(crate::kernel::FieldGroup::CauseContext),
                 tracefs: kernel.tracefs.clone(),
             },
             families,

@@ -87,6 +87,10 @@ pub struct Capabilities {
     pub trampolines: Result<(), String>,
     #[serde(serialize_with = "capability")]
     pub kprobes: Result<(), String>,
+    /// Whether brackets read the system call or reclaim context of their cause (the cause-context fields and
+    /// helpers); without it causes come from the caller hooks only (`unknown` otherwise).
+    #[serde(serialize_with = "capability")]
+    pub cause_context: Result<(), String>,
     /// Where classic tracepoints are attached from, or why nowhere.
     #[serde(serialize_with = "tracefs")]
     pub tracefs: Result<crate::kernel::Tracefs, String>,

@@ -32,9 +32,11 @@ pub struct Suite {
     pub security: bool,
 }
 
-/// The suites that carry the kernels of the matrix: 6.1 (bookworm-security), 6.12
-/// (bookworm-backports, trixie, trixie-security) and the newest series (sid).
+/// The suites that carry the kernels of the matrix: 5.10 (bullseye, bullseye-security), 6.1
+/// (bookworm-security), 6.12 (bookworm-backports, trixie, trixie-security) and the newest series (sid).
 pub const SUITES: &[Suite] = &[
+    Suite { name: "bullseye", security: false },
+    Suite { name: "bullseye-security", security: true },
     Suite { name: "bookworm-security", security: true },
     Suite { name: "bookworm-backports", security: false },
     Suite { name: "trixie", security: false },
@@ -196,12 +198,17 @@ fn sources(archives: &apt_sources::Archives) -> String {
     out
 }
 
-/// Writes `text` unless the file already holds it; whether it wrote.
+/// Writes `text` unless the file already holds it; whether it wrote. Through a new file renamed over the old one:
+/// a kernel cache seeded with `cp -al` from another worktree shares this file's inode, and writing it in place
+/// would rewrite the other worktree's configuration too (seen: one worktree's apt.conf pointing at another's state).
 fn write_if_changed(path: &Path, text: &str) -> Result<bool> {
     if fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(false);
     }
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    fs::write(&tmp, text).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", Path::new(&tmp).display(), path.display()))?;
     Ok(true)
 }
 
@@ -247,8 +254,12 @@ mod tests {
             security: archive("http://m/debian-security"),
             found_in: String::new(),
         });
-        assert!(text.contains("URIs: http://m/debian\nSuites: bookworm-backports trixie sid\n"), "{text}");
-        assert!(text.contains("URIs: http://m/debian-security\nSuites: bookworm-security trixie-security\n"));
+        assert!(text.contains("URIs: http://m/debian\nSuites: bullseye bookworm-backports trixie sid\n"), "{text}");
+        assert!(
+            text.contains(
+                "URIs: http://m/debian-security\nSuites: bullseye-security bookworm-security trixie-security\n"
+            )
+        );
         assert_eq!(text.matches("Targets: Packages\nSigned-By: /k.gpg\n").count(), 2);
     }
 }

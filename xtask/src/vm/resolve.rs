@@ -108,6 +108,7 @@ impl Series {
 /// series not listed here.
 fn suites_for(series: Series) -> Option<&'static [&'static str]> {
     match (series.major, series.minor) {
+        (5, 10) => Some(&["bullseye-security", "bullseye"]),
         (6, 1) => Some(&["bookworm-security"]),
         (6, 12) => Some(&["trixie-security", "bookworm-backports", "trixie"]),
         _ => None,

@@ -43,6 +43,11 @@ struct Cli {
     /// The `generation` `mmuscope check --json` must report (`invalidate_range`, `arch_invalidate_secondary_tlbs`).
     #[arg(long, value_name = "GENERATION")]
     expect_generation: String,
+    /// The kernel predates the BPF helpers of 5.15 (`bpf_task_pt_regs`, `bpf_get_func_ip` in kprobes): `mmuscope
+    /// check` must say causes come from the caller hooks only, brackets no hook names are `unknown`, and subscriber
+    /// callbacks are not timed.
+    #[arg(long)]
+    before_5_15_helpers: bool,
     /// A workload command line (repeatable), e.g. `kvm-madvise --iterations 1000`.
     #[arg(long = "scenario", value_name = "ARGS", required = true)]
     scenarios: Vec<String>,
@@ -70,7 +75,7 @@ fn main() -> ExitCode {
         records.push(r.passed());
     };
 
-    emit(plan::check(&cli.agent, &cli.agent_args, &cli.mode, &cli.expect_generation, &kernel));
+    emit(plan::check(&cli.agent, &cli.agent_args, &cli.mode, &cli.expect_generation, cli.before_5_15_helpers, &kernel));
     let api: SecondaryTlbApi = match serde_json::from_value(serde_json::Value::from(cli.expect_generation.as_str())) {
         Ok(api) => api,
         Err(e) => {
@@ -86,7 +91,15 @@ fn main() -> ExitCode {
                 emit(Record::error(&kernel, &cli.mode, "agent start", why));
             }
             for scenario in &cli.scenarios {
-                emit(compare::scenario(&agent, &cli.workload, scenario, &cli.mode, &kernel, api));
+                emit(compare::scenario(
+                    &agent,
+                    &cli.workload,
+                    scenario,
+                    &cli.mode,
+                    &kernel,
+                    api,
+                    cli.before_5_15_helpers,
+                ));
             }
             if let Err(e) = agent.stop() {
                 emit(Record::error(&kernel, &cli.mode, "agent stop", format!("{e:#}")));

@@ -15,7 +15,14 @@ const FAMILY: &str = "brackets";
 const ALSO_IN_MODE: &[&str] =
     &["secondary_tlb", "overlapping_brackets", "fork_copies", "causes", "interval_notifiers", "subscribers"];
 
-pub fn check(agent: &Path, extra: &[String], mode: &str, expected_generation: &str, kernel: &str) -> Record {
+pub fn check(
+    agent: &Path,
+    extra: &[String],
+    mode: &str,
+    expected_generation: &str,
+    old_helpers: bool,
+    kernel: &str,
+) -> Record {
     let mut problems = Vec::new();
     let report = run_check(agent, extra, mode).unwrap_or_else(|e| {
         problems.push(e);
@@ -33,6 +40,15 @@ pub fn check(agent: &Path, extra: &[String], mode: &str, expected_generation: &s
         match &generation {
             Some(g) if g == expected_generation => {}
             other => problems.push(format!("generation {other:?}, expected {expected_generation:?}")),
+        }
+        // The cause context needs `bpf_task_pt_regs` (5.15): the agent must find it in BTF exactly where it exists.
+        let context = report["capabilities"]["cause_context"]["available"].as_bool();
+        if context != Some(!old_helpers) {
+            problems.push(format!(
+                "capabilities.cause_context.available {context:?}, expected {} ({})",
+                !old_helpers,
+                report["capabilities"]["cause_context"]["reason"].as_str().unwrap_or("no reason given")
+            ));
         }
         if attached_mode.as_deref() != Some(mode) {
             problems.push(format!("{FAMILY} attached in mode {attached_mode:?}, expected {mode:?}{}", why_not(family)));

@@ -4,7 +4,8 @@
 //!   total the truth's madvise brackets, and all its invalidation stacks its brackets; the double-notification stacks
 //!   of each kind total the truth's doubles of that kind on this kernel's API and the increase of
 //!   `mmuscope_double_notifications_total{kind}`; every `end_then_gather` stack passes through the zap
-//!   (`zap_page_range_single`, 6.1 mm/memory.c:1786-1795) and the TLB-gather flush that repeats `_end`'s call
+//!   (`zap_page_range_single`, 6.1 mm/memory.c:1786-1795; `zap_page_range` on 5.10, which `madvise_dontneed_single_vma`
+//!   called until 6.1's commit 21b85b09527c; both exist in 5.10's BTF, so either frame is the zap) and the TLB-gather flush that repeats `_end`'s call
 //!   (`tlb_finish_mmu`, whose `tlb_flush_mmu_tlbonly` is inline, include/asm-generic/tlb.h:447) into
 //!   `__mmu_notifier_invalidate_range`. A function the agent traces itself (`tlb_finish_mmu`, `dup_mmap`) shows twice
 //!   in a stack around its BPF trampoline on 6.1, and not at all on 6.12 (its unwinder skips the frame of a function
@@ -36,8 +37,9 @@ const SECONDS: u64 = 10;
 const ARM_DELAY: Duration = Duration::from_secs(2);
 /// Frames every fork-copy stack must pass through.
 const FORK_PATH: &[&str] = &["copy_process", "copy_page_range"];
-/// Frames every `end_then_gather` stack must pass through (see the module docs).
-const END_THEN_GATHER_PATH: &[&str] = &["zap_page_range_single", "tlb_finish_mmu", "__mmu_notifier_invalidate_range"];
+/// Frames every `end_then_gather` stack must pass through (see the module docs); `a|b`: either.
+const END_THEN_GATHER_PATH: &[&str] =
+    &["zap_page_range_single|zap_page_range", "tlb_finish_mmu", "__mmu_notifier_invalidate_range"];
 
 /// What a scenario's capture checks.
 #[derive(Clone, Copy)]
@@ -101,6 +103,12 @@ impl Capture {
     }
 }
 
+/// Whether `/proc/kallsyms` names `symbol` (a function of the running kernel).
+fn kallsyms_has(symbol: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|text| text.lines().any(|l| l.split_whitespace().nth(2) == Some(symbol)))
+}
+
 fn frames(s: &Value) -> Vec<&str> {
     s["frames"].as_array().into_iter().flatten().filter_map(Value::as_str).collect()
 }
@@ -158,11 +166,18 @@ fn madvise(
     let doubles = truth.double_notifications.as_ref().context("kvm-madvise truth without doubles")?;
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut through_path = 0;
+    // Before 5.16 the unwinder cannot step over a kretprobe's trampoline (the kprobe mode's return hook on
+    // `tlb_finish_mmu`): the stack ends there, at the kernel's own `kretprobe_trampoline` frame. 5.16 taught it
+    // (`kretprobe_find_ret_addr`, commit 03bac0df2886); without that symbol, the frames below the trampoline are not
+    // required.
+    let unwinds_kretprobes = kallsyms_has("kretprobe_find_ret_addr");
     for s in mine.iter().filter(|s| s["kind"] == "double_notification") {
         let kind = s["double_kind"].as_str().unwrap_or("?").to_owned();
         if kind == "end_then_gather" {
             let f = frames(s);
-            if END_THEN_GATHER_PATH.iter().all(|want| f.contains(want)) {
+            let cut = !unwinds_kretprobes && f.last() == Some(&"kretprobe_trampoline");
+            let path = if cut { &END_THEN_GATHER_PATH[1..] } else { END_THEN_GATHER_PATH };
+            if path.iter().all(|want| want.split('|').any(|w| f.contains(&w))) {
                 through_path += count(s);
             }
         }

@@ -106,6 +106,17 @@ pub fn migrate_splits_in_walk() -> Result<Option<bool>> {
     Ok(proto.map(|p| !p.params.iter().any(|name| name == "folio")))
 }
 
+/// Whether mprotect flushes the TLB through an `mmu_gather` (6.0+, commit 4a18419f71cd "mm/mprotect: use
+/// mmu_gather"), whose `tlb_finish_mmu` calls the pre-6.6 secondary-TLB hook again after the bracket's `_end`. BTF
+/// tells by `change_protection`'s first parameter: `tlb` since that commit, `vma` before (5.10, where
+/// `change_protection_range` ends with a plain `flush_tlb_range`, which calls no notifier). Parses every BTF type.
+pub fn mprotect_gathers() -> Result<bool> {
+    let btf = mmuscope::kernel::KernelBtf::open(Path::new(VMLINUX_BTF))?;
+    let proto = btf.function("change_protection").context("reading change_protection from BTF")?;
+    let proto = proto.context("change_protection is not a function in BTF")?;
+    Ok(proto.params.first().is_some_and(|name| name == "tlb"))
+}
+
 /// Whether `try_to_unmap_one` splits a PMD-mapped THP inside its page walk, under the bracket it opened (6.11+), rather
 /// than through `split_huge_pmd_address` before opening it: `split_huge_pmd_locked` came with that change ("mm/rmap:
 /// integrate PMD-mapped folio splitting into pagewalk loop"). A name look-up in the string table, as [`detect`].

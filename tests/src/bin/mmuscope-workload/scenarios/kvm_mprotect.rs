@@ -18,10 +18,13 @@
 //! `->invalidate_range [A, A+2M)` (mm/mmu_notifier.c:575), then `do_mprotect_pkey`'s `tlb_finish_mmu` flushes the
 //! range again: every one of the 512 present PTEs was gathered (`tlb_flush_pte_range`, :201-202), because x86
 //! `pte_needs_flush` is true whenever `_PAGE_RW` changes, in either direction (`flush_on_change`,
-//! arch/x86/include/asm/tlbflush.h:278). On 6.6+: none.
+//! arch/x86/include/asm/tlbflush.h:278). On 6.6+: none. Before 6.0 (5.10): none either, mprotect has no gather
+//! (`change_protection_range` ends with `flush_tlb_range`, which calls no notifier; the gather came with commit
+//! 4a18419f71cd "mm/mprotect: use mmu_gather"), told from BTF by `change_protection`'s first parameter.
 //!
 //! Secondary-TLB invalidations per mprotect (`do_mprotect_pkey` wraps `mprotect_fixup` in `tlb_gather_mmu` …
 //! `tlb_finish_mmu`: 6.1 mm/mprotect.c:742/810, 6.12 :779/846):
+//! * 5.10: the bracket's plain `_end` repeat over the 2 MiB (bracket context) only;
 //! * 6.1: the bracket's plain `_end` repeat over the 2 MiB (bracket context), then `tlb_flush_mmu_tlbonly` over the
 //!   gathered 2 MiB (gather context), both ranges;
 //! * 6.6+: nothing in the bracket; `tlb_finish_mmu → tlb_flush → flush_tlb_mm_range(mm, A, A+2M, PAGE_SHIFT)`,
@@ -57,6 +60,7 @@ pub const NAME: &str = "kvm-mprotect";
 pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
     let kernel_api = kernel_api::detect();
+    let gathers = kernel_api::mprotect_gathers().context("does mprotect flush through an mmu_gather?")?;
     let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
     memory.touch_all();
     let (region_bytes, page_bytes) = (memory.len() as u64, memory.page_size() as u64);
@@ -84,13 +88,14 @@ pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
     let params = KvmMprotectParams { iterations: args.iterations, region_bytes, page_bytes };
     let mut truth = GroundTruth::new(ScenarioParams::KvmMprotect(params), cgroups, vms, invalidations);
     truth.kernel_api = kernel_api;
-    truth.double_notifications = Some(doubles(2 * args.iterations, region_bytes));
-    subscriber::finish(&mut truth, secondary_tlb(2 * args.iterations, region_bytes), received)?;
+    truth.double_notifications = Some(doubles(2 * args.iterations, region_bytes, gathers));
+    subscriber::finish(&mut truth, secondary_tlb(2 * args.iterations, region_bytes, gathers), received)?;
     Ok(truth)
 }
 
-/// `calls` mprotects of the whole `bytes`-byte region.
-fn secondary_tlb(calls: u64, bytes: u64) -> SecondaryTlbTruth {
+/// `calls` mprotects of the whole `bytes`-byte region; `gathers`: mprotect flushes through an `mmu_gather`
+/// ([`kernel_api::mprotect_gathers`]).
+fn secondary_tlb(calls: u64, bytes: u64, gathers: bool) -> SecondaryTlbTruth {
     let flush_scope = kernel_api::flush_scope_above_ceiling();
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     let src = |api, context, scope, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
@@ -117,9 +122,10 @@ fn secondary_tlb(calls: u64, bytes: u64) -> SecondaryTlbTruth {
                 Old,
                 TlbContext::Gather,
                 TlbScope::Range,
-                calls,
-                "tlb_finish_mmu flushes the 512 changed PTEs",
-                "6.1 mm/mprotect.c:810 → include/asm-generic/tlb.h:447",
+                if gathers { calls } else { 0 },
+                "tlb_finish_mmu flushes the 512 changed PTEs (none before 6.0: no gather in mprotect)",
+                "6.1 mm/mprotect.c:810 → include/asm-generic/tlb.h:447; 5.10 change_protection_range ends with \
+                 flush_tlb_range, which calls no notifier",
             ),
             src(New, TlbContext::Bracket, TlbScope::Range, 0, "change_pte_range only gathers", "6.12 mm/mprotect.c"),
             SecondaryTlbSource {
@@ -139,15 +145,17 @@ fn secondary_tlb(calls: u64, bytes: u64) -> SecondaryTlbTruth {
     }
 }
 
-fn doubles(calls: u64, bytes: u64) -> DoubleNotificationTruth {
+fn doubles(calls: u64, bytes: u64, gathers: bool) -> DoubleNotificationTruth {
+    // Before 6.0 mprotect has no gather flush to repeat the bracket's `_end` (see `secondary_tlb`).
+    let doubled = if gathers { calls } else { 0 };
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     let src = DoubleSource::new;
     DoubleNotificationTruth {
         sources: vec![
             src(
                 DoubleKind::EndThenGather,
-                calls,
-                calls * bytes,
+                doubled,
+                doubled * bytes,
                 Some(Old),
                 "PROTECTION_VMA bracket's _end invalidates the 2 MiB, then mprotect's gather flush does it again",
                 "6.1 change_pmd_range plain _end (mm/mprotect.c:426, mm/mmu_notifier.c:575) then tlb_finish_mmu → \
