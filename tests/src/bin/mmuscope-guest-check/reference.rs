@@ -117,7 +117,16 @@ impl Layout {
         static LAYOUT: std::sync::OnceLock<Result<Layout, String>> = std::sync::OnceLock::new();
         LAYOUT
             .get_or_init(|| {
-                crate::btf::Btf::open_vmlinux().and_then(|b| Self::from_btf(&b)).map_err(|e| format!("{e:#}"))
+                let layout = crate::btf::Btf::open_vmlinux().and_then(|b| Self::from_btf(&b));
+                // The offsets in the log: a count that disagrees can then be told from a misread field.
+                if let Ok(l) = &layout {
+                    println!(
+                        "trace reference offsets (BTF): mmu_notifier_range.event +{} .mm +{}, \
+                         mm_struct.notifier_subscriptions +{}, mmu_notifier_subscriptions.list +{} .itree +{}",
+                        l.range_event, l.range_mm, l.mm_subscriptions, l.subscriptions_first, l.subscriptions_itree
+                    );
+                }
+                layout.map_err(|e| format!("{e:#}"))
             })
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e}"))
