@@ -12,7 +12,7 @@ use mmuscope_tests::cgroup::{self, Hierarchies};
 use mmuscope_tests::harness::held::HeldWorkload;
 use mmuscope_tests::harness::run_workload;
 use mmuscope_tests::promtext::{Exposition, Sample};
-use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
+use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi, TlbContext};
 
 use crate::families::{self, Check, Closed, Expectations};
 use crate::record::{Comparison, EventCounts, Record};
@@ -80,6 +80,10 @@ fn run(
     let reference = reference::KprobeCounter::arm(reference::kvm_callbacks(api))
         .map_err(|e| problems.push(format!("the kprobe reference could not be armed: {e:#}")))
         .ok();
+    let trace = reference::Layout::running()
+        .and_then(|layout| reference::BracketTrace::arm(layout, api))
+        .map_err(|e| problems.push(format!("the trace reference could not be armed: {e:#}")))
+        .ok();
     let before = agent.scraper.metrics().context("scrape before the workload")?;
     // Stacks are checked where brackets are hooked, during the scenarios that hold (their work ends at the hold).
     let capture = (hooked && check_inventory)
@@ -130,6 +134,13 @@ fn run(
     thread::sleep(QUIET_PERIOD);
     let after = agent.scraper.metrics().context("final scrape")?;
     remove_cgroup(&truth);
+    // The trace first: removing any kprobe event (the counter's drop) empties the trace buffer.
+    if let Some(trace) = trace {
+        problems.extend(match trace.read() {
+            Ok(traced) => trace_problems(&traced, &truth, &owner, api, &before, &after),
+            Err(e) => vec![format!("the trace reference could not be read: {e:#}")],
+        });
+    }
     if let Some(reference) = reference {
         problems.extend(reference_problems(&reference, &truth, &owner, &before, &after));
     }
@@ -343,6 +354,79 @@ fn reference_problems(
         if !pass {
             problems.push(format!("kprobe reference: {function} ran {counted} times, {what} is {want}"));
         }
+    }
+    problems
+}
+
+/// The trace reference (brackets by event value, secondary-TLB calls by context; rules in
+/// [`reference::BracketTrace`]) against the truth and the agent's increase for the owner. Prints every row;
+/// returns the failed ones. The reference wins where it and the truth disagree: the truth is a model of the kernel,
+/// the reference the kernel's own record of what ran.
+fn trace_problems(
+    traced: &reference::Traced,
+    truth: &GroundTruth,
+    owner: &str,
+    api: SecondaryTlbApi,
+    before: &Exposition,
+    after: &Exposition,
+) -> Vec<String> {
+    let mut problems = traced.problems.iter().map(|p| format!("trace reference: {p}")).collect::<Vec<_>>();
+    if truth.tlb_subscriber.is_some()
+        && let Some(why) = &traced.mirror_refused
+    {
+        problems.push(format!("trace reference: the test module's callback is not observed: {why}"));
+    }
+    let mut row = |what: String, counted: u64, truth: Option<(u64, u64)>, agent: i64| {
+        let truth_ok = truth.is_none_or(|(lo, hi)| (lo..=hi).contains(&counted));
+        let pass = truth_ok && i64::try_from(counted) == Ok(agent);
+        let wanted = match truth {
+            Some((lo, hi)) if lo == hi => lo.to_string(),
+            Some((lo, hi)) => format!("{lo}..={hi}"),
+            None => "(no statement)".to_owned(),
+        };
+        println!(
+            "  {} trace reference: {what} {counted}, truth {wanted}, agent {agent}",
+            if pass { "ok  " } else { "FAIL" }
+        );
+        if !pass {
+            problems.push(format!("trace reference: {what} counted {counted}, truth {wanted}, agent {agent}"));
+        }
+    };
+
+    let truth_events: BTreeMap<String, u64> =
+        truth.invalidations.brackets.iter().map(|(e, n)| (families::wire(e), *n)).collect();
+    let agent_event =
+        |e: &str| increase(before, after, &Check::new(families::INVALIDATIONS, owner, &[("event", e)], 0));
+    let mut events: BTreeSet<String> = truth_events.keys().chain(traced.brackets.keys()).cloned().collect();
+    events
+        .extend(by_cgroup_event(before, after, families::INVALIDATIONS).remove(owner).unwrap_or_default().into_keys());
+    for e in events {
+        let counted = traced.brackets.get(&e).copied().unwrap_or(0);
+        let want = truth_events.get(&e).copied().unwrap_or(0);
+        row(format!("brackets{{event={e:?}}}"), counted, Some((want, want)), agent_event(&e));
+    }
+
+    // Secondary-TLB calls: the truth's bounds per context (none where it has no part), the agent's reached calls.
+    let mut bounds: BTreeMap<TlbContext, (u64, u64)> = BTreeMap::new();
+    if let Some(tlb) = &truth.secondary_tlb {
+        for s in tlb.sources.iter().filter(|s| s.api == api) {
+            let b = bounds.entry(s.context).or_insert((0, 0));
+            *b = (b.0 + s.count, b.1 + s.count_max.unwrap_or(s.count));
+        }
+    }
+    for context in [TlbContext::Bracket, TlbContext::Gather, TlbContext::Outside] {
+        let name = families::wire(&context);
+        let agent = increase(before, after, &Check::new(families::SECONDARY_TLB, owner, &[("context", &name)], 0));
+        let raw = traced.secondary_calls.get(&context).copied().unwrap_or(0);
+        let reached = traced.secondary_reached.get(&context).copied().unwrap_or(0);
+        // With the part, the truth lists every context of this API (closed): an unlisted one is 0.
+        let want = truth.secondary_tlb.as_ref().map(|_| bounds.get(&context).copied().unwrap_or((0, 0)));
+        row(
+            format!("secondary-TLB calls reaching an implementer{{context={name:?}}} (entry-point calls {raw})"),
+            reached,
+            want,
+            agent,
+        );
     }
     problems
 }

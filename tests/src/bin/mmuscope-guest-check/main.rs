@@ -16,6 +16,7 @@
 //! collects; everything else is human-readable progress. Exit status 0 only if every record passed.
 
 mod agent;
+mod btf;
 mod compare;
 mod families;
 mod plan;

@@ -12,8 +12,8 @@
 //!   the notifier, so the munmap and all later frees, the stdout buffer, Rust's runtime clean-up (it munmaps the
 //!   main thread's signal stack after `main`) and `exit_mmap` are invisible to KVM.
 //!
-//! Verified with bpftrace (`tests/scripts/verify-kvm-madvise.sh`): `kvm:kvm_unmap_hva_range` events of the workload's
-//! pid = N exactly, all from `madvise`.
+//! Verified in every vm-tier run by the guest check's kernel references (`reference.rs`): KVM's start callback ran
+//! N times, and the traced brackets on the subscribed mm are N `clear`, with the secondary-TLB calls placed as below.
 //!
 //! Secondary-TLB invalidations and doubles, per generation (the bracket sits inside a TLB-gather window:
 //! `zap_page_range_single` does `tlb_gather_mmu`, `_start`, `unmap_single_vma`, `_end`, `tlb_finish_mmu`, 6.1
