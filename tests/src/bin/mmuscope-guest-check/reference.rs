@@ -96,6 +96,8 @@ impl Drop for KprobeCounter {
 const TRACE_GROUP: &str = "mmuscope_trace";
 /// The trace event of the test module's secondary-TLB callback.
 const MIRROR_IMPL: &str = "impl_mirror";
+/// The trace event of the test module's interval-notifier callback (the HMM mirror).
+const MIRROR_INTERVAL: &str = "interval_mirror";
 /// Per-CPU trace buffer for one scenario: the matrix's largest runs write a few thousand ~150-byte lines.
 const TRACE_BUFFER_KB: &str = "8192";
 
@@ -163,7 +165,13 @@ impl Layout {
 /// entry point; `impl` each implementer callback the guest can have (KVM's before 6.6). The bracket and the gather
 /// window close at the returns (`ended`, `finished`), because the calls they make (`_end`'s own `->invalidate_range`
 /// before 6.6, `tlb_finish_mmu`'s flush) are inside them.
-fn trace_probes(layout: &Layout, api: SecondaryTlbApi) -> Vec<(&'static str, String, Option<&'static str>)> {
+/// `fullmm_entry`: whether the kernel has `tlb_gather_mmu_fullmm` (5.11+; before, `tlb_gather_mmu` opens full-mm
+/// windows too, with start 0 and end -1).
+fn trace_probes(
+    layout: &Layout,
+    api: SecondaryTlbApi,
+    fullmm_entry: bool,
+) -> Vec<(&'static str, String, Option<&'static str>)> {
     let range_mm = format!("+{}(%di)", layout.range_mm);
     // A failed fetch leaves its field unwritten (the kernel's trace_probe_tmpl.h returns before storing), so `list`
     // and `itree` mean something only where `subs` is non-NULL.
@@ -194,9 +202,15 @@ fn trace_probes(layout: &Layout, api: SecondaryTlbApi) -> Vec<(&'static str, Str
             Some("subs != 0 && list != 0"),
         ),
         ("gather", format!("p:{TRACE_GROUP}/gather tlb_gather_mmu tlb=%di:x64 mm=%si:x64"), None),
-        ("gather_fullmm", format!("p:{TRACE_GROUP}/gather_fullmm tlb_gather_mmu_fullmm tlb=%di:x64 mm=%si:x64"), None),
         ("finished", format!("r:{TRACE_GROUP}/finished tlb_finish_mmu"), None),
     ];
+    if fullmm_entry {
+        out.push((
+            "gather_fullmm",
+            format!("p:{TRACE_GROUP}/gather_fullmm tlb_gather_mmu_fullmm tlb=%di:x64 mm=%si:x64"),
+            None,
+        ));
+    }
     if api == SecondaryTlbApi::InvalidateRange {
         out.push(("impl", format!("p:{TRACE_GROUP}/impl {KVM_SECONDARY}"), None));
     }
@@ -204,18 +218,24 @@ fn trace_probes(layout: &Layout, api: SecondaryTlbApi) -> Vec<(&'static str, Str
     // accepted and registered when it loads (trace_kprobe.c: "might be able to register after target module is
     // loaded").
     out.push((MIRROR_IMPL, format!("p:{TRACE_GROUP}/{MIRROR_IMPL} mmuscope_mirror:mirror_tlb_invalidate"), None));
+    out.push((MIRROR_INTERVAL, format!("p:{TRACE_GROUP}/{MIRROR_INTERVAL} mmuscope_mirror:mirror_invalidate"), None));
     out
 }
 
 /// The second observer of brackets and secondary-TLB calls: kprobe trace events (tracefs), with fetch args at the
 /// BTF offsets of [`Layout`], read back from the trace buffer in time order (`trace_clock` global, restored on drop).
 ///
-/// **Which brackets count.** A bracket reaches a subscriber when its mm's subscriber list or interval tree is
-/// non-empty at `__mmu_notifier_invalidate_range_start` — what the kernel itself walks. The probe's filter keeps
-/// exactly those (the fetch args read `range->mm->notifier_subscriptions->{list.first, itree.rb_root.rb_node}`), so
-/// the workload's brackets after its VMs are gone, and every other process's, drop out without a pid filter: in the
-/// guest only the workload's mm has subscribers. Counted per event value, they must equal the truth's brackets per
-/// event and the agent's `mmuscope_invalidations_total{event}` increase for the owner.
+/// **Which brackets count.** A bracket reaches a subscriber when its mm's subscriber list is non-empty at
+/// `__mmu_notifier_invalidate_range_start` (every classic subscriber is called for every bracket), or when an
+/// interval notifier's range intersects it — which the kernel's interval-tree walk decides, so the trace sees it as
+/// the interval callback (the test module's `mirror_invalidate`) running inside that bracket, in the same task. The
+/// probe's filter keeps the brackets whose mm has either (the fetch args read
+/// `range->mm->notifier_subscriptions->{list.first, itree.rb_root.rb_node}`), so the workload's brackets after its
+/// VMs are gone, and every other process's, drop out without a pid filter: in the guest only the workload's mm has
+/// subscribers. Counted per event value, they must equal the truth's brackets per event and the agent's
+/// `mmuscope_invalidations_total{event}` increase for the owner. (A bracket on an mm with only interval notifiers
+/// that misses every interval reaches nobody, like the agent, and is not counted; an interval callback outside any
+/// bracket is the mm's release, not a bracket.)
 ///
 /// **Secondary-TLB calls and their context.** Each entry-point call on a subscribed mm is placed by the calling
 /// task's open windows on that mm: inside a bracket (start … return of `_end`) → `bracket`, else inside a gather
@@ -270,7 +290,8 @@ impl BracketTrace {
         fs::write(me.tracefs.join("trace_clock"), "global").context("setting trace_clock to global")?;
         fs::write(me.tracefs.join("buffer_size_kb"), TRACE_BUFFER_KB).context("sizing the trace buffer")?;
         fs::write(me.tracefs.join("trace"), "").context("clearing the trace buffer")?;
-        for (name, probe, filter) in trace_probes(layout, api) {
+        let fullmm_entry = kernel_has_function("tlb_gather_mmu_fullmm")?;
+        for (name, probe, filter) in trace_probes(layout, api, fullmm_entry) {
             if let Err(e) = append(&me.tracefs.join("kprobe_events"), &format!("{probe}\n")) {
                 me.refused.push(format!("{probe}: {e:#}"));
                 continue;
@@ -299,7 +320,7 @@ impl BracketTrace {
         let text = fs::read_to_string(self.tracefs.join("trace")).context("reading the trace buffer")?;
         let mut traced = classify(&text, &self.layout.events);
         for r in &self.refused {
-            if r.contains(MIRROR_IMPL) {
+            if r.contains(MIRROR_IMPL) || r.contains(MIRROR_INTERVAL) {
                 traced.mirror_refused = Some(r.clone());
             } else {
                 traced.problems.push(format!("probe refused (its part is not observed): {r}"));
@@ -345,8 +366,8 @@ impl Drop for BracketTrace {
 /// One task's open windows while the buffer is replayed.
 #[derive(Default)]
 struct TaskState {
-    /// mm of each open bracket, innermost last.
-    brackets: Vec<u64>,
+    /// Each open bracket, innermost last.
+    brackets: Vec<OpenBracket>,
     /// An `end` was seen; its return closes the innermost bracket.
     ending: bool,
     /// (tlb, mm) of each open gather window, innermost last.
@@ -354,6 +375,14 @@ struct TaskState {
     /// The secondary-TLB call an implementer callback would be part of, and whether one already counted it (one
     /// callback per subscriber: several VMs call several).
     call: Option<(TlbContext, bool)>,
+}
+
+/// A bracket between its start and the return of its `_end`.
+struct OpenBracket {
+    mm: u64,
+    /// Its event, while it is not counted yet: on an mm with interval notifiers only, it reaches a subscriber only
+    /// once an interval callback runs inside it.
+    uncounted: Option<String>,
 }
 
 /// Replays `trace` (tracefs text, one event per line, time order) into counts; `events` names event values.
@@ -368,15 +397,18 @@ pub fn classify(trace: &str, events: &BTreeMap<i64, String>) -> Traced {
             "start" => {
                 task.call = None;
                 let event = arg("event").unwrap_or(u64::MAX);
+                let mut uncounted = None;
                 match i64::try_from(event).ok().and_then(|v| events.get(&v)) {
-                    Some(e) => *out.brackets.entry(e.clone()).or_insert(0) += 1,
+                    // A classic subscriber is called for every bracket on its mm.
+                    Some(e) if arg("list").unwrap_or(0) != 0 => *out.brackets.entry(e.clone()).or_insert(0) += 1,
+                    Some(e) => uncounted = Some(e.clone()),
                     None => out.problems.push(format!("a bracket with event value {event}, not in BTF's enum")),
                 }
-                task.brackets.push(arg("mm").unwrap_or(0));
+                task.brackets.push(OpenBracket { mm: arg("mm").unwrap_or(0), uncounted });
             }
             "end" => {
                 let mm = arg("mm").unwrap_or(0);
-                match task.brackets.iter().rposition(|&m| m == mm) {
+                match task.brackets.iter().rposition(|b| b.mm == mm) {
                     Some(_) => task.ending = true,
                     None => out.problems.push(format!("pid {pid}: _end of mm {mm:#x} without its start")),
                 }
@@ -399,7 +431,7 @@ pub fn classify(trace: &str, events: &BTreeMap<i64, String>) -> Traced {
             }
             "sectlb" => {
                 let mm = arg("mm").unwrap_or(0);
-                let context = if task.brackets.contains(&mm) {
+                let context = if task.brackets.iter().any(|b| b.mm == mm) {
                     TlbContext::Bracket
                 } else if task.gathers.iter().any(|&(_, m)| m == mm) {
                     TlbContext::Gather
@@ -408,6 +440,12 @@ pub fn classify(trace: &str, events: &BTreeMap<i64, String>) -> Traced {
                 };
                 *out.secondary_calls.entry(context).or_insert(0) += 1;
                 task.call = Some((context, false));
+            }
+            MIRROR_INTERVAL => {
+                // The interval-tree walk runs inside `_start`: the innermost open bracket is the one it serves.
+                if let Some(event) = task.brackets.last_mut().and_then(|b| b.uncounted.take()) {
+                    *out.brackets.entry(event).or_insert(0) += 1;
+                }
             }
             "impl" | MIRROR_IMPL => match &mut task.call {
                 Some((context, counted)) => {
@@ -449,6 +487,16 @@ fn parse_line(line: &str) -> Option<(u32, &str, BTreeMap<&str, u64>)> {
         }
     }
     Some((pid, name, values))
+}
+
+/// Whether `/proc/kallsyms` lists the kernel text symbol `name`.
+fn kernel_has_function(name: &str) -> Result<bool> {
+    let kallsyms = fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    Ok(kallsyms.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_, kind, sym) = (f.next(), f.next(), f.next());
+        kind.is_some_and(|k| k.eq_ignore_ascii_case("t")) && sym == Some(name) && f.next().is_none()
+    }))
 }
 
 /// The tracefs mount point, from `/proc/mounts`.
@@ -506,6 +554,27 @@ mod tests {
 
         let t = classify(&trace.replace("event=1", "event=9"), &events);
         assert_eq!(t.problems, vec!["a bracket with event value 9, not in BTF's enum".to_owned()]);
+    }
+
+    #[test]
+    fn interval_only_brackets_count_when_an_interval_callback_runs_in_them() {
+        let events = BTreeMap::from([(0, "unmap".to_owned()), (1, "clear".to_owned())]);
+        // Two brackets on an mm with interval notifiers only: the first misses every interval (no callback), the
+        // second hits the mirror's (one callback); then the mm's release calls the callback outside any bracket.
+        let trace = "\
+ mmuscope-worklo-90      [000] .....   20.000001: start: (__mmu_notifier_invalidate_range_start+0x0/0x1c0) event=0 mm=0xffff8880 subs=0xffff1 list=0x0 itree=0xffff3
+ mmuscope-worklo-90      [000] .....   20.000002: end: (__mmu_notifier_invalidate_range_end+0x0/0x180) mm=0xffff8880 subs=0xffff1 list=0x0 itree=0xffff3
+ mmuscope-worklo-90      [000] .....   20.000003: ended: (zap_page_range_single+0xf0/0x190 <- __mmu_notifier_invalidate_range_end)
+ mmuscope-worklo-90      [000] .....   20.000004: start: (__mmu_notifier_invalidate_range_start+0x0/0x1c0) event=1 mm=0xffff8880 subs=0xffff1 list=0x0 itree=0xffff3
+ mmuscope-worklo-90      [000] .....   20.000005: interval_mirror: (mirror_invalidate+0x0/0x90 [mmuscope_mirror])
+ mmuscope-worklo-90      [000] .....   20.000006: interval_mirror: (mirror_invalidate+0x0/0x90 [mmuscope_mirror])
+ mmuscope-worklo-90      [000] .....   20.000007: end: (__mmu_notifier_invalidate_range_end+0x0/0x180) mm=0xffff8880 subs=0xffff1 list=0x0 itree=0xffff3
+ mmuscope-worklo-90      [000] .....   20.000008: ended: (zap_page_range_single+0xf0/0x190 <- __mmu_notifier_invalidate_range_end)
+ mmuscope-worklo-90      [000] .....   20.000009: interval_mirror: (mirror_invalidate+0x0/0x90 [mmuscope_mirror])
+";
+        let t = classify(trace, &events);
+        assert_eq!(t.problems, Vec::<String>::new());
+        assert_eq!(t.brackets, BTreeMap::from([("clear".to_owned(), 1)]));
     }
 
     #[test]
