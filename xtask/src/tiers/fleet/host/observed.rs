@@ -48,7 +48,8 @@ impl Host<'_> {
         Ok(())
     }
 
-    /// The attach plan of the running agent: every family with an fentry alternative attached in fentry mode.
+    /// The attach plan of the running agent: every family with an fentry alternative attached in fentry mode, unless
+    /// the kernel lacks the function it hooks.
     /// `subscriber_callbacks` has no fentry alternative (kprobes on module functions): with `callbacks` it must be
     /// attached, else it may be missing only for the reason the docs give (Debian's perf_event_paranoid=3).
     pub(super) fn probes(&mut self, when: &str, callbacks: bool) -> Result<()> {
@@ -73,9 +74,20 @@ impl Host<'_> {
                         .iter()
                         .map(|a| format!("{} {}: {}", a["name"].as_str().unwrap_or("?"), a["status"], a["reason"]))
                         .collect();
-                    lines.push(format!("{name}: NOT ATTACHED — {}", why.join("; ")));
+                    // A family whose hooked function this kernel does not have at all (e.g. `change_pte`, gone in
+                    // 6.10) cannot attach in any mode: the plan says so, and that is the expected outcome there.
+                    let not_in_kernel = has_fentry
+                        && alts.iter().filter(|a| a["mode"] == "fentry").all(|a| {
+                            a["status"] == "unavailable"
+                                && a["reason"].as_str().is_some_and(|r| r.contains("is not a function in BTF"))
+                        });
+                    lines.push(format!(
+                        "{name}: NOT ATTACHED{} — {}",
+                        if not_in_kernel { " (this kernel has no such function)" } else { "" },
+                        why.join("; ")
+                    ));
                     let documented = !has_fentry && !callbacks && why.iter().any(|w| w.contains("perf_event_paranoid"));
-                    if !documented {
+                    if !documented && !not_in_kernel {
                         self.report.problem(format!("{name} not attached ({when}): {}", why.join("; ")));
                     }
                 }
