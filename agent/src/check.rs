@@ -19,6 +19,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         stats_map_entries: args.kernel.stats_map_entries,
         slow_min_duration: None,
         pin: None,
+        stacks: true,
     };
     let probes = Probes::load(&kernel, &options)?;
     let report = &probes.report;

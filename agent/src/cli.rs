@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// the host, not only ours, pays two clock reads per run.
     #[arg(long = "bpf.run-stats")]
     pub bpf_run_stats: bool,
+    /// Switch the on-demand stack capture off: /api/v1/stacks and `mmuscope stacks` answer 404, and the programs are
+    /// loaded without it (the verifier drops it), instead of carrying an idle check of one load and a branch.
+    #[arg(long = "stacks.disable")]
+    pub stacks_disable: bool,
     /// TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`);
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]

@@ -35,6 +35,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stats_map_entries: args.kernel.stats_map_entries,
         slow_min_duration: Some(args.kernel.slow_min_duration),
         pin: args.pin.clone(),
+        stacks: !args.stacks_disable,
     };
     let mut probes = Probes::load(&kernel, &options)?;
     for f in &probes.report.families {
@@ -121,10 +122,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(source) => api.with_slow(source),
         None => api,
     };
-    let api = Arc::new(match stacks {
+    // With the capture off, the maps and the symbol snapshot stay: `/api/v1/slow` names its records' frames with it.
+    let api = match stacks {
         Some(stacks) => api.with_stacks(stacks),
         None => api,
-    });
+    };
+    let api = Arc::new(if args.stacks_disable { api.with_stack_capture_off() } else { api });
     let access = Arc::new(web::Access::new(&args.access));
     let state = Arc::new(AppState {
         collector: web::Collector::spawn(scrape).context("starting the scrape thread")?,

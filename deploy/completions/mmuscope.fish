@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mmuscope_global_optspecs
-    string join \n btf= mode= map.stats-entries= slow.min-duration= probes.deny= web.listen-address= web.telemetry-path= web.config.file= web.disable-process-details web.health-requires-auth log.level= log.format= max-cgroups= cgroups.deleted-ttl= kubernetes.host-root= probes.strict pin= bpf.run-stats config.file= h/help V/version
+    string join \n btf= mode= map.stats-entries= slow.min-duration= probes.deny= web.listen-address= web.telemetry-path= web.config.file= web.disable-process-details web.health-requires-auth log.level= log.format= max-cgroups= cgroups.deleted-ttl= kubernetes.host-root= probes.strict pin= bpf.run-stats stacks.disable config.file= h/help V/version
 end
 
 function __fish_mmuscope_needs_command
@@ -49,6 +49,7 @@ complete -c mmuscope -n "__fish_mmuscope_needs_command" -l web.disable-process-d
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l web.health-requires-auth -d 'Require the web config\'s basic-auth credentials on /healthz and /readyz too (by default they answer without, so that kubelet and load-balancer probes work)'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l probes.strict -d 'Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing. Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows in `mmuscope_probe_attached`, `check`, `/api/v1/status` and the log'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l bpf.run-stats -d 'Account the run time of the agent\'s eBPF programs (BPF_ENABLE_STATS, needs CAP_SYS_ADMIN) for mmuscope_bpf_program_run_seconds_total and _runs_total. Off by default: while it is on, every eBPF program on the host, not only ours, pays two clock reads per run'
+complete -c mmuscope -n "__fish_mmuscope_needs_command" -l stacks.disable -d 'Switch the on-demand stack capture off: /api/v1/stacks and `mmuscope stacks` answer 404, and the programs are loaded without it (the verifier drops it), instead of carrying an idle check of one load and a branch'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -s V -l version -d 'Print version'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -f -a "run" -d 'Attach the probes and serve metrics (the default)'
@@ -82,6 +83,7 @@ complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l web.disable-pr
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l web.health-requires-auth -d 'Require the web config\'s basic-auth credentials on /healthz and /readyz too (by default they answer without, so that kubelet and load-balancer probes work)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l probes.strict -d 'Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing. Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows in `mmuscope_probe_attached`, `check`, `/api/v1/status` and the log'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l bpf.run-stats -d 'Account the run time of the agent\'s eBPF programs (BPF_ENABLE_STATS, needs CAP_SYS_ADMIN) for mmuscope_bpf_program_run_seconds_total and _runs_total. Off by default: while it is on, every eBPF program on the host, not only ours, pays two clock reads per run'
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l stacks.disable -d 'Switch the on-demand stack capture off: /api/v1/stacks and `mmuscope stacks` answer 404, and the programs are loaded without it (the verifier drops it), instead of carrying an idle check of one load and a branch'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l btf -d 'Kernel BTF to read struct layouts and prototypes from' -r -F
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l mode -d 'Only use attach alternatives of this mode' -r -f -a "fentry\t''

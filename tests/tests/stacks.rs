@@ -3,8 +3,10 @@
 //! call that total exactly what its ground truth says (N `kvm_unmap_hva_range` events), all in its cgroup; a
 //! capture filtered on a cgroup made beforehand (by path) must see none of them while the workload runs elsewhere,
 //! and all of them when the workload runs in it. A fork-pinned run's eager fork copies give stacks through the
-//! fork path that total the pages its ground truth saw copied. Also: the SVG is well-formed, and a second concurrent request, a too long capture, an unknown kind and an
-//! unknown cgroup path get their 4xx.
+//! fork path that total the pages its ground truth saw copied. Also: the SVG is well-formed, and a second concurrent
+//! request, a too long capture, an unknown kind and an unknown cgroup path get their 4xx. With `--stacks.disable` the
+//! endpoint answers 404 and the bracket program no longer loads the capture's filter (the verifier removed it), where
+//! without the flag it does.
 //!
 //! Run: `cargo test -p mmuscope-tests --test stacks -- --nocapture` (as root; the agent binary must be built, see
 //! `host.rs`).
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use mmuscope_tests::cgroup::CgroupPlacement;
 use mmuscope_tests::cgroup::{self, CgroupPath};
+use mmuscope_tests::hardening::bpf_objects;
 use mmuscope_tests::harness::{Agent, CgroupGuard, HostEnv, Scraper, run_workload_command};
 use mmuscope_tests::truth::GroundTruth;
 use serde_json::Value;
@@ -40,6 +43,45 @@ fn madvise_stacks_total_the_workloads_rounds() {
     println!("agent pid {} ready at {}", agent.pid(), agent.base_url());
     let result = run_all(&env, &agent);
     agent.finish(result);
+}
+
+/// The program that counts (and captures) KVM's invalidations in tracepoint mode, and the capture filter's map.
+const BRACKET_PROGRAM: &str = "kvm_unmap_tp_btf";
+const FILTER_MAP: &str = ".data.stacks";
+
+#[test]
+fn disabled_capture_leaves_the_programs() {
+    let Some(env) = HostEnv::require(env!("CARGO_BIN_EXE_mmuscope-workload")) else {
+        return;
+    };
+    for disable in [false, true] {
+        let extra: &[&str] = if disable { &["--stacks.disable"] } else { &[] };
+        let agent = Agent::start_with(&env.agent_bin, extra, READY_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+        let result = capture_switch(&agent, disable);
+        agent.finish(result);
+    }
+}
+
+fn capture_switch(agent: &Agent, disabled: bool) -> Result<()> {
+    let maps = bpf_objects::maps_loaded_by(agent.pid(), BRACKET_PROGRAM)?;
+    println!("disabled={disabled}: {BRACKET_PROGRAM} loads the values of {maps:?}");
+    ensure!(
+        maps.contains(FILTER_MAP) != disabled,
+        "{BRACKET_PROGRAM} {} {FILTER_MAP} with the capture {}",
+        if disabled { "still loads" } else { "does not load" },
+        if disabled { "disabled" } else { "on" }
+    );
+    let (status, body) = agent.scraper().get("/api/v1/stacks?seconds=1")?;
+    println!("disabled={disabled}: /api/v1/stacks?seconds=1: {status} {}", body.lines().next().unwrap_or_default());
+    if disabled {
+        ensure!(
+            status == 404 && body.contains("--stacks.disable"),
+            "HTTP {status} {body}, expected a 404 naming the flag"
+        );
+    } else {
+        ensure!(status == 200, "HTTP {status} {body}");
+    }
+    Ok(())
 }
 
 fn run_all(env: &HostEnv, agent: &Agent) -> Result<()> {

@@ -58,6 +58,8 @@ pub mod names {
     pub const INTERVAL_READS: &str = "INTERVAL_READS";
     pub const SLOW_EVENTS: &str = "SLOW_EVENTS";
     pub const SLOW_MIN_NS: &str = "SLOW_MIN_NS";
+    /// Read-only global: 0 switches the on-demand stack capture off (`--stacks.disable`).
+    pub const STACKS_ENABLED: &str = "STACKS_ENABLED";
     pub const SUBSCRIBER_LAYOUT: &str = "SUBSCRIBER_LAYOUT";
     pub const SUBSCRIBER_CHANGES: &str = "SUBSCRIBER_CHANGES";
     pub const CGROUP_BIRTHS: &str = "CGROUP_BIRTHS";

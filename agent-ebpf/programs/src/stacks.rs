@@ -2,10 +2,12 @@
 //! call [`capture`] then store the kernel stack (`bpf_get_stackid`) and count it per (owner cgroup, kind, stack).
 //!
 //! Off, a hook pays [`armed`]: one load from a map value the verifier resolves at load time, and a branch — no
-//! helper call, no map lookup.
+//! helper call, no map lookup. With `--stacks.disable` the agent loads [`STACKS_ENABLED`] as 0: a read-only
+//! global, so the verifier knows the branch is never taken and drops the capture from every program (which is
+//! also what the `stacks` benchmark compares the idle check with).
 
 use aya_ebpf::{
-    EbpfContext,
+    EbpfContext, Global,
     btf_maps::StackTrace,
     macros::{btf_map, map},
     maps::PerCpuHashMap,
@@ -14,6 +16,10 @@ use aya_ebpf::{
 use mmuscope_abi::{STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind};
 
 use crate::maps::per_cpu_entry;
+
+/// 0 when the agent runs with `--stacks.disable` (set at load time; read-only afterwards).
+#[unsafe(no_mangle)]
+static STACKS_ENABLED: Global<u8> = Global::new(1);
 
 /// Written by the agent (the map `.data.stacks`), never by the programs.
 #[unsafe(no_mangle)]
@@ -32,7 +38,7 @@ pub static STACK_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_
 #[inline(always)]
 pub fn armed() -> bool {
     // SAFETY: a plain aligned load of a map value; the agent writes it with a map update.
-    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(STACK_FILTER.armed)) != 0 }
+    STACKS_ENABLED.load() != 0 && unsafe { core::ptr::read_volatile(core::ptr::addr_of!(STACK_FILTER.armed)) != 0 }
 }
 
 /// Counts the current kernel stack under (`cgroup_id`, `kind`, `detail`: see [`StackKey::detail`]) if the running

@@ -49,8 +49,10 @@ pub struct ApiState {
     available: Available,
     /// Slow-bracket records, where the brackets are timed.
     slow: Option<SlowSource>,
-    /// The on-demand stack capture (`/api/v1/stacks`).
+    /// The on-demand stack capture (`/api/v1/stacks`), and the symbol snapshot `/api/v1/slow` names frames with.
     stacks: Option<Arc<crate::stacks::Stacks>>,
+    /// `--stacks.disable`: the programs were loaded without the capture, so `/api/v1/stacks` answers 404.
+    stack_capture_off: bool,
 }
 
 impl ApiState {
@@ -62,7 +64,15 @@ impl ApiState {
             double_notifications: report.attached(families::secondary_tlb::ID),
         };
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        Self { exporter, started: Instant::now(), started_unix, available, slow: None, stacks: None }
+        Self {
+            exporter,
+            started: Instant::now(),
+            started_unix,
+            available,
+            slow: None,
+            stacks: None,
+            stack_capture_off: false,
+        }
     }
 
     /// Serves `/api/v1/slow` from `source`.
@@ -73,6 +83,11 @@ impl ApiState {
     /// Serves `/api/v1/stacks` from `stacks`.
     pub fn with_stacks(self, stacks: Arc<crate::stacks::Stacks>) -> Self {
         Self { stacks: Some(stacks), ..self }
+    }
+
+    /// Answers `/api/v1/stacks` with 404: the agent runs with `--stacks.disable`.
+    pub fn with_stack_capture_off(self) -> Self {
+        Self { stack_capture_off: true, ..self }
     }
 }
 

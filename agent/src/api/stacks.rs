@@ -116,7 +116,8 @@ fn parse_kinds(raw: Option<&str>, available: &[StackKind]) -> Result<Vec<StackKi
 }
 
 /// Kernel stacks of invalidations, double notifications and eager fork copies (those whose probes attached) for `seconds`,
-/// per owner cgroup, symbolized. One request at a time (429 while another runs).
+/// per owner cgroup, symbolized. One request at a time (429 while another runs); 404 when the agent runs with
+/// `--stacks.disable`.
 #[utoipa::path(get, path = "/api/v1/stacks", tag = "cgroups", params(StacksParams),
     responses(
         (status = 200, description = "Folded stacks (`format=folded`), the stacks as JSON (`format=json`) or an SVG \
@@ -128,6 +129,11 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
     let q = Query::parse(q.as_deref(), &["seconds", "cgroup", "kind", "format"])?;
     let seconds = q.int("seconds", 1, MAX_SECONDS, 10)?;
     let format = q.choice("format", &["folded", "json", "svg"], "folded")?;
+    if s.stack_capture_off {
+        return Err(ApiError::NotFound(
+            "the stack capture is switched off on this agent (it runs with --stacks.disable)".into(),
+        ));
+    }
     let Some(source) = s.stacks.as_deref() else {
         return Err(ApiError::Unavailable("the stack maps are not available on this agent".into()));
     };

@@ -46,11 +46,14 @@ pub struct Options {
     pub slow_min_duration: Option<std::time::Duration>,
     /// Pin the counter maps here (bpffs) and reuse them across restarts.
     pub pin: Option<std::path::PathBuf>,
+    /// Whether the programs keep the on-demand stack capture (`--stacks.disable` turns it off: the verifier then
+    /// drops it from every program).
+    pub stacks: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { mode: None, stats_map_entries: 4096, slow_min_duration: None, pin: None }
+        Self { mode: None, stats_map_entries: 4096, slow_min_duration: None, pin: None, stacks: true }
     }
 }
 
@@ -75,6 +78,7 @@ impl Probes {
         let layout = kernel.layout.layout;
         let slow_min_ns =
             options.slow_min_duration.map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let stacks_enabled = u8::from(options.stacks);
         let pins = match &options.pin {
             Some(dir) => pinning::plan(dir, options.stats_map_entries)?,
             None => Vec::new(),
@@ -89,6 +93,7 @@ impl Probes {
             .btf(Some(&btf))
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::SLOW_MIN_NS, &slow_min_ns, true)
+            .override_global(names::STACKS_ENABLED, &stacks_enabled, true)
             .override_global(names::SUBSCRIBER_LAYOUT, &kernel.layout.subscribers, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps) failed; are you root or do you have CAP_BPF + CAP_PERFMON?")?;

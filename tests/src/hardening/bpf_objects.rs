@@ -73,3 +73,36 @@ pub fn still_present(held: &BTreeSet<(Kind, u32)>) -> Result<Vec<(Kind, u32)>> {
     }
     Ok(left)
 }
+
+/// The names of the maps whose values the program `name`, held by `pid`, still loads after the verifier's dead-code
+/// removal (`map[id:N]` operands of `bpftool prog dump xlated`). The program's own map list (`map_ids`) cannot tell:
+/// the kernel fills it before verification.
+pub fn maps_loaded_by(pid: u32, name: &str) -> Result<BTreeSet<String>> {
+    let ids: Vec<u32> = held_by(pid)?.into_iter().filter(|(k, _)| *k == Kind::Prog).map(|(_, id)| id).collect();
+    let show = |kind: &str, id: u32| -> Result<serde_json::Value> {
+        let out = Command::new("bpftool").args(["-j", kind, "show", "id", &id.to_string()]).output()?;
+        if !out.status.success() {
+            bail!("bpftool {kind} show id {id}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).context("bpftool JSON")
+    };
+    let mut prog = None;
+    for id in ids {
+        if show("prog", id)?["name"].as_str() == Some(name) {
+            prog = Some(id);
+        }
+    }
+    let prog = prog.with_context(|| format!("pid {pid} holds no program named {name}"))?;
+    let out = Command::new("bpftool").args(["prog", "dump", "xlated", "id", &prog.to_string()]).output()?;
+    if !out.status.success() {
+        bail!("bpftool prog dump xlated id {prog}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut names = BTreeSet::new();
+    for operand in text.split("map[id:").skip(1) {
+        let id: u32 = operand.split(']').next().unwrap_or_default().parse().context("map id in xlated code")?;
+        let map = show("map", id)?;
+        names.insert(map["name"].as_str().context("map without a name")?.to_string());
+    }
+    Ok(names)
+}
