@@ -13,7 +13,7 @@ use crate::{
     cli::RunArgs,
     collect::Maps,
     export::{BuildInfo, Exporter, Scrape},
-    kernel::KernelInfo,
+    kernel::{KernelInfo, symbols::SymbolSnapshot},
     probes::{self, Probes},
     web::{self, AppState},
     webconfig::WebConfigSource,
@@ -64,8 +64,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let cgroup_names =
         CgroupNames::with_host_root(hierarchies, args.cgroups.policy(), &args.cgroups.kubernetes_host_root);
+    // The one start-up copy of kallsyms' text symbols: after loading (it then lists our own programs too) and before
+    // the drop (kallsyms shows addresses to privileged readers only). The first sweep and the stacks name from it.
+    let symbols = SymbolSnapshot::snapshot();
     // First sweep while privileged (kallsyms shows addresses to privileged openers only).
-    let sweeper = crate::subscribers::Sweeper::start(&mut probes, kernel.generation, options.mode)
+    let sweeper = crate::subscribers::Sweeper::start(&mut probes, kernel.generation, options.mode, symbols.reopen())
         .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
         .ok()
         .flatten();
@@ -104,9 +107,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let scrape = Scrape::new(exporter.clone(), program_stats);
     let slow = slow_source(&mut probes, &options);
-    // After attaching (kallsyms then lists our own programs too) and before the drop (kallsyms shows addresses to
-    // privileged readers only).
-    let stacks = crate::stacks::Stacks::take(&mut probes)
+    let stacks = crate::stacks::Stacks::take(&mut probes, symbols)
         .inspect_err(|e| tracing::warn!("/api/v1/stacks unavailable: {e:#}"))
         .ok()
         .map(Arc::new);

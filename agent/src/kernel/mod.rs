@@ -12,6 +12,7 @@ pub mod generation;
 pub mod kallsyms;
 pub mod layout;
 mod layout_subscribers;
+pub mod symbols;
 pub mod tracefs;
 
 use std::path::Path;

@@ -6,10 +6,9 @@
 //! of the object's `.data.stacks` section — a map update on an fd the agent holds since start-up, which needs no
 //! capability after the drop — waits, disarms, reads the per-stack counts and the kernel stacks, and empties both
 //! maps. One request at a time ([`Stacks::begin`]): the filter is a single global. Kernel addresses are named from
-//! the start-up snapshot of kallsyms ([`symbols`]).
+//! the start-up snapshot of kallsyms ([`SymbolSnapshot`]).
 
 mod fold;
-mod symbols;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -20,9 +19,8 @@ use anyhow::Context;
 use aya::maps::{Array, MapData, PerCpuHashMap, StackTraceMap};
 pub use fold::{NamedStack, folded, svg};
 use mmuscope_abi::{STACK_LOST, StackFilter, StackKey, StackKind, names};
-use symbols::SymbolSnapshot;
 
-use crate::probes::Probes;
+use crate::{kernel::symbols::SymbolSnapshot, probes::Probes};
 
 /// The API name of a kind.
 pub fn kind_name(kind: StackKind) -> &'static str {
@@ -92,16 +90,12 @@ pub enum BeginError {
 }
 
 impl Stacks {
-    /// Takes the stack maps out of the loaded object and snapshots kallsyms (both while privileged).
-    pub fn take(probes: &mut Probes) -> anyhow::Result<Self> {
+    /// Takes the stack maps out of the loaded object (while privileged), with the start-up symbol snapshot.
+    pub fn take(probes: &mut Probes, symbols: SymbolSnapshot) -> anyhow::Result<Self> {
         let filter = Array::try_from(probes.take_map(names::STACK_FILTER)?).context(names::STACK_FILTER)?;
         let traces = StackTraceMap::try_from(probes.take_map(names::STACK_TRACES)?).context(names::STACK_TRACES)?;
         let counts = PerCpuHashMap::try_from(probes.take_map(names::STACK_COUNTS)?).context(names::STACK_COUNTS)?;
-        Ok(Self {
-            maps: Mutex::new(Maps { filter, traces, counts }),
-            busy: Slot::default(),
-            symbols: SymbolSnapshot::snapshot(),
-        })
+        Ok(Self { maps: Mutex::new(Maps { filter, traces, counts }), busy: Slot::default(), symbols })
     }
 
     /// Arms the capture with `filter`, unless a request runs already.

@@ -201,13 +201,15 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Sets up the sweeper if the `subscribers` family attached, and takes the first sweep.
-    /// Call while privileged (kallsyms addresses).
+    /// Sets up the sweeper if the `subscribers` family attached, and takes the first sweep, naming what it meets from
+    /// `start_up_symbols` (the agent's copy of the text symbols; `None`: from kallsyms). Call while privileged
+    /// (kallsyms addresses).
     /// Also attaches the callback timers (see [`callbacks`]) to what it found, unless `forced` excludes them.
     pub fn start(
         probes: &mut Probes,
         generation: crate::kernel::Generation,
         forced: Option<Mode>,
+        start_up_symbols: Option<std::fs::File>,
     ) -> anyhow::Result<Option<Self>> {
         let Some(alt) = probes.report.attached_alternative(families::subscribers::ID) else { return Ok(None) };
         let mode = alt.mode;
@@ -221,7 +223,7 @@ impl Sweeper {
             Mode::Fentry | Mode::Kprobe => Some(probes.take_map(names::SUBSCRIBER_CHANGES)?.try_into()?),
             Mode::Tracepoint => None,
         };
-        let mut symbols = Symbols::open();
+        let mut symbols = Symbols::open(start_up_symbols);
         symbols.preload(&classify::known_prefixes());
         let mut s = Self {
             program,
@@ -236,6 +238,7 @@ impl Sweeper {
         s.sweep(Names::Now);
         let inventory = s.current.clone();
         s.callbacks = callbacks::attach(probes, &inventory, &s.symbols, forced);
+        s.symbols.started();
         if let Some(e) = &s.current.error {
             tracing::warn!("first subscriber sweep failed: {e}");
         } else {

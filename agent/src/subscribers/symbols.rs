@@ -2,8 +2,10 @@
 //!
 //! The file shows real addresses only to an opener with CAP_SYSLOG (or perf_event_paranoid ≤ 1)
 //! and the kernel decides at open time, so it is opened once at start-up, before capabilities
-//! are dropped. At start-up it is read once: the callbacks of known subscribers are preloaded
-//! ([`Symbols::preload`]) and the first sweep's addresses answered ([`Symbols::resolve_now`]).
+//! are dropped. At start-up it is not read at all: the callbacks of known subscribers are preloaded
+//! ([`Symbols::preload`]) and the first sweep's addresses answered ([`Symbols::resolve_now`]) from the agent's
+//! start-up copy of the text symbols ([`crate::kernel::symbols::SymbolSnapshot`]), which the kernel had to generate
+//! once anyway (seconds on a big or emulated machine, for each read).
 //!
 //! Later, an address not seen before (a module loaded after start-up: `kvm` on the first VM, a GPU
 //! driver, the project's test module) needs the file read again from the start (seek 0). That read
@@ -49,6 +51,8 @@ pub struct Symbols {
     answers: Arc<Mutex<Answers>>,
     /// The privileged handle, until the reader thread takes it.
     file: Option<File>,
+    /// The start-up copy of the text symbols (same format), read instead of `file` until [`Self::started`].
+    start_up: Option<File>,
     /// Replaces `file` for the reader thread (tests).
     source: Option<Source>,
     /// The reader thread's queue, once started.
@@ -58,12 +62,23 @@ pub struct Symbols {
 }
 
 impl Symbols {
-    /// Opens `/proc/kallsyms` (call while privileged). Unreadable → every address stays unnamed.
-    pub fn open() -> Self {
+    /// Opens `/proc/kallsyms` (call while privileged). Unreadable → every address stays unnamed. Until
+    /// [`Self::started`], lookups read `start_up` instead when there is one: the agent's copy of the text symbols.
+    pub fn open(start_up: Option<File>) -> Self {
         let file = File::open("/proc/kallsyms")
             .inspect_err(|e| tracing::warn!("/proc/kallsyms unreadable ({e}): subscribers will be `unknown`"))
             .ok();
-        Self { file, ..Self::default() }
+        Self { file, start_up, ..Self::default() }
+    }
+
+    /// Start-up is over: the start-up copy is closed, and addresses met from now on go to the reader thread.
+    pub fn started(&mut self) {
+        self.start_up = None;
+    }
+
+    /// What start-up lookups read: the start-up copy, else kallsyms itself.
+    fn start_up_source(&mut self) -> Option<&mut File> {
+        self.start_up.as_mut().or(self.file.as_mut())
     }
 
     fn answers(&self) -> MutexGuard<'_, Answers> {
@@ -77,7 +92,7 @@ impl Symbols {
         if wanted.is_empty() {
             return;
         }
-        let found = match self.file.as_mut() {
+        let found = match self.start_up_source() {
             Some(f) => read(f, &wanted),
             None => Found::default(), // unreadable, or the reader thread has it: never blocks on it
         };
@@ -257,7 +272,7 @@ impl Symbols {
     /// Reads kallsyms once and caches every text symbol whose name starts with one of `prefixes` (the callbacks of
     /// known subscribers), so that sweeps meeting them never re-read the file (slow on big or emulated machines).
     pub fn preload(&mut self, prefixes: &[&str]) {
-        let Some(f) = self.file.as_mut() else { return };
+        let Some(f) = self.start_up.as_mut().or(self.file.as_mut()) else { return };
         let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
         let mut shown = false;
         let read = f.rewind().and_then(|()| {

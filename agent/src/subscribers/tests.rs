@@ -187,3 +187,29 @@ fn a_new_callback_is_named_off_the_request_path() {
     assert!(!symbols.pending(0x60), "a module mate is answered without a read");
     assert_eq!(symbols.get(0x60).map(|s| s.name), Some("mirror_tlb_invalidate".to_string()));
 }
+
+#[test]
+fn start_up_names_come_from_the_start_up_copy_not_kallsyms() {
+    // Names no kernel has: they can only come from the copy, whatever this machine's kallsyms shows.
+    let copy = "ffffffffc0a01000 t mmuscope_test_cb_invalidate_range_start\t[mmuscope_test]\n\
+                ffffffffc0a02000 t mmuscope_test_cb_release\t[mmuscope_test]\n\
+                ffffffff8a000000 T kvm_mmuscope_test_only_callback\n";
+    let path = std::env::temp_dir().join(format!("mmuscope-start-up-copy-{}", std::process::id()));
+    std::fs::write(&path, copy).unwrap();
+    let mut symbols = Symbols::open(Some(std::fs::File::open(&path).unwrap()));
+    std::fs::remove_file(&path).unwrap();
+    symbols.preload(&["kvm_"]);
+    assert_eq!(symbols.address_of("kvm_mmuscope_test_only_callback"), Some(0xffffffff8a000000));
+    symbols.resolve_now([0xffffffffc0a01000]);
+    assert_eq!(
+        symbols.get(0xffffffffc0a01000),
+        Some(sym("mmuscope_test_cb_invalidate_range_start", Some("mmuscope_test")))
+    );
+    // Its module mate came with it, without another read.
+    assert_eq!(symbols.get(0xffffffffc0a02000), Some(sym("mmuscope_test_cb_release", Some("mmuscope_test"))));
+    symbols.started();
+    // After start-up the copy is gone: an address it holds is not looked up there any more (kallsyms has no such
+    // symbol, so it stays unnamed).
+    symbols.resolve_now([0xffffffff8a000000 + 0x10]);
+    assert_eq!(symbols.get(0xffffffff8a000010), None);
+}
