@@ -16,6 +16,7 @@ use crate::{
     setup::{self, Group, Mode},
     tiers::{
         self, Context, Outcome,
+        release::ReleaseAgent,
         summary::{self, Row, Verdict},
     },
     workspace::Workspace,
@@ -39,7 +40,13 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
     setup::setup(ws, &groups, Mode::Install)?;
 
     let build_ok = !selected.iter().any(|t| t.needs_build) || build(ws);
-    let ctx = Context { ws, ci: mmuscope_ci::in_ci() };
+    // After the debug build (which compiles the shared dependencies' build scripts and the eBPF object first).
+    let release = if build_ok && selected.iter().any(|t| t.needs_release_agent) {
+        ReleaseAgent::start_in_background(ws)
+    } else {
+        ReleaseAgent::not_started()
+    };
+    let ctx = Context { ws, release: &release, ci: mmuscope_ci::in_ci() };
     let mut rows = Vec::new();
     let mut stopped = false;
     for tier in selected {

@@ -7,22 +7,18 @@ mod fleet;
 mod host;
 mod lint;
 mod prerequisites;
+pub mod release;
 mod ship;
 pub mod summary;
 mod unit;
 mod vm;
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use anyhow::{Result, bail};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 
-use crate::{
-    process,
-    setup::Group,
-    toolchain,
-    workspace::{Profile, Workspace},
-};
+use crate::{process, setup::Group, workspace::Workspace};
 
 pub struct Tier {
     pub name: &'static str,
@@ -31,6 +27,8 @@ pub struct Tier {
     pub groups: &'static [Group],
     /// Whether it needs `cargo build --workspace` (debug) to have succeeded first.
     pub needs_build: bool,
+    /// Whether it runs the agent's release build ([`release::ReleaseAgent`]).
+    pub needs_release_agent: bool,
     pub run: fn(&Context) -> Result<Outcome>,
 }
 
@@ -40,6 +38,7 @@ pub const TIERS: &[Tier] = &[
         about: "rustfmt and clippy (-D warnings) for the workspace and the eBPF crate",
         groups: &[Group::EbpfBuild, Group::EbpfLint],
         needs_build: false,
+        needs_release_agent: false,
         run: lint::run,
     },
     Tier {
@@ -47,6 +46,7 @@ pub const TIERS: &[Tier] = &[
         about: "cargo test for everything except the root-only `host` test target",
         groups: &[Group::EbpfBuild],
         needs_build: false,
+        needs_release_agent: false,
         run: unit::run,
     },
     Tier {
@@ -54,6 +54,7 @@ pub const TIERS: &[Tier] = &[
         about: "agent + workload on this machine's kernel (root, /dev/kvm, BTF); benchmark harness smoke",
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Bench],
         needs_build: true,
+        needs_release_agent: false,
         run: host::run,
     },
     Tier {
@@ -61,13 +62,15 @@ pub const TIERS: &[Tier] = &[
         about: "real Prometheus, promtool, schemathesis, curl (TLS + basic auth), 10k cgroups, `top` in tmux",
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Eco],
         needs_build: true,
+        needs_release_agent: false,
         run: eco::run,
     },
     Tier {
         name: "vm",
-        about: "kernel matrix under QEMU: Debian 6.1, 6.12 (+ sid) × fentry, kprobe; exact counts",
+        about: "kernel matrix under QEMU: Debian 5.10, 6.1, 6.12 (+ sid) × fentry, kprobe; exact counts",
         groups: &[Group::EbpfBuild, Group::Vm],
         needs_build: true,
+        needs_release_agent: true,
         run: vm::run,
     },
     Tier {
@@ -75,6 +78,7 @@ pub const TIERS: &[Tier] = &[
         about: "systemd unit, .deb, Kubernetes, Prometheus rules, dashboards: each checked by the real tool",
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Eco, Group::Vm, Group::Ship],
         needs_build: true,
+        needs_release_agent: true,
         run: ship::run,
     },
     Tier {
@@ -82,6 +86,7 @@ pub const TIERS: &[Tier] = &[
         about: "the .deb on booted Debian systems (systemd as PID 1, 6.1 and 6.12 in fentry mode), scraped by Prometheus",
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Vm, Group::Ship],
         needs_build: true,
+        needs_release_agent: true,
         run: fleet::run,
     },
 ];
@@ -89,6 +94,8 @@ pub const TIERS: &[Tier] = &[
 /// What a tier sees.
 pub struct Context<'a> {
     pub ws: &'a Workspace,
+    /// The release build of the agent (`vm`, `ship`, `fleet`).
+    pub release: &'a release::ReleaseAgent,
     /// Running in CI (`CI` set and not `false`/`0`): a missing prerequisite is a failure.
     pub ci: bool,
 }
@@ -112,15 +119,6 @@ pub fn name_parser() -> PossibleValuesParser {
 pub fn select(names: &[String]) -> Vec<&'static Tier> {
     let all = names.is_empty() || names.iter().any(|n| n == "all");
     TIERS.iter().filter(|t| all || names.iter().any(|n| n == t.name)).collect()
-}
-
-/// Builds the agent as it ships (`cargo build --release -p mmuscope`; nothing to do when it is current) and returns
-/// its path. The `vm`, `ship` and `fleet` tiers run this build, so a test run compiles it once.
-fn release_agent(ws: &Workspace) -> Result<PathBuf> {
-    let mut cmd = toolchain::host_cargo(ws);
-    cmd.args(["build", "--release", "-p", "mmuscope"]);
-    process::run(&mut cmd)?;
-    Ok(ws.binary(Profile::Release, "mmuscope"))
 }
 
 /// Runs every command even when one fails, so a tier reports all its problems at once.

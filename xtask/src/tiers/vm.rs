@@ -165,7 +165,7 @@ const BINARIES: &[(&str, &str, &str, Profile)] = &[
 pub fn run(ctx: &Context) -> Result<Outcome> {
     let ws = ctx.ws;
     let started = Instant::now();
-    let mut files = binaries(ws)?;
+    let mut files = binaries(ctx)?;
     let offered = offered_scenarios(&files[1].host)?;
     for extra in list_from_env("MMUSCOPE_VM_FILES", ',').unwrap_or_default() {
         files.push(extra.parse().context("MMUSCOPE_VM_FILES")?);
@@ -445,13 +445,14 @@ fn generation_for(kernel: &CachedKernel) -> &'static str {
 }
 
 /// The three binaries ([`BINARIES`]), unless overridden; the release build of the agent is made here if needed.
-fn binaries(ws: &Workspace) -> Result<Vec<GuestFile>> {
+fn binaries(ctx: &Context) -> Result<Vec<GuestFile>> {
+    let ws = ctx.ws;
     BINARIES
         .iter()
         .map(|(name, guest, var, profile)| {
             let host = match (env::var_os(var), profile) {
                 (Some(path), _) => PathBuf::from(path),
-                (None, Profile::Release) => super::release_agent(ws)?,
+                (None, Profile::Release) => ctx.release.path(ws)?,
                 (None, Profile::Debug) => ws.binary(Profile::Debug, name),
             };
             if !host.is_file() {

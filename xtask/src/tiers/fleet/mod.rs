@@ -50,7 +50,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     fs::create_dir_all(&dir)?;
 
     // The package as it ships: the release build, packed like the ship tier packs it (stripped, -dbgsym apart).
-    super::release_agent(ws)?;
+    ctx.release.path(ws)?;
     let deb = package(ws, &dir.join("deb"))?;
     let workload = ws.binary(Profile::Debug, "mmuscope-workload");
     let data = host::data_disk(&dir.join("data"), &deb, &workload)?;

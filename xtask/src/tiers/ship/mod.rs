@@ -62,7 +62,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     // The release build is what the package ships; the live checks run it too.
     let mut agent = None;
     steps.run("release build of the agent", || {
-        agent = Some(super::release_agent(ws)?);
+        agent = Some(ctx.release.path(ws)?);
         Ok(())
     });
     if let Some(agent) = agent {
