@@ -19,7 +19,8 @@
 //! One boot per kernel × mode keeps the modes independent (an oops in one cannot spoil the other). The boots run
 //! side by side, one per host CPU (`MMUSCOPE_VM_JOBS=N` to choose): each guest has one vCPU, which TCG runs on one
 //! host thread, so two guests on two CPUs take about the time of one each; their live output is prefixed with
-//! kernel and mode.
+//! kernel and mode. A kernel's boots start as soon as it is fetched and its module built, while the next kernel
+//! downloads (`pool`), the kernels with the most scenarios first.
 //! The agent is the release build (as it ships; built here when not current), the workload and the checker the debug
 //! builds `cargo xtask test` just made; `MMUSCOPE_AGENT_BIN`,
 //! `MMUSCOPE_WORKLOAD_BIN` and `MMUSCOPE_GUEST_CHECK_BIN` override them. For development:
@@ -31,11 +32,12 @@
 //! `MMUSCOPE_VM_*` overrides writes `target/vm/results-custom.json` instead, so the README table
 //! only ever shows the full matrix.
 
+mod pool;
+
 use std::{
     env,
     path::PathBuf,
     process::Command,
-    sync::Mutex,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -184,58 +186,73 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
 
     let mut results = Results { schema_version: vm::results::SCHEMA_VERSION, ..Results::default() };
     let mut failures = Vec::new();
-    // First every kernel is fetched and its test module built (downloads and compilers, one at a time), then the
-    // boots run side by side.
-    let mut boots = Vec::new();
+    // Each kernel is fetched and its test module built on this thread (downloads and compilers, one at a time) while
+    // the boots of the kernels already fetched run side by side. Kernels with the most scenarios go first, so that
+    // the last boots to start are short ones.
+    let mut planned = Vec::new();
     for (name, required) in &kernels {
-        let kernel = match name.parse::<Request>().and_then(|r| vm::kernels::fetch(ws, &r, false)) {
-            Ok(k) => k,
-            Err(err) => {
-                let reason = format!("{err:#}");
-                say(format!("kernel {name} unavailable: {reason}"));
-                // A best-effort kernel (sid) may be missing on a developer's machine; in CI every kernel of the
-                // matrix is a prerequisite, and one left out would pass a tier that tested less than it lists.
-                if *required || ctx.ci {
-                    failures.push(format!("kernel {name} could not be fetched: {reason}"));
-                }
-                results.unavailable.push(Unavailable { kernel: name.clone(), reason });
-                continue;
-            }
-        };
-        let (mut scenarios, missing) = scenarios_for(name, &offered)?;
-        let (kernel_files, notes) = module_files(ws, &kernel, &mut scenarios);
-        if ctx.ci && !notes.is_empty() {
-            // Listed scenarios left out: the tier would pass having tested less than it lists.
-            failures.push(format!("kernel {name}: {}", notes.join("; ")));
-        }
-        if scenarios.is_empty() {
-            // Every scenario of this kernel needed a module its headers cannot build here: nothing to boot for.
-            let reason = notes.join("; ");
-            say(format!("kernel {name}: no scenario left, not booted: {reason}"));
-            results.unavailable.push(Unavailable { kernel: name.clone(), reason });
-            continue;
-        }
+        let (scenarios, missing) = scenarios_for(name, &offered)?;
         if ctx.ci && !missing.is_empty() {
             failures.push(format!(
                 "kernel {name}: scenarios listed but not offered by the workload: {}",
                 missing.join("; ")
             ));
         }
-        let files: Vec<GuestFile> = files.iter().cloned().chain(kernel_files).collect();
-        for mode in &modes {
-            boots.push(Boot {
-                kernel: kernel.clone(),
-                mode: mode.clone(),
-                files: files.clone(),
-                scenarios: scenarios.clone(),
-                notes: notes.clone(),
-            });
-        }
+        planned.push((name, *required, scenarios));
     }
-
-    let parallel = parallel_boots(boots.len())?;
-    say(format!("{} boot(s), {parallel} at a time (MMUSCOPE_VM_JOBS)", boots.len()));
-    for run in run_boots(ws, &boots, &agent_args, parallel) {
+    planned.sort_by_key(|(_, _, scenarios)| std::cmp::Reverse(scenarios.len()));
+    let parallel = parallel_boots(planned.len() * modes.len())?;
+    say(format!("up to {} boot(s), {parallel} at a time (MMUSCOPE_VM_JOBS)", planned.len() * modes.len()));
+    let runs = pool::run_while_preparing(
+        parallel,
+        |hand_over: &mut dyn FnMut(Boot)| {
+            for (name, required, mut scenarios) in planned {
+                let kernel = match name.parse::<Request>().and_then(|r| vm::kernels::fetch(ws, &r, false)) {
+                    Ok(k) => k,
+                    Err(err) => {
+                        let reason = format!("{err:#}");
+                        say(format!("kernel {name} unavailable: {reason}"));
+                        // A best-effort kernel (sid) may be missing on a developer's machine; in CI every kernel of
+                        // the matrix is a prerequisite, and one left out would pass a tier that tested less than it
+                        // lists.
+                        if required || ctx.ci {
+                            failures.push(format!("kernel {name} could not be fetched: {reason}"));
+                        }
+                        results.unavailable.push(Unavailable { kernel: name.clone(), reason });
+                        continue;
+                    }
+                };
+                let (kernel_files, notes) = module_files(ws, &kernel, &mut scenarios);
+                if ctx.ci && !notes.is_empty() {
+                    // Listed scenarios left out: the tier would pass having tested less than it lists.
+                    failures.push(format!("kernel {name}: {}", notes.join("; ")));
+                }
+                if scenarios.is_empty() {
+                    // Every scenario of this kernel needed a module its headers cannot build here: nothing to boot.
+                    let reason = notes.join("; ");
+                    say(format!("kernel {name}: no scenario left, not booted: {reason}"));
+                    results.unavailable.push(Unavailable { kernel: name.clone(), reason });
+                    continue;
+                }
+                let files: Vec<GuestFile> = files.iter().cloned().chain(kernel_files).collect();
+                for mode in &modes {
+                    hand_over(Boot {
+                        kernel: kernel.clone(),
+                        mode: mode.clone(),
+                        files: files.clone(),
+                        scenarios: scenarios.clone(),
+                        notes: notes.clone(),
+                    });
+                }
+            }
+        },
+        |boot| {
+            let mut run = run_one(ws, &boot, &agent_args, parallel > 1);
+            run.notes.extend(boot.notes);
+            run
+        },
+    );
+    for run in runs {
         failures.extend(run.failures());
         results.runs.push(run);
     }
@@ -287,30 +304,6 @@ fn parallel_boots(boots: usize) -> Result<usize> {
         Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PARALLEL),
     };
     Ok(wanted.min(boots.max(1)))
-}
-
-/// Runs `boots`, `parallel` at a time, the ones with most scenarios first (so that the last to start are short);
-/// the results come back in the matrix's order.
-fn run_boots(ws: &Workspace, boots: &[Boot], agent_args: &[String], parallel: usize) -> Vec<RunResult> {
-    let mut order: Vec<usize> = (0..boots.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(boots[i].scenarios.len()));
-    let queue = Mutex::new(order.into_iter());
-    let done: Mutex<Vec<Option<RunResult>>> = Mutex::new((0..boots.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..parallel {
-            scope.spawn(|| {
-                loop {
-                    // Its own statement: in a `while let` the guard would live through the whole boot.
-                    let next = queue.lock().expect("boot queue").next();
-                    let Some(i) = next else { break };
-                    let mut run = run_one(ws, &boots[i], agent_args, parallel > 1);
-                    run.notes.extend(boots[i].notes.iter().cloned());
-                    done.lock().expect("boot results")[i] = Some(run);
-                }
-            });
-        }
-    });
-    done.into_inner().expect("boot results").into_iter().flatten().collect()
 }
 
 /// One boot: `kernel` with the agent forced into `mode`.
