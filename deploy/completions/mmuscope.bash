@@ -393,7 +393,7 @@ _mmuscope() {
             return 0
             ;;
         mmuscope__subcmd__stacks)
-            opts="-o -h --url --auth.username --auth.password-file --tls.ca-file --tls.cert-file --tls.key-file --tls.insecure-skip-verify --seconds --cgroup --kind --format --output --help"
+            opts="-o -h --url --auth.username --auth.password-file --tls.ca-file --tls.cert-file --tls.key-file --tls.insecure-skip-verify --seconds --cgroup --kind --event --cause --format --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -432,6 +432,14 @@ _mmuscope() {
                     return 0
                     ;;
                 --kind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --event)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cause)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

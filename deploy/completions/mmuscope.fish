@@ -136,6 +136,8 @@ complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l tls.key-fil
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l seconds -d 'How long the agent captures, in seconds (at most 60)' -r
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l cgroup -d 'Only events of this owner cgroup: its id or its path (e.g. /system.slice/libvirtd.service)' -r
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l kind -d 'Kinds to capture: all, or a comma-separated list of invalidation, double_notification, fork_copy' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l event -d 'Only invalidations of these events (comma-separated, as in the `event` label, e.g. clear,unmap); needs --kind invalidation' -r
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l cause -d 'Only invalidations of these causes (comma-separated, as in the `cause` label, e.g. madvise,reclaim); needs --kind invalidation' -r
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand stacks" -l format -d 'Output format: folded stacks (text), an SVG flame graph, or the API\'s JSON' -r -f -a "folded\t''
 svg\t''
 json\t''"

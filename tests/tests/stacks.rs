@@ -6,7 +6,8 @@
 //! fork path that total the pages its ground truth saw copied. Also: the SVG is well-formed, and a second concurrent
 //! request, a too long capture, an unknown kind and an unknown cgroup path get their 4xx. With `--stacks.disable` the
 //! endpoint answers 404 and the bracket program no longer loads the capture's filter (the verifier removed it), where
-//! without the flag it does.
+//! without the flag it does. Each invalidation stack carries its event and cause (tracepoint mode: event `unknown`,
+//! causes all `madvise` as the truth says), and `cause=` keeps exactly the invalidations of the causes asked for.
 //!
 //! Run: `cargo test -p mmuscope-tests --test stacks -- --nocapture` (as root; the agent binary must be built, see
 //! `host.rs`).
@@ -87,6 +88,7 @@ fn capture_switch(agent: &Agent, disabled: bool) -> Result<()> {
 fn run_all(env: &HostEnv, agent: &Agent) -> Result<()> {
     let scraper = Scraper::with_timeout(&agent.base_url(), Duration::from_secs(SECONDS + 30));
     unfiltered(env, &scraper)?;
+    by_cause(env, &scraper)?;
     // A cgroup that exists before the capture, so that the capture can be filtered on it.
     let rel = CgroupPath::parse(CGROUP_PARENT)?.join(&format!("stacks-h{}-target", std::process::id()))?;
     let _guard = CgroupGuard::new(env.hierarchies.clone(), rel.clone());
@@ -206,6 +208,40 @@ fn unfiltered(env: &HostEnv, scraper: &Scraper) -> Result<()> {
          using KVM?",
         others.len()
     );
+    // Each stack carries the event and cause of its invalidations: tracepoint mode knows no event; the causes are the
+    // truth's.
+    let mut by_cause: BTreeMap<String, u64> = BTreeMap::new();
+    for st in view["stacks"].as_array().into_iter().flatten().filter(|st| st["cgroup_id"] == cg.id) {
+        ensure!(st["event"] == "unknown", "an invalidation stack with event {} in tracepoint mode", st["event"]);
+        *by_cause.entry(st["cause"].as_str().unwrap_or("none").to_string()).or_default() +=
+            st["count"].as_u64().unwrap_or(0);
+    }
+    println!("  by cause: {by_cause:?} (truth: madvise {expected})");
+    ensure!(
+        by_cause == BTreeMap::from([("madvise".to_string(), expected)]),
+        "stacks by cause {by_cause:?}, truth madvise {expected}"
+    );
+    Ok(())
+}
+
+/// `cause=` keeps only the invalidations of those causes: the madvise workload's are all `madvise`, so a capture of
+/// `munmap` ones during it has none of them, and one of `madvise` has them all.
+fn by_cause(env: &HostEnv, scraper: &Scraper) -> Result<()> {
+    for (cause, all) in [("munmap", false), ("madvise", true)] {
+        let name = format!("stacks-h{}-cause-{cause}", std::process::id());
+        let _guard = CgroupGuard::new(env.hierarchies.clone(), CgroupPath::parse(CGROUP_PARENT)?.join(&name)?);
+        let rounds = ROUNDS.to_string();
+        let args = ["kvm-madvise", "--iterations", &rounds, "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name];
+        let request =
+            format!("/api/v1/stacks?seconds={SECONDS}&kind=invalidation&event=unknown&cause={cause}&format=json");
+        let (body, truth) = capture_during(env, scraper, &request, &args)?;
+        let view: Value = serde_json::from_str(&body).context("JSON of /api/v1/stacks")?;
+        let cg = truth.cgroups.attributed();
+        let (_, total, _) = per_cgroup(&view)?.get(&cg.id).cloned().unwrap_or_default();
+        let expected = if all { expected_madvise(&truth) } else { 0 };
+        println!("cause={cause}: {total} stacks' events in {} (truth {expected})", cg.path);
+        ensure!(total == expected, "cause={cause}: {total} events in {}, truth {expected}", cg.path);
+    }
     Ok(())
 }
 
@@ -323,10 +359,12 @@ fn svg_and_errors(scraper: &Scraper) -> Result<()> {
     let base = scraper.base().to_string();
     let running = thread::spawn(move || Scraper::new(&base).get("/api/v1/stacks?seconds=3"));
     thread::sleep(ARM_DELAY);
-    let cases: [(&str, u16); 5] = [
+    let cases: [(&str, u16); 7] = [
         ("/api/v1/stacks?seconds=1", 429),
         ("/api/v1/stacks?seconds=61", 400),
         ("/api/v1/stacks?kind=bogus", 400),
+        ("/api/v1/stacks?kind=invalidation&cause=bogus", 400),
+        ("/api/v1/stacks?kind=all&event=clear", 400),
         ("/api/v1/stacks?cgroup=/no/such/cgroup", 404),
         ("/api/v1/stacks?format=png", 400),
     ];

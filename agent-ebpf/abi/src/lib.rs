@@ -34,7 +34,7 @@ pub use secondary::{
     ThreadState,
 };
 pub use slow::SlowBracket;
-pub use stacks::{STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind};
+pub use stacks::{EVENT_UNKNOWN, STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind};
 pub use subscribers::{
     HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, MAX_NOTIFIERS, NO_CHANGE_PTE, SubscriberLayout, SubscriberRecord,
     callback_slot, record_kind,

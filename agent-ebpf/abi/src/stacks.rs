@@ -51,8 +51,26 @@ pub struct StackKey {
     /// Id in the stack-trace map, or [`STACK_LOST`].
     pub stack_id: u32,
     /// For [`StackKind::DoubleNotification`], its [`crate::DoubleKind`] as u32 (doubles of each kind have their own
-    /// stacks); 0 for the other kinds.
+    /// stacks); for [`StackKind::Invalidation`], its event and cause ([`StackKey::invalidation_detail`], so that a
+    /// request can keep some of them); 0 for fork copies.
     pub detail: u32,
+}
+
+/// The event of an invalidation whose `enum mmu_notifier_event` is not known (tracepoint mode: KVM's
+/// `kvm_unmap_hva_range` carries none).
+pub const EVENT_UNKNOWN: u32 = 0xffff;
+
+impl StackKey {
+    /// The `detail` of an invalidation: its event (or [`EVENT_UNKNOWN`]) in the low 16 bits, its [`crate::Cause`]
+    /// above.
+    pub const fn invalidation_detail(event: u32, cause: u32) -> u32 {
+        (event & 0xffff) | (cause << 16)
+    }
+
+    /// The event and the cause of an invalidation's `detail`.
+    pub const fn invalidation_parts(detail: u32) -> (u32, u32) {
+        (detail & 0xffff, detail >> 16)
+    }
 }
 
 /// Frames kept per stack (the innermost ones; the deepest reclaim paths seen are about 40).

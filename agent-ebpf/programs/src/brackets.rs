@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use mmuscope_abi::{
     BracketKey, BracketStats, Counter, CrossKey, Frame, InflightBracket, Initiator, KernelLayout, SlowBracket,
-    StackKind, key_flags,
+    StackKey, StackKind, key_flags,
 };
 
 use crate::{
@@ -65,9 +65,6 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
     if rflags & 1 != 0 {
         flags |= key_flags::BLOCKABLE;
     }
-    if stacks::armed() {
-        stacks::capture(ctx, StackKind::Invalidation, 0, cgroup_id, flags);
-    }
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
     let regs = regs::user_regs(&layout);
     if let Some(ts) = threads::current() {
@@ -76,6 +73,10 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
         operations::bracket_opened(ctx, &layout, mm, start, end, cgroup_id, flags, regs);
     }
     let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm, cgroup_id, regs), _pad: 0 };
+    if stacks::armed() {
+        let detail = StackKey::invalidation_detail(event, key.cause);
+        stacks::capture(ctx, StackKind::Invalidation, detail, cgroup_id, flags);
+    }
     let inflight = InflightBracket { t_start_ns: unsafe { bpf_ktime_get_ns() }, key };
     if INFLIGHT.insert(range, inflight, 0).is_err() {
         bump(Counter::InflightFull);

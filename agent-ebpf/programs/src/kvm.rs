@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use mmuscope_abi::{KvmUnmapKey, StackKind};
+use mmuscope_abi::{EVENT_UNKNOWN, KvmUnmapKey, StackKey, StackKind};
 
 use crate::{
     cause,
@@ -25,10 +25,17 @@ use crate::{
 fn count_current(ctx: &TracePointContext) {
     let layout = LAYOUT.load();
     let (cgroup_id, flags) = task_memcg(&layout, unsafe { bpf_get_current_task() });
+    let cause = cause::current(&layout, 0, 0, regs::user_regs(&layout));
     if stacks::armed() {
-        stacks::capture(ctx, StackKind::Invalidation, 0, cgroup_id, flags);
+        stacks::capture(
+            ctx,
+            StackKind::Invalidation,
+            StackKey::invalidation_detail(EVENT_UNKNOWN, cause),
+            cgroup_id,
+            flags,
+        );
     }
-    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current(&layout, 0, 0, regs::user_regs(&layout)) });
+    count(KvmUnmapKey { cgroup_id, flags, cause });
 }
 
 #[inline(always)]
@@ -44,15 +51,17 @@ fn count(key: KvmUnmapKey) {
 pub fn kvm_unmap_tp_btf(ctx: BtfTracePointContext) -> i32 {
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let (cgroup_id, flags) = current_memcg_btf(task);
-    if stacks::armed() {
-        stacks::capture(&ctx, StackKind::Invalidation, 0, cgroup_id, flags);
-    }
     let regs = if layout_field!(cause_context) == 0 {
         core::ptr::null()
     } else {
         unsafe { bpf_task_pt_regs(task as *mut _) as *const u8 }
     };
-    count(KvmUnmapKey { cgroup_id, flags, cause: cause::current_btf(task, regs) });
+    let cause = cause::current_btf(task, regs);
+    if stacks::armed() {
+        let detail = StackKey::invalidation_detail(EVENT_UNKNOWN, cause);
+        stacks::capture(&ctx, StackKind::Invalidation, detail, cgroup_id, flags);
+    }
+    count(KvmUnmapKey { cgroup_id, flags, cause });
     0
 }
 

@@ -9,7 +9,7 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use mmuscope_abi::{DoubleKind, StackKind};
+use mmuscope_abi::{Cause, DoubleKind, EVENT_UNKNOWN, StackKey, StackKind};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -38,6 +38,12 @@ pub struct StacksParams {
     /// Comma-separated kinds: `invalidation`, `double_notification`, `fork_copy`, or `all` (default: every kind
     /// this agent captures).
     kind: Option<String>,
+    /// Only invalidations of these events (comma-separated `enum mmu_notifier_event` names as in the `event` label,
+    /// e.g. `clear,unmap`; `unknown` in tracepoint mode). Needs `kind=invalidation`.
+    event: Option<String>,
+    /// Only invalidations of these causes (comma-separated, as in the `cause` label, e.g. `madvise,reclaim`). Needs
+    /// `kind=invalidation`.
+    cause: Option<String>,
     /// `folded` (text, one `cgroup;kind;outermost;…;innermost count` per line, the kind of a double notification
     /// as `double_notification:<double kind>`), `json`, or `svg` (a flame graph). Default `folded`.
     format: Option<String>,
@@ -71,6 +77,11 @@ pub struct StackView {
     /// `mmuscope_double_notifications_total`, e.g. `end_then_gather`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub double_kind: Option<String>,
+    /// For `invalidation`: its event and cause (the labels of `mmuscope_invalidations_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     pub count: u64,
     /// Functions, innermost first; `name [module]` for module and BPF code.
     pub frames: Vec<String>,
@@ -126,7 +137,7 @@ fn parse_kinds(raw: Option<&str>, available: &[StackKind]) -> Result<Vec<StackKi
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let q = Query::parse(q.as_deref(), &["seconds", "cgroup", "kind", "format"])?;
+    let q = Query::parse(q.as_deref(), &["seconds", "cgroup", "kind", "event", "cause", "format"])?;
     let seconds = q.int("seconds", 1, MAX_SECONDS, 10)?;
     let format = q.choice("format", &["folded", "json", "svg"], "folded")?;
     if s.stack_capture_off {
@@ -143,6 +154,7 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
             "no kind of stack is captured by this agent (none of their probes attached; see `mmuscope check`)".into(),
         ));
     }
+    let only = InvalidationFilter::parse(q.get("event"), q.get("cause"), &s.exporter.event_names(), &kinds)?;
     let cgroup_id = match q.get("cgroup") {
         None => None,
         Some(c) => Some(cgroup_id(&s, c)?),
@@ -162,6 +174,7 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
             .await
             .map_err(|e| ApiError::Unavailable(format!("symbolizing the stacks: {e}")))?
     };
+    let named: Vec<(NamedStack, u64)> = named.into_iter().filter(|(n, _)| only.keeps(n)).collect();
     let kind_names: Vec<String> = kinds.iter().map(|k| stacks::kind_name(*k).to_string()).collect();
     match format {
         "json" => Ok(Json(StacksView {
@@ -178,6 +191,8 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
                     cgroup_id: id,
                     kind: n.kind.to_string(),
                     double_kind: n.double_kind.map(str::to_string),
+                    event: n.event,
+                    cause: n.cause.map(str::to_string),
                     count: n.count,
                     frames: n.frames,
                 })
@@ -199,6 +214,58 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
                 Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
             }
         }
+    }
+}
+
+/// `event=` and `cause=`: which invalidations a request keeps (every one when both are absent).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct InvalidationFilter {
+    events: Option<Vec<String>>,
+    causes: Option<Vec<&'static str>>,
+}
+
+impl InvalidationFilter {
+    /// Each list checked against the names this agent gives (`events`, and [`Cause`]'s labels); both need a request
+    /// of invalidations only, since no other kind has an event or a cause.
+    fn parse(
+        event: Option<&str>,
+        cause: Option<&str>,
+        events: &[String],
+        kinds: &[StackKind],
+    ) -> Result<Self, ApiError> {
+        if (event.is_some() || cause.is_some()) && kinds != [StackKind::Invalidation] {
+            return Err(ApiError::BadRequest(
+                "event= and cause= select invalidations: ask for kind=invalidation alone".into(),
+            ));
+        }
+        let causes: Vec<&'static str> = Cause::ALL.iter().map(|c| c.label()).collect();
+        let list = |raw: &str, what: &str, known: &[&str]| -> Result<Vec<String>, ApiError> {
+            raw.split(',')
+                .map(|part| {
+                    known.iter().find(|k| **k == part).map(|k| k.to_string()).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "{what} must be a comma-separated list of {}, got {part:?}",
+                            known.join(", ")
+                        ))
+                    })
+                })
+                .collect()
+        };
+        let event_refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        Ok(Self {
+            events: event.map(|e| list(e, "event", &event_refs)).transpose()?,
+            causes: cause
+                .map(|c| list(c, "cause", &causes))
+                .transpose()?
+                .map(|v| v.iter().filter_map(|n| causes.iter().copied().find(|c| c == n)).collect()),
+        })
+    }
+
+    /// Whether `stack` stays: any stack that is not an invalidation does (the kinds were checked in [`Self::parse`]).
+    fn keeps(&self, stack: &NamedStack) -> bool {
+        let event_ok = self.events.as_ref().is_none_or(|e| stack.event.as_ref().is_some_and(|x| e.contains(x)));
+        let cause_ok = self.causes.as_ref().is_none_or(|c| stack.cause.is_some_and(|x| c.contains(&x)));
+        event_ok && cause_ok
     }
 }
 
@@ -248,13 +315,23 @@ fn name(s: &ApiState, source: &Stacks, raw: &[stacks::RawStack]) -> Vec<(NamedSt
                 let kind = StackKind::ALL.into_iter().find(|k| *k as u32 == r.key.kind);
                 let double_kind = (kind == Some(StackKind::DoubleNotification))
                     .then(|| DoubleKind::from_u32(r.key.detail).map_or("unknown", DoubleKind::label));
+                let (event, cause) = if kind == Some(StackKind::Invalidation) {
+                    let (event, cause) = StackKey::invalidation_parts(r.key.detail);
+                    let event =
+                        if event == EVENT_UNKNOWN { "unknown".to_string() } else { s.exporter.event_name(event) };
+                    (Some(event), Some(Cause::from_raw(cause).label()))
+                } else {
+                    (None, None)
+                };
                 let kind = kind.map_or("unknown", stacks::kind_name);
                 let frames = r
                     .addrs
                     .iter()
                     .map(|a| symbols.get(a).cloned().unwrap_or_else(|| UNKNOWN_FRAME.to_string()))
                     .collect();
-                (NamedStack { cgroup: cgroup.to_string(), kind, double_kind, frames, count: r.count }, r.key.cgroup_id)
+                let stack =
+                    NamedStack { cgroup: cgroup.to_string(), kind, double_kind, event, cause, frames, count: r.count };
+                (stack, r.key.cgroup_id)
             })
             .collect()
     })
@@ -285,6 +362,38 @@ mod tests {
             let e = parse_cgroup(bad).unwrap_err();
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}: {e}");
             assert!(e.to_string().contains("cgroup must be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn event_and_cause_filters_need_invalidations_and_known_names() {
+        let events = vec!["unmap".to_string(), "clear".to_string(), "unknown".to_string()];
+        let inv = [StackKind::Invalidation];
+        let f = InvalidationFilter::parse(Some("clear"), Some("madvise,reclaim"), &events, &inv).unwrap();
+        let stack = |event: &str, cause: &'static str| NamedStack {
+            cgroup: "/a".into(),
+            kind: "invalidation",
+            double_kind: None,
+            event: Some(event.into()),
+            cause: Some(cause),
+            frames: vec![],
+            count: 1,
+        };
+        assert!(f.keeps(&stack("clear", "madvise")));
+        assert!(f.keeps(&stack("clear", "reclaim")));
+        assert!(!f.keeps(&stack("unmap", "madvise")), "another event");
+        assert!(!f.keeps(&stack("clear", "munmap")), "another cause");
+        let none = InvalidationFilter::parse(None, None, &events, &StackKind::ALL).unwrap();
+        assert_eq!(none, InvalidationFilter::default());
+        assert!(none.keeps(&stack("unmap", "munmap")));
+        for (event, cause, kinds) in [
+            (Some("bogus"), None, &inv[..]),
+            (None, Some("madvise,"), &inv[..]),
+            (None, Some("thp"), &inv[..]),
+            (Some("clear"), None, &StackKind::ALL[..]),
+        ] {
+            let e = InvalidationFilter::parse(event, cause, &events, kinds).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{event:?} {cause:?}: {e}");
         }
     }
 

@@ -22,6 +22,14 @@ pub struct StacksArgs {
     /// Kinds to capture: all, or a comma-separated list of invalidation, double_notification, fork_copy.
     #[arg(long, value_name = "KINDS", default_value = "all")]
     pub kind: String,
+    /// Only invalidations of these events (comma-separated, as in the `event` label, e.g. clear,unmap); needs
+    /// --kind invalidation.
+    #[arg(long, value_name = "EVENTS")]
+    pub event: Option<String>,
+    /// Only invalidations of these causes (comma-separated, as in the `cause` label, e.g. madvise,reclaim); needs
+    /// --kind invalidation.
+    #[arg(long, value_name = "CAUSES")]
+    pub cause: Option<String>,
     /// Output format: folded stacks (text), an SVG flame graph, or the API's JSON.
     #[arg(long, default_value = "folded", value_parser = ["folded", "svg", "json"])]
     pub format: String,
@@ -33,8 +41,10 @@ pub struct StacksArgs {
 /// The query string of a request, each value percent-encoded.
 pub fn query(args: &StacksArgs) -> String {
     let mut q = format!("seconds={}&kind={}&format={}", args.seconds, encode(&args.kind), args.format);
-    if let Some(c) = &args.cgroup {
-        q.push_str(&format!("&cgroup={}", encode(c)));
+    for (name, value) in [("cgroup", &args.cgroup), ("event", &args.event), ("cause", &args.cause)] {
+        if let Some(v) = value {
+            q.push_str(&format!("&{name}={}", encode(v)));
+        }
     }
     q
 }
@@ -78,6 +88,9 @@ mod tests {
     fn query_encodes_paths_and_checks_ranges() {
         let t = T::try_parse_from(["t", "--seconds", "5", "--cgroup", "/a b/c", "--kind", "invalidation"]).unwrap();
         assert_eq!(query(&t.a), "seconds=5&kind=invalidation&format=folded&cgroup=/a%20b/c");
+        let t = T::try_parse_from(["t", "--kind", "invalidation", "--cause", "madvise,reclaim", "--event", "clear"])
+            .unwrap();
+        assert_eq!(query(&t.a), "seconds=10&kind=invalidation&format=folded&event=clear&cause=madvise,reclaim");
         assert!(T::try_parse_from(["t", "--seconds", "61"]).is_err());
         assert!(T::try_parse_from(["t", "--format", "png"]).is_err());
     }

@@ -309,6 +309,11 @@ impl Exporter {
         self.events.name(value.into()).to_string()
     }
 
+    /// Every `enum mmu_notifier_event` name of this kernel, and `unknown`.
+    pub fn event_names(&self) -> Vec<String> {
+        self.events.names().map(str::to_string).chain(std::iter::once("unknown".to_string())).collect()
+    }
+
     fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }

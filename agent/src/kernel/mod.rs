@@ -96,6 +96,11 @@ impl EventNames {
     pub fn name(&self, value: u64) -> &str {
         self.0.iter().find(|(v, _)| *v == value).map_or("unknown", |(_, n)| n.as_str())
     }
+
+    /// Every name BTF lists.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, n)| n.as_str())
+    }
 }
 
 /// `uname -r`.

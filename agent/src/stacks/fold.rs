@@ -13,6 +13,10 @@ pub struct NamedStack {
     /// For double notifications, the kind of double (`end_then_gather`, …), as in the `kind` label of
     /// `mmuscope_double_notifications_total`.
     pub double_kind: Option<&'static str>,
+    /// For invalidations, the event and the cause, as in the labels of `mmuscope_invalidations_total` (`unknown` event
+    /// in tracepoint mode).
+    pub event: Option<String>,
+    pub cause: Option<&'static str>,
     /// Function names, innermost first (as the kernel stores them).
     pub frames: Vec<String>,
     pub count: u64,
@@ -64,6 +68,8 @@ mod tests {
             cgroup: cgroup.into(),
             kind: "invalidation",
             double_kind: None,
+            event: Some("clear".into()),
+            cause: Some("madvise"),
             frames: frames.iter().map(|f| f.to_string()).collect(),
             count,
         }
