@@ -1,5 +1,5 @@
 //! Small system-call helpers shared by scenarios: errno names for messages, the single-thread check fork needs,
-//! CPU pinning, pidfds and `process_madvise`.
+//! CPU pinning and the possible-CPU count, pidfds and `process_madvise`.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -56,6 +56,22 @@ pub fn pin_to_current_cpu() -> Result<usize> {
         return Err(io::Error::last_os_error()).context(format!("sched_setaffinity(CPU {cpu})"));
     }
     Ok(cpu)
+}
+
+/// The kernel's possible CPUs (`nr_cpu_ids`, from `/sys/devices/system/cpu/possible`, e.g. `0` or `0-3,6`).
+pub fn possible_cpus() -> Result<usize> {
+    const PATH: &str = "/sys/devices/system/cpu/possible";
+    let text = std::fs::read_to_string(PATH).with_context(|| format!("reading {PATH}"))?;
+    let mut count = 0;
+    for part in text.trim().split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (
+            lo.parse().with_context(|| format!("{PATH}: {text:?}"))?,
+            hi.parse().with_context(|| format!("{PATH}: {text:?}"))?,
+        );
+        count += hi.checked_sub(lo).with_context(|| format!("{PATH}: {text:?}"))? + 1;
+    }
+    Ok(count)
 }
 
 /// `pidfd_open(pid, 0)`.
