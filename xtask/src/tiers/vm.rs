@@ -118,7 +118,7 @@ const FULL: &[&str] = &[
 /// The scenarios of the HMM mirror test module (see `vm::kmod`).
 const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
 /// Every scenario that needs the test module.
-const MODULE: &[&str] = &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3]];
+const MODULE: &[&str] = &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4]];
 /// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
 /// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
 const SECTLB: &[&str] = &[
@@ -126,6 +126,7 @@ const SECTLB: &[&str] = &[
     "kvm-munmap --iterations 50 --subscriber sectlb",
     "kvm-mprotect --iterations 25 --subscriber sectlb",
     "thp-partial-munmap --iterations 4 --subscriber sectlb",
+    "swap-out --pages 256 --zram-mib 64 --subscriber sectlb",
 ];
 /// The first generation whose secondary-TLB hook is `arch_invalidate_secondary_tlbs`.
 const SECONDARY_TLBS_SINCE: Series = Series { major: 6, minor: 6 };

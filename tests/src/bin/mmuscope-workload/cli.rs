@@ -301,6 +301,8 @@ pub struct SwapOutArgs {
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=4096))]
     pub zram_mib: Option<u64>,
     #[command(flatten)]
+    pub subscriber: SubscriberArgs,
+    #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
 

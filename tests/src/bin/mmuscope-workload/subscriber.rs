@@ -15,7 +15,7 @@ use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi, SecondaryTlbTruth, Tlb
 use crate::cli::{SubscriberArgs, SubscriberKind};
 use crate::mirror::{self, Mirror, TlbStatus};
 use crate::region::AnonRegion;
-use crate::vm::{GuestVm, Kvm};
+use crate::vm::{self, GuestVm, Kvm};
 
 /// The subscriber, registered, and the scenario's memory (a KVM memslot's, or just the mm's for the module).
 pub enum Subscribed {
@@ -58,13 +58,23 @@ impl Subscribed {
     /// Unregisters (destroys the VM), then unmaps the memory with no subscriber left; returns what the module
     /// received, read before it unregisters.
     pub fn teardown(self) -> Result<Option<TlbStatus>> {
+        let (memory, received) = self.unsubscribe()?;
+        memory.unmap().context("unmapping the scenario's memory")?;
+        Ok(received)
+    }
+
+    /// Unregisters (destroys the VM) and hands the memory back still mapped, for a scenario that inspects it with
+    /// no subscriber left; returns what the module received, read before it unregisters.
+    pub fn unsubscribe(self) -> Result<(AnonRegion, Option<TlbStatus>)> {
         match self {
-            Self::Kvm(guest) => guest.teardown().map(|()| None),
+            Self::Kvm(GuestVm { vms, memory }) => {
+                vm::destroy_all(vms)?;
+                Ok((memory, None))
+            }
             Self::Tlb { dev, memory } => {
                 let status = dev.tlb_status().context("MIRROR_TLB_STATUS");
                 dev.tlb_unregister().context("MIRROR_TLB_UNREGISTER")?;
-                memory.unmap().context("unmapping the scenario's memory")?;
-                status.map(Some)
+                Ok((memory, Some(status?)))
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Small system-call helpers shared by scenarios: errno names for messages, the single-thread check fork needs,
-//! CPU pinning, pidfds and `process_madvise`.
+//! CPU pinning and the possible-CPU count, pidfds and `process_madvise`.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -58,6 +58,22 @@ pub fn pin_to_current_cpu() -> Result<usize> {
     Ok(cpu)
 }
 
+/// The kernel's possible CPUs (`nr_cpu_ids`, from `/sys/devices/system/cpu/possible`, e.g. `0` or `0-3,6`).
+pub fn possible_cpus() -> Result<usize> {
+    const PATH: &str = "/sys/devices/system/cpu/possible";
+    let text = std::fs::read_to_string(PATH).with_context(|| format!("reading {PATH}"))?;
+    cpu_list_len(&text).with_context(|| format!("{PATH}: {text:?} is not a CPU list"))
+}
+
+/// How many CPUs a kernel CPU list (`0`, `0-3,6`) names.
+fn cpu_list_len(text: &str) -> Option<usize> {
+    text.trim().split(',').try_fold(0, |count, part| {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (lo.parse().ok()?, hi.parse().ok()?);
+        Some(count + hi.checked_sub(lo)? + 1)
+    })
+}
+
 /// `pidfd_open(pid, 0)`.
 pub fn pidfd_open(pid: u32) -> Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
@@ -99,6 +115,15 @@ mod tests {
         assert!(errno_name(&e).starts_with("ENOSYS ("), "{}", errno_name(&e));
         let odd = io::Error::from_raw_os_error(libc::EXDEV);
         assert!(!errno_name(&odd).is_empty());
+    }
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(cpu_list_len("0\n"), Some(1));
+        assert_eq!(cpu_list_len("0-3,6"), Some(5));
+        assert_eq!(cpu_list_len("0-1,4-7\n"), Some(6));
+        assert_eq!(cpu_list_len("3-1"), None);
+        assert_eq!(cpu_list_len(""), None);
     }
 
     #[test]

@@ -1,36 +1,46 @@
-//! `swap-out --pages N [--zram-mib M]`: N written pages of KVM guest memory (`MADV_NOHUGEPAGE`, isolated) are
-//! paged out with one `madvise(MADV_PAGEOUT)` while the VM exists. Needs an active swap area; without one it refuses,
-//! unless `--zram-mib` lets it create a temporary zram swap device (removed afterwards).
+//! `swap-out --pages N [--zram-mib M] [--subscriber kvm|sectlb]`: N written pages (`MADV_NOHUGEPAGE`, isolated) of
+//! the subscriber's memory (a KVM VM's memslot, or the test module's secondary-TLB subscriber on the mm) are paged
+//! out with one `madvise(MADV_PAGEOUT)`. Needs an active swap area; without one it refuses, unless `--zram-mib` lets it
+//! create a temporary zram swap device (removed afterwards).
 //!
-//! Path: `madvise_pageout` (`lru_add_drain()` first: 6.1 mm/madvise.c:586, 6.12 :642) `→
-//! madvise_cold_or_pageout_pte_range` isolates every exclusively mapped LRU page `→ reclaim_pages →
-//! shrink_folio_list` (`add_to_swap`, then `try_to_unmap(folio, TTU_BATCH_FLUSH)`: 6.1 mm/vmscan.c:1887, 6.12
-//! :1326) `→ try_to_unmap_one`: one `MMU_NOTIFY_CLEAR` bracket per page over `[address, address + 4 KiB)`
-//! (6.1 mm/rmap.c:1506, 6.12 :1673), in which the PTE becomes a swap entry.
+//! Path: `madvise_pageout` (`lru_add_drain()` first: 6.1 mm/madvise.c:586, 6.12 :642; then one TLB-gather window,
+//! `tlb_gather_mmu … tlb_finish_mmu`, around the whole walk) `→ madvise_cold_or_pageout_pte_range` isolates every
+//! exclusively mapped LRU page `→ reclaim_pages → shrink_folio_list` (`add_to_swap`, then `try_to_unmap(folio,
+//! TTU_BATCH_FLUSH)`: 6.1 mm/vmscan.c:1887, 6.12 :1326) `→ try_to_unmap_one`: one `MMU_NOTIFY_CLEAR` bracket per
+//! page over `[address, address + 4 KiB)` (6.1 mm/rmap.c:1506, 6.12 :1673), in which the PTE becomes a swap entry.
 //!
-//! Where the generations differ (inside that bracket):
-//! * pre-6.6 (`invalidate_range`): after `set_pte_at(swp_pte)`, under the page-table lock,
-//!   `mmu_notifier_invalidate_range(mm, address, address + PAGE_SIZE)` (6.1 mm/rmap.c:1767) — one in-bracket
-//!   secondary-TLB call — and the bracket then closes with a plain `mmu_notifier_invalidate_range_end` (:1797), which
-//!   calls `->invalidate_range` over the same 4 KiB again. KVM x86 implements `->invalidate_range` on 6.1
-//!   (`kvm_mmu_notifier_invalidate_range`, virt/kvm/kvm_main.c:918), so each page is two secondary-TLB
-//!   invalidations in its bracket and one `end_after_in_lock` double with 4 KiB redundant.
-//! * 6.6+ (`arch_invalidate_secondary_tlbs`): no in-lock call; the PTE clear calls it from the x86 flush instead:
-//!   either `set_tlb_ubc_flush_pending → arch_tlbbatch_add_pending → (mm, 0, ~0)` (6.12 mm/rmap.c:1805,
-//!   arch/x86/include/asm/tlbflush.h:287) or `ptep_clear_flush → flush_tlb_mm_range → (mm, addr, addr + 4K)`
-//!   (mm/rmap.c:1807, arch/x86/mm/tlb.c:1083), depending on `should_defer_flush` (other CPUs in the mm's cpumask):
-//!   one call per page inside the bracket, scope decided at run time. KVM implements no
-//!   `arch_invalidate_secondary_tlbs`, so no double of any kind.
-//!
-//! Both generations: `madvise_pageout` walks inside one TLB-gather window, and the PTEs it finds young are aged
-//! and gathered; `tlb_finish_mmu` then flushes them once (gather context; pre-6.6 that repeats the brackets' `_end`
-//! over those pages: one `end_then_gather`). Whether any PTE is young at that moment is up to the MMU, so the truth
-//! bounds these: at most one gather call and one `end_then_gather` of at most N pages.
+//! Secondary-TLB calls, per generation (every figure exact; both subscribers implement the op before 6.6, only the
+//! test module from 6.6):
+//! * pre-6.6 (`invalidate_range`), per page inside its bracket: after `set_pte_at(swp_pte)`, under the page-table
+//!   lock, `mmu_notifier_invalidate_range(mm, address, address + PAGE_SIZE)` (6.1 mm/rmap.c:1767), then the plain
+//!   `mmu_notifier_invalidate_range_end` (:1797) calls `->invalidate_range` over the same 4 KiB again: two calls
+//!   and one `end_after_in_lock` double of 4 KiB. The PTE clear itself notifies nobody on 6.1 (`ptep_clear_flush`,
+//!   or with other CPUs in the mm's cpumask `set_tlb_ubc_flush_pending` and later `try_to_unmap_flush`: x86's
+//!   flushes have no notifier call before 6.6). Then the gather: the walk ages every young PTE before isolating
+//!   its page (`if (pte_young(ptent))`: `ptep_get_and_clear_full`, `pte_mkold`, `set_pte_at`,
+//!   `tlb_remove_tlb_entry`), and every PTE is young ([`run`] writes each page, which sets the accessed bit, and
+//!   nothing in between ages them: no memory pressure, no idle-page tracking or DAMON on the region), so
+//!   `tlb_finish_mmu → tlb_flush_mmu_tlbonly → mmu_notifier_invalidate_range(mm, tlb->start, tlb->end)` (6.1
+//!   include/asm-generic/tlb.h:447) covers exactly the N pages once, after their brackets' `_end` already did: one
+//!   gather call of N × 4 KiB and one `end_then_gather` double of N × 4 KiB.
+//! * 6.6+ (`arch_invalidate_secondary_tlbs`): no in-lock call and no `_end` callback. The PTE clear notifies from
+//!   the x86 flush, inside the bracket: `should_defer_flush` (any other CPU in the mm's cpumask) picks
+//!   `set_tlb_ubc_flush_pending → arch_tlbbatch_add_pending → (mm, 0, ~0)` (6.12 mm/rmap.c:1805,
+//!   arch/x86/include/asm/tlbflush.h:287; a later walk of the mm may flush that batch again through
+//!   `flush_tlb_batched_pending → flush_tlb_mm`), else `ptep_clear_flush → flush_tlb_page → flush_tlb_mm_range(mm, addr, addr + 4K)` (mm/rmap.c:
+//!   1807, arch/x86/mm/tlb.c:1083; one page, under `tlb_single_page_flush_ceiling`, stays a range). With one
+//!   possible CPU nothing can be deferred, so each page is exactly one range call of 4 KiB; with more, which path
+//!   a page takes depends on where the scheduler ran the mm, so the truth gives the count only (KVM: nobody
+//!   receives them anyway) and the test module's scenario refuses to run. No gather call: since 6.10 ("mm:
+//!   madvise: pageout: ignore references rather than clearing young") the pageout walk leaves young PTEs alone
+//!   (`if (!pageout && pte_young(ptent))`), so the gather window holds nothing to flush. One call per bracket and
+//!   none elsewhere: no double of any kind (and with KVM the calls reach nobody, 6.12 virt/kvm/kvm_main.c:917).
 //!
 //! Exactness: pages still in another CPU's LRU-add batch would be skipped, so the process pins itself to one CPU
 //! before writing them (then `lru_add_drain()` puts them all on the LRU). The truth counts the pages whose pagemap
 //! entry is a swap entry afterwards, and the scenario fails unless that is all N (each such page had exactly one
-//! bracket; a skipped page has none).
+//! bracket; a skipped page has none). With `--subscriber sectlb` the module's own count must equal the truth's
+//! calls for the kernel's API before the truth is written (`subscriber::finish`).
 
 use anyhow::{Context, Result, bail};
 use mmuscope_tests::truth::Cause;
@@ -41,42 +51,57 @@ use mmuscope_tests::truth::{
 };
 
 use crate::cgroups;
-use crate::cli::SwapOutArgs;
+use crate::cli::{SubscriberKind, SwapOutArgs};
 use crate::kernel_api;
 use crate::pagemap::Pagemap;
 use crate::region::{AnonRegion, Thp, page_size};
-use crate::subscriber;
+use crate::subscriber::{self, Subscribed};
 use crate::swap::{self, ZramSwap};
-use crate::sys::pin_to_current_cpu;
+use crate::sys::{pin_to_current_cpu, possible_cpus};
 use crate::thp::PMD_BYTES;
-use crate::vm::{self, GuestVm, Kvm};
 
 pub const NAME: &str = "swap-out";
 
 pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
+    let kernel_api = kernel_api::detect();
+    let cpus = possible_cpus()?;
+    // On 6.6+ the module receives every PTE clear's call, whose scope only one CPU makes certain (module docs).
+    if args.subscriber.subscriber == SubscriberKind::Sectlb
+        && kernel_api == Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs)
+        && cpus > 1
+    {
+        bail!(
+            "{NAME} --subscriber sectlb on a 6.6+ kernel needs one possible CPU ({cpus} here): with more, reclaim \
+             may defer a page's flush to arch_tlbbatch_add_pending (0, ~0) instead of flushing its 4 KiB, and \
+             which it does is up to the scheduler"
+        );
+    }
     // Before the cgroup, so that a refusal leaves nothing behind. Dropped last: swapoff after the memory is gone.
     let (zram, swap_device) = swap_area(NAME, args.zram_mib)?;
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
-    let kernel_api = kernel_api::detect();
     let cpu = pin_to_current_cpu()?;
     let page = page_size()?;
     let bytes = usize::try_from(args.pages).ok().and_then(|p| p.checked_mul(page)).context("--pages too large")?;
     let memory = AnonRegion::map_isolated(bytes, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
+    // The writes that make every PTE present, dirty and young (the pre-6.6 gather flush covers the young ones).
     memory.touch_all();
     let pagemap = Pagemap::open_self(page)?;
-    let kvm = Kvm::open()?;
-    let GuestVm { vms, memory } = GuestVm::over(&kvm, memory, 1)?;
-    // --- KVM notifier registered: no allocation, free, print or mapping change until the VM is gone ---
-    let advised = memory.advise(libc::MADV_PAGEOUT);
-    let destroyed = vm::destroy_all(vms);
-    // --- notifier gone ---
+    let guest = Subscribed::over(&args.subscriber, memory)?;
+    let vms = guest.vms();
+    // --- subscriber registered: no allocation, free, print or mapping change until it is gone ---
+    let advised = guest.memory().advise(libc::MADV_PAGEOUT);
+    let unsubscribed = guest.unsubscribe();
+    // --- subscriber gone ---
     advised.context("madvise(MADV_PAGEOUT)")?;
-    destroyed?;
+    let (memory, received) = unsubscribed?;
     let entries = pagemap.entries(memory.addr(), memory.pages())?;
     let swapped = entries.iter().filter(|e| e.swapped()).count() as u64;
     memory.unmap().context("unmapping guest memory")?;
     drop(zram);
-    eprintln!("mmuscope-workload: {NAME}: {swapped} of {} pages swapped out to {swap_device} (CPU {cpu})", args.pages);
+    eprintln!(
+        "mmuscope-workload: {NAME}: {swapped} of {} pages swapped out to {swap_device} (CPU {cpu} of {cpus})",
+        args.pages
+    );
     if swapped != args.pages {
         bail!(
             "only {swapped} of {} pages were swapped out (swap full? pages not on the LRU?); truth unknown",
@@ -88,7 +113,7 @@ pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
         InvalidationTruth::from_sources(vec![BracketSource::new(
         NotifyEvent::Clear,
         swapped,
-        1,
+        vms,
         "madvise(MADV_PAGEOUT) of a written page that reclaim moved to swap",
         "madvise_pageout → madvise_cold_or_pageout_pte_range → reclaim_pages → shrink_folio_list → try_to_unmap → \
          try_to_unmap_one: MMU_NOTIFY_CLEAR [addr, addr+4K) (6.1 mm/rmap.c:1506, 6.12 :1673)",
@@ -97,13 +122,13 @@ pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
     let mut truth = GroundTruth::new(
         ScenarioParams::SwapOut(SwapOutParams { pages: args.pages, page_bytes: page as u64 }),
         cgroups,
-        1,
+        vms,
         invalidations,
     );
     truth.kernel_api = kernel_api;
     truth.swap = Some(SwapTruth { advised_pages: args.pages, swapped_pages: swapped, swap_device });
     truth.double_notifications = Some(doubles(swapped, page as u64));
-    truth.secondary_tlb = Some(subscriber::kvm_only(secondary_tlb(swapped, page as u64)));
+    subscriber::finish(&mut truth, secondary_tlb(swapped, page as u64, cpus == 1), received)?;
     Ok(truth)
 }
 
@@ -138,24 +163,25 @@ fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
                 Some(Old),
                 "->invalidate_range in the PTL after installing the swap entry, then again from the plain _end",
                 "6.1 mm/rmap.c:1767 mmu_notifier_invalidate_range(mm, address, address + PAGE_SIZE), :1797 \
-                 mmu_notifier_invalidate_range_end; KVM x86 implements ->invalidate_range (kvm_main.c:918)",
+                 mmu_notifier_invalidate_range_end → ->invalidate_range (mm/mmu_notifier.c:575-576)",
             ),
             src(
                 DoubleKind::EndThenGather,
-                0,
-                0,
+                1,
+                pages * page,
                 Some(Old),
-                YOUNG_FLUSH,
-                "6.1 madvise_pageout: tlb_gather_mmu … madvise_cold_or_pageout_pte_range (young PTEs aged, \
-                 tlb_remove_tlb_entry) … tlb_finish_mmu → tlb_flush_mmu_tlbonly",
-            )
-            .at_most(1, pages * page),
+                "the gather flush of the aged (young) PTEs covers every page, each already invalidated by its \
+                 bracket's plain _end",
+                "6.1 madvise_pageout: tlb_gather_mmu … madvise_cold_or_pageout_pte_range (pte_young: aged, \
+                 tlb_remove_tlb_entry) … tlb_finish_mmu → tlb_flush_mmu_tlbonly → mmu_notifier_invalidate_range \
+                 (include/asm-generic/tlb.h:447)",
+            ),
             src(
                 DoubleKind::EndAfterInLock,
                 0,
                 0,
                 Some(New),
-                "no in-lock call and no ->invalidate_range on 6.6+",
+                "no in-lock call and no _end callback on 6.6+",
                 "6.12 try_to_unmap_one has no mmu_notifier_invalidate_range",
             ),
             src(
@@ -163,8 +189,8 @@ fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
                 0,
                 0,
                 Some(New),
-                "one secondary-TLB call per bracket, and no subscriber implements arch_invalidate_secondary_tlbs",
-                "KVM's mmu_notifier_ops have no arch_invalidate_secondary_tlbs (6.12 kvm_main.c:917)",
+                "one secondary-TLB call per bracket over its own page, and no gather flush: nothing to overlap",
+                "6.12 ptep_clear_flush → flush_tlb_mm_range (mm/rmap.c:1807); the pageout walk gathers nothing",
             ),
             src(
                 DoubleKind::OverlappingBrackets,
@@ -178,70 +204,81 @@ fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
     }
 }
 
-/// Why the gather flush of `madvise_pageout` is a bound, not a count.
-const YOUNG_FLUSH: &str = "madvise_pageout's one TLB-gather window flushes the PTEs madvise_cold_or_pageout_pte_range \
-    found young and aged before reclaim: once if any was young, not at all otherwise. Which were young when the walk \
-    reached them is up to the MMU and reclaim, not the workload, so only the bound (one flush over at most every \
-    page) is known";
-
-/// The bracket context exactly; the gather window of `madvise_pageout` flushes the aged PTEs once more, or not (a
-/// bound, [`YOUNG_FLUSH`]); anything after the VM's destruction notifies nobody.
-fn secondary_tlb(pages: u64, page: u64) -> SecondaryTlbTruth {
-    let young_flush = |api, kernel_path: &str| SecondaryTlbSource {
-        count_max: Some(1),
+/// The secondary-TLB calls of `pages` pages paged out (module docs), per generation and context. `one_cpu`: the
+/// kernel has one possible CPU, so 6.6+ reclaim flushes each page directly (a 4 KiB range) and defers none.
+fn secondary_tlb(pages: u64, page: u64, one_cpu: bool) -> SecondaryTlbTruth {
+    let range = |api, context, count: u64, bytes: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
+        count_max: None,
         api,
-        context: TlbContext::Gather,
-        scope: None,
-        count: 0,
-        bytes: None,
-        cause: YOUNG_FLUSH.to_owned(),
+        context,
+        scope: Some(TlbScope::Range),
+        count,
+        bytes: Some(bytes),
+        cause: cause.to_owned(),
         kernel_path: kernel_path.to_owned(),
+    };
+    use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
+    let flush = "6.12 try_to_unmap_one → ptep_clear_flush → flush_tlb_page → flush_tlb_mm_range(mm, addr, addr+4K) \
+                 (mm/rmap.c:1807, arch/x86/mm/tlb.c:1083)";
+    let in_bracket_6_6 = if one_cpu {
+        range(
+            New,
+            TlbContext::Bracket,
+            pages,
+            pages * page,
+            "the PTE clear's flush of its page (one CPU: never deferred)",
+            flush,
+        )
+    } else {
+        SecondaryTlbSource {
+            scope: None,
+            bytes: None,
+            cause: "the PTE clear's flush: direct (its 4 KiB) or deferred (whole mm), by the mm's cpumask".to_owned(),
+            kernel_path: format!(
+                "{flush}, or set_tlb_ubc_flush_pending → arch_tlbbatch_add_pending (0, ~0) (mm/rmap.c:1805, \
+                 arch/x86/include/asm/tlbflush.h:287)"
+            ),
+            ..range(New, TlbContext::Bracket, pages, 0, "", "")
+        }
     };
     SecondaryTlbTruth {
         sources: vec![
-            young_flush(
-                SecondaryTlbApi::InvalidateRange,
-                "6.1 madvise_pageout → tlb_finish_mmu → tlb_flush_mmu_tlbonly → mmu_notifier_invalidate_range",
+            range(
+                Old,
+                TlbContext::Bracket,
+                pages,
+                pages * page,
+                "swap entry installed under the PTL",
+                "6.1 try_to_unmap_one → mmu_notifier_invalidate_range (mm/rmap.c:1767)",
             ),
-            young_flush(
-                SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
-                "6.12 madvise_pageout → tlb_finish_mmu → flush_tlb_mm_range → \
-                 mmu_notifier_arch_invalidate_secondary_tlbs",
+            range(
+                Old,
+                TlbContext::Bracket,
+                pages,
+                pages * page,
+                "the bracket's plain _end calls ->invalidate_range over its 4 KiB",
+                "6.1 mm/rmap.c:1797 → __mmu_notifier_invalidate_range_end(range, false) → mn_hlist_invalidate_end: \
+                 !only_end && ops->invalidate_range (mm/mmu_notifier.c:575)",
             ),
-            SecondaryTlbSource {
-                count_max: None,
-                api: SecondaryTlbApi::InvalidateRange,
-                context: TlbContext::Bracket,
-                scope: Some(TlbScope::Range),
-                count: pages,
-                bytes: Some(pages * page),
-                cause: "swap entry installed under the PTL".to_owned(),
-                kernel_path: "6.1 try_to_unmap_one → mmu_notifier_invalidate_range (mm/rmap.c:1767)".to_owned(),
-            },
-            SecondaryTlbSource {
-                count_max: None,
-                api: SecondaryTlbApi::InvalidateRange,
-                context: TlbContext::Bracket,
-                scope: Some(TlbScope::Range),
-                count: pages,
-                bytes: Some(pages * page),
-                cause: "the bracket's plain _end calls ->invalidate_range over its 4 KiB".to_owned(),
-                kernel_path: "6.1 mm/rmap.c:1797 → __mmu_notifier_invalidate_range_end(range, false) → \
-                              mn_hlist_invalidate_end: !only_end && ops->invalidate_range (mm/mmu_notifier.c:575)"
-                    .to_owned(),
-            },
-            SecondaryTlbSource {
-                count_max: None,
-                api: SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
-                context: TlbContext::Bracket,
-                scope: None,
-                count: pages,
-                bytes: None,
-                cause: "the PTE clear's TLB flush (batched: whole mm; direct: the page)".to_owned(),
-                kernel_path: "6.12 try_to_unmap_one → set_tlb_ubc_flush_pending → arch_tlbbatch_add_pending (0, ~0) \
-                              or ptep_clear_flush → flush_tlb_mm_range (mm/rmap.c:1805/1807)"
-                    .to_owned(),
-            },
+            range(
+                Old,
+                TlbContext::Gather,
+                1,
+                pages * page,
+                "madvise_pageout's gather window flushes the N PTEs its walk aged (all young: written, never aged)",
+                "6.1 madvise_pageout → tlb_finish_mmu → tlb_flush_mmu_tlbonly → mmu_notifier_invalidate_range(mm, \
+                 tlb->start, tlb->end) (include/asm-generic/tlb.h:447)",
+            ),
+            in_bracket_6_6,
+            range(
+                New,
+                TlbContext::Gather,
+                0,
+                0,
+                "the pageout walk ages no PTE since 6.10, so tlb_finish_mmu has nothing to flush",
+                "6.12 madvise_cold_or_pageout_pte_range: if (!pageout && pte_young(ptent)); tlb_flush_mmu_tlbonly \
+                 returns without cleared_ptes",
+            ),
         ],
     }
 }
