@@ -30,8 +30,8 @@ pub use maps::{
     KvmUnmapKey, key_flags,
 };
 pub use secondary::{
-    ChangePteCounts, Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Scope, SecondaryKey,
-    ThreadState,
+    ChangePteCounts, Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Overlap, Scope,
+    SecondaryKey, ThreadState,
 };
 pub use slow::SlowBracket;
 pub use stacks::{EVENT_UNKNOWN, STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind};

@@ -121,8 +121,76 @@ pub struct Intervals {
     pub _pad: u32,
 }
 
+/// What a range found among the ones recorded before it ([`Intervals::overlap_and_record`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overlap {
+    /// It overlapped at least one recorded range: a double notification.
+    pub any: bool,
+    /// Bytes of it already invalidated (added up over the ranges it overlaps). Two whole-mm calls overlap by an amount
+    /// nobody knows here (the mm's mapped size): they count as a double of 0 bytes.
+    pub bytes: u64,
+    /// One of the ranges it overlaps came from an `_end` call.
+    pub by_end: bool,
+}
+
 impl Intervals {
     pub const N: usize = 4;
+
+    /// What `[s, e)` overlaps among the recorded ranges, then records it. (Overlaps with several earlier ranges add
+    /// up, which can only over-count a range invalidated three or more times — still redundant each time.) A range
+    /// that continues a recorded one of the same origin (`[s, e)` starts where it ends or ends where it starts) and
+    /// overlaps none extends it instead of taking a slot: reclaim ends one 4 KiB bracket per page in address order
+    /// inside one gather window, and the gather flush then covers all of them, more than [`Intervals::N`] separate
+    /// slots could remember. Whole-mm calls are `[0, u64::MAX)`.
+    #[inline(always)]
+    pub fn overlap_and_record(&mut self, s: u64, e: u64, from_end: bool) -> Overlap {
+        let mut out = Overlap::default();
+        let whole = s == 0 && e == u64::MAX;
+        let mut extends = None;
+        let n = (self.len as usize).min(Self::N);
+        for i in 0..Self::N {
+            if i >= n {
+                break;
+            }
+            let lo = if self.start[i] > s { self.start[i] } else { s };
+            let hi = if self.end[i] < e { self.end[i] } else { e };
+            if hi > lo {
+                out.any = true;
+                if !(whole && self.start[i] == 0 && self.end[i] == u64::MAX) {
+                    out.bytes = out.bytes.saturating_add(hi - lo);
+                }
+                out.by_end |= self.from_end[i] != 0;
+            } else if extends.is_none()
+                && self.from_end[i] == from_end as u8
+                && (self.end[i] == s || self.start[i] == e)
+            {
+                extends = Some(i);
+            }
+        }
+        // Only a range that overlaps nothing recorded extends one: an overlapping one keeps its own slot.
+        if !out.any
+            && let Some(i) = extends
+            && let (Some(a), Some(b)) = (self.start.get_mut(i), self.end.get_mut(i))
+        {
+            if *b == s {
+                *b = e;
+            } else {
+                *a = s;
+            }
+            return out;
+        }
+        // Keep the newest N ranges.
+        let slot = (self.len as usize) % Self::N;
+        if let (Some(a), Some(b), Some(c)) =
+            (self.start.get_mut(slot), self.end.get_mut(slot), self.from_end.get_mut(slot))
+        {
+            *a = s;
+            *b = e;
+            *c = from_end as u8;
+        }
+        self.len = self.len.wrapping_add(1);
+        out
+    }
 }
 
 /// The brackets one thread opened on one mm in its current operation (system call or fault).
@@ -175,4 +243,63 @@ mod pod {
     unsafe impl aya::Pod for super::CountBytes {}
     unsafe impl aya::Pod for super::ChangePteCounts {}
     unsafe impl aya::Pod for super::Operation {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WHOLE: (u64, u64) = (0, u64::MAX);
+
+    #[test]
+    fn overlaps_add_up_and_disjoint_ranges_do_not_count() {
+        let mut seen = Intervals::default();
+        assert_eq!(seen.overlap_and_record(0x1000, 0x3000, true), Overlap::default());
+        assert_eq!(seen.overlap_and_record(0x8000, 0x9000, false), Overlap::default());
+        let o = seen.overlap_and_record(0x2000, 0x8800, false);
+        assert_eq!(o, Overlap { any: true, bytes: 0x1000 + 0x800, by_end: true });
+    }
+
+    #[test]
+    fn continuing_ranges_extend_one_slot() {
+        // 256 one-page brackets in address order, then one flush over all of them: all 256 pages again.
+        let mut seen = Intervals::default();
+        for page in 0..256u64 {
+            let o = seen.overlap_and_record(page * 0x1000, (page + 1) * 0x1000, true);
+            assert!(!o.any, "page {page}");
+        }
+        assert_eq!(seen.len, 1, "one slot, extended");
+        let o = seen.overlap_and_record(0, 256 * 0x1000, false);
+        assert_eq!(o, Overlap { any: true, bytes: 256 * 0x1000, by_end: true });
+    }
+
+    #[test]
+    fn whole_mm_calls_overlap_everything_and_each_other_without_a_byte_count() {
+        let mut seen = Intervals::default();
+        assert!(!seen.overlap_and_record(WHOLE.0, WHOLE.1, false).any);
+        // A range after a whole-mm call: all of it again.
+        assert_eq!(seen.overlap_and_record(0x1000, 0x3000, false), Overlap { any: true, bytes: 0x2000, by_end: false });
+        // A second whole-mm call: a double; the recorded finite range counts its bytes, the whole-mm one none.
+        assert_eq!(
+            seen.overlap_and_record(WHOLE.0, WHOLE.1, false),
+            Overlap { any: true, bytes: 0x2000, by_end: false }
+        );
+        let mut only_whole = Intervals::default();
+        only_whole.overlap_and_record(WHOLE.0, WHOLE.1, false);
+        assert_eq!(
+            only_whole.overlap_and_record(WHOLE.0, WHOLE.1, false),
+            Overlap { any: true, bytes: 0, by_end: false }
+        );
+    }
+
+    #[test]
+    fn the_newest_n_ranges_are_kept() {
+        let mut seen = Intervals::default();
+        for i in 0..(Intervals::N as u64 + 1) {
+            seen.overlap_and_record(i * 0x10000, i * 0x10000 + 0x1000, false);
+        }
+        // The first range was replaced by the fifth.
+        assert!(!seen.overlap_and_record(0, 0x1000, false).any);
+        assert!(seen.overlap_and_record(0x40000, 0x41000, false).any);
+    }
 }

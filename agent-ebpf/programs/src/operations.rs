@@ -25,7 +25,7 @@ use crate::{
     cgroup::{current_task_mm, load, read},
     layout_field, regs,
     secondary::add_double,
-    threads::{self, overlap_and_record},
+    threads,
 };
 
 /// The brackets each thread opened in its current operation (see `operations`). LRU: a
@@ -64,14 +64,14 @@ pub fn bracket_opened<C: EbpfContext + StackIdContext>(
         && unsafe { (*op).mm } == mm
         && unsafe { (*op).regs_key } == regs_key
     {
-        let (bytes, _) = overlap_and_record(unsafe { &mut (*op).seen }, start, end, false);
-        if bytes > 0 {
-            add_double(ctx, cgroup_id, flags, DoubleKind::OverlappingBrackets, bytes);
+        let o = unsafe { (*op).seen.overlap_and_record(start, end, false) };
+        if o.any {
+            add_double(ctx, cgroup_id, flags, DoubleKind::OverlappingBrackets, o.bytes);
         }
         return;
     }
     let mut seen = Intervals::default();
-    overlap_and_record(&mut seen, start, end, false);
+    seen.overlap_and_record(start, end, false);
     let _ = OPERATIONS.insert(tid, Operation { mm, regs_key, seen }, 0);
 }
 

@@ -10,14 +10,14 @@ use aya_ebpf::{
     maps::PerCpuHashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
-use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Scope, SecondaryKey, StackKind};
+use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Overlap, Scope, SecondaryKey, StackKind};
 
 use crate::{
     cgroup::{load, mm_owner_memcg, read},
     interval, layout_field,
     maps::{LAYOUT, THREADS, per_cpu_entry},
     stacks,
-    threads::{self, overlap_and_record, top},
+    threads::{self, top},
 };
 
 /// Secondary-TLB invalidations per (owner cgroup, scope, context). Size set by the agent.
@@ -116,7 +116,7 @@ fn secondary_call<C: EbpfContext + StackIdContext>(ctx: &C, mm: u64, start: u64,
     let bytes = if scope == Scope::FullMm { 0 } else { end.saturating_sub(start) };
     let ts = THREADS.get_ptr_mut(threads::tid());
     let mut context = Context::Outside;
-    let mut overlap = (0u64, false);
+    let mut overlap = Overlap::default();
     let (mut cgroup_id, mut flags) = (0u64, 0u32);
     if let Some(ts) = ts {
         if let Some(f) = top(ts)
@@ -128,20 +128,20 @@ fn secondary_call<C: EbpfContext + StackIdContext>(ctx: &C, mm: u64, start: u64,
                 (*f).sec_bytes += bytes;
                 cgroup_id = (*f).cgroup_id;
                 flags = (*f).flags;
-                overlap = overlap_and_record(&mut (*f).seen, start, end, false);
+                overlap = (*f).seen.overlap_and_record(start, end, false);
             }
         } else if unsafe { (*ts).gather_mm } == mm {
             context = Context::Gather;
-            overlap = overlap_and_record(unsafe { &mut (*ts).gather_seen }, start, end, false);
+            overlap = unsafe { (*ts).gather_seen.overlap_and_record(start, end, false) };
         }
     }
     if context != Context::Bracket {
         (cgroup_id, flags) = mm_owner_memcg(&l, mm);
     }
     add(SecondaryKey { cgroup_id, flags, scope: scope as u8, context: context as u8, _pad: 0 }, bytes);
-    if overlap.0 > 0 {
-        let kind = if overlap.1 { DoubleKind::EndThenGather } else { DoubleKind::OverlappingSecondaryTlb };
-        add_double(ctx, cgroup_id, flags, kind, overlap.0);
+    if overlap.any {
+        let kind = if overlap.by_end { DoubleKind::EndThenGather } else { DoubleKind::OverlappingSecondaryTlb };
+        add_double(ctx, cgroup_id, flags, kind, overlap.bytes);
     }
 }
 
@@ -167,13 +167,13 @@ fn end_entry<C: EbpfContext + StackIdContext>(ctx: &C, range: u64, only_end: boo
         SecondaryKey { cgroup_id, flags, scope: Scope::Range as u8, context: Context::Bracket as u8, _pad: 0 },
         end.saturating_sub(start),
     );
-    let (in_lock, _) = overlap_and_record(unsafe { &mut (*f).seen }, start, end, true);
-    if in_lock > 0 {
-        add_double(ctx, cgroup_id, flags, DoubleKind::EndAfterInLock, in_lock);
+    let in_lock = unsafe { (*f).seen.overlap_and_record(start, end, true) };
+    if in_lock.any {
+        add_double(ctx, cgroup_id, flags, DoubleKind::EndAfterInLock, in_lock.bytes);
     }
     // A gather flush of this mm after the end would repeat the range.
     if unsafe { (*ts).gather_mm } == mm {
-        let _ = overlap_and_record(unsafe { &mut (*ts).gather_seen }, start, end, true);
+        let _ = unsafe { (*ts).gather_seen.overlap_and_record(start, end, true) };
     }
 }
 
