@@ -121,6 +121,13 @@ impl Btf {
         Ok(total)
     }
 
+    /// Whether `struct name` has member `member` (looking through anonymous members); an error if BTF has no such
+    /// struct.
+    pub fn has_member(&self, name: &str, member: &str) -> Result<bool> {
+        let t = self.named(name, &[KIND_STRUCT]).with_context(|| format!("BTF has no struct {name}"))?;
+        Ok(self.member(t, member).is_some())
+    }
+
     /// A member's byte offset and type id in struct/union `t`, searching anonymous members recursively.
     fn member(&self, t: Type, want: &str) -> Option<(u32, u32)> {
         for i in 0..t.vlen() {
@@ -194,5 +201,7 @@ mod tests {
         let events = btf.enum_values("mmu_notifier_event").unwrap();
         assert!(events.iter().any(|(n, v)| n == "MMU_NOTIFY_UNMAP" && *v == 0), "{events:?}");
         assert!(btf.offset("mmu_notifier_range", &["no_such_member"]).is_err());
+        assert!(btf.has_member("mmu_notifier_ops", "invalidate_range_start").unwrap());
+        assert!(!btf.has_member("mmu_notifier_ops", "no_such_member").unwrap());
     }
 }

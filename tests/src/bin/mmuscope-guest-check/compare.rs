@@ -42,7 +42,7 @@ pub fn scenario(
     // Subscribers are checked in the modes that time callbacks, on the scenarios of INVENTORY_SCENARIOS.
     let hooked = mode == "fentry" || mode == "kprobe";
     let inventory = hooked && INVENTORY_SCENARIOS.contains(&name.as_str());
-    match run(agent, workload, &args, api, hooked, inventory, old_helpers) {
+    match run(agent, workload, &args, api, mode, inventory, old_helpers) {
         Ok(outcome) => outcome.into_record(kernel, mode, &name, args, started.elapsed().as_secs_f64()),
         Err(e) => Record::error(
             kernel,
@@ -72,10 +72,11 @@ fn run(
     workload: &Path,
     args: &[String],
     api: SecondaryTlbApi,
-    hooked: bool,
+    mode: &str,
     check_inventory: bool,
     old_helpers: bool,
 ) -> Result<Outcome> {
+    let hooked = mode == "fentry" || mode == "kprobe";
     let mut problems = Vec::new();
     let reference = reference::KprobeCounter::arm(reference::kvm_callbacks(api))
         .map_err(|e| problems.push(format!("the kprobe reference could not be armed: {e:#}")))
@@ -98,7 +99,10 @@ fn run(
         let listed = subscribers::listed(&agent.scraper, held.pid());
         let truth = held.release()?;
         let listed = listed?;
-        problems.extend(subscribers::inventory_problems(&listed, &truth));
+        match reference::Layout::running() {
+            Ok(layout) => problems.extend(subscribers::inventory_problems(&listed, &truth, layout.ops_change_pte)),
+            Err(e) => problems.push(format!("the inventory's change_pte slot: BTF unreadable: {e:#}")),
+        }
         (truth, listed)
     } else {
         (run_workload(workload, args)?, None)
@@ -121,7 +125,11 @@ fn run(
     {
         problems.push(format!("the workload found kernel API {found:?} in BTF, the tier expects {api:?}"));
     }
-    let Expectations { checks, closed, notes } = families::expectations(&labelled, api, hooked);
+    let mut expectations = families::expectations(&labelled, api, hooked);
+    if mode == "fentry" && reference::Layout::running().is_ok_and(|l| !l.trampoline_struct_args) {
+        families::change_pte_unobservable(&labelled, &mut expectations);
+    }
+    let Expectations { checks, closed, notes } = expectations;
 
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {

@@ -111,6 +111,12 @@ pub struct Layout {
     subscriptions_itree: u32,
     /// `enum mmu_notifier_event` value → the truth's and the agent's name (`MMU_NOTIFY_SOFT_DIRTY` → `soft_dirty`).
     events: BTreeMap<i64, String>,
+    /// Whether `struct mmu_notifier_ops` still has `change_pte` (gone in 6.10): the subscriber inventory must then
+    /// list KVM's (`subscribers`). Read here so that the guest check parses BTF once.
+    pub ops_change_pte: bool,
+    /// Whether BPF trampolines take struct arguments by value (6.1+: `struct btf_func_model` has `arg_flags`); without
+    /// it no fentry program can attach to `__mmu_notifier_change_pte` (its `pte_t`).
+    pub trampoline_struct_args: bool,
 }
 
 impl Layout {
@@ -124,8 +130,14 @@ impl Layout {
                 if let Ok(l) = &layout {
                     println!(
                         "trace reference offsets (BTF): mmu_notifier_range.event +{} .mm +{}, \
-                         mm_struct.notifier_subscriptions +{}, mmu_notifier_subscriptions.list +{} .itree +{}",
-                        l.range_event, l.range_mm, l.mm_subscriptions, l.subscriptions_first, l.subscriptions_itree
+                         mm_struct.notifier_subscriptions +{}, mmu_notifier_subscriptions.list +{} .itree +{}; \
+                         mmu_notifier_ops.change_pte: {}",
+                        l.range_event,
+                        l.range_mm,
+                        l.mm_subscriptions,
+                        l.subscriptions_first,
+                        l.subscriptions_itree,
+                        if l.ops_change_pte { "present" } else { "absent" }
                     );
                 }
                 layout.map_err(|e| format!("{e:#}"))
@@ -147,6 +159,8 @@ impl Layout {
             subscriptions_first: btf.offset("mmu_notifier_subscriptions", &["list", "first"])?,
             subscriptions_itree: btf.offset("mmu_notifier_subscriptions", &["itree", "rb_root", "rb_node"])?,
             events,
+            ops_change_pte: btf.has_member("mmu_notifier_ops", "change_pte")?,
+            trampoline_struct_args: btf.has_member("btf_func_model", "arg_flags")?,
         })
     }
 

@@ -1,7 +1,10 @@
 //! Subscriber checks of one scenario: the inventory while a `--hold` workload keeps its VMs or its pin (one `kvm`
 //! subscription per VM of its truth, one `mmuscope_mirror` for the test module's secondary-TLB subscriber, under its
-//! pid, and the has-pinned flag when it pinned), and the KVM callback histogram (`invalidate_range_start` count = the KVM
-//! start callbacks the truth knows: one per VM per bracket, which is what `kvm_unmap_hva_range` counts).
+//! pid, and the has-pinned flag when it pinned; which of them list a `change_pte` callback: KVM's where the kernel's
+//! `struct mmu_notifier_ops` still has the member — 5.10 and 6.1 virt/kvm/kvm_main.c `kvm_mmu_notifier_ops`
+//! `.change_pte = kvm_mmu_notifier_change_pte`, removed with the member in 6.10 — and the test module's never, its
+//! ops set no `change_pte`), and the KVM callback histogram (`invalidate_range_start` count = the KVM start callbacks
+//! the truth knows: one per VM per bracket, which is what `kvm_unmap_hva_range` counts).
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,6 +28,8 @@ pub struct Listed {
     pub subscriptions: u64,
     /// The has-pinned flag: set for `fork-pinned`, clear for a KVM scenario (a wrong bit number reads another flag).
     pub has_pinned: bool,
+    /// Kinds of the subscriptions that list a `change_pte` callback, sorted (one entry per subscription).
+    pub change_pte: Vec<String>,
 }
 
 /// Polls the API until the pid is listed (or the timeout); `None` if it never was.
@@ -49,7 +54,15 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
             let kinds = e["kinds"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_owned));
             let subscriptions = e["subscriptions"].as_array().map_or(0, |s| s.len() as u64);
             let has_pinned = e["has_pinned"].as_bool().context("has_pinned in /api/v1/subscribers")?;
-            return Ok(Some(Listed { kinds: kinds.collect(), subscriptions, has_pinned }));
+            let mut change_pte: Vec<String> = e["subscriptions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["callbacks"].as_array().into_iter().flatten().any(|c| c["callback"] == "change_pte"))
+                .map(|s| s["kind"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            change_pte.sort();
+            return Ok(Some(Listed { kinds: kinds.collect(), subscriptions, has_pinned, change_pte }));
         }
         if Instant::now() >= deadline {
             return Ok(None);
@@ -58,8 +71,9 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
     }
 }
 
-/// Problems of the inventory against the truth.
-pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth) -> Vec<String> {
+/// Problems of the inventory against the truth; `ops_change_pte`: whether the kernel's `struct mmu_notifier_ops` has
+/// `change_pte` (BTF).
+pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth, ops_change_pte: bool) -> Vec<String> {
     let has_pinned = truth.fork.as_ref().is_some_and(|f| f.pinned_pages > 0);
     // The agent names a subscriber by the module its ops live in: `kvm`, and the test module's secondary-TLB
     // subscriber `mmuscope_mirror`; kinds come sorted.
@@ -72,7 +86,9 @@ pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth) -> Vec<S
         kinds.push(TLB_SUBSCRIBER_KIND.into());
     }
     kinds.sort();
-    let want = Listed { kinds, subscriptions: u64::from(truth.vms) + module, has_pinned };
+    // Each VM's KVM subscription implements `change_pte` where the op exists; the test module's never does.
+    let change_pte = if ops_change_pte { vec!["kvm".to_owned(); truth.vms as usize] } else { Vec::new() };
+    let want = Listed { kinds, subscriptions: u64::from(truth.vms) + module, has_pinned, change_pte };
     match listed {
         None => vec![format!("pid {} never appeared in /api/v1/subscribers", truth.pid)],
         Some(l) if *l != want => {

@@ -25,6 +25,7 @@ mod secondary_tlb;
 use std::collections::BTreeMap;
 
 pub use brackets::{HIST_COUNT, INVALIDATIONS};
+pub use change_pte::unobservable as change_pte_unobservable;
 pub use doubles::DOUBLES;
 use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 pub use secondary_tlb::SECONDARY_TLB;

@@ -1,9 +1,9 @@
 //! `ksm-merge`: N identical pages (each written once: byte 0 = 1, the rest 0) under one KVM VM, `MADV_MERGEABLE`;
 //! ksmd, run fast, merges them into one KSM page; then every page is written once, which breaks its sharing.
 //!
-//! What ksmd does, per the kernel source (6.1 and 6.12 mm/ksm.c; the same steps in both): its first pass over the
-//! region only records each page's checksum (`cmp_and_merge_page` inserts a page into the unstable tree only once
-//! its checksum is unchanged since the last pass). On the second pass the first page goes into the unstable tree;
+//! What ksmd does, per the kernel source (5.10, 6.1 and 6.12 mm/ksm.c; the same steps in all three): its first pass
+//! over the region only records each page's checksum (`cmp_and_merge_page` inserts a page into the unstable tree only
+//! once its checksum is unchanged since the last pass). On the second pass the first page goes into the unstable tree;
 //! the second finds it there: `try_to_merge_two_pages` write-protects the second page, which becomes the KSM page
 //! (`try_to_merge_one_page(…, kpage = NULL)` → `write_protect_page`), then write-protects the first and maps the
 //! KSM page in its place (`write_protect_page` + `replace_page`). Every later page finds the KSM page in the stable
@@ -14,11 +14,12 @@
 //! that did not succeed in the end, and the exact comparison any other.
 //!
 //! Each write after the merge faults on a write-protected KSM page, which is never reused: `do_wp_page` →
-//! `wp_page_copy` opens one `MMU_NOTIFY_CLEAR` bracket and maps a private copy (`cause="page_fault"`): N brackets.
+//! `wp_page_copy` opens one `MMU_NOTIFY_CLEAR` bracket and maps a private copy (`cause="page_fault"`): N brackets
+//! (5.10 mm/memory.c `do_wp_page`: `PageKsm(page)` → `goto copy`).
 //!
-//! `change_pte`, where the kernel has it (6.1; removed in 2024): `set_pte_at_notify` in `write_protect_page` (the PTE
-//! was writable and dirty), in `replace_page` and in `wp_page_copy`, each inside its bracket: 3N − 1, all in the
-//! `bracket` context.
+//! `change_pte`, where the kernel has it (5.10, 6.1; removed in 6.10): `set_pte_at_notify` in `write_protect_page`
+//! (the PTE was writable and dirty), in `replace_page` and in `wp_page_copy`, each inside its bracket: 3N − 1, all in
+//! the `bracket` context (5.10 and 6.1 alike).
 //!
 //! Truth from the process's own view: before the merge every page has its own PFN (`/proc/self/pagemap`); the merge
 //! is complete when all N map one PFN; `/sys/kernel/mm/ksm/pages_shared` and `pages_sharing` grew by 1 and N − 1
