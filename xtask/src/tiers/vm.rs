@@ -6,10 +6,10 @@
 //! exactly: every family the truth describes for the kernel's secondary-TLB generation (brackets
 //! and histogram counts by event, secondary-TLB invalidations by context/scope, double
 //! notifications and redundant bytes by kind, avoided doubles, fork copies, cross-cgroup
-//! invalidations, interval-notifier collisions). Every kernel runs every scenario ([`FULL`]; `swap-out` swaps to
-//! zram) but 5.10, which lacks the triggers of `thp-split` and `cross-cgroup` ([`BULLSEYE`]); 6.1 and 6.12 (Debian
-//! 12's build) also run the test module's ([`MODULE`]: the HMM mirror and the secondary-TLB subscriber, built for
-//! the kernel, see `vm::kmod`).
+//! invalidations, interval-notifier collisions). The kernels and their scenarios are listed in [`matrix`]: every
+//! kernel runs every scenario ([`FULL`]; `swap-out` swaps to zram) but 5.10, which lacks the triggers of
+//! `thp-split` and `cross-cgroup`; 6.1 and 6.12 (Debian 12's build) also run the test module's ([`MODULE`]: the HMM
+//! mirror and the secondary-TLB subscriber, built for the kernel, see `vm::kmod`).
 //! In CI every kernel and scenario listed must run: one left out (not offered, module not built, kernel not
 //! fetched) fails the tier. The tier prints expected vs
 //! observed per kernel × mode × scenario × series, writes `target/vm/results.json` (the README's tested-kernels
@@ -32,6 +32,7 @@
 //! `MMUSCOPE_VM_*` overrides writes `target/vm/results-custom.json` instead, so the README table
 //! only ever shows the full matrix.
 
+mod matrix;
 mod pool;
 
 use std::{
@@ -43,6 +44,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use self::matrix::{FULL, KERNELS, MODES, MODULE};
 use super::{Context, Outcome};
 use crate::{
     progress,
@@ -58,92 +60,6 @@ use crate::{
     workspace::{Profile, Workspace},
 };
 
-/// The matrix: kernel request, whether it must be there (sid is best effort, except in CI where
-/// every kernel listed must be), and its scenarios.
-/// 6.1 and 6.12 are the two secondary-TLB generations the truths describe (source lines in each
-/// scenario's module); 5.10 the oldest supported generation, sid the newest layout, each with the truths keyed by
-/// what its BTF has.
-/// The last field: whether the test module's scenarios ([`MODULE`]: [`MIRROR`] and [`SECTLB`]) run there too. They
-/// need the module built against the kernel's headers with this host's gcc-12: Debian 12's own 6.1 and its build of
-/// 6.12 (the `linux-image-6.12-amd64` metapackage, gcc-12), which is the matrix's 6.12 so that the module's
-/// scenarios run on a 6.6+ kernel too. Trixie's build of the same 6.12 (the series `6.12`: gcc-14, kbuild tools that
-/// need glibc 2.38) and sid's cannot build it. A listed scenario whose module does not build is left out only
-/// outside CI; in CI it fails the tier.
-const KERNELS: &[(&str, bool, &[&str], bool)] = &[
-    ("5.10", true, BULLSEYE, false),
-    ("6.1", true, FULL, true),
-    ("linux-image-6.12-amd64", true, FULL, true),
-    ("sid", false, FULL, false),
-];
-const MODES: &[&str] = &["fentry", "kprobe"];
-/// Workload command lines; a scenario the workload binary does not offer is left out (and said so;
-/// in CI that fails the tier).
-/// Counts are modest: each figure is exact whatever N is, and TCG is slow.
-const BASIC: &[&str] =
-    &["kvm-madvise --iterations 200", "kvm-munmap --iterations 200", "kvm-mprotect --iterations 100"];
-/// 5.10 (Debian bullseye), the oldest generation tested: fork's pinned-page test reads `mm->has_pinned` there (5.9–5.12)
-/// instead of `MMF_HAS_PINNED`. Every scenario of [`FULL`] but two whose trigger 5.10 lacks: `thp-split` (5.10's
-/// debugfs `split_huge_pages` takes only `1` and splits every THP of the system, mm/huge_memory.c
-/// `split_huge_pages_set`; the `<pid>,<start>,<end>` form came in 5.13) and `cross-cgroup` (`MADV_COLLAPSE` came in
-/// 6.1: `process_madvise` answers EINVAL). The hugetlb pair runs with its pre-5.13 truth (fork shares pinned huge
-/// pages: 0 copies); in kprobe mode `kvm-madvise`'s invalidation stacks end at the bracket hook's own kretprobe
-/// trampoline (the guest check's `stacks` models it); in fentry mode `change_pte` cannot attach (no struct
-/// arguments in trampolines before 6.1), and `ksm-merge` expects it to count nothing.
-const BULLSEYE: &[&str] = &[
-    BASIC[0],
-    BASIC[1],
-    BASIC[2],
-    FULL[3],
-    THP_SPLITS[1],
-    FORK[0],
-    FULL[7],
-    FORK[1],
-    HUGETLB[0],
-    HUGETLB[1],
-    FULL[12],
-    FULL[13],
-    KSM,
-];
-/// Fork copies of pinned small pages, and the unpinned control.
-const FORK: &[&str] = &["fork-pinned --pages 64", "fork-unpinned --pages 64"];
-/// Fork copies of pinned hugetlb pages, and the unpinned control.
-const HUGETLB: &[&str] = &["fork-pinned-hugetlb --huge-pages 4", "fork-unpinned-hugetlb --huge-pages 4"];
-/// `split_huge_page` and reclaim's split of a PMD-mapped THP.
-const THP_SPLITS: &[&str] = &["thp-split --iterations 4", "thp-swap-out --thps 2 --zram-mib 64"];
-/// Every scenario with ground truth (`swap-out` swaps to a zram device the workload creates: the
-/// kernel cache holds the zram modules, `vm::kernels::TOP_MODULES`).
-const FULL: &[&str] = &[
-    "kvm-madvise --iterations 200",
-    "kvm-munmap --iterations 200",
-    "kvm-mprotect --iterations 100",
-    "thp-partial-munmap --iterations 4",
-    THP_SPLITS[0],
-    THP_SPLITS[1],
-    FORK[0],
-    "fork-pinned-thp",
-    FORK[1],
-    HUGETLB[0],
-    HUGETLB[1],
-    "cross-cgroup --regions 2",
-    "multi-vm --iterations 100 --vms 2",
-    "swap-out --pages 256 --zram-mib 64",
-    KSM,
-];
-/// KSM merges and their COW breaks (with `change_pte` where the kernel has it).
-const KSM: &str = "ksm-merge --pages 32";
-/// The scenarios of the HMM mirror test module (see `vm::kmod`).
-const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
-/// Every scenario that needs the test module.
-const MODULE: &[&str] = &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4]];
-/// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
-/// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
-const SECTLB: &[&str] = &[
-    "kvm-madvise --iterations 50 --subscriber sectlb",
-    "kvm-munmap --iterations 50 --subscriber sectlb",
-    "kvm-mprotect --iterations 25 --subscriber sectlb",
-    "thp-partial-munmap --iterations 4 --subscriber sectlb",
-    "swap-out --pages 256 --zram-mib 64 --subscriber sectlb",
-];
 /// The first generation whose secondary-TLB hook is `arch_invalidate_secondary_tlbs`.
 const SECONDARY_TLBS_SINCE: Series = Series { major: 6, minor: 6 };
 /// The series that brought `bpf_task_pt_regs` and `bpf_get_func_ip` in kprobes: before it the agent reads causes
@@ -520,20 +436,16 @@ fn say(message: impl std::fmt::Display) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        matrix::{MIRROR, SECTLB},
+        *,
+    };
 
     #[test]
     fn clap_subcommands() {
         let help = "Drive …\n\nUsage: w <COMMAND>\n\nCommands:\n  kvm-madvise     One KVM VM\n  \
                     cleanup-cgroup  Remove\n  help            Print this\n\nOptions:\n  -h, --help  Print help\n";
         assert_eq!(subcommands(help), ["kvm-madvise", "cleanup-cgroup", "help"]);
-    }
-
-    #[test]
-    fn bullseye_is_full_but_two() {
-        let left_out = [THP_SPLITS[0], "cross-cgroup --regions 2"];
-        let want: Vec<&str> = FULL.iter().copied().filter(|s| !left_out.contains(s)).collect();
-        assert_eq!(BULLSEYE, want.as_slice());
     }
 
     #[test]

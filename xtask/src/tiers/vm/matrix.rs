@@ -1,0 +1,101 @@
+//! The kernel matrix of the `vm` tier: which kernels it boots, in which modes, and which workload scenarios each
+//! runs (command lines of `mmuscope-workload`). A scenario or a kernel is added here; `super` runs them.
+
+/// The matrix: kernel request, whether it must be there (sid is best effort, except in CI where
+/// every kernel listed must be), and its scenarios.
+/// 6.1 and 6.12 are the two secondary-TLB generations the truths describe (source lines in each
+/// scenario's module); 5.10 the oldest supported generation, sid the newest layout, each with the truths keyed by
+/// what its BTF has.
+/// The last field: whether the test module's scenarios ([`MODULE`]: [`MIRROR`] and [`SECTLB`]) run there too. They
+/// need the module built against the kernel's headers with this host's gcc-12: Debian 12's own 6.1 and its build of
+/// 6.12 (the `linux-image-6.12-amd64` metapackage, gcc-12), which is the matrix's 6.12 so that the module's
+/// scenarios run on a 6.6+ kernel too. Trixie's build of the same 6.12 (the series `6.12`: gcc-14, kbuild tools that
+/// need glibc 2.38) and sid's cannot build it. A listed scenario whose module does not build is left out only
+/// outside CI; in CI it fails the tier.
+pub(super) const KERNELS: &[(&str, bool, &[&str], bool)] = &[
+    ("5.10", true, BULLSEYE, false),
+    ("6.1", true, FULL, true),
+    ("linux-image-6.12-amd64", true, FULL, true),
+    ("sid", false, FULL, false),
+];
+pub(super) const MODES: &[&str] = &["fentry", "kprobe"];
+/// Workload command lines; a scenario the workload binary does not offer is left out (and said so;
+/// in CI that fails the tier).
+/// Counts are modest: each figure is exact whatever N is, and TCG is slow.
+const BASIC: &[&str] =
+    &["kvm-madvise --iterations 200", "kvm-munmap --iterations 200", "kvm-mprotect --iterations 100"];
+/// 5.10 (Debian bullseye), the oldest generation tested: fork's pinned-page test reads `mm->has_pinned` there (5.9–5.12)
+/// instead of `MMF_HAS_PINNED`. Every scenario of [`FULL`] but two whose trigger 5.10 lacks: `thp-split` (5.10's
+/// debugfs `split_huge_pages` takes only `1` and splits every THP of the system, mm/huge_memory.c
+/// `split_huge_pages_set`; the `<pid>,<start>,<end>` form came in 5.13) and `cross-cgroup` (`MADV_COLLAPSE` came in
+/// 6.1: `process_madvise` answers EINVAL). The hugetlb pair runs with its pre-5.13 truth (fork shares pinned huge
+/// pages: 0 copies); in kprobe mode `kvm-madvise`'s invalidation stacks end at the bracket hook's own kretprobe
+/// trampoline (the guest check's `stacks` models it); in fentry mode `change_pte` cannot attach (no struct
+/// arguments in trampolines before 6.1), and `ksm-merge` expects it to count nothing.
+const BULLSEYE: &[&str] = &[
+    BASIC[0],
+    BASIC[1],
+    BASIC[2],
+    FULL[3],
+    THP_SPLITS[1],
+    FORK[0],
+    FULL[7],
+    FORK[1],
+    HUGETLB[0],
+    HUGETLB[1],
+    FULL[12],
+    FULL[13],
+    KSM,
+];
+/// Fork copies of pinned small pages, and the unpinned control.
+const FORK: &[&str] = &["fork-pinned --pages 64", "fork-unpinned --pages 64"];
+/// Fork copies of pinned hugetlb pages, and the unpinned control.
+const HUGETLB: &[&str] = &["fork-pinned-hugetlb --huge-pages 4", "fork-unpinned-hugetlb --huge-pages 4"];
+/// `split_huge_page` and reclaim's split of a PMD-mapped THP.
+const THP_SPLITS: &[&str] = &["thp-split --iterations 4", "thp-swap-out --thps 2 --zram-mib 64"];
+/// Every scenario with ground truth (`swap-out` swaps to a zram device the workload creates: the
+/// kernel cache holds the zram modules, `vm::kernels::TOP_MODULES`).
+pub(super) const FULL: &[&str] = &[
+    "kvm-madvise --iterations 200",
+    "kvm-munmap --iterations 200",
+    "kvm-mprotect --iterations 100",
+    "thp-partial-munmap --iterations 4",
+    THP_SPLITS[0],
+    THP_SPLITS[1],
+    FORK[0],
+    "fork-pinned-thp",
+    FORK[1],
+    HUGETLB[0],
+    HUGETLB[1],
+    "cross-cgroup --regions 2",
+    "multi-vm --iterations 100 --vms 2",
+    "swap-out --pages 256 --zram-mib 64",
+    KSM,
+];
+/// KSM merges and their COW breaks (with `change_pte` where the kernel has it).
+const KSM: &str = "ksm-merge --pages 32";
+/// The scenarios of the HMM mirror test module (see `vm::kmod`).
+pub(super) const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
+/// Every scenario that needs the test module.
+pub(super) const MODULE: &[&str] = &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4]];
+/// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
+/// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
+pub(super) const SECTLB: &[&str] = &[
+    "kvm-madvise --iterations 50 --subscriber sectlb",
+    "kvm-munmap --iterations 50 --subscriber sectlb",
+    "kvm-mprotect --iterations 25 --subscriber sectlb",
+    "thp-partial-munmap --iterations 4 --subscriber sectlb",
+    "swap-out --pages 256 --zram-mib 64 --subscriber sectlb",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bullseye_is_full_but_two() {
+        let left_out = [THP_SPLITS[0], "cross-cgroup --regions 2"];
+        let want: Vec<&str> = FULL.iter().copied().filter(|s| !left_out.contains(s)).collect();
+        assert_eq!(BULLSEYE, want.as_slice());
+    }
+}
