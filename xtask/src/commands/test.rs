@@ -40,12 +40,8 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
     setup::setup(ws, &groups, Mode::Install)?;
 
     let build_ok = !selected.iter().any(|t| t.needs_build) || build(ws);
-    // After the debug build (which compiles the shared dependencies' build scripts and the eBPF object first).
-    let release = if build_ok && selected.iter().any(|t| t.needs_release_agent) {
-        ReleaseAgent::start_in_background(ws)
-    } else {
-        ReleaseAgent::not_started()
-    };
+    let release = ReleaseAgent::not_started();
+    let wants_release = build_ok && selected.iter().any(|t| t.needs_release_agent);
     let ctx = Context { ws, release: &release, ci: mmuscope_ci::in_ci() };
     let mut rows = Vec::new();
     let mut stopped = false;
@@ -53,6 +49,9 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         if stopped {
             rows.push(Row { tier: tier.name, verdict: Verdict::NotRun, elapsed: Duration::ZERO });
             continue;
+        }
+        if wants_release && tier.idle_cpu {
+            release.start_in_background(ws);
         }
         println!("==> tier {}", tier.name);
         let start = Instant::now();

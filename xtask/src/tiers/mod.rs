@@ -29,6 +29,9 @@ pub struct Tier {
     pub needs_build: bool,
     /// Whether it runs the agent's release build ([`release::ReleaseAgent`]).
     pub needs_release_agent: bool,
+    /// Whether its tests mostly wait (agents starting, workloads, sleeps) and compile little: the release build runs
+    /// in the background beside the first such tier ([`release`]).
+    pub idle_cpu: bool,
     pub run: fn(&Context) -> Result<Outcome>,
 }
 
@@ -39,6 +42,7 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::EbpfLint],
         needs_build: false,
         needs_release_agent: false,
+        idle_cpu: false,
         run: lint::run,
     },
     Tier {
@@ -47,6 +51,7 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild],
         needs_build: false,
         needs_release_agent: false,
+        idle_cpu: false,
         run: unit::run,
     },
     Tier {
@@ -55,6 +60,7 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Bench],
         needs_build: true,
         needs_release_agent: false,
+        idle_cpu: true,
         run: host::run,
     },
     Tier {
@@ -63,6 +69,7 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Eco],
         needs_build: true,
         needs_release_agent: false,
+        idle_cpu: true,
         run: eco::run,
     },
     Tier {
@@ -71,6 +78,7 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::Vm],
         needs_build: true,
         needs_release_agent: true,
+        idle_cpu: false,
         run: vm::run,
     },
     Tier {
@@ -79,6 +87,7 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Eco, Group::Vm, Group::Ship],
         needs_build: true,
         needs_release_agent: true,
+        idle_cpu: false,
         run: ship::run,
     },
     Tier {
@@ -87,6 +96,7 @@ pub const TIERS: &[Tier] = &[
         groups: &[Group::EbpfBuild, Group::TestTools, Group::Vm, Group::Ship],
         needs_build: true,
         needs_release_agent: true,
+        idle_cpu: false,
         run: fleet::run,
     },
 ];

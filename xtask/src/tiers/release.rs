@@ -1,9 +1,11 @@
 //! The agent's release build (`cargo build --release -p mmuscope`), which the `vm`, `ship` and `fleet` tiers run and
-//! package. `cargo xtask test` starts it in the background right after the debug build when one of those tiers is
-//! selected, at a low CPU priority ([`NICE`]): it then takes the CPU time the earlier tiers leave idle (their tests
-//! wait on agents, workloads and sleeps) without slowing them down, and its output goes to a log file instead of
-//! mixing with theirs. The first tier that needs the binary waits for it; a later one gets the same answer. Without a
-//! background start, the first tier that needs it builds it in the foreground.
+//! package. `cargo xtask test` starts it in the background, at a low CPU priority ([`NICE`]), just before the first
+//! selected tier whose tests mostly wait (`Tier::idle_cpu`: agents starting, workloads, sleeps; they compile little),
+//! so that it takes the CPU they leave idle; its output goes to a log file instead of mixing with theirs. Started
+//! right after the debug build instead, it slowed `lint` and `unit` by 143 s in one CI (both compile, and `unit`'s
+//! builds of the agent wait on the eBPF object's build directory, which the release build held at nice 10) and
+//! saved 130 s in `vm`. The first tier that needs the binary waits for it; a later one gets the same answer. Without
+//! a background start, the first tier that needs it builds it in the foreground.
 
 use std::{
     fs::{self, File},
@@ -41,8 +43,16 @@ impl ReleaseAgent {
         Self { state: Mutex::new(State::NotStarted) }
     }
 
-    /// Starts the build in a background thread at nice [`NICE`], its output in `target/xtask/release-build.log`.
-    pub fn start_in_background(ws: &Workspace) -> Self {
+    /// Starts the build in a background thread at nice [`NICE`], its output in `target/xtask/release-build.log`,
+    /// unless it was started or done already.
+    pub fn start_in_background(&self, ws: &Workspace) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*state, State::NotStarted) {
+            *state = Self::spawn(ws);
+        }
+    }
+
+    fn spawn(ws: &Workspace) -> State {
         let log = ws.target_dir().join("xtask/release-build.log");
         let mut cmd = command(ws);
         let line = process::describe(&cmd);
@@ -70,7 +80,7 @@ impl ReleaseAgent {
                 Ok(())
             })
         };
-        Self { state: Mutex::new(State::Building { handle, log, started: Instant::now() }) }
+        State::Building { handle, log, started: Instant::now() }
     }
 
     /// The built binary: waits for the background build, or builds it now if none was started.
