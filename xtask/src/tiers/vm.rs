@@ -468,6 +468,7 @@ mod tests {
                 suite: String::new(),
                 archive: String::new(),
                 modules: vec![],
+                optional_modules: vec![],
                 top_modules: vec![],
                 rootfs_modules: vec![],
                 fetched_at: 0,
