@@ -39,9 +39,11 @@ use crate::workspace::Workspace;
 pub const TOP_MODULES: &[&str] = &["kvm_amd", "zram"];
 /// Modules the guest also loads where the kernel has them, after [`TOP_MODULES`]: soft-RoCE (`rdma_rxe`, with
 /// `ib_core` and friends), its user-space interface (`ib_uverbs`: `/dev/infiniband/uverbs*` for libibverbs) and
-/// `dummy` (the netdev the `rdma-odp` scenario puts an rxe link on). A kernel without one of them keeps the rest;
-/// the scenario then fails by itself, saying what it lacks.
-pub const OPTIONAL_MODULES: &[&str] = &["rdma_rxe", "ib_uverbs", "dummy"];
+/// `dummy` (the netdev the `rdma-odp` scenario puts an rxe link on), and `crc32_generic`: before 6.15 or so rxe
+/// takes its ICRC from the crypto API (`crypto_alloc_shash("crc32")` when a link is added), which a guest without
+/// `modprobe` cannot load on demand (the link add then fails with ENOENT: "failed to allocate crc algorithm"). A
+/// kernel without one of them keeps the rest; the scenario then fails by itself, saying what it lacks.
+pub const OPTIONAL_MODULES: &[&str] = &["crc32_generic", "rdma_rxe", "ib_uverbs", "dummy"];
 /// The modules a booted Debian system under QEMU needs from its kernel (with their dependency closures):
 /// `virtio_pci`, `virtio_blk` and `ext4` to mount its root disk, `virtio_net` for user-mode networking, and
 /// what [`TOP_MODULES`] names. Debian builds all of them as modules (6.12 has `virtio_pci` built in).
