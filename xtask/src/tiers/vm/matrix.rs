@@ -13,7 +13,7 @@
 /// kbuild tools that need glibc 2.38) and sid's cannot build it. [`RDMA`] needs soft-RoCE with On-Demand Paging,
 /// which rxe gained in 6.14 (commit d03fb5c6599e "RDMA/rxe: Allow registering MRs for On-Demand Paging", posted
 /// 2024-12-20, and the patches after it: `drivers/infiniband/sw/rxe/rxe_odp.c`): of this matrix only sid (7.2) has
-/// it; the rxe of 5.10, 6.1 and 6.12 has no ODP. A listed scenario whose module or tools cannot be made is left out
+/// it; the rxe of 5.10, 6.1 and 6.12 has no ODP (in their guests the verbs helper reads ODP capabilities 0). A listed scenario whose module or tools cannot be made is left out
 /// only outside CI; in CI it fails the tier.
 pub(super) const KERNELS: &[(&str, bool, &[&str], &[&str])] = &[
     ("5.10", true, BULLSEYE, &[]),
