@@ -39,7 +39,8 @@ pub use outcomes::{
 };
 pub use params::{
     CrossCgroupParams, ForkParams, HugetlbForkParams, KsmMergeParams, KvmMprotectParams, KvmMunmapParams,
-    MirrorCollideParams, MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
+    MirrorCollideParams, MultiVmParams, RdmaOdpParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams,
+    ThpSwapOutParams,
 };
 
 use std::collections::BTreeMap;
@@ -106,6 +107,7 @@ pub enum ScenarioParams {
     MultiVm(MultiVmParams),
     SwapOut(SwapOutParams),
     MirrorCollide(MirrorCollideParams),
+    RdmaOdp(RdmaOdpParams),
     KsmMerge(KsmMergeParams),
 }
 
@@ -127,6 +129,7 @@ impl ScenarioParams {
             Self::MultiVm(_) => "multi-vm",
             Self::SwapOut(_) => "swap-out",
             Self::MirrorCollide(_) => "mirror-collide",
+            Self::RdmaOdp(_) => "rdma-odp",
             Self::KsmMerge(_) => "ksm-merge",
         }
     }

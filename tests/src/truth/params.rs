@@ -105,6 +105,17 @@ pub struct MirrorCollideParams {
     pub interval_bytes: u64,
 }
 
+/// `rdma-odp`: an rxe On-Demand Paging memory region (an interval notifier) and its invalidations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RdmaOdpParams {
+    pub rounds: u64,
+    /// Bytes of the ODP region (the interval).
+    pub region_bytes: u64,
+    /// RDMA WRITE and READ operations (one packet each) that went through the ODP region.
+    pub rdma_writes: u64,
+    pub rdma_reads: u64,
+}
+
 /// `ksm-merge`: identical pages under a KVM notifier merged by ksmd into one KSM page, then each written once (its
 /// sharing broken by a copy on write).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -76,6 +76,9 @@ pub const PACKAGES: &[Package] = &[
     pkg("zstd", Group::Vm, "decompresses zstd kernel images (6.12+) for `cargo xtask vm btf`"),
     pkg("gcc", Group::Vm, "kbuild compiles the HMM mirror test module (tests/kmod/) against each guest kernel's headers package"),
     pkg("make", Group::Vm, "runs kbuild for that module (headers unpacked with dpkg -x, never installed)"),
+    pkg("libibverbs-dev", Group::Vm, "headers and libibverbs for the rdma-odp scenario's verbs helper (tests/rdma/), built with gcc"),
+    pkg("ibverbs-providers", Group::Vm, "librxe, the soft-RoCE provider libibverbs dlopens, copied into the guest with its rxe.driver file"),
+    pkg("iproute2", Group::Vm, "`rdma link add` puts a soft-RoCE link on the guest's dummy netdev (rdma-odp)"),
     pkg("e2fsprogs", Group::Vm, "mkfs.ext4 -d packs the fleet tier's root filesystems and data disks without mounting them"),
     // eco: the ecosystem tier (Prometheus and promtool come from test-tools' `prometheus`).
     pkg("curl", Group::Eco, "the real HTTP client of the TLS and basic-auth checks"),

@@ -306,27 +306,44 @@ fn run_one(ws: &Workspace, boot: &Boot, agent_args: &[String], side_by_side: boo
     run
 }
 
-/// The test modules the scenarios of `kernel` need, built for it (`vm::kmod`): the HMM mirror module for the
-/// `mirror-*` scenarios, at [`MIRROR_MODULE`] in the guest. A kernel whose headers cannot build it here loses those
-/// scenarios only, said on the progress output and in each run's notes.
+/// The test modules and tools the scenarios of `kernel` need: the HMM mirror module built for it (`vm::kmod`) for
+/// the `mirror-*` scenarios, at [`MIRROR_MODULE`] in the guest; the verbs helper and rdma-core's user space
+/// (`vm::rdma`) for `rdma-*`. Scenarios whose files cannot be made here are left out, said on the progress output
+/// and in each run's notes.
 fn module_files(ws: &Workspace, kernel: &CachedKernel, scenarios: &mut Vec<String>) -> (Vec<GuestFile>, Vec<String>) {
-    if !scenarios.iter().any(|s| needs_mirror(s)) {
-        return (Vec::new(), Vec::new());
-    }
-    match vm::kmod::build(ws, kernel, vm::kmod::MIRROR) {
-        Ok(ko) => (vec![GuestFile { host: ko, guest: PathBuf::from(MIRROR_MODULE) }], Vec::new()),
-        Err(why) => {
-            let left_out: Vec<String> = scenarios.iter().filter(|s| needs_mirror(s)).cloned().collect();
-            scenarios.retain(|s| !needs_mirror(s));
-            let note = format!(
-                "test module (HMM mirror, secondary-TLB subscriber) not built for {}: {why}; left out: {}",
-                kernel.meta.release,
-                left_out.join("; ")
-            );
-            say(format!("SKIPPED {note}"));
-            (Vec::new(), vec![note])
+    let (mut files, mut notes) = (Vec::new(), Vec::new());
+    let mut leave_out = |scenarios: &mut Vec<String>, needs: fn(&str) -> bool, what: &str| {
+        let left_out: Vec<String> = scenarios.iter().filter(|s| needs(s)).cloned().collect();
+        scenarios.retain(|s| !needs(s));
+        let note = format!("{what}; left out: {}", left_out.join("; "));
+        say(format!("SKIPPED {note}"));
+        notes.push(note);
+    };
+    if scenarios.iter().any(|s| needs_mirror(s)) {
+        match vm::kmod::build(ws, kernel, vm::kmod::MIRROR) {
+            Ok(ko) => files.push(GuestFile { host: ko, guest: PathBuf::from(MIRROR_MODULE) }),
+            Err(why) => leave_out(
+                scenarios,
+                needs_mirror,
+                &format!(
+                    "test module (HMM mirror, secondary-TLB subscriber) not built for {}: {why}",
+                    kernel.meta.release
+                ),
+            ),
         }
     }
+    if scenarios.iter().any(|s| needs_rdma(s)) {
+        match vm::rdma::guest_files(ws) {
+            Ok(f) => files.extend(f),
+            Err(why) => leave_out(scenarios, needs_rdma, &format!("rdma-core user space for the guest: {why:#}")),
+        }
+    }
+    (files, notes)
+}
+
+/// Whether a scenario command line drives RDMA verbs (soft-RoCE in the guest).
+fn needs_rdma(scenario: &str) -> bool {
+    scenario.split_whitespace().next().is_some_and(|name| name.starts_with("rdma-"))
 }
 
 /// Whether a scenario command line drives the test module (the HMM mirror or the secondary-TLB subscriber).
@@ -399,8 +416,8 @@ fn offered_scenarios(workload: &std::path::Path) -> Result<Vec<String>> {
 /// `MMUSCOPE_VM_SCENARIOS`, that the workload binary offers, and those it does not (left out here;
 /// a failure of the tier in CI).
 fn scenarios_for(name: &str, offered: &[String]) -> Result<(Vec<String>, Vec<String>)> {
-    let (listed, mirror) = KERNELS.iter().find(|(k, ..)| *k == name).map_or((FULL, true), |(_, _, s, m)| (*s, *m));
-    let listed = listed.iter().chain(if mirror { MODULE } else { &[] });
+    let (listed, extra) = KERNELS.iter().find(|(k, ..)| *k == name).map_or((FULL, MODULE), |(_, _, s, e)| (*s, *e));
+    let listed = listed.iter().chain(extra);
     let wanted = list_from_env("MMUSCOPE_VM_SCENARIOS", ';').unwrap_or_else(|| listed.map(|s| s.to_string()).collect());
     let (available, missing): (Vec<String>, Vec<String>) = wanted
         .into_iter()
@@ -437,7 +454,7 @@ fn say(message: impl std::fmt::Display) {
 #[cfg(test)]
 mod tests {
     use super::{
-        matrix::{MIRROR, SECTLB},
+        matrix::{MIRROR, RDMA, SECTLB},
         *,
     };
 
@@ -457,6 +474,18 @@ mod tests {
     }
 
     #[test]
+    fn rdma_scenarios_run_where_rxe_has_odp() {
+        assert!(RDMA.iter().all(|s| needs_rdma(s) && !needs_mirror(s)));
+        assert!(!needs_rdma(MIRROR[0]));
+        // rxe's ODP came in 6.14: of the matrix, only sid lists the RDMA scenarios.
+        let offered: Vec<String> = RDMA.iter().map(|s| s.split_whitespace().next().unwrap().to_string()).collect();
+        for (kernel, ..) in KERNELS {
+            let runs = scenarios_for(kernel, &offered).is_ok_and(|(s, _)| s.iter().any(|s| needs_rdma(s)));
+            assert_eq!(runs, *kernel == "sid", "{kernel}");
+        }
+    }
+
+    #[test]
     fn generations_by_series() {
         let k = |series: &str| CachedKernel {
             dir: PathBuf::new(),
@@ -468,6 +497,7 @@ mod tests {
                 suite: String::new(),
                 archive: String::new(),
                 modules: vec![],
+                optional_modules: vec![],
                 top_modules: vec![],
                 rootfs_modules: vec![],
                 fetched_at: 0,

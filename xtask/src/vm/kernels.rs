@@ -37,6 +37,13 @@ use crate::workspace::Workspace;
 /// guest `/dev/kvm`; `zram` a swap device for the `swap-out` scenario (Debian builds both as
 /// modules).
 pub const TOP_MODULES: &[&str] = &["kvm_amd", "zram"];
+/// Modules the guest also loads where the kernel has them, after [`TOP_MODULES`]: soft-RoCE (`rdma_rxe`, with
+/// `ib_core` and friends), its user-space interface (`ib_uverbs`: `/dev/infiniband/uverbs*` for libibverbs) and
+/// `dummy` (the netdev the `rdma-odp` scenario puts an rxe link on), and `crc32_generic`: before 6.15 or so rxe
+/// takes its ICRC from the crypto API (`crypto_alloc_shash("crc32")` when a link is added), which a guest without
+/// `modprobe` cannot load on demand (the link add then fails with ENOENT: "failed to allocate crc algorithm"). A
+/// kernel without one of them keeps the rest; the scenario then fails by itself, saying what it lacks.
+pub const OPTIONAL_MODULES: &[&str] = &["crc32_generic", "rdma_rxe", "ib_uverbs", "dummy"];
 /// The modules a booted Debian system under QEMU needs from its kernel (with their dependency closures):
 /// `virtio_pci`, `virtio_blk` and `ext4` to mount its root disk, `virtio_net` for user-mode networking, and
 /// what [`TOP_MODULES`] names. Debian builds all of them as modules (6.12 has `virtio_pci` built in).
@@ -62,6 +69,9 @@ pub struct KernelMeta {
     /// grew: those hold only `kvm_amd`'s).
     #[serde(default = "kvm_only")]
     pub top_modules: Vec<String>,
+    /// The [`OPTIONAL_MODULES`] looked for when the entry was made (absent in older entries), whether found or not.
+    #[serde(default)]
+    pub optional_modules: Vec<String>,
     /// The [`ROOTFS_MODULES`] whose closures `rootfs/lib/modules/<release>/` holds (absent in older entries).
     #[serde(default)]
     pub rootfs_modules: Vec<String>,
@@ -92,6 +102,7 @@ impl CachedKernel {
     /// Whether the entry holds the closure of every module in [`TOP_MODULES`] and [`ROOTFS_MODULES`].
     pub fn complete(&self) -> bool {
         TOP_MODULES.iter().all(|m| self.meta.top_modules.iter().any(|t| t == m))
+            && OPTIONAL_MODULES.iter().all(|m| self.meta.optional_modules.iter().any(|t| t == m))
             && ROOTFS_MODULES.iter().all(|m| self.meta.rootfs_modules.iter().any(|t| t == m))
     }
 
@@ -175,7 +186,7 @@ pub fn fetch(ws: &Workspace, request: &Request, refresh: bool) -> Result<CachedK
             "{} is cached with the modules of {} only; fetching it again for {}",
             resolved.release,
             k.meta.top_modules.iter().chain(&k.meta.rootfs_modules).cloned().collect::<Vec<_>>().join(", "),
-            TOP_MODULES.iter().chain(ROOTFS_MODULES).copied().collect::<Vec<_>>().join(", ")
+            TOP_MODULES.iter().chain(OPTIONAL_MODULES).chain(ROOTFS_MODULES).copied().collect::<Vec<_>>().join(", ")
         )),
         None => {}
     }
@@ -210,7 +221,13 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
     if let Some(config) = find_file(&root, &r.release, "config") {
         fs::copy(&config, partial.join("config"))?;
     }
-    let modules = module_closures(&root, &r.release, TOP_MODULES)?;
+    let mut modules = module_closures(&root, &r.release, TOP_MODULES)?;
+    for optional in OPTIONAL_MODULES {
+        match module_closures(&root, &r.release, &[optional]) {
+            Ok(closure) => modules.extend(closure.into_iter().filter(|m| !modules.contains(m)).collect::<Vec<_>>()),
+            Err(err) => say(format!("{}: no {optional} ({err:#}); the guest goes without it", r.release)),
+        }
+    }
     let mut names = Vec::new();
     for module in &modules {
         let name = decompress_module(module, &partial.join("modules"))?;
@@ -231,6 +248,7 @@ fn build_entry(ws: &Workspace, apt: &PrivateApt, r: &Resolved, dir: &Path) -> Re
         archive: r.archive.clone(),
         modules: names,
         top_modules: TOP_MODULES.iter().map(|m| m.to_string()).collect(),
+        optional_modules: OPTIONAL_MODULES.iter().map(|m| m.to_string()).collect(),
         rootfs_modules: ROOTFS_MODULES.iter().map(|m| m.to_string()).collect(),
         fetched_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };

@@ -24,6 +24,7 @@ pub mod initramfs;
 pub mod kernels;
 pub mod kmod;
 pub mod qemu;
+pub mod rdma;
 pub mod resolve;
 pub mod results;
 pub mod rootfs;

@@ -12,7 +12,7 @@ use mmuscope_tests::cgroup::{self, Hierarchies};
 use mmuscope_tests::harness::held::HeldWorkload;
 use mmuscope_tests::harness::run_workload;
 use mmuscope_tests::promtext::{Exposition, Sample};
-use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi, TlbContext};
+use mmuscope_tests::truth::{GroundTruth, ScenarioParams, SecondaryTlbApi, TlbContext};
 
 use crate::families::{self, Check, Closed, Expectations};
 use crate::record::{Comparison, EventCounts, Record};
@@ -383,6 +383,11 @@ fn trace_problems(
         && let Some(why) = &traced.mirror_refused
     {
         problems.push(format!("trace reference: the test module's callback is not observed: {why}"));
+    }
+    if matches!(truth.scenario, ScenarioParams::RdmaOdp(_))
+        && let Some(why) = &traced.rxe_refused
+    {
+        problems.push(format!("trace reference: rxe's ODP callback is not observed: {why}"));
     }
     let mut row = |what: String, counted: u64, truth: Option<(u64, u64)>, agent: i64| {
         let truth_ok = truth.is_none_or(|(lo, hi)| (lo..=hi).contains(&counted));

@@ -98,6 +98,9 @@ const TRACE_GROUP: &str = "mmuscope_trace";
 const MIRROR_IMPL: &str = "impl_mirror";
 /// The trace event of the test module's interval-notifier callback (the HMM mirror).
 const MIRROR_INTERVAL: &str = "interval_mirror";
+/// The trace event of soft-RoCE's ODP interval callback (`rdma-odp`; rxe has ODP from 6.14, so older kernels refuse
+/// the probe, which matters only to that scenario).
+const RXE_INTERVAL: &str = "interval_rxe";
 /// Per-CPU trace buffer for one scenario: the matrix's largest runs write a few thousand ~150-byte lines.
 const TRACE_BUFFER_KB: &str = "8192";
 
@@ -233,6 +236,7 @@ fn trace_probes(
     // loaded").
     out.push((MIRROR_IMPL, format!("p:{TRACE_GROUP}/{MIRROR_IMPL} mmuscope_mirror:mirror_tlb_invalidate"), None));
     out.push((MIRROR_INTERVAL, format!("p:{TRACE_GROUP}/{MIRROR_INTERVAL} mmuscope_mirror:mirror_invalidate"), None));
+    out.push((RXE_INTERVAL, format!("p:{TRACE_GROUP}/{RXE_INTERVAL} rdma_rxe:rxe_ib_invalidate_range"), None));
     out
 }
 
@@ -242,7 +246,8 @@ fn trace_probes(
 /// **Which brackets count.** A bracket reaches a subscriber when its mm's subscriber list is non-empty at
 /// `__mmu_notifier_invalidate_range_start` (every classic subscriber is called for every bracket), or when an
 /// interval notifier's range intersects it — which the kernel's interval-tree walk decides, so the trace sees it as
-/// the interval callback (the test module's `mirror_invalidate`) running inside that bracket, in the same task. The
+/// the interval callback (the test module's `mirror_invalidate`, rxe's `rxe_ib_invalidate_range`) running inside
+/// that bracket, in the same task. The
 /// probe's filter keeps the brackets whose mm has either (the fetch args read
 /// `range->mm->notifier_subscriptions->{list.first, itree.rb_root.rb_node}`), so the workload's brackets after its
 /// VMs are gone, and every other process's, drop out without a pid filter: in the guest only the workload's mm has
@@ -282,6 +287,8 @@ pub struct Traced {
     pub problems: Vec<String>,
     /// Why the test module's callback could not be probed, if so: only its scenarios need it.
     pub mirror_refused: Option<String>,
+    /// Why soft-RoCE's ODP callback could not be probed, if so: only `rdma-odp` needs it.
+    pub rxe_refused: Option<String>,
 }
 
 impl BracketTrace {
@@ -336,6 +343,8 @@ impl BracketTrace {
         for r in &self.refused {
             if r.contains(MIRROR_IMPL) || r.contains(MIRROR_INTERVAL) {
                 traced.mirror_refused = Some(r.clone());
+            } else if r.contains(RXE_INTERVAL) {
+                traced.rxe_refused = Some(r.clone());
             } else {
                 traced.problems.push(format!("probe refused (its part is not observed): {r}"));
             }
@@ -455,7 +464,7 @@ pub fn classify(trace: &str, events: &BTreeMap<i64, String>) -> Traced {
                 *out.secondary_calls.entry(context).or_insert(0) += 1;
                 task.call = Some((context, false));
             }
-            MIRROR_INTERVAL => {
+            MIRROR_INTERVAL | RXE_INTERVAL => {
                 // The interval-tree walk runs inside `_start`: the innermost open bracket is the one it serves.
                 if let Some(event) = task.brackets.last_mut().and_then(|b| b.uncounted.take()) {
                     *out.brackets.entry(event).or_insert(0) += 1;

@@ -42,6 +42,9 @@ pub enum Command {
     /// The HMM mirror test module's interval notifier on a region; plain hits and misses, then rounds of a held
     /// invalidation with a waiting reader, a read retry and an hmm_range_fault -EBUSY (exact, counted by the module).
     MirrorCollide(MirrorCollideArgs),
+    /// RDMA On-Demand Paging through soft-RoCE: an ODP memory region faulted in by RDMA WRITE/READ on a loopback RC
+    /// QP pair, invalidated by madvise, mprotect and munmap between operations (needs rxe with ODP: 6.14+).
+    RdmaOdp(RdmaOdpArgs),
     /// One KVM VM over N identical pages; ksmd merges them into one KSM page, then each is written (COW break).
     KsmMerge(KsmMergeArgs),
     /// Several KVM VMs on one mm; N × (MADV_DONTNEED one page, touch it): one bracket, one KVM call per VM.
@@ -117,6 +120,18 @@ pub struct MirrorCollideArgs {
     /// The module to load (`cargo xtask vm` builds it per kernel and puts it there).
     #[arg(long, value_name = "PATH", default_value = "/usr/lib/mmuscope/mmuscope_mirror.ko")]
     pub module: std::path::PathBuf,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RdmaOdpArgs {
+    /// Rounds of (RDMA WRITE and READ of each window page, MADV_DONTNEED of one page, mprotect read-only and back).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub rounds: u64,
+    /// The verbs helper (`cargo xtask vm` builds `tests/rdma/odp.c` and puts it there).
+    #[arg(long, value_name = "PATH", default_value = "/usr/lib/mmuscope/mmuscope-rdma-odp")]
+    pub helper: std::path::PathBuf,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

@@ -65,6 +65,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::MultiVm(a) => s::multi_vm::run(&a)?,
         Command::SwapOut(a) => s::swap_out::run(&a)?,
         Command::MirrorCollide(a) => s::mirror_collide::run(&a)?,
+        Command::RdmaOdp(a) => s::rdma_odp::run(&a)?,
         Command::CrossCgroupInitiator(a) => return s::cross_cgroup::initiator(&a),
         Command::CleanupCgroup(a) => return cgroups::cleanup(&a),
         Command::BenchMadvise(a) => return print_json(&bench::madvise::run(&a)?),

@@ -6,17 +6,20 @@
 /// 6.1 and 6.12 are the two secondary-TLB generations the truths describe (source lines in each
 /// scenario's module); 5.10 the oldest supported generation, sid the newest layout, each with the truths keyed by
 /// what its BTF has.
-/// The last field: whether the test module's scenarios ([`MODULE`]: [`MIRROR`] and [`SECTLB`]) run there too. They
-/// need the module built against the kernel's headers with this host's gcc-12: Debian 12's own 6.1 and its build of
-/// 6.12 (the `linux-image-6.12-amd64` metapackage, gcc-12), which is the matrix's 6.12 so that the module's
-/// scenarios run on a 6.6+ kernel too. Trixie's build of the same 6.12 (the series `6.12`: gcc-14, kbuild tools that
-/// need glibc 2.38) and sid's cannot build it. A listed scenario whose module does not build is left out only
-/// outside CI; in CI it fails the tier.
-pub(super) const KERNELS: &[(&str, bool, &[&str], bool)] = &[
-    ("5.10", true, BULLSEYE, false),
-    ("6.1", true, FULL, true),
-    ("linux-image-6.12-amd64", true, FULL, true),
-    ("sid", false, FULL, false),
+/// The last field: the scenarios that need more than the workload, run there too. The test module's ([`MODULE`]:
+/// [`MIRROR`] and [`SECTLB`]) need the module built against the kernel's headers with this host's gcc-12: Debian 12's
+/// own 6.1 and its build of 6.12 (the `linux-image-6.12-amd64` metapackage, gcc-12), which is the matrix's 6.12 so
+/// that the module's scenarios run on a 6.6+ kernel too. Trixie's build of the same 6.12 (the series `6.12`: gcc-14,
+/// kbuild tools that need glibc 2.38) and sid's cannot build it. [`RDMA`] needs soft-RoCE with On-Demand Paging,
+/// which rxe gained in 6.14 (commit d03fb5c6599e "RDMA/rxe: Allow registering MRs for On-Demand Paging", posted
+/// 2024-12-20, and the patches after it: `drivers/infiniband/sw/rxe/rxe_odp.c`): of this matrix only sid (7.2) has
+/// it; the rxe of 5.10, 6.1 and 6.12 has no ODP (in their guests the verbs helper reads ODP capabilities 0). A listed scenario whose module or tools cannot be made is left out
+/// only outside CI; in CI it fails the tier.
+pub(super) const KERNELS: &[(&str, bool, &[&str], &[&str])] = &[
+    ("5.10", true, BULLSEYE, &[]),
+    ("6.1", true, FULL, MODULE),
+    ("linux-image-6.12-amd64", true, FULL, MODULE),
+    ("sid", false, FULL, RDMA),
 ];
 pub(super) const MODES: &[&str] = &["fentry", "kprobe"];
 /// Workload command lines; a scenario the workload binary does not offer is left out (and said so;
@@ -74,6 +77,9 @@ pub(super) const FULL: &[&str] = &[
 ];
 /// KSM merges and their COW breaks (with `change_pte` where the kernel has it).
 const KSM: &str = "ksm-merge --pages 32";
+/// RDMA On-Demand Paging through soft-RoCE (rxe): an ODP memory region's interval notifier, faulted in by RDMA WRITE
+/// and READ on a loopback RC QP pair, invalidated by madvise, mprotect and munmap (the verbs helper, `vm::rdma`).
+pub(super) const RDMA: &[&str] = &["rdma-odp --rounds 8"];
 /// The scenarios of the HMM mirror test module (see `vm::kmod`).
 pub(super) const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
 /// Every scenario that needs the test module.
