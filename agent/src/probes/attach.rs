@@ -114,7 +114,12 @@ fn hooks(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<HookRep
     alt.programs
         .iter()
         .filter(|p| p.when.as_ref().is_none_or(|w| needs::check(w, alt.mode, kernel, probed).is_ok()))
-        .map(|p| HookReport { program: p.program.to_string(), hook: p.hook, target: resolve(kernel, p) })
+        .map(|p| HookReport {
+            program: p.program.to_string(),
+            hook: p.hook,
+            target: resolve(kernel, p),
+            while_pinned: p.while_pinned,
+        })
         .collect()
 }
 
