@@ -112,4 +112,5 @@ pub fn add_fork_stats(total: &mut ForkStats, v: &ForkStats) {
     total.forks_with_copies += v.forks_with_copies;
     total.copies += v.copies;
     total.thp_splits += v.thp_splits;
+    total.unobserved += v.unobserved;
 }

@@ -20,6 +20,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         slow_min_duration: None,
         pin: None,
         stacks: true,
+        keep_attached: false,
     };
     let probes = Probes::load(&kernel, &options)?;
     let report = &probes.report;

@@ -116,6 +116,12 @@ pub struct RunArgs {
     /// loaded without it (the verifier drops it), instead of carrying an idle check of one load and a branch.
     #[arg(long = "stacks.disable")]
     pub stacks_disable: bool,
+    /// Keep the fork-copy family's per-page hook attached all the time. By default it is attached only while some
+    /// process has pinned pages (the has-pinned flag), since every anonymous fault or page allocation on the host
+    /// runs it; a fork made before the agent noticed the pin is counted in mmuscope_fork_unobserved_total instead.
+    /// The price of keeping it: one eBPF program run per page fault of every process (BENCHMARKS.md).
+    #[arg(long = "probes.keep-attached")]
+    pub probes_keep_attached: bool,
     /// TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`);
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]

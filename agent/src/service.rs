@@ -36,6 +36,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         slow_min_duration: Some(args.kernel.slow_min_duration),
         pin: args.pin.clone(),
         stacks: !args.stacks_disable,
+        keep_attached: args.probes_keep_attached,
     };
     let mut probes = Probes::load(&kernel, &options)?;
     for f in &probes.report.families {
@@ -72,6 +73,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
         .ok()
         .flatten();
+    let arming = probes.arming.clone();
+    if sweeper.is_none() {
+        arming.keep_attached("no subscriber inventory, so the agent cannot tell when it is needed");
+    }
+    // Before the drop: whether the hooks can be attached again with the capabilities kept after it.
+    arming.check_unprivileged(|attach| crate::privileges::with_empty_effective_set(attach));
     let exporter = Exporter::new(
         Maps::take(&mut probes, options.stats_map_entries)?,
         cgroup_names,
@@ -104,6 +111,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             why = why.as_str(),
             "cgroup names: from cgroupfs walks only; a cgroup removed before the next scrape is counted as `unknown`"
         ),
+    }
+    if arming.on_demand()
+        && let Err(e) = arming.spawn_requests(&mut probes)
+    {
+        arming.keep_attached(&format!("its attach requests cannot be read ({e:#})"));
     }
     let scrape = Scrape::new(exporter.clone(), program_stats);
     let slow = slow_source(&mut probes, &options);

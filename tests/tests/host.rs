@@ -182,6 +182,11 @@ fn scenario_case(env: &HostEnv, scraper: &Scraper, index: usize, args: &[&str]) 
     let before = scraper.metrics()?;
     let mut full: Vec<&str> = args.to_vec();
     full.extend(["--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name]);
+    // The agent attaches the fork-copy hook once it has seen the pin; the workload waits for that before forking.
+    let base = scraper.base().to_owned();
+    if matches!(args[0], "fork-pinned" | "fork-pinned-thp" | "fork-unpinned") {
+        full.extend(["--agent-url", &base]);
+    }
     let truth = run_workload(&env.workload_bin, &full)?;
     let expects = expectations(&truth)?;
     let after = settle_all(scraper, &before, &expects)?;
@@ -284,7 +289,17 @@ fn subscriber_inventory_lists_held_workloads() {
     if let Err(e) = inventory::pinned_case(&env, &scraper, CGROUP_PARENT, &pinned, 64) {
         failures.push(format!("fork-pinned --pages 64 --hold: {e:#}"));
     }
+    let arming = format!("fork-arming-h{}", std::process::id());
+    let _arming_guard = CgroupGuard::new(env.hierarchies.clone(), parent.join(&arming).unwrap());
+    let _waits_guard = CgroupGuard::new(env.hierarchies.clone(), parent.join(&format!("{arming}-waits")).unwrap());
+    if let Err(e) = inventory::arming_case(&env, &scraper, CGROUP_PARENT, &arming, 64) {
+        failures.push(format!("fork-copy hook on demand: {e:#}"));
+    }
     let tail = agent.output_tail();
+    if !tail.contains(inventory::ATTACHED_BY_A_FORK) {
+        failures
+            .push(format!("no log line says a fork attached the fork-copy hook ({:?})", inventory::ATTACHED_BY_A_FORK));
+    }
     if let Err(e) = agent.stop() {
         panic!("{e:#}{}", report(&failures));
     }

@@ -49,6 +49,8 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const KPROBE_STASH: &str = "KPROBE_STASH";
     pub const FORK_WINDOWS: &str = "FORK_WINDOWS";
+    pub const FORK_COPIES_ARMED: &str = "FORK_COPIES_ARMED";
+    pub const FORK_ARM_REQUESTS: &str = "FORK_ARM_REQUESTS";
     pub const THREADS: &str = "THREADS";
     pub const CALLER_CAUSES: &str = "CALLER_CAUSES";
     pub const SYSCALL_CAUSES: &str = "SYSCALL_CAUSES";

@@ -186,6 +186,9 @@ pub struct ForkStats {
     pub forks_with_copies: u64,
     pub copies: u64,
     pub thp_splits: u64,
+    /// Forks of an address space with the has-pinned flag while the per-page copy hook was detached (the agent
+    /// attaches it only while some mm has that flag): their copies were not counted.
+    pub unobserved: u64,
 }
 
 #[cfg(feature = "user")]

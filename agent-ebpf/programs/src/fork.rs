@@ -9,6 +9,11 @@
 //! current task's (fentry, kprobe), or is the task the parent inside a clone system call
 //! (tracepoint mode)? Nothing here enables the system-call tracepoints, which would send every
 //! system call on the host through the slow path.
+//!
+//! Even that early exit is a program run per page allocation or anonymous fault of every process, so the agent
+//! attaches the per-copy hook (`fork_copy_*`, `fork_page_alloc`) only while some mm has the has-pinned flag: no
+//! other mm's fork can copy eagerly. `task_newtask`, run once per fork, notes a fork of a flagged mm made while the
+//! hook was detached (`FORK_COPIES_ARMED` is 0): it counts it as unobserved and asks the agent to attach now.
 
 use aya_ebpf::{
     EbpfContext,
@@ -17,7 +22,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{LruHashMap, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuHashMap, RingBuf},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
     },
@@ -29,6 +34,7 @@ use crate::{
     layout_field,
     maps::{LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
     stacks,
+    subscribers::{SUBSCRIBER_LAYOUT, has_pinned},
     threads::tid,
 };
 
@@ -40,6 +46,42 @@ static FORK_WINDOWS: LruHashMap<u32, ForkWindow> = LruHashMap::with_max_entries(
 /// Fork statistics per parent memory cgroup. Size set by the agent.
 #[map]
 static FORK_STATS: PerCpuHashMap<CgroupKey, ForkStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// 1 while the agent has the per-copy hook attached; 0 while it is detached because no mm has the has-pinned flag.
+#[map]
+static FORK_COPIES_ARMED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// One record (the owner's cgroup id) per fork of a flagged mm while the per-copy hook was detached: the agent
+/// attaches it when it reads one. A full ring drops records; the agent also attaches at its next inventory sweep.
+#[map]
+static FORK_ARM_REQUESTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// `CLONE_VM` (uapi): a thread, or a vfork child, shares the mm; no address space is copied.
+const CLONE_VM: u64 = 0x100;
+
+/// Called at `task_newtask(task, clone_flags)` in the parent: a fork of an mm with the has-pinned flag while the
+/// per-copy hook was detached may have copied pages that nobody counted. Counted per owner's memory cgroup, and
+/// the agent is asked to attach.
+#[inline(always)]
+fn note_unobserved_fork(ctx: &BtfTracePointContext) {
+    let clone_flags: u64 = ctx.arg(1);
+    if clone_flags & CLONE_VM != 0 || FORK_COPIES_ARMED.get(0).is_some_and(|armed| *armed != 0) {
+        return;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let mm: u64 = unsafe { load(task, layout_field!(task_mm)) };
+    let s = SUBSCRIBER_LAYOUT.load();
+    if mm == 0 || !unsafe { has_pinned(&s, mm) }.unwrap_or(false) {
+        return;
+    }
+    let (cgroup_id, flags) = current_owner_memcg_btf(task);
+    let key = CgroupKey { cgroup_id, flags, _pad: 0 };
+    if let Some(stats) = per_cpu_entry(&FORK_STATS, &key, &ForkStats::default()) {
+        // SAFETY: per-CPU value owned by this CPU while the program runs.
+        unsafe { (*stats).unobserved += 1 };
+    }
+    let _ = FORK_ARM_REQUESTS.output::<u64>(&cgroup_id, 0);
+}
 
 #[inline(always)]
 fn open(cgroup: (u64, u32)) {
@@ -220,7 +262,22 @@ fn in_clone_as_parent(regs: *const u8) -> bool {
 /// Tracepoint mode, `task:task_newtask(task, clone_flags)`: the end of `copy_process` in the parent,
 /// after the address space was copied. Folds the window the copies opened, if any.
 #[btf_tracepoint]
-pub fn fork_newtask_close(_ctx: BtfTracePointContext) -> i32 {
+pub fn fork_newtask_close(ctx: BtfTracePointContext) -> i32 {
     close();
+    note_unobserved_fork(&ctx);
+    0
+}
+
+/// fentry mode's `task_newtask`: the window is closed at `dup_mmap`'s return; here only unobserved forks are noted.
+#[btf_tracepoint]
+pub fn fork_newtask_fentry(ctx: BtfTracePointContext) -> i32 {
+    note_unobserved_fork(&ctx);
+    0
+}
+
+/// kprobe mode's copy of [`fork_newtask_fentry`].
+#[btf_tracepoint]
+pub fn fork_newtask_kprobe(ctx: BtfTracePointContext) -> i32 {
+    note_unobserved_fork(&ctx);
     0
 }

@@ -85,7 +85,7 @@ fn inventory(ctx: *mut c_void) -> i32 {
 
 /// The mm's has-pinned flag: bit `has_pinned_bit` of the flags word, or the 5.9–5.12 `atomic_t has_pinned`.
 #[inline(always)]
-unsafe fn has_pinned(s: &SubscriberLayout, mm: u64) -> Result<bool, ()> {
+pub(crate) unsafe fn has_pinned(s: &SubscriberLayout, mm: u64) -> Result<bool, ()> {
     let set = match s.has_pinned_bit {
         HAS_PINNED_UNKNOWN => false,
         HAS_PINNED_WORD => {

@@ -165,8 +165,10 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
         stacks::BeginError::Map(_) => ApiError::Unavailable(e.to_string()),
     })?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let collected = session.collect().map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+    let mut collected = session.collect().map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
     drop(session);
+    // Before naming: symbolizing reads the snapshot, which stacks the filter drops need not pay for.
+    collected.stacks.retain(|r| only.keeps(&r.key, &event_name(&s, r.key.detail)));
     // Reading the symbol snapshot blocks (a few MB): off the runtime's two workers, which serve /metrics.
     let named = {
         let (s, raw) = (s.clone(), collected.stacks);
@@ -174,7 +176,6 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
             .await
             .map_err(|e| ApiError::Unavailable(format!("symbolizing the stacks: {e}")))?
     };
-    let named: Vec<(NamedStack, u64)> = named.into_iter().filter(|(n, _)| only.keeps(n)).collect();
     let kind_names: Vec<String> = kinds.iter().map(|k| stacks::kind_name(*k).to_string()).collect();
     match format {
         "json" => Ok(Json(StacksView {
@@ -217,11 +218,19 @@ pub async fn stacks(State(s): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Re
     }
 }
 
+/// The event name of an invalidation stack's `detail`, as `/metrics` labels it (`unknown` in tracepoint mode).
+fn event_name(s: &ApiState, detail: u32) -> String {
+    match StackKey::invalidation_parts(detail).0 {
+        EVENT_UNKNOWN => "unknown".to_string(),
+        event => s.exporter.event_name(event),
+    }
+}
+
 /// `event=` and `cause=`: which invalidations a request keeps (every one when both are absent).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct InvalidationFilter {
     events: Option<Vec<String>>,
-    causes: Option<Vec<&'static str>>,
+    causes: Option<Vec<Cause>>,
 }
 
 impl InvalidationFilter {
@@ -238,33 +247,37 @@ impl InvalidationFilter {
                 "event= and cause= select invalidations: ask for kind=invalidation alone".into(),
             ));
         }
-        let causes: Vec<&'static str> = Cause::ALL.iter().map(|c| c.label()).collect();
-        let list = |raw: &str, what: &str, known: &[&str]| -> Result<Vec<String>, ApiError> {
+        /// Each comma-separated part of `raw` as the value `known` names it.
+        fn list<T: Clone>(raw: &str, what: &str, known: &[(&str, T)]) -> Result<Vec<T>, ApiError> {
             raw.split(',')
                 .map(|part| {
-                    known.iter().find(|k| **k == part).map(|k| k.to_string()).ok_or_else(|| {
+                    known.iter().find(|(name, _)| *name == part).map(|(_, v)| v.clone()).ok_or_else(|| {
+                        let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
                         ApiError::BadRequest(format!(
                             "{what} must be a comma-separated list of {}, got {part:?}",
-                            known.join(", ")
+                            names.join(", ")
                         ))
                     })
                 })
                 .collect()
-        };
-        let event_refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        }
+        let events: Vec<(&str, String)> = events.iter().map(|e| (e.as_str(), e.clone())).collect();
+        let causes: Vec<(&str, Cause)> = Cause::ALL.iter().map(|c| (c.label(), *c)).collect();
         Ok(Self {
-            events: event.map(|e| list(e, "event", &event_refs)).transpose()?,
-            causes: cause
-                .map(|c| list(c, "cause", &causes))
-                .transpose()?
-                .map(|v| v.iter().filter_map(|n| causes.iter().copied().find(|c| c == n)).collect()),
+            events: event.map(|e| list(e, "event", &events)).transpose()?,
+            causes: cause.map(|c| list(c, "cause", &causes)).transpose()?,
         })
     }
 
-    /// Whether `stack` stays: any stack that is not an invalidation does (the kinds were checked in [`Self::parse`]).
-    fn keeps(&self, stack: &NamedStack) -> bool {
-        let event_ok = self.events.as_ref().is_none_or(|e| stack.event.as_ref().is_some_and(|x| e.contains(x)));
-        let cause_ok = self.causes.as_ref().is_none_or(|c| stack.cause.is_some_and(|x| c.contains(&x)));
+    /// Whether the stack of `key` (an invalidation of event `event`) stays: any stack that is not an invalidation
+    /// does (the kinds were checked in [`Self::parse`]).
+    fn keeps(&self, key: &StackKey, event: &str) -> bool {
+        if key.kind != StackKind::Invalidation as u32 {
+            return true;
+        }
+        let cause = Cause::from_raw(StackKey::invalidation_parts(key.detail).1);
+        let event_ok = self.events.as_ref().is_none_or(|e| e.iter().any(|x| x == event));
+        let cause_ok = self.causes.as_ref().is_none_or(|c| c.contains(&cause));
         event_ok && cause_ok
     }
 }
@@ -370,22 +383,20 @@ mod tests {
         let events = vec!["unmap".to_string(), "clear".to_string(), "unknown".to_string()];
         let inv = [StackKind::Invalidation];
         let f = InvalidationFilter::parse(Some("clear"), Some("madvise,reclaim"), &events, &inv).unwrap();
-        let stack = |event: &str, cause: &'static str| NamedStack {
-            cgroup: "/a".into(),
-            kind: "invalidation",
-            double_kind: None,
-            event: Some(event.into()),
-            cause: Some(cause),
-            frames: vec![],
-            count: 1,
+        let key = |kind: StackKind, cause: Cause| StackKey {
+            kind: kind as u32,
+            detail: StackKey::invalidation_detail(1, cause as u32),
+            ..StackKey::default()
         };
-        assert!(f.keeps(&stack("clear", "madvise")));
-        assert!(f.keeps(&stack("clear", "reclaim")));
-        assert!(!f.keeps(&stack("unmap", "madvise")), "another event");
-        assert!(!f.keeps(&stack("clear", "munmap")), "another cause");
+        let inv_key = |cause| key(StackKind::Invalidation, cause);
+        assert!(f.keeps(&inv_key(Cause::Madvise), "clear"));
+        assert!(f.keeps(&inv_key(Cause::Reclaim), "clear"));
+        assert!(!f.keeps(&inv_key(Cause::Madvise), "unmap"), "another event");
+        assert!(!f.keeps(&inv_key(Cause::Munmap), "clear"), "another cause");
+        assert!(f.keeps(&key(StackKind::ForkCopy, Cause::Munmap), "unknown"), "not an invalidation");
         let none = InvalidationFilter::parse(None, None, &events, &StackKind::ALL).unwrap();
         assert_eq!(none, InvalidationFilter::default());
-        assert!(none.keeps(&stack("unmap", "munmap")));
+        assert!(none.keeps(&inv_key(Cause::Munmap), "unmap"));
         for (event, cause, kinds) in [
             (Some("bogus"), None, &inv[..]),
             (None, Some("madvise,"), &inv[..]),

@@ -23,7 +23,19 @@ pub struct SubscribersView {
     pub symbols_pending: bool,
     /// Page size used for `pinned_bytes`.
     pub page_size: u64,
+    /// The fork-copy family's per-page hook, attached only while some mm has the has-pinned flag.
+    pub fork_copy_hook: ForkCopyHookView,
     pub mms: Vec<MmView>,
+}
+
+/// Whether fork copies of pinned pages are being counted now (see `probes::arming`).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ForkCopyHookView {
+    /// Attached now: a fork that copies pinned pages is counted. Detached while no mm has the has-pinned flag; a
+    /// fork of an mm flagged since the last sweep then counts in `mmuscope_fork_unobserved_total`.
+    pub attached: bool,
+    /// Why it stays attached whatever the inventory says (kprobe mode, `--probes.keep-attached`, ...), if it does.
+    pub always: Option<String>,
 }
 
 /// One address space, under the first thread-group leader using it.
@@ -76,6 +88,7 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
             error: None,
             symbols_pending: false,
             page_size,
+            fork_copy_hook: ForkCopyHookView::default(),
             mms,
         };
     };
@@ -120,6 +133,10 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
         error: inv.error.clone(),
         symbols_pending: inv.symbols_pending,
         page_size,
+        fork_copy_hook: ForkCopyHookView {
+            attached: inv.fork_copy_hook.attached,
+            always: inv.fork_copy_hook.always.clone(),
+        },
         mms,
     }
 }

@@ -28,7 +28,14 @@ pub const FORKS: Metric = Metric::per_cgroup(
     &[],
     "Address-space copies (fork) that copied at least one maybe-pinned page eagerly.",
 );
-pub const METRICS: &[&Metric] = &[&COPIES, &BYTES, &THP_SPLITS, &FORKS];
+pub const UNOBSERVED: Metric = Metric::per_cgroup(
+    "mmuscope_fork_unobserved_total",
+    Kind::Counter,
+    &[],
+    "Forks of an address space with the has-pinned flag made while the per-page copy hook was detached (none had \
+     the flag at the last inventory sweep): their eager copies were not counted. Each one attaches the hook.",
+);
+pub const METRICS: &[&Metric] = &[&COPIES, &BYTES, &THP_SPLITS, &FORKS, &UNOBSERVED];
 
 /// `page_size` converts copies (order-0 pages) to bytes; `splits_observable` is false in
 /// tracepoint mode, where no split hook exists and the family is left out rather than zero.
@@ -42,14 +49,16 @@ pub fn families<'a>(
     let mut bytes = Family::new(&BYTES);
     let mut forks = Family::new(&FORKS);
     let mut splits = Family::new(&THP_SPLITS);
+    let mut unobserved = Family::new(&UNOBSERVED);
     for (k, s) in &snap.forks {
         let labels = Some(cgroup(k.flags, k.cgroup_id));
         copies.add(labels, &[], Value::Count(s.copies));
         bytes.add(labels, &[], Value::Count(s.copies * page_size));
         forks.add(labels, &[], Value::Count(s.forks_with_copies));
         splits.add(labels, &[], Value::Count(s.thp_splits));
+        unobserved.add(labels, &[], Value::Count(s.unobserved));
     }
-    let mut out = vec![copies, bytes, forks];
+    let mut out = vec![copies, bytes, forks, unobserved];
     if splits_observable {
         out.push(splits);
     }

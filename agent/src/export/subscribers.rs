@@ -36,7 +36,14 @@ pub const CALLBACK_DURATION: Metric = Metric::plain(
     "Time spent in each subscriber's invalidation callbacks, by subscriber (from the callback symbol, e.g. kvm) and \
      callback. kprobe/kretprobe on the callbacks found at start-up; not on kernels without kprobes.",
 );
-pub const METRICS: &[&Metric] = &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &PINNED_MMS, &HAS_PINNED_MMS];
+pub const FORK_COPY_HOOK: Metric = Metric::plain(
+    "mmuscope_fork_copy_hook_attached",
+    Kind::Gauge,
+    &[],
+    "1 while the fork-copy family's per-page hook is attached. It is attached only while some mm has the has-pinned \
+     flag (or for good: kprobe mode, --probes.keep-attached), since every page fault on the host runs it.",
+);
+pub const METRICS: &[&Metric] = &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &PINNED_MMS, &HAS_PINNED_MMS, &FORK_COPY_HOOK];
 
 pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>) -> Vec<Family<'a>> {
     let mut subscriptions = Family::new(&SUBSCRIPTIONS);
@@ -57,7 +64,8 @@ pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabel
             has_pinned.add(Some(cgroup(mm.cgroup_flags, mm.cgroup_id)), &[], Value::Count(1));
         }
     }
-    vec![subscriptions, pinned, has_pinned]
+    let hook = Family::single(&FORK_COPY_HOOK, Value::Count(u64::from(inv.fork_copy_hook.attached)));
+    vec![subscriptions, pinned, has_pinned, hook]
 }
 
 /// `subscriber_callback_duration_seconds{subscriber,callback}`, same log2 buckets as the bracket histogram.

@@ -62,6 +62,16 @@ fn needed_for_reading(ebpf: &Ebpf, current: Caps) -> Result<u64> {
     })
 }
 
+/// Runs `f` on the calling thread with an empty effective capability set, then restores it: what the agent can
+/// still do after [`drop_after_attach`] (which keeps at most CAP_BPF, only where reading maps needs it).
+pub fn with_empty_effective_set(f: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
+    let current = caps::current_thread()?;
+    caps::set_current_thread(Caps { effective: 0, ..current })?;
+    let result = f();
+    caps::set_current_thread(current)?;
+    result
+}
+
 /// BPF_OBJ_GET_INFO_BY_FD on one of our programs: goes through the same privilege gate as the map lookups and
 /// program-info reads the agent makes at scrape time.
 fn read_probe(ebpf: &Ebpf) -> io::Result<()> {

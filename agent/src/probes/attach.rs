@@ -7,6 +7,7 @@ use aya::{
 };
 
 use super::{
+    arming::Collected,
     families,
     needs::{self, Probed},
     report::{AlternativeReport, FamilyReport, HookReport, Status},
@@ -56,6 +57,7 @@ pub fn attach_families(
     kernel: &KernelInfo,
     probed: &mut Probed,
     forced: Option<Mode>,
+    on_demand: &mut Collected,
 ) -> Vec<FamilyReport> {
     families::FAMILIES
         .iter()
@@ -74,7 +76,7 @@ pub fn attach_families(
                     } else if let Err(why) = unmet(alt, kernel, probed) {
                         (Status::Unavailable, why)
                     } else {
-                        match attach_alternative(ebpf, btf, kernel, probed, alt) {
+                        match attach_alternative(ebpf, btf, kernel, probed, alt, on_demand) {
                             Ok(()) => {
                                 attached = true;
                                 probed.attached.push((family.id, alt.mode));
@@ -112,7 +114,12 @@ fn hooks(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<HookRep
     alt.programs
         .iter()
         .filter(|p| p.when.as_ref().is_none_or(|w| needs::check(w, alt.mode, kernel, probed).is_ok()))
-        .map(|p| HookReport { program: p.program.to_string(), hook: p.hook, target: resolve(kernel, p) })
+        .map(|p| HookReport {
+            program: p.program.to_string(),
+            hook: p.hook,
+            target: resolve(kernel, p),
+            while_pinned: p.while_pinned,
+        })
         .collect()
 }
 
@@ -157,6 +164,7 @@ fn attach_alternative(
     kernel: &KernelInfo,
     probed: &Probed,
     alt: &Alternative,
+    on_demand: &mut Collected,
 ) -> Result<(), String> {
     for (i, spec) in alt.programs.iter().enumerate() {
         if let Some(when) = &spec.when
@@ -165,29 +173,59 @@ fn attach_alternative(
             continue; // a hook of another kernel generation
         }
         let target = resolve(kernel, spec);
-        if let Err(e) = attach_program(ebpf, btf, spec, target) {
+        if let Err(e) = attach_program(ebpf, btf, spec, target, on_demand) {
+            let names: Vec<String> = alt.programs[..=i].iter().map(|p| p.program.to_string()).collect();
+            on_demand.forget(&names);
             for done in &alt.programs[..=i] {
                 unload(ebpf, done);
             }
             return Err(format!("{} on {target}: {e}", spec.program));
         }
     }
+    if alt.programs.iter().any(|p| p.while_pinned && matches!(p.hook, Hook::KProbe | Hook::KRetProbe)) {
+        on_demand.always = Some(
+            "kprobe mode: attaching a kprobe opens a perf event, which needs CAP_PERFMON, dropped after start-up"
+                .to_string(),
+        );
+    }
     Ok(())
 }
 
-fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec, target: &str) -> Result<(), String> {
-    let prog = program(ebpf, &spec.program.to_string())?;
+/// Loads and attaches one program. A tracing program marked [`ProgramSpec::while_pinned`] is attached by its fd
+/// and handed to `on_demand`, which detaches and attaches it later (`arming`); a kprobe cannot be attached again
+/// after the capability drop, so a marked kprobe makes the on-demand hooks permanent.
+fn attach_program(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    spec: &ProgramSpec,
+    target: &str,
+    on_demand: &mut Collected,
+) -> Result<(), String> {
+    let name = spec.program.to_string();
+    let prog = program(ebpf, &name)?;
     let e = |e: aya::programs::ProgramError| error_chain(&e);
+    let demand = |on_demand: &mut Collected, fd: Result<&aya::programs::ProgramFd, _>| -> Result<(), String> {
+        let fd = fd.map_err(e)?.try_clone().map_err(|err| err.to_string())?;
+        on_demand.attach(name.clone(), fd).map_err(|err| format!("attaching by fd: {err}"))
+    };
     match spec.hook {
         Hook::FEntry => {
             let p: &mut FEntry = prog.try_into().map_err(e)?;
             p.load(target, btf).map_err(e)?;
-            p.attach().map_err(e)?;
+            if spec.while_pinned {
+                demand(on_demand, p.fd())?;
+            } else {
+                p.attach().map_err(e)?;
+            }
         }
         Hook::FExit => {
             let p: &mut FExit = prog.try_into().map_err(e)?;
             p.load(target, btf).map_err(e)?;
-            p.attach().map_err(e)?;
+            if spec.while_pinned {
+                demand(on_demand, p.fd())?;
+            } else {
+                p.attach().map_err(e)?;
+            }
         }
         Hook::KProbe | Hook::KRetProbe => {
             let p: &mut KProbe = prog.try_into().map_err(e)?;
@@ -200,7 +238,11 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec, target: &str) 
         Hook::TpBtf => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(e)?;
             p.load(target, btf).map_err(e)?;
-            p.attach().map_err(e)?;
+            if spec.while_pinned {
+                demand(on_demand, p.fd())?;
+            } else {
+                p.attach().map_err(e)?;
+            }
         }
         Hook::Iter => {
             let p: &mut Iter = prog.try_into().map_err(e)?;

@@ -5,6 +5,7 @@
 //! trampoline support, attaches the best alternative of each family and keeps everything
 //! alive until dropped (dropping detaches and unloads).
 
+mod arming;
 mod attach;
 mod births;
 pub mod families;
@@ -21,6 +22,7 @@ use mmuscope_abi::names;
 #[cfg(test)]
 mod object_tests;
 
+pub use arming::{Arming, ArmingView};
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
 pub use spec::{FamilyId, Mode};
@@ -49,11 +51,20 @@ pub struct Options {
     /// Whether the programs keep the on-demand stack capture (`--stacks.disable` turns it off: the verifier then
     /// drops it from every program).
     pub stacks: bool,
+    /// Keep the hot-path hooks that are otherwise attached on demand attached all the time (`probes::arming`).
+    pub keep_attached: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { mode: None, stats_map_entries: 4096, slow_min_duration: None, pin: None, stacks: true }
+        Self {
+            mode: None,
+            stats_map_entries: 4096,
+            slow_min_duration: None,
+            pin: None,
+            stacks: true,
+            keep_attached: false,
+        }
     }
 }
 
@@ -63,6 +74,8 @@ pub struct Probes {
     pub report: PlanReport,
     /// Whether cgroups are learned at creation (`crate::births`), or why not.
     pub births: Result<(), String>,
+    /// The hot-path hooks attached only while some mm has pinned pages.
+    pub arming: Arming,
 }
 
 impl Probes {
@@ -109,7 +122,16 @@ impl Probes {
             Err(_) => Err("no trampolines".to_string()),
         };
         let mut probed = needs::Probed { trampolines: trampolines.clone(), wide_trampolines, attached: Vec::new() };
-        let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode);
+        let mut on_demand = arming::Collected::default();
+        let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode, &mut on_demand);
+        let flag = ebpf.take_map(names::FORK_COPIES_ARMED).context("map FORK_COPIES_ARMED is missing")?;
+        let arming = arming::Arming::new(on_demand, Some(flag.try_into()?));
+        if options.keep_attached {
+            arming.keep_attached("--probes.keep-attached");
+        } else if kernel.layout.subscribers.has_pinned_bit == mmuscope_abi::HAS_PINNED_UNKNOWN {
+            arming
+                .keep_attached("this kernel's has-pinned flag is unknown, so the agent cannot tell when it is needed");
+        }
         let attached = |family: FamilyId| probed.attached.iter().any(|(f, _)| *f == family);
         // Switches read by the bracket programs, set once the hooks they depend on run: per-operation records
         // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist.
@@ -135,7 +157,7 @@ impl Probes {
             },
             families,
         };
-        Ok(Self { ebpf, report, births })
+        Ok(Self { ebpf, report, births, arming })
     }
 
     /// Takes a map out of the object for the collector (programs keep using it).

@@ -51,6 +51,8 @@ pub struct HookReport {
     pub hook: Hook,
     /// Function, tracepoint name or `group:name`, `a|b` resolved.
     pub target: &'static str,
+    /// Attached only while some mm has the has-pinned flag (`probes::arming`), unless kept for good.
+    pub while_pinned: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -101,16 +101,24 @@ pub struct ProgramSpec {
     pub target: &'static str,
     /// Attach only where this holds (a hook that exists on one kernel generation only).
     pub when: Option<Need>,
+    /// A hot-path hook that only mms with the has-pinned flag can make count: attached only while some mm has it
+    /// (`probes::arming`).
+    pub while_pinned: bool,
 }
 
 impl ProgramSpec {
     /// A program of a tracepoint alternative, attached wherever the alternative is.
     pub const fn new(program: &'static str, hook: Hook, target: &'static str) -> Self {
-        Self { program: ProgramName::new(program), hook, target, when: None }
+        Self { program: ProgramName::new(program), hook, target, when: None, while_pinned: false }
     }
 
     pub const fn when(self, need: Need) -> Self {
         Self { when: Some(need), ..self }
+    }
+
+    /// Attached only while some mm has the has-pinned flag (see [`ProgramSpec::while_pinned`]).
+    pub const fn while_pinned(self) -> Self {
+        Self { while_pinned: true, ..self }
     }
 }
 
@@ -170,11 +178,18 @@ pub struct TracedHook {
     pub kind: HookKind,
     /// Attach only where this holds, in either mode.
     pub when: Option<Need>,
+    /// See [`ProgramSpec::while_pinned`].
+    pub while_pinned: bool,
 }
 
 impl TracedHook {
     const fn new(base: &'static str, kind: HookKind, target: &'static str) -> Self {
-        Self { base, kprobe_base: base, target, kind, when: None }
+        Self { base, kprobe_base: base, target, kind, when: None, while_pinned: false }
+    }
+
+    /// Attached only while some mm has the has-pinned flag (see [`ProgramSpec::while_pinned`]).
+    pub const fn while_pinned(self) -> Self {
+        Self { while_pinned: true, ..self }
     }
 
     pub const fn entry(base: &'static str, target: &'static str) -> Self {
@@ -230,6 +245,7 @@ impl TracedHook {
             hook,
             target: self.target,
             when: self.when,
+            while_pinned: self.while_pinned,
         };
         hooks.into_iter().map(spec).collect()
     }

@@ -99,8 +99,8 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
         .iter()
         .flat_map(|&target| {
             [
-                HookReport { program: ENTRY.to_string(), hook: Hook::KProbe, target },
-                HookReport { program: RETURN.to_string(), hook: Hook::KRetProbe, target },
+                HookReport { program: ENTRY.to_string(), hook: Hook::KProbe, target, while_pinned: false },
+                HookReport { program: RETURN.to_string(), hook: Hook::KRetProbe, target, while_pinned: false },
             ]
         })
         .collect();

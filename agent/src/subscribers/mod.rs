@@ -18,7 +18,10 @@
 //!   [`HOOKED_MAX_AGE`]: a process that only pins shows in the pinned gauges within that time;
 //! - where no such hook can attach (tracepoint mode, e.g. kernels without kprobes and
 //!   trampolines), at scrape or API time **at most once per [`THROTTLE`]**: the view is then at
-//!   most that old, which the gauges' users (dashboards, alerts over minutes) tolerate.
+//!   most that old, which the gauges' users (dashboards, alerts over minutes) tolerate. Hooked modes sweep on the
+//!   same terms while the fork-copy hook is detached, so that a first pin attaches it at the next request;
+//! - after every sweep, the fork-copy hook is attached if some mm has the has-pinned flag and detached otherwise
+//!   ([`crate::probes::Arming`]).
 //!
 //! The result is an immutable [`Inventory`] shared with `/metrics` and `/api/v1/subscribers`.
 
@@ -103,6 +106,8 @@ pub struct Inventory {
     /// Some callback's name is still being read from kallsyms (off the request path, see [`symbols`]): its
     /// subscription reads `unknown` (`interval`) until a later sweep.
     pub symbols_pending: bool,
+    /// The fork-copy hook after this sweep's decision.
+    pub fork_copy_hook: crate::probes::ArmingView,
 }
 
 /// The secondary-TLB slot's name on this kernel's generation.
@@ -198,6 +203,7 @@ pub struct Sweeper {
     answered: u64,
     current: Arc<Inventory>,
     callbacks: Option<callbacks::CallbackTimer>,
+    arming: crate::probes::Arming,
 }
 
 impl Sweeper {
@@ -234,6 +240,7 @@ impl Sweeper {
             answered: 0,
             current: Arc::new(Inventory::default()),
             callbacks: None,
+            arming: probes.arming.clone(),
         };
         s.sweep(Names::Now);
         let inventory = s.current.clone();
@@ -251,9 +258,10 @@ impl Sweeper {
     /// since. Never waits for kallsyms.
     pub fn current(&mut self) -> Arc<Inventory> {
         let older_than = |age| self.current.swept_at.is_none_or(|t| t.elapsed() >= age);
+        let waiting_for_a_pin = self.arming.on_demand() && !self.arming.view().attached;
         let due = match &self.changes {
-            Some(_) => self.read_generation() != self.generation || older_than(HOOKED_MAX_AGE),
-            None => older_than(THROTTLE),
+            Some(_) if !waiting_for_a_pin => self.read_generation() != self.generation || older_than(HOOKED_MAX_AGE),
+            _ => older_than(THROTTLE),
         };
         if due || self.symbols.answered() != self.answered {
             self.sweep(Names::Queued);
@@ -309,15 +317,31 @@ impl Sweeper {
                 // stay in `kinds_seen`, a zero series for ever).
                 let pending = |s: &Subscription| s.callbacks.first().is_some_and(|c| self.symbols.pending(c.address));
                 let symbols_pending = mms.iter().flat_map(|m| &m.subscriptions).any(pending);
+                let pinned = mms.iter().filter(|m| m.has_pinned).count();
+                match pinned {
+                    0 => self.arming.set(false, "no process has pinned pages"),
+                    _ => self.arming.set(true, "a process has pinned pages"),
+                }
                 let mut kinds_seen = self.current.kinds_seen.clone();
                 kinds_seen.extend(
                     mms.iter().flat_map(|m| m.subscriptions.iter().filter(|s| !pending(s)).map(|s| s.kind.clone())),
                 );
-                Inventory { mms, swept_at: Some(Instant::now()), error: None, kinds_seen, symbols_pending }
+                let fork_copy_hook = self.arming.view();
+                Inventory {
+                    mms,
+                    swept_at: Some(Instant::now()),
+                    error: None,
+                    kinds_seen,
+                    symbols_pending,
+                    fork_copy_hook,
+                }
             }
-            Err(e) => {
-                Inventory { error: Some(format!("{e:#}")), swept_at: Some(Instant::now()), ..(*self.current).clone() }
-            }
+            Err(e) => Inventory {
+                error: Some(format!("{e:#}")),
+                swept_at: Some(Instant::now()),
+                fork_copy_hook: self.arming.view(),
+                ..(*self.current).clone()
+            },
         };
         self.current = Arc::new(next);
         let took = started.elapsed();

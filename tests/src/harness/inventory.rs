@@ -164,3 +164,114 @@ pub fn pinned_case(env: &HostEnv, scraper: &Scraper, cgroup_parent: &str, name: 
     }
     Ok(())
 }
+
+const FORK_COPIES: &str = "mmuscope_fork_pinned_page_copies_total";
+const FORK_UNOBSERVED: &str = "mmuscope_fork_unobserved_total";
+/// The log line of an attach asked for by a fork (`probes::arming`).
+pub const ATTACHED_BY_A_FORK: &str = "forked while it was detached";
+
+/// Scrapes until `reached` holds (or the timeout), then once more after a quiet second: the caller compares that
+/// last scrape exactly, so a late extra count shows.
+fn settled(scraper: &Scraper, reached: impl Fn(&Exposition) -> bool) -> Result<Exposition> {
+    crate::harness::scrape::scrape_until(scraper, SEEN_TIMEOUT, reached)?;
+    thread::sleep(Duration::from_secs(1));
+    scraper.metrics()
+}
+
+/// Whether the fork-copy hook is attached, and how many listed mms have the has-pinned flag (one request, which
+/// may sweep and so attach or detach the hook first).
+fn fork_copy_hook(scraper: &Scraper) -> Result<(bool, usize)> {
+    let v = inventory(scraper)?;
+    let attached = v["fork_copy_hook"]["attached"].as_bool().context("fork_copy_hook.attached")?;
+    let flagged = v["mms"].as_array().map_or(0, |mms| mms.iter().filter(|m| m["has_pinned"] == true).count());
+    Ok((attached, flagged))
+}
+
+/// Polls until the hook is attached (`want`) or detached; returns what the last request said.
+fn wait_for_hook(scraper: &Scraper, want: bool) -> Result<(bool, usize)> {
+    let deadline = Instant::now() + SEEN_TIMEOUT;
+    loop {
+        let seen = fork_copy_hook(scraper)?;
+        if seen.0 == want || Instant::now() >= deadline {
+            return Ok(seen);
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The fork-copy hook follows the has-pinned flag (`probes::arming`):
+/// 1. detached while no mm has the flag;
+/// 2. `fork-pinned --hold` pins and forks at once, with no request to the agent in between (so no sweep): that
+///    fork is counted once in `fork_unobserved_total` and copies nothing in `fork_pinned_page_copies_total`, and
+///    the hook is attached (by the fork's request, and by the sweeps that see the held pin);
+/// 3. detached again once that process has exited;
+/// 4. `fork-pinned --agent-url` waits for the hook after its pin: its copies count exactly, no unobserved fork.
+pub fn arming_case(env: &HostEnv, scraper: &Scraper, cgroup_parent: &str, name: &str, pages: u64) -> Result<()> {
+    let (attached, flagged) = fork_copy_hook(scraper)?;
+    println!("fork-copy hook before: attached {attached}, {flagged} mm(s) with the has-pinned flag");
+    ensure!(
+        flagged == 0,
+        "{flagged} mm(s) on this host already have the has-pinned flag: the detached state cannot be tested"
+    );
+    ensure!(!attached, "the fork-copy hook is attached while no mm has the has-pinned flag");
+
+    let pages_arg = pages.to_string();
+    let cgroup = ["--cgroup-parent", cgroup_parent, "--cgroup-name", name];
+    let before = scraper.metrics()?;
+    let args = ["fork-pinned", "--pages", &pages_arg, "--hold"];
+    let held = HeldWorkload::spawn(&env.workload_bin, args.iter().copied().chain(cgroup), HOLD_TIMEOUT)?;
+    let held_state = wait_for_hook(scraper, true);
+    let truth = held.release()?;
+    let (attached, flagged) = held_state?;
+    println!("fork-copy hook while the pinned process was held: attached {attached}, {flagged} flagged mm(s)");
+    ensure!(attached, "the fork-copy hook stayed detached while a process with pinned pages was alive");
+    let fork = truth.fork.as_ref().context("fork-pinned truth without its fork part")?;
+    ensure!(fork.copied_pages > 0, "the workload's fork copied nothing: no unobserved copies to miss");
+    let label = truth.cgroups.attributed().path.as_str();
+    let after = settled(scraper, |m| gauge(m, FORK_UNOBSERVED, "cgroup", label) >= 1.0)?;
+    let grew = |family: &str| gauge(&after, family, "cgroup", label) - gauge(&before, family, "cgroup", label);
+    println!(
+        "fork before the agent saw the pin ({} pages copied by the kernel): unobserved +{}, copies +{}",
+        fork.copied_pages,
+        grew(FORK_UNOBSERVED),
+        grew(FORK_COPIES)
+    );
+    ensure!(
+        grew(FORK_UNOBSERVED) == 1.0,
+        "{FORK_UNOBSERVED}{{cgroup={label:?}}} grew by {}, expected 1",
+        grew(FORK_UNOBSERVED)
+    );
+    ensure!(
+        grew(FORK_COPIES) == 0.0,
+        "{FORK_COPIES}{{cgroup={label:?}}} grew by {} with the hook detached",
+        grew(FORK_COPIES)
+    );
+
+    let (attached, flagged) = wait_for_hook(scraper, false)?;
+    println!("fork-copy hook after the pinned process exited: attached {attached}, {flagged} flagged mm(s)");
+    ensure!(!attached, "the fork-copy hook stayed attached after the last pinned process exited");
+
+    let name_waiting = format!("{name}-waits");
+    let cgroup = ["--cgroup-parent", cgroup_parent, "--cgroup-name", &name_waiting];
+    let base = scraper.base().to_owned();
+    let args = ["fork-pinned", "--pages", &pages_arg, "--agent-url", &base];
+    let before = scraper.metrics()?;
+    let truth = crate::harness::workload::run_workload(&env.workload_bin, [&args[..], &cgroup[..]].concat())?;
+    let fork = truth.fork.as_ref().context("fork-pinned truth without its fork part")?;
+    let label = truth.cgroups.attributed().path.as_str();
+    let expected = fork.copied_pages as f64;
+    let after = settled(scraper, |m| gauge(m, FORK_COPIES, "cgroup", label) >= expected)?;
+    let grew = |family: &str| gauge(&after, family, "cgroup", label) - gauge(&before, family, "cgroup", label);
+    println!(
+        "fork after waiting for the hook: copies expected {expected}, observed {}; unobserved +{}",
+        grew(FORK_COPIES),
+        grew(FORK_UNOBSERVED)
+    );
+    ensure!(
+        grew(FORK_COPIES) == expected,
+        "{FORK_COPIES}{{cgroup={label:?}}} grew by {}, truth {expected}",
+        grew(FORK_COPIES)
+    );
+    ensure!(grew(FORK_UNOBSERVED) == 0.0, "{FORK_UNOBSERVED}{{cgroup={label:?}}} grew by {}", grew(FORK_UNOBSERVED));
+    Ok(())
+}

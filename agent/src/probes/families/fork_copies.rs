@@ -27,11 +27,14 @@ pub static FORK_COPIES: Family = Family {
             Need::Fields(FieldGroup::TaskCgroup),
             Need::Fields(FieldGroup::MmOwner),
             Need::Fields(FieldGroup::VmaMm),
+            Need::BtfTracepoint("task_newtask"),
         ],
         hooks: &[
             TracedHook::entry_and_exit("fork_window", DUP_MMAP),
-            TracedHook::entry("fork_copy", COPY_MARKER),
+            // Every anonymous fault of every process passes it.
+            TracedHook::entry("fork_copy", COPY_MARKER).while_pinned(),
             TracedHook::entry("fork_split", SPLIT),
+            TracedHook::mode_copy("fork_newtask", Hook::TpBtf, "task_newtask"),
         ],
         kprobe_degraded: "higher per-event cost",
     },
@@ -46,7 +49,8 @@ pub static FORK_COPIES: Family = Family {
             Need::Fields(FieldGroup::CauseContext),
         ],
         programs: &[
-            ProgramSpec::new("fork_page_alloc", Hook::TpBtf, "mm_page_alloc"),
+            // Every page allocation of every process passes it.
+            ProgramSpec::new("fork_page_alloc", Hook::TpBtf, "mm_page_alloc").while_pinned(),
             ProgramSpec::new("fork_newtask_close", Hook::TpBtf, "task_newtask"),
         ],
         degraded: "no THP split count; copies counted by their order-0 GFP_HIGHUSER_MOVABLE allocation by the parent in the clone system call",

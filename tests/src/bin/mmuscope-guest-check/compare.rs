@@ -24,6 +24,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// `kvm` subscription per VM) and `fork-pinned` (no subscription, the has-pinned flag; listed through the sweeps'
 /// maximum age, as pinning opens no change generation).
 const INVENTORY_SCENARIOS: &[&str] = &["kvm-madvise", "fork-pinned"];
+/// The scenarios that take `--agent-url` (they wait for the fork-copy hook after pinning).
+const FORK_SCENARIOS: &[&str] = &["fork-pinned", "fork-pinned-thp", "fork-unpinned"];
 /// After the expected totals appear, wait this long and scrape again to catch late extra events.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 
@@ -42,7 +44,12 @@ pub fn scenario(
     // Subscribers are checked in the modes that time callbacks, on the scenarios of INVENTORY_SCENARIOS.
     let hooked = mode == "fentry" || mode == "kprobe";
     let inventory = hooked && INVENTORY_SCENARIOS.contains(&name.as_str());
-    match run(agent, workload, &args, api, mode, inventory, old_helpers) {
+    // The agent attaches the fork-copy hook once it has seen a pin; these workloads wait for it before forking.
+    let mut run_args = args.clone();
+    if FORK_SCENARIOS.contains(&name.as_str()) {
+        run_args.extend(["--agent-url".to_owned(), agent.scraper.base().to_owned()]);
+    }
+    match run(agent, workload, &run_args, api, mode, inventory, old_helpers) {
         Ok(outcome) => outcome.into_record(kernel, mode, &name, args, started.elapsed().as_secs_f64()),
         Err(e) => Record::error(
             kernel,

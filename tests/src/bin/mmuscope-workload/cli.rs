@@ -264,7 +264,19 @@ pub struct ForkPagesArgs {
     #[arg(long)]
     pub fork_from_sibling_memcg: bool,
     #[command(flatten)]
+    pub agent: AgentArgs,
+    #[command(flatten)]
     pub cgroup: CgroupArgs,
+}
+
+/// The agent under test, for scenarios that must wait until it is ready to see them.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent's base URL (e.g. http://127.0.0.1:9476). With pinned pages, fork only once its
+    /// `/api/v1/subscribers` says the fork-copy hook is attached: the agent attaches it only while some mm has
+    /// the has-pinned flag, and notices a new one at its next inventory sweep.
+    #[arg(long, value_name = "URL")]
+    pub agent_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +290,8 @@ pub struct ForkHugetlbArgs {
 
 #[derive(Debug, Args)]
 pub struct ForkThpArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }

@@ -10,6 +10,7 @@
 //! The ground-truth model and the cgroup fixture live in the library (`mmuscope_tests`), shared with the integration
 //! tests.
 
+mod agent;
 mod bench;
 mod cgroups;
 mod cli;

@@ -24,7 +24,7 @@ use mmuscope_tests::truth::{
 };
 
 use crate::cgroups;
-use crate::cli::CgroupArgs;
+use crate::cli::{AgentArgs, CgroupArgs};
 use crate::forkreport::{ChildReport, fork_and_report_pfns};
 use crate::pagemap::Pagemap;
 use crate::pin::IoUring;
@@ -44,7 +44,13 @@ pub struct ForkSpec {
 
 /// With `from_sibling_memcg`, a second thread moves into the sibling memory cgroup `<leaf>-initiator` and forks
 /// (see [`fork_from_sibling_memcg`]).
-pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool, from_sibling_memcg: bool) -> Result<GroundTruth> {
+pub fn run(
+    spec: &ForkSpec,
+    cgroup: &CgroupArgs,
+    agent: &AgentArgs,
+    hold: bool,
+    from_sibling_memcg: bool,
+) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(spec.name, cgroup)?;
     let page = page_size()?;
     let region = if spec.thp {
@@ -63,6 +69,11 @@ pub fn run(spec: &ForkSpec, cgroup: &CgroupArgs, hold: bool, from_sibling_memcg:
         None
     };
     let pinned_pages = if spec.pinned { pages as u64 } else { 0 };
+    if spec.pinned
+        && let Some(url) = &agent.agent_url
+    {
+        crate::agent::await_fork_copy_hook(url)?;
+    }
     let pagemap = Pagemap::open_self(page)?;
     let parent_before = pagemap.pfns(region.addr(), pages).context("parent PFNs before fork")?;
     let thps_before = thp::pmd_mapped_kib(region.addr())? / (PMD_BYTES as u64 / 1024);

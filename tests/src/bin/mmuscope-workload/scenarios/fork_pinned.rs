@@ -12,5 +12,5 @@ pub const NAME: &str = "fork-pinned";
 
 pub fn run(args: &ForkPagesArgs) -> Result<GroundTruth> {
     let spec = ForkSpec { name: NAME, pages: args.pages, thp: false, pinned: true, params: ScenarioParams::ForkPinned };
-    fork_common::run(&spec, &args.cgroup, args.hold, args.fork_from_sibling_memcg)
+    fork_common::run(&spec, &args.cgroup, &args.agent, args.hold, args.fork_from_sibling_memcg)
 }

@@ -12,5 +12,5 @@ pub const NAME: &str = "fork-pinned-thp";
 
 pub fn run(args: &ForkThpArgs) -> Result<GroundTruth> {
     let spec = ForkSpec { name: NAME, pages: 0, thp: true, pinned: true, params: ScenarioParams::ForkPinnedThp };
-    fork_common::run(&spec, &args.cgroup, false, false)
+    fork_common::run(&spec, &args.cgroup, &args.agent, false, false)
 }

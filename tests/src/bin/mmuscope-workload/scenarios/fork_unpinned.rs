@@ -12,5 +12,5 @@ pub const NAME: &str = "fork-unpinned";
 pub fn run(args: &ForkPagesArgs) -> Result<GroundTruth> {
     let spec =
         ForkSpec { name: NAME, pages: args.pages, thp: false, pinned: false, params: ScenarioParams::ForkUnpinned };
-    fork_common::run(&spec, &args.cgroup, args.hold, args.fork_from_sibling_memcg)
+    fork_common::run(&spec, &args.cgroup, &args.agent, args.hold, args.fork_from_sibling_memcg)
 }
