@@ -39,7 +39,8 @@ pub use outcomes::{
 };
 pub use params::{
     CrossCgroupParams, ForkParams, HugetlbForkParams, KsmMergeParams, KvmMprotectParams, KvmMunmapParams,
-    MirrorCollideParams, MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams, ThpSwapOutParams,
+    MirrorCollideParams, MremapMoveParams, MultiVmParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams,
+    ThpSwapOutParams,
 };
 
 use std::collections::BTreeMap;
@@ -95,6 +96,7 @@ pub enum ScenarioParams {
     KvmMunmap(KvmMunmapParams),
     KvmMprotect(KvmMprotectParams),
     ThpPartialMunmap(ThpPartialMunmapParams),
+    MremapMove(MremapMoveParams),
     ThpSplit(ThpSplitParams),
     ThpSwapOut(ThpSwapOutParams),
     ForkPinned(ForkParams),
@@ -116,6 +118,7 @@ impl ScenarioParams {
             Self::KvmMunmap(_) => "kvm-munmap",
             Self::KvmMprotect(_) => "kvm-mprotect",
             Self::ThpPartialMunmap(_) => "thp-partial-munmap",
+            Self::MremapMove(_) => "mremap-move",
             Self::ThpSplit(_) => "thp-split",
             Self::ThpSwapOut(_) => "thp-swap-out",
             Self::ForkPinned(_) => "fork-pinned",
