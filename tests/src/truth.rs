@@ -39,7 +39,8 @@ pub use outcomes::{
 };
 pub use params::{
     CrossCgroupParams, ForkParams, HugetlbForkParams, KsmMergeParams, KvmMprotectParams, KvmMunmapParams,
-    MirrorCollideParams, MultiVmParams, RdmaOdpParams, SwapOutParams, ThpPartialMunmapParams, ThpSplitParams,
+    MirrorCollideParams, MremapMoveParams, MultiVmParams, RdmaOdpParams, SwapOutParams, ThpPartialMunmapParams,
+    ThpSplitParams,
     ThpSwapOutParams,
 };
 
@@ -96,6 +97,7 @@ pub enum ScenarioParams {
     KvmMunmap(KvmMunmapParams),
     KvmMprotect(KvmMprotectParams),
     ThpPartialMunmap(ThpPartialMunmapParams),
+    MremapMove(MremapMoveParams),
     ThpSplit(ThpSplitParams),
     ThpSwapOut(ThpSwapOutParams),
     ForkPinned(ForkParams),
@@ -118,6 +120,7 @@ impl ScenarioParams {
             Self::KvmMunmap(_) => "kvm-munmap",
             Self::KvmMprotect(_) => "kvm-mprotect",
             Self::ThpPartialMunmap(_) => "thp-partial-munmap",
+            Self::MremapMove(_) => "mremap-move",
             Self::ThpSplit(_) => "thp-split",
             Self::ThpSwapOut(_) => "thp-swap-out",
             Self::ForkPinned(_) => "fork-pinned",

@@ -31,6 +31,15 @@ pub struct ThpPartialMunmapParams {
     pub unmapped_bytes: u64,
 }
 
+/// `mremap-move`: N moves of a range of small pages across a PMD boundary (`MREMAP_FIXED`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MremapMoveParams {
+    pub iterations: u64,
+    pub moved_bytes: u64,
+    /// Bytes of each range below the PMD boundary (the first extent of the move).
+    pub below_boundary_bytes: u64,
+}
+
 /// `thp-split`: N PMD-mapped THPs, each split whole by `split_huge_page` (debugfs `split_huge_pages`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThpSplitParams {

@@ -11,7 +11,7 @@ pub mod release;
 mod ship;
 pub mod summary;
 mod unit;
-mod vm;
+pub(crate) mod vm;
 
 use std::process::Command;
 

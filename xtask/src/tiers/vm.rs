@@ -86,7 +86,7 @@ const OVERRIDES: &[&str] = &[
 ];
 
 /// Guest path of the HMM mirror test module (the workload's `mirror-*` scenarios load it from there).
-const MIRROR_MODULE: &str = "/usr/lib/mmuscope/mmuscope_mirror.ko";
+pub(crate) const MIRROR_MODULE: &str = "/usr/lib/mmuscope/mmuscope_mirror.ko";
 
 /// Guest paths of the binaries, and where they come from on the host: the agent as it ships (the release build, which
 /// the `ship` and `fleet` tiers package; also four times quicker to start under TCG than the debug build), the tests'

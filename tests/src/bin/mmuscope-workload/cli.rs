@@ -23,6 +23,8 @@ pub enum Command {
     KvmMprotect(KvmMprotectArgs),
     /// One KVM VM; N PMD-mapped THPs, each loses its upper half to munmap: a split (CLEAR) and an UNMAP bracket.
     ThpPartialMunmap(ThpPartialMunmapArgs),
+    /// N mremaps of 80 written pages across a PMD boundary: a range and a whole-mm flush in one bracket on 6.6+.
+    MremapMove(MremapMoveArgs),
     /// One KVM VM; N PMD-mapped THPs, each split whole by split_huge_page through debugfs: two CLEAR brackets.
     ThpSplit(ThpSplitArgs),
     /// One KVM VM; N PMD-mapped THPs paged out whole (MADV_PAGEOUT): reclaim splits each PMD (needs swap or --zram-mib).
@@ -212,6 +214,17 @@ pub struct KvmMprotectArgs {
 #[derive(Debug, Args)]
 pub struct ThpPartialMunmapArgs {
     /// THPs to build (before the VM) and half-unmap (with the VM), 2 MiB of memory each.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub iterations: u64,
+    #[command(flatten)]
+    pub subscriber: SubscriberArgs,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MremapMoveArgs {
+    /// Ranges to build (before the subscriber) and move (with it), each in 4 MiB of its own plus a 4 MiB slot.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub iterations: u64,
     #[command(flatten)]

@@ -54,6 +54,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::KvmMunmap(a) => s::kvm_munmap::run(&a)?,
         Command::KvmMprotect(a) => s::kvm_mprotect::run(&a)?,
         Command::ThpPartialMunmap(a) => s::thp_partial_munmap::run(&a)?,
+        Command::MremapMove(a) => s::mremap_move::run(&a)?,
         Command::ThpSplit(a) => s::thp_split::run(&a)?,
         Command::ThpSwapOut(a) => s::thp_swap_out::run(&a)?,
         Command::ForkPinned(a) => s::fork_pinned::run(&a)?,

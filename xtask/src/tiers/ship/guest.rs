@@ -1,7 +1,10 @@
-//! Samples from a stock Debian 6.1 kernel under QEMU, for the dashboard families this machine's kernel cannot
+//! Samples from stock Debian kernels under QEMU, for the dashboard families this machine's kernel cannot
 //! produce: it refuses fentry and has no kprobes, so latency histograms, secondary-TLB invalidations and double
-//! notifications only exist in a guest (the `vm` tier's harness, `crate::vm`). 6.1 is the pre-6.6 generation, where
-//! KVM still implements `->invalidate_range` and double notifications happen.
+//! notifications only exist in a guest (the `vm` tier's harness, `crate::vm`). Two guests, one per generation
+//! ([`PRE_66`], [`POST_66`]): 6.1, where KVM still implements `->invalidate_range` and double notifications happen
+//! with KVM VMs; and Debian 12's 6.12, where KVM implements no `arch_invalidate_secondary_tlbs`, so the 6.6+ figures
+//! (secondary-TLB calls by context including whole-mm ones, `overlapping_secondary_tlb`) need the test module's
+//! secondary-TLB subscriber (`--subscriber sectlb`, the module built as for the `vm` tier).
 //!
 //! The guest runs `scripts/guest.sh`: the agent in fentry mode, the workloads, and a dump of `/metrics` every two
 //! seconds headed by the guest's uptime. The guest has no network to scrape through, so the dumps become OpenMetrics
@@ -19,14 +22,28 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
+    tiers::vm::MIRROR_MODULE,
     vm::{self, GuestOptions, initramfs::GuestFile},
     workspace::Workspace,
 };
 
-const KERNEL: &str = "6.1";
+/// One guest of the tier: its kernel and whether it runs the secondary-TLB subscriber's scenarios (`guest.sh`'s
+/// `sectlb` set) instead of the KVM ones.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub kernel: &'static str,
+    pub sectlb: bool,
+    /// Seconds of workloads.
+    pub duration: &'static str,
+}
+
+/// The pre-6.6 generation with KVM VMs.
+pub const PRE_66: Spec = Spec { kernel: "6.1", sectlb: false, duration: "40" };
+/// The 6.6+ generation with the test module's subscriber: the `vm` tier's 6.12 (Debian 12's build, which the module
+/// builds for with this host's gcc). It starts later and only has to produce a few rounds of three scenarios.
+pub const POST_66: Spec = Spec { kernel: "linux-image-6.12-amd64", sectlb: true, duration: "20" };
 const SCRIPT: &str = include_str!("scripts/guest.sh");
-/// Seconds of workloads in the guest, and seconds between dumps.
-const DURATION: &str = "40";
+/// Seconds between dumps.
 const INTERVAL: &str = "2";
 
 pub struct GuestSamples {
@@ -41,17 +58,27 @@ pub struct GuestSamples {
     pub privileges: String,
 }
 
-/// Boots the guest, runs the workloads, returns its samples (blocking, ~70 s under TCG).
-pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<GuestSamples> {
-    let kernel = vm::kernel(ws, &KERNEL.parse()?)?;
-    let script = ws.target_dir().join("ship/guest.sh");
+/// Boots the guest of `spec`, runs the workloads, returns its samples (blocking, ~70 s under TCG).
+pub fn run(ws: &Workspace, agent: &Path, workload: &Path, spec: Spec) -> Result<GuestSamples> {
+    let kernel = vm::kernel(ws, &spec.kernel.parse()?)?;
+    // One copy per guest: the two guests are built at the same time.
+    let script = ws.target_dir().join(format!("ship/guest-{}.sh", kernel.meta.release));
+    fs::create_dir_all(ws.target_dir().join("ship"))?;
     fs::write(&script, SCRIPT)?;
-    let files = [
+    let mut files = vec![
         GuestFile { host: agent.to_path_buf(), guest: "/usr/bin/mmuscope".into() },
         GuestFile { host: workload.to_path_buf(), guest: "/usr/bin/mmuscope-workload".into() },
         GuestFile { host: script, guest: "/usr/bin/ship-guest.sh".into() },
     ];
-    let command = ["sh", "/usr/bin/ship-guest.sh", DURATION, INTERVAL].map(String::from);
+    let set = if spec.sectlb {
+        let ko = vm::kmod::build(ws, &kernel, vm::kmod::MIRROR)
+            .map_err(|why| anyhow::anyhow!("the test module for {}: {why}", kernel.meta.release))?;
+        files.push(GuestFile { host: ko, guest: MIRROR_MODULE.into() });
+        "sectlb"
+    } else {
+        "kvm"
+    };
+    let command = ["sh", "/usr/bin/ship-guest.sh", spec.duration, INTERVAL, set].map(String::from);
     let opts = GuestOptions {
         label: "ship".into(),
         memory_mib: 2048,

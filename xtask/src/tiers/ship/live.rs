@@ -2,10 +2,12 @@
 //!
 //! The release agent runs as root on this machine (tracepoint mode here) with the shipped config file and is
 //! scraped every second while `mmuscope-workload` scenarios run in fixed cgroups for [`HOST_SECONDS`]. At the same
-//! time a 6.1 guest produces the fentry-only families ([`super::guest`]); its samples are backfilled into the same
-//! Prometheus afterwards. Then every panel query and every variable of the three dashboards runs over that window:
-//! it must parse and return data. Each query is also run restricted to this host's instance, to report which ones
-//! only the guest could answer.
+//! time two guests produce the fentry-only families ([`super::guest`]): 6.1 with KVM VMs, and 6.12 with the test
+//! module's secondary-TLB subscriber; their samples are backfilled into the same Prometheus afterwards. Then every
+//! panel query and every variable of the three dashboards runs over that window: it must parse and return data.
+//! Each query is also run restricted to this host's instance, to report which ones only the guests could answer.
+//! Last, the 6.6+ kinds must show in the double-notification row from the 6.12 guest's instance alone
+//! ([`POST_66_SERIES`]).
 
 use std::{
     path::Path,
@@ -33,6 +35,18 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("forker", "fork-pinned --pages {n4}"),
 ];
 
+/// The 6.6+ series the host dashboard's double-notification row must show from the 6.12 guest alone, each with a
+/// positive rate at some moment: `(panel title, label, value)`. The 6.12 guest's scenarios make every one of them
+/// (`kvm-madvise`: gather; `kvm-mprotect`: whole-mm; `mremap-move`: a range and a whole-mm call in one bracket, and
+/// the overlap of the two).
+const POST_66_SERIES: &[(&str, &str, &str)] = &[
+    ("Secondary-TLB invalidations", "context", "bracket"),
+    ("Secondary-TLB invalidations", "context", "gather"),
+    ("Secondary-TLB invalidations", "scope", "full_mm"),
+    ("Secondary-TLB invalidations", "scope", "range"),
+    ("Double notifications by kind", "kind", "overlapping_secondary_tlb"),
+];
+
 /// One panel's queries and what Prometheus returned for each (`data` of the API answer).
 pub struct PanelData {
     pub panel: Value,
@@ -55,34 +69,44 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<Results> {
     let dir = ws.target_dir().join("ship/live");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (guest, host) = thread::scope(|s| {
-        let guest = s.spawn(|| guest::run(ws, agent, workload));
+    let (guests, host) = thread::scope(|s| {
+        let guests = [guest::PRE_66, guest::POST_66].map(|spec| s.spawn(move || guest::run(ws, agent, workload, spec)));
         let host = host_phase(ws, &dir, agent, workload);
-        (guest.join().expect("guest thread"), host)
+        (guests.map(|g| g.join().expect("guest thread")), host)
     });
     let (mut prometheus, host) = host?;
-    let guest = guest.context("guest (6.1, fentry) samples")?;
-    say(format!(
-        "guest {}: {} dumps over {:.0} s; backfilling them with promtool; its agent: {}",
-        guest.instance,
-        guest.dumps,
-        guest.last - guest.first,
-        guest.privileges
-    ));
-    let openmetrics = dir.join("guest.om");
-    std::fs::write(&openmetrics, &guest.openmetrics)?;
+    let [pre, post] = guests;
+    let pre = pre.context("guest (6.1, fentry, KVM) samples")?;
+    let post = post.context("guest (6.12, fentry, secondary-TLB subscriber) samples")?;
+    let mut files = Vec::new();
+    for guest in [&pre, &post] {
+        say(format!(
+            "guest {}: {} dumps over {:.0} s; backfilling them with promtool; its agent: {}",
+            guest.instance,
+            guest.dumps,
+            guest.last - guest.first,
+            guest.privileges
+        ));
+        let openmetrics = dir.join(format!("{}.om", guest.instance.replace(':', "_")));
+        std::fs::write(&openmetrics, &guest.openmetrics)?;
+        files.push(openmetrics);
+    }
     prometheus.restart_with(|data| {
-        process::run(
-            Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&openmetrics).arg(data),
-        )
+        files.iter().try_for_each(|openmetrics| {
+            process::run(
+                Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(openmetrics).arg(data),
+            )
+        })
     })?;
 
-    let start = host.start.min(guest.first) - 2.0;
-    let end = host.end.max(guest.last);
-    // "Now" for instant queries: a moment both sources have data for, rate window included.
-    let now = host.end.min(guest.last);
-    if now - host.start.max(guest.first) < 15.0 {
-        bail!("the host's and the guest's workloads overlapped by less than 15 s; rerun (machine too busy?)");
+    let start = host.start.min(pre.first).min(post.first) - 2.0;
+    let end = host.end.max(pre.last).max(post.last);
+    // "Now" for instant queries: a moment the host and the 6.1 guest both have data for, rate window included. The
+    // 6.12 guest starts later (it resolves its kernel through apt and builds the test module first); its series are
+    // checked over the whole window (`post_66_row`).
+    let now = host.end.min(pre.last);
+    if now - host.start.max(pre.first) < 15.0 {
+        bail!("the host's and the 6.1 guest's workloads overlapped by less than 15 s; rerun (machine too busy?)");
     }
     let mut results = Results { start, end, dashboards: Vec::new() };
     let (mut total, mut guest_only, mut empty) = (0, Vec::new(), Vec::new());
@@ -118,7 +142,7 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<Results> {
         results.dashboards.push(DashboardData { file, title, panels });
     }
     say(format!(
-        "{} of {total} dashboard queries parsed and returned data over {:.0} s ({} of them only from the 6.1 guest's \
+        "{} of {total} dashboard queries parsed and returned data over {:.0} s ({} of them only from the guests' \
          fentry samples: {})",
         total - empty.len(),
         end - start,
@@ -129,7 +153,46 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<Results> {
     if !empty.is_empty() {
         bail!("{} queries returned no data: {}", empty.len(), empty.join("; "));
     }
+    post_66_row(ws, &prometheus, &post.instance, start, end)?;
     Ok(results)
+}
+
+/// The host dashboard's double-notification row, restricted to the 6.12 guest's instance, shows every series of
+/// [`POST_66_SERIES`] with a positive rate.
+fn post_66_row(ws: &Workspace, prometheus: &Prometheus, instance: &str, start: f64, end: f64) -> Result<()> {
+    let dash = dashboards::load(ws, "mmuscope-host.json")?;
+    let panels: Vec<&Value> = dash["panels"].as_array().into_iter().flatten().collect();
+    let mut seen = Vec::new();
+    for (title, label, value) in POST_66_SERIES {
+        let panel = panels.iter().find(|p| p["title"] == *title).with_context(|| format!("no panel {title:?}"))?;
+        let expr = panel["targets"][0]["expr"].as_str().with_context(|| format!("{title:?}: no query"))?;
+        let data = prometheus.query_range(&substitute(expr, &regex_quote(instance)), start, end, 1.0)?;
+        let positive = data["result"].as_array().into_iter().flatten().any(|series| {
+            series["metric"][label] == *value
+                && series["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v[1].as_str().and_then(|x| x.parse::<f64>().ok()).is_some_and(|x| x > 0.0))
+        });
+        if !positive {
+            bail!("{title:?} shows no {label}=\"{value}\" from the 6.6+ guest {instance}");
+        }
+        seen.push(format!("{label}={value}"));
+    }
+    say(format!("the double-notification row shows the 6.6+ series from {instance}: {}", seen.join(", ")));
+    Ok(())
+}
+
+/// `s` as a literal inside a PromQL regular expression (instance names hold dots).
+fn regex_quote(s: &str) -> String {
+    s.chars().fold(String::new(), |mut out, c| {
+        if ".+*?()[]{}|^$\\".contains(c) {
+            out.push_str("\\\\");
+        }
+        out.push(c);
+        out
+    })
 }
 
 /// What the host phase leaves: Prometheus (still running), this host's instance label and the workload window.

@@ -9,8 +9,9 @@
 //!   operator's CRs against their API types, copies in sync ([`kube`]).
 //! * `dashboards/`: generated JSON up to date, the dashboard-linter checklist ([`dashlint`]), the JSON Schema from
 //!   `@grafana/schema` ([`dashboards`]); then every panel query against a real Prometheus scraping a real agent
-//!   while workloads run, plus a 6.1 guest's fentry-mode samples for the families this kernel cannot produce
-//!   ([`live`], [`guest`]), and the dashboards rendered to PNG with headless chromium ([`render`]).
+//!   while workloads run, plus two guests' fentry-mode samples for the families this kernel cannot produce (6.1 with
+//!   KVM; 6.12 with the test module's secondary-TLB subscriber, whose 6.6+ series the double-notification row must
+//!   show) ([`live`], [`guest`]), and the dashboards rendered to PNG with headless chromium ([`render`]).
 //! * The ServiceMonitor: the scrape job the Prometheus Operator generates for it, run by a real Prometheus against
 //!   the agent while a workload runs in a Kubernetes pod's cgroup; the stored series keep the workload's namespace,
 //!   pod and container ([`operator`]).

@@ -28,7 +28,7 @@ pub fn all(ws: &Workspace, tools: &Tools, results: &Results) -> Result<()> {
     let images = ws.root.join("docs/images");
     fs::create_dir_all(&images)?;
     let when = format!(
-        "{} s of data: this host live (tracepoint mode) + a Debian 6.1 guest (fentry mode, backfilled)",
+        "{} s of data: this host live (tracepoint mode) + Debian 6.1 and 6.12 guests (fentry mode, backfilled)",
         (results.end - results.start).round()
     );
     for d in &results.dashboards {

@@ -83,7 +83,7 @@ pub(super) const RDMA: &[&str] = &["rdma-odp --rounds 8"];
 /// The scenarios of the HMM mirror test module (see `vm::kmod`).
 pub(super) const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
 /// Every scenario that needs the test module.
-pub(super) const MODULE: &[&str] = &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4]];
+pub(super) const MODULE: &[&str] = &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4], SECTLB[5]];
 /// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
 /// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
 pub(super) const SECTLB: &[&str] = &[
@@ -92,6 +92,8 @@ pub(super) const SECTLB: &[&str] = &[
     "kvm-mprotect --iterations 25 --subscriber sectlb",
     "thp-partial-munmap --iterations 4 --subscriber sectlb",
     "swap-out --pages 256 --zram-mib 64 --subscriber sectlb",
+    // A range and a whole-mm call in one bracket on 6.6+: `overlapping_secondary_tlb`.
+    "mremap-move --iterations 4 --subscriber sectlb",
 ];
 
 #[cfg(test)]

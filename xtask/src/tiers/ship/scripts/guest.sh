@@ -3,10 +3,14 @@
 # for DURATION seconds, and a dump of the agent's mmuscope_* series every INTERVAL seconds on stdout, each headed
 # by the guest's uptime so the host can put the samples on its own clock. The host turns the dumps into
 # OpenMetrics and backfills them into the tier's Prometheus (see live.rs).
-# Usage: guest.sh DURATION INTERVAL
+# Usage: guest.sh DURATION INTERVAL [kvm|sectlb]
+# kvm (the default): the scenarios with KVM VMs as the subscriber. sectlb: the test module's secondary-TLB subscriber
+# instead (6.6+ kernels, where KVM implements no secondary-TLB op): every context, whole-mm calls and the
+# overlapping_secondary_tlb double (mremap-move).
 set -u
 duration=$1
 interval=$2
+set=${3:-kvm}
 uptime() { cut -d' ' -f1 /proc/uptime; }
 mmuscope run --mode fentry --web.listen-address 127.0.0.1:9476 >/tmp/agent.log 2>&1 &
 agent=$!
@@ -38,15 +42,23 @@ round=0
 while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
     round=$((round + 1))
     n=$(( (round % 3 + 1) * 150 ))
-    run vm-madvise kvm-madvise --iterations $n
-    run vm-munmap kvm-munmap --iterations $n
-    run vm-mprotect kvm-mprotect --iterations $((n / 5))
-    run vm-thp thp-partial-munmap --iterations 2
-    run forker fork-pinned --pages $((n * 2))
-    run thp-forker fork-pinned-thp
-    run vm-cross cross-cgroup --regions 2
+    if [ "$set" = sectlb ]; then
+        cgroups="tlb-madvise tlb-mprotect tlb-mremap"
+        run tlb-madvise kvm-madvise --iterations $n --subscriber sectlb
+        run tlb-mprotect kvm-mprotect --iterations $((n / 15)) --subscriber sectlb
+        run tlb-mremap mremap-move --iterations 2 --subscriber sectlb
+    else
+        cgroups="vm-madvise vm-munmap vm-mprotect vm-thp forker thp-forker vm-cross vm-cross-initiator"
+        run vm-madvise kvm-madvise --iterations $n
+        run vm-munmap kvm-munmap --iterations $n
+        run vm-mprotect kvm-mprotect --iterations $((n / 5))
+        run vm-thp thp-partial-munmap --iterations 2
+        run forker fork-pinned --pages $((n * 2))
+        run thp-forker fork-pinned-thp
+        run vm-cross cross-cgroup --regions 2
+    fi
     sleep $((interval + 1))
-    for c in vm-madvise vm-munmap vm-mprotect vm-thp forker thp-forker vm-cross vm-cross-initiator; do
+    for c in $cgroups; do
         mmuscope-workload cleanup-cgroup --path "/ship/$c" >/dev/null 2>&1
     done
 done
