@@ -333,6 +333,7 @@ fn module_files(ws: &Workspace, kernel: &CachedKernel, scenarios: &mut Vec<Strin
 fn needs_mirror(scenario: &str) -> bool {
     scenario.split_whitespace().next().is_some_and(|name| name.starts_with("mirror-"))
         || scenario.contains("--subscriber sectlb")
+        || scenario.contains("--interval-pages")
 }
 
 /// A guest kernel panic whose console tail shows no BPF program frame (`bpf_prog_…`).
@@ -437,7 +438,7 @@ fn say(message: impl std::fmt::Display) {
 #[cfg(test)]
 mod tests {
     use super::{
-        matrix::{MIRROR, SECTLB},
+        matrix::{MIRROR, SECTLB, SUBSCRIBER_SPLIT},
         *,
     };
 
@@ -451,7 +452,7 @@ mod tests {
     #[test]
     fn scenarios_that_need_the_test_module() {
         assert!(needs_mirror(MIRROR[0]));
-        assert!(SECTLB.iter().all(|s| needs_mirror(s)));
+        assert!(SECTLB.iter().all(|s| needs_mirror(s)) && needs_mirror(SUBSCRIBER_SPLIT));
         assert!(!needs_mirror("kvm-madvise --iterations 200"));
         assert!(!needs_mirror("kvm-madvise --iterations 200 --subscriber kvm"));
     }
