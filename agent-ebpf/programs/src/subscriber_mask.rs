@@ -22,16 +22,16 @@ pub const MAX_LISTED: u32 = 8;
 
 const BPF_NOEXIST: u64 = 1;
 
-/// The bit of `ops`, whose naming callback is `callback`: its slot, taken now if it has none.
+/// The bit of `ops`: its slot, taken now if it has none, with the callback `callback` reads (only then).
 #[inline(always)]
-fn bit_of(ops: u64, callback: u64) -> u32 {
+fn bit_of(ops: u64, callback: impl FnOnce() -> u64) -> u32 {
     if ops == 0 {
         return subscriber_mask::OTHER;
     }
     if let Some(slot) = unsafe { SUBSCRIBER_BITS.get(ops) } {
         return 1 << (*slot & 31);
     }
-    let wanted = SubscriberSlot { ops, callback };
+    let wanted = SubscriberSlot { ops, callback: callback() };
     for slot in 0..subscriber_mask::SLOTS {
         let taken = SUBSCRIBER_SLOTS.insert(slot, wanted, BPF_NOEXIST).is_ok()
             || unsafe { SUBSCRIBER_SLOTS.get(slot) }.is_some_and(|s| s.ops == ops);
@@ -47,19 +47,16 @@ fn bit_of(ops: u64, callback: u64) -> u32 {
 /// and the secondary-TLB op (the order the inventory names subscriptions in).
 #[inline(always)]
 pub fn notifier_bit(l: &KernelLayout, ops: u64) -> u32 {
-    if ops != 0
-        && let Some(slot) = unsafe { SUBSCRIBER_BITS.get(ops) }
-    {
-        return 1 << (*slot & 31);
-    }
-    let mut callback = 0;
-    for offset in [l.ops_start, l.ops_end, l.ops_secondary_tlb] {
-        callback = unsafe { read::<u64>(ops, offset) }.unwrap_or(0);
-        if callback != 0 {
-            break;
+    bit_of(ops, || {
+        let mut callback = 0;
+        for offset in [l.ops_start, l.ops_end, l.ops_secondary_tlb] {
+            callback = unsafe { read::<u64>(ops, offset) }.unwrap_or(0);
+            if callback != 0 {
+                break;
+            }
         }
-    }
-    bit_of(ops, callback)
+        callback
+    })
 }
 
 /// The subscribers an invalidation of `[start, end)` on `mm` reaches: every notifier on the mm's list (they see
@@ -110,15 +107,10 @@ pub fn any(l: &KernelLayout, mm: u64, start: u64, end: u64) -> bool {
     interval::itree_intersects(l, root, start, end)
 }
 
-/// The bit of the interval notifier whose tree node is `node`.
+/// The bit of the interval notifier whose tree node is `node`, named by its `ops->invalidate`.
 #[inline(always)]
 fn interval_bit(l: &KernelLayout, node: u64) -> u32 {
     let sub = node - l.itree_node_to_interval_sub as u64;
     let Ok(ops) = (unsafe { read::<u64>(sub, l.interval_sub_ops) }) else { return subscriber_mask::OTHER };
-    if ops != 0
-        && let Some(slot) = unsafe { SUBSCRIBER_BITS.get(ops) }
-    {
-        return 1 << (*slot & 31);
-    }
-    bit_of(ops, unsafe { read::<u64>(ops, l.interval_ops_invalidate) }.unwrap_or(0))
+    bit_of(ops, || unsafe { read::<u64>(ops, l.interval_ops_invalidate) }.unwrap_or(0))
 }
