@@ -57,8 +57,9 @@ pub const SUBSCRIBER: &str = "subscriber";
 
 /// The `subscriber` value of every bracket on the truth's mm: the kinds the workload registered there, sorted and
 /// joined with `+` as the agent names them — `kvm` for its VMs, `mmuscope_mirror` for the test module's
-/// secondary-TLB subscriber or interval notifier (a bracket missing the interval reaches no one and is not
-/// counted). `None` where the truth splits its brackets by subscriber itself (`subscribers`) or registered nothing.
+/// secondary-TLB subscriber or `mirror-collide`'s interval notifier (a bracket missing the interval reaches no one
+/// and is not counted). `None` where the truth splits its brackets by subscriber itself (`subscribers`), registered
+/// nothing, or has another driver's interval notifier.
 pub fn subscriber(truth: &GroundTruth) -> Option<String> {
     if truth.subscribers.is_some() {
         return None;
@@ -67,8 +68,13 @@ pub fn subscriber(truth: &GroundTruth) -> Option<String> {
     if truth.vms > 0 {
         kinds.push(mmuscope_tests::truth::KVM_KIND);
     }
-    if truth.tlb_subscriber.is_some() || truth.interval.is_some() {
+    // The test module's subscribers; another driver's interval notifier (e.g. rxe's ODP in `rdma-odp`) is named by
+    // its own module, which this check does not assume: no statement there.
+    let mirror_interval = matches!(truth.scenario, mmuscope_tests::truth::ScenarioParams::MirrorCollide(_));
+    if truth.tlb_subscriber.is_some() || mirror_interval {
         kinds.push(mmuscope_tests::truth::MIRROR_KIND);
+    } else if truth.interval.is_some() {
+        return None;
     }
     kinds.sort_unstable();
     (!kinds.is_empty()).then(|| kinds.join("+"))
