@@ -89,7 +89,7 @@ impl ByCgroup for DoubleKey {
 
     /// Every kind: `Avoided` goes to a family of its own.
     fn sample_keys() -> Vec<Self> {
-        DoubleKind::ALL.iter().map(|k| Self { cgroup_id: 1, flags: 0, kind: *k as u32 }).collect()
+        DoubleKind::ALL.iter().map(|k| Self { cgroup_id: 1, kind: *k as u32, ..Default::default() }).collect()
     }
 }
 

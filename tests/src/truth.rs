@@ -35,7 +35,8 @@ pub use notifications::{
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
 pub use outcomes::{
-    ChangePteTruth, CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, SwapTruth, TlbSubscriberTruth,
+    ChangePteTruth, CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, KVM_KIND, MIRROR_KIND,
+    SubscriberSplitTruth, SwapTruth, TlbSubscriberTruth,
 };
 pub use params::{
     CrossCgroupParams, ForkParams, HugetlbForkParams, KsmMergeParams, KvmMprotectParams, KvmMunmapParams,
@@ -87,6 +88,10 @@ pub struct GroundTruth {
     /// `change_pte` notifications, on kernels whose BTF has `__mmu_notifier_change_pte`; `None` elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_pte: Option<ChangePteTruth>,
+    /// Brackets by `subscriber`, where not every bracket reaches every subscriber of the mm; `None`: each reaches
+    /// all the workload registered (the VMs, the module).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<SubscriberSplitTruth>,
 }
 
 /// The scenario and its parameters, one variant per scenario (names as on the command line).
@@ -144,6 +149,9 @@ pub struct KvmMadviseParams {
     /// Size of the guest-memory region (one memslot).
     pub region_bytes: u64,
     pub page_bytes: u64,
+    /// Pages at the region's start also under the test module's interval notifier (0: none).
+    #[serde(default)]
+    pub interval_pages: u64,
 }
 
 /// `enum mmu_notifier_event`, in the lowercase names the agent and the truth use.
@@ -305,6 +313,7 @@ impl GroundTruth {
             interval: None,
             tlb_subscriber: None,
             change_pte: None,
+            subscribers: None,
         }
     }
 
@@ -443,7 +452,12 @@ mod tests {
             dir: PathBuf::from(root).join("mmuscope-test/kvm-madvise-42"),
         };
         let mut t = GroundTruth::new(
-            ScenarioParams::KvmMadvise(KvmMadviseParams { iterations: 3, region_bytes: 2 << 20, page_bytes: 4096 }),
+            ScenarioParams::KvmMadvise(KvmMadviseParams {
+                iterations: 3,
+                region_bytes: 2 << 20,
+                page_bytes: 4096,
+                interval_pages: 0,
+            }),
             CgroupPlacement {
                 default: cg(100, "/sys/fs/cgroup/unified"),
                 memory_v1: Some(cg(200, "/sys/fs/cgroup/memory")),

@@ -93,6 +93,13 @@ pub struct KernelLayout {
     pub itree_start: u32,
     pub itree_last: u32,
     pub itree_subtree_last: u32,
+    /// `mmu_interval_notifier.interval_tree` + `interval_tree_node.rb` (interval-notifier group): from a tree node
+    /// back to its notifier, whose `ops` names the subscriber.
+    pub itree_node_to_interval_sub: u32,
+    /// `mmu_notifier_ops.invalidate_range_start` and `_end` (notifier-ops group): the callbacks that name a
+    /// subscriber (see `SubscriberSlot`).
+    pub ops_start: u32,
+    pub ops_end: u32,
     /// `folio._folio_nr_pages` (renamed `_nr_pages` by 7.2; 64-bit kernels): the base pages of a large folio, which
     /// gives the bytes of a hugetlb page copied at fork.
     pub folio_nr_pages: u32,

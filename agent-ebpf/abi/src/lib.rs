@@ -27,7 +27,7 @@ pub use interval::{IntervalKey, IntervalRead};
 pub use layout::KernelLayout;
 pub use maps::{
     BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket, Initiator,
-    KvmUnmapKey, key_flags,
+    KvmUnmapKey, SubscriberSlot, key_flags, subscriber_mask,
 };
 pub use secondary::{
     ChangePteCounts, Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Overlap, Scope,
@@ -66,6 +66,8 @@ pub mod names {
     pub const SUBSCRIBER_CHANGES: &str = "SUBSCRIBER_CHANGES";
     pub const CGROUP_BIRTHS: &str = "CGROUP_BIRTHS";
     pub const CALLBACK_STATS: &str = "CALLBACK_STATS";
+    pub const SUBSCRIBER_SLOTS: &str = "SUBSCRIBER_SLOTS";
+    pub const SUBSCRIBER_BITS: &str = "SUBSCRIBER_BITS";
     /// The writable data section holding the `StackFilter` (a one-slot array map).
     pub const STACK_FILTER: &str = ".data.stacks";
     pub const STACK_TRACES: &str = "STACK_TRACES";

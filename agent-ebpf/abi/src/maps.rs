@@ -26,7 +26,29 @@ pub struct BracketKey {
     pub flags: u32,
     /// [`crate::Cause`] as u32.
     pub cause: u32,
-    pub _pad: u32,
+    /// Which subscriber kinds the bracket reached: a [`subscriber_mask`] (bit = slot of `SUBSCRIBER_SLOTS`).
+    pub subscribers: u32,
+}
+
+/// The `subscriber` dimension: a bracket's key carries a mask of the subscribers it reached, one bit per *ops*
+/// (a driver's `mmu_notifier_ops` or `mmu_interval_notifier_ops`, static per driver, so the bits are bounded by the
+/// drivers loaded, not by the processes using them). The programs give an ops the first free slot of
+/// `SUBSCRIBER_SLOTS` when they first meet it, with the callback user space names it by; user space turns each bit
+/// into the slot's subscriber kind (`kvm`, the module, ...), which folds several ops of one kind into one label.
+pub mod subscriber_mask {
+    /// Slots the programs hand out (bits 0..SLOTS); ops met after they ran out set [`OTHER`].
+    pub const SLOTS: u32 = 31;
+    /// An ops without a slot, or a subscriber that could not be read.
+    pub const OTHER: u32 = 1 << 31;
+}
+
+/// A slot of `SUBSCRIBER_SLOTS`: the ops that holds it and the callback that names its kind (the first non-NULL of
+/// `invalidate_range_start`, `_end`, the secondary-TLB op; an interval notifier's `invalidate`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberSlot {
+    pub ops: u64,
+    pub callback: u64,
 }
 
 /// Per-CPU statistics of completed brackets for one [`BracketKey`].
@@ -156,6 +178,7 @@ impl Counter {
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::BracketKey {}
+    unsafe impl aya::Pod for super::SubscriberSlot {}
     unsafe impl aya::Pod for super::BracketStats {}
     unsafe impl aya::Pod for super::InflightBracket {}
     unsafe impl aya::Pod for super::CgroupKey {}

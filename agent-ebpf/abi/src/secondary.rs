@@ -90,6 +90,10 @@ pub struct DoubleKey {
     pub flags: u32,
     /// [`DoubleKind`] as u32.
     pub kind: u32,
+    /// The subscribers the repeated invalidation reached (a [`crate::subscriber_mask`]): the secondary-TLB
+    /// implementers for secondary-TLB doubles, the bracket's subscribers for overlapping brackets and avoided ones.
+    pub subscribers: u32,
+    pub _pad: u32,
 }
 
 /// Count and bytes (redundant bytes for doubles).
@@ -214,7 +218,8 @@ pub struct Frame {
     pub end: u64,
     pub cgroup_id: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// The subscribers the bracket reached (a [`crate::subscriber_mask`]).
+    pub subscribers: u32,
     /// Secondary-TLB calls seen inside this bracket, and their bytes.
     pub sec_calls: u64,
     pub sec_bytes: u64,

@@ -25,9 +25,7 @@ use crate::{
     cgroup::{is_kthread, mm_owner_memcg, read, task_memcg},
     interval,
     maps::{INFLIGHT, KPROBE_STASH, LAYOUT, THREADS, bump, per_cpu_entry},
-    operations, regs,
-    secondary::has_subscribers,
-    stacks, threads,
+    operations, regs, stacks, subscriber_mask, threads,
 };
 
 /// Brackets at least this long (ns) are sent to `SLOW_EVENTS`; `u64::MAX` turns that off.
@@ -56,7 +54,8 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
     else {
         return;
     };
-    if !has_subscribers(&layout, mm, start, end) {
+    let subscribers = subscriber_mask::reached(&layout, mm, start, end);
+    if subscribers == 0 {
         return; // no one to invalidate: the close finds no in-flight entry and stays silent
     }
     let Ok(event) = (unsafe { read::<u32>(range, layout.range_event) }) else { return };
@@ -68,11 +67,12 @@ fn open<C: EbpfContext + StackIdContext>(ctx: &C, range: u64) {
     count_cross_cgroup(&layout, mm, cgroup_id, flags);
     let regs = regs::user_regs(&layout);
     if let Some(ts) = threads::current() {
-        let frame = Frame { range, mm, start, end, cgroup_id, flags, ..Frame::default() };
+        let frame = Frame { range, mm, start, end, cgroup_id, flags, subscribers, ..Frame::default() };
         threads::push(ts, &frame);
-        operations::bracket_opened(ctx, &layout, mm, start, end, cgroup_id, flags, regs);
+        operations::bracket_opened(ctx, &layout, mm, start, end, cgroup_id, flags, subscribers, regs);
     }
-    let key = BracketKey { cgroup_id, event, flags, cause: cause::current(&layout, mm, cgroup_id, regs), _pad: 0 };
+    let cause = cause::current(&layout, mm, cgroup_id, regs);
+    let key = BracketKey { cgroup_id, event, flags, cause, subscribers };
     if stacks::armed() {
         let detail = StackKey::invalidation_detail(event, key.cause);
         stacks::capture(ctx, StackKind::Invalidation, detail, cgroup_id, flags);
@@ -150,7 +150,7 @@ fn close<C: EbpfContext>(ctx: &C, range: u64) {
             unsafe { read::<u64>(range, layout.range_mm) },
             unsafe { read::<u64>(range, layout.range_start) },
             unsafe { read::<u64>(range, layout.range_end) },
-        ) && has_subscribers(&layout, mm, start, end)
+        ) && subscriber_mask::any(&layout, mm, start, end)
         {
             bump(Counter::EndWithoutStart);
         }

@@ -118,30 +118,46 @@ pub fn bracket_started(l: &KernelLayout, mm: u64, start: u64, end: u64) {
 /// Deepest interval tree walked: a red-black tree of depth 64 holds billions of nodes.
 const MAX_TREE_DEPTH: u32 = 64;
 
-/// Whether an interval of the tree at `root` (an `rb_node`, NULL for an empty tree) intersects
-/// `[start, end)`: the search of the kernel's `interval_tree_iter_first(root, start, end - 1)`
-/// (include/linux/interval_tree_generic.h, `interval_tree_subtree_search`). A node that cannot be
-/// read or a tree deeper than [`MAX_TREE_DEPTH`] counts as a hit (the old, coarser answer).
+/// What the interval-tree search of [`itree_first`] found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    Miss,
+    /// The `rb_node` of the first interval intersecting the range.
+    Node(u64),
+    /// A node could not be read, the tree is deeper than [`MAX_TREE_DEPTH`], or the fields did not resolve: counted
+    /// as a hit (the old, coarser answer) of an unknown subscriber.
+    Unknown,
+}
+
+/// Whether an interval of the tree at `root` (an `rb_node`, NULL for an empty tree) intersects `[start, end)`.
 #[inline(always)]
 pub fn itree_intersects(l: &KernelLayout, root: u64, start: u64, end: u64) -> bool {
+    itree_first(l, root, start, end) != Hit::Miss
+}
+
+/// The first interval of the tree at `root` intersecting `[start, end)`: the search of the kernel's
+/// `interval_tree_iter_first(root, start, end - 1)` (include/linux/interval_tree_generic.h,
+/// `interval_tree_subtree_search`).
+#[inline(always)]
+pub fn itree_first(l: &KernelLayout, root: u64, start: u64, end: u64) -> Hit {
     if root == 0 || end <= start {
-        return false;
+        return Hit::Miss;
     }
     if l.interval_fields == 0 {
-        return true;
+        return Hit::Unknown;
     }
     let last = end - 1;
     let subtree_last = |node: u64| unsafe { read::<u64>(node, l.itree_subtree_last) };
     let mut node = root;
     match subtree_last(node) {
-        Ok(v) if v < start => return false,
+        Ok(v) if v < start => return Hit::Miss,
         Ok(_) => {}
-        Err(()) => return true,
+        Err(()) => return Hit::Unknown,
     }
     for _ in 0..MAX_TREE_DEPTH {
-        let Ok(left) = (unsafe { read::<u64>(node, l.itree_rb_left) }) else { return true };
+        let Ok(left) = (unsafe { read::<u64>(node, l.itree_rb_left) }) else { return Hit::Unknown };
         if left != 0 {
-            let Ok(v) = subtree_last(left) else { return true };
+            let Ok(v) = subtree_last(left) else { return Hit::Unknown };
             if start <= v {
                 node = left;
                 continue;
@@ -150,25 +166,25 @@ pub fn itree_intersects(l: &KernelLayout, root: u64, start: u64, end: u64) -> bo
         let (Ok(node_start), Ok(node_last)) =
             (unsafe { read::<u64>(node, l.itree_start) }, unsafe { read::<u64>(node, l.itree_last) })
         else {
-            return true;
+            return Hit::Unknown;
         };
         if node_start > last {
-            return false;
+            return Hit::Miss;
         }
         if start <= node_last {
-            return true;
+            return Hit::Node(node);
         }
-        let Ok(right) = (unsafe { read::<u64>(node, l.itree_rb_right) }) else { return true };
+        let Ok(right) = (unsafe { read::<u64>(node, l.itree_rb_right) }) else { return Hit::Unknown };
         if right == 0 {
-            return false;
+            return Hit::Miss;
         }
-        let Ok(v) = subtree_last(right) else { return true };
+        let Ok(v) = subtree_last(right) else { return Hit::Unknown };
         if start > v {
-            return false;
+            return Hit::Miss;
         }
         node = right;
     }
-    true
+    Hit::Unknown
 }
 
 #[inline(always)]

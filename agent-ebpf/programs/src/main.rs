@@ -24,6 +24,7 @@ mod operations;
 mod regs;
 mod secondary;
 mod stacks;
+mod subscriber_mask;
 mod subscribers;
 mod threads;
 

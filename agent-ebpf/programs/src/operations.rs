@@ -49,6 +49,7 @@ pub fn bracket_opened<C: EbpfContext + StackIdContext>(
     end: u64,
     cgroup_id: u64,
     flags: u32,
+    subscribers: u32,
     regs: u64,
 ) {
     if OPERATIONS_ON.get(0).is_none_or(|on| *on == 0) {
@@ -66,7 +67,7 @@ pub fn bracket_opened<C: EbpfContext + StackIdContext>(
     {
         let o = unsafe { (*op).seen.overlap_and_record(start, end, false) };
         if o.any {
-            add_double(ctx, cgroup_id, flags, DoubleKind::OverlappingBrackets, o.bytes);
+            add_double(ctx, cgroup_id, flags, subscribers, DoubleKind::OverlappingBrackets, o.bytes);
         }
         return;
     }

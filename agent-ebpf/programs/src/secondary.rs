@@ -14,9 +14,10 @@ use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Ove
 
 use crate::{
     cgroup::{load, mm_owner_memcg, read},
-    interval, layout_field,
+    layout_field,
     maps::{LAYOUT, THREADS, per_cpu_entry},
     stacks,
+    subscriber_mask::{MAX_LISTED, notifier_bit},
     threads::{self, top},
 };
 
@@ -28,54 +29,29 @@ static SECONDARY_STATS: PerCpuHashMap<SecondaryKey, CountBytes> = PerCpuHashMap:
 #[map]
 static DOUBLE_STATS: PerCpuHashMap<DoubleKey, CountBytes> = PerCpuHashMap::with_max_entries(4096, 0);
 
-/// Most subscribers walked on one mm (KVM registers one per VM).
-const MAX_SUBSCRIBERS: u32 = 8;
-
-/// Whether an invalidation of `[start, end)` on `mm` reaches a subscriber: a notifier on the mm's
-/// list (those see every range), or an interval notifier whose interval intersects the range (the
-/// tree walk of `interval::itree_intersects`). The subscriptions struct outlives its subscribers (it
-/// is freed with the mm), so after e.g. a VM is destroyed or an interval notifier removed the hooks
-/// still run for every later invalidation, reaching no one; neither do brackets of an mm whose only
-/// subscribers are intervals elsewhere. Those are not invalidations of any secondary MMU and are not
-/// counted. `has_itree` cannot tell: `__mmu_notifier_register(NULL, mm)` sets it and nothing clears it.
+/// The subscribers of `mm` that implement the secondary-TLB callback, as a subscriber mask (0: none).
 #[inline(always)]
-pub fn has_subscribers(l: &KernelLayout, mm: u64, start: u64, end: u64) -> bool {
-    let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return false };
+fn secondary_implementers(l: &KernelLayout, mm: u64) -> u32 {
+    let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return 0 };
     if subs == 0 {
-        return false;
+        return 0;
     }
-    if unsafe { read::<u64>(subs, l.subscriptions_list) }.is_ok_and(|first| first != 0) {
-        return true;
-    }
-    let Ok(root) = (unsafe { read::<u64>(subs, l.subscriptions_itree_root) }) else { return false };
-    interval::itree_intersects(l, root, start, end)
-}
-
-/// Whether any subscriber of `mm` implements the secondary-TLB callback.
-#[inline(always)]
-fn has_secondary_implementer(l: &KernelLayout, mm: u64) -> bool {
-    let Ok(subs) = (unsafe { read::<u64>(mm, l.mm_notifier_subscriptions) }) else { return false };
-    if subs == 0 {
-        return false;
-    }
-    let Ok(mut node) = (unsafe { read::<u64>(subs, l.subscriptions_list) }) else { return false };
-    for _ in 0..MAX_SUBSCRIBERS {
+    let Ok(mut node) = (unsafe { read::<u64>(subs, l.subscriptions_list) }) else { return 0 };
+    let mut mask = 0;
+    for _ in 0..MAX_LISTED {
         if node == 0 {
-            return false;
+            break;
         }
         let notifier = node - l.notifier_hlist as u64;
         if let Ok(ops) = unsafe { read::<u64>(notifier, l.notifier_ops) }
             && ops != 0
             && unsafe { read::<u64>(ops, l.ops_secondary_tlb) }.is_ok_and(|f| f != 0)
         {
-            return true;
+            mask |= notifier_bit(l, ops);
         }
-        node = match unsafe { read::<u64>(node, l.hlist_next) } {
-            Ok(n) => n,
-            Err(()) => return false,
-        };
+        node = unsafe { read::<u64>(node, l.hlist_next) }.unwrap_or(0);
     }
-    false
+    mask
 }
 
 #[inline(always)]
@@ -90,11 +66,18 @@ fn add(map_key: SecondaryKey, bytes: u64) {
 
 /// Counts a double notification of `kind` (or one avoided) and, while a stack request runs, its stack.
 #[inline(always)]
-pub fn add_double<C: EbpfContext + StackIdContext>(ctx: &C, cgroup_id: u64, flags: u32, kind: DoubleKind, bytes: u64) {
+pub fn add_double<C: EbpfContext + StackIdContext>(
+    ctx: &C,
+    cgroup_id: u64,
+    flags: u32,
+    subscribers: u32,
+    kind: DoubleKind,
+    bytes: u64,
+) {
     if kind != DoubleKind::Avoided && stacks::armed() {
         stacks::capture(ctx, StackKind::DoubleNotification, kind as u32, cgroup_id, flags);
     }
-    let key = DoubleKey { cgroup_id, flags, kind: kind as u32 };
+    let key = DoubleKey { cgroup_id, flags, kind: kind as u32, subscribers, _pad: 0 };
     if let Some(v) = per_cpu_entry(&DOUBLE_STATS, &key, &CountBytes::default()) {
         unsafe {
             (*v).count += 1;
@@ -109,7 +92,8 @@ pub fn add_double<C: EbpfContext + StackIdContext>(ctx: &C, cgroup_id: u64, flag
 #[inline(always)]
 fn secondary_call<C: EbpfContext + StackIdContext>(ctx: &C, mm: u64, start: u64, end: u64) {
     let l = LAYOUT.load();
-    if !has_secondary_implementer(&l, mm) {
+    let implementers = secondary_implementers(&l, mm);
+    if implementers == 0 {
         return;
     }
     let scope = if start == 0 && end == u64::MAX { Scope::FullMm } else { Scope::Range };
@@ -141,7 +125,7 @@ fn secondary_call<C: EbpfContext + StackIdContext>(ctx: &C, mm: u64, start: u64,
     add(SecondaryKey { cgroup_id, flags, scope: scope as u8, context: context as u8, _pad: 0 }, bytes);
     if overlap.any {
         let kind = if overlap.by_end { DoubleKind::EndThenGather } else { DoubleKind::OverlappingSecondaryTlb };
-        add_double(ctx, cgroup_id, flags, kind, overlap.bytes);
+        add_double(ctx, cgroup_id, flags, implementers, kind, overlap.bytes);
     }
 }
 
@@ -156,11 +140,12 @@ fn end_entry<C: EbpfContext + StackIdContext>(ctx: &C, range: u64, only_end: boo
     }
     let (mm, start, end, cgroup_id, flags) = unsafe { ((*f).mm, (*f).start, (*f).end, (*f).cgroup_id, (*f).flags) };
     if only_end {
-        add_double(ctx, cgroup_id, flags, DoubleKind::Avoided, 0);
+        add_double(ctx, cgroup_id, flags, unsafe { (*f).subscribers }, DoubleKind::Avoided, 0);
         return;
     }
     let l = LAYOUT.load();
-    if !has_secondary_implementer(&l, mm) {
+    let implementers = secondary_implementers(&l, mm);
+    if implementers == 0 {
         return;
     }
     add(
@@ -169,7 +154,7 @@ fn end_entry<C: EbpfContext + StackIdContext>(ctx: &C, range: u64, only_end: boo
     );
     let in_lock = unsafe { (*f).seen.overlap_and_record(start, end, true) };
     if in_lock.any {
-        add_double(ctx, cgroup_id, flags, DoubleKind::EndAfterInLock, in_lock.bytes);
+        add_double(ctx, cgroup_id, flags, implementers, DoubleKind::EndAfterInLock, in_lock.bytes);
     }
     // A gather flush of this mm after the end would repeat the range.
     if unsafe { (*ts).gather_mm } == mm {

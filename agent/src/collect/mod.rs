@@ -5,7 +5,7 @@
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use mmuscope_abi::{
     BracketKey, BracketStats, CgroupKey, ChangePteCounts, CountBytes, Counter, CrossKey, DoubleKey, ForkStats,
-    IntervalKey, KvmUnmapKey, SecondaryKey, names,
+    IntervalKey, KvmUnmapKey, SecondaryKey, SubscriberSlot, names,
 };
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +29,8 @@ macro_rules! maps_and_snapshot {
         pub struct Maps {
             $($field: PerCpuHashMap<MapData, $key, $value>,)*
             counters: PerCpuArray<MapData, u64>,
+            /// The subscriber slots (see [`mmuscope_abi::subscriber_mask`]).
+            slots: aya::maps::HashMap<MapData, u32, SubscriberSlot>,
             /// `max_entries` of the aggregation maps, for `map_capacity`.
             pub stats_capacity: u32,
             /// Failed reads per map since start: the per-cgroup maps in list order, then the counters.
@@ -41,6 +43,11 @@ macro_rules! maps_and_snapshot {
         pub struct Snapshot {
             $(pub $field: Vec<($key, $value)>,)*
             pub counters: [u64; Counter::COUNT as usize],
+            /// `(slot, callback)` of every subscriber slot the programs handed out.
+            pub subscriber_slots: Vec<(u32, u64)>,
+            /// The `subscriber` label of every mask in `brackets` and `doubles`, named by the exporter
+            /// (`crate::export::Exporter`) after the read; empty until then.
+            pub subscriber_labels: std::collections::BTreeMap<u32, String>,
         }
 
         impl Snapshot {
@@ -74,6 +81,7 @@ macro_rules! maps_and_snapshot {
                 Ok(Self {
                     $($field: probes.take_map($name)?.try_into()?,)*
                     counters: probes.take_map(names::COUNTERS)?.try_into()?,
+                    slots: probes.take_map(names::SUBSCRIBER_SLOTS)?.try_into()?,
                     read_errors: Default::default(),
                     stats_capacity,
                 })
@@ -100,6 +108,8 @@ macro_rules! maps_and_snapshot {
                 for (c, total) in Counter::ALL.iter().zip(self.counted(index, counters, &mut first)) {
                     snap.counters[*c as usize] = total;
                 }
+                // A slot is written once and never removed: a failed read only leaves masks `unknown` this time.
+                snap.subscriber_slots = self.slots.iter().filter_map(Result::ok).map(|(k, v)| (k, v.callback)).collect();
                 match first {
                     Some(e) => Err(e),
                     None => Ok(snap),
@@ -136,4 +146,17 @@ impl Maps {
 /// The `map` label of read-error slot `index`.
 fn read_map_label(index: usize) -> &'static str {
     cgroup_maps::MAPS.get(index).map_or(COUNTERS_LABEL, |m| m.label)
+}
+
+impl Snapshot {
+    /// Every subscriber mask of the snapshot's keys.
+    pub fn subscriber_masks(&self) -> std::collections::BTreeSet<u32> {
+        let brackets = self.brackets.iter().map(|(k, _)| k.subscribers);
+        brackets.chain(self.doubles.iter().map(|(k, _)| k.subscribers)).collect()
+    }
+
+    /// The `subscriber` label of `mask` (named by the exporter; `unknown` if it was not).
+    pub fn subscriber(&self, mask: u32) -> &str {
+        self.subscriber_labels.get(&mask).map_or("unknown", String::as_str)
+    }
 }

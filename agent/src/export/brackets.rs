@@ -4,21 +4,22 @@
 use mmuscope_abi::{Cause, key_flags};
 
 use super::series::{Family, Kind, Metric, Value};
-use crate::{cgroups::CgroupLabels, collect::Snapshot, kernel::EventNames};
+use crate::{cgroups::CgroupLabels, collect::Snapshot, kernel::EventNames, subscribers};
 
 pub const INVALIDATIONS: Metric = Metric::per_cgroup(
     "mmuscope_invalidations_total",
     Kind::Counter,
-    &["event", "cause", "blockable"],
-    "Completed mmu_notifier invalidation brackets, by owner memory cgroup, event type, cause and whether the range \
-     was blockable. In tracepoint mode: KVM's kvm_unmap_hva_range events, with event and blockable unknown.",
+    &["event", "cause", "blockable", subscribers::LABEL],
+    "Completed mmu_notifier invalidation brackets, by owner memory cgroup, event type, cause, blockable and the \
+     subscriber kinds reached (kvm, a module, + joined). Tracepoint mode: KVM's kvm_unmap_hva_range events, \
+     event and blockable unknown.",
 );
 pub const DURATION: Metric = Metric::per_cgroup(
     "mmuscope_invalidation_duration_seconds",
     Kind::Histogram,
-    &["event"],
+    &["event", subscribers::LABEL],
     "Time from __mmu_notifier_invalidate_range_start entry to __mmu_notifier_invalidate_range_end return, by owner \
-     memory cgroup and event type (fentry and kprobe modes).",
+     memory cgroup, event type and the subscriber kinds reached (fentry and kprobe modes).",
 );
 /// The per-cgroup histogram has no cause label (cgroups × events × causes × buckets would be too many series);
 /// this one answers "how long do THP-split (reclaim, migration …) invalidations take" for the whole host.
@@ -31,10 +32,11 @@ pub const DURATION_BY_CAUSE: Metric = Metric::plain(
 );
 pub const METRICS: &[&Metric] = &[&INVALIDATIONS, &DURATION, &DURATION_BY_CAUSE];
 
-/// `cgroup(flags, id)` gives the cgroup labels of a key.
+/// `cgroup(flags, id)` gives the cgroup labels of a key, `subscriber(mask)` the label of its subscriber mask.
 pub fn families<'a>(
     snap: &Snapshot,
     cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>,
+    subscriber: &dyn Fn(u32) -> &'a str,
     events: &'a EventNames,
 ) -> Vec<Family<'a>> {
     let mut counts = Family::new(&INVALIDATIONS);
@@ -43,14 +45,16 @@ pub fn families<'a>(
     // Several ids can share labels (e.g. "unknown", or "other"): the families sum their series.
     for (k, s) in &snap.brackets {
         let (labels, event) = (cgroup(k.flags, k.cgroup_id), events.name(k.event.into()));
-        hists.add(Some(labels), &[event], Value::Histogram(Box::new(*s)));
+        let reached = subscriber(k.subscribers);
+        hists.add(Some(labels), &[event, reached], Value::Histogram(Box::new(*s)));
         by_cause.add(None, &[cause(k.cause)], Value::Histogram(Box::new(*s)));
         let blockable = if k.flags & key_flags::BLOCKABLE != 0 { "true" } else { "false" };
-        counts.add(Some(labels), &[event, cause(k.cause), blockable], Value::Count(s.count));
+        counts.add(Some(labels), &[event, cause(k.cause), blockable, reached], Value::Count(s.count));
     }
     // Tracepoint mode: KVM callback counts, no event type.
     for (k, n) in &snap.kvm_unmaps {
-        counts.add(Some(cgroup(k.flags, k.cgroup_id)), &["unknown", cause(k.cause), "unknown"], Value::Count(*n));
+        let own = ["unknown", cause(k.cause), "unknown", subscribers::KVM];
+        counts.add(Some(cgroup(k.flags, k.cgroup_id)), &own, Value::Count(*n));
     }
     vec![counts, hists, by_cause]
 }
@@ -72,7 +76,7 @@ mod tests {
             event,
             flags,
             cause: cause as u32,
-            _pad: 0,
+            subscribers: if cgroup_id == 11 { 0b11 } else { 0b1 },
         };
         let snap = Snapshot {
             brackets: vec![
@@ -86,16 +90,19 @@ mod tests {
         };
         let events = EventNames::from_pairs(vec![(0, "unmap".into()), (1, "clear".into())]);
         let cgroup = |_flags: u32, id: u64| CgroupLabels::new(if id == 12 { "/kvm" } else { "/a" }, "", "", "");
-        let mut fams = families(&snap, &cgroup, &events);
+        let subscriber = |mask: u32| if mask == 0b1 { "kvm" } else { "kvm+mmuscope_mirror" };
+        let mut fams = families(&snap, &cgroup, &subscriber, &events);
         let mut count = |cgroup: &str, own: &[&str]| fams[0].value(Some(cgroup), own).cloned();
-        assert_eq!(count("/a", &["clear", "madvise", "true"]), Some(Value::Count(3)));
-        assert_eq!(count("/a", &["clear", "thp_split", "true"]), Some(Value::Count(1)));
-        assert_eq!(count("/a", &["unmap", "munmap", "false"]), Some(Value::Count(1)));
-        assert_eq!(count("/kvm", &["unknown", "page_fault", "unknown"]), Some(Value::Count(7)));
-        assert_eq!(fams[0].series().len(), 4);
-        // The histogram has no cause label: both causes of the clear brackets are in one series.
-        let Some(Value::Histogram(h)) = fams[1].value(Some("/a"), &["clear"]) else { panic!("no histogram") };
-        assert_eq!((h.count, h.sum_ns), (4, 8500));
+        assert_eq!(count("/a", &["clear", "madvise", "true", "kvm"]), Some(Value::Count(2)));
+        assert_eq!(count("/a", &["clear", "madvise", "true", "kvm+mmuscope_mirror"]), Some(Value::Count(1)));
+        assert_eq!(count("/a", &["clear", "thp_split", "true", "kvm"]), Some(Value::Count(1)));
+        assert_eq!(count("/a", &["unmap", "munmap", "false", "kvm"]), Some(Value::Count(1)));
+        // Tracepoint mode counts KVM's own events.
+        assert_eq!(count("/kvm", &["unknown", "page_fault", "unknown", "kvm"]), Some(Value::Count(7)));
+        assert_eq!(fams[0].series().len(), 5);
+        // The histogram has no cause label: both causes of the clear brackets are in one series per subscriber.
+        let Some(Value::Histogram(h)) = fams[1].value(Some("/a"), &["clear", "kvm"]) else { panic!("no histogram") };
+        assert_eq!((h.count, h.sum_ns), (3, 3500));
         // By cause, all cgroups together: madvise from cgroups 10 and 11, THP split and munmap apart.
         let mut by_cause = |cause: &str| match fams[2].value(None, &[cause]) {
             Some(Value::Histogram(h)) => Some((h.count, h.sum_ns)),

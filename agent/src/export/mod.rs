@@ -113,6 +113,19 @@ impl Exporter {
         }
     }
 
+    /// Names every subscriber mask of `snap` into its `subscriber_labels`, from the slots' callbacks (`unknown`
+    /// without the inventory's kallsyms handle, or while a name is being read).
+    fn name_subscribers(&self, snap: &mut crate::collect::Snapshot) {
+        let kinds = match &self.subscribers {
+            Some(s) if !snap.subscriber_slots.is_empty() => {
+                s.lock().unwrap_or_else(|e| e.into_inner()).slot_kinds(&snap.subscriber_slots)
+            }
+            _ => Default::default(),
+        };
+        let masks = snap.subscriber_masks();
+        snap.subscriber_labels = masks.into_iter().map(|m| (m, crate::subscribers::mask_label(m, &kinds))).collect();
+    }
+
     /// The subscriber inventory (re-swept if due), `None` when its family is not attached.
     pub fn subscribers(&self) -> Option<Arc<crate::subscribers::Inventory>> {
         self.subscribers.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).current())
@@ -151,6 +164,8 @@ impl Exporter {
             keep
         });
         drop(live);
+        self.name_subscribers(&mut snap);
+        let subscriber_labels = std::mem::take(&mut snap.subscriber_labels);
         let addrs: Vec<u64> = snap.interval_waits.iter().map(|(k, _)| k.invalidate_fn).collect();
         let symbols = if addrs.is_empty() { Default::default() } else { self.symbol_names(&addrs) };
         let written = {
@@ -159,8 +174,15 @@ impl Exporter {
             // family takes its labels from here.
             let cgroup = |flags: u32, id: u64| names.labels(HierarchyKind::of_key(flags), id);
             let symbol = |a: u64| symbols.get(&a).map_or("unknown", String::as_str);
+            let subscriber = |m: u32| subscriber_labels.get(&m).map_or("unknown", String::as_str);
             let mut out = extra;
-            let context = Context { cgroup: &cgroup, symbol: &symbol, events: &self.events, page_size: self.page_size };
+            let context = Context {
+                cgroup: &cgroup,
+                symbol: &symbol,
+                subscriber: &subscriber,
+                events: &self.events,
+                page_size: self.page_size,
+            };
             out.extend(snapshot_families(&snap, &context, &self.attached));
             if let Some(inv) = &inventory {
                 out.extend(subscribers::families(inv, &cgroup));
@@ -188,6 +210,8 @@ struct Context<'c, 'a> {
     cgroup: &'c dyn Fn(u32, u64) -> CgroupLabels<'a>,
     /// `symbol(addr)`: the kernel text symbol at `addr`.
     symbol: &'c dyn Fn(u64) -> &'a str,
+    /// `subscriber(mask)`: the `subscriber` label of a subscriber mask.
+    subscriber: &'c dyn Fn(u32) -> &'a str,
     events: &'a EventNames,
     page_size: u64,
 }
@@ -236,11 +260,11 @@ impl Attached {
 /// Every family built from the per-cgroup maps. The metrics reference runs the same function on a sample snapshot,
 /// so a family added here is documented without another edit.
 fn snapshot_families<'a>(snap: &Snapshot, context: &Context<'_, 'a>, attached: &Attached) -> Vec<Family<'a>> {
-    let Context { cgroup, symbol, events, page_size } = *context;
-    let mut out = brackets::families(snap, cgroup, events);
+    let Context { cgroup, symbol, subscriber, events, page_size } = *context;
+    let mut out = brackets::families(snap, cgroup, subscriber, events);
     out.extend(fork::families(snap, cgroup, page_size, attached.fork_splits));
     out.extend(fork_hugetlb::families(snap, cgroup, attached.fork_hugetlb));
-    out.extend(secondary::families(snap, cgroup, attached.secondary_tlb));
+    out.extend(secondary::families(snap, cgroup, subscriber, attached.secondary_tlb));
     out.extend(change_pte::families(snap, cgroup, attached.change_pte));
     out.extend(cross::families(snap, cgroup, attached.brackets_timed));
     let intervals = intervals::Attached { readers: attached.interval_readers, hits: attached.interval_hits };
@@ -264,6 +288,7 @@ impl Exporter {
     ) -> anyhow::Result<R> {
         let mut snap = self.maps().snapshot()?;
         let inventory = self.subscribers();
+        self.name_subscribers(&mut snap);
         let mut names = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         resolve(&mut names, &snap, inventory.as_deref());
         let live = names.liveness();

@@ -103,7 +103,9 @@ fn all_families() -> Vec<Row> {
     let runs = [ProgramRun { program: "p".into(), run_time: Default::default(), run_count: 1 }];
     let report = sample_report();
     let symbol = |_: u64| "amdgpu_hmm_invalidate_gfx";
-    let context = Context { cgroup: &cgroup, symbol: &symbol, events: &events, page_size: 4096 };
+    let subscriber = |_: u32| crate::subscribers::KVM;
+    let context =
+        Context { cgroup: &cgroup, symbol: &symbol, subscriber: &subscriber, events: &events, page_size: 4096 };
     let mut out = snapshot_families(&snap, &context, &Attached::ALL);
     out.extend(subscribers::families(&inventory, &cgroup));
     out.push(subscribers::callback_family(&callbacks));

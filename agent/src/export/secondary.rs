@@ -3,7 +3,7 @@
 use mmuscope_abi::{Context, DoubleKind, Scope};
 
 use super::series::{Family, Kind, Metric, Value};
-use crate::{cgroups::CgroupLabels, collect::Snapshot};
+use crate::{cgroups::CgroupLabels, collect::Snapshot, subscribers};
 
 pub const INVALIDATIONS: Metric = Metric::per_cgroup(
     "mmuscope_secondary_tlb_invalidations_total",
@@ -15,20 +15,21 @@ pub const INVALIDATIONS: Metric = Metric::per_cgroup(
 pub const DOUBLES: Metric = Metric::per_cgroup(
     "mmuscope_double_notifications_total",
     Kind::Counter,
-    &["kind"],
-    "Secondary-TLB ranges invalidated again within one operation, by owner memory cgroup and mechanism \
-     (end_after_in_lock, end_then_gather, overlapping_secondary_tlb, overlapping_brackets; see docs/probes.md).",
+    &["kind", subscribers::LABEL],
+    "Secondary-TLB ranges invalidated again within one operation, by owner memory cgroup, mechanism \
+     (end_after_in_lock, end_then_gather, overlapping_secondary_tlb, overlapping_brackets) and subscriber kinds \
+     reached; see docs/probes.md.",
 );
 pub const REDUNDANT_BYTES: Metric = Metric::per_cgroup(
     "mmuscope_redundant_invalidation_bytes_total",
     Kind::Counter,
-    &["kind"],
+    &["kind", subscribers::LABEL],
     "Bytes invalidated more than once, by mechanism (see double_notifications_total).",
 );
 pub const AVOIDED: Metric = Metric::per_cgroup(
     "mmuscope_double_notifications_avoided_total",
     Kind::Counter,
-    &[],
+    &[subscribers::LABEL],
     "invalidate_range_end calls with only_end set (pre-6.6), which skip the repeated ->invalidate_range.",
 );
 pub const METRICS: &[&Metric] = &[&INVALIDATIONS, &DOUBLES, &REDUNDANT_BYTES, &AVOIDED];
@@ -46,7 +47,13 @@ fn context_label(v: u8) -> &'static str {
 }
 
 /// Left out entirely when the family is not attached, so "0" always means "watched, none".
-pub fn families<'a>(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>, attached: bool) -> Vec<Family<'a>> {
+/// `subscriber(mask)` names a double's subscriber mask.
+pub fn families<'a>(
+    snap: &Snapshot,
+    cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>,
+    subscriber: &dyn Fn(u32) -> &'a str,
+    attached: bool,
+) -> Vec<Family<'a>> {
     if !attached {
         return Vec::new();
     }
@@ -59,12 +66,12 @@ pub fn families<'a>(snap: &Snapshot, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'
     let mut bytes = Family::new(&REDUNDANT_BYTES);
     let mut avoided = Family::new(&AVOIDED);
     for (k, v) in &snap.doubles {
-        let labels = Some(cgroup(k.flags, k.cgroup_id));
+        let (labels, reached) = (Some(cgroup(k.flags, k.cgroup_id)), subscriber(k.subscribers));
         match DoubleKind::from_u32(k.kind) {
-            Some(DoubleKind::Avoided) => avoided.add(labels, &[], Value::Count(v.count)),
+            Some(DoubleKind::Avoided) => avoided.add(labels, &[reached], Value::Count(v.count)),
             Some(kind) => {
-                doubles.add(labels, &[kind.label()], Value::Count(v.count));
-                bytes.add(labels, &[kind.label()], Value::Count(v.bytes));
+                doubles.add(labels, &[kind.label(), reached], Value::Count(v.count));
+                bytes.add(labels, &[kind.label(), reached], Value::Count(v.bytes));
             }
             None => {}
         }

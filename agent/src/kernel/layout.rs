@@ -85,6 +85,10 @@ impl ResolvedLayout {
             itree_start: interval_node_field(&mut r, "start")?,
             itree_last: interval_node_field(&mut r, "last")?,
             itree_subtree_last: interval_node_field(&mut r, "__subtree_last")?,
+            itree_node_to_interval_sub: r.offset(IntervalNotifier, "mmu_interval_notifier", "interval_tree", None)?
+                + r.offset(IntervalNotifier, "interval_tree_node", "rb", None)?,
+            ops_start: r.offset(NotifierOps, "mmu_notifier_ops", "invalidate_range_start", Some(8))?,
+            ops_end: r.offset(NotifierOps, "mmu_notifier_ops", "invalidate_range_end", Some(8))?,
             folio_nr_pages: folio_nr_pages(&mut r)?,
             task_btf: 0,
         };

@@ -43,6 +43,9 @@ pub struct CgroupView {
     pub invalidations: u64,
     /// `invalidations` by event type (`unknown` in tracepoint mode).
     pub invalidations_by_event: BTreeMap<String, u64>,
+    /// `invalidations` by the subscriber kinds they reached: the `subscriber` label of
+    /// `mmuscope_invalidations_total` (`kvm`, `kvm+mmuscope_mirror`, ...; `kvm` in tracepoint mode).
+    pub invalidations_by_subscriber: BTreeMap<String, u64>,
     /// Bracket latency; null in modes without latency (tracepoint).
     pub latency: Option<LatencyView>,
     /// Double notifications (all kinds); null when the secondary-TLB probe family is not attached.
@@ -84,6 +87,7 @@ pub struct Available {
 #[derive(Default)]
 struct Acc {
     by_event: BTreeMap<String, u64>,
+    by_subscriber: BTreeMap<String, u64>,
     hist: Option<BracketStats>,
     fork_copies: u64,
     doubles: u64,
@@ -95,6 +99,7 @@ pub fn cgroups(snap: &Snapshot, names: &CgroupNames, events: &EventNames, availa
     for (k, s) in &snap.brackets {
         let a = acc.entry((HierarchyKind::of_key(k.flags), k.cgroup_id)).or_default();
         *a.by_event.entry(events.name(k.event.into()).to_string()).or_default() += s.count;
+        *a.by_subscriber.entry(snap.subscriber(k.subscribers).to_string()).or_default() += s.count;
         let h = a.hist.get_or_insert_with(BracketStats::default);
         h.count += s.count;
         h.sum_ns += s.sum_ns;
@@ -105,6 +110,7 @@ pub fn cgroups(snap: &Snapshot, names: &CgroupNames, events: &EventNames, availa
     for (k, n) in &snap.kvm_unmaps {
         let a = acc.entry((HierarchyKind::of_key(k.flags), k.cgroup_id)).or_default();
         *a.by_event.entry("unknown".to_string()).or_default() += n;
+        *a.by_subscriber.entry(crate::subscribers::KVM.to_string()).or_default() += n;
     }
     for (k, s) in &snap.forks {
         acc.entry((HierarchyKind::of_key(k.flags), k.cgroup_id)).or_default().fork_copies += s.copies;
@@ -149,6 +155,7 @@ fn view(which: HierarchyKind, id: u64, a: Acc, names: &CgroupNames, available: A
         deleted: info.is_some_and(|i| i.deleted_at.is_some()),
         invalidations: a.by_event.values().sum(),
         invalidations_by_event: a.by_event,
+        invalidations_by_subscriber: a.by_subscriber,
         latency,
         double_notifications: available.double_notifications.then_some(a.doubles),
         fork_pinned_page_copies: available.fork_copies.then_some(a.fork_copies),

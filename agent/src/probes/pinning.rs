@@ -16,10 +16,15 @@ use crate::cgroup_maps;
 /// bpffs' `statfs` magic.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The maps whose contents are the agent's counters: `(name, type, key size, value size, sized by --map.stats-entries)`.
+/// The maps whose contents are the agent's counters: `(name, type, key size, value size, sized by --map.stats-entries)`,
+/// and the subscriber slots, which give the counters' subscriber masks their meaning.
 fn persistent() -> impl Iterator<Item = (&'static str, MapType, usize, usize, bool)> {
     let per_cgroup = cgroup_maps::MAPS.iter().map(|m| (m.name, MapType::PerCpuHash, m.key_size, m.value_size, true));
-    per_cgroup.chain([(names::COUNTERS, MapType::PerCpuArray, size_of::<u32>(), size_of::<u64>(), false)])
+    per_cgroup.chain([
+        (names::COUNTERS, MapType::PerCpuArray, size_of::<u32>(), size_of::<u64>(), false),
+        (names::SUBSCRIBER_SLOTS, MapType::Hash, size_of::<u32>(), size_of::<mmuscope_abi::SubscriberSlot>(), false),
+        (names::SUBSCRIBER_BITS, MapType::Hash, size_of::<u64>(), size_of::<u32>(), false),
+    ])
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,7 @@ use mmuscope_abi::{SubscriberRecord, callback_slot, names};
 
 use crate::probes::{Mode, Probes, families, spec::Hook};
 pub use classify::kind as classify;
+pub use classify::{KVM, LABEL, mask_label};
 
 pub use records::{RawMm, parse};
 pub use symbols::Symbols;
@@ -276,6 +277,13 @@ impl Sweeper {
         self.symbols.request(addrs.iter().copied());
         let name = |a: &u64| self.symbols.get(*a).map_or_else(|| "unknown".to_string(), |s| s.name);
         addrs.iter().map(|a| (*a, name(a))).collect()
+    }
+
+    /// The subscriber kind of each `(slot, callback)` of the bracket programs' subscriber slots, named like the
+    /// inventory's subscriptions (`unknown` while a name is being read). Never waits for kallsyms.
+    pub fn slot_kinds(&mut self, slots: &[(u32, u64)]) -> std::collections::BTreeMap<u32, String> {
+        self.symbols.request(slots.iter().map(|(_, a)| *a));
+        slots.iter().map(|(slot, a)| (*slot, classify(self.symbols.get(*a).as_ref()))).collect()
     }
 
     /// Callback durations by `(subscriber, callback)`; empty when no timer is attached.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupPlacement;
 use crate::truth::SecondaryTlbApi;
+use std::collections::BTreeMap;
 
 /// One fork() of a process whose region may have been pinned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,4 +115,21 @@ pub struct ChangePteTruth {
     pub outside: u64,
     /// Where each one comes from (the kernel functions that call `set_pte_at_notify`).
     pub sources: String,
+}
+
+/// The subscriber kind of KVM's notifiers.
+pub const KVM_KIND: &str = "kvm";
+
+/// The subscriber kind of the test module (`tests/kmod/mmuscope_mirror/`): the agent names a module's notifiers by
+/// the module.
+pub const MIRROR_KIND: &str = "mmuscope_mirror";
+
+/// Brackets split by the `subscriber` label, for a scenario whose mm has subscribers that not every bracket
+/// reaches (a KVM VM over the whole region and an interval notifier over part of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberSplitTruth {
+    /// Brackets per `subscriber` value (`kvm`, `kvm+mmuscope_mirror`), every value listed.
+    pub brackets: BTreeMap<String, u64>,
+    /// The `subscriber` of every double notification and avoided call of the scenario.
+    pub doubles: String,
 }

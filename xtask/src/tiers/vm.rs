@@ -350,6 +350,7 @@ fn needs_rdma(scenario: &str) -> bool {
 fn needs_mirror(scenario: &str) -> bool {
     scenario.split_whitespace().next().is_some_and(|name| name.starts_with("mirror-"))
         || scenario.contains("--subscriber sectlb")
+        || scenario.contains("--interval-pages")
 }
 
 /// A guest kernel panic whose console tail shows no BPF program frame (`bpf_prog_…`).
@@ -454,7 +455,7 @@ fn say(message: impl std::fmt::Display) {
 #[cfg(test)]
 mod tests {
     use super::{
-        matrix::{MIRROR, RDMA, SECTLB},
+        matrix::{MIRROR, RDMA, SECTLB, SUBSCRIBER_SPLIT},
         *,
     };
 
@@ -468,7 +469,7 @@ mod tests {
     #[test]
     fn scenarios_that_need_the_test_module() {
         assert!(needs_mirror(MIRROR[0]));
-        assert!(SECTLB.iter().all(|s| needs_mirror(s)));
+        assert!(SECTLB.iter().all(|s| needs_mirror(s)) && needs_mirror(SUBSCRIBER_SPLIT));
         assert!(!needs_mirror("kvm-madvise --iterations 200"));
         assert!(!needs_mirror("kvm-madvise --iterations 200 --subscriber kvm"));
     }

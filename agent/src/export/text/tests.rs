@@ -163,29 +163,33 @@ fn specs() -> Vec<Spec> {
         Spec {
             metric: &brackets::INVALIDATIONS,
             rows: vec![
-                (cg("/b"), vec!["clear", "madvise", "true"], Value::Count(1)),
-                (cg("/a b"), vec!["clear", "madvise", "true"], Value::Count(2)),
-                (cg("/a"), vec!["clear", "madvise", "true"], Value::Count(3)),
-                (cg("/a-b"), vec!["unmap", "munmap", "false"], Value::Count(1 << 53)),
-                (cg("/a\"q\\b\nc"), vec!["unknown", "other", "unknown"], Value::Count((1 << 53) + 1)),
-                (cg("/b"), vec!["clear", "madvise", "true"], Value::Count(4)), // summed with the first row
-                (cg("/zäöü"), vec!["clear", "fork", "false"], Value::Count(u64::MAX)),
+                (cg("/b"), vec!["clear", "madvise", "true", "kvm"], Value::Count(1)),
+                (cg("/a b"), vec!["clear", "madvise", "true", "kvm"], Value::Count(2)),
+                (cg("/a"), vec!["clear", "madvise", "true", "kvm"], Value::Count(3)),
+                (cg("/a-b"), vec!["unmap", "munmap", "false", "kvm+mmuscope_mirror"], Value::Count(1 << 53)),
+                (cg("/a\"q\\b\nc"), vec!["unknown", "other", "unknown", "kvm"], Value::Count((1 << 53) + 1)),
+                (cg("/b"), vec!["clear", "madvise", "true", "kvm"], Value::Count(4)), // summed with the first row
+                (cg("/zäöü"), vec!["clear", "fork", "false", "kvm"], Value::Count(u64::MAX)),
                 (
                     Some(["/kubepods/pod", "default", "web-0", "nginx"]),
-                    vec!["clear", "reclaim", "true"],
+                    vec!["clear", "reclaim", "true", "kvm"],
                     Value::Count(0),
                 ),
-                (Some(["/kubepods/pod", "default", "web-0", ""]), vec!["clear", "reclaim", "true"], Value::Count(9)),
-                (cg("other"), vec!["clear", "madvise", "true"], Value::Count(5)),
-                (cg("other"), vec!["clear", "madvise", "true"], Value::Count(6)),
+                (
+                    Some(["/kubepods/pod", "default", "web-0", ""]),
+                    vec!["clear", "reclaim", "true", "kvm"],
+                    Value::Count(9),
+                ),
+                (cg("other"), vec!["clear", "madvise", "true", "kvm"], Value::Count(5)),
+                (cg("other"), vec!["clear", "madvise", "true", "kvm"], Value::Count(6)),
             ],
         },
         Spec {
             metric: &brackets::DURATION,
             rows: vec![
-                (cg("/a"), vec!["clear"], hist(&[100, 3000, 1 << 40])),
-                (cg("/"), vec!["unmap"], hist(&[])),
-                (cg("/a"), vec!["clear"], hist(&[256, 257, 1 << 20])),
+                (cg("/a"), vec!["clear", "kvm"], hist(&[100, 3000, 1 << 40])),
+                (cg("/"), vec!["unmap", "kvm"], hist(&[])),
+                (cg("/a"), vec!["clear", "kvm"], hist(&[256, 257, 1 << 20])),
             ],
         },
         Spec {

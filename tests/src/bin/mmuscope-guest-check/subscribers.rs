@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use mmuscope_tests::harness::Scraper;
 use mmuscope_tests::promtext::Exposition;
-use mmuscope_tests::truth::GroundTruth;
+use mmuscope_tests::truth::{GroundTruth, KVM_KIND, MIRROR_KIND};
 use serde_json::Value;
 
 /// Sweeps are on demand; under TCG the API answers slowly (a request may even time out: retried).
 const SEEN_TIMEOUT: Duration = Duration::from_secs(60);
-/// The subscriber kind of the test module's secondary-TLB subscriber (its module's name).
-const TLB_SUBSCRIBER_KIND: &str = "mmuscope_mirror";
 const CALLBACK_COUNT: &str = "mmuscope_subscriber_callback_duration_seconds_count";
 
 /// What `/api/v1/subscribers` listed for the held workload's pid.
@@ -79,15 +77,17 @@ pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth, ops_chan
     // subscriber `mmuscope_mirror`; kinds come sorted.
     let mut kinds: Vec<String> = Vec::new();
     if truth.vms > 0 {
-        kinds.push("kvm".into());
+        kinds.push(KVM_KIND.into());
     }
-    let module = u64::from(truth.tlb_subscriber.is_some());
+    // The module's secondary-TLB subscriber, or its interval notifier beside a VM (one subscription of the mm's
+    // interval notifiers).
+    let module = u64::from(truth.tlb_subscriber.is_some() || truth.interval.is_some());
     if module > 0 {
-        kinds.push(TLB_SUBSCRIBER_KIND.into());
+        kinds.push(MIRROR_KIND.into());
     }
     kinds.sort();
     // Each VM's KVM subscription implements `change_pte` where the op exists; the test module's never does.
-    let change_pte = if ops_change_pte { vec!["kvm".to_owned(); truth.vms as usize] } else { Vec::new() };
+    let change_pte = if ops_change_pte { vec![KVM_KIND.to_owned(); truth.vms as usize] } else { Vec::new() };
     let want = Listed { kinds, subscriptions: u64::from(truth.vms) + module, has_pinned, change_pte };
     match listed {
         None => vec![format!("pid {} never appeared in /api/v1/subscribers", truth.pid)],
@@ -102,7 +102,7 @@ pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth, ops_chan
 pub fn kvm_start_callbacks(e: &Exposition) -> u64 {
     e.samples_named(CALLBACK_COUNT)
         .filter(|s| {
-            s.labels.get("subscriber").map(String::as_str) == Some("kvm")
+            s.labels.get("subscriber").map(String::as_str) == Some(KVM_KIND)
                 && s.labels.get("callback").map(String::as_str) == Some("invalidate_range_start")
         })
         .map(|s| s.value as u64)

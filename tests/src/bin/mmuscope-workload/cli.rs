@@ -180,6 +180,10 @@ pub struct KvmMadviseArgs {
     /// Before tearing down, say so on stderr and wait until stdin is closed (the harness inspects the agent).
     #[arg(long)]
     pub hold: bool,
+    /// Also register the test module's interval notifier (see --module) over the first N pages, beside the KVM VM:
+    /// the rounds on those pages reach both subscribers, the others KVM alone.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub interval_pages: usize,
     #[command(flatten)]
     pub subscriber: SubscriberArgs,
     #[command(flatten)]

@@ -19,8 +19,12 @@ use crate::vm::{self, GuestVm, Kvm};
 
 /// The subscriber, registered, and the scenario's memory (a KVM memslot's, or just the mm's for the module).
 pub enum Subscribed {
-    Kvm(GuestVm),
-    Tlb { dev: Mirror, memory: AnonRegion },
+    /// The VM, and the test module's interval notifier over the first pages of its memory (`--interval-pages`).
+    Kvm(GuestVm, Option<Mirror>),
+    Tlb {
+        dev: Mirror,
+        memory: AnonRegion,
+    },
 }
 
 impl Subscribed {
@@ -29,7 +33,7 @@ impl Subscribed {
         match args.subscriber {
             SubscriberKind::Kvm => {
                 let kvm = Kvm::open()?;
-                Ok(Self::Kvm(GuestVm::over(&kvm, memory, 1)?))
+                Ok(Self::Kvm(GuestVm::over(&kvm, memory, 1)?, None))
             }
             SubscriberKind::Sectlb => {
                 mirror::load(&args.module)?;
@@ -42,7 +46,7 @@ impl Subscribed {
 
     pub fn memory(&self) -> &AnonRegion {
         match self {
-            Self::Kvm(guest) => &guest.memory,
+            Self::Kvm(guest, _) => &guest.memory,
             Self::Tlb { memory, .. } => memory,
         }
     }
@@ -50,8 +54,30 @@ impl Subscribed {
     /// KVM VMs on the mm (the truth's `vms`).
     pub fn vms(&self) -> u32 {
         match self {
-            Self::Kvm(guest) => guest.vms.len() as u32,
+            Self::Kvm(guest, _) => guest.vms.len() as u32,
             Self::Tlb { .. } => 0,
+        }
+    }
+
+    /// Adds the test module's interval notifier over the first `pages` pages of the VM's memory (`module` loaded
+    /// first): brackets on those pages reach both subscribers, the others KVM alone. Call before the memory is used.
+    pub fn add_interval(&mut self, module: &std::path::Path, pages: usize) -> Result<()> {
+        let Self::Kvm(guest, interval @ None) = self else {
+            anyhow::bail!("an interval notifier goes beside one KVM VM (--subscriber kvm)");
+        };
+        ensure!(pages <= guest.memory.pages(), "{pages} interval pages, the memory has {}", guest.memory.pages());
+        mirror::load(module)?;
+        let dev = Mirror::open()?;
+        dev.register(guest.memory.addr(), (pages * guest.memory.page_size()) as u64).context("MIRROR_REGISTER")?;
+        *interval = Some(dev);
+        Ok(())
+    }
+
+    /// What the interval notifier of [`Self::add_interval`] counted so far (`None` without one).
+    pub fn interval_status(&self) -> Option<Result<mirror::Status>> {
+        match self {
+            Self::Kvm(_, Some(dev)) => Some(dev.status().context("MIRROR_STATUS")),
+            _ => None,
         }
     }
 
@@ -67,7 +93,10 @@ impl Subscribed {
     /// no subscriber left; returns what the module received, read before it unregisters.
     pub fn unsubscribe(self) -> Result<(AnonRegion, Option<TlbStatus>)> {
         match self {
-            Self::Kvm(GuestVm { vms, memory }) => {
+            Self::Kvm(GuestVm { vms, memory }, interval) => {
+                if let Some(dev) = interval {
+                    dev.unregister().context("MIRROR_UNREGISTER")?;
+                }
                 vm::destroy_all(vms)?;
                 Ok((memory, None))
             }

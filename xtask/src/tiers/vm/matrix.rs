@@ -83,7 +83,11 @@ pub(super) const RDMA: &[&str] = &["rdma-odp --rounds 8"];
 /// The scenarios of the HMM mirror test module (see `vm::kmod`).
 pub(super) const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
 /// Every scenario that needs the test module.
-pub(super) const MODULE: &[&str] = &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4], SECTLB[5]];
+pub(super) const MODULE: &[&str] =
+    &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4], SECTLB[5], SUBSCRIBER_SPLIT];
+/// A KVM VM and the module's interval notifier on one mm: 200 rounds over 512 pages, the first 100 under the
+/// interval, so 100 brackets reach both (`subscriber="kvm+mmuscope_mirror"`) and 100 KVM alone (`"kvm"`).
+pub(super) const SUBSCRIBER_SPLIT: &str = "kvm-madvise --iterations 200 --interval-pages 100";
 /// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
 /// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
 pub(super) const SECTLB: &[&str] = &[

@@ -52,6 +52,34 @@ pub const METRICS: &[&str] = &[
     intervals::HMM_BUSY,
 ];
 
+/// The `subscriber` label of the agent's bracket and double-notification families.
+pub const SUBSCRIBER: &str = "subscriber";
+
+/// The `subscriber` value of every bracket on the truth's mm: the kinds the workload registered there, sorted and
+/// joined with `+` as the agent names them — `kvm` for its VMs, `mmuscope_mirror` for the test module's
+/// secondary-TLB subscriber or `mirror-collide`'s interval notifier (a bracket missing the interval reaches no one
+/// and is not counted). `None` where the truth splits its brackets by subscriber itself (`subscribers`), registered
+/// nothing, or has another driver's interval notifier.
+pub fn subscriber(truth: &GroundTruth) -> Option<String> {
+    if truth.subscribers.is_some() {
+        return None;
+    }
+    let mut kinds = Vec::new();
+    if truth.vms > 0 {
+        kinds.push(mmuscope_tests::truth::KVM_KIND);
+    }
+    // The test module's subscribers; another driver's interval notifier (e.g. rxe's ODP in `rdma-odp`) is named by
+    // its own module, which this check does not assume: no statement there.
+    let mirror_interval = matches!(truth.scenario, mmuscope_tests::truth::ScenarioParams::MirrorCollide(_));
+    if truth.tlb_subscriber.is_some() || mirror_interval {
+        kinds.push(mmuscope_tests::truth::MIRROR_KIND);
+    } else if truth.interval.is_some() {
+        return None;
+    }
+    kinds.sort_unstable();
+    (!kinds.is_empty()).then(|| kinds.join("+"))
+}
+
 /// One expected increase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
@@ -178,13 +206,13 @@ mod tests {
         assert_eq!(
             series(&e),
             [
-                "mmuscope_invalidations_total{cgroup=\"/t/a\",event=\"clear\"} = 3",
-                "mmuscope_invalidation_duration_seconds_count{cgroup=\"/t/a\",event=\"clear\"} = 3",
+                "mmuscope_invalidations_total{cgroup=\"/t/a\",event=\"clear\",subscriber=\"kvm\"} = 3",
+                "mmuscope_invalidation_duration_seconds_count{cgroup=\"/t/a\",event=\"clear\",subscriber=\"kvm\"} = 3",
                 "mmuscope_secondary_tlb_invalidations_total{cgroup=\"/t/a\",context=\"bracket\",scope=\"range\"} = 3",
                 "mmuscope_secondary_tlb_invalidations_total{cgroup=\"/t/a\",context=\"gather\"} = 3",
-                "mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\"} = 3",
-                "mmuscope_redundant_invalidation_bytes_total{cgroup=\"/t/a\",kind=\"end_then_gather\"} = 12288",
-                "mmuscope_double_notifications_avoided_total{cgroup=\"/t/a\"} = 2",
+                "mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\",subscriber=\"kvm\"} = 3",
+                "mmuscope_redundant_invalidation_bytes_total{cgroup=\"/t/a\",kind=\"end_then_gather\",subscriber=\"kvm\"} = 12288",
+                "mmuscope_double_notifications_avoided_total{cgroup=\"/t/a\",subscriber=\"kvm\"} = 2",
                 "mmuscope_unmatched_bracket_ends_total = 0",
                 "mmuscope_invalidation_start_failures_total = 0",
                 "mmuscope_probe_read_errors_total = 0",
@@ -195,6 +223,10 @@ mod tests {
         assert!(
             closed.contains(&(INVALIDATIONS, "event")) && closed.contains(&(cross_cgroup::CROSS_CGROUP, "initiator"))
         );
+        // A KVM scenario's brackets and doubles all reach KVM, and nothing else.
+        for metric in [INVALIDATIONS, HIST_COUNT, doubles::DOUBLES, doubles::REDUNDANT_BYTES, doubles::AVOIDED] {
+            assert!(closed.contains(&(metric, SUBSCRIBER)), "{metric} closed by subscriber: {closed:?}");
+        }
     }
 
     #[test]
@@ -202,7 +234,10 @@ mod tests {
         let e = expectations(&truth(), SecondaryTlbApi::ArchInvalidateSecondaryTlbs, false);
         let s = series(&e);
         assert!(
-            s.contains(&"mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\"} = 0".into())
+            s.contains(
+                &"mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\",subscriber=\"kvm\"} = 0"
+                    .into()
+            )
         );
         assert!(
             s.contains(
@@ -211,7 +246,7 @@ mod tests {
             )
         );
         assert!(
-            s.contains(&"mmuscope_double_notifications_avoided_total{cgroup=\"/t/a\"} = 0".into()),
+            s.contains(&"mmuscope_double_notifications_avoided_total{cgroup=\"/t/a\",subscriber=\"kvm\"} = 0".into()),
             "none listed: {s:?}"
         );
         assert!(!s.iter().any(|l| l.contains("context=\"bracket\"")), "not listed for 6.6+, so closed to zero: {s:?}");
@@ -247,6 +282,26 @@ mod tests {
         assert!(
             !series(&expectations(&t, SecondaryTlbApi::InvalidateRange, false)).iter().any(|l| l.contains("interval"))
         );
+    }
+
+    #[test]
+    fn brackets_split_by_subscriber_where_the_truth_splits_them() {
+        let mut t = truth();
+        let brackets = [("kvm".to_owned(), 1), ("kvm+mmuscope_mirror".to_owned(), 2)].into();
+        t.subscribers = Some(mmuscope_tests::truth::SubscriberSplitTruth { brackets, doubles: "kvm".into() });
+        let e = expectations(&t, SecondaryTlbApi::InvalidateRange, true);
+        let s = series(&e);
+        for want in [
+            "mmuscope_invalidations_total{cgroup=\"/t/a\",event=\"clear\"} = 3",
+            "mmuscope_invalidations_total{cgroup=\"/t/a\",subscriber=\"kvm\"} = 1",
+            "mmuscope_invalidations_total{cgroup=\"/t/a\",subscriber=\"kvm+mmuscope_mirror\"} = 2",
+            "mmuscope_invalidation_duration_seconds_count{cgroup=\"/t/a\",subscriber=\"kvm+mmuscope_mirror\"} = 2",
+            "mmuscope_double_notifications_total{cgroup=\"/t/a\",kind=\"end_then_gather\",subscriber=\"kvm\"} = 3",
+        ] {
+            assert!(s.contains(&want.to_owned()), "{want} in {s:?}");
+        }
+        let closed: Vec<_> = e.closed.iter().map(|c| (c.metric, c.label)).collect();
+        assert!(closed.contains(&(INVALIDATIONS, SUBSCRIBER)) && closed.contains(&(doubles::AVOIDED, SUBSCRIBER)));
     }
 
     #[test]

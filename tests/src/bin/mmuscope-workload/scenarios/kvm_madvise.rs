@@ -35,8 +35,9 @@
 use anyhow::{Context, Result};
 use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
-    BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, InvalidationTruth, KvmMadviseParams,
-    NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext, TlbScope,
+    BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, IntervalTruth, InvalidationTruth,
+    KvmMadviseParams, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth,
+    SubscriberSplitTruth, TlbContext, TlbScope,
 };
 
 use crate::cgroups;
@@ -53,12 +54,17 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
     let kernel_api = kernel_api::detect();
     let memory = AnonRegion::map(REGION_BYTES).context("mapping guest memory")?;
-    let guest = Subscribed::over(&args.subscriber, memory)?;
+    let mut guest = Subscribed::over(&args.subscriber, memory)?;
+    if args.interval_pages > 0 {
+        guest.add_interval(&args.subscriber.module, args.interval_pages)?;
+    }
     let vms = guest.vms();
     let (region_bytes, page_bytes) = (guest.memory().len() as u64, guest.memory().page_size() as u64);
+    let pages = guest.memory().pages();
     // --- notifier registered: no allocation, free, print or mapping change until teardown ---
     let exercised = exercise(guest.memory(), args.iterations);
     crate::hold::until_stdin_closes(args.hold);
+    let interval = guest.interval_status();
     let teardown = guest.teardown();
     // --- notifier gone ---
     exercised.context("madvise(MADV_DONTNEED)")?;
@@ -76,12 +82,52 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
         )
         .with_causes(Cause::Madvise, None),
     ]);
-    let params = KvmMadviseParams { iterations: args.iterations, region_bytes, page_bytes };
+    let interval_pages = args.interval_pages as u64;
+    let params = KvmMadviseParams { iterations: args.iterations, region_bytes, page_bytes, interval_pages };
     let mut truth = GroundTruth::new(ScenarioParams::KvmMadvise(params), cgroups, vms, invalidations);
     truth.kernel_api = kernel_api;
     truth.double_notifications = Some(doubles(args.iterations, page_bytes));
+    if let Some(status) = interval {
+        split_by_subscriber(&mut truth, status?, args.iterations, pages, args.interval_pages)?;
+    }
     subscriber::finish(&mut truth, secondary_tlb(args.iterations, page_bytes), received)?;
     Ok(truth)
+}
+
+/// With `--interval-pages K`: the test module's interval notifier covers pages `[0, K)` beside the VM. Round `i`
+/// zaps page `i % pages` (`exercise`), so the rounds on pages below `K` reach KVM and the interval
+/// (`kvm+mmuscope_mirror`), the others KVM alone (`kvm`); the module's own count of `ops->invalidate` calls must
+/// equal the first figure. Nothing else touches the interval (no fault, no read), and the interval notifier has no
+/// secondary-TLB op: every double is KVM's, and no reader waits or collides.
+fn split_by_subscriber(
+    truth: &mut GroundTruth,
+    status: crate::mirror::Status,
+    rounds: u64,
+    pages: usize,
+    interval_pages: usize,
+) -> Result<()> {
+    let both = (0..rounds).filter(|i| (i % pages as u64) < interval_pages as u64).count() as u64;
+    anyhow::ensure!(
+        status.invalidations == both,
+        "the module's interval notifier was invalidated {} times, the rounds on its pages were {both}",
+        status.invalidations
+    );
+    let kvm = mmuscope_tests::truth::KVM_KIND;
+    let joined = format!("{kvm}+{}", mmuscope_tests::truth::MIRROR_KIND);
+    let brackets = [(kvm.to_owned(), rounds - both), (joined, both)].into_iter().collect();
+    truth.subscribers = Some(SubscriberSplitTruth { brackets, doubles: kvm.to_owned() });
+    truth.interval = Some(IntervalTruth {
+        invalidations: both,
+        misses: 0,
+        concurrent_misses: 0,
+        read_waits: 0,
+        read_retries: 0,
+        hmm_busy: 0,
+        kernel_path: "madvise_dontneed_single_vma → mmu_notifier_invalidate_range_start → mn_itree_invalidate \
+                      (the interval tree's ranges intersecting the zapped page)"
+            .to_owned(),
+    });
+    Ok(())
 }
 
 /// `rounds` zaps of one present page of `page` bytes (see the module docs for the source lines).
