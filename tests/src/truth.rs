@@ -41,8 +41,7 @@ pub use outcomes::{
 pub use params::{
     CrossCgroupParams, ForkParams, HugetlbForkParams, KsmMergeParams, KvmMprotectParams, KvmMunmapParams,
     MirrorCollideParams, MremapMoveParams, MultiVmParams, RdmaOdpParams, SwapOutParams, ThpPartialMunmapParams,
-    ThpSplitParams,
-    ThpSwapOutParams,
+    ThpSplitParams, ThpSwapOutParams,
 };
 
 use std::collections::BTreeMap;
