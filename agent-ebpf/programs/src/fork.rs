@@ -69,7 +69,8 @@ fn note_unobserved_fork(ctx: &BtfTracePointContext) {
         return;
     }
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let mm: u64 = unsafe { load(task, layout_field!(task_mm)) };
+    let task_mm = layout_field!(task_mm);
+    let mm: u64 = unsafe { load(task, task_mm) };
     let s = SUBSCRIBER_LAYOUT.load();
     if mm == 0 || !unsafe { has_pinned(&s, mm) }.unwrap_or(false) {
         return;
