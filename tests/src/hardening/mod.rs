@@ -103,9 +103,20 @@ pub fn kvm_madvise(env: &HostEnv, parent: &str, name: &str, iterations: u64) -> 
 /// counters for it must equal the workload's truth (pages whose PFN changed across the fork) within 10 s.
 pub fn fork_pinned_counts_exactly(env: &HostEnv, scraper: &Scraper, parent: &str, name: &str) -> Result<()> {
     let _guard = CgroupGuard::new(env.hierarchies.clone(), CgroupPath::parse(parent)?.join(name)?);
+    // The workload forks once the agent has its fork-copy hook attached (it attaches it when it sees the pin).
     let truth = run_workload(
         &env.workload_bin,
-        ["fork-pinned", "--pages", "64", "--cgroup-parent", parent, "--cgroup-name", name],
+        [
+            "fork-pinned",
+            "--pages",
+            "64",
+            "--cgroup-parent",
+            parent,
+            "--cgroup-name",
+            name,
+            "--agent-url",
+            scraper.base(),
+        ],
     )?;
     let fork = truth.fork.as_ref().context("fork-pinned reported no fork truth")?;
     let label = truth.cgroups.attributed().path.to_string();

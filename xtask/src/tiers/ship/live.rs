@@ -32,6 +32,7 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("vm-munmap", "kvm-munmap --iterations {n4}"),
     ("vm-mprotect", "kvm-mprotect --iterations {n20}"),
     ("vm-multi", "multi-vm --vms 3 --iterations {n4}"),
+    // The `holder` below keeps a pinned mm alive, so the agent keeps its fork-copy hook attached for these.
     ("forker", "fork-pinned --pages {n4}"),
 ];
 

@@ -53,8 +53,9 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
         run vm-munmap kvm-munmap --iterations $n
         run vm-mprotect kvm-mprotect --iterations $((n / 5))
         run vm-thp thp-partial-munmap --iterations 2
-        run forker fork-pinned --pages $((n * 2))
-        run thp-forker fork-pinned-thp
+        # --agent-url: fork once the agent has attached its fork-copy hook (it does when it sees the pin).
+        run forker fork-pinned --pages $((n * 2)) --agent-url http://127.0.0.1:9476
+        run thp-forker fork-pinned-thp --agent-url http://127.0.0.1:9476
         run vm-cross cross-cgroup --regions 2
     fi
     sleep $((interval + 1))
