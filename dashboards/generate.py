@@ -320,6 +320,32 @@ def host():
                            "invalidate callbacks (fentry/kprobe modes).", "s",
                            target(f"histogram_quantile(0.99, sum by (le, subscriber, callback) "
                                   f"(rate(mmuscope_subscriber_callback_duration_seconds_bucket{{{HOST}}}{RATE})))", "{{subscriber}} {{callback}}")), 8, 8),
+        L.row("GPU and RDMA subscribers (interval notifiers)"),
+        L.place(timeseries("Invalidations by subscriber", "Invalidation brackets per second by the subscriber "
+                           "kinds they reached (kvm, a GPU or RDMA driver's module, + when several; tracepoint mode: "
+                           "kvm).", "ops",
+                           target(f"sum by (subscriber) ({rate('mmuscope_invalidations_total')})", "{{subscriber}}"),
+                           stack=True), 8, 8),
+        L.place(timeseries("Bracket p99 by subscriber", "99th percentile bracket duration by the subscriber kinds "
+                           "reached: whose invalidations are slow (fentry/kprobe modes).", "s",
+                           target("histogram_quantile(0.99, sum by (subscriber, le) "
+                                  f"({rate('mmuscope_invalidation_duration_seconds_bucket')}))", "{{subscriber}}")),
+                8, 8),
+        L.place(timeseries("Interval-notifier invalidations", "Brackets that intersect an interval notifier "
+                           "(HMM mirrors of GPU drivers, RDMA On-Demand Paging), per second by owner cgroup "
+                           "(fentry/kprobe modes).", "ops",
+                           target(f"sum by (cgroup) ({rate('mmuscope_interval_invalidations_total')})",
+                                  "{{cgroup}}")), 8, 8),
+        L.place(timeseries("Reader waits and hmm_range_fault -EBUSY", "Device-fault readers that waited for an "
+                           "invalidation to end (mmu_interval_read_begin), and hmm_range_fault calls that returned "
+                           "-EBUSY (the driver retries), per second.", "ops",
+                           target(f"sum({rate('mmuscope_interval_read_waits_total')})", "reader waits"),
+                           target(f"sum({rate('mmuscope_hmm_range_fault_busy_total')})", "-EBUSY")),
+                12, 8),
+        L.place(timeseries("Reader wait p99", "99th percentile time a device-fault reader waited for an "
+                           "invalidation in progress.", "s",
+                           target("histogram_quantile(0.99, sum by (le) "
+                                  f"({rate('mmuscope_interval_read_wait_seconds_bucket')}))", "p99")), 12, 8),
         L.row("fork() copies of pinned pages"),
         L.place(timeseries("Pinned pages copied at fork", "Pages copied eagerly because they may be DMA-pinned, "
                            "and forks that did so, per second." + fork_note, "ops",

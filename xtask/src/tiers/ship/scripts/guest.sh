@@ -6,7 +6,7 @@
 # Usage: guest.sh DURATION INTERVAL [kvm|sectlb]
 # kvm (the default): the scenarios with KVM VMs as the subscriber. sectlb: the test module's secondary-TLB subscriber
 # instead (6.6+ kernels, where KVM implements no secondary-TLB op): every context, whole-mm calls and the
-# overlapping_secondary_tlb double (mremap-move).
+# overlapping_secondary_tlb double (mremap-move), and the module's interval notifier (mirror-collide).
 set -u
 duration=$1
 interval=$2
@@ -43,10 +43,12 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
     round=$((round + 1))
     n=$(( (round % 3 + 1) * 150 ))
     if [ "$set" = sectlb ]; then
-        cgroups="tlb-madvise tlb-mprotect tlb-mremap"
+        cgroups="tlb-madvise tlb-mprotect tlb-mremap mirror"
         run tlb-madvise kvm-madvise --iterations $n --subscriber sectlb
         run tlb-mprotect kvm-mprotect --iterations $((n / 15)) --subscriber sectlb
         run tlb-mremap mremap-move --iterations 2 --subscriber sectlb
+        # The module's interval notifier (an HMM mirror): the dashboards' GPU/RDMA row.
+        run mirror mirror-collide --rounds 2 --hits 4 --misses 4
     else
         cgroups="vm-madvise vm-munmap vm-mprotect vm-thp forker thp-forker vm-cross vm-cross-initiator"
         run vm-madvise kvm-madvise --iterations $n
