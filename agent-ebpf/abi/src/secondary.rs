@@ -145,12 +145,14 @@ impl Intervals {
     /// that continues a recorded one of the same origin (`[s, e)` starts where it ends or ends where it starts) and
     /// overlaps none extends it instead of taking a slot: reclaim ends one 4 KiB bracket per page in address order
     /// inside one gather window, and the gather flush then covers all of them, more than [`Intervals::N`] separate
-    /// slots could remember. Whole-mm calls are `[0, u64::MAX)`.
+    /// slots could remember. A range inside a recorded one of the same origin is not recorded again. Whole-mm calls
+    /// are `[0, u64::MAX)`.
     #[inline(always)]
     pub fn overlap_and_record(&mut self, s: u64, e: u64, from_end: bool) -> Overlap {
         let mut out = Overlap::default();
         let whole = s == 0 && e == u64::MAX;
         let mut extends = None;
+        let mut contained = false;
         let n = (self.len as usize).min(Self::N);
         for i in 0..Self::N {
             if i >= n {
@@ -160,6 +162,7 @@ impl Intervals {
             let hi = if self.end[i] < e { self.end[i] } else { e };
             if hi > lo {
                 out.any = true;
+                contained |= self.from_end[i] == from_end as u8 && self.start[i] <= s && e <= self.end[i];
                 if !(whole && self.start[i] == 0 && self.end[i] == u64::MAX) {
                     out.bytes = out.bytes.saturating_add(hi - lo);
                 }
@@ -181,6 +184,11 @@ impl Intervals {
             } else {
                 *a = s;
             }
+            return out;
+        }
+        // Inside a recorded range of the same origin, it adds nothing to remember: recording it would push out the
+        // range that covers it. (6.11+ reclaim of a PMD-mapped THP: a whole-mm call, then one per page.)
+        if contained {
             return out;
         }
         // Keep the newest N ranges.
@@ -284,9 +292,14 @@ mod tests {
         assert!(!seen.overlap_and_record(WHOLE.0, WHOLE.1, false).any);
         // A range after a whole-mm call: all of it again.
         assert_eq!(seen.overlap_and_record(0x1000, 0x3000, false), Overlap { any: true, bytes: 0x2000, by_end: false });
-        // A second whole-mm call: a double; the recorded finite range counts its bytes, the whole-mm one none.
+        // A second whole-mm call: a double of 0 bytes (the finite range inside the first was not recorded again).
+        assert_eq!(seen.overlap_and_record(WHOLE.0, WHOLE.1, false), Overlap { any: true, bytes: 0, by_end: false });
+        // A finite range recorded before a whole-mm call counts its bytes in the next one.
+        let mut range_first = Intervals::default();
+        range_first.overlap_and_record(0x1000, 0x3000, false);
+        range_first.overlap_and_record(WHOLE.0, WHOLE.1, false);
         assert_eq!(
-            seen.overlap_and_record(WHOLE.0, WHOLE.1, false),
+            range_first.overlap_and_record(WHOLE.0, WHOLE.1, false),
             Overlap { any: true, bytes: 0x2000, by_end: false }
         );
         let mut only_whole = Intervals::default();
@@ -295,6 +308,24 @@ mod tests {
             only_whole.overlap_and_record(WHOLE.0, WHOLE.1, false),
             Overlap { any: true, bytes: 0, by_end: false }
         );
+    }
+
+    #[test]
+    fn ranges_inside_a_recorded_one_keep_it() {
+        // 6.11+ reclaim of a PMD-mapped THP in one bracket: a whole-mm call, then one call per page of the 2 MiB.
+        let mut seen = Intervals::default();
+        assert!(!seen.overlap_and_record(WHOLE.0, WHOLE.1, false).any);
+        let (mut doubles, mut bytes) = (0, 0);
+        for page in 0..512u64 {
+            let o = seen.overlap_and_record(0x200000 + page * 0x1000, 0x200000 + (page + 1) * 0x1000, false);
+            doubles += u64::from(o.any);
+            bytes += o.bytes;
+        }
+        assert_eq!((doubles, bytes), (512, 0x200000), "every page call lies inside the whole-mm call");
+        assert_eq!(seen.len, 1, "only the whole-mm call is remembered");
+        // Another origin is remembered on its own (its kind depends on it).
+        assert!(seen.overlap_and_record(0x200000, 0x201000, true).any);
+        assert_eq!(seen.len, 2);
     }
 
     #[test]
