@@ -315,7 +315,19 @@ fn filtered_here(env: &HostEnv, scraper: &Scraper, target: &CgroupPlacement) -> 
 fn fork_copies(env: &HostEnv, scraper: &Scraper) -> Result<()> {
     let name = format!("stacks-h{}-fork", std::process::id());
     let _guard = CgroupGuard::new(env.hierarchies.clone(), CgroupPath::parse(CGROUP_PARENT)?.join(&name)?);
-    let args = ["fork-pinned", "--pages", "64", "--cgroup-parent", CGROUP_PARENT, "--cgroup-name", &name];
+    // The workload forks once the agent has attached its fork-copy hook (it does when it sees the pin).
+    let base = scraper.base().to_owned();
+    let args = [
+        "fork-pinned",
+        "--pages",
+        "64",
+        "--cgroup-parent",
+        CGROUP_PARENT,
+        "--cgroup-name",
+        &name,
+        "--agent-url",
+        &base,
+    ];
     let request = format!("/api/v1/stacks?seconds={SECONDS}&kind=fork_copy&format=json");
     let (body, truth) = capture_during(env, scraper, &request, &args)?;
     let view: Value = serde_json::from_str(&body)?;

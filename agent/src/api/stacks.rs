@@ -59,7 +59,7 @@ pub struct StacksView {
     pub cgroup_id: Option<u64>,
     /// Events counted, over every stack (not including `lost`).
     pub total: u64,
-    /// Events whose stack the kernel could not keep (its stack map of 1024 stacks was full or had a collision).
+    /// Events whose stack could not be kept (the map of 1024 stacks was full, or the stack unreadable).
     pub lost: u64,
     /// Why frames are `[unknown]`, when symbols are unavailable.
     pub note: String,

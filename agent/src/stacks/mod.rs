@@ -16,9 +16,9 @@ use std::{
 };
 
 use anyhow::Context;
-use aya::maps::{Array, MapData, PerCpuHashMap, StackTraceMap};
+use aya::maps::{Array, HashMap as KernelHashMap, MapData, PerCpuHashMap};
 pub use fold::{NamedStack, folded, svg};
-use mmuscope_abi::{STACK_LOST, StackFilter, StackKey, StackKind, names};
+use mmuscope_abi::{STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind, names};
 
 use crate::{kernel::symbols::SymbolSnapshot, probes::Probes};
 
@@ -57,13 +57,14 @@ pub struct RawStack {
 #[derive(Debug, Default)]
 pub struct Collected {
     pub stacks: Vec<RawStack>,
-    /// Events whose stack the kernel could not store (stack map full, or a hash collision in it).
+    /// Events whose stack could not be stored (the map of 1024 stacks full, or the stack unreadable).
     pub lost: u64,
 }
 
 struct Maps {
     filter: Array<MapData, StackFilter>,
-    traces: StackTraceMap<MapData>,
+    /// Frames by stack id, innermost first, 0 after the last (`agent-ebpf/programs/src/stacks.rs`).
+    traces: KernelHashMap<MapData, u32, [u64; STACK_DEPTH]>,
     counts: PerCpuHashMap<MapData, StackKey, u64>,
 }
 
@@ -93,7 +94,7 @@ impl Stacks {
     /// Takes the stack maps out of the loaded object (while privileged), with the start-up symbol snapshot.
     pub fn take(probes: &mut Probes, symbols: SymbolSnapshot) -> anyhow::Result<Self> {
         let filter = Array::try_from(probes.take_map(names::STACK_FILTER)?).context(names::STACK_FILTER)?;
-        let traces = StackTraceMap::try_from(probes.take_map(names::STACK_TRACES)?).context(names::STACK_TRACES)?;
+        let traces = KernelHashMap::try_from(probes.take_map(names::STACK_TRACES)?).context(names::STACK_TRACES)?;
         let counts = PerCpuHashMap::try_from(probes.take_map(names::STACK_COUNTS)?).context(names::STACK_COUNTS)?;
         Ok(Self { maps: Mutex::new(Maps { filter, traces, counts }), busy: Slot::default(), symbols })
     }
@@ -182,8 +183,9 @@ impl Maps {
                 continue;
             }
             match self.traces.get(&key.stack_id, 0) {
-                Ok(trace) => {
-                    out.stacks.push(RawStack { key, addrs: trace.frames().iter().map(|f| f.ip).collect(), count })
+                Ok(frames) => {
+                    let addrs = frames.iter().copied().take_while(|a| *a != 0).collect();
+                    out.stacks.push(RawStack { key, addrs, count })
                 }
                 // Replaced or never stored: counted as lost rather than shown under another stack.
                 Err(_) => out.lost += count,
@@ -201,7 +203,7 @@ impl Maps {
                 tracing::warn!("emptying the stack counts: {e}");
             }
         }
-        let ids: Vec<u32> = self.traces.stack_ids().filter_map(Result::ok).collect();
+        let ids: Vec<u32> = self.traces.keys().filter_map(Result::ok).collect();
         for id in ids {
             if let Err(e) = self.traces.remove(&id) {
                 tracing::warn!("emptying the stack map: {e}");
