@@ -67,8 +67,11 @@ fn stack_id<C: EbpfContext>(ctx: &C) -> u32 {
     }
     let id = (hash ^ (hash >> 32)) as u32;
     let id = if id == STACK_LOST { id - 1 } else { id };
-    // SAFETY: the value is read from the scratch map value, which outlives the call.
-    match STACK_TRACES.insert(&id, unsafe { &*frames }, BPF_NOEXIST as u64) {
+    // SAFETY: the value is read from the scratch map value, which outlives the call. By reference: by value it
+    // would be copied onto the program's stack, which is only 512 bytes.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = STACK_TRACES.insert(id, unsafe { &*frames }, BPF_NOEXIST as u64);
+    match inserted {
         Ok(()) => id,
         Err(e) if e == EEXIST => id,
         Err(_) => STACK_LOST,
