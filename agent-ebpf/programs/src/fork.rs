@@ -68,14 +68,16 @@ fn note_unobserved_fork(ctx: &BtfTracePointContext) {
     if clone_flags & CLONE_VM != 0 || FORK_COPIES_ARMED.get(0).is_some_and(|armed| *armed != 0) {
         return;
     }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let task_mm = layout_field!(task_mm);
-    let mm: u64 = unsafe { load(task, task_mm) };
+    // Probe reads from `bpf_get_current_task`, not BTF loads: once per fork, and 5.10 lacks
+    // `bpf_get_current_task_btf`.
+    let layout = LAYOUT.load();
+    let task = unsafe { bpf_get_current_task() };
+    let mm = unsafe { read::<u64>(task, layout.task_mm) }.unwrap_or(0);
     let s = SUBSCRIBER_LAYOUT.load();
     if mm == 0 || !unsafe { has_pinned(&s, mm) }.unwrap_or(false) {
         return;
     }
-    let (cgroup_id, flags) = current_owner_memcg_btf(task);
+    let (cgroup_id, flags) = mm_owner_memcg(&layout, mm);
     let key = CgroupKey { cgroup_id, flags, _pad: 0 };
     if let Some(stats) = per_cpu_entry(&FORK_STATS, &key, &ForkStats::default()) {
         // SAFETY: per-CPU value owned by this CPU while the program runs.

@@ -127,7 +127,8 @@ impl Arming {
     /// Attaches (`wanted`) or detaches the hooks, unless they are attached for good. `why` goes to the log.
     pub fn set(&self, wanted: bool, why: &str) {
         let mut s = self.lock();
-        if s.always.is_some() || s.attached() == wanted {
+        // No programs: the family attached in no mode with such a hook (its plan says why), nothing to switch.
+        if s.always.is_some() || s.programs.is_empty() || s.attached() == wanted {
             return;
         }
         match s.set(wanted) {
