@@ -209,6 +209,13 @@ impl State {
     }
 }
 
+/// Attaches the program by its fd, closes the link, and attaches it again: what detaching and attaching on demand
+/// needs from the kernel.
+pub fn attach_twice(fd: &ProgramFd) -> io::Result<()> {
+    drop(raw_tracepoint_open(fd.as_fd())?);
+    raw_tracepoint_open(fd.as_fd()).map(drop)
+}
+
 /// `bpf(BPF_RAW_TRACEPOINT_OPEN)` with no name: attaches a loaded tracing program (fentry, fexit, tp_btf) to the
 /// target it was loaded for; the link lives as long as the returned fd.
 fn raw_tracepoint_open(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {

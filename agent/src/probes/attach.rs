@@ -50,6 +50,23 @@ pub fn probe_wide_trampolines(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -
     result
 }
 
+/// Whether a loaded fentry program attaches again by its fd after its link was closed (5.10 refuses: its target
+/// trampoline is given up at the first attach), tried on the trivial program, then unloaded. The on-demand hooks
+/// ([`super::arming`]) of fentry mode stay attached for good where it fails.
+pub fn probe_reattach(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo) -> Result<(), String> {
+    let target = families::FENTRY_PROBE_TARGETS
+        .iter()
+        .find(|f| kernel.btf.function(f).ok().flatten().is_some())
+        .ok_or("none of the fentry probe targets is in BTF")?;
+    let prog: &mut FEntry = program(ebpf, families::FENTRY_PROBE_PROGRAM)?.try_into().map_err(|e| format!("{e}"))?;
+    let result = prog.load(target, btf).map_err(|e| error_chain(&e)).and_then(|()| {
+        let fd = prog.fd().map_err(|e| error_chain(&e))?;
+        super::arming::attach_twice(fd).map_err(|e| format!("attaching {target}'s trivial program again: {e}"))
+    });
+    let _ = prog.unload();
+    result
+}
+
 /// Attaches every family per the table, honouring a forced `mode`.
 pub fn attach_families(
     ebpf: &mut Ebpf,

@@ -121,13 +121,20 @@ impl Probes {
             Ok(()) => attach::probe_wide_trampolines(&mut ebpf, &btf, kernel),
             Err(_) => Err("no trampolines".to_string()),
         };
+        let reattach = match &trampolines {
+            Ok(()) => attach::probe_reattach(&mut ebpf, &btf, kernel),
+            Err(_) => Err("no trampolines".to_string()),
+        };
         let mut probed = needs::Probed { trampolines: trampolines.clone(), wide_trampolines, attached: Vec::new() };
         let mut on_demand = arming::Collected::default();
         let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode, &mut on_demand);
         let flag = ebpf.take_map(names::FORK_COPIES_ARMED).context("map FORK_COPIES_ARMED is missing")?;
         let arming = arming::Arming::new(on_demand, Some(flag.try_into()?));
+        let fork_mode = probed.attached.iter().find(|(f, _)| *f == families::fork_copies::ID).map(|(_, m)| *m);
         if options.keep_attached {
             arming.keep_attached("--probes.keep-attached");
+        } else if let (Some(Mode::Fentry), Err(why)) = (fork_mode, &reattach) {
+            arming.keep_attached(&format!("fentry programs do not attach again once detached on this kernel ({why})"));
         } else if kernel.layout.subscribers.has_pinned_bit == mmuscope_abi::HAS_PINNED_UNKNOWN {
             arming
                 .keep_attached("this kernel's has-pinned flag is unknown, so the agent cannot tell when it is needed");
