@@ -112,10 +112,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "cgroup names: from cgroupfs walks only; a cgroup removed before the next scrape is counted as `unknown`"
         ),
     }
-    if arming.on_demand()
-        && let Err(e) = arming.spawn_requests(&mut probes)
-    {
-        arming.keep_attached(&format!("its attach requests cannot be read ({e:#})"));
+    if arming.on_demand() {
+        // A fork of a flagged mm found the fork-copy hook detached: attach it now (one record per such fork).
+        let requests = {
+            let arming = arming.clone();
+            let stopped = "the fork-copy hook is attached at inventory sweeps only";
+            crate::ringbuf::spawn_reader(&mut probes, mmuscope_abi::names::FORK_ARM_REQUESTS, stopped, move |_| {
+                arming.set(true, "a process with pinned pages forked while it was detached")
+            })
+        };
+        if let Err(e) = requests {
+            arming.keep_attached(&format!("its attach requests cannot be read ({e:#})"));
+        }
     }
     let scrape = Scrape::new(exporter.clone(), program_stats);
     let slow = slow_source(&mut probes, &options);

@@ -9,7 +9,7 @@
 //!
 //! Between a process's first pin and the next sweep the hook may be detached. A fork in that window is seen by
 //! `task_newtask` (once per fork): it counts the fork as unobserved (`mmuscope_fork_unobserved_total`) and asks
-//! through a ring buffer to attach at once ([`Arming::spawn_requests`]).
+//! through a ring buffer to attach at once (its reader is started by `service.rs`).
 //!
 //! Attaching again after the capability drop uses the program fd the agent holds (`BPF_RAW_TRACEPOINT_OPEN`,
 //! which checks no capability once the program is loaded, from 5.19; before, the CAP_BPF the agent keeps for
@@ -164,16 +164,6 @@ impl Arming {
         }
         // The check is no transition anything on the host made happen.
         s.transitions = 0;
-    }
-
-    /// Starts the task that attaches the hooks when a fork of a flagged mm found them detached (one ring buffer
-    /// record per such fork).
-    pub fn spawn_requests(&self, probes: &mut super::Probes) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let arming = self.clone();
-        let stopped = "the fork-copy hook is attached at inventory sweeps only";
-        crate::ringbuf::spawn_reader(probes, mmuscope_abi::names::FORK_ARM_REQUESTS, stopped, move |_| {
-            arming.set(true, "a process with pinned pages forked while it was detached")
-        })
     }
 }
 
