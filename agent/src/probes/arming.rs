@@ -15,8 +15,9 @@
 //! which checks no capability once the program is loaded, from 5.19; before, the CAP_BPF the agent keeps for
 //! reading its maps is enough). Whether it works is tried at start-up with an empty effective set
 //! ([`Arming::check_unprivileged`]). The hook stays attached for good where it cannot work that way: kprobe mode
-//! (a kprobe is a perf event, and opening one needs CAP_PERFMON), a kernel whose has-pinned flag the agent cannot
-//! read, no subscriber inventory, or `--probes.keep-attached`.
+//! (a kprobe is a perf event, and opening one needs CAP_PERFMON), fentry mode on a kernel where a detached fentry
+//! program cannot attach again (5.10; [`super::attach::probe_reattach`]), a kernel whose has-pinned flag the agent
+//! cannot read, no subscriber inventory, or `--probes.keep-attached`.
 
 use std::{
     io,
