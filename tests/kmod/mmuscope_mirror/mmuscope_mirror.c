@@ -308,6 +308,13 @@ static long mirror_fault(struct mirror *m, void __user *arg)
 	return ret;
 }
 
+/* task_struct's run state: `state` until 5.14 renamed it `__state` (2f064a59a11f). */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 14, 0)
+#define TASK_STATE_FIELD state
+#else
+#define TASK_STATE_FIELD __state
+#endif
+
 /* Whether the reader sleeps in mmu_interval_read_begin's wait_event. */
 static bool mirror_reader_blocked(struct mirror *m)
 {
@@ -315,7 +322,7 @@ static bool mirror_reader_blocked(struct mirror *m)
 
 	spin_lock(&m->state_lock);
 	if (m->reader)
-		blocked = READ_ONCE(m->reader->__state) == TASK_UNINTERRUPTIBLE;
+		blocked = READ_ONCE(m->reader->TASK_STATE_FIELD) == TASK_UNINTERRUPTIBLE;
 	spin_unlock(&m->state_lock);
 	return blocked;
 }

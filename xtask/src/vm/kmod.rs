@@ -8,10 +8,12 @@
 //! (`cargo xtask setup` installs both) into `<kernel cache>/kmod/`, without module BTF (that would
 //! need pahole; nothing hooks the module's own functions).
 //!
-//! A kernel built with a compiler this host does not have (trixie's 6.12 with gcc-14 on a bookworm
-//! host with gcc-12: kbuild calls `x86_64-linux-gnu-gcc-14`, and gcc-12 rejects its flags such as
-//! `-fmin-function-alignment`) cannot have the module: [`build`] then says why, and the caller
-//! leaves that kernel's module scenarios out, visibly.
+//! A kernel built with a compiler this host does not have is built with the host's `gcc` when that one is
+//! newer (bullseye's 5.10 names gcc-10: gcc-12 takes every flag an older kernel passes, and a module's
+//! `vermagic` does not name the compiler). When the kernel's compiler is newer (trixie's 6.12 with gcc-14 on a
+//! bookworm host with gcc-12: kbuild calls `x86_64-linux-gnu-gcc-14`, and gcc-12 rejects its flags such as
+//! `-fmin-function-alignment`) the kernel cannot have the module: [`build`] then says why, and the caller leaves
+//! that kernel's module scenarios out, visibly.
 
 use std::{
     fs,
@@ -55,16 +57,8 @@ pub fn build(ws: &Workspace, kernel: &CachedKernel, module: (&str, &str)) -> Res
     let release = &kernel.meta.release;
     let headers = headers(ws, kernel).map_err(Unbuildable::Failed)?;
     let tree = headers.join("usr/src").join(format!("linux-headers-{release}"));
-    let cc = compiler(&tree).map_err(Unbuildable::Failed)?;
-    if !on_path(&cc) {
-        let host = exec::output(Command::new("gcc").arg("-dumpversion"), LIMIT)
-            .map(|o| format!("gcc {}", String::from_utf8_lossy(&o.stdout).trim()))
-            .unwrap_or_else(|_| "no gcc".to_string());
-        return Err(Unbuildable::Compiler(format!(
-            "{release}'s headers build modules with {cc}, which this host lacks (it has {host}; an older gcc \
-             rejects that kernel's flags)"
-        )));
-    }
+    let named = compiler(&tree).map_err(Unbuildable::Failed)?;
+    let cc = choose_compiler(&named, on_path(&named), host_gcc_major()).map_err(Unbuildable::Compiler)?;
     let (source, object) = module;
     let out = kernel.dir.join(KMOD_DIR);
     let build = out.join("build");
@@ -77,7 +71,13 @@ pub fn build(ws: &Workspace, kernel: &CachedKernel, module: (&str, &str)) -> Res
                 .map_err(|e| Unbuildable::Failed(e.into()))?;
         }
     }
-    say(format!("building {object} for {release} with kbuild ({cc})"));
+    if cc == named {
+        say(format!("building {object} for {release} with kbuild ({cc})"));
+    } else {
+        say(format!(
+            "building {object} for {release} with kbuild and this host's {cc} ({release}'s headers name {named}, which this host lacks; a newer gcc takes an older kernel's flags)"
+        ));
+    }
     // No BTF for the module (`CONFIG_DEBUG_INFO_BTF_MODULES` off for this build): it would need pahole, and the
     // scenarios hook only kernel functions, never the module's.
     let made = exec::output(
@@ -85,6 +85,7 @@ pub fn build(ws: &Workspace, kernel: &CachedKernel, module: (&str, &str)) -> Res
             .arg("-C")
             .arg(&tree)
             .arg(format!("M={}", build.display()))
+            .arg(format!("CC={cc}"))
             .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
             .arg("modules"),
         LIMIT,
@@ -155,6 +156,33 @@ fn cc_of_config(config: &str) -> Option<String> {
     value.trim_matches('"').split_whitespace().next().map(str::to_string)
 }
 
+/// The compiler to build with: the kernel's own when this host has it, else the host's `gcc` when its major
+/// version is at least the kernel's (never older: an older gcc rejects a newer kernel's flags). The error says why.
+fn choose_compiler(named: &str, named_present: bool, host_major: Option<u32>) -> Result<String, String> {
+    if named_present {
+        return Ok(named.to_string());
+    }
+    let host = host_major.map_or_else(|| "no gcc".to_string(), |m| format!("gcc {m}"));
+    match (gcc_major(named), host_major) {
+        (Some(want), Some(have)) if have >= want => Ok("gcc".to_string()),
+        _ => Err(format!(
+            "the headers build modules with {named}, which this host lacks (it has {host}; an older gcc rejects a \
+             newer kernel's flags)"
+        )),
+    }
+}
+
+/// The major version in a compiler's name: `gcc-10`, `x86_64-linux-gnu-gcc-14`.
+fn gcc_major(name: &str) -> Option<u32> {
+    name.rsplit_once("gcc-")?.1.parse().ok()
+}
+
+/// The host `gcc`'s major version (`gcc -dumpversion` prints `12`).
+fn host_gcc_major() -> Option<u32> {
+    let out = exec::output(Command::new("gcc").arg("-dumpversion"), LIMIT).ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().split('.').next()?.parse().ok()
+}
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
@@ -172,6 +200,17 @@ mod tests {
                  linux-image-6.12.118+deb13-amd64 (= 6.12.118-1) | linux-image-6.12.118+deb13-amd64-unsigned, \
                  linux-kbuild-6.12.118+deb13, gcc-14";
         assert_eq!(header_parts(d), ["linux-headers-6.12.118+deb13-common", "linux-kbuild-6.12.118+deb13"]);
+    }
+
+    #[test]
+    fn a_newer_host_gcc_stands_in_for_an_older_one() {
+        assert_eq!(choose_compiler("gcc-12", true, Some(12)), Ok("gcc-12".to_string()));
+        assert_eq!(choose_compiler("gcc-10", false, Some(12)), Ok("gcc".to_string()));
+        assert_eq!(choose_compiler("x86_64-linux-gnu-gcc-12", false, Some(12)), Ok("gcc".to_string()));
+        let newer = choose_compiler("x86_64-linux-gnu-gcc-14", false, Some(12)).unwrap_err();
+        assert!(newer.contains("x86_64-linux-gnu-gcc-14") && newer.contains("gcc 12"), "{newer}");
+        assert!(choose_compiler("gcc-10", false, None).unwrap_err().contains("no gcc"));
+        assert!(choose_compiler("cc", false, Some(12)).is_err(), "a name without a version is not guessed");
     }
 
     #[test]
