@@ -69,10 +69,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // the drop (kallsyms shows addresses to privileged readers only). The first sweep and the stacks name from it.
     let symbols = SymbolSnapshot::snapshot();
     // First sweep while privileged (kallsyms shows addresses to privileged openers only).
-    let sweeper = crate::subscribers::Sweeper::start(&mut probes, kernel.generation, options.mode, symbols.reopen())
-        .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
-        .ok()
-        .flatten();
+    let sweeper = crate::subscribers::Sweeper::start(
+        &mut probes,
+        kernel.generation,
+        options.mode,
+        args.probes_late_callbacks,
+        symbols.reopen(),
+    )
+    .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
+    .ok()
+    .flatten();
     let arming = probes.arming.clone();
     if sweeper.is_none() {
         arming.keep_attached("no subscriber inventory, so the agent cannot tell when it is needed");
@@ -135,7 +141,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(kernel);
     release_free_heap();
     // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
-    crate::privileges::drop_after_attach(probes.ebpf_mut())?;
+    crate::privileges::drop_after_attach(probes.ebpf_mut(), args.probes_late_callbacks)?;
     crate::privileges::ready(&probes.report);
 
     let api = ApiState::new(exporter);

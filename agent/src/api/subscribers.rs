@@ -77,6 +77,9 @@ pub struct CallbackView {
     pub callback: String,
     /// Kernel text symbol, with ` [module]` for module code; null if kallsyms does not name it.
     pub symbol: Option<String>,
+    /// Its duration is measured (`mmuscope_subscriber_callback_duration_seconds`): an invalidation callback known
+    /// at start-up, or met later with `--probes.late-callbacks`.
+    pub timed: bool,
 }
 
 pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> SubscribersView {
@@ -109,7 +112,11 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
                     callbacks: s
                         .callbacks
                         .iter()
-                        .map(|c| CallbackView { callback: c.slot.to_string(), symbol: c.symbol.clone() })
+                        .map(|c| CallbackView {
+                            callback: c.slot.to_string(),
+                            symbol: c.symbol.clone(),
+                            timed: inv.timed_callbacks.contains(&c.address),
+                        })
                         .collect(),
                 })
                 .collect();

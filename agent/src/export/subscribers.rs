@@ -34,7 +34,7 @@ pub const CALLBACK_DURATION: Metric = Metric::plain(
     Kind::Histogram,
     &["subscriber", "callback"],
     "Time spent in each subscriber's invalidation callbacks, by subscriber (from the callback symbol, e.g. kvm) and \
-     callback. kprobe/kretprobe on the callbacks found at start-up; not on kernels without kprobes.",
+     callback. kprobes on the callbacks met at start-up (later: --probes.late-callbacks); none without kprobes.",
 );
 pub const FORK_COPY_HOOK: Metric = Metric::plain(
     "mmuscope_fork_copy_hook_attached",

@@ -6,6 +6,7 @@
 use std::io;
 
 pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
 
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, as two 32-bit halves.
@@ -35,12 +36,6 @@ pub struct Caps {
 }
 
 impl Caps {
-    /// Exactly `mask` permitted and effective, nothing inheritable (which also empties the ambient set: the kernel
-    /// keeps ambient ⊆ permitted ∩ inheritable).
-    pub const fn only(mask: u64) -> Self {
-        Self { effective: mask, permitted: mask, inheritable: 0 }
-    }
-
     fn to_raw(self) -> [Data; 2] {
         let half = |v: u64, hi: bool| (if hi { v >> 32 } else { v }) as u32;
         [false, true].map(|hi| Data {

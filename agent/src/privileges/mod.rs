@@ -18,17 +18,29 @@ use anyhow::{Context, Result};
 use aya::Ebpf;
 
 use crate::probes::PlanReport;
-use caps::{CAP_BPF, CAP_SYS_ADMIN, Caps, bit};
+use caps::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Caps, bit};
 
 pub use notify::ready;
 
 /// Drops every capability the agent no longer needs from every thread; returns the mask it had to keep.
-pub fn drop_after_attach(ebpf: &Ebpf) -> Result<u64> {
+/// `late_kprobes` (`--probes.late-callbacks`): keep, in the permitted set only, what opening a kprobe needs
+/// ([`late_kprobe_caps`]); [`with_permitted_raised`] makes it effective for one call.
+pub fn drop_after_attach(ebpf: &Ebpf, late_kprobes: bool) -> Result<u64> {
     let before = caps::current_thread().context("capget")?;
     let keep = needed_for_reading(ebpf, before)?;
-    threads::apply_to_every_thread(Caps::only(keep)).context("dropping capabilities")?;
+    let later = if late_kprobes { late_kprobe_caps(before.permitted) } else { 0 };
+    let caps = Caps { effective: keep, permitted: keep | later, inheritable: 0 };
+    threads::apply_to_every_thread(caps).context("dropping capabilities")?;
     if let Err(e) = read_probe(ebpf) {
         anyhow::bail!("bpf(2) on our own fds fails after dropping capabilities (kept {keep:#x}): {e}");
+    }
+    if late_kprobes {
+        tracing::info!(
+            effective = format!("{keep:#x}"),
+            permitted = format!("{:#x}", keep | later),
+            "--probes.late-callbacks: kept in the permitted set what opening a kprobe needs, raised only while \
+             attaching one"
+        );
     }
     match keep {
         0 => tracing::info!(before = format!("{:#x}", before.effective), "dropped every capability"),
@@ -39,6 +51,39 @@ pub fn drop_after_attach(ebpf: &Ebpf) -> Result<u64> {
         ),
     }
     Ok(keep)
+}
+
+/// What opening a kprobe after start-up needs, of what `permitted` holds: CAP_PERFMON (CAP_SYS_ADMIN before 5.8),
+/// and CAP_SYS_ADMIN where `kernel.perf_event_paranoid` is above 2 (Debian's and Ubuntu's restriction: only
+/// CAP_SYS_ADMIN may call perf_event_open at all).
+fn late_kprobe_caps(permitted: u64) -> u64 {
+    let paranoid: Option<i32> =
+        std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok().and_then(|s| s.trim().parse().ok());
+    let perfmon = if CAP_PERFMON <= caps::last_cap() { CAP_PERFMON } else { CAP_SYS_ADMIN };
+    let mut want = bit(perfmon);
+    if paranoid.is_none_or(|p| p > 2) {
+        want |= bit(CAP_SYS_ADMIN);
+    }
+    if permitted & want != want {
+        tracing::warn!(
+            wanted = format!("{want:#x}"),
+            held = format!("{:#x}", permitted & want),
+            ?paranoid,
+            "--probes.late-callbacks: the capabilities opening a kprobe needs are not all held, so callbacks met \
+             after start-up may not be timed"
+        );
+    }
+    permitted & want
+}
+
+/// Runs `f` with the calling thread's effective set raised to its permitted set (what [`drop_after_attach`] kept
+/// for later), then lowers it again.
+pub fn with_permitted_raised<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    let current = caps::current_thread()?;
+    caps::set_current_thread(Caps { effective: current.permitted, ..current })?;
+    let out = f();
+    caps::set_current_thread(current)?;
+    Ok(out)
 }
 
 /// The capabilities reading maps and program infos needs on this kernel: none, or CAP_BPF (CAP_SYS_ADMIN on

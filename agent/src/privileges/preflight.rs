@@ -11,11 +11,10 @@
 
 use std::ffi::CString;
 
-use super::caps::{self, CAP_BPF, CAP_SYS_ADMIN, bit};
+use super::caps::{self, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, bit};
 
 const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_DAC_READ_SEARCH: u32 = 2;
-const CAP_PERFMON: u32 = 38;
 /// Documented in the README (Privileges) and `deploy/systemd/mmuscope.service`.
 pub const EXIT_MISSING_CAPABILITIES: i32 = 4;
 

@@ -10,6 +10,7 @@ mod attach;
 mod births;
 pub mod families;
 pub mod needs;
+pub mod perf_kprobe;
 mod pinning;
 pub mod report;
 pub mod spec;

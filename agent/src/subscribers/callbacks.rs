@@ -7,15 +7,23 @@
 //! modules (kvm, iommu and GPU drivers); aya 0.14 loads fentry programs against vmlinux BTF
 //! only, so kprobes are used in every mode that has them (none on kernels without kprobes).
 //!
-//! Attaching needs privileges the agent drops right after start-up, so a callback that first
-//! appears later (a module loaded afterwards, e.g. the first GPU user) is listed by the
-//! inventory but not timed until the agent restarts; the plan report names what was attached.
+//! Interval notifiers' `invalidate` (HMM mirrors, RDMA ODP) is timed like the classic callbacks.
+//!
+//! Attaching needs CAP_PERFMON, which the agent drops right after start-up. So by default a callback that first
+//! appears later (a module loaded afterwards, e.g. the first GPU or RDMA user) is listed by the inventory but not
+//! timed until the agent restarts. With `--probes.late-callbacks` the agent keeps what opening a kprobe needs in its
+//! permitted set (CAP_PERFMON; CAP_SYS_ADMIN too where `kernel.perf_event_paranoid` is 3, Debian's default), raised
+//! only while attaching (its price: that privilege for the agent's whole life), and each sweep attaches the same two
+//! programs to callbacks it has not met, by address ([`crate::probes::perf_kprobe`]). The plan report names what was
+//! attached at start-up.
 
 use std::collections::BTreeMap;
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use aya::{
     maps::{MapData, PerCpuHashMap},
-    programs::KProbe,
+    programs::{KProbe, ProgramFd},
 };
 use mmuscope_abi::{BracketStats, names};
 
@@ -30,8 +38,14 @@ const ENTRY: &str = families::CALLBACK_ENTRY_PROGRAM;
 const RETURN: &str = families::CALLBACK_RETURN_PROGRAM;
 pub const FAMILY: FamilyId = families::SUBSCRIBER_CALLBACKS;
 /// Callbacks that are not about invalidation (release, young-bit tests) are not timed.
-const TIMED: &[&str] =
-    &["invalidate_range_start", "invalidate_range_end", "invalidate_range", "arch_invalidate_secondary_tlbs"];
+const TIMED: &[&str] = &[
+    "invalidate_range_start",
+    "invalidate_range_end",
+    "invalidate_range",
+    "arch_invalidate_secondary_tlbs",
+    // An interval notifier's only invalidation callback.
+    "invalidate",
+];
 /// Known subscribers whose callbacks are timed even before the first registration.
 const KNOWN: &[(&str, &str)] = &[
     ("kvm_mmu_notifier_invalidate_range_start", "invalidate_range_start"),
@@ -53,6 +67,16 @@ pub struct Target {
 pub struct CallbackTimer {
     stats: PerCpuHashMap<MapData, u64, BracketStats>,
     targets: Vec<Target>,
+    late: Option<Late>,
+}
+
+/// The programs kept to time callbacks met after start-up (`--probes.late-callbacks`), and their perf events.
+struct Late {
+    entry: ProgramFd,
+    ret: ProgramFd,
+    events: Vec<OwnedFd>,
+    /// Addresses that failed once (not retried at every sweep).
+    failed: std::collections::BTreeSet<u64>,
 }
 
 /// What to time: the inventory's timed callbacks and the known ones present in kallsyms, one per address.
@@ -79,7 +103,15 @@ fn targets(inv: &Inventory, symbols: &Symbols) -> Vec<Target> {
 }
 
 /// Attaches the timing programs; always adds the family's line to the plan report.
-pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: Option<Mode>) -> Option<CallbackTimer> {
+/// With `late`, the programs are kept to time callbacks met later ([`CallbackTimer::extend`]), and loaded even when
+/// nothing is known yet.
+pub fn attach(
+    probes: &mut Probes,
+    inv: &Inventory,
+    symbols: &Symbols,
+    forced: Option<Mode>,
+    late: bool,
+) -> Option<CallbackTimer> {
     let wanted = targets(inv, symbols);
     let names: Vec<&'static str> = wanted.iter().map(|t| &*Box::leak(t.symbol.clone().into_boxed_str())).collect();
     let kprobes = probes.report.capabilities.kprobes.clone();
@@ -87,10 +119,16 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
         (Status::Excluded, "--mode tracepoint".to_string(), None)
     } else if let Err(why) = kprobes {
         (Status::Unavailable, why, None)
-    } else if wanted.is_empty() {
-        (Status::Unavailable, "no subscriber callback known at start-up (no VM or other subscriber yet)".into(), None)
+    } else if wanted.is_empty() && !late {
+        (
+            Status::Unavailable,
+            "no subscriber callback known at start-up (no VM or other subscriber yet; --probes.late-callbacks times \
+             those met later)"
+                .into(),
+            None,
+        )
     } else {
-        match load_and_attach(probes, wanted.clone()) {
+        match load_and_attach(probes, wanted.clone(), late) {
             Ok((timer, partial)) => (Status::Attached, partial, Some(timer)),
             Err(why) => (Status::Failed, why, None),
         }
@@ -115,15 +153,21 @@ pub fn attach(probes: &mut Probes, inv: &Inventory, symbols: &Symbols, forced: O
             reason,
             targets: names,
             hooks,
-            degraded: "kprobes in every mode: subscriber callbacks live in modules, and aya 0.14 attaches fentry to \
-                       vmlinux functions only; callbacks first seen after start-up are not timed",
+            degraded: if late {
+                "kprobes in every mode: subscriber callbacks live in modules, and aya 0.14 attaches fentry to \
+                 vmlinux functions only; callbacks first seen after start-up are timed from the sweep that meets them"
+            } else {
+                "kprobes in every mode: subscriber callbacks live in modules, and aya 0.14 attaches fentry to \
+                 vmlinux functions only; callbacks first seen after start-up are not timed (--probes.late-callbacks)"
+            },
         }],
     });
     timer
 }
 
 /// Loads both programs and attaches them to every target it can; the targets attached and why others were not.
-fn load_and_attach(probes: &mut Probes, targets: Vec<Target>) -> Result<(CallbackTimer, String), String> {
+/// Without `late`, no target attached is an error.
+fn load_and_attach(probes: &mut Probes, targets: Vec<Target>, late: bool) -> Result<(CallbackTimer, String), String> {
     let e = |e: &dyn std::error::Error| e.to_string();
     for program in [ENTRY, RETURN] {
         let p = kprobe(probes, program)?;
@@ -142,12 +186,23 @@ fn load_and_attach(probes: &mut Probes, targets: Vec<Target>) -> Result<(Callbac
             (Err(x), _) => failures.push(format!("{}: {}", t.symbol, e(&x))),
         }
     }
-    if attached.is_empty() {
+    if attached.is_empty() && !late {
         return Err(failures.join("; "));
     }
+    let late = match late {
+        true => {
+            let mut fd = |program| -> Result<ProgramFd, String> {
+                let p = kprobe(probes, program)?;
+                p.fd().and_then(|fd| fd.try_clone().map_err(Into::into)).map_err(|x| format!("{program}: {x}"))
+            };
+            let (entry, ret) = (fd(ENTRY)?, fd(RETURN)?);
+            Some(Late { entry, ret, events: Vec::new(), failed: Default::default() })
+        }
+        false => None,
+    };
     let map = probes.take_map(names::CALLBACK_STATS).map_err(|x| format!("{x:#}"))?;
     let stats = map.try_into().map_err(|x: aya::maps::MapError| e(&x))?;
-    Ok((CallbackTimer { stats, targets: attached }, failures.join("; ")))
+    Ok((CallbackTimer { stats, targets: attached, late }, failures.join("; ")))
 }
 
 fn kprobe<'a>(probes: &'a mut Probes, program: &str) -> Result<&'a mut KProbe, String> {
@@ -161,6 +216,46 @@ pub fn target_of(targets: &[Target], ip: u64) -> Option<&Target> {
 }
 
 impl CallbackTimer {
+    /// The addresses being timed.
+    pub fn addresses(&self) -> std::collections::BTreeSet<u64> {
+        self.targets.iter().map(|t| t.address).collect()
+    }
+
+    /// Times the inventory's callbacks that are not timed yet (`--probes.late-callbacks`; a no-op without it). A
+    /// target whose address now names another function (a module unloaded and another loaded there) is timed
+    /// under its new name.
+    pub fn extend(&mut self, inv: &Inventory, symbols: &Symbols) {
+        let Some(late) = &mut self.late else { return };
+        for t in targets(inv, symbols) {
+            if late.failed.contains(&t.address)
+                || self.targets.iter().any(|have| have.address == t.address && have.symbol == t.symbol)
+            {
+                continue;
+            }
+            let attach = |program: &ProgramFd, retprobe| {
+                crate::probes::perf_kprobe::attach(program.as_fd(), t.address, retprobe)
+            };
+            let both = || attach(&late.entry, false).and_then(|entry| Ok([entry, attach(&late.ret, true)?]));
+            match crate::privileges::with_permitted_raised(both).and_then(|r| r) {
+                Ok(events) => {
+                    tracing::info!(
+                        symbol = t.symbol,
+                        subscriber = t.subscriber,
+                        callback = t.callback,
+                        "timing a subscriber callback met after start-up"
+                    );
+                    late.events.extend(events);
+                    self.targets.retain(|have| have.address != t.address);
+                    self.targets.push(t);
+                }
+                Err(e) => {
+                    tracing::warn!(symbol = t.symbol, "cannot time a subscriber callback met after start-up: {e}");
+                    late.failed.insert(t.address);
+                }
+            }
+        }
+    }
+
     /// `(subscriber, callback)` → summed statistics.
     pub fn read(&self) -> BTreeMap<(String, &'static str), BracketStats> {
         let mut out: BTreeMap<(String, &'static str), BracketStats> = BTreeMap::new();

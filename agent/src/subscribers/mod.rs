@@ -109,6 +109,8 @@ pub struct Inventory {
     pub symbols_pending: bool,
     /// The fork-copy hook after this sweep's decision.
     pub fork_copy_hook: crate::probes::ArmingView,
+    /// Addresses of the callbacks being timed (`subscriber_callback_duration_seconds`) after this sweep.
+    pub timed_callbacks: std::collections::BTreeSet<u64>,
 }
 
 /// The secondary-TLB slot's name on this kernel's generation.
@@ -216,6 +218,7 @@ impl Sweeper {
         probes: &mut Probes,
         generation: crate::kernel::Generation,
         forced: Option<Mode>,
+        late_callbacks: bool,
         start_up_symbols: Option<std::fs::File>,
     ) -> anyhow::Result<Option<Self>> {
         let Some(alt) = probes.report.attached_alternative(families::subscribers::ID) else { return Ok(None) };
@@ -245,7 +248,12 @@ impl Sweeper {
         };
         s.sweep(Names::Now);
         let inventory = s.current.clone();
-        s.callbacks = callbacks::attach(probes, &inventory, &s.symbols, forced);
+        s.callbacks = callbacks::attach(probes, &inventory, &s.symbols, forced, late_callbacks);
+        if let Some(timer) = &s.callbacks {
+            let mut first = (*s.current).clone();
+            first.timed_callbacks = timer.addresses();
+            s.current = Arc::new(first);
+        }
         s.symbols.started();
         if let Some(e) = &s.current.error {
             tracing::warn!("first subscriber sweep failed: {e}");
@@ -314,7 +322,7 @@ impl Sweeper {
             // hooked mode: retry at the next call rather than wait for a change
             self.generation = self.generation.wrapping_add(1);
         }
-        let next = match raw {
+        let mut next = match raw {
             Ok(raw) => {
                 match names {
                     Names::Now => self.symbols.resolve_now(addresses(&raw)),
@@ -342,6 +350,7 @@ impl Sweeper {
                     kinds_seen,
                     symbols_pending,
                     fork_copy_hook,
+                    timed_callbacks: Default::default(),
                 }
             }
             Err(e) => Inventory {
@@ -351,6 +360,10 @@ impl Sweeper {
                 ..(*self.current).clone()
             },
         };
+        if let Some(timer) = &mut self.callbacks {
+            timer.extend(&next, &self.symbols);
+            next.timed_callbacks = timer.addresses();
+        }
         self.current = Arc::new(next);
         let took = started.elapsed();
         // Normally milliseconds; say so when it is not (it delays the scrape or API call that triggered it).

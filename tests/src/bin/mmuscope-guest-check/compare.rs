@@ -26,6 +26,11 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 const INVENTORY_SCENARIOS: &[&str] = &["kvm-madvise", "fork-pinned"];
 /// The scenarios that take `--agent-url` (they wait for the fork-copy hook after pinning).
 const FORK_SCENARIOS: &[&str] = &["fork-pinned", "fork-pinned-thp", "fork-unpinned"];
+/// The scenario whose interval notifier (the test module's) is registered after the agent started: with
+/// `--agent-url` it waits until the agent times the notifier's `invalidate` (`--probes.late-callbacks`).
+const LATE_CALLBACK_SCENARIO: &str = "mirror-collide";
+/// The test module's subscriber kind (its callbacks' module).
+const MIRROR_KIND: &str = "mmuscope_mirror";
 /// After the expected totals appear, wait this long and scrape again to catch late extra events.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 
@@ -46,7 +51,9 @@ pub fn scenario(
     let inventory = hooked && INVENTORY_SCENARIOS.contains(&name.as_str());
     // The agent attaches the fork-copy hook once it has seen a pin; these workloads wait for it before forking.
     let mut run_args = args.clone();
-    if FORK_SCENARIOS.contains(&name.as_str()) {
+    // The callback timer needs `bpf_get_func_ip` (5.15): before, nothing is timed and nothing is waited for.
+    let late_callback = hooked && !old_helpers && name == LATE_CALLBACK_SCENARIO;
+    if FORK_SCENARIOS.contains(&name.as_str()) || late_callback {
         run_args.extend(["--agent-url".to_owned(), agent.scraper.base().to_owned()]);
     }
     match run(agent, workload, &run_args, api, mode, inventory, old_helpers) {
@@ -194,6 +201,21 @@ fn run(
             "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"kvm\",callback=\"invalidate_range_start\"}}: \
              expected {want}, observed {got}"
         ));
+    }
+    // The module's interval callback, met after start-up: every `ops->invalidate` call the module counted.
+    if let Some(interval) =
+        truth.interval.as_ref().filter(|_| hooked && args.first().is_some_and(|n| n == LATE_CALLBACK_SCENARIO))
+    {
+        let timed = |e| subscribers::callbacks_timed(e, MIRROR_KIND, "invalidate");
+        let got = timed(&after).saturating_sub(timed(&before));
+        let want = if old_helpers { 0 } else { interval.invalidations };
+        let series = format!(
+            "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"{MIRROR_KIND}\",callback=\"invalidate\"}}"
+        );
+        println!("  {} {series}: expected {want}, observed {got}", if want == got { "ok  " } else { "FAIL" });
+        if want != got {
+            problems.push(format!("{series}: expected {want}, observed {got}"));
+        }
     }
     // The stack request first: it ends on its own, and /api/v1/slow then symbolizes alone (under TCG each reads
     // the 5 MB symbol snapshot for seconds).

@@ -100,10 +100,15 @@ pub fn inventory_problems(listed: &Option<Listed>, truth: &GroundTruth, ops_chan
 
 /// `subscriber_callback_duration_seconds_count{subscriber="kvm",callback="invalidate_range_start"}`.
 pub fn kvm_start_callbacks(e: &Exposition) -> u64 {
+    callbacks_timed(e, KVM_KIND, "invalidate_range_start")
+}
+
+/// `subscriber_callback_duration_seconds_count{subscriber,callback}`.
+pub fn callbacks_timed(e: &Exposition, subscriber: &str, callback: &str) -> u64 {
     e.samples_named(CALLBACK_COUNT)
         .filter(|s| {
-            s.labels.get("subscriber").map(String::as_str) == Some(KVM_KIND)
-                && s.labels.get("callback").map(String::as_str) == Some("invalidate_range_start")
+            s.labels.get("subscriber").map(String::as_str) == Some(subscriber)
+                && s.labels.get("callback").map(String::as_str) == Some(callback)
         })
         .map(|s| s.value as u64)
         .sum()

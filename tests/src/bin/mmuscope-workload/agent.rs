@@ -37,3 +37,67 @@ pub fn await_fork_copy_hook(base_url: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// How long the agent may take to time a callback it met after start-up (`--probes.late-callbacks`): its next
+/// sweep, which a request makes at most once a second.
+const CALLBACK_TIMED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `/api/v1/subscribers` (each request may sweep, and a sweep attaches the callback timer to callbacks it has
+/// not met) until this process's interval notifier lists its `invalidate` callback as timed. Only reads and sleeps
+/// in between: nothing of this mm is invalidated while waiting.
+pub fn await_interval_callback_timed(base_url: &str) -> Result<()> {
+    let scraper = Scraper::new(base_url);
+    let pid = std::process::id();
+    let started = Instant::now();
+    loop {
+        let (status, body) = scraper.get("/api/v1/subscribers")?;
+        if status == 200 {
+            let view: serde_json::Value = serde_json::from_str(&body).context("parsing /api/v1/subscribers")?;
+            if interval_callback_timed(&view, pid) {
+                eprintln!(
+                    "mmuscope-workload: the agent times this process's interval callback ({:.1} s after registering)",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+        }
+        if started.elapsed() > CALLBACK_TIMED_TIMEOUT {
+            bail!(
+                "the agent at {base_url} did not time this process's interval callback within {} s (is it running \
+                 with --probes.late-callbacks?); last /api/v1/subscribers: HTTP {status}: {}",
+                CALLBACK_TIMED_TIMEOUT.as_secs(),
+                body.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether the mm of `pid` has an interval subscription whose `invalidate` callback is timed.
+fn interval_callback_timed(view: &serde_json::Value, pid: u32) -> bool {
+    let mms = view["mms"].as_array().into_iter().flatten();
+    mms.filter(|m| m["pid"] == pid)
+        .flat_map(|m| m["subscriptions"].as_array().into_iter().flatten())
+        .filter(|s| s["interval"] == true)
+        .flat_map(|s| s["callbacks"].as_array().into_iter().flatten())
+        .any(|c| c["callback"] == "invalidate" && c["timed"] == true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_callback_is_timed_only_for_this_pid() {
+        let view = serde_json::json!({"mms": [
+            {"pid": 7, "subscriptions": [{"interval": true, "callbacks": [{"callback": "invalidate", "timed": true}]}]},
+            {"pid": 8, "subscriptions": [
+                {"interval": false, "callbacks": [{"callback": "invalidate_range_start", "timed": true}]},
+                {"interval": true, "callbacks": [{"callback": "invalidate", "timed": false}]}
+            ]}
+        ]});
+        assert!(interval_callback_timed(&view, 7));
+        assert!(!interval_callback_timed(&view, 8), "a timed classic callback is not the interval one");
+        assert!(!interval_callback_timed(&view, 9));
+    }
+}

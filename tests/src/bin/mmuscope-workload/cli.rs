@@ -123,6 +123,8 @@ pub struct MirrorCollideArgs {
     #[arg(long, value_name = "PATH", default_value = "/usr/lib/mmuscope/mmuscope_mirror.ko")]
     pub module: std::path::PathBuf,
     #[command(flatten)]
+    pub agent: AgentArgs,
+    #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
 
@@ -289,9 +291,11 @@ pub struct ForkPagesArgs {
 /// The agent under test, for scenarios that must wait until it is ready to see them.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The agent's base URL (e.g. http://127.0.0.1:9476). With pinned pages, fork only once its
-    /// `/api/v1/subscribers` says the fork-copy hook is attached: the agent attaches it only while some mm has
-    /// the has-pinned flag, and notices a new one at its next inventory sweep.
+    /// The agent's base URL (e.g. http://127.0.0.1:9476), for scenarios that must wait until the agent can see
+    /// them: with pinned pages, fork only once its `/api/v1/subscribers` says the fork-copy hook is attached (the
+    /// agent attaches it only while some mm has the has-pinned flag, and notices a new one at its next sweep); with
+    /// an interval notifier (`mirror-collide`), invalidate only once it times the notifier's callback (an agent
+    /// run with `--probes.late-callbacks` attaches to a callback at the first sweep that meets it).
     #[arg(long, value_name = "URL")]
     pub agent_url: Option<String>,
 }

@@ -59,6 +59,9 @@ pub fn run(args: &MirrorCollideArgs) -> Result<GroundTruth> {
     m.touch_all();
     let dev = Mirror::open()?;
     dev.register(r.addr(), r.len() as u64).context("MIRROR_REGISTER")?;
+    if let Some(url) = &args.agent.agent_url {
+        crate::agent::await_interval_callback_timed(url)?;
+    }
     // --- interval notifier registered: nothing but the counted madvise calls may invalidate R ---
     let done = exercise(&dev, &r, &m, args);
     let status = dev.status().context("MIRROR_STATUS");
