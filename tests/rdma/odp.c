@@ -207,8 +207,11 @@ static void check_bytes(const uint8_t *p, size_t len, uint8_t want, const char *
 
 int main(int argc, char **argv)
 {
-	if (argc != 2 || atoi(argv[1]) < 1) {
-		fprintf(stderr, "usage: mmuscope-rdma-odp ROUNDS\n");
+	/* --wait: after registering the ODP MR, say `registered=1` and wait for a line on stdin before anything can
+	 * invalidate it (the caller waits until the agent times the MR's interval callback). */
+	int wait = argc == 3 && strcmp(argv[2], "--wait") == 0;
+	if ((argc != 2 && !wait) || atoi(argv[1]) < 1) {
+		fprintf(stderr, "usage: mmuscope-rdma-odp ROUNDS [--wait]\n");
 		return 2;
 	}
 	int rounds = atoi(argv[1]);
@@ -269,6 +272,13 @@ int main(int argc, char **argv)
 						IBV_ACCESS_REMOTE_READ);
 	if (!odp)
 		die("ibv_reg_mr (ODP): %s", strerror(errno));
+	if (wait) {
+		char line[16];
+		printf("registered=1\n");
+		fflush(stdout);
+		if (!fgets(line, sizeof(line), stdin))
+			die("--wait: stdin closed before the go-ahead");
+	}
 	/* --- interval notifier on R: only the counted calls below may invalidate it --- */
 	unsigned long clear = 0, protect = 0, unmap = 0, miss_calls = 0, writes = 0, reads = 0;
 	uint64_t wr_id = 0;

@@ -26,11 +26,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 const INVENTORY_SCENARIOS: &[&str] = &["kvm-madvise", "fork-pinned"];
 /// The scenarios that take `--agent-url` (they wait for the fork-copy hook after pinning).
 const FORK_SCENARIOS: &[&str] = &["fork-pinned", "fork-pinned-thp", "fork-unpinned"];
-/// The scenario whose interval notifier (the test module's) is registered after the agent started: with
-/// `--agent-url` it waits until the agent times the notifier's `invalidate` (`--probes.late-callbacks`).
-const LATE_CALLBACK_SCENARIO: &str = "mirror-collide";
-/// The test module's subscriber kind (its callbacks' module).
-const MIRROR_KIND: &str = "mmuscope_mirror";
+/// The scenarios whose interval notifier is registered after the agent started, and its subscriber kind (the
+/// callback's module): with `--agent-url` each waits until the agent times the notifier's `invalidate`
+/// (`--probes.late-callbacks`, which the guest's agent runs with).
+const LATE_CALLBACK_SCENARIOS: &[(&str, &str)] = &[("mirror-collide", "mmuscope_mirror"), ("rdma-odp", "rdma_rxe")];
 /// After the expected totals appear, wait this long and scrape again to catch late extra events.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 
@@ -52,7 +51,7 @@ pub fn scenario(
     // The agent attaches the fork-copy hook once it has seen a pin; these workloads wait for it before forking.
     let mut run_args = args.clone();
     // The callback timer needs `bpf_get_func_ip` (5.15): before, nothing is timed and nothing is waited for.
-    let late_callback = hooked && !old_helpers && name == LATE_CALLBACK_SCENARIO;
+    let late_callback = hooked && !old_helpers && late_callback_kind(&name).is_some();
     if FORK_SCENARIOS.contains(&name.as_str()) || late_callback {
         run_args.extend(["--agent-url".to_owned(), agent.scraper.base().to_owned()]);
     }
@@ -65,6 +64,11 @@ pub fn scenario(
             format!("{e:#}\nagent log tail:\n{}", agent.tail()),
         ),
     }
+}
+
+/// The subscriber kind of a [`LATE_CALLBACK_SCENARIOS`] scenario.
+fn late_callback_kind(name: &str) -> Option<&'static str> {
+    LATE_CALLBACK_SCENARIOS.iter().find(|(n, _)| *n == name).map(|(_, kind)| *kind)
 }
 
 struct Outcome {
@@ -202,15 +206,14 @@ fn run(
              expected {want}, observed {got}"
         ));
     }
-    // The module's interval callback, met after start-up: every `ops->invalidate` call the module counted.
-    if let Some(interval) =
-        truth.interval.as_ref().filter(|_| hooked && args.first().is_some_and(|n| n == LATE_CALLBACK_SCENARIO))
-    {
-        let timed = |e| subscribers::callbacks_timed(e, MIRROR_KIND, "invalidate");
+    // The interval callback met after start-up: every `ops->invalidate` call of the truth.
+    let late_kind = args.first().and_then(|n| late_callback_kind(n)).filter(|_| hooked);
+    if let (Some(interval), Some(kind)) = (truth.interval.as_ref(), late_kind) {
+        let timed = |e| subscribers::callbacks_timed(e, kind, "invalidate");
         let got = timed(&after).saturating_sub(timed(&before));
         let want = if old_helpers { 0 } else { interval.invalidations };
         let series = format!(
-            "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"{MIRROR_KIND}\",callback=\"invalidate\"}}"
+            "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"{kind}\",callback=\"invalidate\"}}"
         );
         println!("  {} {series}: expected {want}, observed {got}", if want == got { "ok  " } else { "FAIL" });
         if want != got {

@@ -43,11 +43,10 @@ pub fn await_fork_copy_hook(base_url: &str) -> Result<()> {
 const CALLBACK_TIMED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Polls `/api/v1/subscribers` (each request may sweep, and a sweep attaches the callback timer to callbacks it has
-/// not met) until this process's interval notifier lists its `invalidate` callback as timed. Only reads and sleeps
-/// in between: nothing of this mm is invalidated while waiting.
-pub fn await_interval_callback_timed(base_url: &str) -> Result<()> {
+/// not met) until the interval notifier on the mm of `pid` lists its `invalidate` callback as timed. Only reads and
+/// sleeps in between: nothing of that mm is invalidated while waiting.
+pub fn await_interval_callback_timed(base_url: &str, pid: u32) -> Result<()> {
     let scraper = Scraper::new(base_url);
-    let pid = std::process::id();
     let started = Instant::now();
     loop {
         let (status, body) = scraper.get("/api/v1/subscribers")?;
@@ -55,7 +54,7 @@ pub fn await_interval_callback_timed(base_url: &str) -> Result<()> {
             let view: serde_json::Value = serde_json::from_str(&body).context("parsing /api/v1/subscribers")?;
             if interval_callback_timed(&view, pid) {
                 eprintln!(
-                    "mmuscope-workload: the agent times this process's interval callback ({:.1} s after registering)",
+                    "mmuscope-workload: the agent times the interval callback of pid {pid} ({:.1} s after registering)",
                     started.elapsed().as_secs_f64()
                 );
                 return Ok(());
@@ -63,7 +62,7 @@ pub fn await_interval_callback_timed(base_url: &str) -> Result<()> {
         }
         if started.elapsed() > CALLBACK_TIMED_TIMEOUT {
             bail!(
-                "the agent at {base_url} did not time this process's interval callback within {} s (is it running \
+                "the agent at {base_url} did not time the interval callback of pid {pid} within {} s (is it running \
                  with --probes.late-callbacks?); last /api/v1/subscribers: HTTP {status}: {}",
                 CALLBACK_TIMED_TIMEOUT.as_secs(),
                 body.trim()

@@ -137,6 +137,8 @@ pub struct RdmaOdpArgs {
     #[arg(long, value_name = "PATH", default_value = "/usr/lib/mmuscope/mmuscope-rdma-odp")]
     pub helper: std::path::PathBuf,
     #[command(flatten)]
+    pub agent: AgentArgs,
+    #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
 
@@ -294,7 +296,7 @@ pub struct AgentArgs {
     /// The agent's base URL (e.g. http://127.0.0.1:9476), for scenarios that must wait until the agent can see
     /// them: with pinned pages, fork only once its `/api/v1/subscribers` says the fork-copy hook is attached (the
     /// agent attaches it only while some mm has the has-pinned flag, and notices a new one at its next sweep); with
-    /// an interval notifier (`mirror-collide`), invalidate only once it times the notifier's callback (an agent
+    /// an interval notifier (`mirror-collide`, `rdma-odp`), invalidate only once it times the notifier's callback (an agent
     /// run with `--probes.late-callbacks` attaches to a callback at the first sweep that meets it).
     #[arg(long, value_name = "URL")]
     pub agent_url: Option<String>,

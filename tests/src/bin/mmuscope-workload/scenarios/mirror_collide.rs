@@ -60,7 +60,7 @@ pub fn run(args: &MirrorCollideArgs) -> Result<GroundTruth> {
     let dev = Mirror::open()?;
     dev.register(r.addr(), r.len() as u64).context("MIRROR_REGISTER")?;
     if let Some(url) = &args.agent.agent_url {
-        crate::agent::await_interval_callback_timed(url)?;
+        crate::agent::await_interval_callback_timed(url, std::process::id())?;
     }
     // --- interval notifier registered: nothing but the counted madvise calls may invalidate R ---
     let done = exercise(&dev, &r, &m, args);

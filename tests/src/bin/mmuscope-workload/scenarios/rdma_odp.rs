@@ -17,7 +17,13 @@
 //! Not exercised: invalidations while an operation runs (their waits and -EBUSY depend on timing in the rxe
 //! responder's work item, so they could only be bounded).
 
-use std::{collections::BTreeMap, fs, path::Path, process::Command};
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context, Result, bail, ensure};
 use mmuscope_tests::truth::{
@@ -37,13 +43,27 @@ pub fn run(args: &RdmaOdpArgs) -> Result<GroundTruth> {
     soft_roce_link()?;
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
     // The helper inherits the cgroup; its mm is the one with the interval.
-    let child = Command::new(&args.helper)
-        .arg(args.rounds.to_string())
-        .stderr(std::process::Stdio::inherit())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", args.helper.display()))?;
+    let mut helper = Command::new(&args.helper);
+    helper.arg(args.rounds.to_string()).stderr(Stdio::inherit()).stdout(Stdio::piped());
+    if args.agent.agent_url.is_some() {
+        helper.arg("--wait").stdin(Stdio::piped());
+    }
+    let mut child = helper.spawn().with_context(|| format!("starting {}", args.helper.display()))?;
     let pid = child.id();
+    if let Some(url) = &args.agent.agent_url {
+        // The helper says `registered=1` once the ODP MR exists, then waits for a line on stdin.
+        let mut stdout = BufReader::new(child.stdout.take().context("the helper's stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line).context("reading the helper's registered line")?;
+        ensure!(line.trim() == "registered=1", "the helper said {line:?} instead of registered=1");
+        if let Err(e) = crate::agent::await_interval_callback_timed(url, pid) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        child.stdin.take().context("the helper's stdin")?.write_all(b"go\n").context("the helper's go-ahead")?;
+        child.stdout = Some(stdout.into_inner());
+    }
     let out = child.wait_with_output().context("waiting for the verbs helper")?;
     match out.status.code() {
         Some(0) => {}
