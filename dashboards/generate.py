@@ -254,8 +254,8 @@ def host():
                            target(f"sum by (cgroup, namespace, pod) ({rate('mmuscope_invalidations_total')})",
                                   "{{cgroup}} {{pod}}")), 12, 8),
         L.place(timeseries("Invalidations by cause", "Invalidation brackets per second by why they happened: "
-                           "the caller (thp_split, reclaim, migration, numa, soft_dirty, userfaultfd, exit; "
-                           "fentry/kprobe modes) or else the task's context (its system call, page_fault, reclaim, a "
+                           "the caller (thp_split, reclaim, migration, numa, soft_dirty, userfaultfd, exit, and "
+                           "ksm_cow with --probes.ksm-cow; fentry/kprobe modes) or else the task's context (its system call, page_fault, reclaim, a "
                            "kernel thread by name).", "ops",
                            target(f"sum by (cause) ({rate('mmuscope_invalidations_total')})", "{{cause}}"),
                            stack=True), 24, 8),

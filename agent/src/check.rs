@@ -21,6 +21,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         pin: None,
         stacks: true,
         keep_attached: false,
+        opt_in: args.kernel.opt_in(),
     };
     let probes = Probes::load(&kernel, &options)?;
     let report = &probes.report;
@@ -79,7 +80,7 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
             };
             writeln!(out, "{family:<w$} {:<11} {:<12} {detail}", a.name, a.status.as_str())?;
         }
-        if f.attached().is_none() {
+        if f.attached().is_none() && !f.switched_off() {
             writeln!(out, "{:<w$} {:<11} {:<12} no alternative attached", "", "-", "MISSING")?;
         }
     }

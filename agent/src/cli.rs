@@ -68,9 +68,19 @@ pub struct KernelArgs {
     /// probe family by name, as if this kernel lacked it (repeat or comma-separate; for testing degradation).
     #[arg(long = "probes.deny", value_name = "NAME", value_delimiter = ',')]
     pub deny: Vec<String>,
+    /// Name the copy on write of a KSM page (a write that breaks its sharing) cause="ksm_cow" instead of
+    /// page_fault (fentry and kprobe modes). Off by default: its programs then run on every copy-on-write fault of
+    /// every process on the host (docs/probes.md).
+    #[arg(long = "probes.ksm-cow")]
+    pub probes_ksm_cow: bool,
 }
 
 impl KernelArgs {
+    /// The flags given that switch on a family off by default (`probes::Options::opt_in`).
+    pub fn opt_in(&self) -> Vec<&'static str> {
+        self.probes_ksm_cow.then_some(crate::probes::families::ksm_cow::FLAG).into_iter().collect()
+    }
+
     /// The kernel as the planner sees it, `--probes.deny` applied.
     pub fn probe(&self) -> anyhow::Result<crate::kernel::KernelInfo> {
         let deny = crate::kernel::Deny::new(self.deny.iter().cloned());

@@ -37,11 +37,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pin: args.pin.clone(),
         stacks: !args.stacks_disable,
         keep_attached: args.probes_keep_attached,
+        opt_in: args.kernel.opt_in(),
     };
     let mut probes = Probes::load(&kernel, &options)?;
     for f in &probes.report.families {
         match (f.attached(), f.why_not_attached()) {
             (Some(a), _) => tracing::info!(family = f.name(), mode = a.name, "probe family attached"),
+            (None, why) if f.switched_off() => {
+                tracing::info!(family = f.name(), why = why.unwrap_or_default(), "probe family off")
+            }
             (None, why) => tracing::warn!(
                 family = f.name(),
                 required = f.required,

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mmuscope_global_optspecs
-    string join \n btf= mode= map.stats-entries= slow.min-duration= probes.deny= web.listen-address= web.telemetry-path= web.config.file= web.disable-process-details web.health-requires-auth log.level= log.format= max-cgroups= cgroups.deleted-ttl= kubernetes.host-root= probes.strict pin= bpf.run-stats stacks.disable probes.keep-attached probes.late-callbacks config.file= h/help V/version
+    string join \n btf= mode= map.stats-entries= slow.min-duration= probes.deny= probes.ksm-cow web.listen-address= web.telemetry-path= web.config.file= web.disable-process-details web.health-requires-auth log.level= log.format= max-cgroups= cgroups.deleted-ttl= kubernetes.host-root= probes.strict pin= bpf.run-stats stacks.disable probes.keep-attached probes.late-callbacks config.file= h/help V/version
 end
 
 function __fish_mmuscope_needs_command
@@ -45,6 +45,7 @@ complete -c mmuscope -n "__fish_mmuscope_needs_command" -l cgroups.deleted-ttl -
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l kubernetes.host-root -d 'Where the node\'s filesystem is, to read pod and container names from /var/log/pods, /var/log/containers and /var/lib/kubelet/pods (e.g. /host in a DaemonSet)' -r -F
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l pin -d 'Pin the counter maps in this bpffs directory (e.g. /sys/fs/bpf/mmuscope) so that counters continue across restarts; unset, nothing is pinned and nothing outlives the agent' -r -F
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l config.file -d 'TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`); flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml' -r -F
+complete -c mmuscope -n "__fish_mmuscope_needs_command" -l probes.ksm-cow -d 'Name the copy on write of a KSM page (a write that breaks its sharing) cause="ksm_cow" instead of page_fault (fentry and kprobe modes). Off by default: its programs then run on every copy-on-write fault of every process on the host (docs/probes.md)'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l web.disable-process-details -d 'Answer 403 on /api/v1/subscribers and /api/v1/slow, which show the workloads\' pids, process names and cgroups to anyone who may use the API'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l web.health-requires-auth -d 'Require the web config\'s basic-auth credentials on /healthz and /readyz too (by default they answer without, so that kubelet and load-balancer probes work)'
 complete -c mmuscope -n "__fish_mmuscope_needs_command" -l probes.strict -d 'Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing. Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows in `mmuscope_probe_attached`, `check`, `/api/v1/status` and the log'
@@ -81,6 +82,7 @@ complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l cgroups.delete
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l kubernetes.host-root -d 'Where the node\'s filesystem is, to read pod and container names from /var/log/pods, /var/log/containers and /var/lib/kubelet/pods (e.g. /host in a DaemonSet)' -r -F
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l pin -d 'Pin the counter maps in this bpffs directory (e.g. /sys/fs/bpf/mmuscope) so that counters continue across restarts; unset, nothing is pinned and nothing outlives the agent' -r -F
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l config.file -d 'TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`); flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml' -r -F
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l probes.ksm-cow -d 'Name the copy on write of a KSM page (a write that breaks its sharing) cause="ksm_cow" instead of page_fault (fentry and kprobe modes). Off by default: its programs then run on every copy-on-write fault of every process on the host (docs/probes.md)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l web.disable-process-details -d 'Answer 403 on /api/v1/subscribers and /api/v1/slow, which show the workloads\' pids, process names and cgroups to anyone who may use the API'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l web.health-requires-auth -d 'Require the web config\'s basic-auth credentials on /healthz and /readyz too (by default they answer without, so that kubelet and load-balancer probes work)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand run" -l probes.strict -d 'Exit with status 3 at start-up, naming the family and why, when a required probe family attaches nothing. Without it the agent serves what did attach and is ready anyway (loose attachment); the missing family shows in `mmuscope_probe_attached`, `check`, `/api/v1/status` and the log'
@@ -102,6 +104,7 @@ warn\t''
 error\t''"
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l log.format -d 'Format of the log lines on stderr: logfmt or json' -r -f -a "logfmt\t'`ts=… level=info target=… message="…" key=value`, one line per event'
 json\t'One JSON object per line: `timestamp`, `level`, `target`, `message` and the event\'s fields'"
+complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l probes.ksm-cow -d 'Name the copy on write of a KSM page (a write that breaks its sharing) cause="ksm_cow" instead of page_fault (fentry and kprobe modes). Off by default: its programs then run on every copy-on-write fault of every process on the host (docs/probes.md)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l json -d 'Print JSON instead of a table'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -l strict -d 'Exit 3 unless every family attached with its best alternative (within --mode)'
 complete -c mmuscope -n "__fish_mmuscope_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'

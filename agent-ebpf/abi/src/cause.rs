@@ -45,10 +45,14 @@ pub enum Cause {
     OtherSyscall = 16,
     /// A kernel thread with no more specific cause (kworker, OOM reaper).
     Kthread = 17,
+    /// The copy on write of a KSM page: a write (or an unsharing GUP) that breaks its sharing. Only with the
+    /// `ksm_cow` family, off by default (`--probes.ksm-cow`); without it such a copy is `PageFault` (or the system
+    /// call whose GUP faulted it in).
+    KsmCow = 18,
 }
 
 impl Cause {
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
     pub const ALL: [Cause; Cause::COUNT as usize] = [
         Cause::Unknown,
         Cause::Madvise,
@@ -68,6 +72,7 @@ impl Cause {
         Cause::Userfaultfd,
         Cause::OtherSyscall,
         Cause::Kthread,
+        Cause::KsmCow,
     ];
 
     /// The value of the `cause` label.
@@ -91,6 +96,7 @@ impl Cause {
             Cause::Userfaultfd => "userfaultfd",
             Cause::OtherSyscall => "other_syscall",
             Cause::Kthread => "kthread",
+            Cause::KsmCow => "ksm_cow",
         }
     }
 

@@ -108,6 +108,24 @@ pub struct KernelLayout {
     /// `bpf_get_current_task` and probe reads. Read as a frozen constant, so the verifier drops the branch this
     /// kernel cannot load.
     pub task_btf: u32,
+    /// `vm_fault.page`, `page.compound_head` (`compound_info` by 7.2; bit 0 set on a tail page) and `page.mapping`
+    /// (KSM-page group): whether the page a write fault copies is a KSM page (`ksm_cow` family).
+    pub vmf_page: u32,
+    pub page_compound_head: u32,
+    pub page_mapping: u32,
+}
+
+/// The low bits of `page->mapping` that mark a KSM page: `PAGE_MAPPING_ANON | PAGE_MAPPING_MOVABLE` (5.10–6.x
+/// `include/linux/page-flags.h`, `PAGE_MAPPING_KSM`; `FOLIO_MAPPING_KSM` after the rename, the same bits). A macro,
+/// so BTF does not carry it; these two bits have meant "KSM" since 2.6.32.
+pub const PAGE_MAPPING_KSM: u64 = 3;
+
+/// Whether a page whose `compound_head` word and `mapping` are these is a KSM page: not a tail page (whose
+/// `mapping` slot holds fields of its large folio), and the mapping's low bits are [`PAGE_MAPPING_KSM`] (a KSM page
+/// is always a small page, so its own `mapping` is its folio's).
+#[inline(always)]
+pub const fn is_ksm_page(compound_head: u64, mapping: u64) -> bool {
+    compound_head & 1 == 0 && mapping & PAGE_MAPPING_KSM == PAGE_MAPPING_KSM
 }
 
 impl KernelLayout {
@@ -119,3 +137,20 @@ impl KernelLayout {
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelLayout {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_untagged_head_pages_with_both_mapping_bits_are_ksm() {
+        let (anon, ksm, movable) = (0xffff_8880_0000_1001, 0xffff_8880_0000_1003, 0xffff_8880_0000_1002);
+        assert!(is_ksm_page(0xffff_ea00_0000_0040, ksm));
+        assert!(!is_ksm_page(0xffff_ea00_0000_0040, anon));
+        assert!(!is_ksm_page(0xffff_ea00_0000_0040, movable));
+        assert!(!is_ksm_page(0, 0));
+        // A tail page (bit 0 of compound_head): its mapping slot is its folio's counters, whatever their bits.
+        assert!(!is_ksm_page(0xffff_ea00_0000_0001, ksm));
+        assert!(!is_ksm_page(0xffff_ea00_0000_0001, 3));
+    }
+}

@@ -24,7 +24,7 @@ pub use births::{CGROUP_PATH_BYTES, CgroupBirth};
 pub use cause::{Cause, caller_stack};
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use interval::{IntervalKey, IntervalRead};
-pub use layout::KernelLayout;
+pub use layout::{KernelLayout, PAGE_MAPPING_KSM, is_ksm_page};
 pub use maps::{
     BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket, Initiator,
     KvmUnmapKey, SubscriberSlot, key_flags, subscriber_mask,
@@ -57,6 +57,7 @@ pub mod names {
     pub const OPERATIONS: &str = "OPERATIONS";
     pub const OPERATIONS_ON: &str = "OPERATIONS_ON";
     pub const CAUSES_ON: &str = "CAUSES_ON";
+    pub const KSM_COW_ON: &str = "KSM_COW_ON";
     pub const INTERVAL_READS: &str = "INTERVAL_READS";
     pub const SLOW_EVENTS: &str = "SLOW_EVENTS";
     pub const SLOW_MIN_NS: &str = "SLOW_MIN_NS";

@@ -85,7 +85,8 @@ pub fn current_btf(task: *const u8, regs: *const u8) -> u32 {
     cause as u32
 }
 
-/// The cause of the innermost open caller window of the current thread, if the windows are attached and one is open.
+/// The cause of the innermost open caller window of the current thread, if the windows are attached and one is open,
+/// else `ksm_cow` inside a write fault's copy of a KSM page (that family needs this one attached).
 #[inline(always)]
 fn caller_window() -> Option<u32> {
     // Without attached windows (tracepoint mode) the per-thread lookup would always miss: skip it.
@@ -93,8 +94,13 @@ fn caller_window() -> Option<u32> {
         return None;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    let top = caller_stack::top(*unsafe { CALLER_CAUSES.get(tid) }?);
-    (top != 0).then_some(top)
+    if let Some(stack) = unsafe { CALLER_CAUSES.get(tid) } {
+        let top = caller_stack::top(*stack);
+        if top != 0 {
+            return Some(top);
+        }
+    }
+    crate::ksm_cow::copying(tid)
 }
 
 /// The cause of a system call number (negative: not in a system call, i.e. a page fault).

@@ -18,6 +18,7 @@ mod floor;
 mod fork;
 mod fork_hugetlb;
 mod interval;
+mod ksm_cow;
 mod kvm;
 mod maps;
 mod operations;

@@ -48,7 +48,8 @@ pub const PROBE_ATTACHED: Metric = Metric::plain(
     "mmuscope_probe_attached",
     Kind::Gauge,
     &["probe", "mode", "target"],
-    "1 if the probe family is attached with this alternative, 0 if the alternative is not in use.",
+    "1 if the probe family is attached with this alternative, 0 if the alternative is not in use. No series for a \
+     family off by default whose flag is not given.",
 );
 pub const BUILD_INFO: Metric = Metric::plain(
     "mmuscope_build_info",
@@ -162,7 +163,8 @@ pub fn map_read_errors(rows: &[(&'static str, u64)]) -> Family<'static> {
 pub fn probe_attached(report: &PlanReport) -> Family<'static> {
     let mut f = Family::new(&PROBE_ATTACHED);
     for family in &report.families {
-        for a in &family.alternatives {
+        // Off by choice (an opt-in family without its flag) is not a missing probe: no series, no alert.
+        for a in family.alternatives.iter().filter(|a| a.status != Status::Off) {
             for target in &a.targets {
                 let attached = u64::from(a.status == Status::Attached);
                 f.add(None, &[family.name(), a.name, target], Value::Count(attached));
@@ -170,4 +172,47 @@ pub fn probe_attached(report: &PlanReport) -> Family<'static> {
         }
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::{
+        Mode,
+        report::{AlternativeReport, FamilyReport},
+    };
+
+    fn family(name: &'static str, statuses: &[(Mode, Status)]) -> FamilyReport {
+        let alternatives = statuses
+            .iter()
+            .map(|&(mode, status)| AlternativeReport {
+                name: mode.as_str(),
+                mode,
+                status,
+                reason: String::new(),
+                targets: vec!["f"],
+                hooks: vec![],
+                degraded: "",
+            })
+            .collect();
+        FamilyReport { id: crate::probes::FamilyId::new(name), description: "", required: false, alternatives }
+    }
+
+    /// A family off by choice (an opt-in family without its flag) has no series; one that could not attach has 0.
+    #[test]
+    fn a_family_switched_off_has_no_probe_attached_series() {
+        let mut report = super::super::reference::sample_report();
+        report.families = vec![
+            family("a", &[(Mode::Fentry, Status::Attached), (Mode::Kprobe, Status::NotTried)]),
+            family("b", &[(Mode::Fentry, Status::Unavailable), (Mode::Kprobe, Status::Unavailable)]),
+            family("c", &[(Mode::Fentry, Status::Off), (Mode::Kprobe, Status::Off)]),
+        ];
+        assert!(report.families[2].switched_off() && !report.families[1].switched_off());
+        assert!(report.degraded().is_empty(), "an off family is not one running on a fallback");
+        let mut f = probe_attached(&report);
+        assert_eq!(f.value(None, &["a", "fentry", "f"]), Some(&Value::Count(1)));
+        assert_eq!(f.value(None, &["b", "kprobe", "f"]), Some(&Value::Count(0)));
+        let probes: Vec<String> = f.series().map(|s| s.own[0].to_string()).collect();
+        assert!(!probes.iter().any(|p| p == "c"), "{probes:?}");
+    }
 }

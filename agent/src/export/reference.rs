@@ -27,7 +27,8 @@ use crate::{
     },
 };
 
-fn sample_report() -> PlanReport {
+/// A plan with the `brackets` family attached (also the base of other tests' plans).
+pub(super) fn sample_report() -> PlanReport {
     let alternative = AlternativeReport {
         name: "fentry",
         mode: Mode::Fentry,

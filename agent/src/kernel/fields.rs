@@ -32,6 +32,9 @@ pub enum FieldGroup {
     VmaMm,
     /// `folio._nr_pages` (or `_folio_nr_pages`): the size of a hugetlb page copied at fork.
     FolioSize,
+    /// `vm_fault.page`, `page.compound_head` (or `compound_info`) and `page.mapping`: whether a write fault copies a
+    /// KSM page (`ksm_cow` family).
+    KsmPage,
     /// task pid/tgid/comm, `mm->pinned_vm`, notifier ops callbacks and the interval tree (inventory).
     Subscribers,
 }

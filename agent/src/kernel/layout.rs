@@ -91,6 +91,9 @@ impl ResolvedLayout {
             ops_end: r.offset(NotifierOps, "mmu_notifier_ops", "invalidate_range_end", Some(8))?,
             folio_nr_pages: folio_nr_pages(&mut r)?,
             task_btf: 0,
+            vmf_page: r.offset(KsmPage, "vm_fault", "page", Some(8))?,
+            page_compound_head: page_compound_head(&mut r)?,
+            page_mapping: r.offset(KsmPage, "page", "mapping", Some(8))?,
         };
         let helpers = task_helpers(&mut r);
         let subscribers = super::layout_subscribers::resolve(&mut r)?;
@@ -147,6 +150,19 @@ fn folio_nr_pages(r: &mut Resolver<'_>) -> Result<u32, BtfError> {
         }
     }
     r.missing(FieldGroup::FolioSize, "folio.{_nr_pages,_folio_nr_pages} of 4 bytes".into());
+    Ok(0)
+}
+
+/// `page.compound_head` (5.10–6.x), renamed `compound_info` by 7.2: the word whose bit 0 marks a tail page.
+fn page_compound_head(r: &mut Resolver<'_>) -> Result<u32, BtfError> {
+    for name in ["compound_head", "compound_info"] {
+        if let Some(f) = r.btf().member("page", name)?
+            && f.size == 8
+        {
+            return Ok(f.offset);
+        }
+    }
+    r.missing(FieldGroup::KsmPage, "page.{compound_head,compound_info} of 8 bytes".into());
     Ok(0)
 }
 

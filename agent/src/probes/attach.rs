@@ -11,7 +11,7 @@ use super::{
     families,
     needs::{self, Probed},
     report::{AlternativeReport, FamilyReport, HookReport, Status},
-    spec::{Alternative, Hook, Mode, ProgramSpec},
+    spec::{Alternative, Hook, Mode, Need, ProgramSpec},
 };
 use crate::kernel::KernelInfo;
 
@@ -86,6 +86,8 @@ pub fn attach_families(
                 .map(|alt| {
                     let (status, reason) = if attached {
                         (Status::NotTried, "a preferred alternative is attached".to_string())
+                    } else if let Some(why) = switched_off(alt, kernel, probed) {
+                        (Status::Off, why)
                     } else if forced.is_some_and(|m| m != alt.mode) {
                         (Status::Excluded, format!("--mode {}", forced.unwrap().as_str()))
                     } else if let Some(why) = kernel.deny.family(family.id.name()) {
@@ -159,6 +161,14 @@ fn resolve(kernel: &KernelInfo, spec: &ProgramSpec) -> &'static str {
         }
         _ => spec.target,
     }
+}
+
+/// Why `alt` is off: it needs a flag ([`Need::OptIn`]) the operator did not give.
+fn switched_off(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Option<String> {
+    alt.needs
+        .iter()
+        .filter(|n| matches!(n, Need::OptIn(_)))
+        .find_map(|n| needs::check(n, alt.mode, kernel, probed).err())
 }
 
 /// All unmet needs of `alt`, joined; `Ok` when none.

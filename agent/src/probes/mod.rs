@@ -54,6 +54,8 @@ pub struct Options {
     pub stacks: bool,
     /// Keep the hot-path hooks that are otherwise attached on demand attached all the time (`probes::arming`).
     pub keep_attached: bool,
+    /// The flags given that switch on families off by default (`spec::Need::OptIn`), e.g. `--probes.ksm-cow`.
+    pub opt_in: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             pin: None,
             stacks: true,
             keep_attached: false,
+            opt_in: Vec::new(),
         }
     }
 }
@@ -126,7 +129,12 @@ impl Probes {
             Ok(()) => attach::probe_reattach(&mut ebpf, &btf, kernel),
             Err(_) => Err("no trampolines".to_string()),
         };
-        let mut probed = needs::Probed { trampolines: trampolines.clone(), wide_trampolines, attached: Vec::new() };
+        let mut probed = needs::Probed {
+            trampolines: trampolines.clone(),
+            wide_trampolines,
+            attached: Vec::new(),
+            opted_in: options.opt_in.clone(),
+        };
         let mut on_demand = arming::Collected::default();
         let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode, &mut on_demand);
         let flag = ebpf.take_map(names::FORK_COPIES_ARMED).context("map FORK_COPIES_ARMED is missing")?;
@@ -142,10 +150,13 @@ impl Probes {
         }
         let attached = |family: FamilyId| probed.attached.iter().any(|(f, _)| *f == family);
         // Switches read by the bracket programs, set once the hooks they depend on run: per-operation records
-        // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist.
-        for (family, switch) in
-            [(families::overlapping_brackets::ID, names::OPERATIONS_ON), (families::causes::ID, names::CAUSES_ON)]
-        {
+        // need the operation boundaries; the per-thread caller-window lookup is skipped until windows exist, and the
+        // KSM-copy lookup until its family runs.
+        for (family, switch) in [
+            (families::overlapping_brackets::ID, names::OPERATIONS_ON),
+            (families::causes::ID, names::CAUSES_ON),
+            (families::ksm_cow::ID, names::KSM_COW_ON),
+        ] {
             if attached(family) {
                 let map = ebpf.map_mut(switch).with_context(|| format!("map {switch} is missing"))?;
                 aya::maps::Array::<_, u32>::try_from(map)?.set(0, 1, 0)?;

@@ -11,6 +11,8 @@ pub struct Probed {
     pub wide_trampolines: Result<(), String>,
     /// Families attached so far, with their mode.
     pub attached: Vec<(FamilyId, Mode)>,
+    /// The flags of the families off by default that the operator switched on (`Need::OptIn`).
+    pub opted_in: Vec<&'static str>,
 }
 
 /// Checks `need` for an alternative of `mode`.
@@ -21,6 +23,8 @@ pub fn check(need: &Need, mode: Mode, kernel: &KernelInfo, probed: &Probed) -> R
             Some((_, m)) => Err(format!("{family} is attached in {} mode, not {}", m.as_str(), mode.as_str())),
             None => Err(format!("{family} is not attached")),
         },
+        Need::OptIn(flag) if probed.opted_in.contains(&flag) => Ok(()),
+        Need::OptIn(flag) => Err(format!("off by default ({flag} switches it on)")),
         Need::ModeAvailable => match mode {
             Mode::Fentry => probed.trampolines.clone(),
             Mode::Kprobe => kernel.kprobes.clone(),

@@ -15,6 +15,8 @@ pub enum Status {
     NotTried,
     /// Excluded by `--mode`.
     Excluded,
+    /// A family off by default whose flag was not given ([`super::spec::Need::OptIn`]).
+    Off,
 }
 
 impl Status {
@@ -25,6 +27,7 @@ impl Status {
             Status::Failed => "failed",
             Status::NotTried => "not tried",
             Status::Excluded => "excluded",
+            Status::Off => "off",
         }
     }
 }
@@ -71,6 +74,11 @@ impl FamilyReport {
 
     pub fn attached(&self) -> Option<&AlternativeReport> {
         self.alternatives.iter().find(|a| a.status == Status::Attached)
+    }
+
+    /// Whether the family is off by default and its flag was not given (every alternative [`Status::Off`]).
+    pub fn switched_off(&self) -> bool {
+        self.alternatives.iter().all(|a| a.status == Status::Off)
     }
 
     /// Why nothing attached, alternative by alternative (`None` when one did).
@@ -161,7 +169,7 @@ impl PlanReport {
         self.families
             .iter()
             .filter(|f| {
-                let best = f.alternatives.iter().find(|a| a.status != Status::Excluded);
+                let best = f.alternatives.iter().find(|a| !matches!(a.status, Status::Excluded | Status::Off));
                 f.attached().is_some() && best.is_some_and(|b| b.status != Status::Attached)
             })
             .map(|f| f.name())

@@ -148,6 +148,9 @@ pub enum Need {
     /// The named family (attached earlier) runs in this alternative's mode: its programs keep
     /// the per-thread state this one reads.
     SameModeAs(FamilyId),
+    /// Off unless the operator gave this flag (e.g. `--probes.ksm-cow`): a family whose price is paid host-wide. Not
+    /// a kernel feature: without the flag the family is reported `off`, and `probe_attached` has no series for it.
+    OptIn(&'static str),
 }
 
 /// How the programs of one [`TracedHook`] attach in each mode.

@@ -23,6 +23,9 @@ pub enum Cause {
     Ksm,
     /// A system call the agent has no cause of its own for (e.g. a write to debugfs `split_huge_pages`).
     OtherSyscall,
+    /// The copy on write of a KSM page (`wp_page_copy` of a page whose mapping says KSM): a hook cause of the
+    /// `ksm_cow` family, which the agent attaches only with `--probes.ksm-cow`.
+    KsmCow,
 }
 
 impl Cause {
@@ -42,6 +45,7 @@ impl Cause {
             Cause::Khugepaged => "khugepaged",
             Cause::Ksm => "ksm",
             Cause::OtherSyscall => "other_syscall",
+            Cause::KsmCow => "ksm_cow",
         }
     }
 }
@@ -52,7 +56,9 @@ mod tests {
 
     #[test]
     fn labels_are_the_serde_names() {
-        for c in [Cause::Madvise, Cause::PageFault, Cause::ThpSplit, Cause::Khugepaged, Cause::OtherSyscall] {
+        for c in
+            [Cause::Madvise, Cause::PageFault, Cause::ThpSplit, Cause::Khugepaged, Cause::OtherSyscall, Cause::KsmCow]
+        {
             assert_eq!(serde_json::to_value(c).unwrap(), c.label());
         }
     }

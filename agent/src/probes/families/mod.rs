@@ -7,6 +7,7 @@ pub mod change_pte;
 pub mod fork_copies;
 pub mod fork_hugetlb;
 pub mod interval_notifiers;
+pub mod ksm_cow;
 pub mod overlapping_brackets;
 pub mod secondary_tlb;
 pub mod subscribers;
@@ -22,6 +23,7 @@ pub static FAMILIES: &[&super::spec::Family] = &[
     &fork_copies::FORK_COPIES,
     &fork_hugetlb::FORK_HUGETLB,
     &causes::CAUSES,
+    &ksm_cow::KSM_COW,
     &interval_notifiers::INTERVAL_NOTIFIERS,
     &subscribers::SUBSCRIBERS,
 ];

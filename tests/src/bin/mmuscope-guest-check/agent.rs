@@ -44,8 +44,6 @@ impl Agent {
             .args(["run", "--mode", mode, "--web.listen-address", listen])
             // Every bracket into the slow log, so `/api/v1/slow` can be compared with the truth.
             .arg("--slow.min-duration=0s")
-            // The test module's callbacks appear after start-up (the scenarios load it): time them too.
-            .arg("--probes.late-callbacks")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

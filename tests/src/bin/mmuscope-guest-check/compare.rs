@@ -28,10 +28,39 @@ const INVENTORY_SCENARIOS: &[&str] = &["kvm-madvise", "fork-pinned"];
 const FORK_SCENARIOS: &[&str] = &["fork-pinned", "fork-pinned-thp", "fork-unpinned"];
 /// The scenarios whose interval notifier is registered after the agent started, and its subscriber kind (the
 /// callback's module): with `--agent-url` each waits until the agent times the notifier's `invalidate`
-/// (`--probes.late-callbacks`, which the guest's agent runs with).
+/// (`--probes.late-callbacks`, in [`SCENARIO_AGENT_FLAGS`]).
 const LATE_CALLBACK_SCENARIOS: &[(&str, &str)] = &[("mirror-collide", "mmuscope_mirror"), ("rdma-odp", "rdma_rxe")];
+/// Agent flags a scenario needs: the agent (one per mode) runs with those of every scenario of the run. The `ksm_cow`
+/// family is off by default; with it, the other scenarios show that no copy of an ordinary page is named `ksm_cow`.
+/// `--probes.late-callbacks`: the interval notifiers of [`LATE_CALLBACK_SCENARIOS`] appear after the agent started.
+const SCENARIO_AGENT_FLAGS: &[(&str, &str)] = &[
+    ("ksm-merge", "--probes.ksm-cow"),
+    ("mirror-collide", "--probes.late-callbacks"),
+    ("rdma-odp", "--probes.late-callbacks"),
+];
+/// The family that names a KSM page's copy `ksm_cow` (the truth's hook cause for it) where it is attached.
+const KSM_COW_FAMILY: &str = "ksm_cow";
 /// After the expected totals appear, wait this long and scrape again to catch late extra events.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
+
+/// The agent flags the scenario lines `scenarios` need ([`SCENARIO_AGENT_FLAGS`]), each once.
+pub fn agent_flags(scenarios: &[String]) -> Vec<String> {
+    let names: Vec<&str> = scenarios.iter().filter_map(|s| s.split_whitespace().next()).collect();
+    let mut flags: Vec<String> = Vec::new();
+    for (scenario, flag) in SCENARIO_AGENT_FLAGS {
+        if names.contains(scenario) && !flags.iter().any(|f| f == flag) {
+            flags.push((*flag).to_owned());
+        }
+    }
+    flags
+}
+
+/// Whether the agent reports probe family `family` attached (`mmuscope_probe_attached{probe}` = 1 for some target).
+fn attached(metrics: &Exposition, family: &str) -> bool {
+    metrics
+        .samples_named("mmuscope_probe_attached")
+        .any(|s| s.labels.get("probe").is_some_and(|p| p == family) && s.value == 1.0)
+}
 
 pub fn scenario(
     agent: &agent::Agent,
@@ -129,6 +158,23 @@ fn run(
     // check`: "causes caller hooks only"), so a bracket no caller hook names is `unknown`. The stacks still pass
     // through the system call: they are checked against `truth` itself.
     let mut labelled = truth.clone();
+    // A hook cause of an opt-in family holds only where the agent attached it; elsewhere those brackets keep their
+    // context's cause, and the record says so.
+    let mut unhooked = Vec::new();
+    if !attached(&before, KSM_COW_FAMILY) {
+        for s in &mut labelled.invalidations.sources {
+            if s.hook_cause.as_deref() == Some("ksm_cow") {
+                s.hook_cause = None;
+                unhooked.push(format!(
+                    "{} brackets ({}): the agent has no {KSM_COW_FAMILY} family attached (`mmuscope check`: off \
+                     without --probes.ksm-cow, or no hook), so their cause is the context's, {}",
+                    s.count,
+                    s.cause,
+                    s.context_cause.as_deref().unwrap_or("unknown")
+                ));
+            }
+        }
+    }
     if old_helpers {
         for s in &mut labelled.invalidations.sources {
             if s.hook_cause.is_none() && s.context_cause.is_some() {
@@ -147,7 +193,8 @@ fn run(
     if mode == "fentry" && reference::Layout::running().is_ok_and(|l| !l.trampoline_struct_args) {
         families::change_pte_unobservable(&labelled, &mut expectations);
     }
-    let Expectations { checks, closed, notes } = expectations;
+    let Expectations { checks, closed, mut notes } = expectations;
+    notes.extend(unhooked);
 
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {

@@ -76,7 +76,9 @@ fn main() -> ExitCode {
         records.push(r.passed());
     };
 
-    emit(plan::check(&cli.agent, &cli.agent_args, &cli.mode, &cli.expect_generation, cli.before_5_15_helpers, &kernel));
+    let mut agent_args = cli.agent_args.clone();
+    agent_args.extend(compare::agent_flags(&cli.scenarios));
+    emit(plan::check(&cli.agent, &agent_args, &cli.mode, &cli.expect_generation, cli.before_5_15_helpers, &kernel));
     let api: SecondaryTlbApi = match serde_json::from_value(serde_json::Value::from(cli.expect_generation.as_str())) {
         Ok(api) => api,
         Err(e) => {
@@ -86,7 +88,7 @@ fn main() -> ExitCode {
     };
 
     let ready_timeout = Duration::from_secs(cli.ready_timeout);
-    match agent::Agent::start(&cli.agent, &cli.agent_args, &cli.mode, &cli.listen, ready_timeout) {
+    match agent::Agent::start(&cli.agent, &agent_args, &cli.mode, &cli.listen, ready_timeout) {
         Ok((agent, readiness)) => {
             if let agent::Readiness::NotReady(why) = readiness {
                 emit(Record::error(&kernel, &cli.mode, "agent start", why));

@@ -15,6 +15,10 @@ const FAMILY: &str = "brackets";
 const ALSO_IN_MODE: &[&str] =
     &["secondary_tlb", "overlapping_brackets", "fork_copies", "causes", "interval_notifiers", "subscribers"];
 
+/// Families off by default, with the flag that switches each on: given that flag, they too must attach in the forced
+/// mode (every kernel of the matrix has their functions in BTF: `wp_page_copy`, or `do_wp_page` where it is inlined).
+const OPT_IN: &[(&str, &str)] = &[("ksm_cow", "--probes.ksm-cow")];
+
 pub fn check(
     agent: &Path,
     extra: &[String],
@@ -54,7 +58,8 @@ pub fn check(
             problems.push(format!("{FAMILY} attached in mode {attached_mode:?}, expected {mode:?}{}", why_not(family)));
         }
         if mode != "tracepoint" {
-            for name in ALSO_IN_MODE {
+            let opted_in = OPT_IN.iter().filter(|(_, flag)| extra.iter().any(|a| a == flag)).map(|(name, _)| name);
+            for name in ALSO_IN_MODE.iter().chain(opted_in) {
                 let f = report["families"].as_array().and_then(|f| f.iter().find(|f| f["name"] == *name));
                 let m = f
                     .and_then(|f| f["alternatives"].as_array())

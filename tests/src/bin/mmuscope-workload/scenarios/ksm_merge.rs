@@ -14,8 +14,10 @@
 //! that did not succeed in the end, and the exact comparison any other.
 //!
 //! Each write after the merge faults on a write-protected KSM page, which is never reused: `do_wp_page` →
-//! `wp_page_copy` opens one `MMU_NOTIFY_CLEAR` bracket and maps a private copy (`cause="page_fault"`): N brackets
-//! (5.10 mm/memory.c `do_wp_page`: `PageKsm(page)` → `goto copy`).
+//! `wp_page_copy` opens one `MMU_NOTIFY_CLEAR` bracket and maps a private copy: N brackets (5.10 mm/memory.c
+//! `do_wp_page`: `PageKsm(page)` → `goto copy`; 6.12 `folio_test_ksm` → `wp_page_copy`, inlined there). Their cause
+//! is the hook's `ksm_cow` where the agent runs the `ksm_cow` family (`--probes.ksm-cow`, fentry and kprobe modes:
+//! `vmf->page` is the KSM page), else the fault's context, `page_fault`.
 //!
 //! `change_pte`, where the kernel has it (5.10, 6.1; removed in 6.10): `set_pte_at_notify` in `write_protect_page`
 //! (the PTE was writable and dirty), in `replace_page` and in `wp_page_copy`, each inside its bracket: 3N − 1, all in
@@ -127,7 +129,7 @@ pub fn run(args: &KsmMergeArgs) -> Result<GroundTruth> {
             "a write to a merged page breaks its sharing (copy on write)",
             "do_wp_page (a KSM page is never reused) → wp_page_copy: mmu_notifier_range_init(MMU_NOTIFY_CLEAR)",
         )
-        .with_causes(Cause::PageFault, None),
+        .with_causes(Cause::PageFault, Some(Cause::KsmCow)),
     ];
     let params = KsmMergeParams { pages: n, page_bytes: page as u64 };
     let mut truth =

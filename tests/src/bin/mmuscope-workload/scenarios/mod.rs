@@ -24,7 +24,7 @@
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
 //! | `--subscriber sectlb` (kvm_madvise, kvm_munmap, kvm_mprotect, thp_partial_munmap) | the same, the test module's secondary-TLB subscriber instead of the VM (`crate::subscriber`): its own call count |
-//! | `ksm_merge` | ksmd: N + (N-1) CLEAR (`write_protect_page`, `replace_page`, `ksm`), N CLEAR COW breaks (`page_fault`); 3N-1 `change_pte` in brackets where the kernel has it |
+//! | `ksm_merge` | ksmd: N + (N-1) CLEAR (`write_protect_page`, `replace_page`, `ksm`), N CLEAR COW breaks (`ksm_cow` with `--probes.ksm-cow`, else `page_fault`); 3N-1 `change_pte` in brackets where the kernel has it |
 //! | `mirror_collide` | hits of an interval notifier (CLEAR), misses, reader waits, read retries, -EBUSY (module-counted) |
 //! | `rdma_odp` | an rxe ODP MR's interval notifier: N CLEAR + 2N PROTECTION_VMA + 1 UNMAP hits, misses on the same mm, no waits, no -EBUSY |
 
