@@ -20,7 +20,7 @@
 //! | `thp_swap_out` | reclaim of N whole THPs: 6.1 N CLEAR split + N CLEAR unmap; 6.11+ N CLEAR unmap splitting in its walk (`thp_split`) |
 //! | `fork_pinned`, `fork_pinned_thp`, `fork_unpinned` (`fork_common`) | pages copied at fork, THP splits |
 //! | `fork_hugetlb` (`fork-pinned-hugetlb`, `fork-unpinned-hugetlb`) | hugetlb pages copied at fork, their bytes |
-//! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
+//! | `cross_cgroup` | N CLEAR on this mm (collapse; 5.10: 256 N page-outs), started from another cgroup |
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
 //! | `--subscriber sectlb` (kvm_madvise, kvm_munmap, kvm_mprotect, thp_partial_munmap) | the same, the test module's secondary-TLB subscriber instead of the VM (`crate::subscriber`): its own call count |
