@@ -92,7 +92,15 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
     if trigger == Trigger::All {
         // Nothing is subscribed yet: splits whatever THPs this process already has (a heap block, say), so that
         // the ones built next are its only ones.
+        let before = thp::vmstat(COUNTERS)?;
         control.write_all(b"1").with_context(|| format!("writing 1 to {SPLIT_HUGE_PAGES} before building THPs"))?;
+        let after = thp::vmstat(COUNTERS)?;
+        eprintln!(
+            "mmuscope-workload: {NAME}: split_huge_pages 1 before building THPs (no subscriber yet): thp_split_page \
+             +{}, thp_split_page_failed +{} system-wide",
+            after[0] - before[0],
+            after[2] - before[2]
+        );
     }
     let mut thps = Vec::with_capacity(n as usize);
     for i in 0..n {
