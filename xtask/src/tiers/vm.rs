@@ -7,8 +7,8 @@
 //! and histogram counts by event, secondary-TLB invalidations by context/scope, double
 //! notifications and redundant bytes by kind, avoided doubles, fork copies, cross-cgroup
 //! invalidations, interval-notifier collisions). The kernels and their scenarios are listed in [`matrix`]: every
-//! kernel runs every scenario ([`FULL`]; `swap-out` swaps to zram) but 5.10, which lacks the triggers of
-//! `thp-split` and `cross-cgroup`; 6.1 and 6.12 (Debian 12's build) also run the test module's ([`MODULE`]: the HMM
+//! kernel runs every scenario ([`FULL`]; `swap-out` swaps to zram; on 5.10 `thp-split` and `cross-cgroup` take the
+//! triggers it has); 6.1 and 6.12 (Debian 12's build) also run the test module's ([`MODULE`]: the HMM
 //! mirror and the secondary-TLB subscriber, built for the kernel, see `vm::kmod`).
 //! In CI every kernel and scenario listed must run: one left out (not offered, module not built, kernel not
 //! fetched) fails the tier. The tier prints expected vs

@@ -321,9 +321,14 @@ pub struct ForkThpArgs {
 
 #[derive(Debug, Args)]
 pub struct CrossCgroupArgs {
-    /// 2 MiB regions for the other process to collapse (one MMU_NOTIFY_CLEAR bracket each).
+    /// 2 MiB regions for the other process to collapse (one MMU_NOTIFY_CLEAR bracket each) or, where
+    /// process_madvise has no MADV_COLLAPSE (before 6.1), 1 MiB regions to page out (one bracket per 4 KiB page).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub regions: u64,
+    /// If the regions are paged out and no swap is active, create a temporary zram swap device of this many MiB
+    /// (needs the zram module) and remove it afterwards.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=4096))]
+    pub zram_mib: Option<u64>,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
 }
@@ -366,8 +371,20 @@ pub struct InitiatorArgs {
     /// `ADDR:LEN` ranges (hex address, decimal length), comma-separated.
     #[arg(long, value_name = "RANGES", value_parser = parse_ranges)]
     pub ranges: Ranges,
+    /// The advice to give them.
+    #[arg(long, value_enum)]
+    pub advice: CrossAdvice,
     #[command(flatten)]
     pub cgroup: CgroupArgs,
+}
+
+/// The `process_madvise` advice of `cross-cgroup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrossAdvice {
+    /// `MADV_COLLAPSE` (6.1+): one bracket per 2 MiB region.
+    Collapse,
+    /// `MADV_PAGEOUT` (5.10+; anonymous pages need swap): one bracket per page reclaimed.
+    Pageout,
 }
 
 /// Address ranges of another process, as `(address, length)`.

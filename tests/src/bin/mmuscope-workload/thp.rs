@@ -1,14 +1,27 @@
-//! Transparent huge pages: is a region PMD-mapped (`AnonHugePages` of its VMA in `/proc/self/smaps`), and what the
-//! THP settings are (for error messages).
+//! Transparent huge pages: is a region PMD-mapped (`AnonHugePages` of its VMA in `/proc/self/smaps`), which pages of
+//! this mm belong to a THP at all (`/proc/kpageflags`), and what the THP settings are (for error messages).
 //!
 //! `AnonHugePages` counts PMD-mapped anonymous THP memory only, which is exactly the "is it one huge mapping"
 //! question: a THP whose PMD was split still exists as a PTE-mapped large folio, but no longer counts.
 
+use std::os::unix::fs::FileExt;
+
 use anyhow::{Context, Result, bail};
 
-use crate::region::{AnonRegion, Thp};
+use crate::pagemap::Pagemap;
+use crate::region::{AnonRegion, Thp, page_size};
 
 pub const SMAPS: &str = "/proc/self/smaps";
+const MAPS: &str = "/proc/self/maps";
+/// One u64 of `KPF_*` flags per PFN (Documentation/admin-guide/mm/pagemap.rst).
+const KPAGEFLAGS: &str = "/proc/kpageflags";
+/// include/uapi/linux/kernel-page-flags.h
+const KPF_THP: u64 = 1 << 22;
+const KPF_ZERO_PAGE: u64 = 1 << 24;
+/// The end of x86-64's 47-bit user address space.
+const USER_END: u64 = 1 << 47;
+/// Pagemap entries read at once by [`splittable_thp_pages`].
+const CENSUS_CHUNK: u64 = 4096;
 const ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 const DEFRAG: &str = "/sys/kernel/mm/transparent_hugepage/defrag";
 
@@ -79,6 +92,54 @@ pub fn pmd_mapped_region() -> Result<AnonRegion> {
     Ok(region)
 }
 
+/// Present pages of this process's mm that belong to a THP `split_huge_page` can split, PMD- or PTE-mapped, anonymous
+/// or file: `(inside, outside)` the `[start, end)` ranges of `within`. From `/proc/self/pagemap` and `/proc/kpageflags`
+/// (root only) for every page of every VMA: `KPF_THP` without `KPF_ZERO_PAGE` (the huge zero page is not on the LRU;
+/// 5.10 fs/proc/page.c:152-160 sets `KPF_THP` for a compound page whose head is on the LRU or anonymous).
+pub fn splittable_thp_pages(within: &[(u64, u64)]) -> Result<(u64, u64)> {
+    let page = page_size()? as u64;
+    let maps = std::fs::read_to_string(MAPS).with_context(|| format!("reading {MAPS}"))?;
+    let pagemap = Pagemap::open_self(page as usize)?;
+    let flags = std::fs::File::open(KPAGEFLAGS).with_context(|| format!("opening {KPAGEFLAGS} (root only)"))?;
+    let (mut inside, mut outside) = (0, 0);
+    for (start, end) in maps.lines().filter_map(vma_range) {
+        // [vsyscall] lies above the user address space, which pagemap ends with.
+        if start >= USER_END {
+            continue;
+        }
+        let mut addr = start;
+        while addr < end {
+            let pages = ((end - addr) / page).min(CENSUS_CHUNK);
+            for (i, e) in pagemap.entries(addr, pages as usize)?.into_iter().enumerate() {
+                let Some(pfn) = e.pfn() else { continue };
+                if pfn == 0 {
+                    bail!("{} hides PFNs (reading them needs CAP_SYS_ADMIN; run as root)", Pagemap::SELF);
+                }
+                let mut raw = [0u8; 8];
+                flags.read_exact_at(&mut raw, pfn * 8).with_context(|| format!("reading {KPAGEFLAGS} at PFN {pfn}"))?;
+                let f = u64::from_ne_bytes(raw);
+                if f & KPF_THP == 0 || f & KPF_ZERO_PAGE != 0 {
+                    continue;
+                }
+                let at = addr + i as u64 * page;
+                if within.iter().any(|&(s, e)| (s..e).contains(&at)) {
+                    inside += 1;
+                } else {
+                    outside += 1;
+                }
+            }
+            addr += pages * page;
+        }
+    }
+    Ok((inside, outside))
+}
+
+/// `[start, end)` of a `/proc/self/maps` line.
+fn vma_range(line: &str) -> Option<(u64, u64)> {
+    let (start, end) = line.split_ascii_whitespace().next()?.split_once('-')?;
+    Some((u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?))
+}
+
 /// `enabled=…, defrag=…` from sysfs (the bracketed choices), for messages.
 pub fn settings() -> String {
     let read = |p: &str| {
@@ -122,6 +183,15 @@ VmFlags: rd wr mr mw me ac
         assert_eq!(anon_huge_kib(SMAPS_SAMPLE, 0x7f3a40400000), None, "VMA without the field");
         assert_eq!(anon_huge_kib(SMAPS_SAMPLE, 0x1000), None, "no such VMA");
         assert_eq!(anon_huge_kib(SMAPS_SAMPLE, 0x7f3a40200000), None, "an end address is not a start");
+    }
+
+    #[test]
+    fn maps_ranges() {
+        assert_eq!(
+            vma_range("7f3a40000000-7f3a40200000 rw-p 00000000 00:00 0 "),
+            Some((0x7f3a40000000, 0x7f3a40200000))
+        );
+        assert_eq!(vma_range("garbage"), None);
     }
 
     #[test]

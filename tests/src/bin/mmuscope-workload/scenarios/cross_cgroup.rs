@@ -1,34 +1,45 @@
-//! `cross-cgroup --regions N`: this process (A, cgroup X) owns N small-page 2 MiB regions and a KVM VM; a second
-//! process (B, `mmuscope-workload cross-cgroup-initiator`, in a fresh sibling cgroup Y) collapses them into THPs
-//! with one `process_madvise(pidfd_A, iov[N], MADV_COLLAPSE)`. Every collapse is one `MMU_NOTIFY_CLEAR` bracket on
-//! A's mm, run by B: owner X, initiator Y.
+//! `cross-cgroup --regions N [--zram-mib M]`: this process (A, cgroup X) owns N small-page regions (2 MiB each to
+//! collapse, 1 MiB each to page out) and a KVM VM; a second process (B, `mmuscope-workload cross-cgroup-initiator`, in a fresh sibling cgroup Y) advises them
+//! with one `process_madvise(pidfd_A, iov[N], advice)`. Every bracket that call opens is on A's mm, run by B: owner
+//! X, initiator Y.
 //!
-//! Which advice: `process_madvise` accepts `MADV_COLD`, `MADV_PAGEOUT`, `MADV_WILLNEED` and `MADV_COLLAPSE` on both
-//! 6.1 and 6.12 (`process_madvise_behavior_valid`, mm/madvise.c:1195 / :1229).
+//! Which advice: the one of these that `process_madvise` takes here ([`probe_advice`]). 6.1 and 6.12 take
+//! `MADV_COLD`, `MADV_PAGEOUT`, `MADV_WILLNEED` and `MADV_COLLAPSE` (`process_madvise_behavior_valid`,
+//! mm/madvise.c:1195 / :1229); 5.10 only `MADV_COLD` and `MADV_PAGEOUT` (5.10.262 mm/madvise.c:989-998).
 //! * `MADV_COLD` never invalidates: it ages PTEs (`pte_mkold`/`clear_young_dirty_ptes`) and deactivates folios
 //!   without any bracket (no mmu_notifier call in mm/madvise.c besides `madvise_free_single_vma`).
-//! * `MADV_PAGEOUT` invalidates only the pages reclaim really unmaps (`try_to_unmap_one`, one bracket per page):
-//!   anonymous pages need swap (`add_to_swap` fails without it), so it is host-dependent; `swap-out` covers it.
-//! * `MADV_COLLAPSE` works without swap and regardless of the THP sysfs mode: `madvise_collapse` (`lru_add_drain_all`
-//!   first, 6.1 mm/khugepaged.c:2676, 6.12 :2751) `→ hpage_collapse_scan_pmd → collapse_huge_page`, whose single
-//!   bracket is `mmu_notifier_range_init(MMU_NOTIFY_CLEAR, mm, address, address + HPAGE_PMD_SIZE)` around
-//!   `pmdp_collapse_flush` (6.1 :1049-1067, 6.12 :1168-1183).
+//! * `MADV_COLLAPSE` (6.1+) works without swap and regardless of the THP sysfs mode: `madvise_collapse`
+//!   (`lru_add_drain_all` first, 6.1 mm/khugepaged.c:2676, 6.12 :2751) `→ hpage_collapse_scan_pmd →
+//!   collapse_huge_page`, whose single bracket is `mmu_notifier_range_init(MMU_NOTIFY_CLEAR, mm, address, address +
+//!   HPAGE_PMD_SIZE)` around `pmdp_collapse_flush` (6.1 :1049-1067, 6.12 :1168-1183). The choice wherever it exists.
+//! * `MADV_PAGEOUT` (5.10) invalidates only the pages reclaim really unmaps: anonymous pages need swap
+//!   (`add_to_swap` fails without it), so the scenario takes the first active swap area or, with `--zram-mib`, makes
+//!   a temporary zram device, as `swap-out` does. `madvise_pageout` (5.10.262 mm/madvise.c:549-569) drains the LRU-add
+//!   batch of B's CPU, opens a TLB gather over each VMA, ages every young PTE, `reclaim_pages → shrink_page_list →
+//!   try_to_unmap → try_to_unmap_one`: one `MMU_NOTIFY_CLEAR` bracket per page, whose PTE becomes a swap entry;
+//!   `tlb_end_vma` flushes each VMA's gather (include/asm-generic/tlb.h:519-531). Every figure is `swap-out`'s
+//!   (its module docs: per page an in-lock `->invalidate_range` and the plain `_end`'s, one `end_after_in_lock`;
+//!   per region one gather call over its 1 MiB after the brackets, one `end_then_gather`), with one gather per
+//!   region instead of one in all. A wrote every page (young, dirty) pinned to one CPU and drains that CPU's batch,
+//!   so every page is on the LRU when B walks; the truth counts the pages whose pagemap entry is a swap entry
+//!   afterwards and the scenario fails unless that is all of them.
 //!
-//! Set-up before the VM, so that B's collapse is the only one: each region is 2 MiB-aligned and isolated, written
-//! page by page while `MADV_NOHUGEPAGE` (small pages even with THP `always`), then `MADV_COLD` (PTEs old, folios
-//! unreferenced) and `MADV_HUGEPAGE` (clears `VM_NOHUGEPAGE`, which `MADV_COLLAPSE` requires). khugepaged may now
-//! scan the region, but it refuses regions without young or referenced pages (`SCAN_LACK_REFERENCED_PAGE`, 6.1
-//! :1289, 6.12 :1417) while `MADV_COLLAPSE` ignores that test; nothing touches the pages afterwards. Regions that were
-//! already PMD-mapped would make `MADV_COLLAPSE` succeed without a bracket (`SCAN_PMD_MAPPED`), so the scenario
-//! checks `AnonHugePages` is 0 before and 2048 kB after, and that B advised every byte.
+//! Set-up for `MADV_COLLAPSE`, before the VM, so that B's collapse is the only one: each region is 2 MiB-aligned and
+//! isolated, written page by page while `MADV_NOHUGEPAGE` (small pages even with THP `always`), then `MADV_COLD`
+//! (PTEs old, folios unreferenced) and `MADV_HUGEPAGE` (clears `VM_NOHUGEPAGE`, which `MADV_COLLAPSE` requires).
+//! khugepaged may now scan the region, but it refuses regions without young or referenced pages
+//! (`SCAN_LACK_REFERENCED_PAGE`, 6.1 :1289, 6.12 :1417) while `MADV_COLLAPSE` ignores that test; nothing touches the
+//! pages afterwards. Regions that were already PMD-mapped would make `MADV_COLLAPSE` succeed without a bracket
+//! (`SCAN_PMD_MAPPED`), so the scenario checks `AnonHugePages` is 0 before and 2048 kB after, and that B advised every
+//! byte.
 //!
-//! Secondary-TLB calls: one per collapse, in its bracket: pre-6.6 the plain `_end`'s `->invalidate_range` over the
-//! 2 MiB; 6.6+ `pmdp_collapse_flush → flush_tlb_range` over 512 pages, whose scope x86 decides by kernel series
-//! (`kernel_api::flush_scope_above_ceiling`). None in a gather context (there is no gather window).
+//! Collapse's secondary-TLB calls: one per collapse, in its bracket: pre-6.6 the plain `_end`'s `->invalidate_range`
+//! over the 2 MiB; 6.6+ `pmdp_collapse_flush → flush_tlb_range` over 512 pages, whose scope x86 decides by kernel
+//! series (`kernel_api::flush_scope_above_ceiling`). None in a gather context (there is no gather window).
 //!
-//! Double notifications: none on either generation. Pre-6.6 the collapse bracket's only secondary-TLB call is
-//! the `->invalidate_range` of its plain `_end` (`pmdp_collapse_flush` → `flush_tlb_range` calls no notifier there),
-//! and no TLB-gather window surrounds it; on 6.6+ KVM implements no `arch_invalidate_secondary_tlbs`.
+//! Collapse's double notifications: none on either generation. Pre-6.6 the collapse bracket's only secondary-TLB
+//! call is the `->invalidate_range` of its plain `_end` (`pmdp_collapse_flush` → `flush_tlb_range` calls no notifier
+//! there), and no TLB-gather window surrounds it; on 6.6+ KVM implements no `arch_invalidate_secondary_tlbs`.
 //!
 //! B is spawned (posix_spawn/vfork, no copy-on-write sharing of A's pages) before the VM exists, enters Y, opens a
 //! pidfd for A and reports ready; A then creates the VM and sends `go`; B reports the bytes advised; A destroys the
@@ -42,17 +53,19 @@ use anyhow::{Context, Result, bail};
 use mmuscope_tests::cgroup::CgroupPlacement;
 use mmuscope_tests::truth::{
     BracketSource, CrossCgroupParams, CrossCgroupTruth, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth,
-    InvalidationTruth, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, TlbContext,
-    TlbScope,
+    InvalidationTruth, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth, SwapTruth,
+    TlbContext, TlbScope,
 };
 use serde::{Deserialize, Serialize};
 
+use super::swap_out;
 use crate::cgroups;
-use crate::cli::{CgroupArgs, CrossCgroupArgs, InitiatorArgs, Ranges};
+use crate::cli::{CgroupArgs, CrossAdvice, CrossCgroupArgs, InitiatorArgs, Ranges};
 use crate::kernel_api;
-use crate::region::{AnonRegion, Thp};
+use crate::pagemap::Pagemap;
+use crate::region::{AnonRegion, Thp, page_size};
 use crate::subscriber;
-use crate::sys::{errno_name, pidfd_open, process_madvise};
+use crate::sys::{errno_name, pidfd_open, pin_to_current_cpu, possible_cpus, process_madvise};
 use crate::thp::{self, PMD_BYTES};
 use crate::vm::{GuestVm, Kvm};
 
@@ -60,6 +73,9 @@ pub const NAME: &str = "cross-cgroup";
 pub const INITIATOR: &str = "cross-cgroup-initiator";
 /// `MADV_COLLAPSE` (include/uapi/asm-generic/mman-common.h, since 6.1).
 const MADV_COLLAPSE: libc::c_int = 25;
+/// A region to page out: 256 pages of 4 KiB, one bracket each (as `swap-out --pages 256`; the agent's per-process
+/// slow-bracket view, which the guest check compares, holds at most 1000 brackets).
+const PAGEOUT_BYTES: usize = 1 << 20;
 /// The longest reply line B sends (`ok <bytes>` / `err <text>`), read into a stack buffer while the VM exists.
 const REPLY_MAX: usize = 256;
 
@@ -71,17 +87,46 @@ struct Ready {
 }
 
 pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
-    let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
     let kernel_api = kernel_api::detect();
+    let advice = probe_advice()?;
+    // Before the cgroup, so that a refusal leaves nothing behind. Dropped last: swapoff after the memory is gone.
+    let swap = match advice {
+        CrossAdvice::Pageout => Some(swap_out::swap_area(NAME, args.zram_mib)?),
+        CrossAdvice::Collapse => None,
+    };
+    let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
     let n = args.regions;
+    let page = page_size()?;
+    if advice == CrossAdvice::Pageout {
+        // Written pages wait in this CPU's LRU-add batch; B's lru_add_drain() drains its own CPU's.
+        pin_to_current_cpu()?;
+    }
+    let region_bytes = match advice {
+        CrossAdvice::Collapse => PMD_BYTES,
+        CrossAdvice::Pageout => PAGEOUT_BYTES,
+    };
     let mut regions = Vec::with_capacity(n as usize);
     for i in 0..n {
-        regions.push(prepare_region().with_context(|| format!("preparing region {i}"))?);
+        let region = match advice {
+            CrossAdvice::Collapse => prepare_region(),
+            CrossAdvice::Pageout => prepare_pageout_region(),
+        };
+        regions.push(region.with_context(|| format!("preparing region {i}"))?);
+    }
+    if advice == CrossAdvice::Pageout {
+        // Drains this CPU's LRU-add batch, so that every written page is on the LRU: an empty region has nothing
+        // to age (5.10.262 mm/madvise.c:511).
+        AnonRegion::map(page)
+            .and_then(|r| r.advise(libc::MADV_COLD))
+            .context("madvise(MADV_COLD) to drain the LRU-add batch")?;
     }
     let ranges = Ranges(regions.iter().map(|r| (r.addr(), r.len() as u64)).collect());
     let (mut child, ready, mut to_b, mut from_b) =
-        spawn_initiator(&ranges, &args.cgroup, &cgroups::initiator_leaf(&cgroups))?;
-    compact_memory();
+        spawn_initiator(&ranges, advice, &args.cgroup, &cgroups::initiator_leaf(&cgroups))?;
+    if advice == CrossAdvice::Collapse {
+        compact_memory();
+    }
+    let pagemap = Pagemap::open_self(page)?;
     let kvm = Kvm::open()?;
     let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
     let guest = GuestVm::over(&kvm, memory, 1)?;
@@ -98,21 +143,49 @@ pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
     if !status.success() {
         bail!("the initiator process exited with {status}");
     }
-    let wanted = n * PMD_BYTES as u64;
+    let wanted = n * region_bytes as u64;
     if advised != wanted {
-        bail!("process_madvise(MADV_COLLAPSE) advised {advised} of {wanted} bytes; truth unknown");
+        bail!("process_madvise({}) advised {advised} of {wanted} bytes; truth unknown", advice.name());
     }
-    for r in &regions {
-        let kib = thp::pmd_mapped_kib(r.addr())?;
-        if kib != PMD_BYTES as u64 / 1024 {
-            bail!("region {:#x} is not PMD-mapped after MADV_COLLAPSE (AnonHugePages {kib} kB)", r.addr());
+    // Brackets on this mm: one per collapsed region, or one per page reclaimed.
+    let brackets = match advice {
+        CrossAdvice::Collapse => {
+            for r in &regions {
+                let kib = thp::pmd_mapped_kib(r.addr())?;
+                if kib != PMD_BYTES as u64 / 1024 {
+                    bail!("region {:#x} is not PMD-mapped after MADV_COLLAPSE (AnonHugePages {kib} kB)", r.addr());
+                }
+            }
+            n
         }
-    }
+        CrossAdvice::Pageout => {
+            let mut swapped = 0;
+            for r in &regions {
+                swapped += pagemap.entries(r.addr(), r.pages())?.iter().filter(|e| e.swapped()).count() as u64;
+            }
+            let pages = wanted / page as u64;
+            if swapped != pages {
+                bail!(
+                    "only {swapped} of {pages} pages were swapped out (swap full? pages not on the LRU?); truth unknown"
+                );
+            }
+            swapped
+        }
+    };
     drop(regions);
-    eprintln!("mmuscope-workload: {NAME}: pid {} collapsed {n} regions of pid {}", ready.pid, std::process::id());
+    let swap_device = swap.map(|(zram, device)| {
+        drop(zram);
+        device
+    });
+    eprintln!(
+        "mmuscope-workload: {NAME}: pid {} advised {n} regions of pid {} ({}): {brackets} brackets",
+        ready.pid,
+        std::process::id(),
+        advice.name()
+    );
 
-    let invalidations = InvalidationTruth::from_sources(vec![
-        BracketSource::new(
+    let source = match advice {
+        CrossAdvice::Collapse => BracketSource::new(
             NotifyEvent::Clear,
             n,
             1,
@@ -120,21 +193,71 @@ pub fn run(args: &CrossCgroupArgs) -> Result<GroundTruth> {
             "madvise_collapse → hpage_collapse_scan_pmd → collapse_huge_page: MMU_NOTIFY_CLEAR [A, A+2M) around \
              pmdp_collapse_flush (6.1 mm/khugepaged.c:1049-1067, 6.12 :1168-1183)",
         )
-        .with_causes(Cause::Madvise, None)
-        .initiated_by(ready.pid),
-    ]);
-    let params = CrossCgroupParams { regions: n, region_bytes: PMD_BYTES as u64, advice: "collapse".to_owned() };
+        .with_causes(Cause::Madvise, None),
+        CrossAdvice::Pageout => BracketSource::new(
+            NotifyEvent::Clear,
+            brackets,
+            1,
+            "process_madvise(MADV_PAGEOUT) from another process in another cgroup, one written page moved to swap",
+            "madvise_pageout → madvise_cold_or_pageout_pte_range → reclaim_pages → shrink_page_list → try_to_unmap → \
+             try_to_unmap_one: MMU_NOTIFY_CLEAR [addr, addr+4K) (5.10.262 mm/madvise.c:549-569, mm/rmap.c:1420-1430)",
+        )
+        .with_causes(Cause::Madvise, Some(Cause::Reclaim)),
+    };
+    let invalidations = InvalidationTruth::from_sources(vec![source.initiated_by(ready.pid)]);
+    let params = CrossCgroupParams { regions: n, region_bytes: region_bytes as u64, advice: advice.name().to_owned() };
     let mut truth = GroundTruth::new(ScenarioParams::CrossCgroup(params), cgroups, 1, invalidations);
     truth.kernel_api = kernel_api;
     truth.cross_cgroup = Some(CrossCgroupTruth {
         initiator_pid: ready.pid,
         initiator_cgroups: Some(ready.cgroups),
-        invalidations: n,
+        invalidations: brackets,
         initiator_kind: "other_cgroup".to_owned(),
     });
-    truth.double_notifications = Some(no_doubles());
-    truth.secondary_tlb = Some(subscriber::kvm_only(secondary_tlb(n)));
+    if let Some(swap_device) = swap_device {
+        // As `swap-out`, with one gather flush per region (each its own VMA).
+        let (pages, page) = (wanted / page as u64, page as u64);
+        truth.swap = Some(SwapTruth { advised_pages: pages, swapped_pages: brackets, swap_device });
+        truth.double_notifications = Some(swap_out::doubles(brackets, page, n));
+        let one_cpu = possible_cpus()? == 1;
+        truth.secondary_tlb = Some(subscriber::kvm_only(swap_out::secondary_tlb(brackets, page, one_cpu, n)));
+    } else {
+        truth.double_notifications = Some(no_doubles());
+        truth.secondary_tlb = Some(subscriber::kvm_only(secondary_tlb(n)));
+    }
     Ok(truth)
+}
+
+/// Which advice B gives: `MADV_COLLAPSE` where `process_madvise` takes it (6.1+), else `MADV_PAGEOUT` (5.10.262's
+/// `process_madvise_behavior_valid` takes only `MADV_COLD` and `MADV_PAGEOUT`, mm/madvise.c:989-998). Asked of the
+/// kernel with this process's own pidfd and no range at all: the advice is checked before any range is read
+/// (mm/madvise.c:1203), and an empty vector advises nothing. The advice a process may give itself is a superset of
+/// what it may give another, and `MADV_COLLAPSE` became valid for both in 6.1; a kernel that said yes here and no to B
+/// would fail B's call with `EINVAL`, loudly.
+fn probe_advice() -> Result<CrossAdvice> {
+    let me = pidfd_open(std::process::id())?;
+    match process_madvise(&me, &[], MADV_COLLAPSE) {
+        Ok(_) => Ok(CrossAdvice::Collapse),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(CrossAdvice::Pageout),
+        Err(e) => bail!("probing process_madvise(MADV_COLLAPSE) with no range: {}", errno_name(&e)),
+    }
+}
+
+impl CrossAdvice {
+    /// The `MADV_*` name in lower case without the prefix.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Collapse => "collapse",
+            Self::Pageout => "pageout",
+        }
+    }
+
+    fn raw(self) -> libc::c_int {
+        match self {
+            Self::Collapse => MADV_COLLAPSE,
+            Self::Pageout => libc::MADV_PAGEOUT,
+        }
+    }
 }
 
 /// One secondary-TLB call per collapse, in its bracket; no TLB-gather window (so no gather call).
@@ -206,6 +329,14 @@ fn compact_memory() {
     }
 }
 
+/// An isolated region of [`PAGEOUT_BYTES`] in small, written pages for `MADV_PAGEOUT`: present, dirty and young (the
+/// pageout walk ages every one, as in `swap-out`), never a THP.
+fn prepare_pageout_region() -> Result<AnonRegion> {
+    let r = AnonRegion::map_isolated(PAGEOUT_BYTES, PMD_BYTES, Thp::Never)?;
+    r.touch_all();
+    Ok(r)
+}
+
 /// An isolated 2 MiB region of 512 small, written, cold pages that `MADV_COLLAPSE` may collapse.
 fn prepare_region() -> Result<AnonRegion> {
     let r = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never)?;
@@ -221,12 +352,14 @@ fn prepare_region() -> Result<AnonRegion> {
 
 fn spawn_initiator(
     ranges: &Ranges,
+    advice: CrossAdvice,
     cgroup: &CgroupArgs,
     name: &str,
 ) -> Result<(Child, Ready, ChildStdin, ChildStdout)> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut child = Command::new(&exe)
         .args([INITIATOR, "--target-pid", &std::process::id().to_string(), "--ranges", &ranges.to_arg()])
+        .args(["--advice", advice.name()])
         .args(["--cgroup-parent", &cgroup.cgroup_parent, "--cgroup-name", name])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -297,9 +430,9 @@ pub fn initiator(args: &InitiatorArgs) -> Result<()> {
     if go.trim() != "go" {
         bail!("expected go from the scenario, got {go:?}");
     }
-    let reply = match process_madvise(&pidfd, &iovs, MADV_COLLAPSE) {
+    let reply = match process_madvise(&pidfd, &iovs, args.advice.raw()) {
         Ok(n) => format!("ok {n}"),
-        Err(e) => format!("err process_madvise(MADV_COLLAPSE): {}", errno_name(&e)),
+        Err(e) => format!("err process_madvise({}): {}", args.advice.name(), errno_name(&e)),
     };
     writeln!(out, "{reply}")?;
     out.flush()?;

@@ -16,11 +16,11 @@
 //! | `kvm_mprotect` | 2N PROTECTION_VMA |
 //! | `thp_partial_munmap` | N CLEAR (split) + N UNMAP, N overlapping-bracket doubles |
 //! | `mremap_move` | 3N UNMAP (slot, move, old range), N `overlapping_brackets`; 6.6+: a range and a whole-mm call in the move's bracket, N `overlapping_secondary_tlb`; 6.1: 3N `_end` calls |
-//! | `thp_split` | 2N CLEAR (`split_huge_page`: the frozen PMD split, then `try_to_migrate_one`), all `thp_split` |
+//! | `thp_split` | 2N CLEAR (`split_huge_page`: the frozen PMD split, then `try_to_migrate_one`; 5.10 splits every THP of the system), all `thp_split` |
 //! | `thp_swap_out` | reclaim of N whole THPs: 6.1 N CLEAR split + N CLEAR unmap; 6.11+ N CLEAR unmap splitting in its walk (`thp_split`) |
 //! | `fork_pinned`, `fork_pinned_thp`, `fork_unpinned` (`fork_common`) | pages copied at fork, THP splits |
 //! | `fork_hugetlb` (`fork-pinned-hugetlb`, `fork-unpinned-hugetlb`) | hugetlb pages copied at fork, their bytes |
-//! | `cross_cgroup` | N CLEAR on this mm, started from another cgroup |
+//! | `cross_cgroup` | N CLEAR on this mm (collapse; 5.10: 256 N page-outs), started from another cgroup |
 //! | `multi_vm` | N CLEAR, K × N `kvm_unmap_hva_range` |
 //! | `swap_out` | N CLEAR, per-generation in-lock secondary-TLB calls and doubles |
 //! | `--subscriber sectlb` (kvm_madvise, kvm_munmap, kvm_mprotect, thp_partial_munmap) | the same, the test module's secondary-TLB subscriber instead of the VM (`crate::subscriber`): its own call count |

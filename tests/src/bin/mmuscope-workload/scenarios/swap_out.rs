@@ -127,8 +127,8 @@ pub fn run(args: &SwapOutArgs) -> Result<GroundTruth> {
     );
     truth.kernel_api = kernel_api;
     truth.swap = Some(SwapTruth { advised_pages: args.pages, swapped_pages: swapped, swap_device });
-    truth.double_notifications = Some(doubles(swapped, page as u64));
-    subscriber::finish(&mut truth, secondary_tlb(swapped, page as u64, cpus == 1), received)?;
+    truth.double_notifications = Some(doubles(swapped, page as u64, 1));
+    subscriber::finish(&mut truth, secondary_tlb(swapped, page as u64, cpus == 1, 1), received)?;
     Ok(truth)
 }
 
@@ -151,7 +151,10 @@ pub fn swap_area(name: &str, zram_mib: Option<u64>) -> Result<(Option<ZramSwap>,
     Ok((Some(zram), device))
 }
 
-fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
+/// The double notifications of `pages` pages paged out by one `madvise_pageout` call over `vmas` VMAs, each with
+/// its own gather flush (`madvise_pageout` → `tlb_end_vma` → `tlb_flush_mmu_tlbonly`, 5.10.262
+/// include/asm-generic/tlb.h:519-531): also `cross-cgroup`'s where it pages out.
+pub fn doubles(pages: u64, page: u64, vmas: u64) -> DoubleNotificationTruth {
     let src = DoubleSource::new;
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     DoubleNotificationTruth {
@@ -167,7 +170,7 @@ fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
             ),
             src(
                 DoubleKind::EndThenGather,
-                1,
+                vmas,
                 pages * page,
                 Some(Old),
                 "the gather flush of the aged (young) PTEs covers every page, each already invalidated by its \
@@ -204,9 +207,10 @@ fn doubles(pages: u64, page: u64) -> DoubleNotificationTruth {
     }
 }
 
-/// The secondary-TLB calls of `pages` pages paged out (module docs), per generation and context. `one_cpu`: the
-/// kernel has one possible CPU, so 6.6+ reclaim flushes each page directly (a 4 KiB range) and defers none.
-fn secondary_tlb(pages: u64, page: u64, one_cpu: bool) -> SecondaryTlbTruth {
+/// The secondary-TLB calls of `pages` pages paged out (module docs) over `vmas` VMAs (one gather flush each), per
+/// generation and context. `one_cpu`: the kernel has one possible CPU, so 6.6+ reclaim flushes each page directly (a
+/// 4 KiB range) and defers none.
+pub fn secondary_tlb(pages: u64, page: u64, one_cpu: bool, vmas: u64) -> SecondaryTlbTruth {
     let range = |api, context, count: u64, bytes: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
         count_max: None,
         api,
@@ -263,7 +267,7 @@ fn secondary_tlb(pages: u64, page: u64, one_cpu: bool) -> SecondaryTlbTruth {
             range(
                 Old,
                 TlbContext::Gather,
-                1,
+                vmas,
                 pages * page,
                 "madvise_pageout's gather window flushes the N PTEs its walk aged (all young: written, never aged)",
                 "6.1 madvise_pageout → tlb_finish_mmu → tlb_flush_mmu_tlbonly → mmu_notifier_invalidate_range(mm, \

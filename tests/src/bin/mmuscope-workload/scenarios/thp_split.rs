@@ -1,20 +1,36 @@
 //! `thp-split`: N PMD-mapped THPs (built before the VM, as in `thp-partial-munmap`) are split whole by
-//! `split_huge_page`, one write of `<pid>,0x<start>,0x<end>` to `/sys/kernel/debug/split_huge_pages` each, with the
-//! VM registered. This is the split path that `__split_huge_pmd` alone does not cover: `split_huge_page` unmaps the
-//! folio (`unmap_folio`/`unmap_page` → `try_to_migrate(TTU_SPLIT_HUGE_PMD | TTU_SYNC)`), and `try_to_migrate_one`
-//! freezes the PMD into migration entries. Where it does that decides the brackets per THP:
+//! `split_huge_page` through `/sys/kernel/debug/split_huge_pages`, with the VM registered. This is the split path
+//! that `__split_huge_pmd` alone does not cover: `split_huge_page` unmaps the folio (`unmap_folio`/`unmap_page` →
+//! `try_to_migrate(TTU_SPLIT_HUGE_PMD | TTU_SYNC)`, on 5.10 `try_to_unmap(TTU_SPLIT_HUGE_PMD | TTU_SPLIT_FREEZE |
+//! TTU_SYNC)`), and `try_to_migrate_one` (5.10: `try_to_unmap_one`) freezes the PMD into migration entries.
 //!
-//! * before 6.16 (6.1, 6.12): first `split_huge_pmd_address(vma, A, freeze=true)` → `__split_huge_pmd`, a
-//!   `MMU_NOTIFY_CLEAR [A, A+2M)` bracket of its own (6.1 mm/huge_memory.c:2312-2322; 6.12 :2964-2973), then
-//!   `try_to_migrate_one`'s own `MMU_NOTIFY_CLEAR [A, A+2M)` bracket for the (now empty) PTE walk (6.1 mm/rmap.c
-//!   :1898-1903; 6.12 :2087-2098). The second lies inside the first's range, in the same write: one
-//!   `overlapping_brackets` double of 2 MiB per THP;
+//! The trigger is what the file accepts ([`Trigger::probe`]):
+//! * 5.13+: `<pid>,0x<start>,0x<end>`, one write per THP, which splits the THPs of that range only;
+//! * 5.10: only `1` (mm/huge_memory.c `split_huge_pages_set`: `val != 1` is `EINVAL`), which walks every PFN of
+//!   every zone and splits every THP on the LRU: one write splits the N THPs, and every other THP of the system.
+//!   The others' brackets are on mms without a notifier (the guest's other processes; only this one registers KVM),
+//!   so none is seen. This mm's own must be exactly the N: before building them the scenario writes `1` once with
+//!   nothing subscribed (a heap block of this process may be a THP: Debian's THP mode is `always`), then it counts
+//!   the pages of this mm that belong to a THP (`/proc/kpageflags` of every present page, PMD- or PTE-mapped, anon or
+//!   file) and refuses unless they are the N THPs' pages and none elsewhere. Afterwards none of the N's pages may
+//!   still belong to a THP (a failed split, `can_split_huge_page`, would leave one); the system-wide counters only
+//!   bound the count from below.
+//!
+//! Where the unmap freezes decides the brackets per THP:
+//!
+//! * before 6.16 (5.10, 6.1, 6.12): first `split_huge_pmd_address(vma, A, freeze=true)` → `__split_huge_pmd`, a
+//!   `MMU_NOTIFY_CLEAR [A, A+2M)` bracket of its own (5.10.262 mm/huge_memory.c:2219-2222 … :2287; 6.1
+//!   :2312-2322; 6.12 :2964-2973), then `try_to_migrate_one`'s (5.10: `try_to_unmap_one`'s) own `MMU_NOTIFY_CLEAR
+//!   [A, A+2M)` bracket for the (now empty) PTE walk (5.10.262 mm/rmap.c:1420-1430 … :1742: the walk matches no
+//!   migration entry without `PVMW_MIGRATION`, mm/page_vma_mapped.c:89-113; 6.1 mm/rmap.c:1898-1903; 6.12
+//!   :2087-2098). The second lies inside the first's range, in the same write: one `overlapping_brackets` double of
+//!   2 MiB per THP;
 //! * 6.16+ (7.2; 60fbb14396d5): one bracket, `try_to_migrate_one`'s, which calls `split_huge_pmd_locked(…,
 //!   freeze=true)` in its walk. The workload tells the two apart from BTF (`kernel_api::migrate_splits_in_walk`).
 //!
 //! Every one of them is tagged `thp_split` where the cause hooks attach: by the `__split_huge_pmd` window, or by the
-//! `split_huge_page` window (`split_huge_page_to_list` on 6.1, `split_huge_page_to_list_to_order` on 6.12,
-//! `__folio_split` on 7.x). Without that window `try_to_migrate_one`'s bracket took the write system call's cause
+//! `split_huge_page` window (`split_huge_page_to_list` on 5.10 and 6.1, `split_huge_page_to_list_to_order` on 6.12,
+//! `__folio_split` on 7.x). Without that window the unmap's bracket took the write system call's cause
 //! (`other_syscall`).
 //!
 //! Secondary-TLB invalidations per THP:
@@ -27,8 +43,8 @@
 //!   the range on 7.2), so the truth gives the count. KVM implements no `arch_invalidate_secondary_tlbs`, so the
 //!   call reaches no implementer and the agent counts none (`subscriber::kvm_only`); no `overlapping_secondary_tlb`.
 //!
-//! The kernel's own counters are the premise: `/proc/vmstat` `thp_split_page` and `thp_split_pmd` grow by N each,
-//! `thp_split_page_failed` not at all.
+//! The kernel's own counters are the premise where the split aims at this process: `/proc/vmstat` `thp_split_page`
+//! and `thp_split_pmd` grow by N each, `thp_split_page_failed` not at all.
 //!
 //! `split_huge_page` refuses a folio with a reference it cannot account for (`can_split_folio`). A freshly faulted
 //! THP can still sit in this CPU's LRU-add batch, which holds one (seen on 6.12: no split, nothing counted), so the
@@ -62,11 +78,30 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
     let cgroups = cgroups::enter_fresh(NAME, &args.cgroup)?;
     let kernel_api = kernel_api::detect();
     let n = args.iterations;
-    // None (6.1: no split_huge_pmd_locked) is the split-first generation too.
+    // None (5.10, 6.1: no split_huge_pmd_locked) is the split-first generation too.
     let in_walk = kernel_api::migrate_splits_in_walk()
         .context("telling from BTF where try_to_migrate_one splits a PMD")?
         .unwrap_or(false);
     pin_to_current_cpu()?;
+    let pid = std::process::id();
+    let mut control = std::fs::OpenOptions::new()
+        .write(true)
+        .open(SPLIT_HUGE_PAGES)
+        .with_context(|| format!("opening {SPLIT_HUGE_PAGES} (debugfs mounted? CONFIG_TRANSPARENT_HUGEPAGE?)"))?;
+    let trigger = Trigger::probe(&mut control, pid)?;
+    if trigger == Trigger::All {
+        // Nothing is subscribed yet: splits whatever THPs this process already has (a heap block, say), so that
+        // the ones built next are its only ones.
+        let before = thp::vmstat(COUNTERS)?;
+        control.write_all(b"1").with_context(|| format!("writing 1 to {SPLIT_HUGE_PAGES} before building THPs"))?;
+        let after = thp::vmstat(COUNTERS)?;
+        eprintln!(
+            "mmuscope-workload: {NAME}: split_huge_pages 1 before building THPs (no subscriber yet): thp_split_page \
+             +{}, thp_split_page_failed +{} system-wide",
+            after[0] - before[0],
+            after[2] - before[2]
+        );
+    }
     let mut thps = Vec::with_capacity(n as usize);
     for i in 0..n {
         thps.push(thp::pmd_mapped_region().with_context(|| format!("THP {i}"))?);
@@ -77,17 +112,26 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
         t.advise(libc::MADV_NOHUGEPAGE).context("madvise(MADV_NOHUGEPAGE) of a THP")?;
     }
     // Every request written before the VM exists: the writes themselves must allocate nothing.
-    let pid = std::process::id();
-    let requests: Vec<String> =
-        thps.iter().map(|t| format!("{pid},{:#x},{:#x}", t.addr(), t.addr() + PMD_BYTES as u64)).collect();
-    let mut control = std::fs::OpenOptions::new()
-        .write(true)
-        .open(SPLIT_HUGE_PAGES)
-        .with_context(|| format!("opening {SPLIT_HUGE_PAGES} (debugfs mounted? CONFIG_TRANSPARENT_HUGEPAGE?)"))?;
+    let ranges: Vec<(u64, u64)> = thps.iter().map(|t| (t.addr(), t.addr() + PMD_BYTES as u64)).collect();
+    let requests: Vec<String> = match trigger {
+        Trigger::Range => ranges.iter().map(|(start, end)| format!("{pid},{start:#x},{end:#x}")).collect(),
+        Trigger::All => vec!["1".to_owned()],
+    };
     // Drains this CPU's LRU-add batch: an empty region has nothing to age.
     AnonRegion::map(page_size()?)
         .and_then(|r| r.advise(libc::MADV_COLD))
         .context("madvise(MADV_COLD) to drain the LRU-add batch")?;
+    if trigger == Trigger::All {
+        // Every THP of this mm is split, so these must be all of them (the VM maps none: `Thp::Never`).
+        let want = n * (PMD_BYTES / page_size()?) as u64;
+        let (inside, outside) = thp::splittable_thp_pages(&ranges)?;
+        if (inside, outside) != (want, 0) {
+            bail!(
+                "this mm has {inside} THP pages in the {n} THPs built and {outside} elsewhere before the VM; \
+                 splitting every THP of the system needs exactly {want} and 0"
+            );
+        }
+    }
     let before = thp::vmstat(COUNTERS)?;
     let kvm = Kvm::open()?;
     let memory = AnonRegion::map_isolated(PMD_BYTES, PMD_BYTES, Thp::Never).context("mapping guest memory")?;
@@ -100,11 +144,22 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
     teardown?;
     let after = thp::vmstat(COUNTERS)?;
     let [pages, pmds, failed] = [0, 1, 2].map(|i| after[i] - before[i]);
-    if (pages, pmds, failed) != (n, n, 0) {
-        bail!(
+    match trigger {
+        Trigger::Range if (pages, pmds, failed) != (n, n, 0) => bail!(
             "/proc/vmstat: thp_split_page +{pages}, thp_split_pmd +{pmds}, thp_split_page_failed +{failed}; {n} THPs \
              were to be split"
-        );
+        ),
+        // Other processes' THPs were split (or failed) too: this mm's own are checked page by page.
+        Trigger::All => {
+            let (inside, _) = thp::splittable_thp_pages(&ranges)?;
+            if inside != 0 || pages < n || pmds < n {
+                bail!(
+                    "{inside} pages of the {n} THPs still belong to a THP (split failed); /proc/vmstat: \
+                     thp_split_page +{pages}, thp_split_pmd +{pmds}, thp_split_page_failed +{failed} system-wide"
+                );
+            }
+        }
+        Trigger::Range => {}
     }
     for t in &thps {
         let kib = thp::pmd_mapped_kib(t.addr())?;
@@ -113,8 +168,12 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
         }
     }
     drop(thps);
-    let place = if in_walk { "in try_to_migrate_one's walk" } else { "before try_to_migrate_one's bracket" };
-    eprintln!("mmuscope-workload: {NAME}: {n} THPs split by split_huge_page ({place}), VM destroyed");
+    let place = if in_walk { "in try_to_migrate_one's walk" } else { "before the unmap's own bracket" };
+    eprintln!(
+        "mmuscope-workload: {NAME}: {n} THPs split by split_huge_page ({place}; split_huge_pages {}), VM destroyed; \
+         system-wide thp_split_page +{pages}, thp_split_pmd +{pmds}, thp_split_page_failed +{failed}",
+        trigger.describe()
+    );
 
     let split_bracket = BracketSource::new(
         NotifyEvent::Clear,
@@ -122,7 +181,8 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
         1,
         "split_huge_page of a PMD-mapped THP: the PMD split, frozen to migration entries",
         "split_huge_pages_write → split_huge_page → unmap_folio → try_to_migrate → try_to_migrate_one → \
-         split_huge_pmd_address(freeze) → __split_huge_pmd (6.1 mm/huge_memory.c:2312-2322)",
+         split_huge_pmd_address(freeze) → __split_huge_pmd (6.1 mm/huge_memory.c:2312-2322; 5.10: \
+         split_huge_pages_set → unmap_page → try_to_unmap → try_to_unmap_one, mm/huge_memory.c:2219-2222)",
     )
     .with_causes(Cause::OtherSyscall, Some(Cause::ThpSplit));
     let migrate_bracket = BracketSource::new(
@@ -132,10 +192,11 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
         if in_walk {
             "split_huge_page of a PMD-mapped THP: try_to_migrate_one's bracket, which splits the PMD in its walk"
         } else {
-            "split_huge_page of a PMD-mapped THP: try_to_migrate_one's own bracket after the PMD split"
+            "split_huge_page of a PMD-mapped THP: the unmap's own bracket after the PMD split"
         },
-        "try_to_migrate_one: mmu_notifier_range_init(MMU_NOTIFY_CLEAR) over the folio (6.1 mm/rmap.c:1898-1903; \
-         6.16+: split_huge_pmd_locked(freeze) inside its page walk)",
+        "try_to_migrate_one (5.10: try_to_unmap_one with TTU_SPLIT_FREEZE): mmu_notifier_range_init(MMU_NOTIFY_CLEAR) \
+         over the folio (5.10.262 mm/rmap.c:1420-1430; 6.1 :1898-1903; 6.16+: split_huge_pmd_locked(freeze) inside \
+         its page walk)",
     )
     .with_causes(Cause::OtherSyscall, Some(Cause::ThpSplit));
     let sources = if in_walk { vec![migrate_bracket] } else { vec![split_bracket, migrate_bracket] };
@@ -146,6 +207,37 @@ pub fn run(args: &ThpSplitArgs) -> Result<GroundTruth> {
     truth.double_notifications = Some(doubles(n, in_walk));
     truth.secondary_tlb = Some(subscriber::kvm_only(secondary_tlb(n)));
     Ok(truth)
+}
+
+/// How this kernel's `split_huge_pages` takes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// `<pid>,0x<start>,0x<end>`: the THPs in one range of one process (5.13+).
+    Range,
+    /// Only `1`: every THP of the system (5.10).
+    All,
+}
+
+impl Trigger {
+    /// Asks the file itself: a request for a range of this process with no page in it splits nothing where ranges
+    /// are understood, and is `EINVAL` where only `1` is (5.10's `kstrtoull` of the whole input fails, fs/libfs.c
+    /// `simple_attr_write_xsigned`).
+    fn probe(control: &mut std::fs::File, pid: u32) -> Result<Self> {
+        let empty = AnonRegion::map(page_size()?).context("mapping an untouched page for the probe")?;
+        let request = format!("{pid},{:#x},{:#x}", empty.addr(), empty.addr() + empty.len() as u64);
+        match control.write_all(request.as_bytes()) {
+            Ok(()) => Ok(Self::Range),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Self::All),
+            Err(e) => Err(e).with_context(|| format!("probing {SPLIT_HUGE_PAGES} with {request:?}")),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Range => "<pid>,<start>,<end> per THP",
+            Self::All => "1 (every THP of the system)",
+        }
+    }
 }
 
 /// Per generation, for `n` THPs split (see the module docs).
