@@ -120,7 +120,7 @@ mod tests {
     fn reads_the_three_sets() {
         let status = "Name:\tmmuscope\nCapInh:\t0000000000000000\nCapPrm:\t0000008000000000\n\
                       CapEff:\t0000008000000000\nCapBnd:\t000001ffffffffff\n";
-        assert_eq!(parse_status(status), Some(Caps::only(1 << 39)));
+        assert_eq!(parse_status(status), Some(Caps { effective: 1 << 39, permitted: 1 << 39, inheritable: 0 }));
         assert_eq!(parse_status("CapEff:\tzz\n"), None);
     }
 }
