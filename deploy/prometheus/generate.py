@@ -47,6 +47,19 @@ CONFIG = {
     "map_full_for": "5m",
     "collection_errors_for": "5m",
     "cgroup_overflow_for": "15m",
+    # GPU/RDMA (interval notifiers). hmm_range_fault -EBUSY per second of one cgroup: each is a device fault that
+    # collided with an invalidation and walks its range again.
+    "hmm_busy_rate": 10,
+    "hmm_busy_for": "10m",
+    # Device-fault readers per second of one cgroup and subscriber that slept in mmu_interval_read_begin until an
+    # invalidation ended.
+    "reader_waits_rate": 10,
+    "reader_waits_for": "10m",
+    # p99 of the brackets that reached one subscriber kind, seconds, while it gets at least subscriber_min_rate
+    # brackets per second (a GPU driver's invalidate waits for the device to drop its mappings).
+    "subscriber_latency_p99_seconds": 0.005,
+    "subscriber_latency_min_rate": 1,
+    "subscriber_latency_for": "15m",
 }
 
 HEADER = """\
@@ -106,6 +119,22 @@ def groups(c):
         ("instance_cgroup:mmuscope_double_notifications:rate5m", f"sum by ({CG}) (rate({m('mmuscope_double_notifications_total')}[5m]))"),
         ("instance_cgroup:mmuscope_fork_pinned_copy_bytes:rate5m", f"sum by ({CG}) (rate({m('mmuscope_fork_pinned_copy_bytes_total')}[5m]))"),
         ("instance:mmuscope_fork_pinned_page_copies:rate5m", f"sum by (job, instance) (rate({m('mmuscope_fork_pinned_page_copies_total')}[5m]))"),
+        # GPU/RDMA subscribers: the dashboards' row of the same name, per cgroup or per subscriber kind.
+        ("instance_cgroup:mmuscope_interval_invalidations:rate5m", f"sum by ({CG}) (rate({m('mmuscope_interval_invalidations_total')}[5m]))"),
+        ("instance_cgroup:mmuscope_hmm_range_fault_busy:rate5m", f"sum by ({CG}) (rate({m('mmuscope_hmm_range_fault_busy_total')}[5m]))"),
+        (
+            "instance_cgroup_subscriber:mmuscope_interval_read_waits:rate5m",
+            f"sum by ({CG}, subscriber) (rate({m('mmuscope_interval_read_waits_total')}[5m]))",
+        ),
+        ("instance_subscriber:mmuscope_invalidations:rate5m", f"sum by (job, instance, subscriber) (rate({m('mmuscope_invalidations_total')}[5m]))"),
+        (
+            "instance_subscriber:mmuscope_invalidation_duration_seconds_bucket:rate5m",
+            f"sum by (job, instance, subscriber, le) (rate({m('mmuscope_invalidation_duration_seconds_bucket')}[5m]))",
+        ),
+        (
+            "instance_subscriber:mmuscope_invalidation_duration_seconds:p99_5m",
+            "histogram_quantile(0.99, instance_subscriber:mmuscope_invalidation_duration_seconds_bucket:rate5m)",
+        ),
     ]
     # Recording rules carry the selector in their inputs, so the alerts built on them need none.
     alerts = [
@@ -168,6 +197,39 @@ def groups(c):
             description="fork() in cgroup {{ $labels.cgroup }} has copied {{ $value | humanize1024 }}B/s of possibly DMA-pinned memory eagerly for "
             + words(c["fork_copies_for"])
             + ".",
+        ),
+        dict(
+            alert="MmuscopeHmmRangeFaultBusy",
+            expr=f"instance_cgroup:mmuscope_hmm_range_fault_busy:rate5m > {c['hmm_busy_rate']}",
+            for_=c["hmm_busy_for"],
+            severity="warning",
+            summary="Device faults collide with invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            description="{{ $value | humanize }} hmm_range_fault calls per second have returned -EBUSY for "
+            + words(c["hmm_busy_for"])
+            + " in cgroup {{ $labels.cgroup }} (pod {{ $labels.namespace }}/{{ $labels.pod }}): GPU or RDMA faults on that memory keep colliding with invalidations and start over.",
+        ),
+        dict(
+            alert="MmuscopeIntervalReaderWaits",
+            expr=f"instance_cgroup_subscriber:mmuscope_interval_read_waits:rate5m > {c['reader_waits_rate']}",
+            for_=c["reader_waits_for"],
+            severity="info",
+            summary="{{ $labels.subscriber }} faults wait for invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            description="{{ $value | humanize }} device faults per second of {{ $labels.subscriber }} in cgroup {{ $labels.cgroup }} have waited in mmu_interval_read_begin for an invalidation in flight, for "
+            + words(c["reader_waits_for"])
+            + ".",
+        ),
+        dict(
+            alert="MmuscopeSubscriberLatencyHigh",
+            expr=f'instance_subscriber:mmuscope_invalidation_duration_seconds:p99_5m{{subscriber!="none"}} > {c["subscriber_latency_p99_seconds"]} '
+            f"and on (job, instance, subscriber) instance_subscriber:mmuscope_invalidations:rate5m > {c['subscriber_latency_min_rate']}",
+            for_=c["subscriber_latency_for"],
+            severity="warning",
+            summary="Invalidations reaching {{ $labels.subscriber }} are slow on {{ $labels.instance }}",
+            description="The 99th percentile of the invalidation brackets that reach {{ $labels.subscriber }} has been above "
+            + duration_text(c["subscriber_latency_p99_seconds"])
+            + " for "
+            + words(c["subscriber_latency_for"])
+            + " ({{ $value | humanizeDuration }}). munmap, madvise, reclaim and migration of that memory wait for it.",
         ),
         dict(
             alert="MmuscopeMapFull",

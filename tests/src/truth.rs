@@ -35,7 +35,7 @@ pub use notifications::{
     SecondaryTlbTruth, TlbContext, TlbScope,
 };
 pub use outcomes::{
-    ChangePteTruth, CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalTruth, KVM_KIND, MIRROR_KIND,
+    ChangePteTruth, CrossCgroupTruth, ForkTruth, HugetlbForkTruth, IntervalRange, IntervalTruth, KVM_KIND, MIRROR_KIND,
     SubscriberSplitTruth, SwapTruth, TlbSubscriberTruth,
 };
 pub use params::{

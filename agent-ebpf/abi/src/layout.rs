@@ -87,9 +87,11 @@ pub struct KernelLayout {
     /// `mmu_gather.mm`: the gather hooks skip every gather of an mm without notifier subscriptions.
     pub gather_mm: u32,
     /// The interval tree's nodes (interval-notifier group), relative to the `rb_node` the tree links:
-    /// `rb_node.rb_right`/`rb_left` and `interval_tree_node.start`/`last`/`__subtree_last`.
+    /// `rb_node.rb_right`/`rb_left`/`__rb_parent_color` (the parent with the colour in its two low bits, the
+    /// kernel's `rb_parent()`) and `interval_tree_node.start`/`last`/`__subtree_last`.
     pub itree_rb_right: u32,
     pub itree_rb_left: u32,
+    pub itree_rb_parent: u32,
     pub itree_start: u32,
     pub itree_last: u32,
     pub itree_subtree_last: u32,

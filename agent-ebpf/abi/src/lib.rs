@@ -36,8 +36,8 @@ pub use secondary::{
 pub use slow::SlowBracket;
 pub use stacks::{EVENT_UNKNOWN, STACK_DEPTH, STACK_LOST, StackFilter, StackKey, StackKind};
 pub use subscribers::{
-    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, MAX_NOTIFIERS, NO_CHANGE_PTE, SubscriberLayout, SubscriberRecord,
-    callback_slot, record_kind,
+    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, ITER_BUFFER_BYTES, ItreeWalk, MAX_INTERVALS, MAX_NOTIFIERS, NO_CHANGE_PTE,
+    SubscriberLayout, SubscriberRecord, callback_slot, itree_step, record_kind,
 };
 
 /// Names of the maps and globals the agent reads or writes one by one, shared so that a rename cannot break the agent

@@ -1,9 +1,25 @@
 //! The subscriber inventory: what the `iter/task` program writes (one [`SubscriberRecord`]
-//! per mm, then one per `struct mmu_notifier` on its list) and the BTF offsets it walks with.
+//! per mm, then one per `struct mmu_notifier` on its list and one per interval notifier in its tree) and the BTF
+//! offsets it walks with.
 
 /// Most `struct mmu_notifier`s reported per mm (KVM registers one per VM); more set
 /// [`SubscriberRecord::truncated`] on the mm record.
 pub const MAX_NOTIFIERS: u32 = 16;
+
+/// Most interval notifiers reported per mm (an in-order walk of `mm->notifier_subscriptions->itree`); a longer tree
+/// ends with a [`record_kind::ITREE_TRUNCATED`] record. GPU drivers register one per user-pointer
+/// buffer and RDMA one per ODP region, so a tree can be longer; the bound keeps one task's records within the
+/// iterator's buffer ([`ITER_BUFFER_BYTES`]), which a single task's output must fit in.
+pub const MAX_INTERVALS: u32 = 128;
+
+/// `bpf_seq_read`'s buffer (kernel/bpf/bpf_iter.c: `PAGE_SIZE << 3`, x86-64 pages): the output of one task must fit
+/// in it, or the whole read fails with `E2BIG`.
+pub const ITER_BUFFER_BYTES: usize = 8 * 4096;
+
+// The records of one mm (its MM record, the list, the tree and its truncation mark) fit in the iterator's buffer.
+const _: () = assert!(
+    (1 + MAX_NOTIFIERS + MAX_INTERVALS + 1) as usize * core::mem::size_of::<SubscriberRecord>() <= ITER_BUFFER_BYTES
+);
 
 /// [`SubscriberRecord::kind`] values.
 pub mod record_kind {
@@ -13,8 +29,13 @@ pub mod record_kind {
     /// invalidate_range_end, secondary-TLB callback (`invalidate_range` / `arch_invalidate_secondary_tlbs`),
     /// `change_pte` (0 on kernels without that op).
     pub const NOTIFIER: u32 = 2;
-    /// The first (leftmost) interval notifier of the preceding mm; `callbacks[0]` = `ops->invalidate`.
+    /// One interval notifier of the preceding mm, in address order; `callbacks[0]` = `ops->invalidate`,
+    /// `start`/`last` its interval.
     pub const INTERVAL: u32 = 3;
+    /// After the INTERVAL records of the preceding mm: its interval tree goes on past them (more than
+    /// [`super::MAX_INTERVALS`] notifiers, a node that could not be read, or no walk at all where the
+    /// interval-notifier offsets did not resolve). `notifiers` = the INTERVAL records written.
+    pub const ITREE_TRUNCATED: u32 = 4;
 }
 
 /// One record of the inventory stream (`bpf_seq_write`), fixed size so user space can split it.
@@ -29,7 +50,8 @@ pub struct SubscriberRecord {
     /// Memory cgroup of `mm->owner` and its [`crate::key_flags`].
     pub cgroup_id: u64,
     pub cgroup_flags: u32,
-    /// MM record: notifiers on the list (at most [`MAX_NOTIFIERS`] are reported).
+    /// MM record: notifiers on the list (at most [`MAX_NOTIFIERS`] are reported). ITREE_TRUNCATED record: the
+    /// INTERVAL records written before it.
     pub notifiers: u32,
     /// MM record: `mm->pinned_vm`, pages pinned long-term and accounted there (io_uring fixed buffers, RDMA, vDPA;
     /// not VFIO type1 or iommufd, which account in `locked_vm`).
@@ -45,6 +67,9 @@ pub struct SubscriberRecord {
     /// NOTIFIER/INTERVAL record: the ops table and the callbacks (0 = NULL).
     pub ops: u64,
     pub callbacks: [u64; 5],
+    /// INTERVAL record: the interval, `[start, last]` (user addresses, `last` inclusive, as the tree stores it).
+    pub start: u64,
+    pub last: u64,
 }
 
 /// [`SubscriberLayout::has_pinned_bit`]: the flag is the whole `atomic_t mm->has_pinned` (5.9–5.12).
@@ -78,16 +103,11 @@ pub struct SubscriberLayout {
     pub mm_has_pinned: u32,
     /// The bit number of `MMF_HAS_PINNED` in the flags word, [`HAS_PINNED_WORD`] or [`HAS_PINNED_UNKNOWN`].
     pub has_pinned_bit: u32,
-    /// `mmu_notifier_subscriptions.itree` + `rb_root_cached.rb_root` (its `rb_node`), and
-    /// + `rb_root_cached.rb_leftmost`.
+    /// `mmu_notifier_subscriptions.itree` plus `rb_root_cached.rb_root` (its `rb_node`), and plus
+    /// `rb_root_cached.rb_leftmost`, where the in-order walk starts. The walk's other offsets are the
+    /// interval-notifier group's of [`crate::KernelLayout`] (`itree_*`, `interval_sub_ops`, `interval_ops_invalidate`).
     pub itree_root: u32,
     pub itree_leftmost: u32,
-    /// From the leftmost `rb_node` back to its `struct mmu_interval_notifier`
-    /// (`interval_tree` + `interval_tree_node.rb`).
-    pub interval_node_to_notifier: u32,
-    /// `mmu_interval_notifier.ops`, `mmu_interval_notifier_ops.invalidate`.
-    pub interval_ops: u32,
-    pub interval_ops_invalidate: u32,
     /// `mmu_notifier_ops.release`, `.invalidate_range_start`, `.invalidate_range_end`.
     pub ops_release: u32,
     pub ops_start: u32,
@@ -103,4 +123,27 @@ pub const NO_CHANGE_PTE: u32 = u32::MAX;
 mod pod {
     unsafe impl aya::Pod for super::SubscriberRecord {}
     unsafe impl aya::Pod for super::SubscriberLayout {}
+}
+
+/// Where the interval-tree walk is between two steps (a per-CPU scratch value, so that the verifier sees one state
+/// per step rather than one per reachable position and count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ItreeWalk {
+    /// The current `rb_node`.
+    pub node: u64,
+    /// [`itree_step`].
+    pub step: u64,
+    /// INTERVAL records written for this mm.
+    pub emitted: u64,
+}
+
+/// [`ItreeWalk::step`]: what the next step of the in-order walk (the kernel's `rb_next`) does.
+pub mod itree_step {
+    /// Report `node`, then go to its right subtree's leftmost node, or climb.
+    pub const EMIT: u64 = 0;
+    /// Go down left from `node` while there is a left child, then report.
+    pub const DESCEND: u64 = 1;
+    /// Climb from `node`: while it is its parent's right child keep climbing; a left child's parent is next.
+    pub const CLIMB: u64 = 2;
 }

@@ -1,8 +1,9 @@
 //! Subscriber inventory: an `iter/task` program that writes, for every thread-group leader with
 //! an mm that has mmu_notifier subscriptions or long-term pinned pages, one
-//! [`SubscriberRecord`] for the mm and one per `struct mmu_notifier` on its list (ops and
-//! callback pointers; user space names them through kallsyms), plus the first interval
-//! notifier. The agent runs it by creating an iterator fd and reading it (a "sweep").
+//! [`SubscriberRecord`] for the mm, one per `struct mmu_notifier` on its list (ops and
+//! callback pointers; user space names them through kallsyms), and one per interval notifier
+//! in its interval tree, in address order (at most [`MAX_INTERVALS`]; see [`walk_itree`]).
+//! The agent runs it by creating an iterator fd and reading it (a "sweep").
 //!
 //! Register/unregister/exit hooks only bump [`SUBSCRIBER_CHANGES`], which tells the agent a
 //! new sweep is due; they never walk anything themselves.
@@ -21,8 +22,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, RetProbeContext},
 };
 use mmuscope_abi::{
-    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, KernelLayout, MAX_NOTIFIERS, NO_CHANGE_PTE, SubscriberLayout,
-    SubscriberRecord, record_kind,
+    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, ItreeWalk, KernelLayout, MAX_INTERVALS, MAX_NOTIFIERS, NO_CHANGE_PTE,
+    SubscriberLayout, SubscriberRecord, itree_step, record_kind,
 };
 
 use crate::{
@@ -40,9 +41,6 @@ pub static SUBSCRIBER_LAYOUT: Global<SubscriberLayout> = Global::new(SubscriberL
     has_pinned_bit: HAS_PINNED_UNKNOWN,
     itree_root: 0,
     itree_leftmost: 0,
-    interval_node_to_notifier: 0,
-    interval_ops: 0,
-    interval_ops_invalidate: 0,
     ops_release: 0,
     ops_start: 0,
     ops_end: 0,
@@ -53,6 +51,10 @@ pub static SUBSCRIBER_LAYOUT: Global<SubscriberLayout> = Global::new(SubscriberL
 /// when the sum changed.
 #[map]
 pub static SUBSCRIBER_CHANGES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The interval-tree walk's position between steps (see [`walk_itree`]).
+#[map]
+static ITREE_WALK: PerCpuArray<ItreeWalk> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn changed() {
@@ -177,22 +179,121 @@ unsafe fn visit(seq: *mut seq_file, task: u64) -> Result<(), ()> {
         node = unsafe { read(node, l.hlist_next)? };
     }
     if itree_node != 0 {
-        let interval = itree_node - s.interval_node_to_notifier as u64;
-        let ops: u64 = unsafe { read(interval, s.interval_ops)? };
-        reset(c, record_kind::INTERVAL, tgid, mm, ops);
-        if ops != 0 {
-            c.callbacks[0] = unsafe { read(ops, s.interval_ops_invalidate)? };
-        }
-        emit(seq, c);
+        walk_itree(seq, &l, c, tgid, mm, itree_node);
     }
+    Ok(())
+}
+
+/// Steps of the interval-tree walk: an in-order walk of `n` nodes takes at most `4n + 1` (each node reported once,
+/// each edge gone down once and climbed once, a switch after each descent and climb), plus the climb from the last
+/// node reported to the root, at most the tree's height (a red-black tree of 2^32 nodes is at most 64 high).
+const ITREE_STEPS: u32 = 4 * MAX_INTERVALS + 1 + 64;
+
+/// Writes one INTERVAL record per interval notifier of the tree whose leftmost node is `leftmost`, in address order:
+/// the kernel's `rb_first` / `rb_next` (lib/rbtree.c), one bounded step at a time. The position lives in
+/// [`ITREE_WALK`], not in registers, so that the verifier sees one state per step instead of one per position and
+/// count. Stops after [`MAX_INTERVALS`] records; when the tree goes on past them (or a node cannot be read, or the
+/// interval-notifier offsets did not resolve) an ITREE_TRUNCATED record follows them. The tree is read without its
+/// lock (removals are deferred only while an invalidation runs), so a walk racing an insert or remove may see a mix
+/// of both trees: bounded, and re-swept on the change.
+#[inline(always)]
+fn walk_itree(seq: *mut seq_file, l: &KernelLayout, c: &mut SubscriberRecord, tgid: u32, mm: u64, leftmost: u64) {
+    let Some(w) = ITREE_WALK.get_ptr_mut(0) else { return };
+    if l.interval_fields == 0 {
+        truncated(seq, c, tgid, mm, 0);
+        return;
+    }
+    unsafe { core::ptr::write_volatile(w, ItreeWalk { node: leftmost, step: itree_step::EMIT, emitted: 0 }) };
+    let mut finished = false;
+    for _ in 0..ITREE_STEPS {
+        let ItreeWalk { node, step, emitted } = unsafe { core::ptr::read_volatile(w) };
+        let next = match step {
+            itree_step::EMIT => {
+                if emitted >= MAX_INTERVALS as u64 {
+                    break; // a node the bound leaves out
+                }
+                if emit_interval(seq, l, c, tgid, mm, node).is_err() {
+                    break;
+                }
+                let emitted = emitted + 1;
+                unsafe { core::ptr::write_volatile(&raw mut (*w).emitted, emitted) };
+                let Ok(right) = (unsafe { read::<u64>(node, l.itree_rb_right) }) else { break };
+                match right {
+                    0 => ItreeWalk { node, step: itree_step::CLIMB, emitted },
+                    _ => ItreeWalk { node: right, step: itree_step::DESCEND, emitted },
+                }
+            }
+            itree_step::DESCEND => {
+                let Ok(left) = (unsafe { read::<u64>(node, l.itree_rb_left) }) else { break };
+                match left {
+                    0 => ItreeWalk { node, step: itree_step::EMIT, emitted },
+                    _ => ItreeWalk { node: left, step: itree_step::DESCEND, emitted },
+                }
+            }
+            _ => {
+                let Ok(parent_color) = (unsafe { read::<u64>(node, l.itree_rb_parent) }) else { break };
+                let parent = parent_color & !3;
+                if parent == 0 {
+                    finished = true;
+                    break;
+                }
+                let Ok(parent_right) = (unsafe { read::<u64>(parent, l.itree_rb_right) }) else { break };
+                let step = if parent_right == node { itree_step::CLIMB } else { itree_step::EMIT };
+                ItreeWalk { node: parent, step, emitted }
+            }
+        };
+        unsafe { core::ptr::write_volatile(w, next) };
+    }
+    if !finished {
+        let emitted = unsafe { core::ptr::read_volatile(w) }.emitted;
+        truncated(seq, c, tgid, mm, emitted as u32);
+    }
+}
+
+/// Writes the ITREE_TRUNCATED record after `emitted` INTERVAL records.
+#[inline(always)]
+fn truncated(seq: *mut seq_file, c: &mut SubscriberRecord, tgid: u32, mm: u64, emitted: u32) {
+    reset(c, record_kind::ITREE_TRUNCATED, tgid, mm, 0);
+    c.notifiers = emitted;
+    emit(seq, c);
+}
+
+/// Writes the INTERVAL record of the tree node `node` (an `rb_node`), leaving it in `c`.
+#[inline(always)]
+fn emit_interval(
+    seq: *mut seq_file,
+    l: &KernelLayout,
+    c: &mut SubscriberRecord,
+    tgid: u32,
+    mm: u64,
+    node: u64,
+) -> Result<(), ()> {
+    let notifier = node - l.itree_node_to_interval_sub as u64;
+    let ops: u64 = unsafe { read(notifier, l.interval_sub_ops)? };
+    let start: u64 = unsafe { read(node, l.itree_start)? };
+    let last: u64 = unsafe { read(node, l.itree_last)? };
+    reset(c, record_kind::INTERVAL, tgid, mm, ops);
+    if ops != 0 {
+        c.callbacks[0] = unsafe { read(ops, l.interval_ops_invalidate)? };
+    }
+    c.start = start;
+    c.last = last;
+    emit(seq, c);
     Ok(())
 }
 
 /// Makes `r` a fresh record of `kind` (every other field zero).
 #[inline(always)]
 fn reset(r: &mut SubscriberRecord, kind: u32, tgid: u32, mm: u64, ops: u64) {
-    // SAFETY: a plain-data struct, for which all zero bytes are a valid value.
-    unsafe { core::ptr::write_bytes(r as *mut SubscriberRecord, 0, 1) };
+    // Eight bytes at a time, volatile: `write_bytes` becomes a call of a byte-wise memset loop, whose hundreds of
+    // instructions the verifier walks again for every record of the interval-tree walk.
+    const WORDS: usize = core::mem::size_of::<SubscriberRecord>() / 8;
+    const _: () = assert!(core::mem::size_of::<SubscriberRecord>().is_multiple_of(8));
+    let words = r as *mut SubscriberRecord as *mut u64;
+    for i in 0..WORDS {
+        // SAFETY: within the record, which is 8-byte aligned plain data (all zero bytes are a valid value).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
     r.kind = kind;
     r.tgid = tgid;
     r.mm = mm;

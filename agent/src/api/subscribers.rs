@@ -58,22 +58,32 @@ pub struct MmView {
     pub has_pinned: bool,
     /// More notifiers are registered than the inventory walks (16); only those are listed.
     pub truncated: bool,
+    /// More interval notifiers are registered than the inventory walks (128), or the tree could not be walked
+    /// (see `mmuscope_subscriber_inventory_truncated_mms`); only the first ones in address order are listed.
+    pub intervals_truncated: bool,
 }
 
-/// One registered `struct mmu_notifier` (e.g. one per KVM VM), or the mm's interval notifiers.
+/// One registered `struct mmu_notifier` (e.g. one per KVM VM), or one interval notifier.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionView {
     /// From the callback symbols, e.g. `kvm`; `interval` for interval notifiers of unknown origin.
     pub kind: String,
-    /// Interval notifiers: listed once per mm, described by the first one in the tree.
+    /// An interval notifier (`struct mmu_interval_notifier`, e.g. a GPU user pointer or an RDMA ODP region), listed
+    /// in address order after the classic notifiers.
     pub interval: bool,
+    /// Interval notifiers: the first and last byte address of the interval (inclusive), as the kernel's interval tree
+    /// stores them; null for classic notifiers.
+    pub start: Option<u64>,
+    pub last: Option<u64>,
+    /// The callbacks it implements (non-NULL ops), of those the inventory reads.
     pub callbacks: Vec<CallbackView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallbackView {
     /// `invalidate_range_start`, `invalidate_range_end`, `invalidate_range` (before 6.6),
-    /// `arch_invalidate_secondary_tlbs` (6.6+), `release` or `invalidate` (interval notifiers).
+    /// `arch_invalidate_secondary_tlbs` (6.6+), `release`, `change_pte` (kernels whose `mmu_notifier_ops` has it:
+    /// before 6.10) or `invalidate` (interval notifiers).
     pub callback: String,
     /// Kernel text symbol, with ` [module]` for module code; null if kallsyms does not name it.
     pub symbol: Option<String>,
@@ -108,7 +118,9 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
                 .iter()
                 .map(|s| SubscriptionView {
                     kind: s.kind.clone(),
-                    interval: s.interval,
+                    interval: s.interval.is_some(),
+                    start: s.interval.map(|(start, _)| start),
+                    last: s.interval.map(|(_, last)| last),
                     callbacks: s
                         .callbacks
                         .iter()
@@ -131,6 +143,7 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
                 pinned_bytes: m.pinned_pages.saturating_mul(page_size),
                 has_pinned: m.has_pinned,
                 truncated: m.truncated,
+                intervals_truncated: m.intervals_truncated,
             }
         })
         .collect();

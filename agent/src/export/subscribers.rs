@@ -12,8 +12,15 @@ pub const SUBSCRIPTIONS: Metric = Metric::plain(
     "mmuscope_notifier_subscriptions",
     Kind::Gauge,
     &["subscriber"],
-    "Registered mmu_notifier subscriptions by subscriber (from the callback symbols, e.g. kvm = one per VM; interval \
-     notifiers once per mm). From the task-iterator inventory.",
+    "Registered mmu_notifier subscriptions by subscriber (from the callback symbols, e.g. kvm = one per VM; one per \
+     interval notifier, at most 128 per mm: see subscriber_inventory_truncated_mms). From the task-iterator inventory.",
+);
+pub const TRUNCATED_MMS: Metric = Metric::plain(
+    "mmuscope_subscriber_inventory_truncated_mms",
+    Kind::Gauge,
+    &["list"],
+    "Address spaces the inventory lists only in part: list=notifiers, more than 16 classic mmu_notifiers; \
+     list=intervals, more than 128 interval notifiers (or a tree it could not walk). Their subscriptions count short.",
 );
 pub const PINNED_MMS: Metric = Metric::per_cgroup(
     "mmuscope_pinned_mms",
@@ -43,7 +50,8 @@ pub const FORK_COPY_HOOK: Metric = Metric::plain(
     "1 while the fork-copy family's per-page hook is attached. It is attached only while some mm has the has-pinned \
      flag (or for good: kprobe mode, --probes.keep-attached), since every page fault on the host runs it.",
 );
-pub const METRICS: &[&Metric] = &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &PINNED_MMS, &HAS_PINNED_MMS, &FORK_COPY_HOOK];
+pub const METRICS: &[&Metric] =
+    &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &TRUNCATED_MMS, &PINNED_MMS, &HAS_PINNED_MMS, &FORK_COPY_HOOK];
 
 pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>) -> Vec<Family<'a>> {
     let mut subscriptions = Family::new(&SUBSCRIPTIONS);
@@ -51,6 +59,11 @@ pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabel
     for kind in &inv.kinds_seen {
         subscriptions.add(None, &[kind], Value::Count(0));
     }
+    // Both lists have a series, 0 while every mm is listed whole.
+    let mut truncated = Family::new(&TRUNCATED_MMS);
+    truncated.add(None, &["notifiers"], Value::Count(inv.mms.iter().filter(|m| m.truncated).count() as u64));
+    let intervals_truncated = inv.mms.iter().filter(|m| m.intervals_truncated).count();
+    truncated.add(None, &["intervals"], Value::Count(intervals_truncated as u64));
     let mut pinned = Family::new(&PINNED_MMS);
     let mut has_pinned = Family::new(&HAS_PINNED_MMS);
     for mm in &inv.mms {
@@ -65,7 +78,7 @@ pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabel
         }
     }
     let hook = Family::single(&FORK_COPY_HOOK, Value::Count(u64::from(inv.fork_copy_hook.attached)));
-    vec![subscriptions, pinned, has_pinned, hook]
+    vec![subscriptions, truncated, pinned, has_pinned, hook]
 }
 
 /// `subscriber_callback_duration_seconds{subscriber,callback}`, same log2 buckets as the bracket histogram.
@@ -80,7 +93,7 @@ pub fn callback_family<'a>(stats: &'a BTreeMap<(String, &'static str), BracketSt
 /// One KVM subscription on a pinned mm, so the metrics reference shows the families with their labels.
 pub fn sample_inventory() -> Inventory {
     use crate::subscribers::{MmEntry, Subscription};
-    let kvm = Subscription { kind: "kvm".into(), interval: false, callbacks: Vec::new() };
+    let kvm = Subscription { kind: "kvm".into(), interval: None, callbacks: Vec::new() };
     let mm = MmEntry {
         pid: 1,
         comm: "qemu".into(),
@@ -90,6 +103,7 @@ pub fn sample_inventory() -> Inventory {
         has_pinned: true,
         subscriptions: vec![kvm],
         truncated: false,
+        intervals_truncated: false,
     };
     Inventory { mms: vec![mm], ..Default::default() }
 }

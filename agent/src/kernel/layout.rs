@@ -82,6 +82,7 @@ impl ResolvedLayout {
             gather_mm: r.offset(NotifierOps, "mmu_gather", "mm", Some(8))?,
             itree_rb_right: r.offset(IntervalNotifier, "rb_node", "rb_right", Some(8))?,
             itree_rb_left: r.offset(IntervalNotifier, "rb_node", "rb_left", Some(8))?,
+            itree_rb_parent: r.offset(IntervalNotifier, "rb_node", "__rb_parent_color", Some(8))?,
             itree_start: interval_node_field(&mut r, "start")?,
             itree_last: interval_node_field(&mut r, "last")?,
             itree_subtree_last: interval_node_field(&mut r, "__subtree_last")?,

@@ -21,8 +21,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>) -> Result<SubscriberLayout, BtfError
     let itree = r.offset(S, "mmu_notifier_subscriptions", "itree", None)?;
     let rb_node = r.offset(S, "rb_root_cached", "rb_root.rb_node", Some(8))?;
     let leftmost = r.offset(S, "rb_root_cached", "rb_leftmost", Some(8))?;
-    let tree = r.offset(S, "mmu_interval_notifier", "interval_tree", None)?;
-    let rb = r.offset(S, "interval_tree_node", "rb", None)?;
     let (mm_has_pinned, has_pinned_bit) = has_pinned(r, &super::release())?;
     Ok(SubscriberLayout {
         task_pid: r.offset(S, "task_struct", "pid", Some(4))?,
@@ -33,9 +31,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>) -> Result<SubscriberLayout, BtfError
         has_pinned_bit,
         itree_root: itree + rb_node,
         itree_leftmost: itree + leftmost,
-        interval_node_to_notifier: tree + rb,
-        interval_ops: r.offset(S, "mmu_interval_notifier", "ops", Some(8))?,
-        interval_ops_invalidate: r.offset(S, "mmu_interval_notifier_ops", "invalidate", Some(8))?,
         ops_release: r.offset(S, "mmu_notifier_ops", "release", Some(8))?,
         ops_start: r.offset(S, "mmu_notifier_ops", "invalidate_range_start", Some(8))?,
         ops_end: r.offset(S, "mmu_notifier_ops", "invalidate_range_end", Some(8))?,

@@ -68,13 +68,15 @@ pub struct Callback {
     pub symbol: Option<String>,
 }
 
-/// One registered `struct mmu_notifier`, or the interval notifiers of an mm.
+/// One registered `struct mmu_notifier` or `struct mmu_interval_notifier`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
     /// e.g. `kvm`; interval notifiers whose callback is not known count as `interval`.
     pub kind: String,
-    pub interval: bool,
-    /// Non-NULL callbacks only.
+    /// An interval notifier's interval, `[start, last]` (`last` inclusive); `None` for a classic notifier.
+    pub interval: Option<(u64, u64)>,
+    /// Non-NULL callbacks only: which of the ops the inventory reads (see [`mmuscope_abi::callback_slot`]) the
+    /// subscriber implements.
     pub callbacks: Vec<Callback>,
 }
 
@@ -88,9 +90,12 @@ pub struct MmEntry {
     pub pinned_pages: u64,
     /// The sticky has-pinned flag (`MMF_HAS_PINNED`): fork() copies this mm's maybe-pinned pages eagerly.
     pub has_pinned: bool,
+    /// The classic notifiers in list order, then the interval notifiers in address order.
     pub subscriptions: Vec<Subscription>,
     /// More notifiers than the program walks ([`mmuscope_abi::MAX_NOTIFIERS`]).
     pub truncated: bool,
+    /// More interval notifiers than the program walks ([`mmuscope_abi::MAX_INTERVALS`]), or a tree it could not walk.
+    pub intervals_truncated: bool,
 }
 
 /// The outcome of the last sweep.
@@ -149,19 +154,19 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
                     let first = slots.iter().find(|(_, a)| *a != 0).map(|(_, a)| *a).unwrap_or(0);
                     Subscription {
                         kind: classify(symbols.get(first).as_ref()),
-                        interval: false,
+                        interval: None,
                         callbacks: slots.iter().filter(|(_, a)| *a != 0).map(|(s, a)| named(s, *a)).collect(),
                     }
                 })
                 .collect();
-            if let Some(i) = &m.interval {
+            for i in &m.intervals {
                 let invalidate = i.callbacks[0];
                 let kind = match classify(symbols.get(invalidate).as_ref()) {
                     k if k == "unknown" => "interval".to_string(),
                     k => k,
                 };
                 let callbacks = if invalidate != 0 { vec![named("invalidate", invalidate)] } else { vec![] };
-                subscriptions.push(Subscription { kind, interval: true, callbacks });
+                subscriptions.push(Subscription { kind, interval: Some((i.start, i.last)), callbacks });
             }
             MmEntry {
                 pid: m.mm.tgid,
@@ -172,6 +177,7 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
                 has_pinned: m.mm.has_pinned != 0,
                 subscriptions,
                 truncated: m.mm.truncated != 0,
+                intervals_truncated: m.intervals_truncated,
             }
         })
         .collect()
@@ -181,7 +187,7 @@ pub fn build(raw: &[RawMm], symbols: &Symbols, secondary_slot: &'static str) -> 
 fn addresses(raw: &[RawMm]) -> impl Iterator<Item = u64> + '_ {
     raw.iter().flat_map(|m| {
         let notifiers = m.notifiers.iter().flat_map(|n: &SubscriberRecord| n.callbacks);
-        notifiers.chain(m.interval.iter().map(|i| i.callbacks[0]))
+        notifiers.chain(m.intervals.iter().map(|i| i.callbacks[0]))
     })
 }
 

@@ -7,7 +7,10 @@ use mmuscope_abi::{SubscriberRecord, record_kind};
 pub struct RawMm {
     pub mm: SubscriberRecord,
     pub notifiers: Vec<SubscriberRecord>,
-    pub interval: Option<SubscriberRecord>,
+    /// In address order.
+    pub intervals: Vec<SubscriberRecord>,
+    /// An ITREE_TRUNCATED record followed them: the tree has more than these.
+    pub intervals_truncated: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,7 +37,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<RawMm>, ParseError> {
         if r.kind == record_kind::MM {
             skipping = !seen.insert(r.mm);
             if !skipping {
-                out.push(RawMm { mm: r, notifiers: Vec::new(), interval: None });
+                out.push(RawMm { mm: r, notifiers: Vec::new(), intervals: Vec::new(), intervals_truncated: false });
             }
             continue;
         }
@@ -44,7 +47,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<RawMm>, ParseError> {
         let owner = out.last_mut().filter(|m| m.mm.mm == r.mm).ok_or(ParseError::Orphan(i, r.kind))?;
         match r.kind {
             record_kind::NOTIFIER => owner.notifiers.push(r),
-            record_kind::INTERVAL => owner.interval = Some(r),
+            record_kind::INTERVAL => owner.intervals.push(r),
+            record_kind::ITREE_TRUNCATED => owner.intervals_truncated = true,
             _ => return Err(ParseError::Orphan(i, r.kind)),
         }
     }

@@ -82,14 +82,36 @@ fn records_group_by_mm_and_duplicate_mms_are_kept_once() {
         mm(11, 0xa, 2), // vfork child sharing the mm: skipped with its notifiers
         notifier(0xa, 0x20),
         mm(12, 0xb, 0),
-        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0, 0], ..Default::default() },
+        interval(0xb, 0x40, 0x1000),
+        interval(0xb, 0x40, 0x3000),
+        interval(0xb, 0x48, 0x5000),
+        SubscriberRecord { kind: record_kind::ITREE_TRUNCATED, mm: 0xb, notifiers: 3, ..Default::default() },
+        mm(13, 0xc, 0),
+        interval(0xc, 0x40, 0x1000),
     ]);
     let raw = parse(&stream).unwrap();
-    assert_eq!(raw.len(), 2);
+    assert_eq!(raw.len(), 3);
     assert_eq!(raw[0].mm.tgid, 10);
     assert_eq!(raw[0].notifiers.len(), 2);
-    assert_eq!(raw[1].interval.unwrap().callbacks[0], 0x40);
+    assert!(raw[0].intervals.is_empty() && !raw[0].intervals_truncated);
+    let starts: Vec<u64> = raw[1].intervals.iter().map(|i| i.start).collect();
+    assert_eq!(starts, [0x1000, 0x3000, 0x5000], "every interval notifier, in the program's (address) order");
+    assert_eq!(raw[1].intervals[2].callbacks[0], 0x48);
+    assert!(raw[1].intervals_truncated, "the truncation record marks its mm");
+    assert_eq!((raw[2].intervals.len(), raw[2].intervals_truncated), (1, false));
     assert_eq!(records::comm(&raw[0].mm.comm), "qemu");
+}
+
+fn interval(mm: u64, invalidate: u64, start: u64) -> SubscriberRecord {
+    SubscriberRecord {
+        kind: record_kind::INTERVAL,
+        mm,
+        ops: 0x2000,
+        callbacks: [invalidate, 0, 0, 0, 0],
+        start,
+        last: start + 0xfff,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -106,11 +128,13 @@ fn subscriptions_are_named_and_classified_from_their_first_callback() {
     let mut symbols = Symbols::default();
     symbols.insert_for_test(0x20, sym("kvm_mmu_notifier_invalidate_range_start", None));
     symbols.insert_for_test(0x30, sym("kvm_mmu_notifier_invalidate_range_end", None));
+    symbols.insert_for_test(0x60, sym("mirror_invalidate", Some("mmuscope_mirror")));
     let raw = parse(&bytes(&[
         mm(10, 0xa, 1),
         notifier(0xa, 0x20),
         mm(12, 0xb, 0),
-        SubscriberRecord { kind: record_kind::INTERVAL, mm: 0xb, callbacks: [0x40, 0, 0, 0, 0], ..Default::default() },
+        interval(0xb, 0x40, 0x1000),
+        interval(0xb, 0x60, 0x3000),
     ]))
     .unwrap();
     let built = build(&raw, &symbols, "arch_invalidate_secondary_tlbs");
@@ -121,8 +145,14 @@ fn subscriptions_are_named_and_classified_from_their_first_callback() {
     assert_eq!(kvm.callbacks[0].symbol.as_deref(), Some("kvm_mmu_notifier_invalidate_range_start"));
     assert_eq!(kvm.callbacks[2].symbol, None);
     let interval = &built[1].subscriptions[0];
-    assert!(interval.interval);
+    assert_eq!(interval.interval, Some((0x1000, 0x1fff)));
     assert_eq!(interval.kind, "interval", "an unnamed interval callback counts as `interval`");
+    let slots: Vec<&str> = interval.callbacks.iter().map(|c| c.slot).collect();
+    assert_eq!(slots, ["invalidate"]);
+    // Each interval notifier is a subscription of its own, named from its own callback.
+    let mirror = &built[1].subscriptions[1];
+    assert_eq!((mirror.kind.as_str(), mirror.interval), ("mmuscope_mirror", Some((0x3000, 0x3fff))));
+    assert!(!built[1].intervals_truncated);
     // A kernel with the change_pte op: the subscriber that implements it lists it.
     let mut with_change_pte = notifier(0xa, 0x20);
     with_change_pte.callbacks[callback_slot::CHANGE_PTE] = 0x50;

@@ -90,6 +90,24 @@ pub struct IntervalTruth {
     /// `hmm_range_fault` calls that returned -EBUSY.
     pub hmm_busy: u64,
     pub kernel_path: String,
+    /// The interval notifiers the workload holds on its mm while it holds (`--hold`), in address order: what the
+    /// subscriber inventory must list (empty where the scenario does not say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifiers: Vec<IntervalRange>,
+}
+
+/// One interval notifier's interval as the kernel's interval tree stores it: first and last byte address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IntervalRange {
+    pub start: u64,
+    pub last: u64,
+}
+
+impl IntervalRange {
+    /// `[addr, addr + len)`.
+    pub fn of(addr: u64, len: u64) -> Self {
+        Self { start: addr, last: addr + len - 1 }
+    }
 }
 
 /// What the test module's secondary-TLB subscriber received (its `MIRROR_TLB_STATUS` counters): a notifier on the

@@ -144,11 +144,17 @@ fn run(
             problems.push(format!("/api/v1/stacks: {e:#}"));
         }
         let listed = subscribers::listed(&agent.scraper, held.pid());
+        // The gauges of the same (already taken) inventory, while the workload still holds.
+        let gauges = agent.scraper.metrics();
         let truth = held.release()?;
         let listed = listed?;
         match reference::Layout::running() {
-            Ok(layout) => problems.extend(subscribers::inventory_problems(&listed, &truth, layout.ops_change_pte)),
+            Ok(layout) => problems.extend(subscribers::inventory_problems(&listed, &truth, api, layout.ops_change_pte)),
             Err(e) => problems.push(format!("the inventory's change_pte slot: BTF unreadable: {e:#}")),
+        }
+        match gauges {
+            Ok(e) => problems.extend(subscribers::truncation_problems(&e, &truth, api)),
+            Err(e) => problems.push(format!("scrape while the workload held: {e:#}")),
         }
         (truth, listed)
     } else {

@@ -188,6 +188,10 @@ pub struct KvmMadviseArgs {
     /// the rounds on those pages reach both subscribers, the others KVM alone.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub interval_pages: usize,
+    /// Split those pages between K interval notifiers of the module (consecutive, one device open each), so that
+    /// the subscriber inventory has several interval notifiers of one mm to list.
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "interval_pages")]
+    pub intervals: usize,
     #[command(flatten)]
     pub subscriber: SubscriberArgs,
     #[command(flatten)]

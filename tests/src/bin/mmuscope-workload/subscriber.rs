@@ -10,7 +10,9 @@
 //! families (`kvm_unmap_hva_range`) differ: the module is no VM.
 
 use anyhow::{Context, Result, ensure};
-use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi, SecondaryTlbTruth, TlbScope, TlbSubscriberTruth};
+use mmuscope_tests::truth::{
+    GroundTruth, IntervalRange, SecondaryTlbApi, SecondaryTlbTruth, TlbScope, TlbSubscriberTruth,
+};
 
 use crate::cli::{SubscriberArgs, SubscriberKind};
 use crate::mirror::{self, Mirror, TlbStatus};
@@ -19,8 +21,9 @@ use crate::vm::{self, GuestVm, Kvm};
 
 /// The subscriber, registered, and the scenario's memory (a KVM memslot's, or just the mm's for the module).
 pub enum Subscribed {
-    /// The VM, and the test module's interval notifier over the first pages of its memory (`--interval-pages`).
-    Kvm(GuestVm, Option<Mirror>),
+    /// The VM, and the test module's interval notifiers over the first pages of its memory (`--interval-pages`,
+    /// `--intervals`), in address order with their intervals.
+    Kvm(GuestVm, Vec<(Mirror, IntervalRange)>),
     Tlb {
         dev: Mirror,
         memory: AnonRegion,
@@ -33,7 +36,7 @@ impl Subscribed {
         match args.subscriber {
             SubscriberKind::Kvm => {
                 let kvm = Kvm::open()?;
-                Ok(Self::Kvm(GuestVm::over(&kvm, memory, 1)?, None))
+                Ok(Self::Kvm(GuestVm::over(&kvm, memory, 1)?, Vec::new()))
             }
             SubscriberKind::Sectlb => {
                 mirror::load(&args.module)?;
@@ -59,26 +62,56 @@ impl Subscribed {
         }
     }
 
-    /// Adds the test module's interval notifier over the first `pages` pages of the VM's memory (`module` loaded
-    /// first): brackets on those pages reach both subscribers, the others KVM alone. Call before the memory is used.
-    pub fn add_interval(&mut self, module: &std::path::Path, pages: usize) -> Result<()> {
-        let Self::Kvm(guest, interval @ None) = self else {
+    /// Adds `count` of the test module's interval notifiers over the first `pages` pages of the VM's memory
+    /// (`module` loaded first), consecutive and as even as can be (one open of the module's device each, which is
+    /// one `mmu_interval_notifier_insert` on this mm): brackets on those pages reach KVM and one of them, the others
+    /// KVM alone. Call before the memory is used.
+    pub fn add_intervals(&mut self, module: &std::path::Path, pages: usize, count: usize) -> Result<()> {
+        let Self::Kvm(guest, intervals) = self else {
             anyhow::bail!("an interval notifier goes beside one KVM VM (--subscriber kvm)");
         };
+        ensure!(intervals.is_empty(), "the interval notifiers are added once");
         ensure!(pages <= guest.memory.pages(), "{pages} interval pages, the memory has {}", guest.memory.pages());
+        ensure!((1..=pages).contains(&count), "{count} interval notifiers over {pages} pages");
         mirror::load(module)?;
-        let dev = Mirror::open()?;
-        dev.register(guest.memory.addr(), (pages * guest.memory.page_size()) as u64).context("MIRROR_REGISTER")?;
-        *interval = Some(dev);
+        let page = guest.memory.page_size();
+        let mut first = 0;
+        for i in 0..count {
+            let n = pages / count + usize::from(i < pages % count);
+            let (addr, len) = (guest.memory.addr() + (first * page) as u64, (n * page) as u64);
+            let dev = Mirror::open()?;
+            dev.register(addr, len).with_context(|| format!("MIRROR_REGISTER of interval {i}"))?;
+            intervals.push((dev, IntervalRange::of(addr, len)));
+            first += n;
+        }
         Ok(())
     }
 
-    /// What the interval notifier of [`Self::add_interval`] counted so far (`None` without one).
-    pub fn interval_status(&self) -> Option<Result<mirror::Status>> {
+    /// The intervals of [`Self::add_intervals`], in address order.
+    pub fn intervals(&self) -> Vec<IntervalRange> {
         match self {
-            Self::Kvm(_, Some(dev)) => Some(dev.status().context("MIRROR_STATUS")),
-            _ => None,
+            Self::Kvm(_, intervals) => intervals.iter().map(|(_, r)| *r).collect(),
+            Self::Tlb { .. } => Vec::new(),
         }
+    }
+
+    /// What the interval notifiers of [`Self::add_intervals`] counted so far, summed (`None` without one).
+    pub fn interval_status(&self) -> Option<Result<mirror::Status>> {
+        let Self::Kvm(_, intervals) = self else { return None };
+        if intervals.is_empty() {
+            return None;
+        }
+        let sum = intervals.iter().try_fold(mirror::Status::default(), |sum, (dev, _)| {
+            let s = dev.status().context("MIRROR_STATUS")?;
+            anyhow::Ok(mirror::Status {
+                invalidations: sum.invalidations + s.invalidations,
+                confirmed_waits: sum.confirmed_waits + s.confirmed_waits,
+                retries: sum.retries + s.retries,
+                busy: sum.busy + s.busy,
+                ..sum
+            })
+        });
+        Some(sum)
     }
 
     /// Unregisters (destroys the VM), then unmaps the memory with no subscriber left; returns what the module
@@ -93,8 +126,8 @@ impl Subscribed {
     /// no subscriber left; returns what the module received, read before it unregisters.
     pub fn unsubscribe(self) -> Result<(AnonRegion, Option<TlbStatus>)> {
         match self {
-            Self::Kvm(GuestVm { vms, memory }, interval) => {
-                if let Some(dev) = interval {
+            Self::Kvm(GuestVm { vms, memory }, intervals) => {
+                for (dev, _) in intervals {
                     dev.unregister().context("MIRROR_UNREGISTER")?;
                 }
                 vm::destroy_all(vms)?;

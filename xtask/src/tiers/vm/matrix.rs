@@ -69,10 +69,15 @@ pub(super) const RDMA: &[&str] = &["rdma-odp --rounds 8"];
 pub(super) const MIRROR: &[&str] = &["mirror-collide --rounds 2 --hits 10 --misses 10"];
 /// Every scenario that needs the test module.
 pub(super) const MODULE: &[&str] =
-    &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4], SECTLB[5], SUBSCRIBER_SPLIT];
-/// A KVM VM and the module's interval notifier on one mm: 200 rounds over 512 pages, the first 100 under the
-/// interval, so 100 brackets reach both (`subscriber="kvm+mmuscope_mirror"`) and 100 KVM alone (`"kvm"`).
-pub(super) const SUBSCRIBER_SPLIT: &str = "kvm-madvise --iterations 200 --interval-pages 100";
+    &[MIRROR[0], SECTLB[0], SECTLB[1], SECTLB[2], SECTLB[3], SECTLB[4], SECTLB[5], SUBSCRIBER_SPLIT, INVENTORY_BOUND];
+/// A KVM VM and the module's interval notifiers on one mm: 200 rounds over 512 pages, the first 100 under three
+/// consecutive intervals, so 100 brackets reach KVM and one of them (`subscriber="kvm+mmuscope_mirror"`) and 100 KVM
+/// alone (`"kvm"`); the held workload's inventory must list the three, each with its interval.
+pub(super) const SUBSCRIBER_SPLIT: &str = "kvm-madvise --iterations 200 --interval-pages 100 --intervals 3";
+/// More interval notifiers on one mm than the subscriber inventory lists (130 > `MAX_INTERVALS` = 128, two pages
+/// each): the inventory lists the first 128 in address order, says `intervals_truncated`, and
+/// `subscriber_inventory_truncated_mms{list="intervals"}` reads 1; 260 of the 300 rounds reach KVM and an interval.
+pub(super) const INVENTORY_BOUND: &str = "kvm-madvise --iterations 300 --interval-pages 260 --intervals 130";
 /// The same test module's secondary-TLB subscriber instead of KVM (a real implementer of the secondary-TLB op on
 /// 6.6+, where KVM has none): the module's own call count is compared with the agent's.
 pub(super) const SECTLB: &[&str] = &[

@@ -269,6 +269,7 @@ mod tests {
             read_retries: 2,
             hmm_busy: 2,
             kernel_path: String::new(),
+            notifiers: Vec::new(),
         });
         let s = hooked(&t);
         for want in [

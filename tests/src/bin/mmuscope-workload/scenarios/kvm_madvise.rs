@@ -35,9 +35,9 @@
 use anyhow::{Context, Result};
 use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
-    BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, IntervalTruth, InvalidationTruth,
-    KvmMadviseParams, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource, SecondaryTlbTruth,
-    SubscriberSplitTruth, TlbContext, TlbScope,
+    BracketSource, DoubleKind, DoubleNotificationTruth, DoubleSource, GroundTruth, IntervalRange, IntervalTruth,
+    InvalidationTruth, KvmMadviseParams, NotifyEvent, ScenarioParams, SecondaryTlbApi, SecondaryTlbSource,
+    SecondaryTlbTruth, SubscriberSplitTruth, TlbContext, TlbScope,
 };
 
 use crate::cgroups;
@@ -56,7 +56,7 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     let memory = AnonRegion::map(REGION_BYTES).context("mapping guest memory")?;
     let mut guest = Subscribed::over(&args.subscriber, memory)?;
     if args.interval_pages > 0 {
-        guest.add_interval(&args.subscriber.module, args.interval_pages)?;
+        guest.add_intervals(&args.subscriber.module, args.interval_pages, args.intervals)?;
     }
     let vms = guest.vms();
     let (region_bytes, page_bytes) = (guest.memory().len() as u64, guest.memory().page_size() as u64);
@@ -65,6 +65,7 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     let exercised = exercise(guest.memory(), args.iterations);
     crate::hold::until_stdin_closes(args.hold);
     let interval = guest.interval_status();
+    let intervals = guest.intervals();
     let teardown = guest.teardown();
     // --- notifier gone ---
     exercised.context("madvise(MADV_DONTNEED)")?;
@@ -88,16 +89,16 @@ pub fn run(args: &KvmMadviseArgs) -> Result<GroundTruth> {
     truth.kernel_api = kernel_api;
     truth.double_notifications = Some(doubles(args.iterations, page_bytes));
     if let Some(status) = interval {
-        split_by_subscriber(&mut truth, status?, args.iterations, pages, args.interval_pages)?;
+        split_by_subscriber(&mut truth, status?, args.iterations, pages, args.interval_pages, intervals)?;
     }
     subscriber::finish(&mut truth, secondary_tlb(args.iterations, page_bytes), received)?;
     Ok(truth)
 }
 
-/// With `--interval-pages K`: the test module's interval notifier covers pages `[0, K)` beside the VM. Round `i`
-/// zaps page `i % pages` (`exercise`), so the rounds on pages below `K` reach KVM and the interval
-/// (`kvm+mmuscope_mirror`), the others KVM alone (`kvm`); the module's own count of `ops->invalidate` calls must
-/// equal the first figure. Nothing else touches the interval (no fault, no read), and the interval notifier has no
+/// With `--interval-pages K`: the test module's interval notifiers (`--intervals`, consecutive) cover pages `[0, K)`
+/// beside the VM. Round `i` zaps page `i % pages` (`exercise`), so the rounds on pages below `K` reach KVM and one
+/// interval (`kvm+mmuscope_mirror`), the others KVM alone (`kvm`); the module's own count of `ops->invalidate`
+/// calls, summed over the notifiers, must equal the first figure. Nothing else touches the interval (no fault, no read), and the interval notifier has no
 /// secondary-TLB op: every double is KVM's, and no reader waits or collides.
 fn split_by_subscriber(
     truth: &mut GroundTruth,
@@ -105,6 +106,7 @@ fn split_by_subscriber(
     rounds: u64,
     pages: usize,
     interval_pages: usize,
+    notifiers: Vec<IntervalRange>,
 ) -> Result<()> {
     let both = (0..rounds).filter(|i| (i % pages as u64) < interval_pages as u64).count() as u64;
     anyhow::ensure!(
@@ -126,6 +128,7 @@ fn split_by_subscriber(
         kernel_path: "madvise_dontneed_single_vma → mmu_notifier_invalidate_range_start → mn_itree_invalidate \
                       (the interval tree's ranges intersecting the zapped page)"
             .to_owned(),
+        notifiers,
     });
     Ok(())
 }

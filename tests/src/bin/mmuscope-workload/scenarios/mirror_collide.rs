@@ -37,7 +37,8 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use mmuscope_tests::truth::Cause;
 use mmuscope_tests::truth::{
-    BracketSource, GroundTruth, IntervalTruth, InvalidationTruth, MirrorCollideParams, NotifyEvent, ScenarioParams,
+    BracketSource, GroundTruth, IntervalRange, IntervalTruth, InvalidationTruth, MirrorCollideParams, NotifyEvent,
+    ScenarioParams,
 };
 
 use crate::cgroups;
@@ -112,6 +113,7 @@ pub fn run(args: &MirrorCollideArgs) -> Result<GroundTruth> {
         kernel_path: "mmu_interval_read_begin (waits), hmm_range_fault (-EBUSY), mmu_interval_read_retry (inline; \
                       counted by the module)"
             .to_owned(),
+        notifiers: vec![IntervalRange::of(r.addr(), r.len() as u64)],
     });
     Ok(truth)
 }

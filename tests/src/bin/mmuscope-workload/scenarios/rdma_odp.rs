@@ -131,6 +131,7 @@ pub fn run(args: &RdmaOdpArgs) -> Result<GroundTruth> {
                       mmu_interval_read_begin, hmm_range_fault, mmu_interval_read_retry (inline), never during an \
                       invalidation here"
             .to_owned(),
+        notifiers: Vec::new(),
     });
     Ok(truth)
 }
