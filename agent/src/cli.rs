@@ -73,6 +73,13 @@ pub struct KernelArgs {
     /// every process on the host (docs/probes.md).
     #[arg(long = "probes.ksm-cow")]
     pub probes_ksm_cow: bool,
+    /// Time subscriber callbacks first met after start-up (a KVM, GPU or RDMA module loaded later, a driver's first
+    /// user) without a restart. The price: the agent keeps CAP_PERFMON (and CAP_SYS_ADMIN where
+    /// kernel.perf_event_paranoid is 3, Debian's default) in its permitted set for its whole life, raised only while
+    /// attaching a kprobe; by default it drops every capability after start-up and times only the callbacks known
+    /// then. `check` accepts it and plans the same (the callback timers attach only in `run`).
+    #[arg(long = "probes.late-callbacks")]
+    pub probes_late_callbacks: bool,
 }
 
 impl KernelArgs {
@@ -132,13 +139,6 @@ pub struct RunArgs {
     /// The price of keeping it: one eBPF program run per page fault of every process (BENCHMARKS.md).
     #[arg(long = "probes.keep-attached")]
     pub probes_keep_attached: bool,
-    /// Time subscriber callbacks first met after start-up (a KVM, GPU or RDMA module loaded later, a driver's first
-    /// user) without a restart. The price: the agent keeps CAP_PERFMON (and CAP_SYS_ADMIN where
-    /// kernel.perf_event_paranoid is 3, Debian's default) in its permitted set for its whole life, raised only while
-    /// attaching a kprobe; by default it drops every capability after start-up and times only the callbacks known
-    /// then.
-    #[arg(long = "probes.late-callbacks")]
-    pub probes_late_callbacks: bool,
     /// TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`);
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]

@@ -77,7 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &mut probes,
         kernel.generation,
         options.mode,
-        args.probes_late_callbacks,
+        args.kernel.probes_late_callbacks,
         symbols.reopen(),
     )
     .inspect_err(|e| tracing::warn!("subscriber inventory unavailable: {e:#}"))
@@ -145,7 +145,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(kernel);
     release_free_heap();
     // Attached, and every fd that needed privileges is held (maps, programs, BPF_ENABLE_STATS): drop them all.
-    crate::privileges::drop_after_attach(probes.ebpf_mut(), args.probes_late_callbacks)?;
+    crate::privileges::drop_after_attach(probes.ebpf_mut(), args.kernel.probes_late_callbacks)?;
     crate::privileges::ready(&probes.report);
 
     let api = ApiState::new(exporter);
