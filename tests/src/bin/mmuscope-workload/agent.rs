@@ -5,66 +5,49 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mmuscope_tests::harness::scrape::Scraper;
 
-/// How long the agent may take to notice a pin: it sweeps at most once a second on request.
-const FORK_COPY_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the agent may take to see what a scenario waits for: its next inventory sweep, which a request makes
+/// at most once a second (a callback met for the first time is named from kallsyms first: seconds under TCG).
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Polls `/api/v1/subscribers` (each request may sweep, which attaches the fork-copy hook once this process's
 /// pin is seen) until `fork_copy_hook.attached` is true. Only reads and sleeps in between: the pinned region and
 /// the rest of this mm stay as they are.
 pub fn await_fork_copy_hook(base_url: &str) -> Result<()> {
-    let scraper = Scraper::new(base_url);
-    let started = Instant::now();
-    loop {
-        let (status, body) = scraper.get("/api/v1/subscribers")?;
-        if status == 200 {
-            let view: serde_json::Value = serde_json::from_str(&body).context("parsing /api/v1/subscribers")?;
-            if view["fork_copy_hook"]["attached"] == serde_json::Value::Bool(true) {
-                eprintln!(
-                    "mmuscope-workload: the agent's fork-copy hook is attached ({:.1} s after the pin)",
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(());
-            }
-        }
-        if started.elapsed() > FORK_COPY_HOOK_TIMEOUT {
-            bail!(
-                "the agent at {base_url} did not attach its fork-copy hook within {} s of this process's pin \
-                 (last /api/v1/subscribers: HTTP {status}: {})",
-                FORK_COPY_HOOK_TIMEOUT.as_secs(),
-                body.trim()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let what = "attach its fork-copy hook after this process's pin";
+    let waited = await_subscribers(base_url, what, |view| view["fork_copy_hook"]["attached"] == true)?;
+    eprintln!("mmuscope-workload: the agent's fork-copy hook is attached ({waited:.1} s after the pin)");
+    Ok(())
 }
-
-/// How long the agent may take to time a callback it met after start-up (`--probes.late-callbacks`): its next
-/// sweep, which a request makes at most once a second.
-const CALLBACK_TIMED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Polls `/api/v1/subscribers` (each request may sweep, and a sweep attaches the callback timer to callbacks it has
 /// not met) until the interval notifier on the mm of `pid` lists its `invalidate` callback as timed. Only reads and
 /// sleeps in between: nothing of that mm is invalidated while waiting.
 pub fn await_interval_callback_timed(base_url: &str, pid: u32) -> Result<()> {
+    let what = format!("time the interval callback of pid {pid} (is it running with --probes.late-callbacks?)");
+    let waited = await_subscribers(base_url, &what, |view| interval_callback_timed(view, pid))?;
+    eprintln!(
+        "mmuscope-workload: the agent times the interval callback of pid {pid} ({waited:.1} s after registering)"
+    );
+    Ok(())
+}
+
+/// Polls `/api/v1/subscribers` every 200 ms until `done` holds for its view; the seconds it took, or an error
+/// naming `what` the agent did not do within [`TIMEOUT`] and its last answer.
+fn await_subscribers(base_url: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> Result<f64> {
     let scraper = Scraper::new(base_url);
     let started = Instant::now();
     loop {
         let (status, body) = scraper.get("/api/v1/subscribers")?;
         if status == 200 {
             let view: serde_json::Value = serde_json::from_str(&body).context("parsing /api/v1/subscribers")?;
-            if interval_callback_timed(&view, pid) {
-                eprintln!(
-                    "mmuscope-workload: the agent times the interval callback of pid {pid} ({:.1} s after registering)",
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(());
+            if done(&view) {
+                return Ok(started.elapsed().as_secs_f64());
             }
         }
-        if started.elapsed() > CALLBACK_TIMED_TIMEOUT {
+        if started.elapsed() > TIMEOUT {
             bail!(
-                "the agent at {base_url} did not time the interval callback of pid {pid} within {} s (is it running \
-                 with --probes.late-callbacks?); last /api/v1/subscribers: HTTP {status}: {}",
-                CALLBACK_TIMED_TIMEOUT.as_secs(),
+                "the agent at {base_url} did not {what} within {} s (last /api/v1/subscribers: HTTP {status}: {})",
+                TIMEOUT.as_secs(),
                 body.trim()
             );
         }
