@@ -17,43 +17,17 @@ use mmuscope_tests::truth::{GroundTruth, ScenarioParams, SecondaryTlbApi, TlbCon
 use crate::families::{self, Check, Closed, Expectations};
 use crate::record::{Comparison, EventCounts, Record};
 use crate::subscribers::{self, Listed};
-use crate::{agent, reference, slow, stacks};
+use crate::{agent, needs, reference, slow, stacks};
 
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Scenarios whose workload is held while the inventory is checked (fentry and kprobe modes): `kvm-madvise` (one
 /// `kvm` subscription per VM) and `fork-pinned` (no subscription, the has-pinned flag; listed through the sweeps'
 /// maximum age, as pinning opens no change generation).
 const INVENTORY_SCENARIOS: &[&str] = &["kvm-madvise", "fork-pinned"];
-/// The scenarios that take `--agent-url` (they wait for the fork-copy hook after pinning).
-const FORK_SCENARIOS: &[&str] = &["fork-pinned", "fork-pinned-thp", "fork-unpinned"];
-/// The scenarios whose interval notifier is registered after the agent started, and its subscriber kind (the
-/// callback's module): with `--agent-url` each waits until the agent times the notifier's `invalidate`
-/// (`--probes.late-callbacks`, in [`SCENARIO_AGENT_FLAGS`]).
-const LATE_CALLBACK_SCENARIOS: &[(&str, &str)] = &[("mirror-collide", "mmuscope_mirror"), ("rdma-odp", "rdma_rxe")];
-/// Agent flags a scenario needs: the agent (one per mode) runs with those of every scenario of the run. The `ksm_cow`
-/// family is off by default; with it, the other scenarios show that no copy of an ordinary page is named `ksm_cow`.
-/// `--probes.late-callbacks`: the interval notifiers of [`LATE_CALLBACK_SCENARIOS`] appear after the agent started.
-const SCENARIO_AGENT_FLAGS: &[(&str, &str)] = &[
-    ("ksm-merge", "--probes.ksm-cow"),
-    ("mirror-collide", "--probes.late-callbacks"),
-    ("rdma-odp", "--probes.late-callbacks"),
-];
 /// The family that names a KSM page's copy `ksm_cow` (the truth's hook cause for it) where it is attached.
 const KSM_COW_FAMILY: &str = "ksm_cow";
 /// After the expected totals appear, wait this long and scrape again to catch late extra events.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
-
-/// The agent flags the scenario lines `scenarios` need ([`SCENARIO_AGENT_FLAGS`]), each once.
-pub fn agent_flags(scenarios: &[String]) -> Vec<String> {
-    let names: Vec<&str> = scenarios.iter().filter_map(|s| s.split_whitespace().next()).collect();
-    let mut flags: Vec<String> = Vec::new();
-    for (scenario, flag) in SCENARIO_AGENT_FLAGS {
-        if names.contains(scenario) && !flags.iter().any(|f| f == flag) {
-            flags.push((*flag).to_owned());
-        }
-    }
-    flags
-}
 
 /// Whether the agent reports probe family `family` attached (`mmuscope_probe_attached{probe}` = 1 for some target).
 fn attached(metrics: &Exposition, family: &str) -> bool {
@@ -80,8 +54,7 @@ pub fn scenario(
     // The agent attaches the fork-copy hook once it has seen a pin; these workloads wait for it before forking.
     let mut run_args = args.clone();
     // The callback timer needs `bpf_get_func_ip` (5.15): before, nothing is timed and nothing is waited for.
-    let late_callback = hooked && !old_helpers && late_callback_kind(&name).is_some();
-    if FORK_SCENARIOS.contains(&name.as_str()) || late_callback {
+    if needs::agent_url(&name, hooked, old_helpers) {
         run_args.extend(["--agent-url".to_owned(), agent.scraper.base().to_owned()]);
     }
     match run(agent, workload, &run_args, api, mode, inventory, old_helpers) {
@@ -93,11 +66,6 @@ pub fn scenario(
             format!("{e:#}\nagent log tail:\n{}", agent.tail()),
         ),
     }
-}
-
-/// The subscriber kind of a [`LATE_CALLBACK_SCENARIOS`] scenario.
-fn late_callback_kind(name: &str) -> Option<&'static str> {
-    LATE_CALLBACK_SCENARIOS.iter().find(|(n, _)| *n == name).map(|(_, kind)| *kind)
 }
 
 struct Outcome {
@@ -259,19 +227,8 @@ fn run(
              expected {want}, observed {got}"
         ));
     }
-    // The interval callback met after start-up: every `ops->invalidate` call of the truth.
-    let late_kind = args.first().and_then(|n| late_callback_kind(n)).filter(|_| hooked);
-    if let (Some(interval), Some(kind)) = (truth.interval.as_ref(), late_kind) {
-        let timed = |e| subscribers::callbacks_timed(e, kind, "invalidate");
-        let got = timed(&after).saturating_sub(timed(&before));
-        let want = if old_helpers { 0 } else { interval.invalidations };
-        let series = format!(
-            "mmuscope_subscriber_callback_duration_seconds_count{{subscriber=\"{kind}\",callback=\"invalidate\"}}"
-        );
-        println!("  {} {series}: expected {want}, observed {got}", if want == got { "ok  " } else { "FAIL" });
-        if want != got {
-            problems.push(format!("{series}: expected {want}, observed {got}"));
-        }
+    if let Some(name) = args.first() {
+        problems.extend(needs::late_callback_problem(name, &truth, hooked, old_helpers, &before, &after));
     }
     // The stack request first: it ends on its own, and /api/v1/slow then symbolizes alone (under TCG each reads
     // the 5 MB symbol snapshot for seconds).

@@ -19,6 +19,7 @@ mod agent;
 mod btf;
 mod compare;
 mod families;
+mod needs;
 mod plan;
 mod record;
 mod reference;
@@ -77,7 +78,7 @@ fn main() -> ExitCode {
     };
 
     let mut agent_args = cli.agent_args.clone();
-    agent_args.extend(compare::agent_flags(&cli.scenarios));
+    agent_args.extend(needs::agent_flags(&cli.scenarios));
     emit(plan::check(&cli.agent, &agent_args, &cli.mode, &cli.expect_generation, cli.before_5_15_helpers, &kernel));
     let api: SecondaryTlbApi = match serde_json::from_value(serde_json::Value::from(cli.expect_generation.as_str())) {
         Ok(api) => api,
