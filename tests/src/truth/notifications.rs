@@ -178,6 +178,31 @@ pub struct SecondaryTlbSource {
     pub kernel_path: String,
 }
 
+impl SecondaryTlbSource {
+    /// An exact count (no upper bound) of calls of `scope`; `range_bytes` is kept for [`TlbScope::Range`] only, the
+    /// one scope whose bytes the agent counts.
+    pub fn exact(
+        api: SecondaryTlbApi,
+        context: TlbContext,
+        scope: Option<TlbScope>,
+        count: u64,
+        range_bytes: u64,
+        cause: &str,
+        kernel_path: &str,
+    ) -> Self {
+        Self {
+            api,
+            context,
+            scope,
+            count,
+            count_max: None,
+            bytes: (scope == Some(TlbScope::Range)).then_some(range_bytes),
+            cause: cause.to_owned(),
+            kernel_path: kernel_path.to_owned(),
+        }
+    }
+}
+
 /// Expected secondary-TLB invalidations of a run: the (api, context) pairs listed, and none in any other context
 /// of that API (an empty list: no secondary-TLB call reaches a subscriber).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -264,15 +264,8 @@ impl CrossAdvice {
 fn secondary_tlb(collapses: u64) -> SecondaryTlbTruth {
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     let region = PMD_BYTES as u64;
-    let src = |api, scope: Option<TlbScope>, cause: &str, kernel_path: &str| SecondaryTlbSource {
-        api,
-        context: TlbContext::Bracket,
-        scope,
-        count: collapses,
-        count_max: None,
-        bytes: (scope == Some(TlbScope::Range)).then_some(collapses * region),
-        cause: cause.to_owned(),
-        kernel_path: kernel_path.to_owned(),
+    let src = |api, scope: Option<TlbScope>, cause: &str, kernel_path: &str| {
+        SecondaryTlbSource::exact(api, TlbContext::Bracket, scope, collapses, collapses * region, cause, kernel_path)
     };
     SecondaryTlbTruth {
         sources: vec![

@@ -167,15 +167,8 @@ pub fn doubles(rounds: u64, page: u64) -> DoubleNotificationTruth {
 
 /// Secondary-TLB invalidations of `rounds` one-page zaps, per generation and context.
 pub fn secondary_tlb(rounds: u64, page: u64) -> SecondaryTlbTruth {
-    let src = |api, context, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
-        count_max: None,
-        api,
-        context,
-        scope: Some(TlbScope::Range),
-        count,
-        bytes: Some(count * page),
-        cause: cause.to_owned(),
-        kernel_path: kernel_path.to_owned(),
+    let src = |api, context, count: u64, cause: &str, kernel_path: &str| {
+        SecondaryTlbSource::exact(api, context, Some(TlbScope::Range), count, count * page, cause, kernel_path)
     };
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     SecondaryTlbTruth {

@@ -98,15 +98,8 @@ pub fn run(args: &KvmMprotectArgs) -> Result<GroundTruth> {
 fn secondary_tlb(calls: u64, bytes: u64, gathers: bool) -> SecondaryTlbTruth {
     let flush_scope = kernel_api::flush_scope_above_ceiling();
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
-    let src = |api, context, scope, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
-        count_max: None,
-        api,
-        context,
-        scope: Some(scope),
-        count,
-        bytes: (scope == TlbScope::Range).then_some(count * bytes),
-        cause: cause.to_owned(),
-        kernel_path: kernel_path.to_owned(),
+    let src = |api, context, scope, count: u64, cause: &str, kernel_path: &str| {
+        SecondaryTlbSource::exact(api, context, Some(scope), count, count * bytes, cause, kernel_path)
     };
     SecondaryTlbTruth {
         sources: vec![

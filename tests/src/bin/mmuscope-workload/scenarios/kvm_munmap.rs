@@ -107,15 +107,8 @@ pub fn run(args: &KvmMunmapArgs) -> Result<GroundTruth> {
 /// `munmaps` brackets over `bytes` each, `gathered` of which left TLB work in the mmu_gather.
 fn secondary_tlb(munmaps: u64, gathered: u64, bytes: u64) -> SecondaryTlbTruth {
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
-    let src = |api, context, scope: Option<TlbScope>, count: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
-        count_max: None,
-        api,
-        context,
-        scope,
-        count,
-        bytes: scope.map(|_| count * bytes),
-        cause: cause.to_owned(),
-        kernel_path: kernel_path.to_owned(),
+    let src = |api, context, scope: Option<TlbScope>, count: u64, cause: &str, kernel_path: &str| {
+        SecondaryTlbSource::exact(api, context, scope, count, count * bytes, cause, kernel_path)
     };
     SecondaryTlbTruth {
         sources: vec![

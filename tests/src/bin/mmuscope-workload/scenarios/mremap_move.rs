@@ -140,15 +140,8 @@ fn move_range(from: u64, to: u64, len: usize) -> std::io::Result<()> {
 /// Per generation, context and scope, for `n` moves (see the module docs).
 fn secondary_tlb(n: u64, below: u64, moved: u64) -> SecondaryTlbTruth {
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
-    let src = |api, context, scope, count: u64, bytes: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
-        count_max: None,
-        api,
-        context,
-        scope: Some(scope),
-        count,
-        bytes: Some(bytes),
-        cause: cause.to_owned(),
-        kernel_path: kernel_path.to_owned(),
+    let src = |api, context, scope, count: u64, bytes: u64, cause: &str, kernel_path: &str| {
+        SecondaryTlbSource::exact(api, context, Some(scope), count, bytes, cause, kernel_path)
     };
     SecondaryTlbTruth {
         sources: vec![

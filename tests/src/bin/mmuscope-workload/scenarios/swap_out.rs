@@ -211,15 +211,8 @@ pub fn doubles(pages: u64, page: u64, vmas: u64) -> DoubleNotificationTruth {
 /// generation and context. `one_cpu`: the kernel has one possible CPU, so 6.6+ reclaim flushes each page directly (a
 /// 4 KiB range) and defers none.
 pub fn secondary_tlb(pages: u64, page: u64, one_cpu: bool, vmas: u64) -> SecondaryTlbTruth {
-    let range = |api, context, count: u64, bytes: u64, cause: &str, kernel_path: &str| SecondaryTlbSource {
-        count_max: None,
-        api,
-        context,
-        scope: Some(TlbScope::Range),
-        count,
-        bytes: Some(bytes),
-        cause: cause.to_owned(),
-        kernel_path: kernel_path.to_owned(),
+    let range = |api, context, count: u64, bytes: u64, cause: &str, kernel_path: &str| {
+        SecondaryTlbSource::exact(api, context, Some(TlbScope::Range), count, bytes, cause, kernel_path)
     };
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
     let flush = "6.12 try_to_unmap_one → ptep_clear_flush → flush_tlb_page → flush_tlb_mm_range(mm, addr, addr+4K) \

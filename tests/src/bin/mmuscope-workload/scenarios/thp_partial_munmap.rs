@@ -133,15 +133,8 @@ fn exercise(thps: &mut [AnonRegion]) -> std::io::Result<()> {
 /// Per generation and context, for `n` half-unmapped THPs (see the module docs).
 fn secondary_tlb(n: u64) -> SecondaryTlbTruth {
     use SecondaryTlbApi::{ArchInvalidateSecondaryTlbs as New, InvalidateRange as Old};
-    let src = |api, context, scope: Option<TlbScope>, cause: &str, kernel_path: &str| SecondaryTlbSource {
-        count_max: None,
-        api,
-        context,
-        scope,
-        count: n,
-        bytes: (scope == Some(TlbScope::Range)).then_some(n * HALF as u64),
-        cause: cause.to_owned(),
-        kernel_path: kernel_path.to_owned(),
+    let src = |api, context, scope: Option<TlbScope>, cause: &str, kernel_path: &str| {
+        SecondaryTlbSource::exact(api, context, scope, n, n * HALF as u64, cause, kernel_path)
     };
     SecondaryTlbTruth {
         sources: vec![
