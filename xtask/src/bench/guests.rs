@@ -1,10 +1,16 @@
 //! `guests`: the madvise loop (a KVM notifier: something to see) and the `unrelated` loops (nothing to see) in QEMU
 //! guests (Debian 6.1 and 6.12, TCG, one vCPU) with the agent in fentry and kprobe mode, as ratios only: TCG's
 //! absolute times mean nothing. One boot per kernel × mode; inside it each round runs every loop without the agent,
-//! with it, and without it again, and a loop's ratio in the round is the middle run over the mean of the two outer
-//! ones, in the process's CPU time (the agent's own threads share the one vCPU). No floor and no bpftrace here (the
-//! guest has neither), so these are slowdowns.
-
+//! with it, and without it again, then the [`KSM_COW_LOOPS`] with the agent run with `--probes.ksm-cow` and without
+//! it again; a loop's ratio in the round is each agent run over the mean of the runs without it on either side, in
+//! the process's CPU time (the agent's own threads share the one vCPU). No floor and no bpftrace here (the guest has
+//! neither), so these are slowdowns.
+//!
+//! TCG's wall-clock ratios are noisy, so the `ksm_cow` family's price is also counted: after the rounds, one agent
+//! with `--probes.ksm-cow --bpf.run-stats` and the `cow` loop run with N and 2N faults, its `ksm_cow` programs'
+//! `mmuscope_bpf_program_runs_total` and `_run_seconds_total` scraped around each, and differenced (what every run
+//! does once, the shell's own forks included, drops out): runs per copy-on-write fault and ns per run, against the
+//! fault's own CPU time in the runs without the agent.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +24,12 @@ use crate::vm::{self, GuestOptions, initramfs::GuestFile};
 
 const KERNELS: [&str; 2] = ["6.1", "6.12"];
 const MODES: [&str; 2] = ["fentry", "kprobe"];
+/// The loops also run with `--probes.ksm-cow`: the copy-on-write fault it hooks, and an anonymous fault it does not.
+const KSM_COW_LOOPS: [&str; 2] = ["cow", "fault"];
+/// The variant names in the guest's `BENCH` lines.
+const NONE: &str = "none";
+const AGENT: &str = "mmuscope";
+const KSM_COW: &str = "ksmcow";
 
 /// One loop as the guest runs it, with counts sized for TCG (tens to hundreds of times slower than the host) so that
 /// a whole `guests` run stays within about ten minutes.
@@ -54,7 +66,8 @@ pub fn run(b: &Bench) -> Result<Report> {
     ];
     let kernels: &[&str] = if b.quick { &KERNELS[..1] } else { &KERNELS };
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let (mut madvise_rows, mut unrelated_rows) = (Vec::new(), Vec::new());
+    let (mut madvise_rows, mut unrelated_rows, mut ksm_rows, mut price_rows) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for k in kernels {
         let kernel = vm::kernel(b.ws, &k.parse()?)?;
         for mode in MODES {
@@ -74,7 +87,8 @@ pub fn run(b: &Bench) -> Result<Report> {
             let release = &kernel.meta.release;
             let mut cells = vec![release.clone(), mode.into()];
             for l in &loops {
-                let r = ratios.get(l.name).with_context(|| format!("{k} × {mode}: no runs of {}", l.name))?;
+                let key = (l.name.to_owned(), AGENT.to_owned());
+                let r = ratios.get(&key).with_context(|| format!("{k} × {mode}: no runs of {}", l.name))?;
                 b.say(format!("{release} × {mode}, {}: ratios {r:.3?}", l.name));
                 let key = format!("{k}_{mode}_{}", l.name);
                 raw.insert(key.clone(), r.clone());
@@ -87,6 +101,39 @@ pub fn run(b: &Bench) -> Result<Report> {
                 }
             }
             unrelated_rows.push(cells);
+            for name in KSM_COW_LOOPS {
+                let key = (name.to_owned(), KSM_COW.to_owned());
+                let r = ratios.get(&key).with_context(|| format!("{k} × {mode}: no {KSM_COW} runs of {name}"))?;
+                b.say(format!("{release} × {mode}, {name} with --probes.ksm-cow: ratios {r:.3?}"));
+                let with = format!("{k}_{mode}_{name}_{KSM_COW}");
+                raw.insert(with.clone(), r.clone());
+                let without = b.stats(&raw, &format!("{k}_{mode}_{name}"))?.show(3);
+                ksm_rows.push(vec![release.clone(), mode.into(), name.into(), without, b.stats(&raw, &with)?.show(3)]);
+            }
+            let cow_ns = cpu_ns(&done.output, "cow", NONE)?;
+            let cow_key = format!("{k}_{mode}_cow_{NONE}_cpu_ns");
+            raw.insert(cow_key.clone(), cow_ns);
+            let fault_ns = b.stats(&raw, &cow_key)?.median;
+            let priced = price(&done.output).with_context(|| format!("{k} × {mode}: the run-statistics pass"))?;
+            for p in priced {
+                let per_fault = p.runs_per_fault * p.ns_per_run;
+                b.say(format!(
+                    "{release} × {mode}: {} {:.3} runs per COW fault, {:.0} ns per run; fault {fault_ns:.0} ns",
+                    p.program, p.runs_per_fault, p.ns_per_run
+                ));
+                raw.insert(format!("{k}_{mode}_{}_runs_per_fault", p.program), vec![p.runs_per_fault]);
+                raw.insert(format!("{k}_{mode}_{}_ns_per_run", p.program), vec![p.ns_per_run]);
+                price_rows.push(vec![
+                    release.clone(),
+                    mode.into(),
+                    p.program,
+                    format!("{:.3}", p.runs_per_fault),
+                    format!("{:.0}", p.ns_per_run),
+                    format!("{per_fault:.0}"),
+                    format!("{fault_ns:.0}"),
+                    format!("{:.1}", per_fault / fault_ns * 100.0),
+                ]);
+            }
         }
     }
     let (madvise, unrelated) = loops.split_first().context("no loops")?;
@@ -111,6 +158,37 @@ pub fn run(b: &Bench) -> Result<Report> {
             columns,
             rows: unrelated_rows,
         },
+        Table {
+            title: "The agent with / without `--probes.ksm-cow` (the `ksm_cow` family, off by default), CPU time per \
+                    round (TCG)"
+                .into(),
+            columns: ["kernel", "mode", "loop", "agent / none", "agent --probes.ksm-cow / none"]
+                .map(String::from)
+                .to_vec(),
+            rows: ksm_rows,
+        },
+        Table {
+            title: format!(
+                "The `ksm_cow` programs per copy-on-write fault (`--bpf.run-stats`, cow runs of {0} and {1} faults, \
+                 differenced; TCG inflates both the programs' and the fault's time; kprobe mode's trampolines are not \
+                 in a program's run time)",
+                cow_iterations(&loops),
+                2 * cow_iterations(&loops)
+            ),
+            columns: [
+                "kernel",
+                "mode",
+                "program",
+                "runs per COW fault",
+                "ns/run",
+                "ns per fault",
+                "COW fault CPU ns (no agent, median)",
+                "share of the fault %",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: price_rows,
+        },
     ];
     Ok(b.report("guests", "Probe cost in QEMU guests (fentry, kprobe): ratios", tables, vec![], raw))
 }
@@ -118,13 +196,22 @@ pub fn run(b: &Bench) -> Result<Report> {
 /// The guest's command: `runs` rounds of none / agent / none, each running every loop once and printing
 /// `BENCH <variant> <loop> <json>` per run.
 fn script(mode: &str, loops: &[GuestLoop], runs: usize) -> String {
-    let all: String = loops.iter().map(|l| format!("  echo \"BENCH $1 {} $({})\"\n", l.name, l.command())).collect();
+    let bench = |l: &GuestLoop| format!("  echo \"BENCH $1 {} $({})\"\n", l.name, l.command());
+    let all: String = loops.iter().map(bench).collect();
+    let ksm: String = loops.iter().filter(|l| KSM_COW_LOOPS.contains(&l.name)).map(bench).collect();
+    let cow = |n: u64| format!("/bin/mmuscope-workload bench-unrelated --loop cow --iterations {n}");
+    let (cow1, cow2) = (cow(cow_iterations(loops)), cow(2 * cow_iterations(loops)));
     format!(
         r#"set -e
 all() {{
 {all}}}
+ksm() {{
+{ksm}}}
+stats() {{
+  echo "STATS $1 $(wget -q -O - http://127.0.0.1:9476/metrics | grep '^mmuscope_bpf_program_run' | grep ksm_cow | tr '\n' ' ')"
+}}
 start() {{
-  /bin/mmuscope run --mode {mode} --web.listen-address 127.0.0.1:9476 >/tmp/agent.log 2>&1 &
+  /bin/mmuscope run --mode {mode} "$@" --web.listen-address 127.0.0.1:9476 >/tmp/agent.log 2>&1 &
   AGENT=$!; n=0
   until wget -q -O /dev/null http://127.0.0.1:9476/readyz 2>/dev/null; do
     n=$((n+1)); if [ $n -gt 1200 ] || ! kill -0 $AGENT 2>/dev/null; then cat /tmp/agent.log; exit 3; fi; sleep 0.5
@@ -133,14 +220,24 @@ start() {{
 stop() {{ kill $AGENT; wait $AGENT || true; sleep 1; }}
 r=0
 while [ $r -lt {runs} ]; do
-  all none; start; all mmuscope; stop; all none; r=$((r+1))
+  all {NONE}; start; all {AGENT}; stop; all {NONE}
+  start --probes.ksm-cow; ksm {KSM_COW}; stop; ksm {NONE}; r=$((r+1))
 done
+start --probes.ksm-cow --bpf.run-stats
+stats 0; echo "COUNT 1 $({cow1})"
+stats 1; echo "COUNT 2 $({cow2})"
+stats 2; stop
 "#
     )
 }
 
-/// Per loop and round: the agent run over the mean of the runs before and after it (CPU time).
-fn ratios(output: &str) -> Result<BTreeMap<String, Vec<f64>>> {
+/// The `cow` loop's faults per run.
+fn cow_iterations(loops: &[GuestLoop]) -> u64 {
+    loops.iter().find(|l| l.name == "cow").map_or(0, |l| l.iterations)
+}
+
+/// Each loop's runs in order: (variant, CPU ns per operation).
+fn runs(output: &str) -> Result<BTreeMap<String, Vec<(String, f64)>>> {
     let mut runs: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
     for l in output.lines().filter_map(|l| l.trim().strip_prefix("BENCH ")) {
         let mut parts = l.splitn(3, ' ');
@@ -154,19 +251,94 @@ fn ratios(output: &str) -> Result<BTreeMap<String, Vec<f64>>> {
     if runs.is_empty() {
         bail!("no BENCH lines");
     }
-    runs.into_iter()
-        .map(|(name, r)| {
-            if !r.len().is_multiple_of(3)
-                || r.chunks(3).any(|c| (&*c[0].0, &*c[1].0, &*c[2].0) != ("none", "mmuscope", "none"))
-            {
-                bail!(
-                    "{name}: expected rounds of none, mmuscope, none; got {:?}",
-                    r.iter().map(|x| &x.0).collect::<Vec<_>>()
-                );
+    Ok(runs)
+}
+
+/// Per loop and agent variant, one ratio per agent run: the run over the mean of the runs without the agent right
+/// before and after it (CPU time).
+fn ratios(output: &str) -> Result<BTreeMap<(String, String), Vec<f64>>> {
+    let mut ratios: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for (name, r) in runs(output)? {
+        let seq = || r.iter().map(|x| &x.0).collect::<Vec<_>>();
+        if r.first().is_none_or(|f| f.0 != NONE) || r.last().is_none_or(|f| f.0 != NONE) {
+            bail!("{name}: expected agent runs between runs without it; got {:?}", seq());
+        }
+        for w in r.windows(3).filter(|w| w[1].0 != NONE) {
+            if w[0].0 != NONE || w[2].0 != NONE {
+                bail!("{name}: expected agent runs between runs without it; got {:?}", seq());
             }
-            Ok((name, r.chunks(3).map(|c| c[1].1 / ((c[0].1 + c[2].1) / 2.0)).collect()))
-        })
-        .collect()
+            ratios.entry((name.clone(), w[1].0.clone())).or_default().push(w[1].1 / ((w[0].1 + w[2].1) / 2.0));
+        }
+    }
+    Ok(ratios)
+}
+
+/// The CPU ns per operation of every `variant` run of loop `name`.
+fn cpu_ns(output: &str, name: &str, variant: &str) -> Result<Vec<f64>> {
+    let r = runs(output)?.remove(name).with_context(|| format!("no runs of {name}"))?;
+    Ok(r.into_iter().filter(|x| x.0 == variant).map(|x| x.1).collect())
+}
+
+/// One `ksm_cow` program's runs per copy-on-write fault of the `cow` loop.
+#[derive(Debug, PartialEq)]
+struct Priced {
+    program: String,
+    runs_per_fault: f64,
+    ns_per_run: f64,
+}
+
+/// From the guest's `STATS i` scrapes (around `COUNT 1`, the cow loop with N faults, and `COUNT 2`, with 2N): each
+/// program's runs and run time in the second run minus those in the first, over the faults it did more.
+fn price(output: &str) -> Result<Vec<Priced>> {
+    let line = |prefix: &str| {
+        output.lines().find_map(|l| l.trim().strip_prefix(prefix)).with_context(|| format!("no {prefix:?} line"))
+    };
+    // (program → (runs, seconds)) of one scrape.
+    let scrape = |i: u32| -> Result<BTreeMap<String, (f64, f64)>> {
+        let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let toks: Vec<&str> = line(&format!("STATS {i}"))?.split_whitespace().collect();
+        for pair in toks.chunks(2) {
+            let [series, value] = pair else { bail!("odd scrape {toks:?}") };
+            let (metric, labels) = series.split_once('{').with_context(|| format!("no labels in {series}"))?;
+            let program = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("program=\""))
+                .and_then(|p| p.split('"').next())
+                .with_context(|| format!("no program in {series}"))?;
+            let v: f64 = value.parse().with_context(|| format!("value {value}"))?;
+            let e = m.entry(program.to_owned()).or_default();
+            match metric {
+                "mmuscope_bpf_program_runs_total" => e.0 = v,
+                "mmuscope_bpf_program_run_seconds_total" => e.1 = v,
+                _ => {}
+            }
+        }
+        Ok(m)
+    };
+    let ops = |i: u32| -> Result<f64> {
+        let v: serde_json::Value = serde_json::from_str(line(&format!("COUNT {i}"))?.trim())?;
+        let n = v["iterations"].as_u64().context("no iterations")?;
+        let w = v["warmup"].as_u64().context("no warmup")?;
+        Ok((n + w) as f64)
+    };
+    let (s0, s1, s2) = (scrape(0)?, scrape(1)?, scrape(2)?);
+    let faults = ops(2)? - ops(1)?;
+    if s2.is_empty() {
+        bail!("no ksm_cow program statistics (is the family attached, --bpf.run-stats on?)");
+    }
+    let mut out = Vec::new();
+    for (program, (r2, t2)) in &s2 {
+        let get = |s: &BTreeMap<String, (f64, f64)>| s.get(program).copied().unwrap_or_default();
+        let ((r0, t0), (r1, t1)) = (get(&s0), get(&s1));
+        let runs = (r2 - r1) - (r1 - r0);
+        let secs = (t2 - t1) - (t1 - t0);
+        out.push(Priced {
+            program: program.clone(),
+            runs_per_fault: runs / faults,
+            ns_per_run: if runs > 0.0 { secs * 1e9 / runs } else { 0.0 },
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -182,8 +354,32 @@ mod tests {
             + &line("none", "fork", 140.0)
             + &line("none", "syscall", 10.0);
         let r = super::ratios(&out).unwrap();
-        assert_eq!((r["fork"].clone(), r["syscall"].clone()), (vec![1.0], vec![1.0]));
+        let k = |l: &str| (l.to_owned(), "mmuscope".to_owned());
+        assert_eq!((r[&k("fork")].clone(), r[&k("syscall")].clone()), (vec![1.0], vec![1.0]));
+        let more = out + &line("ksmcow", "fork", 280.0) + &line("none", "fork", 140.0);
+        assert_eq!(super::ratios(&more).unwrap()[&("fork".into(), "ksmcow".into())], vec![2.0]);
         assert!(super::ratios("nothing").is_err());
         assert!(super::ratios(&line("mmuscope", "fork", 1.0).repeat(3)).is_err());
+    }
+
+    #[test]
+    fn run_statistics_become_runs_per_fault() {
+        let stats = |i: u32, runs: u64, secs: f64| {
+            format!(
+                "STATS {i} mmuscope_bpf_program_run_seconds_total{{program=\"cause_ksm_cow_fentry\"}} {secs} \
+                 mmuscope_bpf_program_runs_total{{program=\"cause_ksm_cow_fentry\"}} {runs} \n"
+            )
+        };
+        // 110 then 210 faults (warm-up included), plus 5 runs per run from elsewhere.
+        let out = stats(0, 1000, 1.0)
+            + "COUNT 1 {\"iterations\":100,\"warmup\":10}\n"
+            + &stats(1, 1115, 1.0 + 115e-6)
+            + "COUNT 2 {\"iterations\":200,\"warmup\":10}\n"
+            + &stats(2, 1330, 1.0 + 330e-6);
+        let p = super::price(&out).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].program, "cause_ksm_cow_fentry");
+        assert!((p[0].runs_per_fault - 1.0).abs() < 1e-9 && (p[0].ns_per_run - 1000.0).abs() < 1e-3, "{p:?}");
+        assert!(super::price("COUNT 1 {}").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! `unrelated`: what the agent costs processes it has nothing to report about (issue 21: pay only where there is
 //! something to see). The workload's `bench-unrelated` loops — a system call, an anonymous fault, a fork of 256 MiB,
-//! an mmap/munmap — run in a process with no notifier and no pinned page, pinned to one CPU, without the agent and
+//! an mmap/munmap, a copy-on-write fault — run in a process with no notifier and no pinned page, pinned to one CPU, without the agent and
 //! with it (`mmuscope run --mode tracepoint` on the other CPU). Each round runs both variants in a rotated order plus
 //! a closing `none`, every loop in each; a loop's slowdown is the agent's run over the mean of the round's two `none`
 //! runs, and the two `none` runs against each other show the noise the slowdown has to stand out of.
@@ -30,7 +30,7 @@ pub struct Loop {
     unit: (&'static str, f64),
 }
 
-pub const LOOPS: [Loop; 4] = [
+pub const LOOPS: [Loop; 5] = [
     Loop {
         name: "syscall",
         what: "getppid()",
@@ -58,6 +58,14 @@ pub const LOOPS: [Loop; 4] = [
     Loop {
         name: "mmap",
         what: "mmap + write + munmap, one page",
+        iterations: 300_000,
+        quick: 2_000,
+        guest: 5_000,
+        unit: ("ns", 1.0),
+    },
+    Loop {
+        name: "cow",
+        what: "write to a page shared copy-on-write with a child (forks untimed)",
         iterations: 300_000,
         quick: 2_000,
         guest: 5_000,

@@ -106,6 +106,8 @@ pub enum UnrelatedLoop {
     Fork,
     /// mmap one anonymous page, write it, munmap it.
     Mmap,
+    /// One byte written to a page shared copy-on-write with a forked child (a copy-on-write fault).
+    Cow,
 }
 
 #[derive(Debug, Args)]

@@ -10,21 +10,27 @@
 //!   from the call to its return; the child `_exit`s at once and is reaped outside the timed part;
 //! * `mmap`: `mmap` one private anonymous page, write it, `munmap` it: a fault with a page allocation, then a zap and
 //!   a free, per round.
+//! * `cow`: one byte written to a page this process shares copy-on-write with a child: a write-protect fault that
+//!   copies the page (`wp_page_copy`). The process holds [`COW_PAGES`] written pages and forks a child that only
+//!   waits (untimed); the writes to each page are timed; then the child is killed and reaped and the next child forked
+//!   (untimed), until N pages were written. No notifier, no pin.
 
 use std::io;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::{Elapsed, Stopwatch, fork::time_one_fork};
 use crate::cli::{BenchUnrelatedArgs, UnrelatedLoop};
 use crate::region::{AnonRegion, Thp, page_size};
-use crate::sys::ensure_single_threaded;
+use crate::sys::{ensure_single_threaded, errno_name};
 use crate::thp::PMD_BYTES;
 
 /// The memory the `fork` loop's process holds.
 const FORK_BYTES: usize = 256 << 20;
 /// Untimed forks before the timed ones.
 const FORK_WARMUP: u64 = 1;
+/// The pages the `cow` loop's process shares with each child (1 MiB).
+const COW_PAGES: usize = 256;
 
 pub fn run(args: &BenchUnrelatedArgs) -> Result<serde_json::Value> {
     let n = args.iterations;
@@ -33,6 +39,7 @@ pub fn run(args: &BenchUnrelatedArgs) -> Result<serde_json::Value> {
         UnrelatedLoop::Fault => ("fault", fault_loop(n)),
         UnrelatedLoop::Fork => ("fork", fork_loop(n)),
         UnrelatedLoop::Mmap => ("mmap", mmap_loop(n)),
+        UnrelatedLoop::Cow => ("cow", cow_loop(n)),
     };
     let mut v = super::per_op("unrelated", n, t.with_context(|| format!("the {name} loop"))?);
     v["loop"] = name.into();
@@ -111,3 +118,62 @@ fn mmap_round(len: usize) -> io::Result<()> {
 }
 
 const PRIVATE_ANON: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+
+/// `warmup(faults)` copy-on-write faults untimed, then `faults` timed, in batches of up to [`COW_PAGES`] per child.
+fn cow_loop(faults: u64) -> Result<Elapsed> {
+    let region =
+        AnonRegion::map_isolated(COW_PAGES * page_size()?, PMD_BYTES, Thp::Never).context("mapping the region")?;
+    region.touch_all();
+    ensure_single_threaded()?;
+    cow_faults(&region, warmup(faults))?;
+    cow_faults(&region, faults)
+}
+
+/// `faults` writes, each to a page shared with a live child; only the writes are timed.
+fn cow_faults(region: &AnonRegion, faults: u64) -> Result<Elapsed> {
+    let mut total = Elapsed::default();
+    let mut left = faults;
+    while left > 0 {
+        let batch = left.min(COW_PAGES as u64);
+        let child = WaitingChild::fork()?;
+        let clock = Stopwatch::start();
+        for i in 0..batch as usize {
+            region.touch(i);
+        }
+        total += clock.elapsed();
+        child.reap()?;
+        left -= batch;
+    }
+    Ok(total)
+}
+
+/// A forked child that only waits for its `SIGKILL`, keeping the parent's pages shared copy-on-write.
+struct WaitingChild(libc::pid_t);
+
+impl WaitingChild {
+    fn fork() -> Result<Self> {
+        // SAFETY: single-threaded (checked by the caller); the child only calls `pause`, async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            loop {
+                // SAFETY: waits for a signal; SIGKILL ends the child.
+                unsafe { libc::pause() };
+            }
+        }
+        if pid < 0 {
+            bail!("fork: {}", errno_name(&io::Error::last_os_error()));
+        }
+        Ok(Self(pid))
+    }
+
+    fn reap(self) -> Result<()> {
+        let mut status = 0;
+        // SAFETY: signals and waits for our own child.
+        if unsafe { libc::kill(self.0, libc::SIGKILL) } != 0
+            || unsafe { libc::waitpid(self.0, &mut status, 0) } != self.0
+        {
+            bail!("ending child {}: {}", self.0, errno_name(&io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
