@@ -81,13 +81,22 @@ impl Host<'_> {
                             a["status"] == "unavailable"
                                 && a["reason"].as_str().is_some_and(|r| r.contains("is not a function in BTF"))
                         });
+                    // A family off by default (every alternative `off`, e.g. `ksm_cow` without `--probes.ksm-cow`)
+                    // is not attached as installed, by design.
+                    let off = !alts.is_empty() && alts.iter().all(|a| a["status"] == "off");
                     lines.push(format!(
                         "{name}: NOT ATTACHED{} — {}",
-                        if not_in_kernel { " (this kernel has no such function)" } else { "" },
+                        if not_in_kernel {
+                            " (this kernel has no such function)"
+                        } else if off {
+                            " (off by default)"
+                        } else {
+                            ""
+                        },
                         why.join("; ")
                     ));
                     let documented = !has_fentry && !callbacks && why.iter().any(|w| w.contains("perf_event_paranoid"));
-                    if !documented && !not_in_kernel {
+                    if !documented && !not_in_kernel && !off {
                         self.report.problem(format!("{name} not attached ({when}): {}", why.join("; ")));
                     }
                 }
