@@ -6,11 +6,13 @@
 //! the process's CPU time (the agent's own threads share the one vCPU). No floor and no bpftrace here (the guest has
 //! neither), so these are slowdowns.
 //!
-//! TCG's wall-clock ratios are noisy, so the `ksm_cow` family's price is also counted: after the rounds, one agent
-//! with `--probes.ksm-cow --bpf.run-stats` and the `cow` loop run with N and 2N faults, its `ksm_cow` programs'
-//! `mmuscope_bpf_program_runs_total` and `_run_seconds_total` scraped around each, and differenced (what every run
-//! does once, the shell's own forks included, drops out): runs per copy-on-write fault and ns per run, against the
-//! fault's own CPU time in the runs without the agent.
+//! TCG's wall-clock ratios are noisy (a loop no program of the agent hooks moves by tens of percent), so what the
+//! agent makes each loop run is also counted: after the rounds, one agent with `--bpf.run-stats` (plain, and with
+//! `--probes.ksm-cow` for the `cow` loop) and each loop run with N and 2N operations, every program's
+//! `mmuscope_bpf_program_runs_total` and `_run_seconds_total` scraped around each and differenced (what every run
+//! does once, the shell's own forks included, drops out): program runs per operation and ns per run. For the
+//! unrelated loops the answer should be no program at all; for the `cow` loop it prices the `ksm_cow` family
+//! against the fault's own CPU time in the runs without the agent.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,8 +68,8 @@ pub fn run(b: &Bench) -> Result<Report> {
     ];
     let kernels: &[&str] = if b.quick { &KERNELS[..1] } else { &KERNELS };
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let (mut madvise_rows, mut unrelated_rows, mut ksm_rows, mut price_rows) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut madvise_rows, mut unrelated_rows, mut ksm_rows, mut price_rows, mut per_op_rows) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for k in kernels {
         let kernel = vm::kernel(b.ws, &k.parse()?)?;
         for mode in MODES {
@@ -114,25 +116,38 @@ pub fn run(b: &Bench) -> Result<Report> {
             let cow_key = format!("{k}_{mode}_cow_{NONE}_cpu_ns");
             raw.insert(cow_key.clone(), cow_ns);
             let fault_ns = b.stats(&raw, &cow_key)?.median;
-            let priced = price(&done.output).with_context(|| format!("{k} × {mode}: the run-statistics pass"))?;
-            for p in priced {
-                let per_fault = p.runs_per_fault * p.ns_per_run;
+            let priced = per_op(&done.output, KSM_COW)
+                .with_context(|| format!("{k} × {mode}: the run-statistics pass of --probes.ksm-cow"))?;
+            if !priced.iter().any(|p| p.program.contains("ksm_cow")) {
+                bail!("{k} × {mode}: no ksm_cow program ran (is the family attached with --probes.ksm-cow?)");
+            }
+            for p in priced.into_iter().filter(|p| p.program.contains("ksm_cow")) {
+                let per_fault = p.runs_per_op * p.ns_per_run;
                 b.say(format!(
                     "{release} × {mode}: {} {:.3} runs per COW fault, {:.0} ns per run; fault {fault_ns:.0} ns",
-                    p.program, p.runs_per_fault, p.ns_per_run
+                    p.program, p.runs_per_op, p.ns_per_run
                 ));
-                raw.insert(format!("{k}_{mode}_{}_runs_per_fault", p.program), vec![p.runs_per_fault]);
+                raw.insert(format!("{k}_{mode}_{}_runs_per_fault", p.program), vec![p.runs_per_op]);
                 raw.insert(format!("{k}_{mode}_{}_ns_per_run", p.program), vec![p.ns_per_run]);
                 price_rows.push(vec![
                     release.clone(),
                     mode.into(),
                     p.program,
-                    format!("{:.3}", p.runs_per_fault),
+                    format!("{:.3}", p.runs_per_op),
                     format!("{:.0}", p.ns_per_run),
                     format!("{per_fault:.0}"),
                     format!("{fault_ns:.0}"),
                     format!("{:.1}", per_fault / fault_ns * 100.0),
                 ]);
+            }
+            for l in loops.iter().filter(|l| l.name != "madvise") {
+                let ran = per_op(&done.output, l.name)
+                    .with_context(|| format!("{k} × {mode}: the run-statistics pass of {}", l.name))?;
+                b.say(format!("{release} × {mode}, {}: agent programs per operation {ran:?}", l.name));
+                for p in &ran {
+                    raw.insert(format!("{k}_{mode}_{}_{}_runs_per_op", l.name, p.program), vec![p.runs_per_op]);
+                }
+                per_op_rows.push(per_op_row(release, mode, l.name, &ran));
             }
         }
     }
@@ -157,6 +172,15 @@ pub fn run(b: &Bench) -> Result<Report> {
             ),
             columns,
             rows: unrelated_rows,
+        },
+        Table {
+            title: "The agent's programs per operation of each loop (`--bpf.run-stats`, runs of N and 2N operations \
+                    differenced, N as above; programs with no run left out)"
+                .into(),
+            columns: ["kernel", "mode", "loop", "programs run per operation", "ns per operation"]
+                .map(String::from)
+                .to_vec(),
+            rows: per_op_rows,
         },
         Table {
             title: "The agent with / without `--probes.ksm-cow` (the `ksm_cow` family, off by default), CPU time per \
@@ -194,13 +218,15 @@ pub fn run(b: &Bench) -> Result<Report> {
 }
 
 /// The guest's command: `runs` rounds of none / agent / none, each running every loop once and printing
-/// `BENCH <variant> <loop> <json>` per run.
+/// `BENCH <variant> <loop> <json>` per run; then the run-statistics passes (`STATS <tag> <i>` scrapes around
+/// `COUNT <tag> <i>` runs of N and 2N operations, see [`per_op`]).
 fn script(mode: &str, loops: &[GuestLoop], runs: usize) -> String {
     let bench = |l: &GuestLoop| format!("  echo \"BENCH $1 {} $({})\"\n", l.name, l.command());
     let all: String = loops.iter().map(bench).collect();
     let ksm: String = loops.iter().filter(|l| KSM_COW_LOOPS.contains(&l.name)).map(bench).collect();
-    let cow = |n: u64| format!("/bin/mmuscope-workload bench-unrelated --loop cow --iterations {n}");
-    let (cow1, cow2) = (cow(cow_iterations(loops)), cow(2 * cow_iterations(loops)));
+    let twice = |tag: &str, l: &GuestLoop| format!("twice {tag} {} {}\n", l.name, l.iterations);
+    let cow = loops.iter().find(|l| l.name == "cow").map(|l| twice(KSM_COW, l)).unwrap_or_default();
+    let unrelated: String = loops.iter().filter(|l| l.name != "madvise").map(|l| twice(l.name, l)).collect();
     format!(
         r#"set -e
 all() {{
@@ -208,7 +234,12 @@ all() {{
 ksm() {{
 {ksm}}}
 stats() {{
-  echo "STATS $1 $(wget -q -O - http://127.0.0.1:9476/metrics | grep '^mmuscope_bpf_program_run' | grep ksm_cow | tr '\n' ' ')"
+  echo "STATS $1 $2 $(wget -q -O - http://127.0.0.1:9476/metrics | grep '^mmuscope_bpf_program_run' | tr '\n' ' ')"
+}}
+twice() {{
+  stats $1 0; echo "COUNT $1 1 $(/bin/mmuscope-workload bench-unrelated --loop $2 --iterations $3)"
+  stats $1 1; echo "COUNT $1 2 $(/bin/mmuscope-workload bench-unrelated --loop $2 --iterations $(($3 * 2)))"
+  stats $1 2
 }}
 start() {{
   /bin/mmuscope run --mode {mode} "$@" --web.listen-address 127.0.0.1:9476 >/tmp/agent.log 2>&1 &
@@ -224,9 +255,9 @@ while [ $r -lt {runs} ]; do
   start --probes.ksm-cow; ksm {KSM_COW}; stop; ksm {NONE}; r=$((r+1))
 done
 start --probes.ksm-cow --bpf.run-stats
-stats 0; echo "COUNT 1 $({cow1})"
-stats 1; echo "COUNT 2 $({cow2})"
-stats 2; stop
+{cow}stop
+start --bpf.run-stats
+{unrelated}stop
 "#
     )
 }
@@ -279,24 +310,29 @@ fn cpu_ns(output: &str, name: &str, variant: &str) -> Result<Vec<f64>> {
     Ok(r.into_iter().filter(|x| x.0 == variant).map(|x| x.1).collect())
 }
 
-/// One `ksm_cow` program's runs per copy-on-write fault of the `cow` loop.
+/// One program's runs per operation of a loop.
 #[derive(Debug, PartialEq)]
 struct Priced {
     program: String,
-    runs_per_fault: f64,
+    runs_per_op: f64,
     ns_per_run: f64,
 }
 
-/// From the guest's `STATS i` scrapes (around `COUNT 1`, the cow loop with N faults, and `COUNT 2`, with 2N): each
-/// program's runs and run time in the second run minus those in the first, over the faults it did more.
-fn price(output: &str) -> Result<Vec<Priced>> {
+/// From the guest's `STATS <tag> i` scrapes (around `COUNT <tag> 1`, a loop with N operations, and `COUNT <tag> 2`,
+/// with 2N): each program's runs and run time in the second run minus those in the first, over the operations it did
+/// more. Programs that ran no more in the second run than in the first are left out.
+fn per_op(output: &str, tag: &str) -> Result<Vec<Priced>> {
     let line = |prefix: &str| {
         output.lines().find_map(|l| l.trim().strip_prefix(prefix)).with_context(|| format!("no {prefix:?} line"))
     };
     // (program → (runs, seconds)) of one scrape.
     let scrape = |i: u32| -> Result<BTreeMap<String, (f64, f64)>> {
         let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-        let toks: Vec<&str> = line(&format!("STATS {i}"))?.split_whitespace().collect();
+        let prefix = format!("STATS {tag} {i}");
+        let toks: Vec<&str> = line(&prefix)?.split_whitespace().collect();
+        if toks.is_empty() {
+            bail!("{prefix}: no program statistics (is --bpf.run-stats on?)");
+        }
         for pair in toks.chunks(2) {
             let [series, value] = pair else { bail!("odd scrape {toks:?}") };
             let (metric, labels) = series.split_once('{').with_context(|| format!("no labels in {series}"))?;
@@ -316,15 +352,15 @@ fn price(output: &str) -> Result<Vec<Priced>> {
         Ok(m)
     };
     let ops = |i: u32| -> Result<f64> {
-        let v: serde_json::Value = serde_json::from_str(line(&format!("COUNT {i}"))?.trim())?;
+        let v: serde_json::Value = serde_json::from_str(line(&format!("COUNT {tag} {i}"))?.trim())?;
         let n = v["iterations"].as_u64().context("no iterations")?;
         let w = v["warmup"].as_u64().context("no warmup")?;
         Ok((n + w) as f64)
     };
     let (s0, s1, s2) = (scrape(0)?, scrape(1)?, scrape(2)?);
-    let faults = ops(2)? - ops(1)?;
-    if s2.is_empty() {
-        bail!("no ksm_cow program statistics (is the family attached, --bpf.run-stats on?)");
+    let more = ops(2)? - ops(1)?;
+    if more <= 0.0 {
+        bail!("{tag}: the second run did no more operations than the first");
     }
     let mut out = Vec::new();
     for (program, (r2, t2)) in &s2 {
@@ -332,13 +368,23 @@ fn price(output: &str) -> Result<Vec<Priced>> {
         let ((r0, t0), (r1, t1)) = (get(&s0), get(&s1));
         let runs = (r2 - r1) - (r1 - r0);
         let secs = (t2 - t1) - (t1 - t0);
-        out.push(Priced {
-            program: program.clone(),
-            runs_per_fault: runs / faults,
-            ns_per_run: if runs > 0.0 { secs * 1e9 / runs } else { 0.0 },
-        });
+        if runs > 0.0 {
+            out.push(Priced { program: program.clone(), runs_per_op: runs / more, ns_per_run: secs * 1e9 / runs });
+        }
     }
     Ok(out)
+}
+
+/// A row of the per-operation table: the programs a loop made run (`none` when it made none run).
+fn per_op_row(release: &str, mode: &str, name: &str, ran: &[Priced]) -> Vec<String> {
+    let (programs, ns) = if ran.is_empty() {
+        ("none".to_owned(), "0".to_owned())
+    } else {
+        let programs = ran.iter().map(|p| format!("{} {:.3}", p.program, p.runs_per_op)).collect::<Vec<_>>();
+        let ns: f64 = ran.iter().map(|p| p.runs_per_op * p.ns_per_run).sum();
+        (programs.join(", "), format!("{ns:.0}"))
+    };
+    vec![release.to_owned(), mode.to_owned(), name.to_owned(), programs, ns]
 }
 
 #[cfg(test)]
@@ -363,23 +409,28 @@ mod tests {
     }
 
     #[test]
-    fn run_statistics_become_runs_per_fault() {
-        let stats = |i: u32, runs: u64, secs: f64| {
+    fn run_statistics_become_runs_per_operation() {
+        let stats = |i: u32, runs: u64, secs: f64, other: u64| {
             format!(
-                "STATS {i} mmuscope_bpf_program_run_seconds_total{{program=\"cause_ksm_cow_fentry\"}} {secs} \
-                 mmuscope_bpf_program_runs_total{{program=\"cause_ksm_cow_fentry\"}} {runs} \n"
+                "STATS cow {i} mmuscope_bpf_program_run_seconds_total{{program=\"cause_ksm_cow_fentry\"}} {secs} \
+                 mmuscope_bpf_program_runs_total{{program=\"cause_ksm_cow_fentry\"}} {runs} \
+                 mmuscope_bpf_program_runs_total{{program=\"fork_newtask_fentry\"}} {other} \n"
             )
         };
-        // 110 then 210 faults (warm-up included), plus 5 runs per run from elsewhere.
-        let out = stats(0, 1000, 1.0)
-            + "COUNT 1 {\"iterations\":100,\"warmup\":10}\n"
-            + &stats(1, 1115, 1.0 + 115e-6)
-            + "COUNT 2 {\"iterations\":200,\"warmup\":10}\n"
-            + &stats(2, 1330, 1.0 + 330e-6);
-        let p = super::price(&out).unwrap();
-        assert_eq!(p.len(), 1);
+        // 110 then 210 faults (warm-up included), plus 5 runs per run from elsewhere; the other program runs
+        // once per run (the shell's fork), so it drops out.
+        let out = stats(0, 1000, 1.0, 7)
+            + "COUNT cow 1 {\"iterations\":100,\"warmup\":10}\n"
+            + &stats(1, 1115, 1.0 + 115e-6, 8)
+            + "COUNT cow 2 {\"iterations\":200,\"warmup\":10}\n"
+            + &stats(2, 1330, 1.0 + 330e-6, 9);
+        let p = super::per_op(&out, "cow").unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].program, "cause_ksm_cow_fentry");
-        assert!((p[0].runs_per_fault - 1.0).abs() < 1e-9 && (p[0].ns_per_run - 1000.0).abs() < 1e-3, "{p:?}");
-        assert!(super::price("COUNT 1 {}").is_err());
+        assert!((p[0].runs_per_op - 1.0).abs() < 1e-9 && (p[0].ns_per_run - 1000.0).abs() < 1e-3, "{p:?}");
+        assert_eq!(super::per_op_row("6.1", "fentry", "cow", &p)[3], "cause_ksm_cow_fentry 1.000");
+        assert_eq!(super::per_op_row("6.1", "fentry", "syscall", &[])[3..], ["none", "0"]);
+        assert!(super::per_op(&out, "fault").is_err(), "another tag's lines are not this loop's");
+        assert!(super::per_op("COUNT cow 1 {}", "cow").is_err());
     }
 }
