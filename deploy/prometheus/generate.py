@@ -136,128 +136,151 @@ def groups(c):
             "histogram_quantile(0.99, instance_subscriber:mmuscope_invalidation_duration_seconds_bucket:rate5m)",
         ),
     ]
-    # Recording rules carry the selector in their inputs, so the alerts built on them need none.
+    # Recording rules carry the selector in their inputs, so the alerts built on them need none. In descriptions,
+    # `<for>` is the alert's `for` in words and `<p99>` its latency threshold.
+    def alert(name, expr, for_key, severity, summary, description, p99_key=None):
+        text = description.replace("<for>", words(c[for_key]))
+        if p99_key:
+            text = text.replace("<p99>", duration_text(c[p99_key]))
+        return dict(alert=name, expr=expr, for_=c[for_key], severity=severity, summary=summary, description=text)
+
+    def rate_above(name, record, rate_key, for_key, severity, summary, description):
+        """A per-second rate (a recording rule) above a threshold for a while."""
+        return alert(name, f"{record} > {c[rate_key]}", for_key, severity, summary, description)
+
+    def p99_above(name, what, on, p99_key, rate_key, for_key, summary, description, only=""):
+        """A p99 of brackets above a threshold while there are enough brackets for a p99 to mean something."""
+        level = "instance_" + what
+        expr = (
+            f"{level}:mmuscope_invalidation_duration_seconds:p99_5m{only} > {c[p99_key]} "
+            f"and on ({on}) {level}:mmuscope_invalidations:rate5m > {c[rate_key]}"
+        )
+        return alert(name, expr, for_key, "warning", summary, description, p99_key)
+
+    def map_failing(name, metric, operations, for_key, summary, consequence):
+        """A map operation kept failing in the last ten minutes."""
+        description = operations + " of the kernel map {{ $labels.map }} kept failing for <for>: " + consequence
+        return alert(name, f"increase({m(metric)}[10m]) > 0", for_key, "warning", summary, description)
+
     alerts = [
-        dict(
-            alert="MmuscopeAgentDown",
-            expr=f"up{{{sel}}} == 0",
-            for_=c["agent_down_for"],
-            severity="warning",
-            summary="mmuscope on {{ $labels.instance }} cannot be scraped",
-            description="Prometheus has failed to scrape the mmuscope agent on {{ $labels.instance }} for "
-            + words(c["agent_down_for"])
-            + "; this host's secondary-MMU metrics are missing.",
+        alert(
+            "MmuscopeAgentDown",
+            f"up{{{sel}}} == 0",
+            "agent_down_for",
+            "warning",
+            "mmuscope on {{ $labels.instance }} cannot be scraped",
+            "Prometheus has failed to scrape the mmuscope agent on {{ $labels.instance }} for <for>; this host's "
+            "secondary-MMU metrics are missing.",
         ),
-        dict(
-            alert="MmuscopeProbeNotAttached",
-            expr=f"max by (job, instance, probe) ({m('mmuscope_probe_attached')}) == 0",
-            for_=c["probe_not_attached_for"],
-            severity="info",
-            summary="mmuscope probe family {{ $labels.probe }} is not attached on {{ $labels.instance }}",
-            description="No attach alternative of the {{ $labels.probe }} probe family is in use on {{ $labels.instance }}, so the metrics it feeds are absent there.",
+        alert(
+            "MmuscopeProbeNotAttached",
+            f"max by (job, instance, probe) ({m('mmuscope_probe_attached')}) == 0",
+            "probe_not_attached_for",
+            "info",
+            "mmuscope probe family {{ $labels.probe }} is not attached on {{ $labels.instance }}",
+            "No attach alternative of the {{ $labels.probe }} probe family is in use on {{ $labels.instance }}, so the "
+            "metrics it feeds are absent there.",
         ),
-        dict(
-            alert="MmuscopeInvalidationStorm",
-            expr=f"instance_cgroup:mmuscope_invalidations:rate5m > {c['storm_rate']}",
-            for_=c["storm_for"],
-            severity="warning",
-            summary="Invalidation storm in {{ $labels.cgroup }} on {{ $labels.instance }}",
-            description="{{ $value | humanize }} mmu_notifier invalidations per second for "
-            + words(c["storm_for"])
-            + " in cgroup {{ $labels.cgroup }} (pod {{ $labels.namespace }}/{{ $labels.pod }}). Each one stalls the secondary MMUs (KVM, IOMMU, GPU/RDMA) of that memory.",
+        rate_above(
+            "MmuscopeInvalidationStorm",
+            "instance_cgroup:mmuscope_invalidations:rate5m",
+            "storm_rate",
+            "storm_for",
+            "warning",
+            "Invalidation storm in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            "{{ $value | humanize }} mmu_notifier invalidations per second for <for> in cgroup {{ $labels.cgroup }} "
+            "(pod {{ $labels.namespace }}/{{ $labels.pod }}). Each one stalls the secondary MMUs (KVM, IOMMU, "
+            "GPU/RDMA) of that memory.",
         ),
-        dict(
-            alert="MmuscopeInvalidationLatencyHigh",
-            expr=f"instance_cgroup:mmuscope_invalidation_duration_seconds:p99_5m > {c['latency_p99_seconds']} "
-            f"and on ({CG}) instance_cgroup:mmuscope_invalidations:rate5m > {c['latency_min_rate']}",
-            for_=c["latency_for"],
-            severity="warning",
-            summary="Slow invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
-            description="The 99th percentile of invalidate_range_start → end in cgroup {{ $labels.cgroup }} has been above "
-            + duration_text(c["latency_p99_seconds"])
-            + " for "
-            + words(c["latency_for"])
-            + " ({{ $value | humanizeDuration }}). Faults on that memory wait for it.",
+        p99_above(
+            "MmuscopeInvalidationLatencyHigh",
+            "cgroup",
+            CG,
+            "latency_p99_seconds",
+            "latency_min_rate",
+            "latency_for",
+            "Slow invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            "The 99th percentile of invalidate_range_start → end in cgroup {{ $labels.cgroup }} has been above <p99> "
+            "for <for> ({{ $value | humanizeDuration }}). Faults on that memory wait for it.",
         ),
-        dict(
-            alert="MmuscopeDoubleNotificationsRising",
-            expr=f"instance_cgroup:mmuscope_double_notifications:rate5m > {c['doubles_min_rate']} unless "
+        alert(
+            "MmuscopeDoubleNotificationsRising",
+            f"instance_cgroup:mmuscope_double_notifications:rate5m > {c['doubles_min_rate']} unless "
             "instance_cgroup:mmuscope_double_notifications:rate5m <= 2 * (instance_cgroup:mmuscope_double_notifications:rate5m offset 1h)",
-            for_=c["doubles_for"],
-            severity="info",
-            summary="Double notifications rising in {{ $labels.cgroup }} on {{ $labels.instance }}",
-            description="{{ $value | humanize }}/s secondary-TLB ranges are invalidated twice for one operation in cgroup {{ $labels.cgroup }}, at least twice the rate of an hour ago (or new).",
+            "doubles_for",
+            "info",
+            "Double notifications rising in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            "{{ $value | humanize }}/s secondary-TLB ranges are invalidated twice for one operation in cgroup "
+            "{{ $labels.cgroup }}, at least twice the rate of an hour ago (or new).",
         ),
-        dict(
-            alert="MmuscopeForkPinnedCopies",
-            expr=f"instance_cgroup:mmuscope_fork_pinned_copy_bytes:rate5m > {c['fork_copy_bytes_rate']}",
-            for_=c["fork_copies_for"],
-            severity="info",
-            summary="fork() copies pinned pages in {{ $labels.cgroup }} on {{ $labels.instance }}",
-            description="fork() in cgroup {{ $labels.cgroup }} has copied {{ $value | humanize1024 }}B/s of possibly DMA-pinned memory eagerly for "
-            + words(c["fork_copies_for"])
-            + ".",
+        rate_above(
+            "MmuscopeForkPinnedCopies",
+            "instance_cgroup:mmuscope_fork_pinned_copy_bytes:rate5m",
+            "fork_copy_bytes_rate",
+            "fork_copies_for",
+            "info",
+            "fork() copies pinned pages in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            "fork() in cgroup {{ $labels.cgroup }} has copied {{ $value | humanize1024 }}B/s of possibly DMA-pinned "
+            "memory eagerly for <for>.",
         ),
-        dict(
-            alert="MmuscopeHmmRangeFaultBusy",
-            expr=f"instance_cgroup:mmuscope_hmm_range_fault_busy:rate5m > {c['hmm_busy_rate']}",
-            for_=c["hmm_busy_for"],
-            severity="warning",
-            summary="Device faults collide with invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
-            description="{{ $value | humanize }} hmm_range_fault calls per second have returned -EBUSY for "
-            + words(c["hmm_busy_for"])
-            + " in cgroup {{ $labels.cgroup }} (pod {{ $labels.namespace }}/{{ $labels.pod }}): GPU or RDMA faults on that memory keep colliding with invalidations and start over.",
+        rate_above(
+            "MmuscopeHmmRangeFaultBusy",
+            "instance_cgroup:mmuscope_hmm_range_fault_busy:rate5m",
+            "hmm_busy_rate",
+            "hmm_busy_for",
+            "warning",
+            "Device faults collide with invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            "{{ $value | humanize }} hmm_range_fault calls per second have returned -EBUSY for <for> in cgroup "
+            "{{ $labels.cgroup }} (pod {{ $labels.namespace }}/{{ $labels.pod }}): GPU or RDMA faults on that memory "
+            "keep colliding with invalidations and start over.",
         ),
-        dict(
-            alert="MmuscopeIntervalReaderWaits",
-            expr=f"instance_cgroup_subscriber:mmuscope_interval_read_waits:rate5m > {c['reader_waits_rate']}",
-            for_=c["reader_waits_for"],
-            severity="info",
-            summary="{{ $labels.subscriber }} faults wait for invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
-            description="{{ $value | humanize }} device faults per second of {{ $labels.subscriber }} in cgroup {{ $labels.cgroup }} have waited in mmu_interval_read_begin for an invalidation in flight, for "
-            + words(c["reader_waits_for"])
-            + ".",
+        rate_above(
+            "MmuscopeIntervalReaderWaits",
+            "instance_cgroup_subscriber:mmuscope_interval_read_waits:rate5m",
+            "reader_waits_rate",
+            "reader_waits_for",
+            "info",
+            "{{ $labels.subscriber }} faults wait for invalidations in {{ $labels.cgroup }} on {{ $labels.instance }}",
+            "{{ $value | humanize }} device faults per second of {{ $labels.subscriber }} in cgroup "
+            "{{ $labels.cgroup }} have waited in mmu_interval_read_begin for an invalidation in flight, for <for>.",
         ),
-        dict(
-            alert="MmuscopeSubscriberLatencyHigh",
-            expr=f'instance_subscriber:mmuscope_invalidation_duration_seconds:p99_5m{{subscriber!="none"}} > {c["subscriber_latency_p99_seconds"]} '
-            f"and on (job, instance, subscriber) instance_subscriber:mmuscope_invalidations:rate5m > {c['subscriber_latency_min_rate']}",
-            for_=c["subscriber_latency_for"],
-            severity="warning",
-            summary="Invalidations reaching {{ $labels.subscriber }} are slow on {{ $labels.instance }}",
-            description="The 99th percentile of the invalidation brackets that reach {{ $labels.subscriber }} has been above "
-            + duration_text(c["subscriber_latency_p99_seconds"])
-            + " for "
-            + words(c["subscriber_latency_for"])
-            + " ({{ $value | humanizeDuration }}). munmap, madvise, reclaim and migration of that memory wait for it.",
+        p99_above(
+            "MmuscopeSubscriberLatencyHigh",
+            "subscriber",
+            "job, instance, subscriber",
+            "subscriber_latency_p99_seconds",
+            "subscriber_latency_min_rate",
+            "subscriber_latency_for",
+            "Invalidations reaching {{ $labels.subscriber }} are slow on {{ $labels.instance }}",
+            "The 99th percentile of the invalidation brackets that reach {{ $labels.subscriber }} has been above "
+            "<p99> for <for> ({{ $value | humanizeDuration }}). munmap, madvise, reclaim and migration of that memory "
+            "wait for it.",
+            only='{subscriber!="none"}',
         ),
-        dict(
-            alert="MmuscopeMapFull",
-            expr=f"increase({m('mmuscope_map_update_errors_total')}[10m]) > 0",
-            for_=c["map_full_for"],
-            severity="warning",
-            summary="mmuscope map {{ $labels.map }} is full on {{ $labels.instance }}",
-            description="Updates of the kernel map {{ $labels.map }} kept failing for "
-            + words(c["map_full_for"])
-            + ": some events were not counted, so counts on this host are low.",
+        map_failing(
+            "MmuscopeMapFull",
+            "mmuscope_map_update_errors_total",
+            "Updates",
+            "map_full_for",
+            "mmuscope map {{ $labels.map }} is full on {{ $labels.instance }}",
+            "some events were not counted, so counts on this host are low.",
         ),
-        dict(
-            alert="MmuscopeCollectionErrors",
-            expr=f"increase({m('mmuscope_map_read_errors_total')}[10m]) > 0",
-            for_=c["collection_errors_for"],
-            severity="warning",
-            summary="mmuscope cannot read its map {{ $labels.map }} on {{ $labels.instance }}",
-            description="Reads of the kernel map {{ $labels.map }} kept failing for "
-            + words(c["collection_errors_for"])
-            + ": the scrapes and API requests that needed it failed, so this host's series have gaps.",
+        map_failing(
+            "MmuscopeCollectionErrors",
+            "mmuscope_map_read_errors_total",
+            "Reads",
+            "collection_errors_for",
+            "mmuscope cannot read its map {{ $labels.map }} on {{ $labels.instance }}",
+            "the scrapes and API requests that needed it failed, so this host's series have gaps.",
         ),
-        dict(
-            alert="MmuscopeCgroupOverflow",
-            expr=f"increase({m('mmuscope_cgroups_overflow_total')}[1h]) > 0",
-            for_=c["cgroup_overflow_for"],
-            severity="info",
-            summary="mmuscope on {{ $labels.instance }} aggregates cgroups into cgroup=\"other\"",
-            description="{{ $value | humanize }} cgroups with activity in the last hour exceeded --max-cgroups on {{ $labels.instance }} and are counted only in cgroup=\"other\".",
+        alert(
+            "MmuscopeCgroupOverflow",
+            f"increase({m('mmuscope_cgroups_overflow_total')}[1h]) > 0",
+            "cgroup_overflow_for",
+            "info",
+            'mmuscope on {{ $labels.instance }} aggregates cgroups into cgroup="other"',
+            "{{ $value | humanize }} cgroups with activity in the last hour exceeded --max-cgroups on "
+            '{{ $labels.instance }} and are counted only in cgroup="other".',
         ),
     ]
     for a in alerts:
