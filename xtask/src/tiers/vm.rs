@@ -3,18 +3,17 @@
 //! and each forced attach mode (fentry, kprobe), boot the kernel under QEMU (`crate::vm`) with the agent, the
 //! workload generator and the guest checker (`mmuscope-guest-check`, from the tests crate), which runs `mmuscope
 //! check --json --mode M`, starts the agent in that mode and compares its counters with the workload's ground truth
-//! exactly: every family the truth describes for the kernel's secondary-TLB generation (brackets
-//! and histogram counts by event, secondary-TLB invalidations by context/scope, double
-//! notifications and redundant bytes by kind, avoided doubles, fork copies, cross-cgroup
-//! invalidations, interval-notifier collisions). The kernels and their scenarios are listed in [`matrix`]: every
-//! kernel runs every scenario ([`FULL`]; `swap-out` swaps to zram; on 5.10 `thp-split` and `cross-cgroup` take the
-//! triggers it has); 6.1 and 6.12 (Debian 12's build) also run the test module's ([`MODULE`]: the HMM
-//! mirror and the secondary-TLB subscriber, built for the kernel, see `vm::kmod`).
+//! exactly: every family the truth describes for the kernel's secondary-TLB generation (brackets and histogram
+//! counts by event, secondary-TLB invalidations by context/scope, double notifications and redundant bytes by kind,
+//! avoided doubles, fork copies, cross-cgroup invalidations, interval-notifier collisions). The kernels and their
+//! scenarios are listed in [`matrix`] and chosen per kernel in [`scenarios`]: every kernel runs every scenario
+//! ([`FULL`](matrix::FULL); `swap-out` swaps to zram; on 5.10 `thp-split` and `cross-cgroup` take the triggers it
+//! has); 5.10, 6.1 and 6.12 (Debian 12's build) also run the test module's ([`MODULE`](matrix::MODULE): the HMM
+//! mirror and the secondary-TLB subscriber, built for the kernel, see `vm::kmod`), and sid the RDMA scenarios.
 //! In CI every kernel and scenario listed must run: one left out (not offered, module not built, kernel not
-//! fetched) fails the tier. The tier prints expected vs
-//! observed per kernel × mode × scenario × series, writes `target/vm/results.json` (the README's tested-kernels
-//! table is generated from it:
-//! `cargo xtask vm table`) and fails on any mismatch.
+//! fetched) fails the tier. The tier prints expected vs observed per kernel × mode × scenario × series, writes
+//! `target/vm/results.json` (the README's tested-kernels table is generated from it: `cargo xtask vm table`) and
+//! fails on any mismatch.
 //!
 //! One boot per kernel × mode keeps the modes independent (an oops in one cannot spoil the other). The boots run
 //! side by side, one per host CPU (`MMUSCOPE_VM_JOBS=N` to choose): each guest has one vCPU, which TCG runs on one
@@ -34,17 +33,20 @@
 
 mod matrix;
 mod pool;
+mod scenarios;
 
 use std::{
     env,
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use self::matrix::{FULL, KERNELS, MODES, MODULE};
+use self::{
+    matrix::{KERNELS, MODES},
+    scenarios::{list_from_env, module_files, offered_scenarios, scenarios_for},
+};
 use super::{Context, Outcome};
 use crate::{
     progress,
@@ -306,53 +308,6 @@ fn run_one(ws: &Workspace, boot: &Boot, agent_args: &[String], side_by_side: boo
     run
 }
 
-/// The test modules and tools the scenarios of `kernel` need: the HMM mirror module built for it (`vm::kmod`) for
-/// the `mirror-*` scenarios, at [`MIRROR_MODULE`] in the guest; the verbs helper and rdma-core's user space
-/// (`vm::rdma`) for `rdma-*`. Scenarios whose files cannot be made here are left out, said on the progress output
-/// and in each run's notes.
-fn module_files(ws: &Workspace, kernel: &CachedKernel, scenarios: &mut Vec<String>) -> (Vec<GuestFile>, Vec<String>) {
-    let (mut files, mut notes) = (Vec::new(), Vec::new());
-    let mut leave_out = |scenarios: &mut Vec<String>, needs: fn(&str) -> bool, what: &str| {
-        let left_out: Vec<String> = scenarios.iter().filter(|s| needs(s)).cloned().collect();
-        scenarios.retain(|s| !needs(s));
-        let note = format!("{what}; left out: {}", left_out.join("; "));
-        say(format!("SKIPPED {note}"));
-        notes.push(note);
-    };
-    if scenarios.iter().any(|s| needs_mirror(s)) {
-        match vm::kmod::build(ws, kernel, vm::kmod::MIRROR) {
-            Ok(ko) => files.push(GuestFile { host: ko, guest: PathBuf::from(MIRROR_MODULE) }),
-            Err(why) => leave_out(
-                scenarios,
-                needs_mirror,
-                &format!(
-                    "test module (HMM mirror, secondary-TLB subscriber) not built for {}: {why}",
-                    kernel.meta.release
-                ),
-            ),
-        }
-    }
-    if scenarios.iter().any(|s| needs_rdma(s)) {
-        match vm::rdma::guest_files(ws) {
-            Ok(f) => files.extend(f),
-            Err(why) => leave_out(scenarios, needs_rdma, &format!("rdma-core user space for the guest: {why:#}")),
-        }
-    }
-    (files, notes)
-}
-
-/// Whether a scenario command line drives RDMA verbs (soft-RoCE in the guest).
-fn needs_rdma(scenario: &str) -> bool {
-    scenario.split_whitespace().next().is_some_and(|name| name.starts_with("rdma-"))
-}
-
-/// Whether a scenario command line drives the test module (the HMM mirror or the secondary-TLB subscriber).
-fn needs_mirror(scenario: &str) -> bool {
-    scenario.split_whitespace().next().is_some_and(|name| name.starts_with("mirror-"))
-        || scenario.contains("--subscriber sectlb")
-        || scenario.contains("--interval-pages")
-}
-
 /// A guest kernel panic whose console tail shows no BPF program frame (`bpf_prog_…`).
 fn unrelated_panic(message: &str) -> bool {
     message.contains("kernel panic") && !message.contains("bpf_prog_") && !message.contains("bpf_trampoline")
@@ -407,84 +362,13 @@ fn binaries(ctx: &Context) -> Result<Vec<GuestFile>> {
         .collect()
 }
 
-/// The workload's subcommands.
-fn offered_scenarios(workload: &std::path::Path) -> Result<Vec<String>> {
-    let help = vm::exec::output(Command::new(workload).arg("--help"), Duration::from_secs(60))?;
-    Ok(subcommands(&String::from_utf8_lossy(&help.stdout)))
-}
-
-/// The scenarios of kernel `name` in [`KERNELS`] ([`FULL`] and [`MODULE`] for a kernel not listed there), or
-/// `MMUSCOPE_VM_SCENARIOS`, that the workload binary offers, and those it does not (left out here;
-/// a failure of the tier in CI).
-fn scenarios_for(name: &str, offered: &[String]) -> Result<(Vec<String>, Vec<String>)> {
-    let (listed, extra) = KERNELS.iter().find(|(k, ..)| *k == name).map_or((FULL, MODULE), |(_, _, s, e)| (*s, *e));
-    let listed = listed.iter().chain(extra);
-    let wanted = list_from_env("MMUSCOPE_VM_SCENARIOS", ';').unwrap_or_else(|| listed.map(|s| s.to_string()).collect());
-    let (available, missing): (Vec<String>, Vec<String>) = wanted
-        .into_iter()
-        .partition(|s| s.split_whitespace().next().is_some_and(|name| offered.iter().any(|o| o == name)));
-    if !missing.is_empty() {
-        say(format!("the workload does not offer these scenarios yet, left out: {}", missing.join("; ")));
-    }
-    if available.is_empty() {
-        bail!("none of the scenarios is offered by the workload (it lists {offered:?})");
-    }
-    Ok((available, missing))
-}
-
-/// Subcommand names from clap's `--help` (`Commands:` section).
-fn subcommands(help: &str) -> Vec<String> {
-    help.lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
-fn list_from_env(var: &str, sep: char) -> Option<Vec<String>> {
-    let value = env::var(var).ok()?;
-    let items: Vec<String> = value.split(sep).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-    (!items.is_empty()).then_some(items)
-}
-
 fn say(message: impl std::fmt::Display) {
     progress::say("vm", message);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        matrix::{MIRROR, RDMA, SECTLB, SUBSCRIBER_SPLIT},
-        *,
-    };
-
-    #[test]
-    fn clap_subcommands() {
-        let help = "Drive …\n\nUsage: w <COMMAND>\n\nCommands:\n  kvm-madvise     One KVM VM\n  \
-                    cleanup-cgroup  Remove\n  help            Print this\n\nOptions:\n  -h, --help  Print help\n";
-        assert_eq!(subcommands(help), ["kvm-madvise", "cleanup-cgroup", "help"]);
-    }
-
-    #[test]
-    fn scenarios_that_need_the_test_module() {
-        assert!(needs_mirror(MIRROR[0]));
-        assert!(SECTLB.iter().all(|s| needs_mirror(s)) && needs_mirror(SUBSCRIBER_SPLIT));
-        assert!(!needs_mirror("kvm-madvise --iterations 200"));
-        assert!(!needs_mirror("kvm-madvise --iterations 200 --subscriber kvm"));
-    }
-
-    #[test]
-    fn rdma_scenarios_run_where_rxe_has_odp() {
-        assert!(RDMA.iter().all(|s| needs_rdma(s) && !needs_mirror(s)));
-        assert!(!needs_rdma(MIRROR[0]));
-        // rxe's ODP came in 6.14: of the matrix, only sid lists the RDMA scenarios.
-        let offered: Vec<String> = RDMA.iter().map(|s| s.split_whitespace().next().unwrap().to_string()).collect();
-        for (kernel, ..) in KERNELS {
-            let runs = scenarios_for(kernel, &offered).is_ok_and(|(s, _)| s.iter().any(|s| needs_rdma(s)));
-            assert_eq!(runs, *kernel == "sid", "{kernel}");
-        }
-    }
+    use super::*;
 
     #[test]
     fn generations_by_series() {

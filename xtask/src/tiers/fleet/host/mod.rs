@@ -2,7 +2,7 @@
 //! Debian package is installed, run by systemd under its unit, scraped by this machine's Prometheus through the
 //! forwarded port, reloaded, restarted, stopped and purged. Every output the acceptance asks for goes into
 //! the [`HostReport`]; every deviation is a problem there. The checks run in [`Host::all_checks`]'s order; those of
-//! the unit's life are in [`unit`], those of what the running agent shows in [`observed`].
+//! the unit's life are in [`unit`](mod@unit), those of what the running agent shows in [`observed`].
 
 mod observed;
 mod unit;
