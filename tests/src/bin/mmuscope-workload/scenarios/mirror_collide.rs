@@ -10,10 +10,11 @@
 //!   not the page is present), which `mn_itree_invalidate` delivers to the module's `ops->invalidate`;
 //! * `misses` × `madvise(MADV_DONTNEED)` of one page of `M`: a CLEAR bracket on the same mm that hits no interval
 //!   (`mn_itree_inv_start_range` finds no node): it reaches no subscriber;
-//! * `rounds` × a **committed fault, invalidated**: the main thread faults `R` (its loop commits at once), DONTNEEDs a
-//!   page of it and faults again: the second fault's `mmu_interval_read_begin` is a read collision that is not a
-//!   retry (one attempt); the first is one too from the second round on (the rounds' invalidations came after the
-//!   main thread's previous fault);
+//! * `rounds` × a **committed fault, invalidated**: the main thread faults `R` twice (its loop commits at once), then
+//!   DONTNEEDs a page of it and faults again: the last fault's `mmu_interval_read_begin` is a read collision that is
+//!   not a retry (one attempt); the first is one too from the second round on (the rounds' invalidations came after
+//!   the main thread's previous fault); the second, a thread's later `read_begin` with no invalidation since its
+//!   previous one, is none;
 //! * `rounds` × three collisions, each with one more hit of `R`:
 //!   - **wait**: the module holds the next invalidation inside `ops->invalidate` (after `mmu_interval_set_seq`);
 //!     thread A's DONTNEED of `R` enters it; while it is held the main thread DONTNEEDs a page of `M` (a miss while
@@ -174,21 +175,22 @@ fn exercise(dev: &Mirror, r: &AnonRegion, m: &AnonRegion, args: &MirrorCollideAr
     Ok(did)
 }
 
-/// The main thread faults `R`, invalidates a page of it and faults again: a read collision without a retry (and the
-/// first fault is one too unless it is the main thread's first `mmu_interval_read_begin` on the mirror).
+/// The main thread faults `R` twice, invalidates a page of it and faults again: a read collision without a retry (the
+/// first fault is one too unless it is the main thread's first `mmu_interval_read_begin` on the mirror; the second,
+/// with nothing invalidated since the first, is none).
 fn committed_round(dev: &Mirror, r: &AnonRegion, page: usize, first: bool, did: &mut Did) -> Result<()> {
     let before = dev.fault(r.addr(), FAULT_PAGES as u64, 0)?;
+    let again = dev.fault(r.addr(), FAULT_PAGES as u64, 0)?;
     r.dontneed(page)?;
     did.hits += 1;
     let after = dev.fault(r.addr(), FAULT_PAGES as u64, 0)?;
-    let want_before = u64::from(!first);
-    for (fault, want) in [(&before, want_before), (&after, 1)] {
+    for (fault, want) in [(&before, u64::from(!first)), (&again, 0), (&after, 1)] {
         if fault.attempts != 1 || fault.retries != 0 || fault.busy != 0 || fault.collisions != want {
             bail!("a fault of a committed range saw {fault:?}, not 1 attempt with {want} read collision");
         }
+        did.collisions += fault.collisions;
+        did.committed += fault.collisions;
     }
-    did.collisions += before.collisions + after.collisions;
-    did.committed += before.collisions + after.collisions;
     Ok(())
 }
 
