@@ -336,10 +336,13 @@ def host():
                            "(fentry/kprobe modes).", "ops",
                            target(f"sum by (cgroup) ({rate('mmuscope_interval_invalidations_total')})",
                                   "{{cgroup}}")), 8, 8),
-        L.place(timeseries("Reader waits and hmm_range_fault -EBUSY", "Device-fault readers that waited for an "
-                           "invalidation to end (mmu_interval_read_begin), and hmm_range_fault calls that returned "
-                           "-EBUSY (the driver retries), per second.", "ops",
+        L.place(timeseries("Reader waits, read collisions and -EBUSY", "Device-fault readers that waited for an "
+                           "invalidation to end (mmu_interval_read_begin); read collisions: a reader began again on "
+                           "a notifier invalidated since its previous begin (every driver retry is one, so retries "
+                           "are at most this); hmm_range_fault calls that returned -EBUSY (the driver retries), per "
+                           "second.", "ops",
                            target(f"sum({rate('mmuscope_interval_read_waits_total')})", "reader waits"),
+                           target(f"sum({rate('mmuscope_interval_read_collisions_total')})", "read collisions"),
                            target(f"sum({rate('mmuscope_hmm_range_fault_busy_total')})", "-EBUSY")),
                 12, 8),
         L.place(timeseries("Reader wait p99", "99th percentile time a device-fault reader waited for an "

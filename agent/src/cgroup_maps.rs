@@ -28,6 +28,8 @@ macro_rules! for_each_map {
             cross: "CROSS_STATS", "cross_stats", CrossKey, u64, add_u64;
             // Interval-reader waits per (owner cgroup, `ops->invalidate` address).
             interval_waits: "INTERVAL_WAITS", "interval_waits", IntervalKey, BracketStats, BracketStats::merge;
+            // Read collisions per (owner cgroup, `ops->invalidate` address).
+            interval_collisions: "INTERVAL_COLLISIONS", "interval_collisions", IntervalKey, u64, add_u64;
             interval_hits: "INTERVAL_HITS", "interval_hits", CgroupKey, u64, add_u64;
             hmm_busy: "HMM_BUSY", "hmm_busy", CgroupKey, u64, add_u64;
         }

@@ -25,8 +25,19 @@ pub struct IntervalRead {
     pub _pad: u32,
 }
 
+/// Key of the last sequence a thread's `mmu_interval_read_begin` returned on one notifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReadSeqKey {
+    /// The `struct mmu_interval_notifier *`.
+    pub sub: u64,
+    pub tid: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::IntervalKey {}
     unsafe impl aya::Pod for super::IntervalRead {}
+    unsafe impl aya::Pod for super::ReadSeqKey {}
 }

@@ -23,7 +23,7 @@ mod subscribers;
 pub use births::{CGROUP_PATH_BYTES, CgroupBirth};
 pub use cause::{Cause, caller_stack};
 pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
-pub use interval::{IntervalKey, IntervalRead};
+pub use interval::{IntervalKey, IntervalRead, ReadSeqKey};
 pub use layout::{KernelLayout, PAGE_MAPPING_KSM, is_ksm_page};
 pub use maps::{
     BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket, Initiator,

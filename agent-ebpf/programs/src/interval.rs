@@ -4,14 +4,21 @@
 //! `mmu_interval_read_begin` sleeps when the notifier's `invalidate_seq` equals the
 //! subscriptions' (an invalidation of it is in flight); the entry program tests exactly that,
 //! so a wait is counted only when the reader really blocked, and timed to the return.
+//!
+//! A read collision: a thread's `mmu_interval_read_begin` on a notifier returns another sequence than the thread's
+//! previous `read_begin` on it returned — an invalidation of the interval ran in between, so the previous read
+//! section was invalidated before the thread began again. Every retry of the collision-retry loop
+//! (`mmu_interval_read_retry` true, or `hmm_range_fault` -EBUSY, then `read_begin` again) is one; so is the next
+//! fault of a range after an invalidation of an already committed one. The retry itself is inline in the driver and
+//! cannot be told apart from the latter (docs/probes.md).
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{LruHashMap, PerCpuHashMap},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use mmuscope_abi::{BracketStats, CgroupKey, IntervalKey, IntervalRead, KernelLayout};
+use mmuscope_abi::{BracketStats, CgroupKey, IntervalKey, IntervalRead, KernelLayout, ReadSeqKey};
 
 use crate::{
     cgroup::{mm_owner_memcg, read},
@@ -26,6 +33,19 @@ static INTERVAL_READS: LruHashMap<u32, IntervalRead> = LruHashMap::with_max_entr
 /// Interval-reader waits per (owner cgroup, subscriber), as a latency histogram. Size set by the agent.
 #[map]
 static INTERVAL_WAITS: PerCpuHashMap<IntervalKey, BracketStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// The sequence each thread's last `mmu_interval_read_begin` on each notifier returned.
+#[map]
+static READ_SEQS: LruHashMap<ReadSeqKey, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// Read collisions per (owner cgroup, subscriber): see the module docs.
+#[map]
+static INTERVAL_COLLISIONS: PerCpuHashMap<IntervalKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// A zeroed [`BracketStats`], the source for inserts into [`INTERVAL_WAITS`]: on the stack it would not fit next to
+/// the layout and the read-collision count. Never written.
+#[map]
+static ZERO_WAIT_STATS: PerCpuArray<BracketStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// Brackets that reached interval subscribers (`invalidate_seq` odd after start), per owner cgroup.
 #[map]
@@ -61,12 +81,16 @@ unsafe fn in_flight(l: &KernelLayout, sub: u64) -> Result<bool, ()> {
     Ok(seq == current)
 }
 
+/// `mmu_interval_read_begin` returned `seq` on this thread.
 #[inline(always)]
-fn read_returned() {
+fn read_returned(seq: u64) {
     let tid = threads::tid();
     let Some(state) = (unsafe { INTERVAL_READS.get(tid) }).copied() else { return };
     let _ = INTERVAL_READS.remove(tid);
-    if state.waiting == 0 {
+    let seq_key = ReadSeqKey { sub: state.sub, tid, _pad: 0 };
+    let collided = unsafe { READ_SEQS.get(seq_key) }.is_some_and(|prev| *prev != seq);
+    let _ = READ_SEQS.insert(seq_key, seq, 0);
+    if state.waiting == 0 && !collided {
         return;
     }
     let l = LAYOUT.load();
@@ -76,9 +100,16 @@ fn read_returned() {
         .and_then(|ops| unsafe { read::<u64>(ops, l.interval_ops_invalidate) })
         .unwrap_or(0);
     let key = IntervalKey { cgroup_id, flags, _pad: 0, invalidate_fn };
-    let dt = unsafe { bpf_ktime_get_ns() }.saturating_sub(state.t_start_ns);
-    if let Some(s) = per_cpu_entry(&INTERVAL_WAITS, &key, &BracketStats::default()) {
-        unsafe { (*s).record(dt) };
+    if state.waiting != 0 {
+        let dt = unsafe { bpf_ktime_get_ns() }.saturating_sub(state.t_start_ns);
+        if let Some(zero) = ZERO_WAIT_STATS.get(0)
+            && let Some(s) = per_cpu_entry(&INTERVAL_WAITS, &key, zero)
+        {
+            unsafe { (*s).record(dt) };
+        }
+    }
+    if collided && let Some(n) = per_cpu_entry(&INTERVAL_COLLISIONS, &key, &0) {
+        unsafe { *n += 1 };
     }
 }
 
@@ -202,8 +233,9 @@ pub fn interval_read_fentry(ctx: FEntryContext) -> i32 {
 }
 
 #[fexit]
-pub fn interval_read_fexit(_ctx: FExitContext) -> i32 {
-    read_returned();
+pub fn interval_read_fexit(ctx: FExitContext) -> i32 {
+    // mmu_interval_read_begin(interval_sub) has one argument; the returned sequence follows it.
+    read_returned(ctx.arg::<u64>(1));
     0
 }
 
@@ -223,8 +255,8 @@ pub fn interval_read_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn interval_read_kretprobe(_ctx: RetProbeContext) -> u32 {
-    read_returned();
+pub fn interval_read_kretprobe(ctx: RetProbeContext) -> u32 {
+    read_returned(ctx.ret::<u64>());
     0
 }
 

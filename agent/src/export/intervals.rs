@@ -1,5 +1,5 @@
-//! Interval-notifier families: reader waits (count and histogram, per subscriber), brackets
-//! that reached interval subscribers, and `hmm_range_fault` collisions.
+//! Interval-notifier families: reader waits (count and histogram, per subscriber), read collisions (per subscriber),
+//! brackets that reached interval subscribers, and `hmm_range_fault` collisions.
 
 use super::series::{Family, Kind, Metric, Value};
 use crate::{cgroups::CgroupLabels, collect::Snapshot};
@@ -17,6 +17,13 @@ pub const WAIT_SECONDS: Metric = Metric::per_cgroup(
     &["subscriber"],
     "Time those mmu_interval_read_begin calls waited, by owner memory cgroup and subscriber.",
 );
+pub const COLLISIONS: Metric = Metric::per_cgroup(
+    "mmuscope_interval_read_collisions_total",
+    Kind::Counter,
+    &["subscriber"],
+    "mmu_interval_read_begin calls returning another sequence than the thread's previous one on that notifier (it \
+     was invalidated since); every driver retry is one, so retries <= this. By owner memory cgroup and subscriber.",
+);
 pub const BUSY: Metric = Metric::per_cgroup(
     "mmuscope_hmm_range_fault_busy_total",
     Kind::Counter,
@@ -31,7 +38,7 @@ pub const HITS: Metric = Metric::per_cgroup(
     "Invalidation brackets that reached at least one interval notifier, by owner memory cgroup. fentry and kprobe \
      modes.",
 );
-pub const METRICS: &[&Metric] = &[&WAITS, &WAIT_SECONDS, &BUSY, &HITS];
+pub const METRICS: &[&Metric] = &[&WAITS, &WAIT_SECONDS, &COLLISIONS, &BUSY, &HITS];
 
 /// What attached: the reader/hmm programs (`readers`) and the bracket programs that see
 /// `invalidate_seq` (`hits`). A family whose programs did not attach is left out.
@@ -56,7 +63,11 @@ pub fn families<'a>(
             waits.add(labels, &[subscriber], Value::Count(s.count));
             seconds.add(labels, &[subscriber], Value::Histogram(Box::new(*s)));
         }
-        out.extend([waits, seconds, per_cgroup(&BUSY, &snap.hmm_busy, cgroup)]);
+        let mut collisions = Family::new(&COLLISIONS);
+        for (k, n) in &snap.interval_collisions {
+            collisions.add(Some(cgroup(k.flags, k.cgroup_id)), &[symbol(k.invalidate_fn)], Value::Count(*n));
+        }
+        out.extend([waits, seconds, collisions, per_cgroup(&BUSY, &snap.hmm_busy, cgroup)]);
     }
     if attached.hits {
         out.push(per_cgroup(&HITS, &snap.interval_hits, cgroup));
@@ -91,6 +102,7 @@ mod tests {
                 (key(2, 0xa0), BracketStats::of(&[500])), // same cgroup label as 1
                 (key(1, 0xb0), BracketStats::of(&[70])),
             ],
+            interval_collisions: vec![(key(1, 0xa0), 4), (key(1, 0xb0), 1)],
             interval_hits: vec![(CgroupKey { cgroup_id: 1, flags: 0, _pad: 0 }, 9)],
             ..Default::default()
         };
@@ -98,15 +110,17 @@ mod tests {
         let symbol = |a: u64| if a == 0xa0 { "amdgpu_hmm_invalidate_gfx" } else { "unknown" };
         let mut fams = families(&snap, &cgroup, &symbol, Attached { readers: true, hits: true });
         let names: Vec<&str> = fams.iter().map(|f| f.name).collect();
-        assert_eq!(names, [WAITS.name, WAIT_SECONDS.name, BUSY.name, HITS.name]);
+        assert_eq!(names, [WAITS.name, WAIT_SECONDS.name, COLLISIONS.name, BUSY.name, HITS.name]);
         assert_eq!(fams[0].series().len(), 2);
         assert_eq!(fams[0].value(Some("/gpu"), &["amdgpu_hmm_invalidate_gfx"]), Some(&Value::Count(3)));
         let Some(Value::Histogram(h)) = fams[1].value(Some("/gpu"), &["amdgpu_hmm_invalidate_gfx"]) else {
             panic!("no histogram")
         };
         assert_eq!(h.sum_ns, 4500);
-        assert!(fams[2].is_empty());
-        assert_eq!(fams[3].value(Some("/gpu"), &[]), Some(&Value::Count(9)));
+        assert_eq!(fams[2].value(Some("/gpu"), &["amdgpu_hmm_invalidate_gfx"]), Some(&Value::Count(4)));
+        assert_eq!(fams[2].value(Some("/gpu"), &["unknown"]), Some(&Value::Count(1)));
+        assert!(fams[3].is_empty());
+        assert_eq!(fams[4].value(Some("/gpu"), &[]), Some(&Value::Count(9)));
         assert!(families(&snap, &cgroup, &symbol, Attached { readers: false, hits: false }).is_empty());
     }
 }

@@ -166,7 +166,9 @@ impl Exporter {
         drop(live);
         self.name_subscribers(&mut snap);
         let subscriber_labels = std::mem::take(&mut snap.subscriber_labels);
-        let addrs: Vec<u64> = snap.interval_waits.iter().map(|(k, _)| k.invalidate_fn).collect();
+        let addrs: Vec<u64> = (snap.interval_waits.iter().map(|(k, _)| k.invalidate_fn))
+            .chain(snap.interval_collisions.iter().map(|(k, _)| k.invalidate_fn))
+            .collect();
         let symbols = if addrs.is_empty() { Default::default() } else { self.symbol_names(&addrs) };
         let written = {
             let names = &*names;

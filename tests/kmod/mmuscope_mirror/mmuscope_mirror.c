@@ -24,6 +24,11 @@
  *  - MIRROR_PAUSE_BEFORE_RETRY: the first attempt stops between hmm_range_fault and the lock; an
  *    invalidation meanwhile makes mmu_interval_read_retry say "retry".
  *
+ * Read collisions, counted without sequence numbers: ops->invalidate marks every task that has called
+ * mmu_interval_read_begin on the mirror ("invalidated since your last read_begin"); after each
+ * mmu_interval_read_begin returns, the fault loop takes its task's mark (a task's first read_begin on the mirror has
+ * none). Each retry and each -EBUSY is one; so is a later fault after an invalidation of a committed range.
+ *
  * A second, independent subscriber per open file (MIRROR_TLB_REGISTER): a classic mmu_notifier on the
  * caller's mm that implements only the running kernel's secondary-TLB op, as IOMMU SVA drivers do
  * (->arch_invalidate_secondary_tlbs from 6.6, ->invalidate_range before; the rename is upstream
@@ -53,6 +58,14 @@
 #define MIRROR_HOLD_LIMIT (60 * HZ)
 #define MIRROR_MAX_ATTEMPTS 16
 #define MIRROR_MAX_PAGES 4096
+/* Tasks whose read collisions one mirror tracks; more readers make the fault ioctl fail (-ENOSPC). */
+#define MIRROR_MAX_READERS 64
+
+/* A task that has called mmu_interval_read_begin on the mirror, and whether ops->invalidate ran since. */
+struct mirror_reader_mark {
+	pid_t pid;
+	bool invalidated;
+};
 
 struct mirror {
 	struct mmu_interval_notifier notifier;
@@ -66,6 +79,8 @@ struct mirror {
 	bool paused, resume;
 	struct task_struct *reader;
 	struct mirror_status counts;
+	struct mirror_reader_mark marks[MIRROR_MAX_READERS];
+	unsigned int nr_marks;
 	/* The secondary-TLB subscriber; its counts under state_lock. */
 	struct mmu_notifier tlb;
 	bool tlb_registered;
@@ -131,6 +146,7 @@ static bool mirror_invalidate(struct mmu_interval_notifier *sub, const struct mm
 			      unsigned long cur_seq)
 {
 	struct mirror *m = container_of(sub, struct mirror, notifier);
+	unsigned int i;
 	bool hold;
 
 	if (mmu_notifier_range_blockable(range))
@@ -142,6 +158,8 @@ static bool mirror_invalidate(struct mmu_interval_notifier *sub, const struct mm
 
 	spin_lock(&m->state_lock);
 	m->counts.invalidations++;
+	for (i = 0; i < m->nr_marks; i++)
+		m->marks[i].invalidated = true;
 	hold = m->hold_next && mmu_notifier_range_blockable(range);
 	if (hold) {
 		m->hold_next = false;
@@ -207,6 +225,7 @@ static long mirror_register(struct mirror *m, void __user *arg)
 	m->registered = true;
 	spin_lock(&m->state_lock);
 	memset(&m->counts, 0, sizeof(m->counts));
+	m->nr_marks = 0;
 	spin_unlock(&m->state_lock);
 	return 0;
 }
@@ -239,6 +258,34 @@ static void mirror_set_reader(struct mirror *m, struct task_struct *t)
 		put_task_struct(old);
 }
 
+/*
+ * Called when this task's mmu_interval_read_begin returned: 1 when ops->invalidate ran since the task's previous
+ * one on the mirror (a read collision), 0 when not or when this is its first, -ENOSPC when too many tasks read.
+ */
+static int mirror_take_mark(struct mirror *m)
+{
+	pid_t pid = task_pid_nr(current);
+	unsigned int i;
+	int ret = -ENOSPC;
+
+	spin_lock(&m->state_lock);
+	for (i = 0; i < m->nr_marks; i++) {
+		if (m->marks[i].pid == pid) {
+			ret = m->marks[i].invalidated;
+			m->marks[i].invalidated = false;
+			break;
+		}
+	}
+	if (i == m->nr_marks && i < MIRROR_MAX_READERS) {
+		m->marks[i].pid = pid;
+		m->marks[i].invalidated = false;
+		m->nr_marks++;
+		ret = 0;
+	}
+	spin_unlock(&m->state_lock);
+	return ret;
+}
+
 static long mirror_fault(struct mirror *m, void __user *arg)
 {
 	struct mirror_fault f;
@@ -246,6 +293,7 @@ static long mirror_fault(struct mirror *m, void __user *arg)
 	struct hmm_range range = {};
 	unsigned long *pfns;
 	unsigned int attempt;
+	int collided;
 	long ret = -EAGAIN;
 
 	if (copy_from_user(&f, arg, sizeof(f)))
@@ -266,13 +314,19 @@ static long mirror_fault(struct mirror *m, void __user *arg)
 	range.end = f.addr + f.npages * PAGE_SIZE;
 	range.hmm_pfns = pfns;
 	range.default_flags = HMM_PFN_REQ_FAULT;
-	f.attempts = f.retries = f.busy = 0;
+	f.attempts = f.retries = f.busy = f.collisions = 0;
 
 	for (attempt = 0; attempt < MIRROR_MAX_ATTEMPTS; attempt++) {
 		f.attempts++;
 		mirror_set_reader(m, current);
 		range.notifier_seq = mmu_interval_read_begin(&m->notifier);
 		mirror_set_reader(m, NULL);
+		collided = mirror_take_mark(m);
+		if (collided < 0) {
+			ret = collided;
+			break;
+		}
+		f.collisions += collided;
 		if (attempt == 0 && f.flags & MIRROR_PAUSE_BEFORE_FAULT)
 			mirror_pause(m);
 		mmap_read_lock(mm);
@@ -302,6 +356,7 @@ static long mirror_fault(struct mirror *m, void __user *arg)
 	spin_lock(&m->state_lock);
 	m->counts.retries += f.retries;
 	m->counts.busy += f.busy;
+	m->counts.collisions += f.collisions;
 	spin_unlock(&m->state_lock);
 	if (copy_to_user(arg, &f, sizeof(f)))
 		return -EFAULT;

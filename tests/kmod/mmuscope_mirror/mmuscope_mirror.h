@@ -28,6 +28,7 @@ struct mirror_fault {
 	__u64 attempts;
 	__u64 retries; /* mmu_interval_read_retry() said the range changed */
 	__u64 busy;    /* hmm_range_fault() returned -EBUSY */
+	__u64 collisions; /* read_begin calls after an invalidation since this task's previous one */
 };
 
 /* MIRROR_STATUS / the module's own counters for this file (since MIRROR_REGISTER). */
@@ -39,6 +40,9 @@ struct mirror_status {
 	__u64 holding;         /* an invalidation is held in ops->invalidate now */
 	__u64 paused;          /* a fault is paused at a pause point now */
 	__u64 reader_entered;  /* a fault is calling mmu_interval_read_begin now */
+	/* mmu_interval_read_begin calls of a task after ops->invalidate ran (and set the sequence) since that task's
+	 * previous mmu_interval_read_begin on this mirror: read collisions; retries + busy <= collisions */
+	__u64 collisions;
 };
 
 /* MIRROR_RELEASE flags */

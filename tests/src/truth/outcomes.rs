@@ -89,6 +89,11 @@ pub struct IntervalTruth {
     pub read_retries: u64,
     /// `hmm_range_fault` calls that returned -EBUSY.
     pub hmm_busy: u64,
+    /// Read collisions: `mmu_interval_read_begin` calls of a task on the notifier after an invalidation of it since
+    /// the task's previous one (each retry and -EBUSY is one, so `read_retries + hmm_busy <= read_collisions`).
+    /// `None`: the subscriber cannot say (rxe's ODP faults run in whichever task processes the work request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_collisions: Option<u64>,
     pub kernel_path: String,
     /// The interval notifiers the workload holds on its mm while it holds (`--hold`), in address order: what the
     /// subscriber inventory must list (empty where the scenario does not say).

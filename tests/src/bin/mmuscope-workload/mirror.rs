@@ -39,6 +39,8 @@ pub struct Fault {
     pub attempts: u64,
     pub retries: u64,
     pub busy: u64,
+    /// `mmu_interval_read_begin` calls after an invalidation since this task's previous one on the mirror.
+    pub collisions: u64,
 }
 
 /// `struct mirror_status`: the module's own counters since registration (the ground truth), and its state.
@@ -52,6 +54,8 @@ pub struct Status {
     pub holding: u64,
     pub paused: u64,
     pub reader_entered: u64,
+    /// Read collisions of every fault (the module marks each reading task in `ops->invalidate`).
+    pub collisions: u64,
 }
 
 /// `struct mirror_tlb_status`: what the secondary-TLB subscriber received since it registered (the ground truth).

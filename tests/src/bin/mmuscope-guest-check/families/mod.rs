@@ -50,6 +50,7 @@ pub const METRICS: &[&str] = &[
     intervals::INTERVAL_WAITS,
     intervals::INTERVAL_WAIT_COUNT,
     intervals::HMM_BUSY,
+    intervals::READ_COLLISIONS,
 ];
 
 /// The `subscriber` label of the agent's bracket and double-notification families.
@@ -268,6 +269,7 @@ mod tests {
             read_waits: 2,
             read_retries: 2,
             hmm_busy: 2,
+            read_collisions: Some(5),
             kernel_path: String::new(),
             notifiers: Vec::new(),
         });
@@ -277,6 +279,7 @@ mod tests {
             "mmuscope_interval_read_waits_total{cgroup=\"/t/a\"} = 2",
             "mmuscope_interval_read_wait_seconds_count{cgroup=\"/t/a\"} = 2",
             "mmuscope_hmm_range_fault_busy_total{cgroup=\"/t/a\"} = 2",
+            "mmuscope_interval_read_collisions_total{cgroup=\"/t/a\"} = 5",
         ] {
             assert!(s.contains(&want.to_owned()), "{want} in {s:?}");
         }

@@ -10,6 +10,11 @@
 //!   not the page is present), which `mn_itree_invalidate` delivers to the module's `ops->invalidate`;
 //! * `misses` × `madvise(MADV_DONTNEED)` of one page of `M`: a CLEAR bracket on the same mm that hits no interval
 //!   (`mn_itree_inv_start_range` finds no node): it reaches no subscriber;
+//! * `rounds` × a **committed fault, invalidated**: the main thread faults `R` twice (its loop commits at once), then
+//!   DONTNEEDs a page of it and faults again: the last fault's `mmu_interval_read_begin` is a read collision that is
+//!   not a retry (one attempt); the first is one too from the second round on (the rounds' invalidations came after
+//!   the main thread's previous fault); the second, a thread's later `read_begin` with no invalidation since its
+//!   previous one, is none;
 //! * `rounds` × three collisions, each with one more hit of `R`:
 //!   - **wait**: the module holds the next invalidation inside `ops->invalidate` (after `mmu_interval_set_seq`);
 //!     thread A's DONTNEED of `R` enters it; while it is held the main thread DONTNEEDs a page of `M` (a miss while
@@ -20,6 +25,10 @@
 //!   - **busy**: B's fault pauses between `mmu_interval_read_begin` and `hmm_range_fault`; the DONTNEED of `R`
 //!     invalidates; on resume `hmm_range_fault`'s first `mmu_interval_check_retry` returns -EBUSY (6.1/6.12
 //!     mm/hmm.c `hmm_range_fault`), the second attempt succeeds.
+//!
+//! Read collisions (the module marks each reading task in `ops->invalidate` and takes the mark after each
+//! `read_begin`): every retry and -EBUSY is one (a reader thread's second attempt), the waiting reader's only
+//! `read_begin` is its thread's first (none), and the committed faults above add `2 × rounds - 1`.
 //!
 //! The truth is what the module counted (`MIRROR_STATUS`), checked against what the workload did and against each
 //! fault call's own report. Threads have started before any invalidation is held: a thread's start-up maps its
@@ -83,7 +92,14 @@ pub fn run(args: &MirrorCollideArgs) -> Result<GroundTruth> {
         status.confirmed_waits,
         did.waits
     );
-    ensure!(status.retries == did.retries && status.busy == did.busy, "module {status:?} against the faults' {did:?}");
+    ensure!(
+        status.retries == did.retries && status.busy == did.busy && status.collisions == did.collisions,
+        "module {status:?} against the faults' {did:?}"
+    );
+    ensure!(
+        status.retries + status.busy <= status.collisions && did.collisions == did.retries + did.busy + did.committed,
+        "every retry and -EBUSY is a read collision, and so is each committed fault after an invalidation: {did:?}"
+    );
 
     let invalidations = InvalidationTruth::from_sources(vec![
         BracketSource::new(
@@ -110,8 +126,9 @@ pub fn run(args: &MirrorCollideArgs) -> Result<GroundTruth> {
         read_waits: status.confirmed_waits,
         read_retries: status.retries,
         hmm_busy: status.busy,
-        kernel_path: "mmu_interval_read_begin (waits), hmm_range_fault (-EBUSY), mmu_interval_read_retry (inline; \
-                      counted by the module)"
+        read_collisions: Some(status.collisions),
+        kernel_path: "mmu_interval_read_begin (waits; read collisions: its returned sequence per thread), \
+                      hmm_range_fault (-EBUSY), mmu_interval_read_retry (inline; counted by the module)"
             .to_owned(),
         notifiers: vec![IntervalRange::of(r.addr(), r.len() as u64)],
     });
@@ -127,6 +144,10 @@ struct Did {
     waits: u64,
     retries: u64,
     busy: u64,
+    /// Read collisions the faults reported.
+    collisions: u64,
+    /// Of them, of faults that did not retry (a fault after an invalidation of a committed range).
+    committed: u64,
 }
 
 fn exercise(dev: &Mirror, r: &AnonRegion, m: &AnonRegion, args: &MirrorCollideArgs) -> Result<Did> {
@@ -144,13 +165,33 @@ fn exercise(dev: &Mirror, r: &AnonRegion, m: &AnonRegion, args: &MirrorCollideAr
         m.dontneed(i as usize % m.pages())?;
         did.misses += 1;
     }
-    for _ in 0..args.rounds {
+    for round in 0..args.rounds {
+        committed_round(dev, r, next_r(), round == 0, &mut did)?;
         wait_round(dev, r, m, next_r(), &mut did)?;
         for flags in [PAUSE_BEFORE_RETRY, PAUSE_BEFORE_FAULT] {
             paused_round(dev, r, next_r(), flags, &mut did)?;
         }
     }
     Ok(did)
+}
+
+/// The main thread faults `R` twice, invalidates a page of it and faults again: a read collision without a retry (the
+/// first fault is one too unless it is the main thread's first `mmu_interval_read_begin` on the mirror; the second,
+/// with nothing invalidated since the first, is none).
+fn committed_round(dev: &Mirror, r: &AnonRegion, page: usize, first: bool, did: &mut Did) -> Result<()> {
+    let before = dev.fault(r.addr(), FAULT_PAGES as u64, 0)?;
+    let again = dev.fault(r.addr(), FAULT_PAGES as u64, 0)?;
+    r.dontneed(page)?;
+    did.hits += 1;
+    let after = dev.fault(r.addr(), FAULT_PAGES as u64, 0)?;
+    for (fault, want) in [(&before, u64::from(!first)), (&again, 0), (&after, 1)] {
+        if fault.attempts != 1 || fault.retries != 0 || fault.busy != 0 || fault.collisions != want {
+            bail!("a fault of a committed range saw {fault:?}, not 1 attempt with {want} read collision");
+        }
+        did.collisions += fault.collisions;
+        did.committed += fault.collisions;
+    }
+    Ok(())
 }
 
 /// A held invalidation of `R`, a miss of `M` while it is held, and a reader that waits for it.
@@ -184,7 +225,8 @@ fn wait_round(dev: &Mirror, r: &AnonRegion, m: &AnonRegion, page: usize, did: &m
         invalidator.join().expect("invalidator thread")?;
         let fault = reader.join().expect("reader thread")?;
         released.context("MIRROR_RELEASE (waiting for the reader to block)")?;
-        if fault.retries != 0 || fault.busy != 0 {
+        // A new thread: its only mmu_interval_read_begin is its first on the mirror, no read collision.
+        if fault.retries != 0 || fault.busy != 0 || fault.collisions != 0 {
             bail!("the waiting reader also collided: {fault:?}");
         }
         did.hits += 1;
@@ -206,11 +248,15 @@ fn paused_round(dev: &Mirror, r: &AnonRegion, page: usize, flags: u64, did: &mut
         dev.resume()?;
         let fault = reader.join().expect("reader thread")?;
         let (retries, busy) = if flags == PAUSE_BEFORE_RETRY { (1, 0) } else { (0, 1) };
-        if fault.retries != retries || fault.busy != busy || fault.attempts != 2 {
-            bail!("a fault paused at {flags} saw {fault:?}, not {retries} retry and {busy} -EBUSY in 2 attempts");
+        if fault.retries != retries || fault.busy != busy || fault.attempts != 2 || fault.collisions != 1 {
+            bail!(
+                "a fault paused at {flags} saw {fault:?}, not {retries} retry and {busy} -EBUSY in 2 attempts, the \
+                 second a read collision"
+            );
         }
         did.retries += fault.retries;
         did.busy += fault.busy;
+        did.collisions += fault.collisions;
         Ok(())
     })
 }

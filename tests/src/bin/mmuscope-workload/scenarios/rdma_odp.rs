@@ -127,6 +127,7 @@ pub fn run(args: &RdmaOdpArgs) -> Result<GroundTruth> {
         read_waits: 0,
         read_retries: 0,
         hmm_busy: 0,
+        read_collisions: None,
         kernel_path: "rxe_odp_mr_copy → rxe_odp_map_range_and_lock → ib_umem_odp_map_dma_and_lock: \
                       mmu_interval_read_begin, hmm_range_fault, mmu_interval_read_retry (inline), never during an \
                       invalidation here"
