@@ -54,8 +54,9 @@ pub struct HookReport {
     pub hook: Hook,
     /// Function, tracepoint name or `group:name`, `a|b` resolved.
     pub target: &'static str,
-    /// Attached only while some mm has the has-pinned flag (`probes::arming`), unless kept for good.
-    pub while_pinned: bool,
+    /// `always`, or attached only while some mm has the has-pinned flag (`while_pinned`) or notifier subscriptions
+    /// (`while_subscribed`), unless its group is kept attached for good (`probes::arming`).
+    pub on_demand: super::spec::OnDemand,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -19,6 +19,26 @@ pub fn await_fork_copy_hook(base_url: &str) -> Result<()> {
     Ok(())
 }
 
+/// The agent to wait for after registering a notifier (`--await-hooks`), set once by `main`.
+static HOOKS_URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+pub fn set_hooks_url(url: Option<String>) {
+    let _ = HOOKS_URL.set(url);
+}
+
+/// With `--await-hooks URL`, called right after this process registered a notifier (a KVM VM, a test-module
+/// subscriber): polls `/api/v1/subscribers` until `subscription_hooks.attached` is true. In fentry mode the agent
+/// attaches its operation-boundary, TLB-gather and cause-window hooks only while some mm has subscriptions, and the
+/// registration asks it to attach them at once (within milliseconds); the counted operations must not start before.
+/// Only reads and sleeps in between (small allocations, no mapping of this mm changes).
+pub fn await_subscription_hooks() -> Result<()> {
+    let Some(Some(url)) = HOOKS_URL.get() else { return Ok(()) };
+    let what = "attach its subscription hooks after this process registered a notifier";
+    let waited = await_subscribers(url, what, |view| view["subscription_hooks"]["attached"] == true)?;
+    eprintln!("mmuscope-workload: the agent's subscription hooks are attached ({waited:.3} s after registering)");
+    Ok(())
+}
+
 /// Polls `/api/v1/subscribers` (each request may sweep, and a sweep attaches the callback timer to callbacks it has
 /// not met) until the interval notifier on the mm of `pid` lists its `invalidate` callback as timed. Only reads and
 /// sleeps in between: nothing of that mm is invalidated while waiting.

@@ -11,6 +11,11 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The agent under test's base URL (e.g. http://127.0.0.1:9476): after registering a notifier (a KVM VM, the
+    /// test module's TLB subscriber or interval notifier), wait until its `/api/v1/subscribers` says the
+    /// subscription hooks are attached (fentry mode attaches them only while some mm has subscriptions).
+    #[arg(long, global = true, value_name = "URL")]
+    pub await_hooks: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

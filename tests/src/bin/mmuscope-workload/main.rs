@@ -49,6 +49,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    agent::set_hooks_url(cli.await_hooks.clone());
     let truth = match cli.command {
         Command::KvmMadvise(a) => s::kvm_madvise::run(&a)?,
         Command::KvmMunmap(a) => s::kvm_munmap::run(&a)?,
