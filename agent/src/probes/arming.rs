@@ -175,6 +175,12 @@ impl Arming {
         self.lock().group
     }
 
+    /// The group as `check --json` shows it.
+    pub fn report(&self) -> super::report::OnDemandReport {
+        let s = self.lock();
+        super::report::OnDemandReport { group: s.group.name(), switched: s.programs.len(), always: s.always.clone() }
+    }
+
     /// Whether any hook is attached on demand (and not for good).
     pub fn on_demand(&self) -> bool {
         let s = self.lock();

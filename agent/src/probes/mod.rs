@@ -186,6 +186,7 @@ impl Probes {
                 tracefs: kernel.tracefs.clone(),
             },
             families,
+            on_demand: arming.all().map(|a| a.report()).into(),
         };
         Ok(Self { ebpf, report, births, arming })
     }
