@@ -61,6 +61,10 @@ pub enum Command {
     /// Internal: the other-cgroup side of `cross-cgroup` (started by it; talks over stdin/stdout).
     #[command(hide = true)]
     CrossCgroupInitiator(InitiatorArgs),
+    /// Internal: waits on the agent for a scenario run with `--await-hooks` (started by it before it registers
+    /// anything; one line on stdin per wait, one byte back).
+    #[command(hide = true)]
+    AwaitHooksHelper,
     /// Remove a scenario's cgroup from every hierarchy (the scenario leaves it behind for the scrape).
     CleanupCgroup(CleanupArgs),
     /// Benchmark: the kvm-madvise loop timed in-process; prints ns/op (for `cargo xtask bench`), no ground truth.
