@@ -23,8 +23,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, RetProbeContext},
 };
 use mmuscope_abi::{
-    ArmRequest, HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, ItreeWalk, KernelLayout, MAX_INTERVALS, MAX_NOTIFIERS, NO_CHANGE_PTE,
-    SubscriberLayout, SubscriberRecord, itree_step, record_kind,
+    ArmRequest, HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, ItreeWalk, KernelLayout, MAX_INTERVALS, MAX_NOTIFIERS,
+    NO_CHANGE_PTE, SubscriberLayout, SubscriberRecord, itree_step, record_kind,
 };
 
 use crate::{
