@@ -162,6 +162,10 @@ pub struct ArmingView {
 impl Arming {
     /// Takes one group's programs, attached at this point.
     fn new(group: OnDemand, programs: Vec<Program>, always: Option<String>, flag: Option<Array<MapData, u32>>) -> Self {
+        // Nothing to switch (no family with such a hook attached in a switchable mode): whatever is attached stays, and
+        // a waiter for the group (a test workload) must not wait for an attach that cannot come.
+        let none = || "no hook of this group is switched in this mode (see each family's alternative)".to_string();
+        let always = always.or_else(|| programs.is_empty().then(none));
         let mut state = State { group, programs, flag, always, transitions: 0, generation: 1 };
         state.write_flag(true);
         Self { state: Arc::new(Mutex::new(state)) }
