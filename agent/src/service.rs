@@ -88,7 +88,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         arming.keep_attached("no subscriber inventory, so the agent cannot tell when it is needed");
     }
     // Before the drop: whether the hooks can be attached again with the capabilities kept after it.
-    arming.check_unprivileged(|attach| crate::privileges::with_empty_effective_set(attach));
+    for group in arming.all() {
+        group.check_unprivileged(|attach| crate::privileges::with_empty_effective_set(attach));
+    }
     let exporter = Exporter::new(
         Maps::take(&mut probes, options.stats_map_entries)?,
         cgroup_names,
@@ -122,13 +124,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "cgroup names: from cgroupfs walks only; a cgroup removed before the next scrape is counted as `unknown`"
         ),
     }
-    if arming.on_demand() {
-        // A fork of a flagged mm found the fork-copy hook detached: attach it now (one record per such fork).
+    if arming.all().iter().any(|a| a.on_demand()) {
+        // An event that only an observed mm makes found its group detached: attach it now (one record per event).
         let requests = {
             let arming = arming.clone();
-            let stopped = "the fork-copy hook is attached at inventory sweeps only";
-            crate::ringbuf::spawn_reader(&mut probes, mmuscope_abi::names::FORK_ARM_REQUESTS, stopped, move |_| {
-                arming.set(true, "a process with pinned pages forked while it was detached")
+            let stopped = "the on-demand hooks are attached at inventory sweeps only";
+            crate::ringbuf::spawn_reader(&mut probes, mmuscope_abi::names::ARM_REQUESTS, stopped, move |record| {
+                let raw = record.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
+                match raw.and_then(mmuscope_abi::ArmRequest::from_raw) {
+                    Some(mmuscope_abi::ArmRequest::ForkCopy) => {
+                        arming.fork_copy.set(true, "a process with pinned pages forked while it was detached")
+                    }
+                    Some(mmuscope_abi::ArmRequest::Subscriptions) => {
+                        arming.subscriptions.set(true, "a notifier was registered while they were detached")
+                    }
+                    None => tracing::warn!(?raw, "unknown attach request"),
+                }
             })
         };
         if let Err(e) = requests {

@@ -26,8 +26,8 @@ pub use histogram::{HIST_BUCKETS, bucket_upper_bound_ns, log2_bucket};
 pub use interval::{IntervalKey, IntervalRead, ReadSeqKey};
 pub use layout::{KernelLayout, PAGE_MAPPING_KSM, is_ksm_page};
 pub use maps::{
-    BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket, Initiator,
-    KvmUnmapKey, SubscriberSlot, key_flags, subscriber_mask,
+    ArmRequest, BracketKey, BracketStats, CgroupKey, Counter, CrossKey, ForkStats, ForkWindow, InflightBracket,
+    Initiator, KvmUnmapKey, SubscriberSlot, key_flags, subscriber_mask,
 };
 pub use secondary::{
     ChangePteCounts, Context, CountBytes, DoubleKey, DoubleKind, Frame, Intervals, Operation, Overlap, Scope,
@@ -50,7 +50,10 @@ pub mod names {
     pub const KPROBE_STASH: &str = "KPROBE_STASH";
     pub const FORK_WINDOWS: &str = "FORK_WINDOWS";
     pub const FORK_COPIES_ARMED: &str = "FORK_COPIES_ARMED";
-    pub const FORK_ARM_REQUESTS: &str = "FORK_ARM_REQUESTS";
+    /// The subscription hooks' attach generation (0: detached); see `Arming` in the agent.
+    pub const SUBSCRIPTIONS_ARMED: &str = "SUBSCRIPTIONS_ARMED";
+    /// One [`super::ArmRequest`] per event that found an on-demand hook group detached.
+    pub const ARM_REQUESTS: &str = "ARM_REQUESTS";
     pub const THREADS: &str = "THREADS";
     pub const CALLER_CAUSES: &str = "CALLER_CAUSES";
     pub const SYSCALL_CAUSES: &str = "SYSCALL_CAUSES";

@@ -199,6 +199,27 @@ pub struct ForkWindow {
     pub thp_splits: u64,
 }
 
+/// What one `ARM_REQUESTS` record (a `u64`) asks the agent to attach at once: an event that only an observed mm
+/// makes found that group of on-demand hooks detached.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArmRequest {
+    /// A fork of an mm with the has-pinned flag while the fork-copy hook was detached.
+    ForkCopy = 1,
+    /// A notifier registration (classic or interval) while the subscription hooks were detached.
+    Subscriptions = 2,
+}
+
+impl ArmRequest {
+    pub fn from_raw(raw: u64) -> Option<Self> {
+        match raw {
+            1 => Some(Self::ForkCopy),
+            2 => Some(Self::Subscriptions),
+            _ => None,
+        }
+    }
+}
+
 /// Per-CPU fork statistics of one cgroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -213,6 +213,9 @@ pub struct Operation {
     /// The user registers of the system call or fault, folded: a second line of defence against a missed
     /// boundary (two system calls with other arguments never share it; the brackets of one call always do).
     pub regs_key: u64,
+    /// The subscription hooks' attach generation (`SUBSCRIPTIONS_ARMED`) when the record was made: a record of an
+    /// earlier generation was left by an operation whose boundary fell while the hooks were detached, and is stale.
+    pub generation: u64,
     pub seen: Intervals,
 }
 
@@ -239,7 +242,9 @@ pub struct Frame {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadState {
     pub depth: u32,
-    pub _pad: u32,
+    /// The subscription hooks' attach generation when the gather window opened: a window of an earlier generation
+    /// lost its close while the hooks were detached, and is not open.
+    pub gather_generation: u32,
     pub frames: [Frame; ThreadState::MAX_DEPTH],
     pub gather_mm: u64,
     pub gather_seen: Intervals,

@@ -20,14 +20,16 @@ use mmuscope_abi::{Cause, KernelLayout, caller_stack};
 use crate::{
     cgroup::{is_kthread, load, read},
     layout_field,
-    maps::{INFLIGHT, LAYOUT, SYSCALL_CAUSES, THREADS},
+    maps::{INFLIGHT, LAYOUT, SYSCALL_CAUSES, THREADS, subscriptions_generation},
     threads,
 };
 
-/// Open caller windows of the cause hooks per thread id (see `cause`). LRU: a window whose
-/// return was missed (kretprobe overflow) must not pin its entry.
+/// Open caller windows of the cause hooks per thread id (see `cause`): the [`caller_stack`] and the subscription
+/// hooks' attach generation it was opened under (`SUBSCRIPTIONS_ARMED`; a stack of an earlier one lost its returns
+/// while the hooks were detached, and is stale). LRU: a window whose return was missed (kretprobe overflow) must not
+/// pin its entry.
 #[map]
-static CALLER_CAUSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+static CALLER_CAUSES: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
 
 /// Slot 0 is 1 once the agent attached the causes family's caller windows (`CALLER_CAUSES` is filled).
 #[map]
@@ -94,7 +96,12 @@ fn caller_window() -> Option<u32> {
         return None;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(stack) = unsafe { CALLER_CAUSES.get(tid) } {
+    let generation = u64::from(subscriptions_generation());
+    // Detached (generation 0): no window is open, whatever the map still holds.
+    if generation != 0
+        && let Some([stack, opened]) = unsafe { CALLER_CAUSES.get(tid) }
+        && *opened == generation
+    {
         let top = caller_stack::top(*stack);
         if top != 0 {
             return Some(top);
@@ -140,19 +147,23 @@ fn enter(cause: Cause) {
         crate::operations::end_operation();
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    let stack = unsafe { CALLER_CAUSES.get(tid) }.copied().unwrap_or(0);
-    let _ = CALLER_CAUSES.insert(tid, caller_stack::push(stack, cause as u32), 0);
+    let generation = u64::from(subscriptions_generation());
+    let stack = match unsafe { CALLER_CAUSES.get(tid) } {
+        Some([stack, opened]) if *opened == generation => *stack,
+        _ => 0, // none, or stale
+    };
+    let _ = CALLER_CAUSES.insert(tid, [caller_stack::push(stack, cause as u32), generation], 0);
 }
 
 #[inline(always)]
 fn leave() {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(stack) = (unsafe { CALLER_CAUSES.get(tid) }).copied() else { return };
+    let Some([stack, opened]) = (unsafe { CALLER_CAUSES.get(tid) }).copied() else { return };
     let rest = caller_stack::pop(stack);
-    if rest == 0 {
+    if rest == 0 || opened != u64::from(subscriptions_generation()) {
         let _ = CALLER_CAUSES.remove(tid);
     } else {
-        let _ = CALLER_CAUSES.insert(tid, rest, 0);
+        let _ = CALLER_CAUSES.insert(tid, [rest, opened], 0);
     }
 }
 

@@ -22,17 +22,17 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{Array, LruHashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuHashMap},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
     },
 };
-use mmuscope_abi::{Cause, CgroupKey, ForkStats, ForkWindow, StackKind};
+use mmuscope_abi::{ArmRequest, Cause, CgroupKey, ForkStats, ForkWindow, StackKind};
 
 use crate::{
     cgroup::{current_owner_memcg_btf, current_task_mm, load, mm_owner_memcg, read},
     layout_field,
-    maps::{LAYOUT, SYSCALL_CAUSES, per_cpu_entry},
+    maps::{LAYOUT, SYSCALL_CAUSES, per_cpu_entry, request_arming},
     stacks,
     subscribers::{SUBSCRIBER_LAYOUT, has_pinned},
     threads::tid,
@@ -50,11 +50,6 @@ static FORK_STATS: PerCpuHashMap<CgroupKey, ForkStats> = PerCpuHashMap::with_max
 /// 1 while the agent has the per-copy hook attached; 0 while it is detached because no mm has the has-pinned flag.
 #[map]
 static FORK_COPIES_ARMED: Array<u32> = Array::with_max_entries(1, 0);
-
-/// One record (the owner's cgroup id) per fork of a flagged mm while the per-copy hook was detached: the agent
-/// attaches it when it reads one. A full ring drops records; the agent also attaches at its next inventory sweep.
-#[map]
-static FORK_ARM_REQUESTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 /// `CLONE_VM` (uapi): a thread, or a vfork child, shares the mm; no address space is copied.
 const CLONE_VM: u64 = 0x100;
@@ -83,7 +78,7 @@ fn note_unobserved_fork(ctx: &BtfTracePointContext) {
         // SAFETY: per-CPU value owned by this CPU while the program runs.
         unsafe { (*stats).unobserved += 1 };
     }
-    let _ = FORK_ARM_REQUESTS.output::<u64>(&cgroup_id, 0);
+    request_arming(ArmRequest::ForkCopy);
 }
 
 #[inline(always)]

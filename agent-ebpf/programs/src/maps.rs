@@ -4,10 +4,10 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use aya_log_ebpf::warn;
-use mmuscope_abi::{Counter, InflightBracket, KernelLayout, KvmUnmapKey, ThreadState};
+use mmuscope_abi::{ArmRequest, Counter, InflightBracket, KernelLayout, KvmUnmapKey, ThreadState};
 
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout::ZERO);
@@ -25,6 +25,29 @@ pub static KPROBE_STASH: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0)
 /// a thread that dies inside a window must not hold its entry for good.
 #[map]
 pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(16384, 0);
+
+/// The attach generation of the subscription hooks (operation boundaries, TLB-gather windows, cause windows), which the
+/// agent attaches only while some mm has notifier subscriptions: 0 while detached, a new number at each attach. The
+/// per-thread state those hooks keep records it, so that a window whose close was missed while detached is stale.
+#[map]
+pub static SUBSCRIPTIONS_ARMED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// One [`ArmRequest`] (a `u64`) per event that found a group of on-demand hooks detached: the agent attaches the
+/// group when it reads one. A full ring drops records; the agent also attaches at its next inventory sweep.
+#[map]
+pub static ARM_REQUESTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// The subscription hooks' current attach generation (0: detached).
+#[inline(always)]
+pub fn subscriptions_generation() -> u32 {
+    SUBSCRIPTIONS_ARMED.get(0).copied().unwrap_or(0)
+}
+
+/// Asks the agent to attach a group of on-demand hooks now.
+#[inline(always)]
+pub fn request_arming(group: ArmRequest) {
+    let _ = ARM_REQUESTS.output::<u64>(&(group as u64), 0);
+}
 
 /// `Cause` per system call number, filled by the agent (0 = another system call).
 #[map]

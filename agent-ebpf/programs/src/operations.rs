@@ -23,7 +23,9 @@ use mmuscope_abi::{DoubleKind, Intervals, KernelLayout, Operation};
 
 use crate::{
     cgroup::{current_task_mm, load, read},
-    layout_field, regs,
+    layout_field,
+    maps::subscriptions_generation,
+    regs,
     secondary::add_double,
     threads,
 };
@@ -55,6 +57,14 @@ pub fn bracket_opened<C: EbpfContext + StackIdContext>(
     if OPERATIONS_ON.get(0).is_none_or(|on| *on == 0) {
         return;
     }
+    // The boundary hooks are attached only while some mm has subscriptions (the agent's `probes::arming`): while
+    // they are detached no record may be made (nothing would end its operation), and a record of an earlier attach
+    // is stale (its boundary may have passed while detached).
+    let generation = subscriptions_generation();
+    if generation == 0 {
+        return;
+    }
+    let generation = u64::from(generation);
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
     if unsafe { read::<u64>(task, layout.task_mm) }.is_ok_and(|m| m == 0) {
         return; // kernel thread: no operation boundary
@@ -64,6 +74,7 @@ pub fn bracket_opened<C: EbpfContext + StackIdContext>(
     if let Some(op) = OPERATIONS.get_ptr_mut(tid)
         && unsafe { (*op).mm } == mm
         && unsafe { (*op).regs_key } == regs_key
+        && unsafe { (*op).generation } == generation
     {
         let o = unsafe { (*op).seen.overlap_and_record(start, end, false) };
         if o.any {
@@ -73,7 +84,7 @@ pub fn bracket_opened<C: EbpfContext + StackIdContext>(
     }
     let mut seen = Intervals::default();
     seen.overlap_and_record(start, end, false);
-    let _ = OPERATIONS.insert(tid, Operation { mm, regs_key, seen }, 0);
+    let _ = OPERATIONS.insert(tid, Operation { mm, regs_key, generation, seen }, 0);
 }
 
 /// Ends the current thread's operation: its next bracket starts a new one.

@@ -15,7 +15,7 @@ use mmuscope_abi::{Context, CountBytes, DoubleKey, DoubleKind, KernelLayout, Ove
 use crate::{
     cgroup::{load, mm_owner_memcg, read},
     layout_field,
-    maps::{LAYOUT, THREADS, per_cpu_entry},
+    maps::{LAYOUT, THREADS, per_cpu_entry, subscriptions_generation},
     stacks,
     subscriber_mask::{MAX_LISTED, notifier_bit},
     threads::{self, top},
@@ -114,7 +114,7 @@ fn secondary_call<C: EbpfContext + StackIdContext>(ctx: &C, mm: u64, start: u64,
                 flags = (*f).flags;
                 overlap = (*f).seen.overlap_and_record(start, end, false);
             }
-        } else if unsafe { (*ts).gather_mm } == mm {
+        } else if threads::gather_open_on(ts, mm) {
             context = Context::Gather;
             overlap = unsafe { (*ts).gather_seen.overlap_and_record(start, end, false) };
         }
@@ -157,7 +157,7 @@ fn end_entry<C: EbpfContext + StackIdContext>(ctx: &C, range: u64, only_end: boo
         add_double(ctx, cgroup_id, flags, implementers, DoubleKind::EndAfterInLock, in_lock.bytes);
     }
     // A gather flush of this mm after the end would repeat the range.
-    if unsafe { (*ts).gather_mm } == mm {
+    if threads::gather_open_on(ts, mm) {
         let _ = unsafe { (*ts).gather_seen.overlap_and_record(start, end, true) };
     }
 }
@@ -167,6 +167,7 @@ fn gather_open(mm: u64) {
     if let Some(ts) = threads::current() {
         unsafe {
             (*ts).gather_mm = mm;
+            (*ts).gather_generation = subscriptions_generation();
             (*ts).gather_seen.len = 0;
         }
     }

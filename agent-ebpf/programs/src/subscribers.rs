@@ -6,7 +6,8 @@
 //! The agent runs it by creating an iterator fd and reading it (a "sweep").
 //!
 //! Register/unregister/exit hooks only bump [`SUBSCRIBER_CHANGES`], which tells the agent a
-//! new sweep is due; they never walk anything themselves.
+//! new sweep is due; they never walk anything themselves. A registration made while the subscription hooks are
+//! detached also asks the agent to attach them (`ARM_REQUESTS`).
 //!
 //! aya-ebpf 0.2 has no `#[iter]` macro, so the programs are declared with their ELF section
 //! by hand, as the macros would.
@@ -22,13 +23,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, RetProbeContext},
 };
 use mmuscope_abi::{
-    HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, ItreeWalk, KernelLayout, MAX_INTERVALS, MAX_NOTIFIERS, NO_CHANGE_PTE,
-    SubscriberLayout, SubscriberRecord, itree_step, record_kind,
+    ArmRequest, HAS_PINNED_UNKNOWN, HAS_PINNED_WORD, ItreeWalk, KernelLayout, MAX_INTERVALS, MAX_NOTIFIERS,
+    NO_CHANGE_PTE, SubscriberLayout, SubscriberRecord, itree_step, record_kind,
 };
 
 use crate::{
     cgroup::{mm_owner_memcg, read},
-    maps::LAYOUT,
+    maps::{LAYOUT, request_arming, subscriptions_generation},
 };
 
 #[unsafe(no_mangle)]
@@ -324,14 +325,28 @@ macro_rules! changed_fexit {
         }
     )*};
 }
-changed_fexit!(
-    sub_register_fexit,
-    sub_unregister_fexit,
-    sub_put_fexit,
-    sub_interval_insert_fexit,
-    sub_interval_insert_locked_fexit,
-    sub_interval_remove_fexit
-);
+changed_fexit!(sub_unregister_fexit, sub_put_fexit, sub_interval_remove_fexit);
+
+/// A registration (classic or interval) returned: the list changed, and if the subscription hooks are detached
+/// (no mm had subscriptions at the last sweep), the agent is asked to attach them now rather than at its next sweep.
+#[inline(always)]
+fn registered() {
+    changed();
+    if subscriptions_generation() == 0 {
+        request_arming(ArmRequest::Subscriptions);
+    }
+}
+
+macro_rules! registered_fexit {
+    ($($name:ident),*) => {$(
+        #[fexit]
+        pub fn $name(_ctx: FExitContext) -> i32 {
+            registered();
+            0
+        }
+    )*};
+}
+registered_fexit!(sub_register_fexit, sub_interval_insert_fexit, sub_interval_insert_locked_fexit);
 
 macro_rules! changed_kretprobe {
     ($($name:ident),*) => {$(
@@ -342,14 +357,18 @@ macro_rules! changed_kretprobe {
         }
     )*};
 }
-changed_kretprobe!(
-    sub_register_kretprobe,
-    sub_unregister_kretprobe,
-    sub_put_kretprobe,
-    sub_interval_insert_kretprobe,
-    sub_interval_insert_locked_kretprobe,
-    sub_interval_remove_kretprobe
-);
+changed_kretprobe!(sub_unregister_kretprobe, sub_put_kretprobe, sub_interval_remove_kretprobe);
+
+macro_rules! registered_kretprobe {
+    ($($name:ident),*) => {$(
+        #[kretprobe]
+        pub fn $name(_ctx: RetProbeContext) -> u32 {
+            registered();
+            0
+        }
+    )*};
+}
+registered_kretprobe!(sub_register_kretprobe, sub_interval_insert_kretprobe, sub_interval_insert_locked_kretprobe);
 
 /// `mmap:exit_mmap(mm)` fires at the end of `exit_mmap`: an mm that had subscriptions or pins
 /// is gone.

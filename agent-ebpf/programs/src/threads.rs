@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::map, maps::PerCpuArray};
 use mmuscope_abi::{Frame, ThreadState};
 
-use crate::maps::THREADS;
+use crate::maps::{THREADS, subscriptions_generation};
 
 /// A zeroed [`ThreadState`], the source for inserts (too large for the BPF stack). Never written.
 #[map]
@@ -30,9 +30,22 @@ pub fn current() -> Option<*mut ThreadState> {
 /// Drops this thread's state once nothing is open, so idle threads cost no map entry.
 #[inline(always)]
 pub fn release_if_idle(ts: *mut ThreadState) {
-    if unsafe { (*ts).depth == 0 && (*ts).gather_mm == 0 } {
+    if unsafe { (*ts).depth == 0 } && (unsafe { (*ts).gather_mm == 0 } || gather_stale(ts)) {
         let _ = THREADS.remove(tid());
     }
+}
+
+/// Whether the thread's TLB-gather window was opened under an earlier attach of the gather hooks (its close was
+/// missed while they were detached): it is not open.
+#[inline(always)]
+fn gather_stale(ts: *mut ThreadState) -> bool {
+    (unsafe { (*ts).gather_generation }) != subscriptions_generation()
+}
+
+/// Whether the thread has a TLB-gather window open on `mm` (opened under the current attach of the gather hooks).
+#[inline(always)]
+pub fn gather_open_on(ts: *mut ThreadState, mm: u64) -> bool {
+    (unsafe { (*ts).gather_mm }) == mm && !gather_stale(ts)
 }
 
 /// The innermost open bracket, if any.

@@ -24,18 +24,31 @@ pub struct SubscribersView {
     /// Page size used for `pinned_bytes`.
     pub page_size: u64,
     /// The fork-copy family's per-page hook, attached only while some mm has the has-pinned flag.
-    pub fork_copy_hook: ForkCopyHookView,
+    pub fork_copy_hook: HookGroupView,
+    /// The subscription hooks (operation boundaries, TLB-gather and cause windows), attached only while some mm has
+    /// notifier subscriptions (classic or interval).
+    pub subscription_hooks: HookGroupView,
     pub mms: Vec<MmView>,
 }
 
-/// Whether fork copies of pinned pages are being counted now (see `probes::arming`).
+/// One group of hooks attached on demand (see `probes::arming`).
 #[derive(Debug, Default, Serialize, ToSchema)]
-pub struct ForkCopyHookView {
-    /// Attached now: a fork that copies pinned pages is counted. Detached while no mm has the has-pinned flag; a
-    /// fork of an mm flagged since the last sweep then counts in `mmuscope_fork_unobserved_total`.
+pub struct HookGroupView {
+    /// Attached now. The fork-copy hook: a fork that copies pinned pages is counted; detached while no mm has the
+    /// has-pinned flag, a fork of an mm flagged since the last sweep then counts in `mmuscope_fork_unobserved_total`
+    /// (and attaches it). The subscription hooks: detached while no mm has subscriptions; a registration attaches
+    /// them within milliseconds.
     pub attached: bool,
     /// Why it stays attached whatever the inventory says (kprobe mode, `--probes.keep-attached`, ...), if it does.
     pub always: Option<String>,
+    /// Attach and detach transitions since start-up.
+    pub transitions: u64,
+}
+
+impl From<&crate::probes::ArmingView> for HookGroupView {
+    fn from(v: &crate::probes::ArmingView) -> Self {
+        Self { attached: v.attached, always: v.always.clone(), transitions: v.transitions }
+    }
 }
 
 /// One address space, under the first thread-group leader using it.
@@ -101,7 +114,8 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
             error: None,
             symbols_pending: false,
             page_size,
-            fork_copy_hook: ForkCopyHookView::default(),
+            fork_copy_hook: HookGroupView::default(),
+            subscription_hooks: HookGroupView::default(),
             mms,
         };
     };
@@ -153,10 +167,8 @@ pub fn view(inv: Option<&Inventory>, names: &CgroupNames, page_size: u64) -> Sub
         error: inv.error.clone(),
         symbols_pending: inv.symbols_pending,
         page_size,
-        fork_copy_hook: ForkCopyHookView {
-            attached: inv.fork_copy_hook.attached,
-            always: inv.fork_copy_hook.always.clone(),
-        },
+        fork_copy_hook: (&inv.fork_copy_hook).into(),
+        subscription_hooks: (&inv.subscription_hooks).into(),
         mms,
     }
 }

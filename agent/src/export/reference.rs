@@ -55,6 +55,7 @@ pub(super) fn sample_report() -> PlanReport {
             required: true,
             alternatives: vec![alternative],
         }],
+        on_demand: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mmuscope_abi::BracketStats;
 
 use super::series::{Family, Kind, Metric, Value};
-use crate::{cgroups::CgroupLabels, subscribers::Inventory};
+use crate::{cgroups::CgroupLabels, probes::spec::OnDemand, subscribers::Inventory};
 
 pub const SUBSCRIPTIONS: Metric = Metric::plain(
     "mmuscope_notifier_subscriptions",
@@ -43,15 +43,15 @@ pub const CALLBACK_DURATION: Metric = Metric::plain(
     "Time spent in each subscriber's invalidation callbacks, by subscriber (from the callback symbol, e.g. kvm) and \
      callback. kprobes on the callbacks met at start-up (later: --probes.late-callbacks); none without kprobes.",
 );
-pub const FORK_COPY_HOOK: Metric = Metric::plain(
-    "mmuscope_fork_copy_hook_attached",
+pub const HOOKS_ATTACHED: Metric = Metric::plain(
+    "mmuscope_on_demand_hooks_attached",
     Kind::Gauge,
-    &[],
-    "1 while the fork-copy family's per-page hook is attached. It is attached only while some mm has the has-pinned \
-     flag (or for good: kprobe mode, --probes.keep-attached), since every page fault on the host runs it.",
+    &["group"],
+    "1 while a group of on-demand hooks is attached: fork_copy (while some mm has the has-pinned flag), \
+     subscriptions (while some mm has notifier subscriptions). Kept for good in kprobe mode, --probes.keep-attached.",
 );
 pub const METRICS: &[&Metric] =
-    &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &TRUNCATED_MMS, &PINNED_MMS, &HAS_PINNED_MMS, &FORK_COPY_HOOK];
+    &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &TRUNCATED_MMS, &PINNED_MMS, &HAS_PINNED_MMS, &HOOKS_ATTACHED];
 
 pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabels<'a>) -> Vec<Family<'a>> {
     let mut subscriptions = Family::new(&SUBSCRIPTIONS);
@@ -77,7 +77,12 @@ pub fn families<'a>(inv: &'a Inventory, cgroup: &dyn Fn(u32, u64) -> CgroupLabel
             has_pinned.add(Some(cgroup(mm.cgroup_flags, mm.cgroup_id)), &[], Value::Count(1));
         }
     }
-    let hook = Family::single(&FORK_COPY_HOOK, Value::Count(u64::from(inv.fork_copy_hook.attached)));
+    let mut hook = Family::new(&HOOKS_ATTACHED);
+    for (group, view) in
+        [(OnDemand::WhilePinned, &inv.fork_copy_hook), (OnDemand::WhileSubscribed, &inv.subscription_hooks)]
+    {
+        hook.add(None, &[group.name()], Value::Count(u64::from(view.attached)));
+    }
     vec![subscriptions, truncated, pinned, has_pinned, hook]
 }
 

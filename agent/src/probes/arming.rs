@@ -1,25 +1,46 @@
 //! Hot-path hooks attached only while something can be seen.
 //!
-//! The fork-copy family's per-copy hook (`fork_copy_*` on the anon-rmap call, `fork_page_alloc` on
-//! `mm_page_alloc`) runs on every anonymous fault or page allocation of every process, and only an mm with the
-//! has-pinned flag (`MMF_HAS_PINNED`, 5.9–5.12 `mm->has_pinned`) can make it count: no other fork copies eagerly.
-//! Even its early exit is a program run per fault, which processes with nothing to report should not pay. So the
-//! hook is attached while the subscriber inventory sees a flagged mm, and detached when it sees none
-//! ([`ProgramSpec::while_pinned`](super::spec::ProgramSpec::while_pinned) marks it in the table).
+//! Some hooks run on paths every process takes, and only some mms can make them count. They are marked in the
+//! table with the condition under which they are needed ([`OnDemand`], set by `TracedHook::while_pinned`,
+//! `TracedHook::while_subscribed`, `ProgramSpec::while_pinned`), and each condition's hooks form a group that is
+//! attached while the subscriber inventory sees an mm meeting it, and detached when it sees none ([`Arming`], one per
+//! group, held in [`Armings`]):
 //!
-//! Between a process's first pin and the next sweep the hook may be detached. A fork in that window is seen by
-//! `task_newtask` (once per fork): it counts the fork as unobserved (`mmuscope_fork_unobserved_total`) and asks
-//! through a ring buffer to attach at once (its reader is started by `service.rs`).
+//! - [`OnDemand::WhilePinned`], the fork-copy family's per-copy hook (`fork_copy_*` on the anon-rmap call,
+//!   `fork_page_alloc` on `mm_page_alloc`): it runs on every anonymous fault or page allocation of every process,
+//!   and only an mm with the has-pinned flag (`MMF_HAS_PINNED`, 5.9–5.12 `mm->has_pinned`) can make it count: no
+//!   other fork copies eagerly.
+//! - [`OnDemand::WhileSubscribed`], the operation boundaries (`overlapping_brackets`, the system calls that end an
+//!   operation), the TLB-gather window (`gather_open`/`gather_close` on every unmap) and the cause windows (`causes`:
+//!   `exit_mmap` at every exit, splits, reclaim, migration): they only matter around brackets, and brackets only run
+//!   for mms with notifier subscriptions (classic or interval).
+//!
+//! Even their early exits are a program run per fault, system call or unmap, which processes with nothing to report
+//! should not pay.
+//!
+//! Between the event that makes a group needed and the next sweep the group may be detached. Such an event sends an
+//! [`mmuscope_abi::ArmRequest`] through the `ARM_REQUESTS` ring buffer, whose reader (started by `service.rs`)
+//! attaches the group at once: `task_newtask` for a fork of a flagged mm (counted as unobserved,
+//! `mmuscope_fork_unobserved_total`), the registration hooks (`__mmu_notifier_register`, interval inserts) for a new
+//! subscription. Each group has a flag map the programs read (`FORK_COPIES_ARMED`, `SUBSCRIPTIONS_ARMED`) holding
+//! the attach generation (0 while detached, a new number at each attach): the per-thread state the subscription
+//! hooks keep (open operation, gather window, cause windows) records it, so that a window whose close was missed
+//! while detached is stale after attaching again rather than mistagging later brackets. What is left is a small
+//! blind spot at each transition: an operation (system call, unmap, exit) already in flight when the group attaches
+//! has no opening boundary or window (its brackets are taken as their own operation, with the cause from the task's
+//! context), and one in flight when the group detaches loses its close (harmless: nothing is subscribed then, and the
+//! generation makes the leftover stale).
 //!
 //! Attaching again after the capability drop uses the program fd the agent holds (`BPF_RAW_TRACEPOINT_OPEN`,
 //! which checks no capability once the program is loaded, from 5.19; before, the CAP_BPF the agent keeps for
 //! reading its maps is enough). Whether it works is tried at start-up with an empty effective set
-//! ([`Arming::check_unprivileged`]). The hook stays attached for good where it cannot work that way: kprobe mode
+//! ([`Arming::check_unprivileged`]). A group stays attached for good where it cannot work that way: kprobe mode
 //! (a kprobe is a perf event, and opening one needs CAP_PERFMON), fentry mode on a kernel where a detached fentry
 //! program cannot attach again (5.10; [`super::attach::probe_reattach`]), a kernel whose has-pinned flag the agent
-//! cannot read, no subscriber inventory, or `--probes.keep-attached`.
+//! cannot read (the fork-copy group), no subscriber inventory, or `--probes.keep-attached`.
 
 use std::{
+    collections::BTreeMap,
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     sync::{Arc, Mutex, MutexGuard},
@@ -30,71 +51,138 @@ use aya::{
     programs::ProgramFd,
 };
 
+pub use super::spec::OnDemand;
+
 /// One program attached on demand, and its link while attached.
-struct OnDemand {
+struct Program {
     name: String,
     fd: ProgramFd,
     link: Option<OwnedFd>,
 }
 
-/// The programs an attach pass made on demand (see [`super::attach`]).
+/// The programs an attach pass made on demand, by group (see [`super::attach`]).
 #[derive(Default)]
 pub struct Collected {
-    programs: Vec<OnDemand>,
-    /// Why some of them had to be attached for good (e.g. kprobes).
-    pub always: Option<String>,
+    programs: BTreeMap<OnDemand, Vec<Program>>,
+    /// Why some groups had to be attached for good (e.g. kprobes).
+    always: BTreeMap<OnDemand, String>,
 }
 
 impl Collected {
-    /// Attaches a loaded tracing program (fentry, fexit, tp_btf) by its fd and keeps the link.
-    pub fn attach(&mut self, name: String, fd: ProgramFd) -> io::Result<()> {
+    /// Attaches a loaded tracing program (fentry, fexit, tp_btf) of `group` by its fd and keeps the link.
+    pub fn attach(&mut self, group: OnDemand, name: String, fd: ProgramFd) -> io::Result<()> {
         let link = raw_tracepoint_open(fd.as_fd())?;
-        self.programs.push(OnDemand { name, fd, link: Some(link) });
+        self.programs.entry(group).or_default().push(Program { name, fd, link: Some(link) });
         Ok(())
     }
 
     /// Forgets (and so detaches) the programs of a failed alternative.
     pub fn forget(&mut self, names: &[String]) {
-        self.programs.retain(|p| !names.contains(&p.name));
+        self.programs.values_mut().for_each(|g| g.retain(|p| !names.contains(&p.name)));
+    }
+
+    /// `group` has a hook that can only be attached for good (its attach pass attached it as usual).
+    pub fn attached_for_good(&mut self, group: OnDemand, why: &str) {
+        self.always.entry(group).or_insert_with(|| why.to_string());
     }
 }
 
 struct State {
-    programs: Vec<OnDemand>,
-    /// What the programs read: 1 while attached.
+    group: OnDemand,
+    programs: Vec<Program>,
+    /// What the programs read: the attach generation while attached, 0 while detached.
     flag: Option<Array<MapData, u32>>,
     /// `Some(why)`: attached for good.
     always: Option<String>,
     /// Attach/detach transitions since start-up.
     transitions: u64,
+    /// The last attach generation written to `flag` (never 0).
+    generation: u32,
 }
 
-/// The on-demand hooks: a cheap handle shared by the sweeper (which decides) and the request reader.
+/// One group of on-demand hooks: a cheap handle shared by the sweeper (which decides) and the request reader.
 #[derive(Clone)]
 pub struct Arming {
     state: Arc<Mutex<State>>,
 }
 
-/// What `/metrics` and the API say about the on-demand hooks.
+/// Every group of on-demand hooks.
+#[derive(Clone)]
+pub struct Armings {
+    pub fork_copy: Arming,
+    pub subscriptions: Arming,
+}
+
+impl Armings {
+    /// Splits what the attach pass collected into its groups, each with the flag its programs read.
+    pub fn new(
+        mut collected: Collected,
+        fork_copy_flag: Option<Array<MapData, u32>>,
+        subscriptions_flag: Option<Array<MapData, u32>>,
+    ) -> Self {
+        let mut group = |g: OnDemand, flag| {
+            let programs = collected.programs.remove(&g).unwrap_or_default();
+            Arming::new(g, programs, collected.always.remove(&g), flag)
+        };
+        Self {
+            fork_copy: group(OnDemand::WhilePinned, fork_copy_flag),
+            subscriptions: group(OnDemand::WhileSubscribed, subscriptions_flag),
+        }
+    }
+
+    /// The group of `on_demand` (`None` for [`OnDemand::Always`]).
+    pub fn get(&self, on_demand: OnDemand) -> Option<&Arming> {
+        match on_demand {
+            OnDemand::Always => None,
+            OnDemand::WhilePinned => Some(&self.fork_copy),
+            OnDemand::WhileSubscribed => Some(&self.subscriptions),
+        }
+    }
+
+    pub fn all(&self) -> [&Arming; 2] {
+        [&self.fork_copy, &self.subscriptions]
+    }
+
+    /// Keeps every group attached for good, saying why once each.
+    pub fn keep_attached(&self, why: &str) {
+        self.all().iter().for_each(|a| a.keep_attached(why));
+    }
+}
+
+/// What `/metrics` and the API say about one group of on-demand hooks.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ArmingView {
-    /// Whether the per-copy hook is attached now.
+    /// Whether the group's hooks are attached now.
     pub attached: bool,
-    /// Why it is attached for good, if it is.
+    /// Why they are attached for good, if they are.
     pub always: Option<String>,
     pub transitions: u64,
 }
 
 impl Arming {
-    /// Takes what the attach pass collected; the hooks are attached at this point.
-    pub fn new(collected: Collected, flag: Option<Array<MapData, u32>>) -> Self {
-        let mut state = State { programs: collected.programs, flag, always: collected.always, transitions: 0 };
+    /// Takes one group's programs, attached at this point.
+    fn new(group: OnDemand, programs: Vec<Program>, always: Option<String>, flag: Option<Array<MapData, u32>>) -> Self {
+        // Nothing to switch (no family with such a hook attached in a switchable mode): whatever is attached stays, and
+        // a waiter for the group (a test workload) must not wait for an attach that cannot come.
+        let none = || "no hook of this group is switched in this mode (see each family's alternative)".to_string();
+        let always = always.or_else(|| programs.is_empty().then(none));
+        let mut state = State { group, programs, flag, always, transitions: 0, generation: 1 };
         state.write_flag(true);
         Self { state: Arc::new(Mutex::new(state)) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn group(&self) -> OnDemand {
+        self.lock().group
+    }
+
+    /// The group as `check --json` shows it.
+    pub fn report(&self) -> super::report::OnDemandReport {
+        let s = self.lock();
+        super::report::OnDemandReport { group: s.group.name(), switched: s.programs.len(), always: s.always.clone() }
     }
 
     /// Whether any hook is attached on demand (and not for good).
@@ -119,22 +207,22 @@ impl Arming {
             return;
         }
         if let Err(e) = s.set(true) {
-            tracing::error!("attaching the fork-copy hook failed: {e}; fork copies are not counted");
+            s.failed(&e);
         }
-        tracing::info!(why, "fork-copy hook attached for good");
+        tracing::info!(why, "{} attached for good", s.group.hooks());
         s.always = Some(why.to_string());
     }
 
     /// Attaches (`wanted`) or detaches the hooks, unless they are attached for good. `why` goes to the log.
     pub fn set(&self, wanted: bool, why: &str) {
         let mut s = self.lock();
-        // No programs: the family attached in no mode with such a hook (its plan says why), nothing to switch.
+        // No programs: the families attached in no mode with such a hook (their plans say why), nothing to switch.
         if s.always.is_some() || s.programs.is_empty() || s.attached() == wanted {
             return;
         }
         match s.set(wanted) {
-            Ok(()) => tracing::info!(why, "fork-copy hook {}", if wanted { "attached" } else { "detached" }),
-            Err(e) => tracing::error!(why, "attaching the fork-copy hook failed: {e}; fork copies are not counted"),
+            Ok(()) => tracing::info!(why, "{} {}", s.group.hooks(), if wanted { "attached" } else { "detached" }),
+            Err(e) => s.failed(&e),
         }
     }
 
@@ -154,8 +242,8 @@ impl Arming {
         if let Err(e) = tried {
             let why = format!("attaching it again without privileges fails on this kernel ({e})");
             match s.set(true) {
-                Ok(()) => tracing::warn!(why, "fork-copy hook attached for good"),
-                Err(e) => tracing::error!("attaching the fork-copy hook failed: {e}; fork copies are not counted"),
+                Ok(()) => tracing::warn!(why, "{} attached for good", s.group.hooks()),
+                Err(e) => s.failed(&e),
             }
             s.always = Some(why);
             return;
@@ -173,6 +261,14 @@ impl State {
         self.programs.iter().any(|p| p.link.is_some())
     }
 
+    fn failed(&self, e: &io::Error) {
+        let lost = match self.group {
+            OnDemand::WhilePinned => "fork copies are not counted",
+            _ => "operations, TLB-gather and cause windows are not seen",
+        };
+        tracing::error!("attaching the {} failed: {e}; {lost}", self.group.hooks());
+    }
+
     fn set(&mut self, wanted: bool) -> io::Result<()> {
         if wanted {
             for p in &mut self.programs {
@@ -181,9 +277,11 @@ impl State {
                     p.link = Some(link.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.name)))?);
                 }
             }
+            // A new generation: per-thread state left by the previous attach is stale.
+            self.generation = self.generation.checked_add(1).unwrap_or(1);
             self.write_flag(true);
         } else {
-            // The flag first: a fork between the two then asks to attach rather than go uncounted silently.
+            // The flag first: an event between the two then asks to attach rather than go unseen silently.
             self.write_flag(false);
             self.programs.iter_mut().for_each(|p| p.link = None);
         }
@@ -192,10 +290,11 @@ impl State {
     }
 
     fn write_flag(&mut self, attached: bool) {
+        let value = if attached { self.generation } else { 0 };
         if let Some(flag) = &mut self.flag
-            && let Err(e) = flag.set(0, u32::from(attached), 0)
+            && let Err(e) = flag.set(0, value, 0)
         {
-            tracing::warn!("writing {}: {e}", mmuscope_abi::names::FORK_COPIES_ARMED);
+            tracing::warn!("writing the {} flag: {e}", self.group.name());
         }
     }
 }

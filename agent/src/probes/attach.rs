@@ -11,7 +11,7 @@ use super::{
     families,
     needs::{self, Probed},
     report::{AlternativeReport, FamilyReport, HookReport, Status},
-    spec::{Alternative, Hook, Mode, Need, ProgramSpec},
+    spec::{Alternative, Hook, Mode, Need, OnDemand, ProgramSpec},
 };
 use crate::kernel::KernelInfo;
 
@@ -137,7 +137,7 @@ fn hooks(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<HookRep
             program: p.program.to_string(),
             hook: p.hook,
             target: resolve(kernel, p),
-            while_pinned: p.while_pinned,
+            on_demand: p.on_demand,
         })
         .collect()
 }
@@ -209,18 +209,20 @@ fn attach_alternative(
             return Err(format!("{} on {target}: {e}", spec.program));
         }
     }
-    if alt.programs.iter().any(|p| p.while_pinned && matches!(p.hook, Hook::KProbe | Hook::KRetProbe)) {
-        on_demand.always = Some(
-            "kprobe mode: attaching a kprobe opens a perf event, which needs CAP_PERFMON, dropped after start-up"
-                .to_string(),
-        );
+    for p in alt.programs.iter().filter(|p| matches!(p.hook, Hook::KProbe | Hook::KRetProbe)) {
+        if p.on_demand != OnDemand::Always {
+            on_demand.attached_for_good(
+                p.on_demand,
+                "kprobe mode: attaching a kprobe opens a perf event, which needs CAP_PERFMON, dropped after start-up",
+            );
+        }
     }
     Ok(())
 }
 
-/// Loads and attaches one program. A tracing program marked [`ProgramSpec::while_pinned`] is attached by its fd
-/// and handed to `on_demand`, which detaches and attaches it later (`arming`); a kprobe cannot be attached again
-/// after the capability drop, so a marked kprobe makes the on-demand hooks permanent.
+/// Loads and attaches one program. A tracing program attached on demand ([`ProgramSpec::on_demand`]) is attached by
+/// its fd and handed to `on_demand`, which detaches and attaches it later (`arming`); a kprobe cannot be attached
+/// again after the capability drop, so a marked kprobe makes its group's hooks permanent.
 fn attach_program(
     ebpf: &mut Ebpf,
     btf: &Btf,
@@ -233,13 +235,13 @@ fn attach_program(
     let e = |e: aya::programs::ProgramError| error_chain(&e);
     let demand = |on_demand: &mut Collected, fd: Result<&aya::programs::ProgramFd, _>| -> Result<(), String> {
         let fd = fd.map_err(e)?.try_clone().map_err(|err| err.to_string())?;
-        on_demand.attach(name.clone(), fd).map_err(|err| format!("attaching by fd: {err}"))
+        on_demand.attach(spec.on_demand, name.clone(), fd).map_err(|err| format!("attaching by fd: {err}"))
     };
     match spec.hook {
         Hook::FEntry => {
             let p: &mut FEntry = prog.try_into().map_err(e)?;
             p.load(target, btf).map_err(e)?;
-            if spec.while_pinned {
+            if spec.on_demand != OnDemand::Always {
                 demand(on_demand, p.fd())?;
             } else {
                 p.attach().map_err(e)?;
@@ -248,7 +250,7 @@ fn attach_program(
         Hook::FExit => {
             let p: &mut FExit = prog.try_into().map_err(e)?;
             p.load(target, btf).map_err(e)?;
-            if spec.while_pinned {
+            if spec.on_demand != OnDemand::Always {
                 demand(on_demand, p.fd())?;
             } else {
                 p.attach().map_err(e)?;
@@ -265,7 +267,7 @@ fn attach_program(
         Hook::TpBtf => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(e)?;
             p.load(target, btf).map_err(e)?;
-            if spec.while_pinned {
+            if spec.on_demand != OnDemand::Always {
                 demand(on_demand, p.fd())?;
             } else {
                 p.attach().map_err(e)?;

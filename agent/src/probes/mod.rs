@@ -23,7 +23,7 @@ use mmuscope_abi::names;
 #[cfg(test)]
 mod object_tests;
 
-pub use arming::{Arming, ArmingView};
+pub use arming::{Arming, ArmingView, Armings};
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
 pub use spec::{FamilyId, Mode};
@@ -78,8 +78,8 @@ pub struct Probes {
     pub report: PlanReport,
     /// Whether cgroups are learned at creation (`crate::births`), or why not.
     pub births: Result<(), String>,
-    /// The hot-path hooks attached only while some mm has pinned pages.
-    pub arming: Arming,
+    /// The hot-path hooks attached only while some mm has pinned pages or subscriptions, by group.
+    pub arming: Armings,
 }
 
 impl Probes {
@@ -137,15 +137,26 @@ impl Probes {
         };
         let mut on_demand = arming::Collected::default();
         let families = attach::attach_families(&mut ebpf, &btf, kernel, &mut probed, options.mode, &mut on_demand);
-        let flag = ebpf.take_map(names::FORK_COPIES_ARMED).context("map FORK_COPIES_ARMED is missing")?;
-        let arming = arming::Arming::new(on_demand, Some(flag.try_into()?));
-        let fork_mode = probed.attached.iter().find(|(f, _)| *f == families::fork_copies::ID).map(|(_, m)| *m);
+        let mut flag = |name: &str| -> anyhow::Result<aya::maps::Array<_, u32>> {
+            Ok(ebpf.take_map(name).with_context(|| format!("map {name} is missing"))?.try_into()?)
+        };
+        let (fork_flag, subscriptions_flag) = (flag(names::FORK_COPIES_ARMED)?, flag(names::SUBSCRIPTIONS_ARMED)?);
+        let arming = arming::Armings::new(on_demand, Some(fork_flag), Some(subscriptions_flag));
         if options.keep_attached {
             arming.keep_attached("--probes.keep-attached");
-        } else if let (Some(Mode::Fentry), Err(why)) = (fork_mode, &reattach) {
-            arming.keep_attached(&format!("fentry programs do not attach again once detached on this kernel ({why})"));
-        } else if kernel.layout.subscribers.has_pinned_bit == mmuscope_abi::HAS_PINNED_UNKNOWN {
+        } else if let Err(why) = &reattach {
+            let why = format!("fentry programs do not attach again once detached on this kernel ({why})");
+            // The fork-copy family's tp_btf alternative attaches again wherever it loads.
+            let fork_mode = probed.attached.iter().find(|(f, _)| *f == families::fork_copies::ID).map(|(_, m)| *m);
+            if fork_mode == Some(Mode::Fentry) {
+                arming.fork_copy.keep_attached(&why);
+            }
+            // Its families have fentry and kprobe alternatives only, and kprobe mode keeps its programs for good.
+            arming.subscriptions.keep_attached(&why);
+        }
+        if kernel.layout.subscribers.has_pinned_bit == mmuscope_abi::HAS_PINNED_UNKNOWN {
             arming
+                .fork_copy
                 .keep_attached("this kernel's has-pinned flag is unknown, so the agent cannot tell when it is needed");
         }
         let attached = |family: FamilyId| probed.attached.iter().any(|(f, _)| *f == family);
@@ -175,6 +186,7 @@ impl Probes {
                 tracefs: kernel.tracefs.clone(),
             },
             families,
+            on_demand: arming.all().map(|a| a.report()).into(),
         };
         Ok(Self { ebpf, report, births, arming })
     }

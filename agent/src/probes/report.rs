@@ -54,8 +54,9 @@ pub struct HookReport {
     pub hook: Hook,
     /// Function, tracepoint name or `group:name`, `a|b` resolved.
     pub target: &'static str,
-    /// Attached only while some mm has the has-pinned flag (`probes::arming`), unless kept for good.
-    pub while_pinned: bool,
+    /// `always`, or attached only while some mm has the has-pinned flag (`while_pinned`) or notifier subscriptions
+    /// (`while_subscribed`), unless its group is kept attached for good (`probes::arming`).
+    pub on_demand: super::spec::OnDemand,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -140,6 +141,20 @@ pub struct PlanReport {
     pub generation_description: &'static str,
     pub capabilities: Capabilities,
     pub families: Vec<FamilyReport>,
+    /// The groups of hooks marked `on_demand` in `families`, as planned at load: switched with the inventory, or
+    /// attached for good and why (`run` may add reasons later: `/api/v1/subscribers` says what holds now).
+    pub on_demand: Vec<OnDemandReport>,
+}
+
+/// One group of on-demand hooks (`probes::arming`) as planned at load.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OnDemandReport {
+    /// `fork_copy` (`while_pinned` hooks) or `subscriptions` (`while_subscribed` hooks).
+    pub group: &'static str,
+    /// Programs of the group that can be detached and attached again (0: none attached in a switchable mode).
+    pub switched: usize,
+    /// Why the group is attached for good, if it is.
+    pub always: Option<String>,
 }
 
 impl PlanReport {

@@ -101,24 +101,69 @@ pub struct ProgramSpec {
     pub target: &'static str,
     /// Attach only where this holds (a hook that exists on one kernel generation only).
     pub when: Option<Need>,
-    /// A hot-path hook that only mms with the has-pinned flag can make count: attached only while some mm has it
-    /// (`probes::arming`).
-    pub while_pinned: bool,
+    /// Whether the hook is attached all the time or only while the inventory sees something it can count.
+    pub on_demand: OnDemand,
+}
+
+/// When a hook is attached (`probes::arming`): a hot-path hook that only some mms can make count is attached only
+/// while the subscriber inventory sees such an mm, unless the agent keeps its group attached for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDemand {
+    /// Attached all the time.
+    Always,
+    /// While some mm has the has-pinned flag: the fork-copy family's per-copy hook.
+    WhilePinned,
+    /// While some mm has notifier subscriptions (classic or interval): operation boundaries, TLB-gather and cause
+    /// windows, which only matter around brackets, and brackets only run for such mms.
+    WhileSubscribed,
+}
+
+impl OnDemand {
+    /// The groups of hooks attached on demand, each switched as one.
+    pub const GROUPS: [OnDemand; 2] = [OnDemand::WhilePinned, OnDemand::WhileSubscribed];
+
+    /// The group's name in logs, the API and `/metrics` (`group` label).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::WhilePinned => "fork_copy",
+            Self::WhileSubscribed => "subscriptions",
+        }
+    }
+
+    /// What the group's hooks are, for log lines ("... attached").
+    pub const fn hooks(self) -> &'static str {
+        match self {
+            Self::Always => "hooks",
+            Self::WhilePinned => "fork-copy hook",
+            Self::WhileSubscribed => "subscription hooks (operation boundaries, TLB-gather and cause windows)",
+        }
+    }
+
+    /// What the group waits for, for log lines ("no process has ...").
+    pub const fn condition(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::WhilePinned => "pinned pages",
+            Self::WhileSubscribed => "notifier subscriptions",
+        }
+    }
 }
 
 impl ProgramSpec {
     /// A program of a tracepoint alternative, attached wherever the alternative is.
     pub const fn new(program: &'static str, hook: Hook, target: &'static str) -> Self {
-        Self { program: ProgramName::new(program), hook, target, when: None, while_pinned: false }
+        Self { program: ProgramName::new(program), hook, target, when: None, on_demand: OnDemand::Always }
     }
 
     pub const fn when(self, need: Need) -> Self {
         Self { when: Some(need), ..self }
     }
 
-    /// Attached only while some mm has the has-pinned flag (see [`ProgramSpec::while_pinned`]).
+    /// Attached only while some mm has the has-pinned flag ([`OnDemand::WhilePinned`]).
     pub const fn while_pinned(self) -> Self {
-        Self { while_pinned: true, ..self }
+        Self { on_demand: OnDemand::WhilePinned, ..self }
     }
 }
 
@@ -181,18 +226,23 @@ pub struct TracedHook {
     pub kind: HookKind,
     /// Attach only where this holds, in either mode.
     pub when: Option<Need>,
-    /// See [`ProgramSpec::while_pinned`].
-    pub while_pinned: bool,
+    /// See [`ProgramSpec::on_demand`].
+    pub on_demand: OnDemand,
 }
 
 impl TracedHook {
     const fn new(base: &'static str, kind: HookKind, target: &'static str) -> Self {
-        Self { base, kprobe_base: base, target, kind, when: None, while_pinned: false }
+        Self { base, kprobe_base: base, target, kind, when: None, on_demand: OnDemand::Always }
     }
 
-    /// Attached only while some mm has the has-pinned flag (see [`ProgramSpec::while_pinned`]).
+    /// Attached only while some mm has the has-pinned flag ([`OnDemand::WhilePinned`]).
     pub const fn while_pinned(self) -> Self {
-        Self { while_pinned: true, ..self }
+        Self { on_demand: OnDemand::WhilePinned, ..self }
+    }
+
+    /// Attached only while some mm has notifier subscriptions ([`OnDemand::WhileSubscribed`]).
+    pub const fn while_subscribed(self) -> Self {
+        Self { on_demand: OnDemand::WhileSubscribed, ..self }
     }
 
     pub const fn entry(base: &'static str, target: &'static str) -> Self {
@@ -248,7 +298,7 @@ impl TracedHook {
             hook,
             target: self.target,
             when: self.when,
-            while_pinned: self.while_pinned,
+            on_demand: self.on_demand,
         };
         hooks.into_iter().map(spec).collect()
     }

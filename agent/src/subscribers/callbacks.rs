@@ -137,8 +137,18 @@ pub fn attach(
         .iter()
         .flat_map(|&target| {
             [
-                HookReport { program: ENTRY.to_string(), hook: Hook::KProbe, target, while_pinned: false },
-                HookReport { program: RETURN.to_string(), hook: Hook::KRetProbe, target, while_pinned: false },
+                HookReport {
+                    program: ENTRY.to_string(),
+                    hook: Hook::KProbe,
+                    target,
+                    on_demand: crate::probes::spec::OnDemand::Always,
+                },
+                HookReport {
+                    program: RETURN.to_string(),
+                    hook: Hook::KRetProbe,
+                    target,
+                    on_demand: crate::probes::spec::OnDemand::Always,
+                },
             ]
         })
         .collect();

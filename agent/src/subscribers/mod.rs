@@ -20,8 +20,9 @@
 //!   trampolines), at scrape or API time **at most once per [`THROTTLE`]**: the view is then at
 //!   most that old, which the gauges' users (dashboards, alerts over minutes) tolerate. Hooked modes sweep on the
 //!   same terms while the fork-copy hook is detached, so that a first pin attaches it at the next request;
-//! - after every sweep, the fork-copy hook is attached if some mm has the has-pinned flag and detached otherwise
-//!   ([`crate::probes::Arming`]).
+//! - after every sweep, the fork-copy hook is attached if some mm has the has-pinned flag and detached otherwise,
+//!   and the subscription hooks (operation boundaries, TLB-gather and cause windows) if some mm has notifier
+//!   subscriptions ([`crate::probes::Arming`]).
 //!
 //! The result is an immutable [`Inventory`] shared with `/metrics` and `/api/v1/subscribers`.
 
@@ -114,6 +115,8 @@ pub struct Inventory {
     pub symbols_pending: bool,
     /// The fork-copy hook after this sweep's decision.
     pub fork_copy_hook: crate::probes::ArmingView,
+    /// The subscription hooks (operation boundaries, TLB-gather and cause windows) after this sweep's decision.
+    pub subscription_hooks: crate::probes::ArmingView,
     /// Addresses of the callbacks being timed (`subscriber_callback_duration_seconds`) after this sweep.
     pub timed_callbacks: std::collections::BTreeSet<u64>,
 }
@@ -212,7 +215,7 @@ pub struct Sweeper {
     answered: u64,
     current: Arc<Inventory>,
     callbacks: Option<callbacks::CallbackTimer>,
-    arming: crate::probes::Arming,
+    arming: crate::probes::Armings,
 }
 
 impl Sweeper {
@@ -273,13 +276,19 @@ impl Sweeper {
     /// since. Never waits for kallsyms.
     pub fn current(&mut self) -> Arc<Inventory> {
         let older_than = |age| self.current.swept_at.is_none_or(|t| t.elapsed() >= age);
-        let waiting_for_a_pin = self.arming.on_demand() && !self.arming.view().attached;
+        let fork_copy = &self.arming.fork_copy;
+        let waiting_for_a_pin = fork_copy.on_demand() && !fork_copy.view().attached;
         let due = match &self.changes {
             Some(_) if !waiting_for_a_pin => self.read_generation() != self.generation || older_than(HOOKED_MAX_AGE),
             _ => older_than(THROTTLE),
         };
         if due || self.symbols.answered() != self.answered {
             self.sweep(Names::Queued);
+        }
+        // An attach request may have switched a group since the sweep (`probes::arming`): say what holds now.
+        let (fork_copy_hook, subscription_hooks) = (self.arming.fork_copy.view(), self.arming.subscriptions.view());
+        if fork_copy_hook != self.current.fork_copy_hook || subscription_hooks != self.current.subscription_hooks {
+            self.current = Arc::new(Inventory { fork_copy_hook, subscription_hooks, ..(*self.current).clone() });
         }
         self.current.clone()
     }
@@ -339,30 +348,43 @@ impl Sweeper {
                 // stay in `kinds_seen`, a zero series for ever).
                 let pending = |s: &Subscription| s.callbacks.first().is_some_and(|c| self.symbols.pending(c.address));
                 let symbols_pending = mms.iter().flat_map(|m| &m.subscriptions).any(pending);
-                let pinned = mms.iter().filter(|m| m.has_pinned).count();
-                match pinned {
-                    0 => self.arming.set(false, "no process has pinned pages"),
-                    _ => self.arming.set(true, "a process has pinned pages"),
+                let pinned = mms.iter().any(|m| m.has_pinned);
+                let subscribed = mms.iter().any(|m| !m.subscriptions.is_empty());
+                for (arming, wanted) in [(&self.arming.fork_copy, pinned), (&self.arming.subscriptions, subscribed)] {
+                    let condition = arming.group().condition();
+                    match wanted {
+                        true => arming.set(true, &format!("a process has {condition}")),
+                        false => {
+                            arming.set(false, &format!("no process has {condition}"));
+                            // A change since this sweep's read of the generation (a registration whose program saw
+                            // the hooks still attached, so asked for nothing) is attached for, to be swept next time.
+                            let subscriptions = arming.group() == crate::probes::spec::OnDemand::WhileSubscribed;
+                            if subscriptions && self.read_generation() != self.generation {
+                                arming.set(true, "a subscription changed during the sweep");
+                            }
+                        }
+                    }
                 }
                 let mut kinds_seen = self.current.kinds_seen.clone();
                 kinds_seen.extend(
                     mms.iter().flat_map(|m| m.subscriptions.iter().filter(|s| !pending(s)).map(|s| s.kind.clone())),
                 );
-                let fork_copy_hook = self.arming.view();
                 Inventory {
                     mms,
                     swept_at: Some(Instant::now()),
                     error: None,
                     kinds_seen,
                     symbols_pending,
-                    fork_copy_hook,
+                    fork_copy_hook: self.arming.fork_copy.view(),
+                    subscription_hooks: self.arming.subscriptions.view(),
                     timed_callbacks: Default::default(),
                 }
             }
             Err(e) => Inventory {
                 error: Some(format!("{e:#}")),
                 swept_at: Some(Instant::now()),
-                fork_copy_hook: self.arming.view(),
+                fork_copy_hook: self.arming.fork_copy.view(),
+                subscription_hooks: self.arming.subscriptions.view(),
                 ..(*self.current).clone()
             },
         };

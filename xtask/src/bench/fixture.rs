@@ -37,7 +37,8 @@ impl Hooks {
 
     /// The `hooks` of every attached alternative. The subscriber sweep (`iter`) is left out: the agent runs it itself,
     /// at scrape time, never on a path of the measured process. So are the hooks attached only while some mm has the
-    /// has-pinned flag (`while_pinned`): no benchmark process pins a page, so the agent has them detached.
+    /// has-pinned flag (`"on_demand": "while_pinned"`): no benchmark process pins a page, so the agent has them
+    /// detached. (Tracepoint mode has no hook attached only while some mm has subscriptions.)
     fn from_plan(plan: &serde_json::Value) -> Result<Self> {
         let mut hooks = Self::default();
         let attached = plan["families"]
@@ -47,7 +48,7 @@ impl Hooks {
             .flat_map(|f| f["alternatives"].as_array().into_iter().flatten())
             .filter(|a| a["status"] == "attached");
         for h in attached.flat_map(|a| a["hooks"].as_array().into_iter().flatten()) {
-            if h["while_pinned"] == true {
+            if h["on_demand"] == "while_pinned" {
                 continue;
             }
             let target = h["target"].as_str().context("a hook without a target")?.to_owned();
@@ -112,7 +113,7 @@ mod tests {
                 {"hook": "tracepoint", "target": "syscalls:sys_enter_clone"},
                 {"hook": "tracepoint", "target": "syscalls:sys_enter_clone"},
                 {"hook": "tp_btf", "target": "mm_page_alloc"},
-                {"hook": "tp_btf", "target": "sched_switch", "while_pinned": true},
+                {"hook": "tp_btf", "target": "sched_switch", "on_demand": "while_pinned"},
             ]}]},
             {"alternatives": [{"status": "attached", "hooks": [{"hook": "iter", "target": "task"}]}]},
         ]});

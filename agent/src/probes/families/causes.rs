@@ -43,16 +43,19 @@ pub static CAUSES: Family = Family {
     traced: Traced {
         // `vm_area_struct.vm_mm`: the in-bracket split hook matches the split's mm with the open bracket's.
         needs: &[Need::ModeAvailable, Need::Function(ANY), Need::Fields(FieldGroup::VmaMm)],
+        // A window only tags brackets, and brackets only run for mms with subscriptions, while the callers run for
+        // every process (`exit_mmap` at each exit, splits, reclaim, migration): every window is attached only while
+        // some mm has subscriptions (`probes::arming`).
         hooks: &[
-            TracedHook::entry_and_exit("cause_thp_split", THP_SPLIT).where_hookable(),
-            TracedHook::entry_and_exit("cause_thp_split_page", THP_SPLIT_PAGE).where_hookable(),
-            TracedHook::entry("cause_thp_split_in_bracket", THP_SPLIT_IN_BRACKET).where_hookable(),
-            TracedHook::entry_and_exit("cause_reclaim", RECLAIM).where_hookable(),
-            TracedHook::entry_and_exit("cause_migration", MIGRATION).where_hookable(),
-            TracedHook::entry_and_exit("cause_numa", NUMA).where_hookable(),
-            TracedHook::entry_and_exit("cause_soft_dirty", SOFT_DIRTY).where_hookable(),
-            TracedHook::entry_and_exit("cause_userfaultfd", USERFAULTFD).where_hookable(),
-            TracedHook::entry_and_exit("cause_exit", EXIT).where_hookable(),
+            TracedHook::entry_and_exit("cause_thp_split", THP_SPLIT).where_hookable().while_subscribed(),
+            TracedHook::entry_and_exit("cause_thp_split_page", THP_SPLIT_PAGE).where_hookable().while_subscribed(),
+            TracedHook::entry("cause_thp_split_in_bracket", THP_SPLIT_IN_BRACKET).where_hookable().while_subscribed(),
+            TracedHook::entry_and_exit("cause_reclaim", RECLAIM).where_hookable().while_subscribed(),
+            TracedHook::entry_and_exit("cause_migration", MIGRATION).where_hookable().while_subscribed(),
+            TracedHook::entry_and_exit("cause_numa", NUMA).where_hookable().while_subscribed(),
+            TracedHook::entry_and_exit("cause_soft_dirty", SOFT_DIRTY).where_hookable().while_subscribed(),
+            TracedHook::entry_and_exit("cause_userfaultfd", USERFAULTFD).where_hookable().while_subscribed(),
+            TracedHook::entry_and_exit("cause_exit", EXIT).where_hookable().while_subscribed(),
         ],
         kprobe_degraded: "higher per-event cost",
     },

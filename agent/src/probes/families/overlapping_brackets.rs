@@ -6,7 +6,8 @@
 //! number, ip, sp, arguments). That fails only for the same call repeated with the same registers,
 //! so the system calls that routinely invalidate the same range again (a `madvise` loop, a pre-fork
 //! server's `fork` loop) also end the operation at their entry. Hooking those few functions, rather
-//! than the `sys_enter` tracepoint, leaves every other system call on the host on its fast path.
+//! than the `sys_enter` tracepoint, leaves every other system call on the host on its fast path; and they are
+//! attached only while the inventory sees an mm with subscriptions (`probes::arming`).
 
 use crate::probes::spec::{Family, FamilyId, Need, Traced, TracedHook};
 
@@ -31,13 +32,16 @@ const SYSCALLS: [(&str, &str); 14] = [
     ("__x64_sys_mbind", "operation_mbind"),
 ];
 
-/// One hook per entry point: its own fentry program, the shared kprobe program.
+/// One hook per entry point: its own fentry program, the shared kprobe program. Every process's system calls cross
+/// them, and only a thread whose mm has notifier subscriptions can have an operation to end, so they are attached
+/// only while some mm has subscriptions (`probes::arming`).
 const HOOKS: [TracedHook; SYSCALLS.len()] = {
     let mut out = [TracedHook::entry("", ""); SYSCALLS.len()];
     let mut i = 0;
     while i < SYSCALLS.len() {
         let (target, fentry) = SYSCALLS[i];
-        out[i] = TracedHook::entry(fentry, target).where_hookable().kprobe_program("operation_syscall");
+        out[i] =
+            TracedHook::entry(fentry, target).where_hookable().kprobe_program("operation_syscall").while_subscribed();
         i += 1;
     }
     out

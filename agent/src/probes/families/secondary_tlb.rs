@@ -35,8 +35,10 @@ pub static SECONDARY_TLB: Family = Family {
         hooks: &[
             TracedHook::entry("secondary", SECONDARY),
             TracedHook::entry("secondary_end", END).when(ONLY_END),
-            TracedHook::entry("gather_open", GATHER),
-            TracedHook::exit("gather_close", GATHER_END),
+            // Every unmap of every process: attached only while some mm has subscriptions (`probes::arming`).
+            // `secondary`/`secondary_end` run only for mms with subscriptions and stay attached.
+            TracedHook::entry("gather_open", GATHER).while_subscribed(),
+            TracedHook::exit("gather_close", GATHER_END).while_subscribed(),
         ],
         kprobe_degraded: "higher per-event cost",
     },

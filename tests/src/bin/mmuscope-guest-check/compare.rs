@@ -57,6 +57,11 @@ pub fn scenario(
     if needs::agent_url(&name, hooked, old_helpers) {
         run_args.extend(["--agent-url".to_owned(), agent.scraper.base().to_owned()]);
     }
+    // The agent attaches its subscription hooks (operation boundaries, TLB-gather and cause windows) only while some
+    // mm has subscriptions: every workload waits for them after registering its notifier.
+    if hooked {
+        run_args.extend(["--await-hooks".to_owned(), agent.scraper.base().to_owned()]);
+    }
     match run(agent, workload, &run_args, api, mode, inventory, old_helpers) {
         Ok(outcome) => outcome.into_record(kernel, mode, &name, args, started.elapsed().as_secs_f64()),
         Err(e) => Record::error(
@@ -105,9 +110,13 @@ fn run(
     let capture = (hooked && check_inventory)
         .then(|| stacks::Capture::start(&agent.scraper, args.first().map_or("", String::as_str)))
         .flatten();
+    // The subscription hooks follow the inventory (`probes::arming`): checked around the held KVM VM.
+    let arming = check_inventory && args.first().is_some_and(|n| n == "kvm-madvise");
+    let hooks_before = arming.then(|| subscribers::subscription_hooks(&agent.scraper, false)).transpose()?;
     let (truth, listed) = if check_inventory {
         let held =
             HeldWorkload::spawn(workload, args.iter().map(String::as_str).chain(["--hold"]), SETTLE_TIMEOUT * 3)?;
+        let hooks_held = arming.then(|| subscribers::subscription_hooks(&agent.scraper, true)).transpose();
         if let Some(Err(e)) = capture.as_ref().map(stacks::Capture::work_done) {
             problems.push(format!("/api/v1/stacks: {e:#}"));
         }
@@ -116,6 +125,10 @@ fn run(
         let gauges = agent.scraper.metrics();
         let truth = held.release()?;
         let listed = listed?;
+        if let (Some(before), Some(held)) = (&hooks_before, hooks_held?) {
+            let after = subscribers::subscription_hooks(&agent.scraper, false)?;
+            problems.extend(subscribers::arming_problems(before, &held, &after));
+        }
         match reference::Layout::running() {
             Ok(layout) => problems.extend(subscribers::inventory_problems(&listed, &truth, api, layout.ops_change_pte)),
             Err(e) => problems.push(format!("the inventory's change_pte slot: BTF unreadable: {e:#}")),

@@ -249,3 +249,68 @@ mod tests {
         assert_eq!(last.start, 0x7000_0000 + u64::from(MAX_INTERVALS - 1) * 0x1000, "the lowest addresses are kept");
     }
 }
+
+/// `/api/v1/subscribers`' `subscription_hooks`: the agent's operation-boundary, TLB-gather and cause-window hooks,
+/// attached only while some mm has notifier subscriptions (unless kept for good: kprobe mode, 5.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionHooks {
+    pub attached: bool,
+    pub always: Option<String>,
+    pub transitions: u64,
+}
+
+/// Polls the API until `subscription_hooks.attached` is `want` (or the timeout: the last answer).
+pub fn subscription_hooks(scraper: &Scraper, want: bool) -> Result<SubscriptionHooks> {
+    let deadline = Instant::now() + SEEN_TIMEOUT;
+    loop {
+        let (status, body) = match scraper.get("/api/v1/subscribers") {
+            Ok(r) => r,
+            Err(e) if Instant::now() < deadline => {
+                println!("GET /api/v1/subscribers failed ({e:#}); retrying");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        anyhow::ensure!(status == 200, "/api/v1/subscribers answered {status}: {body}");
+        let v: Value = serde_json::from_str(&body).context("/api/v1/subscribers is not JSON")?;
+        let h = &v["subscription_hooks"];
+        let hooks = SubscriptionHooks {
+            attached: h["attached"].as_bool().context("subscription_hooks.attached")?,
+            always: h["always"].as_str().map(str::to_owned),
+            transitions: h["transitions"].as_u64().context("subscription_hooks.transitions")?,
+        };
+        if hooks.attached == want || hooks.always.is_some() || Instant::now() >= deadline {
+            return Ok(hooks);
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The subscription hooks around a workload holding a KVM VM: detached before it registered, attached while it held,
+/// detached after it exited, two transitions in all; or attached for good throughout (with the reason), none.
+/// Prints the comparison; the problems.
+pub fn arming_problems(before: &SubscriptionHooks, held: &SubscriptionHooks, after: &SubscriptionHooks) -> Vec<String> {
+    let for_good = before.always.is_some();
+    let want = if for_good { [true, true, true] } else { [false, true, false] };
+    let got = [before.attached, held.attached, after.attached];
+    let want_transitions = if for_good { 0 } else { 2 };
+    let transitions = after.transitions.saturating_sub(before.transitions);
+    let mut problems = Vec::new();
+    let mut line = |what: String, ok: bool| {
+        println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            problems.push(what);
+        }
+    };
+    if let Some(why) = &before.always {
+        println!("  subscription hooks attached for good: {why}");
+    }
+    line(format!("subscription_hooks.attached before/held/after: expected {want:?}, observed {got:?}"), want == got);
+    line(
+        format!(
+            "subscription_hooks.transitions during the workload: expected {want_transitions}, observed {transitions}"
+        ),
+        want_transitions == transitions,
+    );
+    problems
+}

@@ -19,6 +19,79 @@ pub fn await_fork_copy_hook(base_url: &str) -> Result<()> {
     Ok(())
 }
 
+/// The process that waits on the agent for [`await_subscription_hooks`] (`--await-hooks`): this binary's hidden
+/// `await-hooks-helper`, started by `main` before the scenario registers anything, and its pipes.
+struct HooksHelper {
+    stdin: std::process::ChildStdin,
+    stdout: std::process::ChildStdout,
+    _child: std::process::Child,
+}
+
+static HOOKS_HELPER: std::sync::Mutex<Option<HooksHelper>> = std::sync::Mutex::new(None);
+
+/// With `--await-hooks URL`, starts the helper. Call before anything is registered: spawning allocates and maps.
+pub fn start_hooks_helper(url: Option<&str>) -> Result<()> {
+    let Some(url) = url else { return Ok(()) };
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("this binary's path")?;
+    let mut child = Command::new(exe)
+        .args(["--await-hooks", url, "await-hooks-helper"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the --await-hooks helper")?;
+    let stdin = child.stdin.take().context("the helper's stdin")?;
+    let stdout = child.stdout.take().context("the helper's stdout")?;
+    *HOOKS_HELPER.lock().unwrap_or_else(|e| e.into_inner()) = Some(HooksHelper { stdin, stdout, _child: child });
+    Ok(())
+}
+
+/// With `--await-hooks URL`, called right after this process registered a notifier (a KVM VM, a test-module
+/// subscriber): returns once the agent's `/api/v1/subscribers` says `subscription_hooks.attached`. In fentry mode
+/// the agent attaches its operation-boundary, TLB-gather and cause-window hooks only while some mm has
+/// subscriptions, and the registration asks it to attach them at once; the counted operations must not start before.
+/// An HTTP request here would allocate, free and map in this mm (each one a bracket its subscriber sees), so the
+/// helper process polls: this side writes one byte to its stdin and reads one byte back, with no allocation.
+pub fn await_subscription_hooks() -> Result<()> {
+    let mut guard = HOOKS_HELPER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(helper) = guard.as_mut() else { return Ok(()) };
+    use std::io::{Read, Write};
+    let mut answer = [0u8; 1];
+    let asked = helper.stdin.write_all(b"\n").and_then(|()| helper.stdout.read_exact(&mut answer));
+    match (asked, answer[0]) {
+        (Ok(()), b'1') => Ok(()),
+        (Ok(()), _) => bail!("the agent did not attach its subscription hooks (the helper's message is above)"),
+        (Err(e), _) => Err(e).context("talking to the --await-hooks helper"),
+    }
+}
+
+/// The helper's side: for each line on stdin, polls the agent at `url` until `subscription_hooks.attached` and
+/// answers `1` (or `0` after printing why not).
+pub fn hooks_helper(url: Option<&str>) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let url = url.context("await-hooks-helper needs --await-hooks URL")?;
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        line.context("reading the workload's request")?;
+        let what = "attach its subscription hooks after the workload registered a notifier";
+        let answer = match await_subscribers(url, what, |view| view["subscription_hooks"]["attached"] == true) {
+            Ok(waited) => {
+                eprintln!(
+                    "mmuscope-workload: the agent's subscription hooks are attached ({waited:.3} s after registering)"
+                );
+                b"1"
+            }
+            Err(e) => {
+                eprintln!("mmuscope-workload: error: {e:#}");
+                b"0"
+            }
+        };
+        out.write_all(answer).and_then(|()| out.flush()).context("answering the workload")?;
+    }
+    Ok(())
+}
+
 /// Polls `/api/v1/subscribers` (each request may sweep, and a sweep attaches the callback timer to callbacks it has
 /// not met) until the interval notifier on the mm of `pid` lists its `invalidate` callback as timed. Only reads and
 /// sleeps in between: nothing of that mm is invalidated while waiting.

@@ -11,6 +11,11 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The agent under test's base URL (e.g. http://127.0.0.1:9476): after registering a notifier (a KVM VM, the
+    /// test module's TLB subscriber or interval notifier), wait until its `/api/v1/subscribers` says the
+    /// subscription hooks are attached (fentry mode attaches them only while some mm has subscriptions).
+    #[arg(long, global = true, value_name = "URL")]
+    pub await_hooks: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +61,10 @@ pub enum Command {
     /// Internal: the other-cgroup side of `cross-cgroup` (started by it; talks over stdin/stdout).
     #[command(hide = true)]
     CrossCgroupInitiator(InitiatorArgs),
+    /// Internal: waits on the agent for a scenario run with `--await-hooks` (started by it before it registers
+    /// anything; one line on stdin per wait, one byte back).
+    #[command(hide = true)]
+    AwaitHooksHelper,
     /// Remove a scenario's cgroup from every hierarchy (the scenario leaves it behind for the scrape).
     CleanupCgroup(CleanupArgs),
     /// Benchmark: the kvm-madvise loop timed in-process; prints ns/op (for `cargo xtask bench`), no ground truth.

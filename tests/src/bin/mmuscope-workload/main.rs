@@ -49,6 +49,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::AwaitHooksHelper = cli.command {
+        return agent::hooks_helper(cli.await_hooks.as_deref());
+    }
+    // Before the scenario registers anything: the waits then touch no mapping of this mm.
+    agent::start_hooks_helper(cli.await_hooks.as_deref())?;
     let truth = match cli.command {
         Command::KvmMadvise(a) => s::kvm_madvise::run(&a)?,
         Command::KvmMunmap(a) => s::kvm_munmap::run(&a)?,
@@ -70,6 +75,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::RdmaOdp(a) => s::rdma_odp::run(&a)?,
         Command::CrossCgroupInitiator(a) => return s::cross_cgroup::initiator(&a),
         Command::CleanupCgroup(a) => return cgroups::cleanup(&a),
+        Command::AwaitHooksHelper => unreachable!("handled above"),
         Command::BenchMadvise(a) => return print_json(&bench::madvise::run(&a)?),
         Command::BenchFork(a) => return print_json(&bench::fork::run(&a)?),
         Command::BenchUnrelated(a) => return print_json(&bench::unrelated::run(&a)?),

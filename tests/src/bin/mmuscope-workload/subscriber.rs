@@ -42,6 +42,7 @@ impl Subscribed {
                 mirror::load(&args.module)?;
                 let dev = Mirror::open()?;
                 dev.tlb_register().context("MIRROR_TLB_REGISTER")?;
+                crate::agent::await_subscription_hooks()?;
                 Ok(Self::Tlb { dev, memory })
             }
         }

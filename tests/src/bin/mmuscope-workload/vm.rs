@@ -70,11 +70,14 @@ impl Kvm {
         Ok(kvm)
     }
 
-    /// `KVM_CREATE_VM` (default VM type). Registers the notifier on this process's mm.
+    /// `KVM_CREATE_VM` (default VM type). Registers the notifier on this process's mm, then waits until the agent
+    /// under test has its subscription hooks attached (`--await-hooks`).
     pub fn create_vm(&self) -> Result<Vm> {
         let fd = self.ioctl(KVM_CREATE_VM, 0).context("KVM_CREATE_VM")?;
         // SAFETY: KVM_CREATE_VM returned a new fd that nothing else owns.
-        Ok(Vm(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let vm = Vm(unsafe { OwnedFd::from_raw_fd(fd) });
+        crate::agent::await_subscription_hooks()?;
+        Ok(vm)
     }
 
     fn ioctl(&self, request: u64, arg: libc::c_ulong) -> io::Result<libc::c_int> {

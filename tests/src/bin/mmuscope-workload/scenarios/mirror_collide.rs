@@ -69,6 +69,7 @@ pub fn run(args: &MirrorCollideArgs) -> Result<GroundTruth> {
     m.touch_all();
     let dev = Mirror::open()?;
     dev.register(r.addr(), r.len() as u64).context("MIRROR_REGISTER")?;
+    crate::agent::await_subscription_hooks()?;
     if let Some(url) = &args.agent.agent_url {
         crate::agent::await_interval_callback_timed(url, std::process::id())?;
     }
