@@ -20,7 +20,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         slow_min_duration: None,
         pin: None,
         stacks: true,
-        keep_attached: false,
+        keep_attached: args.kernel.probes_keep_attached,
         opt_in: args.kernel.opt_in(),
     };
     let probes = Probes::load(&kernel, &options)?;
@@ -57,6 +57,19 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
     writeln!(out, "kprobe      {}", cap(&r.capabilities.kprobes))?;
     writeln!(
         out,
+        "on demand   {}",
+        match &r.capabilities.reattach {
+            Ok(()) => "fentry and tp_btf hooks detach and attach again; kprobes cannot (families with such a hook are \
+                       off in kprobe mode without --probes.keep-attached)"
+                .to_string(),
+            Err(why) => format!(
+                "fentry programs do not attach again ({why}): families with a hook attached on demand are off in \
+                 fentry and kprobe mode without --probes.keep-attached"
+            ),
+        }
+    )?;
+    writeln!(
+        out,
         "causes      {}",
         match &r.capabilities.cause_context {
             Ok(()) => "system call and reclaim context read per bracket".to_string(),
@@ -80,7 +93,13 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
             };
             writeln!(out, "{family:<w$} {:<11} {:<12} {detail}", a.name, a.status.as_str())?;
         }
-        if f.attached().is_none() && !f.switched_off() {
+        if f.switched_off() {
+            writeln!(
+                out,
+                "{:<w$} {:<11} {:<12} not attached: off by default, the flag above switches it on",
+                "", "-", "OFF"
+            )?;
+        } else if f.attached().is_none() {
             writeln!(out, "{:<w$} {:<11} {:<12} no alternative attached", "", "-", "MISSING")?;
         }
     }
