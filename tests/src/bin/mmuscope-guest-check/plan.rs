@@ -1,5 +1,8 @@
 //! Step 1: `mmuscope check --json --mode M` must attach the `brackets` family in mode M and report the expected
-//! mmu_notifier generation.
+//! mmu_notifier generation. Before it, [`off_by_default`]: where a family's hooks attached on demand cannot be
+//! attached on demand in mode M (kprobe mode; fentry where a detached program does not attach again, 5.10), the
+//! plan without flags must report that family off, naming `--probes.keep-attached`; the check and the agent then
+//! run with that flag, so that those families are compared as everywhere else.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +22,72 @@ const ALSO_IN_MODE: &[&str] =
 /// mode (every kernel of the matrix has their functions in BTF: `wp_page_copy`, or `do_wp_page` where it is inlined).
 const OPT_IN: &[(&str, &str)] = &[("ksm_cow", "--probes.ksm-cow")];
 
+/// The flag that attaches for good the hooks that cannot be attached on demand, switching their families on.
+pub const KEEP_ATTACHED: &str = "--probes.keep-attached";
+
+/// What the plan without [`KEEP_ATTACHED`] said about the families of [`ALSO_IN_MODE`].
+pub struct OffByDefault {
+    /// Families that must be off without [`KEEP_ATTACHED`] (the check and the agent then run with it).
+    pub families: Vec<String>,
+    /// Where the plan differs from what its own hooks and capabilities imply.
+    pub problems: Vec<String>,
+}
+
+/// `mmuscope check --json --mode M` without [`KEEP_ATTACHED`]: each family of [`ALSO_IN_MODE`] whose mode-M
+/// alternative has a hook attached on demand (`on_demand` not `always`) that cannot be attached on demand here (a
+/// kprobe or kretprobe; a fentry or fexit where `capabilities.reattach` is unavailable) must be off — that
+/// alternative `off` with a reason naming the mode and the flag, nothing attached — and every other one attached in
+/// mode M. (`extra` must not hold the flag.)
+pub fn off_by_default(agent: &Path, extra: &[String], mode: &str) -> OffByDefault {
+    let mut out = OffByDefault { families: Vec::new(), problems: Vec::new() };
+    if mode == "tracepoint" {
+        return out;
+    }
+    let report = match run_check(agent, extra, mode) {
+        Ok(r) => r,
+        Err(e) => {
+            out.problems.push(format!("without {KEEP_ATTACHED}: {e}"));
+            return out;
+        }
+    };
+    let reattach = report["capabilities"]["reattach"]["available"].as_bool();
+    for name in ALSO_IN_MODE {
+        let family = report["families"].as_array().and_then(|f| f.iter().find(|f| f["name"] == *name));
+        let alts = family.and_then(|f| f["alternatives"].as_array());
+        let Some(alt) = alts.and_then(|alts| alts.iter().find(|a| a["mode"] == mode)) else {
+            out.problems.push(format!("without {KEEP_ATTACHED}: {name} has no {mode} alternative"));
+            continue;
+        };
+        let fixed = |h: &&Value| match h["hook"].as_str() {
+            Some("kprobe" | "kretprobe") => true,
+            Some("fentry" | "fexit") => reattach == Some(false),
+            _ => false,
+        };
+        let hooks = alt["hooks"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let expect_off = hooks.iter().filter(|h| h["on_demand"] != "always").any(|h| fixed(&h));
+        let attached = alts.and_then(|alts| alts.iter().find(|a| a["status"] == "attached"));
+        let (status, reason) = (alt["status"].as_str().unwrap_or("?"), alt["reason"].as_str().unwrap_or(""));
+        let why_mode = if mode == "kprobe" { "kprobe mode" } else { "fentry mode on this kernel" };
+        if expect_off {
+            out.families.push((*name).to_owned());
+            if status != "off" || attached.is_some() || !reason.contains(KEEP_ATTACHED) || !reason.contains(why_mode) {
+                out.problems.push(format!(
+                    "without {KEEP_ATTACHED}: {name} must be off ({mode} alternative `off` naming {why_mode:?} and the \
+                     flag, nothing attached); {mode} is {status}: {reason:?}, attached: {:?}",
+                    attached.and_then(|a| a["name"].as_str())
+                ));
+            }
+        } else if attached.and_then(|a| a["mode"].as_str()) != Some(mode) {
+            out.problems.push(format!(
+                "without {KEEP_ATTACHED}: {name} attached in mode {:?}, expected {mode:?}{}",
+                attached.and_then(|a| a["mode"].as_str()),
+                why_not(family)
+            ));
+        }
+    }
+    out
+}
+
 pub fn check(
     agent: &Path,
     extra: &[String],
@@ -26,8 +95,9 @@ pub fn check(
     expected_generation: &str,
     old_helpers: bool,
     kernel: &str,
+    off: OffByDefault,
 ) -> Record {
-    let mut problems = Vec::new();
+    let mut problems = off.problems;
     let report = run_check(agent, extra, mode).unwrap_or_else(|e| {
         problems.push(e);
         Value::Null
@@ -78,6 +148,7 @@ pub fn check(
         expected_generation: expected_generation.to_owned(),
         attached_mode,
         families_not_attached,
+        off_without_keep_attached: off.families,
         pass: problems.is_empty(),
         problems,
     }
