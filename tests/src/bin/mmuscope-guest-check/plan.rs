@@ -37,19 +37,21 @@ pub struct OffByDefault {
 /// alternative has a hook attached on demand (`on_demand` not `always`) that cannot be attached on demand here (a
 /// kprobe or kretprobe; a fentry or fexit where `capabilities.reattach` is unavailable) must be off — that
 /// alternative `off` with a reason naming the mode and the flag, nothing attached — and every other one attached in
-/// mode M. (`extra` must not hold the flag.)
+/// mode M. The flag is left out of `extra` for this run.
 pub fn off_by_default(agent: &Path, extra: &[String], mode: &str) -> OffByDefault {
-    let mut out = OffByDefault { families: Vec::new(), problems: Vec::new() };
     if mode == "tracepoint" {
-        return out;
+        return OffByDefault { families: Vec::new(), problems: Vec::new() };
     }
-    let report = match run_check(agent, extra, mode) {
-        Ok(r) => r,
-        Err(e) => {
-            out.problems.push(format!("without {KEEP_ATTACHED}: {e}"));
-            return out;
-        }
-    };
+    let plain: Vec<String> = extra.iter().filter(|a| *a != KEEP_ATTACHED).cloned().collect();
+    match run_check(agent, &plain, mode) {
+        Ok(report) => off_in(&report, mode),
+        Err(e) => OffByDefault { families: Vec::new(), problems: vec![format!("without {KEEP_ATTACHED}: {e}")] },
+    }
+}
+
+/// [`off_by_default`] on the plan `report` of mode `mode`.
+fn off_in(report: &Value, mode: &str) -> OffByDefault {
+    let mut out = OffByDefault { families: Vec::new(), problems: Vec::new() };
     let reattach = report["capabilities"]["reattach"]["available"].as_bool();
     for name in ALSO_IN_MODE {
         let family = report["families"].as_array().and_then(|f| f.iter().find(|f| f["name"] == *name));
@@ -202,4 +204,50 @@ fn why_not(family: Option<&Value>) -> String {
         })
         .collect();
     format!(" ({})", reasons.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A plan where every family of [`ALSO_IN_MODE`] has one `mode` alternative with `status`/`reason` and a hook of
+    /// kind `hook` attached `on_demand` for the family `name`, `always` for the others.
+    fn plan(mode: &str, reattach: bool, name: &str, hook: &str, status: &str, reason: &str) -> Value {
+        let families: Vec<Value> = ALSO_IN_MODE
+            .iter()
+            .map(|f| {
+                let (on_demand, status, reason) =
+                    if *f == name { ("while_subscribed", status, reason) } else { ("always", "attached", "") };
+                json!({"name": f, "alternatives": [{"name": mode, "mode": mode, "status": status, "reason": reason,
+                    "hooks": [{"hook": hook, "on_demand": on_demand}]}]})
+            })
+            .collect();
+        json!({"capabilities": {"reattach": {"available": reattach}}, "families": families})
+    }
+
+    const OFF: &str = "off by default: kprobe mode: a kprobe cannot be attached on demand …; --probes.keep-attached";
+    const OFF_FENTRY: &str = "off by default: fentry mode on this kernel: … (EINVAL) …; --probes.keep-attached";
+
+    #[test]
+    fn a_family_with_a_kprobe_on_demand_must_be_off_naming_the_flag() {
+        let ok = off_in(&plan("kprobe", false, "causes", "kretprobe", "off", OFF), "kprobe");
+        assert_eq!((ok.families, ok.problems), (vec!["causes".to_owned()], vec![]));
+        let attached = off_in(&plan("kprobe", false, "causes", "kretprobe", "attached", ""), "kprobe");
+        assert_eq!(attached.families, ["causes"], "still run with the flag");
+        assert!(attached.problems[0].contains("causes must be off"), "{:?}", attached.problems);
+        let unnamed = off_in(&plan("kprobe", false, "causes", "kprobe", "off", "off by default (--x)"), "kprobe");
+        assert_eq!(unnamed.problems.len(), 1, "the reason must name the mode and the flag");
+    }
+
+    #[test]
+    fn fentry_is_off_only_where_programs_do_not_attach_again() {
+        let switching = off_in(&plan("fentry", true, "fork_copies", "fentry", "attached", ""), "fentry");
+        assert!(switching.families.is_empty() && switching.problems.is_empty());
+        let off_anyway = off_in(&plan("fentry", true, "fork_copies", "fentry", "off", OFF_FENTRY), "fentry");
+        assert!(off_anyway.problems[0].contains("fork_copies attached in mode None"), "{:?}", off_anyway.problems);
+        let old = off_in(&plan("fentry", false, "fork_copies", "fentry", "off", OFF_FENTRY), "fentry");
+        assert_eq!((old.families, old.problems), (vec!["fork_copies".to_owned()], vec![]));
+    }
 }
