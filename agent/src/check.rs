@@ -55,19 +55,23 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
     writeln!(out, "generation  {}", r.generation_description)?;
     writeln!(out, "fentry      {}", cap(&r.capabilities.trampolines))?;
     writeln!(out, "kprobe      {}", cap(&r.capabilities.kprobes))?;
-    writeln!(
-        out,
-        "on demand   {}",
-        match &r.capabilities.reattach {
-            Ok(()) => "fentry and tp_btf hooks detach and attach again; kprobes cannot (families with such a hook are \
-                       off in kprobe mode without --probes.keep-attached)"
-                .to_string(),
-            Err(why) => format!(
-                "fentry programs do not attach again ({why}): families with a hook attached on demand are off in \
-                 fentry and kprobe mode without --probes.keep-attached"
-            ),
-        }
-    )?;
+    // Where the hooks marked on demand cannot switch, their families are off (`attach::not_on_demand`).
+    let flag = probes::KEEP_ATTACHED;
+    let on_demand = match (&r.capabilities.trampolines, &r.capabilities.reattach) {
+        (Ok(()), Ok(())) => format!(
+            "fentry and tp_btf hooks switch with the inventory; kprobes cannot attach again after start-up, so \
+             families with one are off in kprobe mode without {flag}"
+        ),
+        (Ok(()), Err(why)) => format!(
+            "tp_btf hooks switch with the inventory; kprobes, and fentry programs on this kernel ({why}), cannot \
+             attach again, so families with one are off in kprobe and fentry mode without {flag}"
+        ),
+        (Err(_), _) => format!(
+            "tp_btf hooks switch with the inventory; kprobes cannot attach again after start-up, so families with \
+             one are off in kprobe mode without {flag}"
+        ),
+    };
+    writeln!(out, "on demand   {on_demand}")?;
     writeln!(
         out,
         "causes      {}",

@@ -128,7 +128,7 @@ impl Probes {
         };
         let reattach = match &trampolines {
             Ok(()) => attach::probe_reattach(&mut ebpf, &btf, kernel),
-            Err(_) => Err("no trampolines".to_string()),
+            Err(why) => Err(format!("no fentry: {why}")),
         };
         let mut probed = needs::Probed {
             trampolines: trampolines.clone(),
