@@ -72,6 +72,7 @@ fn off_in(report: &Value, mode: &str) -> OffByDefault {
         let why_mode = if mode == "kprobe" { "kprobe mode" } else { "fentry mode on this kernel" };
         if expect_off {
             out.families.push((*name).to_owned());
+            println!("  without {KEEP_ATTACHED}: {name}: {mode} {status}: {reason}");
             if status != "off" || attached.is_some() || !reason.contains(KEEP_ATTACHED) || !reason.contains(why_mode) {
                 out.problems.push(format!(
                     "without {KEEP_ATTACHED}: {name} must be off ({mode} alternative `off` naming {why_mode:?} and the \
