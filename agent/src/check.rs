@@ -109,3 +109,68 @@ fn write_table(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::{
+        Mode, Status,
+        report::{AlternativeReport, Capabilities, FamilyReport},
+    };
+
+    fn family(name: &'static str, required: bool, alts: &[(Mode, Status, &str)]) -> FamilyReport {
+        let alternatives = alts
+            .iter()
+            .map(|&(mode, status, reason)| AlternativeReport {
+                name: mode.as_str(),
+                mode,
+                status,
+                reason: reason.to_string(),
+                targets: vec!["f"],
+                hooks: vec![],
+                degraded: "",
+            })
+            .collect();
+        FamilyReport { id: probes::FamilyId::new(name), description: "", required, alternatives }
+    }
+
+    /// kprobe mode without `--probes.keep-attached`: the family is shown off with the reason and an OFF line, is not
+    /// missing, and the on-demand line says why.
+    #[test]
+    fn a_family_off_in_kprobe_mode_is_shown_off_not_missing() {
+        let why = "off by default: kprobe mode: … --probes.keep-attached switches it on at that price";
+        let report = PlanReport {
+            kernel_release: "6.1".into(),
+            btf_path: "/sys/kernel/btf/vmlinux".into(),
+            generation: crate::kernel::Generation::InvalidateRange,
+            generation_description: "",
+            capabilities: Capabilities {
+                trampolines: Err("not probed (--mode excludes fentry)".into()),
+                kprobes: Ok(()),
+                reattach: Err("no fentry: not probed (--mode excludes fentry)".into()),
+                cause_context: Ok(()),
+                tracefs: Err("not probed".into()),
+            },
+            families: vec![
+                family(
+                    "fork_copies",
+                    true,
+                    &[(Mode::Fentry, Status::Excluded, "--mode kprobe"), (Mode::Kprobe, Status::Off, why)],
+                ),
+                family("lost", false, &[(Mode::Kprobe, Status::Failed, "EINVAL")]),
+            ],
+            on_demand: Vec::new(),
+        };
+        let mut out = Vec::new();
+        write_table(&mut out, &report).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("on demand   tp_btf hooks switch with the inventory; kprobes cannot attach again"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("kprobe      off          {why}")), "{text}");
+        assert!(text.contains("OFF          not attached: off by default"), "{text}");
+        assert_eq!(text.matches("MISSING").count(), 1, "only the failed family is missing: {text}");
+        assert_eq!(report.missing_required(), Vec::<&str>::new());
+    }
+}
