@@ -80,6 +80,15 @@ pub struct KernelArgs {
     /// then. `check` accepts it and plans the same (the callback timers attach only in `run`).
     #[arg(long = "probes.late-callbacks")]
     pub probes_late_callbacks: bool,
+    /// Keep the hooks attached on demand attached all the time: the fork-copy family's per-page hook (by default
+    /// attached only while some process has pinned pages) and the operation, TLB-gather and cause windows (only while
+    /// some mm has notifier subscriptions), which every page fault, unmap, mmap/munmap/madvise/fork system call and
+    /// exit on the host runs. Where they cannot be attached on demand (kprobe mode; fentry mode on 5.10) their
+    /// families (fork_copies, overlapping_brackets, secondary_tlb, causes) are off by default and this flag switches
+    /// them on. The price: their programs run for every process on the host, a kprobe trap per call in kprobe mode
+    /// (docs/probes.md, BENCHMARKS.md).
+    #[arg(long = "probes.keep-attached")]
+    pub probes_keep_attached: bool,
 }
 
 impl KernelArgs {
@@ -133,12 +142,6 @@ pub struct RunArgs {
     /// loaded without it (the verifier drops it), instead of carrying an idle check of one load and a branch.
     #[arg(long = "stacks.disable")]
     pub stacks_disable: bool,
-    /// Keep the fork-copy family's per-page hook attached all the time. By default it is attached only while some
-    /// process has pinned pages (the has-pinned flag), since every anonymous fault or page allocation on the host
-    /// runs it; a fork made before the agent noticed the pin is counted in mmuscope_fork_unobserved_total instead.
-    /// The price of keeping it: one eBPF program run per page fault of every process (BENCHMARKS.md).
-    #[arg(long = "probes.keep-attached")]
-    pub probes_keep_attached: bool,
     /// TOML file with values for these flags (keys are the long flag names, e.g. `[web] listen-address = [...]`);
     /// flags on the command line win. Documented default: /etc/mmuscope/mmuscope.toml.
     #[arg(long = "config.file", value_name = "PATH")]

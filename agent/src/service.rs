@@ -36,7 +36,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         slow_min_duration: Some(args.kernel.slow_min_duration),
         pin: args.pin.clone(),
         stacks: !args.stacks_disable,
-        keep_attached: args.probes_keep_attached,
+        keep_attached: args.kernel.probes_keep_attached,
         opt_in: args.kernel.opt_in(),
     };
     let mut probes = Probes::load(&kernel, &options)?;

@@ -59,7 +59,7 @@ _mmuscope() {
 
     case "${cmd}" in
         mmuscope)
-            opts="-h -V --btf --mode --map.stats-entries --slow.min-duration --probes.deny --probes.ksm-cow --probes.late-callbacks --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --probes.strict --pin --bpf.run-stats --stacks.disable --probes.keep-attached --config.file --help --version run check top snapshot stacks help"
+            opts="-h -V --btf --mode --map.stats-entries --slow.min-duration --probes.deny --probes.ksm-cow --probes.late-callbacks --probes.keep-attached --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --probes.strict --pin --bpf.run-stats --stacks.disable --config.file --help --version run check top snapshot stacks help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,7 +133,7 @@ _mmuscope() {
             return 0
             ;;
         mmuscope__subcmd__check)
-            opts="-h --btf --mode --map.stats-entries --slow.min-duration --probes.deny --probes.ksm-cow --probes.late-callbacks --json --strict --log.level --log.format --help"
+            opts="-h --btf --mode --map.stats-entries --slow.min-duration --probes.deny --probes.ksm-cow --probes.late-callbacks --probes.keep-attached --json --strict --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,7 +273,7 @@ _mmuscope() {
             return 0
             ;;
         mmuscope__subcmd__run)
-            opts="-h --btf --mode --map.stats-entries --slow.min-duration --probes.deny --probes.ksm-cow --probes.late-callbacks --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --probes.strict --pin --bpf.run-stats --stacks.disable --probes.keep-attached --config.file --help"
+            opts="-h --btf --mode --map.stats-entries --slow.min-duration --probes.deny --probes.ksm-cow --probes.late-callbacks --probes.keep-attached --web.listen-address --web.telemetry-path --web.config.file --web.disable-process-details --web.health-requires-auth --log.level --log.format --max-cgroups --cgroups.deleted-ttl --kubernetes.host-root --probes.strict --pin --bpf.run-stats --stacks.disable --config.file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

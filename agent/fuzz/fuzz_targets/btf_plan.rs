@@ -24,8 +24,14 @@ fuzz_target!(|data: &[u8]| {
         tracefs: Err("not probed under fuzzing".into()),
         deny: Deny::default(),
     };
-    let probed =
-        needs::Probed { trampolines: Ok(()), wide_trampolines: Ok(()), attached: Vec::new(), opted_in: Vec::new() };
+    let probed = needs::Probed {
+        trampolines: Ok(()),
+        wide_trampolines: Ok(()),
+        reattach: Ok(()),
+        keep_attached: false,
+        attached: Vec::new(),
+        opted_in: Vec::new(),
+    };
     for family in families::FAMILIES {
         for alt in family.alternatives() {
             let programs = alt.programs.iter().filter_map(|p| p.when.as_ref());

@@ -39,7 +39,8 @@ pub struct HookGroupView {
     /// (and attaches it). The subscription hooks: detached while no mm has subscriptions; a registration attaches
     /// them within milliseconds.
     pub attached: bool,
-    /// Why it stays attached whatever the inventory says (kprobe mode, `--probes.keep-attached`, ...), if it does.
+    /// Why it stays attached whatever the inventory says (`--probes.keep-attached`, which kprobe mode and fentry on
+    /// 5.10 need for these hooks' families to attach at all, ...), if it does.
     pub always: Option<String>,
     /// Attach and detach transitions since start-up.
     pub transitions: u64,

@@ -162,8 +162,8 @@ pub fn map_read_errors(rows: &[(&'static str, u64)]) -> Family<'static> {
 /// `probe_attached{probe, mode, target}`: 1 for the attached alternative's targets, 0 for the rest.
 pub fn probe_attached(report: &PlanReport) -> Family<'static> {
     let mut f = Family::new(&PROBE_ATTACHED);
-    for family in &report.families {
-        // Off by choice (an opt-in family without its flag) is not a missing probe: no series, no alert.
+    // Off by choice (a family off by default without its flag) is not a missing probe: no series, no alert.
+    for family in report.families.iter().filter(|f| !f.switched_off()) {
         for a in family.alternatives.iter().filter(|a| a.status != Status::Off) {
             for target in &a.targets {
                 let attached = u64::from(a.status == Status::Attached);
@@ -206,13 +206,20 @@ mod tests {
             family("a", &[(Mode::Fentry, Status::Attached), (Mode::Kprobe, Status::NotTried)]),
             family("b", &[(Mode::Fentry, Status::Unavailable), (Mode::Kprobe, Status::Unavailable)]),
             family("c", &[(Mode::Fentry, Status::Off), (Mode::Kprobe, Status::Off)]),
+            // Off in kprobe mode unless --probes.keep-attached, the fentry alternative excluded by --mode.
+            family("d", &[(Mode::Fentry, Status::Excluded), (Mode::Kprobe, Status::Off)]),
+            // Attached with a fallback where its preferred alternative is off.
+            family("e", &[(Mode::Fentry, Status::Off), (Mode::Tracepoint, Status::Attached)]),
         ];
         assert!(report.families[2].switched_off() && !report.families[1].switched_off());
+        assert!(report.families[3].switched_off() && !report.families[4].switched_off());
         assert!(report.degraded().is_empty(), "an off family is not one running on a fallback");
         let mut f = probe_attached(&report);
         assert_eq!(f.value(None, &["a", "fentry", "f"]), Some(&Value::Count(1)));
         assert_eq!(f.value(None, &["b", "kprobe", "f"]), Some(&Value::Count(0)));
         let probes: Vec<String> = f.series().map(|s| s.own[0].to_string()).collect();
-        assert!(!probes.iter().any(|p| p == "c"), "{probes:?}");
+        assert!(!probes.iter().any(|p| p == "c" || p == "d"), "{probes:?}");
+        assert_eq!(f.value(None, &["e", "tracepoint", "f"]), Some(&Value::Count(1)));
+        assert_eq!(f.value(None, &["e", "fentry", "f"]), None, "an alternative off has no series");
     }
 }

@@ -46,6 +46,7 @@ pub(super) fn sample_report() -> PlanReport {
         capabilities: Capabilities {
             trampolines: Ok(()),
             kprobes: Ok(()),
+            reattach: Ok(()),
             cause_context: Ok(()),
             tracefs: Err("not probed".into()),
         },

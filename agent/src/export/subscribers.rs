@@ -48,7 +48,7 @@ pub const HOOKS_ATTACHED: Metric = Metric::plain(
     Kind::Gauge,
     &["group"],
     "1 while a group of on-demand hooks is attached: fork_copy (while some mm has the has-pinned flag), \
-     subscriptions (while some mm has notifier subscriptions). Kept for good in kprobe mode, --probes.keep-attached.",
+     subscriptions (while some mm has notifier subscriptions). Kept for good with --probes.keep-attached.",
 );
 pub const METRICS: &[&Metric] =
     &[&CALLBACK_DURATION, &SUBSCRIPTIONS, &TRUNCATED_MMS, &PINNED_MMS, &HAS_PINNED_MMS, &HOOKS_ATTACHED];

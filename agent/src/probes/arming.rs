@@ -34,10 +34,13 @@
 //! Attaching again after the capability drop uses the program fd the agent holds (`BPF_RAW_TRACEPOINT_OPEN`,
 //! which checks no capability once the program is loaded, from 5.19; before, the CAP_BPF the agent keeps for
 //! reading its maps is enough). Whether it works is tried at start-up with an empty effective set
-//! ([`Arming::check_unprivileged`]). A group stays attached for good where it cannot work that way: kprobe mode
-//! (a kprobe is a perf event, and opening one needs CAP_PERFMON), fentry mode on a kernel where a detached fentry
-//! program cannot attach again (5.10; [`super::attach::probe_reattach`]), a kernel whose has-pinned flag the agent
-//! cannot read (the fork-copy group), no subscriber inventory, or `--probes.keep-attached`.
+//! ([`Arming::check_unprivileged`]). Where a hook cannot work that way the plan knows it at start-up: in kprobe mode
+//! (a kprobe is a perf event, and opening one needs CAP_PERFMON) and in fentry mode on a kernel where a detached
+//! fentry program cannot attach again (5.10; [`super::attach::probe_reattach`]), a family with such a hook would run
+//! it for every process for good, so it is off (`attach::not_on_demand`, reported `off` like an opt-in family)
+//! unless [`KEEP_ATTACHED`] accepts that price. A group stays attached for good with that flag, where the attach
+//! without privileges fails at start-up, on a kernel whose has-pinned flag the agent cannot read (the fork-copy
+//! group), or with no subscriber inventory.
 
 use std::{
     collections::BTreeMap,
@@ -52,6 +55,10 @@ use aya::{
 };
 
 pub use super::spec::OnDemand;
+
+/// The flag that keeps every on-demand hook attached for good, and switches on the families whose on-demand hooks
+/// cannot be attached on demand in their mode (`attach::not_on_demand`), at a price every process pays.
+pub const KEEP_ATTACHED: &str = "--probes.keep-attached";
 
 /// One program attached on demand, and its link while attached.
 struct Program {

@@ -94,6 +94,10 @@ pub fn attach_families(
                         (Status::Unavailable, why)
                     } else if let Err(why) = unmet(alt, kernel, probed) {
                         (Status::Unavailable, why)
+                    } else if let Some(why) = not_on_demand(alt, probed, |p| {
+                        applies(p, alt.mode, kernel, probed).then(|| resolve(kernel, p))
+                    }) {
+                        (Status::Off, why)
                     } else {
                         match attach_alternative(ebpf, btf, kernel, probed, alt, on_demand) {
                             Ok(()) => {
@@ -132,7 +136,7 @@ pub fn attach_families(
 fn hooks(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Vec<HookReport> {
     alt.programs
         .iter()
-        .filter(|p| p.when.as_ref().is_none_or(|w| needs::check(w, alt.mode, kernel, probed).is_ok()))
+        .filter(|p| applies(p, alt.mode, kernel, probed))
         .map(|p| HookReport {
             program: p.program.to_string(),
             hook: p.hook,
@@ -171,6 +175,64 @@ fn switched_off(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Opti
         .find_map(|n| needs::check(n, alt.mode, kernel, probed).err())
 }
 
+/// Why `alt` is off: a hook of it marked on demand ([`OnDemand`]) runs on a path every process takes, and in this
+/// mode on this kernel it could not be detached and attached again after start-up, so it would be attached for good,
+/// a price every process on the host pays. Such a family is off unless `--probes.keep-attached` accepts the price
+/// (issue 21: a family had only at a host-wide cost is off by default, with a flag). A kprobe cannot be attached
+/// after the capability drop (it opens a perf event, which needs CAP_PERFMON); a detached fentry/fexit program
+/// cannot attach again where `probed.reattach` failed (5.10). `tp_btf` programs attach again wherever they load.
+/// `target`: a program's target on this kernel, `None` where its hook does not exist here (its `when`).
+pub(super) fn not_on_demand(
+    alt: &Alternative,
+    probed: &Probed,
+    target: impl Fn(&ProgramSpec) -> Option<&'static str>,
+) -> Option<String> {
+    if probed.keep_attached {
+        return None;
+    }
+    let fixed = |p: &&ProgramSpec| match p.hook {
+        Hook::KProbe | Hook::KRetProbe => true,
+        Hook::FEntry | Hook::FExit => probed.reattach.is_err(),
+        Hook::TpBtf | Hook::Tracepoint | Hook::Iter => false,
+    };
+    let hooks: Vec<&ProgramSpec> =
+        alt.programs.iter().filter(|p| p.on_demand != OnDemand::Always).filter(fixed).collect();
+    let mut targets: Vec<&str> = Vec::new();
+    for t in hooks.iter().filter_map(|p| target(p)) {
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+    let first = hooks.iter().find(|p| target(p).is_some())?;
+    let (why, price) = match first.hook {
+        Hook::KProbe | Hook::KRetProbe => (
+            "kprobe mode: a kprobe cannot be attached on demand (it opens a perf event, which needs CAP_PERFMON, \
+             dropped after start-up)"
+                .to_string(),
+            "a kprobe trap (and a kretprobe's) per call",
+        ),
+        _ => (
+            format!(
+                "fentry mode on this kernel: a detached fentry program cannot attach again ({})",
+                probed.reattach.as_ref().err().map_or("", String::as_str)
+            ),
+            "a trampoline and its programs per call",
+        ),
+    };
+    Some(format!(
+        "off by default: {why}, so its hooks on {} ({}) would stay attached for good, run by every process on the \
+         host: {price}; {} switches it on at that price",
+        targets.join(", "),
+        first.on_demand.hooks(),
+        super::arming::KEEP_ATTACHED
+    ))
+}
+
+/// Whether `spec`'s hook exists on this kernel (its `when`, if any, holds).
+fn applies(spec: &ProgramSpec, mode: Mode, kernel: &KernelInfo, probed: &Probed) -> bool {
+    spec.when.as_ref().is_none_or(|w| needs::check(w, mode, kernel, probed).is_ok())
+}
+
 /// All unmet needs of `alt`, joined; `Ok` when none.
 fn unmet(alt: &Alternative, kernel: &KernelInfo, probed: &Probed) -> Result<(), String> {
     let mut reasons: Vec<String> = Vec::new();
@@ -194,9 +256,7 @@ fn attach_alternative(
     on_demand: &mut Collected,
 ) -> Result<(), String> {
     for (i, spec) in alt.programs.iter().enumerate() {
-        if let Some(when) = &spec.when
-            && needs::check(when, alt.mode, kernel, probed).is_err()
-        {
+        if !applies(spec, alt.mode, kernel, probed) {
             continue; // a hook of another kernel generation
         }
         let target = resolve(kernel, spec);
@@ -209,11 +269,13 @@ fn attach_alternative(
             return Err(format!("{} on {target}: {e}", spec.program));
         }
     }
+    // Only with `--probes.keep-attached` (`not_on_demand`).
     for p in alt.programs.iter().filter(|p| matches!(p.hook, Hook::KProbe | Hook::KRetProbe)) {
         if p.on_demand != OnDemand::Always {
             on_demand.attached_for_good(
                 p.on_demand,
-                "kprobe mode: attaching a kprobe opens a perf event, which needs CAP_PERFMON, dropped after start-up",
+                "kprobe mode, --probes.keep-attached: attaching a kprobe opens a perf event, which needs \
+                 CAP_PERFMON, dropped after start-up",
             );
         }
     }
@@ -331,5 +393,84 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     match lines.rfind(|l| !l.starts_with("processed ")) {
         Some(last) => format!("{first} … {last}"),
         None => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::{
+        FamilyId, KEEP_ATTACHED,
+        families::{self, FAMILIES},
+    };
+
+    /// The families with hooks attached on demand (`OnDemand`), which every process's paths run.
+    const ON_DEMAND: [FamilyId; 4] = [
+        families::fork_copies::ID,
+        families::secondary_tlb::ID,
+        families::causes::ID,
+        families::overlapping_brackets::ID,
+    ];
+
+    fn probed(reattach: Result<(), String>, keep_attached: bool) -> Probed {
+        Probed {
+            trampolines: Ok(()),
+            wide_trampolines: Ok(()),
+            reattach,
+            keep_attached,
+            attached: Vec::new(),
+            opted_in: Vec::new(),
+        }
+    }
+
+    /// Why each family's alternative of `mode` is off (`None`: planned as usual), every hook taken as existing.
+    fn plan(mode: Mode, probed: &Probed) -> Vec<(FamilyId, Option<String>)> {
+        FAMILIES
+            .iter()
+            .flat_map(|f| f.alternatives().into_iter().filter(|a| a.mode == mode).map(move |a| (f.id, a)))
+            .map(|(id, alt)| (id, not_on_demand(&alt, probed, |p| Some(p.target))))
+            .collect()
+    }
+
+    #[test]
+    fn kprobe_mode_switches_off_the_families_with_on_demand_hooks_unless_kept_attached() {
+        for (id, why) in plan(Mode::Kprobe, &probed(Ok(()), false)) {
+            if ON_DEMAND.contains(&id) {
+                let why = why.unwrap_or_else(|| panic!("{id} is planned as usual in kprobe mode"));
+                for part in ["off by default", "kprobe mode", "CAP_PERFMON", "every process", KEEP_ATTACHED] {
+                    assert!(why.contains(part), "{id}: {why:?} does not say {part:?}");
+                }
+            } else {
+                assert_eq!(why, None, "{id} has no on-demand hook");
+            }
+        }
+        assert!(
+            plan(Mode::Kprobe, &probed(Ok(()), true)).iter().all(|(_, why)| why.is_none()),
+            "{KEEP_ATTACHED} attaches them for good"
+        );
+    }
+
+    #[test]
+    fn fentry_mode_is_off_only_where_a_detached_program_cannot_attach_again() {
+        assert!(plan(Mode::Fentry, &probed(Ok(()), false)).iter().all(|(_, why)| why.is_none()));
+        let refused = probed(Err("EINVAL".into()), false);
+        for (id, why) in plan(Mode::Fentry, &refused) {
+            assert_eq!(why.is_some(), ON_DEMAND.contains(&id), "{id}: {why:?}");
+            if let Some(why) = why {
+                assert!(why.contains("(EINVAL)") && why.contains(KEEP_ATTACHED), "{id}: {why}");
+            }
+        }
+        assert!(plan(Mode::Fentry, &probed(Err("EINVAL".into()), true)).iter().all(|(_, why)| why.is_none()));
+        // tp_btf programs attach again wherever they load: the fork-copy fallback stays on demand.
+        assert!(plan(Mode::Tracepoint, &refused).iter().all(|(_, why)| why.is_none()));
+    }
+
+    #[test]
+    fn the_reason_names_the_hooks_that_exist_on_this_kernel() {
+        let fork = FAMILIES.iter().find(|f| f.id == families::fork_copies::ID).unwrap();
+        let kprobe = fork.alternatives().into_iter().find(|a| a.mode == Mode::Kprobe).unwrap();
+        let why = not_on_demand(&kprobe, &probed(Ok(()), false), |p| Some(p.target.split('|').next().unwrap()));
+        assert!(why.as_deref().unwrap().contains("hooks on folio_add_new_anon_rmap (fork-copy hook)"), "{why:?}");
+        assert_eq!(not_on_demand(&kprobe, &probed(Ok(()), false), |_| None), None, "no such hook here");
     }
 }

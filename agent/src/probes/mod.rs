@@ -23,7 +23,7 @@ use mmuscope_abi::names;
 #[cfg(test)]
 mod object_tests;
 
-pub use arming::{Arming, ArmingView, Armings};
+pub use arming::{Arming, ArmingView, Armings, KEEP_ATTACHED};
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
 pub use spec::{FamilyId, Mode};
@@ -52,7 +52,8 @@ pub struct Options {
     /// Whether the programs keep the on-demand stack capture (`--stacks.disable` turns it off: the verifier then
     /// drops it from every program).
     pub stacks: bool,
-    /// Keep the hot-path hooks that are otherwise attached on demand attached all the time (`probes::arming`).
+    /// Keep the hot-path hooks that are otherwise attached on demand attached all the time (`probes::arming`); where
+    /// they cannot be attached on demand (kprobe mode, fentry on 5.10), their families attach only with it.
     pub keep_attached: bool,
     /// The flags given that switch on families off by default (`spec::Need::OptIn`), e.g. `--probes.ksm-cow`.
     pub opt_in: Vec<&'static str>,
@@ -127,11 +128,13 @@ impl Probes {
         };
         let reattach = match &trampolines {
             Ok(()) => attach::probe_reattach(&mut ebpf, &btf, kernel),
-            Err(_) => Err("no trampolines".to_string()),
+            Err(why) => Err(format!("no fentry: {why}")),
         };
         let mut probed = needs::Probed {
             trampolines: trampolines.clone(),
             wide_trampolines,
+            reattach: reattach.clone(),
+            keep_attached: options.keep_attached,
             attached: Vec::new(),
             opted_in: options.opt_in.clone(),
         };
@@ -142,17 +145,15 @@ impl Probes {
         };
         let (fork_flag, subscriptions_flag) = (flag(names::FORK_COPIES_ARMED)?, flag(names::SUBSCRIPTIONS_ARMED)?);
         let arming = arming::Armings::new(on_demand, Some(fork_flag), Some(subscriptions_flag));
+        // Without the flag, an alternative whose on-demand hooks could not be attached again (kprobe mode; fentry
+        // where a detached program does not attach again, `reattach`) was planned off (`attach::not_on_demand`):
+        // what the groups hold here switches.
         if options.keep_attached {
-            arming.keep_attached("--probes.keep-attached");
-        } else if let Err(why) = &reattach {
-            let why = format!("fentry programs do not attach again once detached on this kernel ({why})");
-            // The fork-copy family's tp_btf alternative attaches again wherever it loads.
-            let fork_mode = probed.attached.iter().find(|(f, _)| *f == families::fork_copies::ID).map(|(_, m)| *m);
-            if fork_mode == Some(Mode::Fentry) {
-                arming.fork_copy.keep_attached(&why);
-            }
-            // Its families have fentry and kprobe alternatives only, and kprobe mode keeps its programs for good.
-            arming.subscriptions.keep_attached(&why);
+            let why = match &reattach {
+                Ok(()) => KEEP_ATTACHED.to_string(),
+                Err(e) => format!("{KEEP_ATTACHED} (and fentry programs do not attach again on this kernel: {e})"),
+            };
+            arming.keep_attached(&why);
         }
         if kernel.layout.subscribers.has_pinned_bit == mmuscope_abi::HAS_PINNED_UNKNOWN {
             arming
@@ -182,6 +183,7 @@ impl Probes {
             capabilities: report::Capabilities {
                 trampolines,
                 kprobes: kernel.kprobes.clone(),
+                reattach,
                 cause_context: kernel.layout.group(crate::kernel::FieldGroup::CauseContext),
                 tracefs: kernel.tracefs.clone(),
             },
@@ -208,7 +210,7 @@ impl Probes {
             .report
             .families
             .iter()
-            .filter(|f| f.required)
+            .filter(|f| f.required && !f.switched_off())
             .filter_map(|f| f.why_not_attached().map(|why| format!("{} ({why})", f.name())))
             .collect();
         if missing.is_empty() { Ok(()) } else { Err(MissingRequired(missing.join("; "))) }

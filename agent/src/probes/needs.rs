@@ -9,6 +9,11 @@ pub struct Probed {
     pub trampolines: Result<(), String>,
     /// Whether it also loaded on a function with more than six arguments.
     pub wide_trampolines: Result<(), String>,
+    /// Whether a detached fentry program attaches again by its fd (`attach::probe_reattach`; 5.10 refuses), which
+    /// the on-demand hooks of fentry mode need (`attach::not_on_demand`).
+    pub reattach: Result<(), String>,
+    /// `--probes.keep-attached`: hooks that cannot be attached on demand are attached for good instead of being off.
+    pub keep_attached: bool,
     /// Families attached so far, with their mode.
     pub attached: Vec<(FamilyId, Mode)>,
     /// The flags of the families off by default that the operator switched on (`Need::OptIn`).

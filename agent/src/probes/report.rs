@@ -77,9 +77,10 @@ impl FamilyReport {
         self.alternatives.iter().find(|a| a.status == Status::Attached)
     }
 
-    /// Whether the family is off by default and its flag was not given (every alternative [`Status::Off`]).
+    /// Whether the family is off by default and its flag was not given: nothing attached, and an alternative is
+    /// [`Status::Off`] (the others excluded by `--mode` or unavailable), so the flag its reason names would attach it.
     pub fn switched_off(&self) -> bool {
-        self.alternatives.iter().all(|a| a.status == Status::Off)
+        self.attached().is_none() && self.alternatives.iter().any(|a| a.status == Status::Off)
     }
 
     /// Why nothing attached, alternative by alternative (`None` when one did).
@@ -98,6 +99,10 @@ pub struct Capabilities {
     pub trampolines: Result<(), String>,
     #[serde(serialize_with = "capability")]
     pub kprobes: Result<(), String>,
+    /// Whether a detached fentry program attaches again (`attach::probe_reattach`): where not, the families with
+    /// hooks attached on demand are off in fentry mode unless `--probes.keep-attached` (`attach::not_on_demand`).
+    #[serde(serialize_with = "capability")]
+    pub reattach: Result<(), String>,
     /// Whether brackets read the system call or reclaim context of their cause (the cause-context fields and
     /// helpers); without it causes come from the caller hooks only (`unknown` otherwise).
     #[serde(serialize_with = "capability")]
@@ -173,9 +178,14 @@ impl PlanReport {
         self.attached_alternative(id).is_some_and(|a| modes.contains(&a.mode))
     }
 
-    /// Required families with nothing attached.
+    /// Required families with nothing attached, except those off by default whose flag was not given (the operator's
+    /// choice, shown as `off` with the flag).
     pub fn missing_required(&self) -> Vec<&'static str> {
-        self.families.iter().filter(|f| f.required && f.attached().is_none()).map(|f| f.name()).collect()
+        self.families
+            .iter()
+            .filter(|f| f.required && f.attached().is_none() && !f.switched_off())
+            .map(|f| f.name())
+            .collect()
     }
 
     /// Families attached with a fallback although a preferred alternative (not excluded by

@@ -2,7 +2,9 @@
 //! inside a stock kernel booted by `cargo xtask vm`, for one attach mode:
 //!
 //! 1. `mmuscope check --json --mode M`: the `brackets` family must be attached in mode M and the mmu_notifier
-//!    generation must be the expected one (`--expect-generation`);
+//!    generation must be the expected one (`--expect-generation`). Where a family's on-demand hooks cannot be
+//!    attached on demand in mode M (kprobe mode; fentry on 5.10), the plan without flags must first report it off
+//!    with `--probes.keep-attached`, which the check and the agent then get (`plan::off_by_default`);
 //! 2. `mmuscope run --mode M`, wait for `/readyz` (an agent that serves HTTP but never becomes ready is a failure,
 //!    and the scenarios still run against it, so the failure shows what it counts);
 //! 3. per `--scenario` (a `mmuscope-workload` command line, e.g. `kvm-madvise --iterations 1000`): scrape, run the
@@ -79,7 +81,21 @@ fn main() -> ExitCode {
 
     let mut agent_args = cli.agent_args.clone();
     agent_args.extend(needs::agent_flags(&cli.scenarios));
-    emit(plan::check(&cli.agent, &agent_args, &cli.mode, &cli.expect_generation, cli.before_5_15_helpers, &kernel));
+    // Families whose on-demand hooks cannot be attached on demand here are off by default: shown so first, then
+    // checked and compared with the flag that switches them on.
+    let off = plan::off_by_default(&cli.agent, &agent_args, &cli.mode);
+    if !off.families.is_empty() {
+        agent_args.push(plan::KEEP_ATTACHED.to_owned());
+    }
+    emit(plan::check(
+        &cli.agent,
+        &agent_args,
+        &cli.mode,
+        &cli.expect_generation,
+        cli.before_5_15_helpers,
+        &kernel,
+        off,
+    ));
     let api: SecondaryTlbApi = match serde_json::from_value(serde_json::Value::from(cli.expect_generation.as_str())) {
         Ok(api) => api,
         Err(e) => {

@@ -43,6 +43,10 @@ pub enum Record {
         attached_mode: Option<String>,
         /// Other families with nothing attached in this mode (`name (required): reason`); informational.
         families_not_attached: Vec<String>,
+        /// Families the plan without `--probes.keep-attached` must report off in this mode on this kernel (their
+        /// on-demand hooks cannot be attached on demand; `problems` says where it did not); the check above and the
+        /// agent ran with the flag.
+        off_without_keep_attached: Vec<String>,
         pass: bool,
         problems: Vec<String>,
     },
@@ -101,7 +105,15 @@ impl Record {
     /// Prints the human summary and the machine line.
     pub fn print(&self) {
         match self {
-            Record::Check { mode, generation, attached_mode, families_not_attached, problems, .. } => {
+            Record::Check {
+                mode,
+                generation,
+                attached_mode,
+                families_not_attached,
+                off_without_keep_attached,
+                problems,
+                ..
+            } => {
                 println!(
                     "check --mode {mode}: generation {}, brackets attached in {} mode{}",
                     generation.as_deref().unwrap_or("?"),
@@ -110,6 +122,13 @@ impl Record {
                 );
                 for f in families_not_attached {
                     println!("  note: not attached in {mode} mode: {f}");
+                }
+                if !off_without_keep_attached.is_empty() {
+                    println!(
+                        "  off by default in {mode} mode: {}; checked and run with {}",
+                        off_without_keep_attached.join(", "),
+                        crate::plan::KEEP_ATTACHED
+                    );
                 }
             }
             Record::Scenario {

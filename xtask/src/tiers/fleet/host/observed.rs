@@ -81,9 +81,11 @@ impl Host<'_> {
                             a["status"] == "unavailable"
                                 && a["reason"].as_str().is_some_and(|r| r.contains("is not a function in BTF"))
                         });
-                    // A family off by default (every alternative `off`, e.g. `ksm_cow` without `--probes.ksm-cow`)
-                    // is not attached as installed, by design.
-                    let off = !alts.is_empty() && alts.iter().all(|a| a["status"] == "off");
+                    // A family off by default (nothing attached and an alternative `off`: `ksm_cow` without
+                    // `--probes.ksm-cow`; in kprobe mode or where fentry programs do not attach again, the families
+                    // with hooks attached on demand, without `--probes.keep-attached`) is not attached as installed,
+                    // by design. The fleet's hosts (6.1, 6.12, fentry mode) attach those on demand.
+                    let off = alts.iter().any(|a| a["status"] == "off");
                     lines.push(format!(
                         "{name}: NOT ATTACHED{} — {}",
                         if not_in_kernel {
