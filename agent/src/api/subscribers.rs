@@ -42,13 +42,21 @@ pub struct HookGroupView {
     /// Why it stays attached whatever the inventory says (`--probes.keep-attached`, which kprobe mode and fentry on
     /// 5.10 need for these hooks' families to attach at all, ...), if it does.
     pub always: Option<String>,
+    /// Why none of them is attached in this mode, if none is: no family with such a hook is attached (tracepoint mode
+    /// has none; kprobe mode and fentry on 5.10 switch those families off unless `--probes.keep-attached`).
+    pub none_attached: Option<String>,
     /// Attach and detach transitions since start-up.
     pub transitions: u64,
 }
 
 impl From<&crate::probes::ArmingView> for HookGroupView {
     fn from(v: &crate::probes::ArmingView) -> Self {
-        Self { attached: v.attached, always: v.always.clone(), transitions: v.transitions }
+        Self {
+            attached: v.attached,
+            always: v.always.clone(),
+            none_attached: v.none_attached.clone(),
+            transitions: v.transitions,
+        }
     }
 }
 

@@ -101,6 +101,8 @@ struct State {
     flag: Option<Array<MapData, u32>>,
     /// `Some(why)`: attached for good.
     always: Option<String>,
+    /// `Some(why)`: nothing of the group is attached, and nothing will be.
+    none_attached: Option<String>,
     /// Attach/detach transitions since start-up.
     transitions: u64,
     /// The last attach generation written to `flag` (never 0).
@@ -163,17 +165,23 @@ pub struct ArmingView {
     pub attached: bool,
     /// Why they are attached for good, if they are.
     pub always: Option<String>,
+    /// Why none of them is attached in this mode, if none is (nothing will switch).
+    pub none_attached: Option<String>,
     pub transitions: u64,
 }
 
 impl Arming {
     /// Takes one group's programs, attached at this point.
     fn new(group: OnDemand, programs: Vec<Program>, always: Option<String>, flag: Option<Array<MapData, u32>>) -> Self {
-        // Nothing to switch (no family with such a hook attached in a switchable mode): whatever is attached stays, and
-        // a waiter for the group (a test workload) must not wait for an attach that cannot come.
-        let none = || "no hook of this group is switched in this mode (see each family's alternative)".to_string();
-        let always = always.or_else(|| programs.is_empty().then(none));
-        let mut state = State { group, programs, flag, always, transitions: 0, generation: 1 };
+        // No program to switch and none attached for good: no family with such a hook attached in this mode (tracepoint
+        // mode, a family off or denied). A waiter for the group (a test workload) must not wait for an attach that
+        // cannot come, and the view must not say attached.
+        let none_attached = (always.is_none() && programs.is_empty()).then(|| {
+            "no hook of this group is attached in this mode: the families with one are off or not attached (see \
+             `mmuscope check`)"
+                .to_string()
+        });
+        let mut state = State { group, programs, flag, always, none_attached, transitions: 0, generation: 1 };
         state.write_flag(true);
         Self { state: Arc::new(Mutex::new(state)) }
     }
@@ -203,6 +211,7 @@ impl Arming {
         ArmingView {
             attached: s.always.is_some() || s.attached(),
             always: s.always.clone(),
+            none_attached: s.none_attached.clone(),
             transitions: s.transitions,
         }
     }
@@ -336,4 +345,22 @@ fn raw_tracepoint_open(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     }
     // SAFETY: a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_with_nothing_attached_says_so_and_never_switches() {
+        let none = Arming::new(OnDemand::WhileSubscribed, Vec::new(), None, None);
+        let v = none.view();
+        assert!(!v.attached && v.always.is_none() && v.none_attached.is_some(), "{v:?}");
+        none.set(true, "a registration");
+        assert_eq!(none.view(), v, "nothing to attach");
+        assert!(!none.on_demand());
+        let kept = Arming::new(OnDemand::WhileSubscribed, Vec::new(), Some("kprobe mode".into()), None);
+        let v = kept.view();
+        assert!(v.attached && v.always.is_some() && v.none_attached.is_none(), "{v:?}");
+    }
 }

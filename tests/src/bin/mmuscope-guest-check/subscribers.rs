@@ -241,6 +241,26 @@ mod tests {
     }
 
     #[test]
+    fn arming_is_judged_by_what_the_agent_says_it_can_do() {
+        let hooks = |attached, always: Option<&str>, none: Option<&str>, transitions| SubscriptionHooks {
+            attached,
+            always: always.map(String::from),
+            none_attached: none.map(String::from),
+            transitions,
+        };
+        let switching = [hooks(false, None, None, 4), hooks(true, None, None, 5), hooks(false, None, None, 6)];
+        assert!(arming_problems(&switching[0], &switching[1], &switching[2]).is_empty());
+        let stuck = hooks(false, None, None, 4);
+        assert_eq!(arming_problems(&switching[0], &stuck, &stuck).len(), 2, "never attached while held");
+        let good = hooks(true, Some("kprobe mode"), None, 0);
+        assert!(arming_problems(&good, &good, &good).is_empty());
+        let never = hooks(false, None, Some("families off"), 0);
+        assert!(arming_problems(&never, &never, &never).is_empty());
+        let attached_anyway = hooks(true, None, Some("families off"), 0);
+        assert_eq!(arming_problems(&never, &attached_anyway, &never).len(), 1, "none_attached but attached");
+    }
+
+    #[test]
     fn more_interval_notifiers_than_the_bound_list_the_first_and_say_truncated() {
         let want = expected(&truth(u64::from(MAX_INTERVALS) + 2), SecondaryTlbApi::InvalidateRange, false);
         assert!(want.truncated);
@@ -256,6 +276,8 @@ mod tests {
 pub struct SubscriptionHooks {
     pub attached: bool,
     pub always: Option<String>,
+    /// Why none is attached in this mode (the families with such hooks are off), if so.
+    pub none_attached: Option<String>,
     pub transitions: u64,
 }
 
@@ -277,9 +299,11 @@ pub fn subscription_hooks(scraper: &Scraper, want: bool) -> Result<SubscriptionH
         let hooks = SubscriptionHooks {
             attached: h["attached"].as_bool().context("subscription_hooks.attached")?,
             always: h["always"].as_str().map(str::to_owned),
+            none_attached: h["none_attached"].as_str().map(str::to_owned),
             transitions: h["transitions"].as_u64().context("subscription_hooks.transitions")?,
         };
-        if hooks.attached == want || hooks.always.is_some() || Instant::now() >= deadline {
+        let settled = hooks.always.is_some() || hooks.none_attached.is_some();
+        if hooks.attached == want || settled || Instant::now() >= deadline {
             return Ok(hooks);
         }
         thread::sleep(Duration::from_millis(200));
@@ -287,13 +311,18 @@ pub fn subscription_hooks(scraper: &Scraper, want: bool) -> Result<SubscriptionH
 }
 
 /// The subscription hooks around a workload holding a KVM VM: detached before it registered, attached while it held,
-/// detached after it exited, two transitions in all; or attached for good throughout (with the reason), none.
+/// detached after it exited, two transitions in all; or attached for good throughout (with the reason), none; or
+/// never attached (no family with such a hook attached in the mode, with the reason), none.
 /// Prints the comparison; the problems.
 pub fn arming_problems(before: &SubscriptionHooks, held: &SubscriptionHooks, after: &SubscriptionHooks) -> Vec<String> {
-    let for_good = before.always.is_some();
-    let want = if for_good { [true, true, true] } else { [false, true, false] };
+    let (for_good, never) = (before.always.is_some(), before.none_attached.is_some());
+    let want = match (for_good, never) {
+        (true, _) => [true, true, true],
+        (false, true) => [false, false, false],
+        (false, false) => [false, true, false],
+    };
     let got = [before.attached, held.attached, after.attached];
-    let want_transitions = if for_good { 0 } else { 2 };
+    let want_transitions = if for_good || never { 0 } else { 2 };
     let transitions = after.transitions.saturating_sub(before.transitions);
     let mut problems = Vec::new();
     let mut line = |what: String, ok: bool| {
@@ -304,6 +333,9 @@ pub fn arming_problems(before: &SubscriptionHooks, held: &SubscriptionHooks, aft
     };
     if let Some(why) = &before.always {
         println!("  subscription hooks attached for good: {why}");
+    }
+    if let Some(why) = &before.none_attached {
+        println!("  no subscription hook attached: {why}");
     }
     line(format!("subscription_hooks.attached before/held/after: expected {want:?}, observed {got:?}"), want == got);
     line(

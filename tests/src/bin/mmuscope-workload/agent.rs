@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// the rest of this mm stay as they are.
 pub fn await_fork_copy_hook(base_url: &str) -> Result<()> {
     let what = "attach its fork-copy hook after this process's pin";
-    let waited = await_subscribers(base_url, what, |view| view["fork_copy_hook"]["attached"] == true)?;
+    let waited = await_subscribers(base_url, what, |view| settled(&view["fork_copy_hook"]))?;
     eprintln!("mmuscope-workload: the agent's fork-copy hook is attached ({waited:.1} s after the pin)");
     Ok(())
 }
@@ -66,6 +66,12 @@ pub fn await_subscription_hooks() -> Result<()> {
     }
 }
 
+/// Whether a group of the agent's on-demand hooks (`/api/v1/subscribers`' `fork_copy_hook`, `subscription_hooks`)
+/// is attached, or will never be (no family with such a hook is attached in the agent's mode: nothing to wait for).
+fn settled(group: &serde_json::Value) -> bool {
+    group["attached"] == true || !group["none_attached"].is_null()
+}
+
 /// The helper's side: for each line on stdin, polls the agent at `url` until `subscription_hooks.attached` and
 /// answers `1` (or `0` after printing why not).
 pub fn hooks_helper(url: Option<&str>) -> Result<()> {
@@ -75,7 +81,7 @@ pub fn hooks_helper(url: Option<&str>) -> Result<()> {
     for line in std::io::stdin().lock().lines() {
         line.context("reading the workload's request")?;
         let what = "attach its subscription hooks after the workload registered a notifier";
-        let answer = match await_subscribers(url, what, |view| view["subscription_hooks"]["attached"] == true) {
+        let answer = match await_subscribers(url, what, |view| settled(&view["subscription_hooks"])) {
             Ok(waited) => {
                 eprintln!(
                     "mmuscope-workload: the agent's subscription hooks are attached ({waited:.3} s after registering)"
