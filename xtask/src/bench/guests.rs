@@ -7,8 +7,8 @@
 //! neither), so these are slowdowns.
 //!
 //! TCG's wall-clock ratios are noisy (a loop no program of the agent hooks moves by tens of percent), so what the
-//! agent makes each loop run is also counted: after the rounds, one agent with `--bpf.run-stats` (plain, and with
-//! `--probes.ksm-cow` for the `cow` loop) and each loop run with N and 2N operations, every program's
+//! agent makes each loop run is also counted: after the rounds, one agent with `--bpf.run-stats` (as installed, with
+//! `--probes.keep-attached`, and with `--probes.ksm-cow` for the `cow` loop) and each loop run with N and 2N operations, every program's
 //! `mmuscope_bpf_program_runs_total` and `_run_seconds_total` scraped around each and differenced (what every run
 //! does once, the shell's own forks included, drops out): program runs per operation and ns per run. For the
 //! unrelated loops the answer should be no program at all; for the `cow` loop it prices the `ksm_cow` family
@@ -32,6 +32,15 @@ const KSM_COW_LOOPS: [&str; 2] = ["cow", "fault"];
 const NONE: &str = "none";
 const AGENT: &str = "mmuscope";
 const KSM_COW: &str = "ksmcow";
+/// The run-statistics tag prefix of the passes with `--probes.keep-attached` (the price of keeping the on-demand hooks
+/// attached for good: what kprobe mode and fentry on 5.10 pay for the families they switch off by default).
+const KEEP: &str = "keep_";
+
+/// The agent's flags for the `ksm_cow` runs: in kprobe mode the family needs the `causes` family, which is off there
+/// by default (its hooks cannot be attached on demand), so `--probes.keep-attached` too.
+fn ksm_cow_flags(mode: &str) -> &'static str {
+    if mode == "kprobe" { "--probes.ksm-cow --probes.keep-attached" } else { "--probes.ksm-cow" }
+}
 
 /// One loop as the guest runs it, with counts sized for TCG (tens to hundreds of times slower than the host) so that
 /// a whole `guests` run stays within about ten minutes.
@@ -141,13 +150,17 @@ pub fn run(b: &Bench) -> Result<Report> {
                 ]);
             }
             for l in loops.iter().filter(|l| l.name != "madvise") {
-                let ran = per_op(&done.output, l.name)
-                    .with_context(|| format!("{k} × {mode}: the run-statistics pass of {}", l.name))?;
-                b.say(format!("{release} × {mode}, {}: agent programs per operation {ran:?}", l.name));
-                for p in &ran {
-                    raw.insert(format!("{k}_{mode}_{}_{}_runs_per_op", l.name, p.program), vec![p.runs_per_op]);
+                let mut cells = vec![release.clone(), mode.to_owned(), l.name.to_owned()];
+                for tag in [l.name.to_owned(), format!("{KEEP}{}", l.name)] {
+                    let ran = per_op(&done.output, &tag)
+                        .with_context(|| format!("{k} × {mode}: the run-statistics pass {tag}"))?;
+                    b.say(format!("{release} × {mode}, {tag}: agent programs per operation {ran:?}"));
+                    for p in &ran {
+                        raw.insert(format!("{k}_{mode}_{tag}_{}_runs_per_op", p.program), vec![p.runs_per_op]);
+                    }
+                    cells.extend(per_op_cells(&ran));
                 }
-                per_op_rows.push(per_op_row(release, mode, l.name, &ran));
+                per_op_rows.push(cells);
             }
         }
     }
@@ -174,17 +187,26 @@ pub fn run(b: &Bench) -> Result<Report> {
             rows: unrelated_rows,
         },
         Table {
-            title: "The agent's programs per operation of each loop (`--bpf.run-stats`, runs of N and 2N operations \
-                    differenced, N as above; programs with no run left out)"
+            title: "The agent's programs per operation of each loop, as installed and with `--probes.keep-attached` \
+                    (`--bpf.run-stats`, runs of N and 2N operations differenced, N as above; programs with no run \
+                    left out; kprobe mode's traps are outside a program's run time)"
                 .into(),
-            columns: ["kernel", "mode", "loop", "programs run per operation", "ns per operation"]
-                .map(String::from)
-                .to_vec(),
+            columns: [
+                "kernel",
+                "mode",
+                "loop",
+                "programs run per operation",
+                "ns per operation",
+                "with --probes.keep-attached",
+                "ns per operation",
+            ]
+            .map(String::from)
+            .to_vec(),
             rows: per_op_rows,
         },
         Table {
-            title: "The agent with / without `--probes.ksm-cow` (the `ksm_cow` family, off by default), CPU time per \
-                    round (TCG)"
+            title: "The agent with / without `--probes.ksm-cow` (the `ksm_cow` family, off by default; in kprobe mode \
+                    with `--probes.keep-attached`, which it needs there), CPU time per round (TCG)"
                 .into(),
             columns: ["kernel", "mode", "loop", "agent / none", "agent --probes.ksm-cow / none"]
                 .map(String::from)
@@ -227,6 +249,9 @@ fn script(mode: &str, loops: &[GuestLoop], runs: usize) -> String {
     let twice = |tag: &str, l: &GuestLoop| format!("twice {tag} {} {}\n", l.name, l.iterations);
     let cow = loops.iter().find(|l| l.name == "cow").map(|l| twice(KSM_COW, l)).unwrap_or_default();
     let unrelated: String = loops.iter().filter(|l| l.name != "madvise").map(|l| twice(l.name, l)).collect();
+    let kept: String =
+        loops.iter().filter(|l| l.name != "madvise").map(|l| twice(&format!("{KEEP}{}", l.name), l)).collect();
+    let ksm_flags = ksm_cow_flags(mode);
     format!(
         r#"set -e
 all() {{
@@ -252,12 +277,14 @@ stop() {{ kill $AGENT; wait $AGENT || true; sleep 1; }}
 r=0
 while [ $r -lt {runs} ]; do
   all {NONE}; start; all {AGENT}; stop; all {NONE}
-  start --probes.ksm-cow; ksm {KSM_COW}; stop; ksm {NONE}; r=$((r+1))
+  start {ksm_flags}; ksm {KSM_COW}; stop; ksm {NONE}; r=$((r+1))
 done
-start --probes.ksm-cow --bpf.run-stats
+start {ksm_flags} --bpf.run-stats
 {cow}stop
 start --bpf.run-stats
 {unrelated}stop
+start --bpf.run-stats --probes.keep-attached
+{kept}stop
 "#
     )
 }
@@ -375,16 +402,15 @@ fn per_op(output: &str, tag: &str) -> Result<Vec<Priced>> {
     Ok(out)
 }
 
-/// A row of the per-operation table: the programs a loop made run (`none` when it made none run).
-fn per_op_row(release: &str, mode: &str, name: &str, ran: &[Priced]) -> Vec<String> {
-    let (programs, ns) = if ran.is_empty() {
-        ("none".to_owned(), "0".to_owned())
-    } else {
-        let programs = ran.iter().map(|p| format!("{} {:.3}", p.program, p.runs_per_op)).collect::<Vec<_>>();
-        let ns: f64 = ran.iter().map(|p| p.runs_per_op * p.ns_per_run).sum();
-        (programs.join(", "), format!("{ns:.0}"))
-    };
-    vec![release.to_owned(), mode.to_owned(), name.to_owned(), programs, ns]
+/// Two cells of the per-operation table: the programs a loop made run (`none` when it made none run) and their ns
+/// per operation.
+fn per_op_cells(ran: &[Priced]) -> [String; 2] {
+    if ran.is_empty() {
+        return ["none".to_owned(), "0".to_owned()];
+    }
+    let programs = ran.iter().map(|p| format!("{} {:.3}", p.program, p.runs_per_op)).collect::<Vec<_>>();
+    let ns: f64 = ran.iter().map(|p| p.runs_per_op * p.ns_per_run).sum();
+    [programs.join(", "), format!("{ns:.0}")]
 }
 
 #[cfg(test)]
@@ -428,8 +454,8 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].program, "cause_ksm_cow_fentry");
         assert!((p[0].runs_per_op - 1.0).abs() < 1e-9 && (p[0].ns_per_run - 1000.0).abs() < 1e-3, "{p:?}");
-        assert_eq!(super::per_op_row("6.1", "fentry", "cow", &p)[3], "cause_ksm_cow_fentry 1.000");
-        assert_eq!(super::per_op_row("6.1", "fentry", "syscall", &[])[3..], ["none", "0"]);
+        assert_eq!(super::per_op_cells(&p), ["cause_ksm_cow_fentry 1.000", "1000"]);
+        assert_eq!(super::per_op_cells(&[]), ["none", "0"]);
         assert!(super::per_op(&out, "fault").is_err(), "another tag's lines are not this loop's");
         assert!(super::per_op("COUNT cow 1 {}", "cow").is_err());
     }
