@@ -33,11 +33,23 @@
  * Every R bracket reaches rxe's callback (rxe_ib_invalidate_range) and is an interval invalidation; no fault runs
  * during an invalidation, so no reader waits in mmu_interval_read_begin and hmm_range_fault never returns -EBUSY.
  *
+ * --concurrent: invalidations also WHILE operations run. In each round's operation phase a second thread loops over
+ * the pages of R outside the window (never touched by an operation): write one byte (an anonymous write fault on an
+ * empty or present PTE: no bracket), madvise(MADV_DONTNEED) of the page (one MMU_NOTIFY_CLEAR bracket on R: the
+ * interval covers all of R, so rxe's faults on the window may wait in mmu_interval_read_begin or see -EBUSY from
+ * hmm_range_fault). And before each RDMA WRITE the main thread zaps the window page it writes, so every WRITE
+ * really faults through hmm_range_fault (a write fault on an empty PTE: a fresh page, no zero page, no bracket) and
+ * the READ after it finds the page present. The thread stops before the round's mprotect calls (it writes to R).
+ * Each zap is counted (`concurrent_clear`, `window_clear`); how many faults waited or collided is timing: the guest
+ * check's trace reference counts them.
+ *
  * Report on stdout, one `key=value` a line; exit 0. Exit 2: bad usage; 3: the device or kernel lacks ODP on RC
  * (rxe gained it in 6.14); 1: anything else failed (stderr says what).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <infiniband/verbs.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -198,6 +210,30 @@ static struct ibv_qp *rc_qp(struct ibv_pd *pd, struct ibv_cq *cq)
 	return qp;
 }
 
+/* The --concurrent invalidator: pages WINDOW_PAGES.. of R, written then zapped, until told to stop. */
+struct invalidator {
+	uint8_t *r;
+	atomic_int stop;
+	unsigned long zaps;
+	int err;
+};
+
+static void *invalidate_loop(void *arg)
+{
+	struct invalidator *inv = arg;
+	unsigned long pages = REGION_BYTES / page_bytes - WINDOW_PAGES;
+	for (unsigned long k = 0; !atomic_load(&inv->stop); k++) {
+		uint8_t *p = inv->r + (WINDOW_PAGES + k % pages) * page_bytes;
+		*(volatile uint8_t *)p = (uint8_t)k;
+		if (madvise(p, page_bytes, MADV_DONTNEED)) {
+			inv->err = errno;
+			break;
+		}
+		inv->zaps++;
+	}
+	return NULL;
+}
+
 static void check_bytes(const uint8_t *p, size_t len, uint8_t want, const char *what)
 {
 	for (size_t i = 0; i < len; i++)
@@ -209,9 +245,17 @@ int main(int argc, char **argv)
 {
 	/* --wait: after registering the ODP MR, say `registered=1` and wait for a line on stdin before anything can
 	 * invalidate it (the caller waits until the agent times the MR's interval callback). */
-	int wait = argc == 3 && strcmp(argv[2], "--wait") == 0;
-	if ((argc != 2 && !wait) || atoi(argv[1]) < 1) {
-		fprintf(stderr, "usage: mmuscope-rdma-odp ROUNDS [--wait]\n");
+	int wait = 0, concurrent = 0;
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--wait") == 0)
+			wait = 1;
+		else if (strcmp(argv[i], "--concurrent") == 0)
+			concurrent = 1;
+		else
+			argc = 0;
+	}
+	if (argc < 2 || atoi(argv[1]) < 1) {
+		fprintf(stderr, "usage: mmuscope-rdma-odp ROUNDS [--wait] [--concurrent]\n");
 		return 2;
 	}
 	int rounds = atoi(argv[1]);
@@ -281,11 +325,22 @@ int main(int argc, char **argv)
 	}
 	/* --- interval notifier on R: only the counted calls below may invalidate it --- */
 	unsigned long clear = 0, protect = 0, unmap = 0, miss_calls = 0, writes = 0, reads = 0;
+	unsigned long concurrent_clear = 0, window_clear = 0;
 	uint64_t wr_id = 0;
 	for (int i = 0; i < rounds; i++) {
 		uint8_t pattern = (uint8_t)(0x10 + i);
+		struct invalidator inv = { .r = r };
+		pthread_t thread;
+		int err = concurrent ? pthread_create(&thread, NULL, invalidate_loop, &inv) : 0;
+		if (err)
+			die("pthread_create: %s", strerror(err));
 		for (int p = 0; p < WINDOW_PAGES; p++) {
 			uint8_t *lp = local + p * page_bytes, *rp = r + p * page_bytes;
+			if (concurrent) {
+				if (madvise(rp, page_bytes, MADV_DONTNEED))
+					die("MADV_DONTNEED of a window page: %s", strerror(errno));
+				window_clear++;
+			}
 			memset(lp, pattern, chunk);
 			post_rdma(a, cq, IBV_WR_RDMA_WRITE, ++wr_id, lp, lmr->lkey, (uintptr_t)rp, odp->rkey, chunk);
 			writes++;
@@ -294,6 +349,14 @@ int main(int argc, char **argv)
 			post_rdma(a, cq, IBV_WR_RDMA_READ, ++wr_id, lp, lmr->lkey, (uintptr_t)rp, odp->rkey, chunk);
 			reads++;
 			check_bytes(lp, chunk, pattern, "the RDMA READ of R");
+		}
+		if (concurrent) {
+			atomic_store(&inv.stop, 1);
+			if ((err = pthread_join(thread, NULL)))
+				die("pthread_join: %s", strerror(err));
+			if (inv.err)
+				die("MADV_DONTNEED in the invalidator: %s", strerror(inv.err));
+			concurrent_clear += inv.zaps;
 		}
 
 		if (madvise(r + (i % WINDOW_PAGES) * page_bytes, page_bytes, MADV_DONTNEED))
@@ -325,5 +388,6 @@ int main(int argc, char **argv)
 	       chunk, rounds);
 	printf("rdma_writes=%lu\nrdma_reads=%lu\nclear=%lu\nprotection_vma=%lu\nunmap=%lu\nmiss_calls=%lu\n", writes,
 	       reads, clear, protect, unmap, miss_calls);
+	printf("concurrent=%d\nconcurrent_clear=%lu\nwindow_clear=%lu\n", concurrent, concurrent_clear, window_clear);
 	return 0;
 }

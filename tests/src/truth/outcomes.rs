@@ -89,6 +89,11 @@ pub struct IntervalTruth {
     pub read_retries: u64,
     /// `hmm_range_fault` calls that returned -EBUSY.
     pub hmm_busy: u64,
+    /// Whether `read_waits` and `hmm_busy` depend on timing the workload cannot know (invalidations while a driver
+    /// faults, `rdma-odp --concurrent`): then they are 0 here and say nothing; the guest check's trace reference
+    /// (kprobes on `mmu_interval_read_begin` and `hmm_range_fault`) counts them and the agent must equal it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub collisions_timed: bool,
     /// Read collisions: `mmu_interval_read_begin` calls of a task on the notifier after an invalidation of it since
     /// the task's previous one (each retry and -EBUSY is one, so `read_retries + hmm_busy <= read_collisions`).
     /// `None`: the subscriber cannot say (rxe's ODP faults run in whichever task processes the work request).

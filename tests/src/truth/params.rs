@@ -123,6 +123,14 @@ pub struct RdmaOdpParams {
     /// RDMA WRITE and READ operations (one packet each) that went through the ODP region.
     pub rdma_writes: u64,
     pub rdma_reads: u64,
+    /// `--concurrent`: invalidations of R also while the operations run (the helper's second thread), and each
+    /// WRITE's window page zapped before it. Their MADV_DONTNEED brackets: `concurrent_clear` and `window_clear`.
+    #[serde(default)]
+    pub concurrent: bool,
+    #[serde(default)]
+    pub concurrent_clear: u64,
+    #[serde(default)]
+    pub window_clear: u64,
 }
 
 /// `ksm-merge`: identical pages under a KVM notifier merged by ksmd into one KSM page, then each written once (its

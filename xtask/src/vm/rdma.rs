@@ -38,7 +38,7 @@ pub fn guest_files(ws: &Workspace) -> Result<Vec<GuestFile>> {
             .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o"])
             .arg(&helper)
             .arg(ws.root.join(SOURCE))
-            .arg("-libverbs"),
+            .args(["-libverbs", "-pthread"]),
         LIMIT,
     )
     .context("building the verbs helper (needs gcc and libibverbs-dev: `cargo xtask setup`)")?;

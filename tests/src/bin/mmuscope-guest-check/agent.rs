@@ -30,6 +30,22 @@ pub enum Readiness {
 }
 
 impl Agent {
+    /// The agent's BPF programs' `recursion_misses` (their fdinfo, 5.12+) by program id: runs the kernel skipped
+    /// because the same program was already running on that CPU. A diagnostic: a skipped bracket program loses
+    /// that bracket.
+    pub fn recursion_misses(&self) -> std::collections::BTreeMap<u64, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fdinfo", self.child.id())) else { return out };
+        for fd in fds.flatten() {
+            let Ok(text) = std::fs::read_to_string(fd.path()) else { continue };
+            let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+            if let (Some(id), Some(misses)) = (field("prog_id:"), field("recursion_misses:")) {
+                out.insert(id, misses);
+            }
+        }
+        out
+    }
+
     /// Starts the agent; an error if it exits or never serves HTTP.
     pub fn start(
         bin: &Path,

@@ -105,6 +105,7 @@ fn run(
         .and_then(|layout| reference::BracketTrace::arm(layout, api))
         .map_err(|e| problems.push(format!("the trace reference could not be armed: {e:#}")))
         .ok();
+    let misses_before = agent.recursion_misses();
     let before = agent.scraper.metrics().context("scrape before the workload")?;
     // Stacks are checked where brackets are hooked, during the scenarios that hold (their work ends at the hold).
     let capture = (hooked && check_inventory)
@@ -193,6 +194,20 @@ fn run(
     }
     thread::sleep(QUIET_PERIOD);
     let after = agent.scraper.metrics().context("final scrape")?;
+    let skipped: Vec<String> = agent
+        .recursion_misses()
+        .into_iter()
+        .filter_map(|(id, n)| {
+            let grown = n.saturating_sub(misses_before.get(&id).copied().unwrap_or(0));
+            (grown > 0).then(|| format!("prog {id}: +{grown}"))
+        })
+        .collect();
+    if !skipped.is_empty() {
+        println!(
+            "  note: BPF programs the kernel skipped (recursion_misses) during the scenario: {}",
+            skipped.join(", ")
+        );
+    }
     remove_cgroup(&truth);
     // The trace first: removing any kprobe event (the counter's drop) empties the trace buffer.
     if let Some(trace) = trace {
@@ -444,6 +459,15 @@ fn trace_problems(
     {
         problems.push(format!("trace reference: rxe's ODP callback is not observed: {why}"));
     }
+    // Interval readers: where the truth cannot say (timing), the reference is the only witness and must be armed.
+    let timed = truth.interval.as_ref().is_some_and(|i| i.collisions_timed);
+    if let Some(why) = &traced.readers_refused {
+        if timed {
+            problems.push(format!("trace reference: interval readers are not observed: {why}"));
+        } else {
+            println!("  note trace reference: interval readers are not observed (not compared): {why}");
+        }
+    }
     let mut row = |what: String, counted: u64, truth: Option<(u64, u64)>, agent: i64| {
         let truth_ok = truth.is_none_or(|(lo, hi)| (lo..=hi).contains(&counted));
         let pass = truth_ok && i64::try_from(counted) == Ok(agent);
@@ -494,6 +518,28 @@ fn trace_problems(
             reached,
             want,
             agent,
+        );
+    }
+
+    // Interval readers (`hmm_range_fault` -EBUSY, `mmu_interval_read_begin` waits): the truth's figure unless it
+    // depends on timing (then no statement: the agent must equal the reference), 0 without an interval part.
+    if traced.readers_refused.is_none() {
+        let want = |f: fn(&mmuscope_tests::truth::IntervalTruth) -> u64| {
+            (!timed).then(|| truth.interval.as_ref().map_or(0, f)).map(|n| (n, n))
+        };
+        let agent = |metric| increase(before, after, &Check::new(metric, owner, &[], 0));
+        row("hmm_range_fault -EBUSY".to_owned(), traced.hmm_busy, want(|i| i.hmm_busy), agent(families::HMM_BUSY));
+        row(
+            "interval reader waits".to_owned(),
+            traced.read_waits,
+            want(|i| i.read_waits),
+            agent(families::INTERVAL_WAITS),
+        );
+        row(
+            "interval reader waits (wait histogram count)".to_owned(),
+            traced.read_waits,
+            want(|i| i.read_waits),
+            agent(families::INTERVAL_WAIT_COUNT),
         );
     }
     problems

@@ -101,6 +101,12 @@ const MIRROR_INTERVAL: &str = "interval_mirror";
 /// The trace event of soft-RoCE's ODP interval callback (`rdma-odp`; rxe has ODP from 6.14, so older kernels refuse
 /// the probe, which matters only to that scenario).
 const RXE_INTERVAL: &str = "interval_rxe";
+/// The trace event of `hmm_range_fault`'s return, filtered to -EBUSY (a kretprobe: `kprobe_profile` would count
+/// every return, whatever the filter; the buffer holds only the matching ones).
+const HMM_BUSY: &str = "hmm_busy";
+/// The trace event of `mmu_interval_read_begin`'s entry, with the notifier's `invalidate_seq` and its mm's
+/// subscriptions' `invalidate_seq`: equal ⇒ the reader waits (the function's own test, and the agent's).
+const READ_BEGIN: &str = "read_begin";
 /// Per-CPU trace buffer for one scenario: the matrix's largest runs write a few thousand ~150-byte lines.
 const TRACE_BUFFER_KB: &str = "8192";
 
@@ -112,6 +118,9 @@ pub struct Layout {
     mm_subscriptions: u32,
     subscriptions_first: u32,
     subscriptions_itree: u32,
+    subscriptions_seq: u32,
+    interval_seq: u32,
+    interval_mm: u32,
     /// `enum mmu_notifier_event` value → the truth's and the agent's name (`MMU_NOTIFY_SOFT_DIRTY` → `soft_dirty`).
     events: BTreeMap<i64, String>,
     /// Whether `struct mmu_notifier_ops` still has `change_pte` (gone in 6.10): the subscriber inventory must then
@@ -133,13 +142,17 @@ impl Layout {
                 if let Ok(l) = &layout {
                     println!(
                         "trace reference offsets (BTF): mmu_notifier_range.event +{} .mm +{}, \
-                         mm_struct.notifier_subscriptions +{}, mmu_notifier_subscriptions.list +{} .itree +{}; \
+                         mm_struct.notifier_subscriptions +{}, mmu_notifier_subscriptions.list +{} .itree +{} \
+                         .invalidate_seq +{}, mmu_interval_notifier.invalidate_seq +{} .mm +{}; \
                          mmu_notifier_ops.change_pte: {}",
                         l.range_event,
                         l.range_mm,
                         l.mm_subscriptions,
                         l.subscriptions_first,
                         l.subscriptions_itree,
+                        l.subscriptions_seq,
+                        l.interval_seq,
+                        l.interval_mm,
                         if l.ops_change_pte { "present" } else { "absent" }
                     );
                 }
@@ -161,6 +174,9 @@ impl Layout {
             mm_subscriptions: btf.offset("mm_struct", &["notifier_subscriptions"])?,
             subscriptions_first: btf.offset("mmu_notifier_subscriptions", &["list", "first"])?,
             subscriptions_itree: btf.offset("mmu_notifier_subscriptions", &["itree", "rb_root", "rb_node"])?,
+            subscriptions_seq: btf.offset("mmu_notifier_subscriptions", &["invalidate_seq"])?,
+            interval_seq: btf.offset("mmu_interval_notifier", &["invalidate_seq"])?,
+            interval_mm: btf.offset("mmu_interval_notifier", &["mm"])?,
             events,
             ops_change_pte: btf.has_member("mmu_notifier_ops", "change_pte")?,
             trampoline_struct_args: btf.has_member("btf_func_model", "arg_flags")?,
@@ -237,6 +253,17 @@ fn trace_probes(
     out.push((MIRROR_IMPL, format!("p:{TRACE_GROUP}/{MIRROR_IMPL} mmuscope_mirror:mirror_tlb_invalidate"), None));
     out.push((MIRROR_INTERVAL, format!("p:{TRACE_GROUP}/{MIRROR_INTERVAL} mmuscope_mirror:mirror_invalidate"), None));
     out.push((RXE_INTERVAL, format!("p:{TRACE_GROUP}/{RXE_INTERVAL} rdma_rxe:rxe_ib_invalidate_range"), None));
+    // Interval readers (every caller: in the guest only the workload's drivers have interval notifiers).
+    out.push((HMM_BUSY, format!("r:{TRACE_GROUP}/{HMM_BUSY} hmm_range_fault ret=$retval:s32"), Some("ret == -16")));
+    let subs = format!("+{}(+{}(%di))", layout.mm_subscriptions, layout.interval_mm);
+    out.push((
+        READ_BEGIN,
+        format!(
+            "p:{TRACE_GROUP}/{READ_BEGIN} mmu_interval_read_begin seq=+{}(%di):u64 mmseq=+{}({subs}):u64",
+            layout.interval_seq, layout.subscriptions_seq
+        ),
+        None,
+    ));
     out
 }
 
@@ -289,6 +316,13 @@ pub struct Traced {
     pub mirror_refused: Option<String>,
     /// Why soft-RoCE's ODP callback could not be probed, if so: only `rdma-odp` needs it.
     pub rxe_refused: Option<String>,
+    /// `hmm_range_fault` returns of -EBUSY.
+    pub hmm_busy: u64,
+    /// `mmu_interval_read_begin` calls that found an invalidation of their notifier in flight (they wait).
+    pub read_waits: u64,
+    /// Why the interval-reader probes (`hmm_busy`, `read_begin`) could not be armed, if so: their counts are then
+    /// no reference.
+    pub readers_refused: Option<String>,
 }
 
 impl BracketTrace {
@@ -345,6 +379,8 @@ impl BracketTrace {
                 traced.mirror_refused = Some(r.clone());
             } else if r.contains(RXE_INTERVAL) {
                 traced.rxe_refused = Some(r.clone());
+            } else if r.contains(&format!("/{HMM_BUSY} ")) || r.contains(&format!("/{READ_BEGIN} ")) {
+                traced.readers_refused = Some(r.clone());
             } else {
                 traced.problems.push(format!("probe refused (its part is not observed): {r}"));
             }
@@ -470,6 +506,13 @@ pub fn classify(trace: &str, events: &BTreeMap<i64, String>) -> Traced {
                     *out.brackets.entry(event).or_insert(0) += 1;
                 }
             }
+            // The filter keeps -EBUSY only (`ret` is signed: not in `args`).
+            HMM_BUSY if line.contains("ret=-16") => out.hmm_busy += 1,
+            HMM_BUSY => out.problems.push(format!("pid {pid}: an hmm_busy event without ret=-16: {line}")),
+            READ_BEGIN => match (arg("seq"), arg("mmseq")) {
+                (Some(seq), Some(current)) => out.read_waits += u64::from(seq == current),
+                _ => out.problems.push(format!("pid {pid}: a read_begin event without its sequences: {line}")),
+            },
             "impl" | MIRROR_IMPL => match &mut task.call {
                 Some((context, counted)) => {
                     if !*counted {
@@ -598,6 +641,22 @@ mod tests {
         let t = classify(trace, &events);
         assert_eq!(t.problems, Vec::<String>::new());
         assert_eq!(t.brackets, BTreeMap::from([("clear".to_owned(), 1)]));
+    }
+
+    #[test]
+    fn interval_readers_count_busy_returns_and_equal_sequences() {
+        // Two readers: the first finds its notifier's sequence equal to the mm's (an invalidation of it in flight:
+        // a wait), the second not; one hmm_range_fault returned -EBUSY (the filter keeps only those).
+        let trace = "\
+ kworker/u8:2-40      [001] .....   30.000001: read_begin: (mmu_interval_read_begin+0x0/0x120) seq=7 mmseq=7
+ kworker/u8:2-40      [001] .....   30.000002: hmm_busy: (ib_umem_odp_map_dma_and_lock+0x1a0/0x3c0 <- hmm_range_fault) ret=-16
+ kworker/u8:2-40      [001] .....   30.000003: read_begin: (mmu_interval_read_begin+0x0/0x120) seq=7 mmseq=8
+";
+        let t = classify(trace, &BTreeMap::new());
+        assert_eq!(t.problems, Vec::<String>::new());
+        assert_eq!((t.hmm_busy, t.read_waits), (1, 1));
+        let t = classify(&trace.replace("ret=-16", "ret=0"), &BTreeMap::new());
+        assert_eq!((t.hmm_busy, t.problems.len()), (0, 1));
     }
 
     #[test]

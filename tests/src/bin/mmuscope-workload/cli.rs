@@ -147,6 +147,10 @@ pub struct RdmaOdpArgs {
     /// The verbs helper (`cargo xtask vm` builds `tests/rdma/odp.c` and puts it there).
     #[arg(long, value_name = "PATH", default_value = "/usr/lib/mmuscope/mmuscope-rdma-odp")]
     pub helper: std::path::PathBuf,
+    /// Invalidate R also while the RDMA operations run (a second thread of the helper); reader waits and
+    /// `hmm_range_fault` -EBUSY then depend on timing and are counted by the guest check's trace reference.
+    #[arg(long)]
+    pub concurrent: bool,
     #[command(flatten)]
     pub agent: AgentArgs,
     #[command(flatten)]

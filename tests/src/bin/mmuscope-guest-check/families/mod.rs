@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 pub use brackets::{HIST_COUNT, INVALIDATIONS};
 pub use change_pte::unobservable as change_pte_unobservable;
 pub use doubles::DOUBLES;
+pub use intervals::{HMM_BUSY, INTERVAL_WAIT_COUNT, INTERVAL_WAITS};
 use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 pub use secondary_tlb::SECONDARY_TLB;
 
@@ -269,6 +270,7 @@ mod tests {
             read_waits: 2,
             read_retries: 2,
             hmm_busy: 2,
+            collisions_timed: false,
             read_collisions: Some(5),
             kernel_path: String::new(),
             notifiers: Vec::new(),

@@ -125,6 +125,7 @@ fn split_by_subscriber(
         read_waits: 0,
         read_retries: 0,
         hmm_busy: 0,
+        collisions_timed: false,
         read_collisions: Some(0),
         kernel_path: "madvise_dontneed_single_vma → mmu_notifier_invalidate_range_start → mn_itree_invalidate \
                       (the interval tree's ranges intersecting the zapped page)"

@@ -127,6 +127,7 @@ pub fn run(args: &MirrorCollideArgs) -> Result<GroundTruth> {
         read_waits: status.confirmed_waits,
         read_retries: status.retries,
         hmm_busy: status.busy,
+        collisions_timed: false,
         read_collisions: Some(status.collisions),
         kernel_path: "mmu_interval_read_begin (waits; read collisions: its returned sequence per thread), \
                       hmm_range_fault (-EBUSY), mmu_interval_read_retry (inline; counted by the module)"

@@ -14,8 +14,12 @@
 //! the same mm are misses: in no figure. No RDMA operation is in flight during an invalidation (each is waited for),
 //! so no reader waits in `mmu_interval_read_begin` and `hmm_range_fault` never returns -EBUSY: both exactly 0.
 //! `ib_umem_odp_map_dma_and_lock`'s read retries are inline (`mmu_interval_read_retry`) and not counted by the agent.
-//! Not exercised: invalidations while an operation runs (their waits and -EBUSY depend on timing in the rxe
-//! responder's work item, so they could only be bounded).
+//!
+//! `--concurrent`: also invalidations while the operations run (the helper's header says how). Each is a counted
+//! MADV_DONTNEED of a page of R (a CLEAR bracket on the interval), so the invalidation figures stay exact; how many
+//! of rxe's faults waited in `mmu_interval_read_begin` or got -EBUSY from `hmm_range_fault` is timing in the rxe
+//! responder's work item, which the workload cannot know: the truth says so (`collisions_timed`) and the guest
+//! check's trace reference counts them for the agent to equal.
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +49,9 @@ pub fn run(args: &RdmaOdpArgs) -> Result<GroundTruth> {
     // The helper inherits the cgroup; its mm is the one with the interval.
     let mut helper = Command::new(&args.helper);
     helper.arg(args.rounds.to_string()).stderr(Stdio::inherit()).stdout(Stdio::piped());
+    if args.concurrent {
+        helper.arg("--concurrent");
+    }
     if args.agent.agent_url.is_some() {
         helper.arg("--wait").stdin(Stdio::piped());
     }
@@ -75,15 +82,23 @@ pub fn run(args: &RdmaOdpArgs) -> Result<GroundTruth> {
     let report = parse_report(&String::from_utf8_lossy(&out.stdout))?;
     let get = |key: &str| report.get(key).copied().with_context(|| format!("the helper's report has no {key}"));
     let (clear, protect, unmap) = (get("clear")?, get("protection_vma")?, get("unmap")?);
+    let (concurrent_clear, window_clear) = (get("concurrent_clear")?, get("window_clear")?);
+    let writes = get("rdma_writes")?;
     ensure!(
-        get("rounds")? == args.rounds && clear == args.rounds && protect == 2 * args.rounds && unmap == 1,
+        get("rounds")? == args.rounds
+            && clear == args.rounds
+            && protect == 2 * args.rounds
+            && unmap == 1
+            && get("concurrent")? == u64::from(args.concurrent)
+            && window_clear == if args.concurrent { writes } else { 0 }
+            && (args.concurrent || concurrent_clear == 0),
         "the helper reports {report:?} for {} rounds",
         args.rounds
     );
     eprintln!("mmuscope-workload: {NAME}: helper {pid} reported {report:?}");
 
     let interval = "(the ODP MR's interval: rxe_ib_invalidate_range)";
-    let invalidations = InvalidationTruth::from_sources(vec![
+    let mut sources = vec![
         BracketSource::new(
             NotifyEvent::Clear,
             clear,
@@ -111,27 +126,64 @@ pub fn run(args: &RdmaOdpArgs) -> Result<GroundTruth> {
              VMA without THP, so no split bracket",
         )
         .with_causes(Cause::Munmap, None),
-    ]);
+    ];
+    if args.concurrent {
+        sources.push(
+            BracketSource::new(
+                NotifyEvent::Clear,
+                window_clear,
+                0,
+                &format!("madvise(MADV_DONTNEED) of the window page before each RDMA WRITE into it {interval}"),
+                "madvise_dontneed_single_vma → zap_page_range_single(_batched): one bracket per call (opened whether \
+                 or not the page is present); the WRITE then faults a fresh page (anonymous write fault, no bracket)",
+            )
+            .with_causes(Cause::Madvise, None),
+        );
+        sources.push(
+            BracketSource::new(
+                NotifyEvent::Clear,
+                concurrent_clear,
+                0,
+                &format!(
+                    "madvise(MADV_DONTNEED) of a page of R outside the window by the helper's second thread, while \
+                     RDMA operations run {interval}"
+                ),
+                "madvise_dontneed_single_vma → zap_page_range_single(_batched), each after a one-byte write of the \
+                 page (an anonymous write fault: no bracket)",
+            )
+            .with_causes(Cause::Madvise, None),
+        );
+    }
+    let invalidations = InvalidationTruth::from_sources(sources);
     let params = RdmaOdpParams {
         rounds: args.rounds,
         region_bytes: get("region_bytes")?,
         rdma_writes: get("rdma_writes")?,
         rdma_reads: get("rdma_reads")?,
+        concurrent: args.concurrent,
+        concurrent_clear,
+        window_clear,
     };
     let mut truth = GroundTruth::new(ScenarioParams::RdmaOdp(params), cgroups, 0, invalidations);
     truth.pid = pid;
     truth.interval = Some(IntervalTruth {
-        invalidations: clear + protect + unmap,
+        invalidations: clear + protect + unmap + window_clear + concurrent_clear,
         misses: get("miss_calls")?,
         concurrent_misses: 0,
         read_waits: 0,
         read_retries: 0,
         hmm_busy: 0,
+        collisions_timed: args.concurrent,
         read_collisions: None,
-        kernel_path: "rxe_odp_mr_copy → rxe_odp_map_range_and_lock → ib_umem_odp_map_dma_and_lock: \
-                      mmu_interval_read_begin, hmm_range_fault, mmu_interval_read_retry (inline), never during an \
-                      invalidation here"
-            .to_owned(),
+        kernel_path: format!(
+            "rxe_odp_mr_copy → rxe_odp_map_range_and_lock → ib_umem_odp_map_dma_and_lock: mmu_interval_read_begin, \
+             hmm_range_fault, mmu_interval_read_retry (inline), {}",
+            if args.concurrent {
+                "also while the helper's second thread invalidates R (waits and -EBUSY: the trace reference's count)"
+            } else {
+                "never during an invalidation here"
+            }
+        ),
         notifiers: Vec::new(),
     });
     Ok(truth)
