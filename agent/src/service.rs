@@ -61,12 +61,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let hierarchies = Hierarchies::discover();
     tracing::info!("cgroups: {}", hierarchies.describe());
-    let program_stats = if args.bpf_run_stats {
-        ProgramStats::enable(probes.ebpf_mut())
-    } else {
-        tracing::info!("eBPF program run-time statistics off (--bpf.run-stats turns them on)");
-        ProgramStats::off()
-    };
+    let program_stats = ProgramStats::new(probes.ebpf_mut(), args.bpf_run_stats);
     let cgroup_names =
         CgroupNames::with_host_root(hierarchies, args.cgroups.policy(), &args.cgroups.kubernetes_host_root);
     // The one start-up copy of kallsyms' text symbols: after loading (it then lists our own programs too) and before

@@ -46,6 +46,7 @@ CONFIG = {
     "fork_copies_for": "10m",
     "map_full_for": "5m",
     "collection_errors_for": "5m",
+    "events_missed_for": "5m",
     "cgroup_overflow_for": "15m",
     # GPU/RDMA (interval notifiers). hmm_range_fault -EBUSY per second of one cgroup: each is a device fault that
     # collided with an invalidation and walks its range again.
@@ -272,6 +273,16 @@ def groups(c):
             "collection_errors_for",
             "mmuscope cannot read its map {{ $labels.map }} on {{ $labels.instance }}",
             "the scrapes and API requests that needed it failed, so this host's series have gaps.",
+        ),
+        alert(
+            "MmuscopeEventsMissed",
+            f"sum by (job, instance, program) (increase({m('mmuscope_bpf_program_recursion_misses_total')}[10m])) > 0",
+            "events_missed_for",
+            "warning",
+            "mmuscope's program {{ $labels.program }} skips runs on {{ $labels.instance }}",
+            "The kernel kept skipping runs of {{ $labels.program }} for <for> because it was already running on that "
+            "CPU (a task preempted inside it): the events of those runs were not counted, so counts on this host are "
+            "low.",
         ),
         alert(
             "MmuscopeCgroupOverflow",

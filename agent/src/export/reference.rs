@@ -103,7 +103,7 @@ fn all_families() -> Vec<Row> {
     let callback = BracketStats { count: 1, sum_ns: 1000, ..Default::default() };
     let callbacks = [(("kvm".to_string(), "invalidate_range_start"), callback)].into();
     let names = crate::cgroups::CgroupNames::new(Default::default(), Default::default());
-    let runs = [ProgramRun { program: "p".into(), run_time: Default::default(), run_count: 1 }];
+    let runs = [ProgramRun { program: "p".into(), run_time: Default::default(), run_count: 1, recursion_misses: 1 }];
     let report = sample_report();
     let symbol = |_: u64| "amdgpu_hmm_invalidate_gfx";
     let subscriber = |_: u32| crate::subscribers::KVM;
@@ -115,7 +115,7 @@ fn all_families() -> Vec<Row> {
     out.extend(agent::families(&snap, 16, &report, &build, Instant::now()));
     out.push(agent::map_read_errors(&[("bracket_stats", 0)]));
     out.extend(agent::cgroup_families(&names));
-    out.extend(programs::families(&runs));
+    out.extend(programs::families(&runs, true));
     let rank = |name: &str| declared().position(|m| m.name == name).unwrap_or(usize::MAX);
     out.sort_by_key(|f| rank(f.name));
     let mut rows: Vec<Row> = out.into_iter().map(Row::of).collect();

@@ -24,7 +24,8 @@ impl Scrape {
         // Read first and on their own, so that reading program infos never fails the map-based families.
         let runs = self.programs.read();
         let process = process_families(&self.process);
-        self.exporter.collect(programs::families(&runs), |families| text::write(out, families, &process));
+        let families = programs::families(&runs, self.programs.enabled());
+        self.exporter.collect(families, |families| text::write(out, families, &process));
     }
 }
 
