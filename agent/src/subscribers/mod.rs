@@ -278,9 +278,15 @@ impl Sweeper {
         let older_than = |age| self.current.swept_at.is_none_or(|t| t.elapsed() >= age);
         let fork_copy = &self.arming.fork_copy;
         let waiting_for_a_pin = fork_copy.on_demand() && !fork_copy.view().attached;
+        // A change the hooks saw always re-sweeps; while waiting for a pin (which no hook sees) the age bound is the
+        // throttle's. (Throttling a change too left a registration made within a second of the last sweep unlisted:
+        // the held workload's three intervals in the vm tier, 6.1 fentry.)
         let due = match &self.changes {
-            Some(_) if !waiting_for_a_pin => self.read_generation() != self.generation || older_than(HOOKED_MAX_AGE),
-            _ => older_than(THROTTLE),
+            Some(_) => {
+                let max_age = if waiting_for_a_pin { THROTTLE } else { HOOKED_MAX_AGE };
+                self.read_generation() != self.generation || older_than(max_age)
+            }
+            None => older_than(THROTTLE),
         };
         if due || self.symbols.answered() != self.answered {
             self.sweep(Names::Queued);
