@@ -42,9 +42,8 @@ pub struct ListedSubscription {
     pub callbacks: Vec<String>,
 }
 
-/// Polls the API until the pid is listed (or the timeout); `None` if it never was.
-pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
-    let deadline = Instant::now() + SEEN_TIMEOUT;
+/// One `/api/v1/subscribers` answer as JSON, asking again after a failed request until `deadline`.
+fn subscribers_view(scraper: &Scraper, deadline: Instant) -> Result<Value> {
     loop {
         let (status, body) = match scraper.get("/api/v1/subscribers") {
             Ok(r) => r,
@@ -55,7 +54,15 @@ pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
             Err(e) => return Err(e),
         };
         anyhow::ensure!(status == 200, "/api/v1/subscribers answered {status}: {body}");
-        let v: Value = serde_json::from_str(&body).context("/api/v1/subscribers is not JSON")?;
+        return serde_json::from_str(&body).context("/api/v1/subscribers is not JSON");
+    }
+}
+
+/// Polls the API until the pid is listed (or the timeout); `None` if it never was.
+pub fn listed(scraper: &Scraper, pid: u32) -> Result<Option<Listed>> {
+    let deadline = Instant::now() + SEEN_TIMEOUT;
+    loop {
+        let v = subscribers_view(scraper, deadline)?;
         let entry = v["mms"].as_array().and_then(|mms| mms.iter().find(|m| m["pid"] == pid));
         // A callback first met by this request is named off the request path (kallsyms takes seconds under TCG):
         // its subscription reads `unknown` until then, so wait for the names rather than compare that.
@@ -285,16 +292,7 @@ pub struct SubscriptionHooks {
 pub fn subscription_hooks(scraper: &Scraper, want: bool) -> Result<SubscriptionHooks> {
     let deadline = Instant::now() + SEEN_TIMEOUT;
     loop {
-        let (status, body) = match scraper.get("/api/v1/subscribers") {
-            Ok(r) => r,
-            Err(e) if Instant::now() < deadline => {
-                println!("GET /api/v1/subscribers failed ({e:#}); retrying");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        anyhow::ensure!(status == 200, "/api/v1/subscribers answered {status}: {body}");
-        let v: Value = serde_json::from_str(&body).context("/api/v1/subscribers is not JSON")?;
+        let v = subscribers_view(scraper, deadline)?;
         let h = &v["subscription_hooks"];
         let hooks = SubscriptionHooks {
             attached: h["attached"].as_bool().context("subscription_hooks.attached")?,
