@@ -1,10 +1,11 @@
 //! Every dashboard query against a real Prometheus that scraped a real agent while workloads ran.
 //!
 //! The release agent runs as root on this machine (tracepoint mode here) with the shipped config file and is
-//! scraped every second while `mmuscope-workload` scenarios run in fixed cgroups for [`HOST_SECONDS`]. At the same
-//! time two guests produce the fentry-only families ([`super::guest`]): 6.1 with KVM VMs, and 6.12 with the test
-//! module's secondary-TLB subscriber; their samples are backfilled into the same Prometheus afterwards. Then every
-//! panel query and every variable of the three dashboards runs over that window: it must parse and return data.
+//! scraped every second while `mmuscope-workload` scenarios run in fixed cgroups, for at least [`HOST_SECONDS`] and
+//! until the 6.1 guest is done. At the same time two guests produce the fentry-only families ([`super::guest`]):
+//! 6.1 with KVM VMs, and 6.12 with the test module's secondary-TLB subscriber; their samples are backfilled into
+//! the same Prometheus afterwards. Then every panel query and every variable of the three dashboards runs over that
+//! window: it must parse and return data.
 //! Each query is also run restricted to this host's instance, to report which ones only the guests could answer.
 //! Last, the 6.6+ kinds must show in the double-notification row from the 6.12 guest's instance alone
 //! ([`POST_66_SERIES`]).
@@ -12,6 +13,7 @@
 use std::{
     path::Path,
     process::Command,
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -22,7 +24,12 @@ use serde_json::Value;
 use super::{daemon, daemon::Daemon, dashboards, guest, http, kubepod, prometheus::Prometheus, say};
 use crate::{process, workspace::Workspace};
 
+/// The host's workloads run at least this long, and on until the 6.1 guest has exited (its boot under TCG takes a
+/// varying time on a busy machine, and "now" must be a moment both have data for), but never past
+/// [`HOST_SECONDS_MAX`].
 const HOST_SECONDS: u64 = 45;
+/// Past the guest's own QEMU timeout (300 s): by then its thread has reported, one way or the other.
+const HOST_SECONDS_MAX: u64 = 420;
 /// What Grafana would use for `$__rate_interval` at a 1 s scrape interval and these ranges.
 const RATE_INTERVAL: &str = "10s";
 const CGROUP_PARENT: &str = "/mmuscope-ship";
@@ -70,10 +77,17 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<Results> {
     let dir = ws.target_dir().join("ship/live");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    let pre_done = AtomicBool::new(false);
     let (guests, host) = thread::scope(|s| {
-        let guests = [guest::PRE_66, guest::POST_66].map(|spec| s.spawn(move || guest::run(ws, agent, workload, spec)));
-        let host = host_phase(ws, &dir, agent, workload);
-        (guests.map(|g| g.join().expect("guest thread")), host)
+        let pre_done = &pre_done;
+        let pre = s.spawn(move || {
+            let samples = guest::run(ws, agent, workload, guest::PRE_66);
+            pre_done.store(true, Ordering::Release);
+            samples
+        });
+        let post = s.spawn(move || guest::run(ws, agent, workload, guest::POST_66));
+        let host = host_phase(ws, &dir, agent, workload, pre_done);
+        ([pre, post].map(|g| g.join().expect("guest thread")), host)
     });
     let (mut prometheus, host) = host?;
     let [pre, post] = guests;
@@ -106,8 +120,15 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path) -> Result<Results> {
     // 6.12 guest starts later (it resolves its kernel through apt and builds the test module first); its series are
     // checked over the whole window (`post_66_row`).
     let now = host.end.min(pre.last);
-    if now - host.start.max(pre.first) < 15.0 {
-        bail!("the host's and the 6.1 guest's workloads overlapped by less than 15 s; rerun (machine too busy?)");
+    let overlap = now - host.start.max(pre.first);
+    if overlap < 15.0 {
+        bail!(
+            "the host's workloads ({:.0} s from start) and the 6.1 guest's dumps ({:.0}–{:.0} s) overlapped by {overlap:.0} \
+             s, less than the 15 s the instant queries need",
+            host.end - host.start,
+            pre.first - host.start,
+            pre.last - host.start
+        );
     }
     let mut results = Results { start, end, dashboards: Vec::new() };
     let (mut total, mut guest_only, mut empty) = (0, Vec::new(), Vec::new());
@@ -203,7 +224,13 @@ struct HostPhase {
     end: f64,
 }
 
-fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Result<(Prometheus, HostPhase)> {
+fn host_phase(
+    ws: &Workspace,
+    dir: &Path,
+    agent: &Path,
+    workload: &Path,
+    pre_done: &AtomicBool,
+) -> Result<(Prometheus, HostPhase)> {
     let addr = daemon::free_port()?;
     let config = ws.root.join("deploy/systemd/mmuscope.toml");
     // A workload in a Kubernetes pod too, so the namespace and pod variables have values.
@@ -249,7 +276,12 @@ fn host_phase(ws: &Workspace, dir: &Path, agent: &Path, workload: &Path) -> Resu
     let start = unix_now();
     let started = Instant::now();
     let mut round = 0u32;
-    while started.elapsed() < Duration::from_secs(HOST_SECONDS) {
+    let go_on = || {
+        let elapsed = started.elapsed();
+        elapsed < Duration::from_secs(HOST_SECONDS)
+            || (!pre_done.load(Ordering::Acquire) && elapsed < Duration::from_secs(HOST_SECONDS_MAX))
+    };
+    while go_on() {
         round += 1;
         let n = 2000 * (round % 4 + 1);
         for (name, args) in &available {
