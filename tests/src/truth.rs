@@ -670,6 +670,32 @@ mod tests {
     }
 
     #[test]
+    fn unreached_doubles_are_only_those_made_of_the_named_apis_calls() {
+        use crate::truth::{DoubleKind, DoubleNotificationTruth, DoubleSource};
+        let new = Some(SecondaryTlbApi::ArchInvalidateSecondaryTlbs);
+        let doubles = DoubleNotificationTruth {
+            sources: vec![
+                DoubleSource::new(DoubleKind::OverlappingBrackets, 4, 4 * 4096, None, "brackets", ""),
+                DoubleSource::new(DoubleKind::OverlappingSecondaryTlb, 4, 4 * 4096, new, "calls", ""),
+                DoubleSource::new(
+                    DoubleKind::OverlappingSecondaryTlb,
+                    3,
+                    3 * 4096,
+                    Some(SecondaryTlbApi::InvalidateRange),
+                    "calls",
+                    "",
+                ),
+            ],
+        }
+        .unreached(SecondaryTlbApi::ArchInvalidateSecondaryTlbs, "no implementer");
+        let figures: Vec<_> = doubles.sources.iter().map(|s| (s.count, s.redundant_bytes)).collect();
+        assert_eq!(figures, [(4, 4 * 4096), (0, 0), (3, 3 * 4096)]);
+        assert!(doubles.sources[1].cause.contains("no implementer"));
+        let totals = doubles.expected(SecondaryTlbApi::ArchInvalidateSecondaryTlbs);
+        assert_eq!(totals[&DoubleKind::OverlappingSecondaryTlb].count, 0, "still specified, as none");
+    }
+
+    #[test]
     fn unreached_zeroes_only_the_named_api() {
         let src = |api, count| SecondaryTlbSource {
             api,

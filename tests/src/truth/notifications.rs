@@ -133,6 +133,19 @@ impl DoubleNotificationTruth {
         }
         out
     }
+
+    /// These doubles where `api`'s secondary-TLB calls reach no subscriber that implements them: the agent sees no
+    /// call, so no `overlapping_secondary_tlb` double made of them (the kinds made of brackets stay).
+    pub fn unreached(mut self, api: SecondaryTlbApi, why: &str) -> Self {
+        let made_of_calls = |s: &DoubleSource| s.kind == DoubleKind::OverlappingSecondaryTlb && s.api == Some(api);
+        for s in self.sources.iter_mut().filter(|s| made_of_calls(s)) {
+            s.count = 0;
+            s.redundant_bytes = 0;
+            s.at_most = s.at_most.map(|_| KindBound { count: 0, redundant_bytes: 0 });
+            s.cause = format!("{}; reaches no implementer: {why}", s.cause);
+        }
+        self
+    }
 }
 
 /// Where a secondary-TLB invalidation happened (the `context` label).

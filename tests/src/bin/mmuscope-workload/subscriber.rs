@@ -143,19 +143,24 @@ impl Subscribed {
     }
 }
 
+/// Why, on an mm whose only subscribers are KVM VMs, no 6.6+ secondary-TLB call reaches an implementer.
+const KVM_HAS_NO_SECONDARY_TLBS: &str =
+    "KVM implements no arch_invalidate_secondary_tlbs (6.12 virt/kvm/kvm_main.c:917)";
+
 /// `secondary` on an mm whose only subscribers are KVM VMs: from 6.6 none of the calls reaches an implementer.
 pub fn kvm_only(secondary: SecondaryTlbTruth) -> SecondaryTlbTruth {
-    secondary.unreached(
-        SecondaryTlbApi::ArchInvalidateSecondaryTlbs,
-        "KVM implements no arch_invalidate_secondary_tlbs (6.12 virt/kvm/kvm_main.c:917)",
-    )
+    secondary.unreached(SecondaryTlbApi::ArchInvalidateSecondaryTlbs, KVM_HAS_NO_SECONDARY_TLBS)
 }
 
 /// Completes a scenario's truth for its subscriber: `secondary` as the agent must count it (KVM from 6.6: none
-/// reach it), and the module's counts, checked first against `secondary` for the kernel's API.
+/// reach it, nor make a double), and the module's counts, checked first against `secondary` for the kernel's API.
 pub fn finish(truth: &mut GroundTruth, secondary: SecondaryTlbTruth, received: Option<TlbStatus>) -> Result<()> {
     let Some(status) = received else {
         truth.secondary_tlb = Some(kvm_only(secondary));
+        // Nor any double made of those calls (mremap-move's whole-mm flush after a range flush).
+        let api = SecondaryTlbApi::ArchInvalidateSecondaryTlbs;
+        truth.double_notifications =
+            truth.double_notifications.take().map(|d| d.unreached(api, KVM_HAS_NO_SECONDARY_TLBS));
         return Ok(());
     };
     eprintln!(

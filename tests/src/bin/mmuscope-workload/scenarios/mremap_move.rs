@@ -23,7 +23,9 @@
 //! * 6.6+ (6.12): both flushes of bracket 2, nothing else. `flush_tlb_mm_range` (arch/x86/mm/tlb.c:1043-1084) keeps
 //!   16 pages as a range (≤ `tlb_single_page_flush_ceiling` = 33, :998) and widens 64 to `(0, ~0)` (:1054-1058): a
 //!   range call of 16 pages, then a whole-mm call, in one bracket. The whole-mm call overlaps the range recorded
-//!   before it: one `overlapping_secondary_tlb` double whose redundant bytes are the 16 pages.
+//!   before it: one `overlapping_secondary_tlb` double whose redundant bytes are the 16 pages. Only with the test
+//!   module's secondary-TLB subscriber (`--subscriber sectlb`): KVM implements neither call, so with KVM alone the
+//!   agent sees no call and no such double (`subscriber::finish`).
 //! * pre-6.6 (6.1): `flush_tlb_range` calls no notifier; each bracket's plain `_end` calls `->invalidate_range` over
 //!   its own range (mm/mmu_notifier.c:575-576): three bracket calls of 80 pages. None in the page-table lock, and
 //!   no gather flush after them: no `end_after_in_lock`, no `end_then_gather`.
