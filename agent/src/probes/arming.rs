@@ -31,6 +31,12 @@
 //! context), and one in flight when the group detaches loses its close (harmless: nothing is subscribed then, and the
 //! generation makes the leftover stale).
 //!
+//! Switching a group is tens of attach or detach calls, each a trampoline update (milliseconds on hardware, seconds
+//! in a TCG guest), so the sweep that decides only says what it wants ([`Arming::want`]): each group's worker thread
+//! switches it, and the scrape or API request that swept does not wait. Only the latest wish counts. A detach is
+//! checked afterwards by the wisher's `recheck` (the subscription group: did the change counter move since the
+//! deciding sweep read it? a registration in between saw the hooks still attached and asked for nothing).
+//!
 //! Attaching again after the capability drop uses the program fd the agent holds (`BPF_RAW_TRACEPOINT_OPEN`,
 //! which checks no capability once the program is loaded, from 5.19; before, the CAP_BPF the agent keeps for
 //! reading its maps is enough). Whether it works is tried at start-up with an empty effective set
@@ -46,7 +52,8 @@ use std::{
     collections::BTreeMap,
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, Weak, mpsc},
+    thread,
 };
 
 use aya::{
@@ -109,10 +116,23 @@ struct State {
     generation: u32,
 }
 
-/// One group of on-demand hooks: a cheap handle shared by the sweeper (which decides) and the request reader.
+/// Run after a wished-for detach: `Some(why)` when the group is needed after all, and is attached again.
+pub type Recheck = Box<dyn FnOnce() -> Option<String> + Send>;
+
+/// A switch a sweep asked for, done by the group's worker thread.
+struct Wish {
+    wanted: bool,
+    why: String,
+    recheck: Option<Recheck>,
+}
+
+/// One group of on-demand hooks: a cheap handle shared by the sweeper (which decides), the request reader and the
+/// group's worker thread (which switches).
 #[derive(Clone)]
 pub struct Arming {
     state: Arc<Mutex<State>>,
+    /// To the worker thread; `None`: nothing to switch, or no thread (then [`Arming::want`] switches in place).
+    wishes: Option<mpsc::Sender<Wish>>,
 }
 
 /// Every group of on-demand hooks.
@@ -181,9 +201,12 @@ impl Arming {
              `mmuscope check`)"
                 .to_string()
         });
+        let switched = !programs.is_empty();
         let mut state = State { group, programs, flag, always, none_attached, transitions: 0, generation: 1 };
         state.write_flag(true);
-        Self { state: Arc::new(Mutex::new(state)) }
+        let state = Arc::new(Mutex::new(state));
+        let wishes = switched.then(|| spawn_worker(group, Arc::downgrade(&state))).flatten();
+        Self { state, wishes }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -229,7 +252,36 @@ impl Arming {
         s.always = Some(why.to_string());
     }
 
-    /// Attaches (`wanted`) or detaches the hooks, unless they are attached for good. `why` goes to the log.
+    /// Asks the group's worker thread to attach (`wanted`) or detach the hooks, and returns at once (see the module
+    /// docs). After a detach, `recheck` decides whether to attach again.
+    pub fn want(&self, wanted: bool, why: String, recheck: Option<Recheck>) {
+        let wish = Wish { wanted, why, recheck };
+        let wish = match &self.wishes {
+            Some(worker) => match worker.send(wish) {
+                Ok(()) => return,
+                Err(mpsc::SendError(wish)) => wish,
+            },
+            None => wish,
+        };
+        self.fulfil(wish);
+    }
+
+    /// As [`Arming::want`], but switches before returning (start-up, where no request waits and the capability
+    /// check that follows must find the group as the first sweep left it).
+    pub fn switch_now(&self, wanted: bool, why: String, recheck: Option<Recheck>) {
+        self.fulfil(Wish { wanted, why, recheck });
+    }
+
+    fn fulfil(&self, wish: Wish) {
+        self.set(wish.wanted, &wish.why);
+        if !wish.wanted
+            && let Some(why) = wish.recheck.and_then(|recheck| recheck())
+        {
+            self.set(true, &why);
+        }
+    }
+
+    /// Attaches (`wanted`) or detaches the hooks now, unless they are attached for good. `why` goes to the log.
     pub fn set(&self, wanted: bool, why: &str) {
         let mut s = self.lock();
         // No programs: the families attached in no mode with such a hook (their plans say why), nothing to switch.
@@ -311,6 +363,28 @@ impl State {
             && let Err(e) = flag.set(0, value, 0)
         {
             tracing::warn!("writing the {} flag: {e}", self.group.name());
+        }
+    }
+}
+
+/// The thread that switches `group` as wished; ends with the last handle. `None` if it cannot be started.
+fn spawn_worker(group: OnDemand, state: Weak<Mutex<State>>) -> Option<mpsc::Sender<Wish>> {
+    let (wishes, received) = mpsc::channel::<Wish>();
+    let worker = move || {
+        while let Ok(mut wish) = received.recv() {
+            // Only the latest counts: a later sweep decided again.
+            while let Ok(later) = received.try_recv() {
+                wish = later;
+            }
+            let Some(state) = state.upgrade() else { return };
+            Arming { state, wishes: None }.fulfil(wish);
+        }
+    };
+    match thread::Builder::new().name(format!("arm-{}", group.name())).spawn(worker) {
+        Ok(_) => Some(wishes),
+        Err(e) => {
+            tracing::warn!("no thread to switch the {} ({e}); sweeps switch them in place", group.hooks());
+            None
         }
     }
 }

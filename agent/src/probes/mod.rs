@@ -23,7 +23,7 @@ use mmuscope_abi::names;
 #[cfg(test)]
 mod object_tests;
 
-pub use arming::{Arming, ArmingView, Armings, KEEP_ATTACHED};
+pub use arming::{Arming, ArmingView, Armings, KEEP_ATTACHED, Recheck};
 pub use pinning::PinError;
 pub use report::{PlanReport, Status};
 pub use spec::{FamilyId, Mode};

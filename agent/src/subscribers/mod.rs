@@ -22,7 +22,8 @@
 //!   same terms while the fork-copy hook is detached, so that a first pin attaches it at the next request;
 //! - after every sweep, the fork-copy hook is attached if some mm has the has-pinned flag and detached otherwise,
 //!   and the subscription hooks (operation boundaries, TLB-gather and cause windows) if some mm has notifier
-//!   subscriptions ([`crate::probes::Arming`]).
+//!   subscriptions ([`crate::probes::Arming`]): at start-up in place, on a request by the group's worker thread, so
+//!   that the request does not wait for tens of trampoline updates.
 //!
 //! The result is an immutable [`Inventory`] shared with `/metrics` and `/api/v1/subscribers`.
 
@@ -194,20 +195,28 @@ fn addresses(raw: &[RawMm]) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
-/// How a sweep names callbacks it has not met before.
+/// The sum of the per-CPU change counters the registration, unregistration and exit hooks bump.
+fn change_generation(map: &PerCpuArray<MapData, u64>) -> Result<u64, aya::maps::MapError> {
+    Ok(map.get(&0, 0)?.iter().fold(0u64, |a, n| a.wrapping_add(*n)))
+}
+
+/// Who a sweep runs for, which decides how it names callbacks it has not met before and how it switches the on-demand
+/// hook groups.
 #[derive(Clone, Copy)]
-enum Names {
-    /// Read kallsyms now (start-up: privileged, and nobody waits on a request).
-    Now,
-    /// Queue them for the reader thread (requests: the names come with a later sweep).
-    Queued,
+enum SweepFor {
+    /// Start-up (privileged, and nobody waits on a request): read kallsyms now, switch the groups in place.
+    StartUp,
+    /// A request: queue names for the reader thread (they come with a later sweep), leave the switching to the groups'
+    /// worker threads (`Arming::want`).
+    Request,
 }
 
 /// Runs sweeps per the module's policy and keeps the last inventory.
 pub struct Sweeper {
     program: ProgramFd,
-    /// The change generation (hooked modes); `None`: throttled sweeps.
-    changes: Option<PerCpuArray<MapData, u64>>,
+    /// The change generation (hooked modes); `None`: throttled sweeps. Shared with the subscription hooks' worker,
+    /// which reads it after a detach (`Arming::want`'s recheck).
+    changes: Option<Arc<PerCpuArray<MapData, u64>>>,
     symbols: Symbols,
     secondary_slot: &'static str,
     generation: u64,
@@ -239,7 +248,7 @@ impl Sweeper {
             .context("the subscribers family has no iterator program")?;
         let program = probes.program_fd(&spec.program.to_string())?;
         let changes = match mode {
-            Mode::Fentry | Mode::Kprobe => Some(probes.take_map(names::SUBSCRIBER_CHANGES)?.try_into()?),
+            Mode::Fentry | Mode::Kprobe => Some(Arc::new(probes.take_map(names::SUBSCRIBER_CHANGES)?.try_into()?)),
             Mode::Tracepoint => None,
         };
         let mut symbols = Symbols::open(start_up_symbols);
@@ -255,7 +264,7 @@ impl Sweeper {
             callbacks: None,
             arming: probes.arming.clone(),
         };
-        s.sweep(Names::Now);
+        s.sweep(SweepFor::StartUp);
         let inventory = s.current.clone();
         s.callbacks = callbacks::attach(probes, &inventory, &s.symbols, forced, late_callbacks);
         if let Some(timer) = &s.callbacks {
@@ -289,7 +298,7 @@ impl Sweeper {
             None => older_than(THROTTLE),
         };
         if due || self.symbols.answered() != self.answered {
-            self.sweep(Names::Queued);
+            self.sweep(SweepFor::Request);
         }
         // An attach request may have switched a group since the sweep (`probes::arming`): say what holds now.
         let (fork_copy_hook, subscription_hooks) = (self.arming.fork_copy.view(), self.arming.subscriptions.view());
@@ -322,16 +331,23 @@ impl Sweeper {
 
     fn read_generation(&self) -> u64 {
         let Some(map) = &self.changes else { return 0 };
-        match map.get(&0, 0) {
-            Ok(v) => v.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
-            Err(e) => {
-                tracing::warn!("reading the subscriber change generation failed: {e}");
-                self.generation.wrapping_add(1) // sweep rather than go stale
-            }
-        }
+        change_generation(map).unwrap_or_else(|e| {
+            tracing::warn!("reading the subscriber change generation failed: {e}");
+            self.generation.wrapping_add(1) // sweep rather than go stale
+        })
     }
 
-    fn sweep(&mut self, names: Names) {
+    /// After the subscription hooks' detach: whether a subscription changed since this sweep read the generation.
+    fn changed_since_sweep(&self) -> Option<crate::probes::Recheck> {
+        let (map, swept) = (self.changes.clone()?, self.generation);
+        Some(Box::new(move || match change_generation(&map) {
+            Ok(now) if now == swept => None,
+            Ok(_) => Some("a subscription changed during the sweep".to_string()),
+            Err(e) => Some(format!("the subscriber change generation cannot be read ({e})")),
+        }))
+    }
+
+    fn sweep(&mut self, purpose: SweepFor) {
         self.generation = self.read_generation();
         self.answered = self.symbols.answered();
         let started = Instant::now();
@@ -345,9 +361,9 @@ impl Sweeper {
         }
         let mut next = match raw {
             Ok(raw) => {
-                match names {
-                    Names::Now => self.symbols.resolve_now(addresses(&raw)),
-                    Names::Queued => self.symbols.request(addresses(&raw)),
+                match purpose {
+                    SweepFor::StartUp => self.symbols.resolve_now(addresses(&raw)),
+                    SweepFor::Request => self.symbols.request(addresses(&raw)),
                 }
                 let mms = build(&raw, &self.symbols, self.secondary_slot);
                 // A subscription is named after its first callback; one still being read is not a kind (it would
@@ -358,17 +374,21 @@ impl Sweeper {
                 let subscribed = mms.iter().any(|m| !m.subscriptions.is_empty());
                 for (arming, wanted) in [(&self.arming.fork_copy, pinned), (&self.arming.subscriptions, subscribed)] {
                     let condition = arming.group().condition();
-                    match wanted {
-                        true => arming.set(true, &format!("a process has {condition}")),
+                    let (why, recheck) = match wanted {
+                        true => (format!("a process has {condition}"), None),
+                        // A change since this sweep's read of the generation (a registration whose program saw the
+                        // hooks still attached, so asked for nothing) is attached for, to be swept next time.
                         false => {
-                            arming.set(false, &format!("no process has {condition}"));
-                            // A change since this sweep's read of the generation (a registration whose program saw
-                            // the hooks still attached, so asked for nothing) is attached for, to be swept next time.
                             let subscriptions = arming.group() == crate::probes::spec::OnDemand::WhileSubscribed;
-                            if subscriptions && self.read_generation() != self.generation {
-                                arming.set(true, "a subscription changed during the sweep");
-                            }
+                            (
+                                format!("no process has {condition}"),
+                                subscriptions.then(|| self.changed_since_sweep()).flatten(),
+                            )
                         }
+                    };
+                    match purpose {
+                        SweepFor::StartUp => arming.switch_now(wanted, why, recheck),
+                        SweepFor::Request => arming.want(wanted, why, recheck),
                     }
                 }
                 let mut kinds_seen = self.current.kinds_seen.clone();
