@@ -130,9 +130,20 @@ struct Wish {
 /// group's worker thread (which switches).
 #[derive(Clone)]
 pub struct Arming {
+    group: OnDemand,
+    /// Held while switching.
     state: Arc<Mutex<State>>,
+    /// What [`Arming::view`] and [`Arming::on_demand`] read: written at the end of every change and never held
+    /// while switching, so a request does not wait for a switch in progress.
+    shown: Arc<Mutex<Shown>>,
     /// To the worker thread; `None`: nothing to switch, or no thread (then [`Arming::want`] switches in place).
     wishes: Option<mpsc::Sender<Wish>>,
+}
+
+#[derive(Clone, Default)]
+struct Shown {
+    view: ArmingView,
+    on_demand: bool,
 }
 
 /// Every group of on-demand hooks.
@@ -204,17 +215,27 @@ impl Arming {
         let switched = !programs.is_empty();
         let mut state = State { group, programs, flag, always, none_attached, transitions: 0, generation: 1 };
         state.write_flag(true);
+        let shown = Arc::new(Mutex::new(Shown::from(&state)));
         let state = Arc::new(Mutex::new(state));
-        let wishes = switched.then(|| spawn_worker(group, Arc::downgrade(&state))).flatten();
-        Self { state, wishes }
+        let wishes = switched.then(|| spawn_worker(group, Arc::downgrade(&state), shown.clone())).flatten();
+        Self { group, state, shown, wishes }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn shown(&self) -> MutexGuard<'_, Shown> {
+        self.shown.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes what `state` now holds what the group shows.
+    fn publish(&self, state: &State) {
+        *self.shown() = Shown::from(state);
+    }
+
     pub fn group(&self) -> OnDemand {
-        self.lock().group
+        self.group
     }
 
     /// The group as `check --json` shows it.
@@ -225,18 +246,12 @@ impl Arming {
 
     /// Whether any hook is attached on demand (and not for good).
     pub fn on_demand(&self) -> bool {
-        let s = self.lock();
-        s.always.is_none() && !s.programs.is_empty()
+        self.shown().on_demand
     }
 
+    /// The group as of its last change (a switch in progress shows when it is done).
     pub fn view(&self) -> ArmingView {
-        let s = self.lock();
-        ArmingView {
-            attached: s.always.is_some() || s.attached(),
-            always: s.always.clone(),
-            none_attached: s.none_attached.clone(),
-            transitions: s.transitions,
-        }
+        self.shown().view.clone()
     }
 
     /// Keeps the hooks attached for good, saying why once.
@@ -250,6 +265,7 @@ impl Arming {
         }
         tracing::info!(why, "{} attached for good", s.group.hooks());
         s.always = Some(why.to_string());
+        self.publish(&s);
     }
 
     /// Asks the group's worker thread to attach (`wanted`) or detach the hooks, and returns at once (see the module
@@ -292,6 +308,7 @@ impl Arming {
             Ok(()) => tracing::info!(why, "{} {}", s.group.hooks(), if wanted { "attached" } else { "detached" }),
             Err(e) => s.failed(&e),
         }
+        self.publish(&s);
     }
 
     /// Detaches and attaches again with `unprivileged` in force (the capability set the agent keeps after
@@ -314,6 +331,7 @@ impl Arming {
                 Err(e) => s.failed(&e),
             }
             s.always = Some(why);
+            self.publish(&s);
             return;
         }
         if !was {
@@ -321,6 +339,19 @@ impl Arming {
         }
         // The check is no transition anything on the host made happen.
         s.transitions = 0;
+        self.publish(&s);
+    }
+}
+
+impl From<&State> for Shown {
+    fn from(s: &State) -> Self {
+        let view = ArmingView {
+            attached: s.always.is_some() || s.attached(),
+            always: s.always.clone(),
+            none_attached: s.none_attached.clone(),
+            transitions: s.transitions,
+        };
+        Self { view, on_demand: s.always.is_none() && !s.programs.is_empty() }
     }
 }
 
@@ -368,7 +399,7 @@ impl State {
 }
 
 /// The thread that switches `group` as wished; ends with the last handle. `None` if it cannot be started.
-fn spawn_worker(group: OnDemand, state: Weak<Mutex<State>>) -> Option<mpsc::Sender<Wish>> {
+fn spawn_worker(group: OnDemand, state: Weak<Mutex<State>>, shown: Arc<Mutex<Shown>>) -> Option<mpsc::Sender<Wish>> {
     let (wishes, received) = mpsc::channel::<Wish>();
     let worker = move || {
         while let Ok(mut wish) = received.recv() {
@@ -377,7 +408,7 @@ fn spawn_worker(group: OnDemand, state: Weak<Mutex<State>>) -> Option<mpsc::Send
                 wish = later;
             }
             let Some(state) = state.upgrade() else { return };
-            Arming { state, wishes: None }.fulfil(wish);
+            Arming { group, state, shown: shown.clone(), wishes: None }.fulfil(wish);
         }
     };
     match thread::Builder::new().name(format!("arm-{}", group.name())).spawn(worker) {
@@ -436,5 +467,18 @@ mod tests {
         let kept = Arming::new(OnDemand::WhileSubscribed, Vec::new(), Some("kprobe mode".into()), None);
         let v = kept.view();
         assert!(v.attached && v.always.is_some() && v.none_attached.is_none(), "{v:?}");
+    }
+
+    #[test]
+    fn what_a_group_shows_does_not_wait_for_a_switch_in_progress() {
+        let kept = Arming::new(OnDemand::WhileSubscribed, Vec::new(), Some("kprobe mode".into()), None);
+        let switching = kept.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = kept.clone();
+        std::thread::spawn(move || tx.send((reader.view(), reader.on_demand(), reader.group())));
+        let (view, on_demand, group) =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("view() waited for the switching lock");
+        assert!(view.attached && !on_demand && group == OnDemand::WhileSubscribed, "{view:?}");
+        drop(switching);
     }
 }
