@@ -32,9 +32,12 @@ dump() {
 dumper=$!
 # Workloads in fixed cgroups, removed and made again every round so the series continue under the same paths. The
 # agent names a cgroup when it sees it alive at a scrape; one that is gone first is reported as "unknown".
+# --await-hooks: after registering its notifier, a workload waits for the agent's subscription hooks (attached only
+# while some mm has subscriptions); without them its brackets would have no TLB-gather window or cause.
 run() {
     name=$1; shift
-    mmuscope-workload "$@" --cgroup-parent /ship --cgroup-name "$name" >/dev/null 2>>/tmp/workload.log ||
+    mmuscope-workload "$@" --await-hooks http://127.0.0.1:9476 --cgroup-parent /ship --cgroup-name "$name" \
+        >/dev/null 2>>/tmp/workload.log ||
         echo "workload $name ($*) failed" >>/tmp/failed
 }
 end=$(( $(cut -d. -f1 /proc/uptime) + duration ))
