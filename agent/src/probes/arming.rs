@@ -249,7 +249,8 @@ impl Arming {
         self.shown().on_demand
     }
 
-    /// The group as of its last change (a switch in progress shows when it is done).
+    /// The group as of its last change: an attach in progress shows when it is done, a detach as soon as it is
+    /// wished for.
     pub fn view(&self) -> ArmingView {
         self.shown().view.clone()
     }
@@ -271,6 +272,14 @@ impl Arming {
     /// Asks the group's worker thread to attach (`wanted`) or detach the hooks, and returns at once (see the module
     /// docs). After a detach, `recheck` decides whether to attach again.
     pub fn want(&self, wanted: bool, why: String, recheck: Option<Recheck>) {
+        // A detach on its way already shows: a waiter for the hooks (a test workload registering a notifier) must not
+        // take them for attached while they go, and a later attach shows once it is done.
+        if !wanted {
+            let mut shown = self.shown();
+            if shown.on_demand {
+                shown.view.attached = false;
+            }
+        }
         let wish = Wish { wanted, why, recheck };
         let wish = match &self.wishes {
             Some(worker) => match worker.send(wish) {
@@ -301,13 +310,14 @@ impl Arming {
     pub fn set(&self, wanted: bool, why: &str) {
         let mut s = self.lock();
         // No programs: the families attached in no mode with such a hook (their plans say why), nothing to switch.
-        if s.always.is_some() || s.programs.is_empty() || s.attached() == wanted {
-            return;
+        let switch = s.always.is_none() && !s.programs.is_empty() && s.attached() != wanted;
+        if switch {
+            match s.set(wanted) {
+                Ok(()) => tracing::info!(why, "{} {}", s.group.hooks(), if wanted { "attached" } else { "detached" }),
+                Err(e) => s.failed(&e),
+            }
         }
-        match s.set(wanted) {
-            Ok(()) => tracing::info!(why, "{} {}", s.group.hooks(), if wanted { "attached" } else { "detached" }),
-            Err(e) => s.failed(&e),
-        }
+        // Also without a switch: a detach wished for and then overtaken showed as detached (`want`).
         self.publish(&s);
     }
 
