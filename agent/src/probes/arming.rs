@@ -144,6 +144,10 @@ pub struct Arming {
 struct Shown {
     view: ArmingView,
     on_demand: bool,
+    /// Wishes sent to the worker and not yet fulfilled.
+    pending: u64,
+    /// Whether the latest of them is a detach (which shows at once).
+    detach_wished: bool,
 }
 
 /// Every group of on-demand hooks.
@@ -199,6 +203,8 @@ pub struct ArmingView {
     /// Why none of them is attached in this mode, if none is (nothing will switch).
     pub none_attached: Option<String>,
     pub transitions: u64,
+    /// A switch is wished for or under way (then `transitions` has not counted it yet).
+    pub switching: bool,
 }
 
 impl Arming {
@@ -229,9 +235,15 @@ impl Arming {
         self.shown.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes what `state` now holds what the group shows.
-    fn publish(&self, state: &State) {
-        *self.shown() = Shown::from(state);
+    /// Makes what `state` now holds what the group shows, `fulfilled` wishes fewer pending.
+    fn publish(&self, state: &State, fulfilled: u64) {
+        let mut shown = self.shown();
+        let (pending, detach_wished) = (shown.pending.saturating_sub(fulfilled), shown.detach_wished);
+        *shown = Shown { pending, detach_wished, ..Shown::from(state) };
+        shown.view.switching = pending > 0;
+        if pending > 0 && detach_wished && shown.on_demand {
+            shown.view.attached = false;
+        }
     }
 
     pub fn group(&self) -> OnDemand {
@@ -266,7 +278,7 @@ impl Arming {
         }
         tracing::info!(why, "{} attached for good", s.group.hooks());
         s.always = Some(why.to_string());
-        self.publish(&s);
+        self.publish(&s, 0);
     }
 
     /// Asks the group's worker thread to attach (`wanted`) or detach the hooks, and returns at once (see the module
@@ -274,35 +286,42 @@ impl Arming {
     pub fn want(&self, wanted: bool, why: String, recheck: Option<Recheck>) {
         // A detach on its way already shows: a waiter for the hooks (a test workload registering a notifier) must not
         // take them for attached while they go, and a later attach shows once it is done.
-        if !wanted {
-            let mut shown = self.shown();
-            if shown.on_demand {
-                shown.view.attached = false;
+        let wish = Wish { wanted, why, recheck };
+        let Some(worker) = &self.wishes else { return self.fulfil(wish, 0) };
+        // Counted before the worker can take it (it publishes through the same lock).
+        let mut shown = self.shown();
+        match worker.send(wish) {
+            Ok(()) => {
+                shown.pending += 1;
+                shown.detach_wished = !wanted;
+                shown.view.switching = true;
+                if !wanted && shown.on_demand {
+                    shown.view.attached = false;
+                }
+            }
+            Err(mpsc::SendError(wish)) => {
+                drop(shown);
+                self.fulfil(wish, 0);
             }
         }
-        let wish = Wish { wanted, why, recheck };
-        let wish = match &self.wishes {
-            Some(worker) => match worker.send(wish) {
-                Ok(()) => return,
-                Err(mpsc::SendError(wish)) => wish,
-            },
-            None => wish,
-        };
-        self.fulfil(wish);
     }
 
     /// As [`Arming::want`], but switches before returning (start-up, where no request waits and the capability
     /// check that follows must find the group as the first sweep left it).
     pub fn switch_now(&self, wanted: bool, why: String, recheck: Option<Recheck>) {
-        self.fulfil(Wish { wanted, why, recheck });
+        self.fulfil(Wish { wanted, why, recheck }, 0);
     }
 
-    fn fulfil(&self, wish: Wish) {
+    /// Does what `wish` asks; `taken`: the wishes of the worker's queue it stands for (the latest of them).
+    fn fulfil(&self, wish: Wish, taken: u64) {
         self.set(wish.wanted, &wish.why);
         if !wish.wanted
             && let Some(why) = wish.recheck.and_then(|recheck| recheck())
         {
             self.set(true, &why);
+        }
+        if taken > 0 {
+            self.publish(&self.lock(), taken);
         }
     }
 
@@ -318,7 +337,7 @@ impl Arming {
             }
         }
         // Also without a switch: a detach wished for and then overtaken showed as detached (`want`).
-        self.publish(&s);
+        self.publish(&s, 0);
     }
 
     /// Detaches and attaches again with `unprivileged` in force (the capability set the agent keeps after
@@ -341,7 +360,7 @@ impl Arming {
                 Err(e) => s.failed(&e),
             }
             s.always = Some(why);
-            self.publish(&s);
+            self.publish(&s, 0);
             return;
         }
         if !was {
@@ -349,7 +368,7 @@ impl Arming {
         }
         // The check is no transition anything on the host made happen.
         s.transitions = 0;
-        self.publish(&s);
+        self.publish(&s, 0);
     }
 }
 
@@ -360,8 +379,9 @@ impl From<&State> for Shown {
             always: s.always.clone(),
             none_attached: s.none_attached.clone(),
             transitions: s.transitions,
+            switching: false,
         };
-        Self { view, on_demand: s.always.is_none() && !s.programs.is_empty() }
+        Self { view, on_demand: s.always.is_none() && !s.programs.is_empty(), pending: 0, detach_wished: false }
     }
 }
 
@@ -414,11 +434,12 @@ fn spawn_worker(group: OnDemand, state: Weak<Mutex<State>>, shown: Arc<Mutex<Sho
     let worker = move || {
         while let Ok(mut wish) = received.recv() {
             // Only the latest counts: a later sweep decided again.
+            let mut taken = 1;
             while let Ok(later) = received.try_recv() {
-                wish = later;
+                (wish, taken) = (later, taken + 1);
             }
             let Some(state) = state.upgrade() else { return };
-            Arming { group, state, shown: shown.clone(), wishes: None }.fulfil(wish);
+            Arming { group, state, shown: shown.clone(), wishes: None }.fulfil(wish, taken);
         }
     };
     match thread::Builder::new().name(format!("arm-{}", group.name())).spawn(worker) {

@@ -288,7 +288,8 @@ pub struct SubscriptionHooks {
     pub transitions: u64,
 }
 
-/// Polls the API until `subscription_hooks.attached` is `want` (or the timeout: the last answer).
+/// Polls the API until `subscription_hooks.attached` is `want` and no switch is under way (or the timeout: the last
+/// answer). A detach shows in `attached` as soon as it is wished for, and in `transitions` once done.
 pub fn subscription_hooks(scraper: &Scraper, want: bool) -> Result<SubscriptionHooks> {
     let deadline = Instant::now() + SEEN_TIMEOUT;
     loop {
@@ -301,7 +302,8 @@ pub fn subscription_hooks(scraper: &Scraper, want: bool) -> Result<SubscriptionH
             transitions: h["transitions"].as_u64().context("subscription_hooks.transitions")?,
         };
         let settled = hooks.always.is_some() || hooks.none_attached.is_some();
-        if hooks.attached == want || settled || Instant::now() >= deadline {
+        let switching = h["switching"].as_bool().context("subscription_hooks.switching")?;
+        if (hooks.attached == want && !switching) || settled || Instant::now() >= deadline {
             return Ok(hooks);
         }
         thread::sleep(Duration::from_millis(200));

@@ -91,6 +91,9 @@ pub fn run(ws: &Workspace, agent: &Path, workload: &Path, spec: Spec) -> Result<
     };
     let done = vm::run_in_guest(ws, &kernel, &files, &command, &opts)?;
     let ended = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+    // Kept for a failure's post-mortem: the dumps and, at the end, the agent's and the workloads' logs.
+    let log = ws.target_dir().join(format!("ship/guest-{}.log", kernel.meta.release));
+    fs::write(&log, &done.output).with_context(|| format!("writing {}", log.display()))?;
     if done.status != 0 {
         let tail: Vec<&str> = done.output.lines().rev().take(30).collect();
         bail!(

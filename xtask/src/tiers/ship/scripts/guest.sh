@@ -75,5 +75,8 @@ kill $agent
 wait $agent
 # What the agent did with its capabilities on this kernel (shown by the host).
 grep -m1 'mmuscope::privileges' /tmp/agent.log | sed 's/^/MMUSCOPE-SHIP-AGENT /'
+# For a failure's post-mortem (the host keeps this output as target/ship/guest-<release>.log).
+echo "MMUSCOPE-SHIP-AGENT-LOG"; cat /tmp/agent.log
+echo "MMUSCOPE-SHIP-WORKLOAD-LOG"; cat /tmp/workload.log 2>/dev/null
 echo "MMUSCOPE-SHIP-DONE $(uptime) rounds=$round"
 if [ -s /tmp/failed ]; then cat /tmp/failed; tail -20 /tmp/workload.log; exit 1; fi
