@@ -47,6 +47,9 @@ pub struct HookGroupView {
     pub none_attached: Option<String>,
     /// Attach and detach transitions since start-up.
     pub transitions: u64,
+    /// A switch is wished for or under way: an attach shows in `attached` once done, a detach as soon as it is wished
+    /// for; `transitions` counts either once done.
+    pub switching: bool,
 }
 
 impl From<&crate::probes::ArmingView> for HookGroupView {
@@ -56,6 +59,7 @@ impl From<&crate::probes::ArmingView> for HookGroupView {
             always: v.always.clone(),
             none_attached: v.none_attached.clone(),
             transitions: v.transitions,
+            switching: v.switching,
         }
     }
 }
