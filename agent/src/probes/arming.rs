@@ -34,8 +34,10 @@
 //! Switching a group is tens of attach or detach calls, each a trampoline update (milliseconds on hardware, seconds
 //! in a TCG guest), so the sweep that decides only says what it wants ([`Arming::want`]): each group's worker thread
 //! switches it, and the scrape or API request that swept does not wait. Only the latest wish counts. A detach is
-//! checked afterwards by the wisher's `recheck` (the subscription group: did the change counter move since the
-//! deciding sweep read it? a registration in between saw the hooks still attached and asked for nothing).
+//! checked by the wisher's `recheck` (the subscription group: did the change counter move since the deciding sweep
+//! read it? a registration in between saw the hooks still attached and asked for nothing) twice: before, so that
+//! such a registration keeps the hooks (its process may already be at work, having seen them attached), and after,
+//! for one that came while they went.
 //!
 //! Attaching again after the capability drop uses the program fd the agent holds (`BPF_RAW_TRACEPOINT_OPEN`,
 //! which checks no capability once the program is loaded, from 5.19; before, the CAP_BPF the agent keeps for
@@ -116,8 +118,9 @@ struct State {
     generation: u32,
 }
 
-/// Run after a wished-for detach: `Some(why)` when the group is needed after all, and is attached again.
-pub type Recheck = Box<dyn FnOnce() -> Option<String> + Send>;
+/// Run before and after a wished-for detach: `Some(why)` when the group is needed after all, and is kept or attached
+/// again.
+pub type Recheck = Box<dyn Fn() -> Option<String> + Send>;
 
 /// A switch a sweep asked for, done by the group's worker thread.
 struct Wish {
@@ -282,7 +285,7 @@ impl Arming {
     }
 
     /// Asks the group's worker thread to attach (`wanted`) or detach the hooks, and returns at once (see the module
-    /// docs). After a detach, `recheck` decides whether to attach again.
+    /// docs). Before and after a detach, `recheck` decides whether the hooks are needed after all.
     pub fn want(&self, wanted: bool, why: String, recheck: Option<Recheck>) {
         // A detach on its way already shows: a waiter for the hooks (a test workload registering a notifier) must not
         // take them for attached while they go, and a later attach shows once it is done.
@@ -314,11 +317,18 @@ impl Arming {
 
     /// Does what `wish` asks; `taken`: the wishes of the worker's queue it stands for (the latest of them).
     fn fulfil(&self, wish: Wish, taken: u64) {
-        self.set(wish.wanted, &wish.why);
-        if !wish.wanted
-            && let Some(why) = wish.recheck.and_then(|recheck| recheck())
-        {
+        let Wish { wanted, why, recheck } = wish;
+        let needed = || recheck.as_ref().and_then(|recheck| recheck());
+        if wanted {
             self.set(true, &why);
+        } else if let Some(kept) = needed() {
+            // The sweep's "none" is out of date: keep them (or attach them, if an earlier wish had them go).
+            self.set(true, &kept);
+        } else {
+            self.set(false, &why);
+            if let Some(again) = needed() {
+                self.set(true, &again);
+            }
         }
         if taken > 0 {
             self.publish(&self.lock(), taken);
@@ -498,6 +508,34 @@ mod tests {
         let kept = Arming::new(OnDemand::WhileSubscribed, Vec::new(), Some("kprobe mode".into()), None);
         let v = kept.view();
         assert!(v.attached && v.always.is_some() && v.none_attached.is_none(), "{v:?}");
+    }
+
+    /// A recheck that answers `answers` in turn and counts its calls.
+    fn recheck(answers: &'static [bool]) -> (Recheck, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let recheck = Box::new(move || {
+            let i = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answers[i].then(|| "a subscription changed during the sweep".to_string())
+        });
+        (recheck, calls)
+    }
+
+    #[test]
+    fn a_detach_is_rechecked_before_and_after() {
+        let group = Arming::new(OnDemand::WhileSubscribed, Vec::new(), None, None);
+        // Changed before the detach: kept, so no second look.
+        let (kept, calls) = recheck(&[true]);
+        group.switch_now(false, "no process has notifier subscriptions".into(), Some(kept));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Unchanged before: detached, then looked at again.
+        let (gone, calls) = recheck(&[false, true]);
+        group.switch_now(false, "no process has notifier subscriptions".into(), Some(gone));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // An attach asks nothing.
+        let (unused, calls) = recheck(&[]);
+        group.switch_now(true, "a process has notifier subscriptions".into(), Some(unused));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -215,7 +215,7 @@ enum SweepFor {
 pub struct Sweeper {
     program: ProgramFd,
     /// The change generation (hooked modes); `None`: throttled sweeps. Shared with the subscription hooks' worker,
-    /// which reads it after a detach (`Arming::want`'s recheck).
+    /// which reads it around a detach (`Arming::want`'s recheck).
     changes: Option<Arc<PerCpuArray<MapData, u64>>>,
     symbols: Symbols,
     secondary_slot: &'static str,
@@ -337,7 +337,7 @@ impl Sweeper {
         })
     }
 
-    /// After the subscription hooks' detach: whether a subscription changed since this sweep read the generation.
+    /// Around the subscription hooks' detach: whether a subscription changed since this sweep read the generation.
     fn changed_since_sweep(&self) -> Option<crate::probes::Recheck> {
         let (map, swept) = (self.changes.clone()?, self.generation);
         Some(Box::new(move || match change_generation(&map) {
@@ -377,7 +377,7 @@ impl Sweeper {
                     let (why, recheck) = match wanted {
                         true => (format!("a process has {condition}"), None),
                         // A change since this sweep's read of the generation (a registration whose program saw the
-                        // hooks still attached, so asked for nothing) is attached for, to be swept next time.
+                        // hooks still attached, so asked for nothing) keeps them, to be swept next time.
                         false => {
                             let subscriptions = arming.group() == crate::probes::spec::OnDemand::WhileSubscribed;
                             (
