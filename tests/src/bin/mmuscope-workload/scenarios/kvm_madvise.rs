@@ -12,7 +12,7 @@
 //!   the notifier, so the munmap and all later frees, the stdout buffer, Rust's runtime clean-up (it munmaps the
 //!   main thread's signal stack after `main`) and `exit_mmap` are invisible to KVM.
 //!
-//! Verified in every vm-tier run by the guest check's kernel references (`reference.rs`): KVM's start callback ran
+//! Verified in every vm-tier run by the guest check's kernel references (`reference/`): KVM's start callback ran
 //! N times, and the traced brackets on the subscribed mm are N `clear`, with the secondary-TLB calls placed as below.
 //!
 //! Secondary-TLB invalidations and doubles, per generation (the bracket sits inside a TLB-gather window:
