@@ -1,6 +1,7 @@
 //! Step 3: one workload scenario against the running agent. Scrape, run the workload, derive every expected
 //! increase from its ground truth (`families`), scrape until all are reached (or a timeout), wait a quiet period,
-//! scrape once more, and compare the increases exactly, one [`Comparison`] per series group.
+//! scrape once more, and compare the increases exactly, one [`Comparison`] per series group ([`increases`]), and the
+//! kernel's own references with both ([`references`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -11,13 +12,19 @@ use anyhow::{Context, Result};
 use mmuscope_tests::cgroup::{self, Hierarchies};
 use mmuscope_tests::harness::held::HeldWorkload;
 use mmuscope_tests::harness::run_workload;
-use mmuscope_tests::promtext::{Exposition, Sample};
-use mmuscope_tests::truth::{GroundTruth, ScenarioParams, SecondaryTlbApi, TlbContext};
+use mmuscope_tests::promtext::Exposition;
+use mmuscope_tests::truth::{GroundTruth, SecondaryTlbApi};
 
 use crate::families::{self, Check, Closed, Expectations};
 use crate::record::{Comparison, EventCounts, Record};
 use crate::subscribers::{self, Listed};
 use crate::{agent, needs, reference, slow, stacks};
+
+mod increases;
+mod references;
+
+use increases::{by_cgroup_event, expected, increase, matches, within};
+use references::{reference_problems, trace_problems};
 
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Scenarios whose workload is held while the inventory is checked (fentry and kprobe modes): `kvm-madvise` (one
@@ -397,205 +404,6 @@ fn unasserted(checks: &[Check], owner: &str, before: &Exposition, after: &Exposi
         .collect()
 }
 
-/// KVM's callback hits, counted by the kernel, against the truth's brackets × VMs and (before 6.6) the agent's
-/// secondary-TLB increase for the owner × VMs. Prints each comparison; returns the failed ones.
-fn reference_problems(
-    reference: &reference::KprobeCounter,
-    truth: &GroundTruth,
-    owner: &str,
-    before: &Exposition,
-    after: &Exposition,
-) -> Vec<String> {
-    let hits = match reference.hits() {
-        Ok(h) => h,
-        Err(e) => return vec![format!("the kprobe reference could not be read: {e:#}")],
-    };
-    let secondary = increase(before, after, &Check::new(families::SECONDARY_TLB, owner, &[], 0));
-    let start_want = i64::try_from(truth.expected_tracepoint_total()).unwrap_or(i64::MAX);
-    let rows = [
-        (reference::KVM_START, "the truth's brackets × VMs".to_owned(), start_want),
-        (
-            reference::KVM_SECONDARY,
-            format!("{}{{cgroup={owner:?}}} increase × VMs", families::SECONDARY_TLB),
-            secondary.saturating_mul(i64::from(truth.vms)),
-        ),
-    ];
-    let mut problems = Vec::new();
-    for (function, what, want) in rows {
-        let Some(counted) = hits.get(function) else { continue }; // not probed on this generation
-        let counted = i64::try_from(*counted).unwrap_or(i64::MAX);
-        let pass = counted == want;
-        println!(
-            "  {} reference: kprobe hits on {function} {counted}, {what} {want}",
-            if pass { "ok  " } else { "FAIL" }
-        );
-        if !pass {
-            problems.push(format!("kprobe reference: {function} ran {counted} times, {what} is {want}"));
-        }
-    }
-    problems
-}
-
-/// The trace reference (brackets by event value, secondary-TLB calls by context; rules in
-/// [`reference::BracketTrace`]) against the truth and the agent's increase for the owner. Prints every row;
-/// returns the failed ones. The reference wins where it and the truth disagree: the truth is a model of the kernel,
-/// the reference the kernel's own record of what ran.
-fn trace_problems(
-    traced: &reference::Traced,
-    truth: &GroundTruth,
-    owner: &str,
-    api: SecondaryTlbApi,
-    before: &Exposition,
-    after: &Exposition,
-) -> Vec<String> {
-    let mut problems = traced.problems.iter().map(|p| format!("trace reference: {p}")).collect::<Vec<_>>();
-    if truth.tlb_subscriber.is_some()
-        && let Some(why) = &traced.mirror_refused
-    {
-        problems.push(format!("trace reference: the test module's callback is not observed: {why}"));
-    }
-    if matches!(truth.scenario, ScenarioParams::RdmaOdp(_))
-        && let Some(why) = &traced.rxe_refused
-    {
-        problems.push(format!("trace reference: rxe's ODP callback is not observed: {why}"));
-    }
-    // Interval readers: where the truth cannot say (timing), the reference is the only witness and must be armed.
-    let timed = truth.interval.as_ref().is_some_and(|i| i.collisions_timed);
-    if let Some(why) = &traced.readers_refused {
-        if timed {
-            problems.push(format!("trace reference: interval readers are not observed: {why}"));
-        } else {
-            println!("  note trace reference: interval readers are not observed (not compared): {why}");
-        }
-    }
-    let mut row = |what: String, counted: u64, truth: Option<(u64, u64)>, agent: i64| {
-        let truth_ok = truth.is_none_or(|(lo, hi)| (lo..=hi).contains(&counted));
-        let pass = truth_ok && i64::try_from(counted) == Ok(agent);
-        let wanted = match truth {
-            Some((lo, hi)) if lo == hi => lo.to_string(),
-            Some((lo, hi)) => format!("{lo}..={hi}"),
-            None => "(no statement)".to_owned(),
-        };
-        println!(
-            "  {} trace reference: {what} {counted}, truth {wanted}, agent {agent}",
-            if pass { "ok  " } else { "FAIL" }
-        );
-        if !pass {
-            problems.push(format!("trace reference: {what} counted {counted}, truth {wanted}, agent {agent}"));
-        }
-    };
-
-    let truth_events: BTreeMap<String, u64> =
-        truth.invalidations.brackets.iter().map(|(e, n)| (families::wire(e), *n)).collect();
-    let agent_event =
-        |e: &str| increase(before, after, &Check::new(families::INVALIDATIONS, owner, &[("event", e)], 0));
-    let mut events: BTreeSet<String> = truth_events.keys().chain(traced.brackets.keys()).cloned().collect();
-    events
-        .extend(by_cgroup_event(before, after, families::INVALIDATIONS).remove(owner).unwrap_or_default().into_keys());
-    for e in events {
-        let counted = traced.brackets.get(&e).copied().unwrap_or(0);
-        let want = truth_events.get(&e).copied().unwrap_or(0);
-        row(format!("brackets{{event={e:?}}}"), counted, Some((want, want)), agent_event(&e));
-    }
-
-    // Secondary-TLB calls: the truth's bounds per context (none where it has no part), the agent's reached calls.
-    let mut bounds: BTreeMap<TlbContext, (u64, u64)> = BTreeMap::new();
-    if let Some(tlb) = &truth.secondary_tlb {
-        for s in tlb.sources.iter().filter(|s| s.api == api) {
-            let b = bounds.entry(s.context).or_insert((0, 0));
-            *b = (b.0 + s.count, b.1 + s.count_max.unwrap_or(s.count));
-        }
-    }
-    for context in [TlbContext::Bracket, TlbContext::Gather, TlbContext::Outside] {
-        let name = families::wire(&context);
-        let agent = increase(before, after, &Check::new(families::SECONDARY_TLB, owner, &[("context", &name)], 0));
-        let raw = traced.secondary_calls.get(&context).copied().unwrap_or(0);
-        let reached = traced.secondary_reached.get(&context).copied().unwrap_or(0);
-        // With the part, the truth lists every context of this API (closed): an unlisted one is 0.
-        let want = truth.secondary_tlb.as_ref().map(|_| bounds.get(&context).copied().unwrap_or((0, 0)));
-        row(
-            format!("secondary-TLB calls reaching an implementer{{context={name:?}}} (entry-point calls {raw})"),
-            reached,
-            want,
-            agent,
-        );
-    }
-
-    // Interval readers (`hmm_range_fault` -EBUSY, `mmu_interval_read_begin` waits): the truth's figure unless it
-    // depends on timing (then no statement: the agent must equal the reference), 0 without an interval part.
-    if traced.readers_refused.is_none() {
-        let want = |f: fn(&mmuscope_tests::truth::IntervalTruth) -> u64| {
-            (!timed).then(|| truth.interval.as_ref().map_or(0, f)).map(|n| (n, n))
-        };
-        let agent = |metric| increase(before, after, &Check::new(metric, owner, &[], 0));
-        row("hmm_range_fault -EBUSY".to_owned(), traced.hmm_busy, want(|i| i.hmm_busy), agent(families::HMM_BUSY));
-        row(
-            "interval reader waits".to_owned(),
-            traced.read_waits,
-            want(|i| i.read_waits),
-            agent(families::INTERVAL_WAITS),
-        );
-        row(
-            "interval reader waits (wait histogram count)".to_owned(),
-            traced.read_waits,
-            want(|i| i.read_waits),
-            agent(families::INTERVAL_WAIT_COUNT),
-        );
-    }
-    problems
-}
-
-/// A check's expected increase (its lower bound), as [`increase`] gives increases.
-fn expected(c: &Check) -> i64 {
-    i64::try_from(c.expected).unwrap_or(i64::MAX)
-}
-
-/// Whether `observed` is what `c` wants: exactly its value, or within its bound.
-fn within(c: &Check, observed: i64) -> bool {
-    let max = i64::try_from(c.max.unwrap_or(c.expected)).unwrap_or(i64::MAX);
-    (expected(c)..=max).contains(&observed)
-}
-
-/// A check with an empty cgroup selects the agent's own series, which have no `cgroup` label.
-fn matches(s: &Sample, c: &Check) -> bool {
-    let cgroup =
-        if c.cgroup.is_empty() { !s.labels.contains_key("cgroup") } else { s.labels.get("cgroup") == Some(&c.cgroup) };
-    cgroup && c.labels.iter().all(|(k, v)| s.labels.get(*k) == Some(v))
-}
-
-/// Increase of the series group `c` selects (absent = 0). Signed: a counter that went down (a reset, a series that
-/// vanished) is a negative increase, which fails every check, the checks for zero included.
-fn increase(before: &Exposition, after: &Exposition, c: &Check) -> i64 {
-    let sum = |e: &Exposition| e.samples_named(c.metric).filter(|s| matches(s, c)).map(|s| s.value).sum::<f64>();
-    // Counters are integers well below 2^53, so the f64 difference is exact.
-    (sum(after) - sum(before)) as i64
-}
-
-/// Non-zero increases of `metric` per cgroup and event (diagnostics).
-fn by_cgroup_event(before: &Exposition, after: &Exposition, metric: &str) -> BTreeMap<String, EventCounts> {
-    let group = |e: &Exposition| {
-        let mut out: BTreeMap<(String, String), f64> = BTreeMap::new();
-        for s in e.samples_named(metric) {
-            let key = (
-                s.labels.get("cgroup").cloned().unwrap_or_default(),
-                s.labels.get("event").cloned().unwrap_or_default(),
-            );
-            *out.entry(key).or_insert(0.0) += s.value;
-        }
-        out
-    };
-    let (old, new) = (group(before), group(after));
-    let mut out: BTreeMap<String, EventCounts> = BTreeMap::new();
-    for ((cgroup, event), value) in new {
-        let delta = value - old.get(&(cgroup.clone(), event.clone())).copied().unwrap_or(0.0);
-        // A decrease is shown too (negative): it is as wrong as unexplained growth.
-        if delta != 0.0 {
-            out.entry(cgroup).or_default().insert(event, delta as i64);
-        }
-    }
-    out
-}
-
 fn wire(api: &SecondaryTlbApi) -> String {
     serde_json::to_value(api).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
@@ -627,19 +435,6 @@ mod tests {
     }
 
     #[test]
-    fn increases_select_by_cgroup_and_labels_and_sum_the_rest() {
-        let before =
-            exposition("m{cgroup=\"/a\",kind=\"x\",other=\"1\"} 5\nm{cgroup=\"/a\",kind=\"x\",other=\"2\"} 1\n");
-        let after = exposition(
-            "m{cgroup=\"/a\",kind=\"x\",other=\"1\"} 7\nm{cgroup=\"/a\",kind=\"x\",other=\"2\"} 2\n\
-             m{cgroup=\"/a\",kind=\"y\"} 4\nm{cgroup=\"/b\",kind=\"x\"} 9\n",
-        );
-        assert_eq!(increase(&before, &after, &Check::new("m", "/a", &[("kind", "x")], 0)), 3);
-        assert_eq!(increase(&before, &after, &Check::new("m", "/a", &[], 0)), 7);
-        assert_eq!(increase(&before, &after, &Check::new("m", "/c", &[], 0)), 0);
-    }
-
-    #[test]
     fn closed_dimensions_add_zero_checks_for_unlisted_values_that_grew() {
         let before = exposition("m{cgroup=\"/a\",event=\"unmap\"} 1\n");
         let after = exposition(
@@ -655,25 +450,6 @@ mod tests {
     }
 
     #[test]
-    fn bounds_pass_within_and_fail_outside() {
-        let c = Check::new("m", "/a", &[], 0).up_to(1);
-        assert!(within(&c, 0) && within(&c, 1));
-        assert!(!within(&c, 2) && !within(&c, -1));
-        let exact = Check::new("m", "/a", &[], 3).up_to(3);
-        assert_eq!(exact.max, None);
-        assert!(within(&exact, 3) && !within(&exact, 4));
-    }
-
-    #[test]
-    fn agent_wide_checks_select_series_without_a_cgroup() {
-        let before = exposition("e{map=\"stats\"} 1\nm{cgroup=\"/a\",map=\"stats\"} 5\n");
-        let after = exposition("e{map=\"stats\"} 3\ne{map=\"other\"} 1\nm{cgroup=\"/a\",map=\"stats\"} 9\n");
-        let check = Check::agent_wide("e", 0);
-        assert_eq!(check.series(), "e");
-        assert_eq!(increase(&before, &after, &check), 3);
-    }
-
-    #[test]
     fn other_cgroups_that_changed_get_zero_checks() {
         let m = families::INVALIDATIONS;
         let before =
@@ -685,14 +461,5 @@ mod tests {
             .map(|c| (c.cgroup.clone(), increase(&before, &after, c)))
             .collect();
         assert_eq!(grown, [("/gone".to_owned(), -4), ("/new".to_owned(), 1)]);
-    }
-
-    #[test]
-    fn a_counter_that_went_down_fails_a_check_for_zero() {
-        let before = exposition("m{cgroup=\"/a\",kind=\"x\"} 5\n");
-        let after = exposition("m{cgroup=\"/a\",kind=\"x\"} 2\n");
-        let check = Check::new("m", "/a", &[("kind", "x")], 0);
-        assert_eq!(increase(&before, &after, &check), -3);
-        assert_ne!(increase(&before, &after, &check), expected(&check));
     }
 }
