@@ -58,13 +58,15 @@ pub(super) fn by_cgroup_event(before: &Exposition, after: &Exposition, metric: &
     out
 }
 
+/// A scrape from exposition text (the tests of this module and of `compare`).
+#[cfg(test)]
+pub(super) fn exposition(text: &str) -> Exposition {
+    Exposition::parse(text).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn exposition(text: &str) -> Exposition {
-        Exposition::parse(text).unwrap()
-    }
 
     #[test]
     fn increases_select_by_cgroup_and_labels_and_sum_the_rest() {

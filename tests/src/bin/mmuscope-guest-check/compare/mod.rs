@@ -428,11 +428,8 @@ fn remove_cgroup(truth: &GroundTruth) {
 
 #[cfg(test)]
 mod tests {
+    use super::increases::exposition;
     use super::*;
-
-    fn exposition(text: &str) -> Exposition {
-        Exposition::parse(text).unwrap()
-    }
 
     #[test]
     fn closed_dimensions_add_zero_checks_for_unlisted_values_that_grew() {
